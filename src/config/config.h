@@ -1,0 +1,115 @@
+/*
+ * Configuration: MGATE_* environment variables (the Go mGate's names), an
+ * optional .env file and an optional INI file.  Precedence, strongest first:
+ * the process environment, the .env file (it never overrides a variable that
+ * is already set), the INI file, built-in defaults.
+ *
+ * INI layout: global keys in section [mgate] (or before any section), one
+ * section per listener named after its prefix without "MGATE_" and the
+ * trailing "_", lower case: [mqtt_without_tls], [mqtt_with_tls], ...  Keys are
+ * the variable suffixes in lower case: port, target_host, max_packet_size...
+ */
+#ifndef MGATE_CONFIG_H
+#define MGATE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum listener_id {
+    LISTENER_MQTT,          /* MGATE_MQTT_WITHOUT_TLS_ */
+    LISTENER_MQTT_TLS,      /* MGATE_MQTT_WITH_TLS_ */
+    LISTENER_MQTT_MTLS,     /* MGATE_MQTT_WITH_MTLS_ */
+    LISTENER_WS,            /* MGATE_MQTT_WS_WITHOUT_TLS_ */
+    LISTENER_WS_TLS,        /* MGATE_MQTT_WS_WITH_TLS_ */
+    LISTENER_WS_MTLS,       /* MGATE_MQTT_WS_WITH_MTLS_ */
+    LISTENER_HTTP,          /* MGATE_HTTP_WITHOUT_TLS_ */
+    LISTENER_HTTP_TLS,      /* MGATE_HTTP_WITH_TLS_ */
+    LISTENER_HTTP_MTLS,     /* MGATE_HTTP_WITH_MTLS_ */
+    LISTENER_COAP,          /* MGATE_COAP_WITHOUT_DTLS_ */
+    LISTENER_COAP_DTLS,     /* MGATE_COAP_WITH_DTLS_ */
+    LISTENER_COUNT
+};
+
+enum target_protocol { TARGET_NONE, TARGET_MQTT, TARGET_MQTTS, TARGET_WS, TARGET_WSS, TARGET_HTTP, TARGET_HTTPS };
+
+enum refusal_mode {
+    REFUSAL_REASON, /* answer with the protocol's reason code (default) */
+    REFUSAL_CLOSE,  /* Go mGate behaviour: close the connection */
+};
+
+enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR, LOG_OFF };
+
+/* Bits of cert_verification_methods. */
+#define CERT_VERIFY_OCSP 1u
+#define CERT_VERIFY_CRL 2u
+
+/* All strings are owned (malloc'd) and never NULL: unset means "". */
+struct listener_config {
+    enum listener_id id;
+    const char *prefix; /* "MGATE_MQTT_WITHOUT_TLS_" (static) */
+    const char *name;   /* "mqtt_without_tls" (static): log and INI section name */
+    bool enabled;       /* PORT was given */
+
+    /* Go mGate keys */
+    char *host;
+    uint16_t port;
+    char *path_prefix;
+    char *target_host;
+    uint16_t target_port;
+    enum target_protocol target_protocol;
+    char *target_path;
+    char *cert_file, *key_file, *server_ca_file, *client_ca_file;
+    unsigned cert_verification_methods;
+    unsigned ocsp_depth;
+    char *ocsp_responder_url;
+    unsigned crl_depth;
+    char *crl_distribution_points;
+    char *crl_distribution_points_issuer_cert_file;
+    char *offline_crl_file;
+    char *offline_crl_issuer_cert_file;
+
+    /* mgate's own keys (same prefix) */
+    uint32_t max_packet_size;       /* MAX_PACKET_SIZE, bytes, default 1 MiB */
+    uint32_t connect_timeout_ms;    /* CONNECT_TIMEOUT, default 10 s */
+    uint32_t output_high_water;     /* OUTPUT_HIGH_WATER, bytes, default 64 KiB */
+    enum refusal_mode refusal;      /* REFUSAL = reason | close */
+};
+
+struct mgate_config {
+    struct listener_config listeners[LISTENER_COUNT];
+    enum log_level log_level;        /* MGATE_LOG_LEVEL: debug|info|warn|error|off, default info */
+    char *handler;                   /* MGATE_HANDLER, default "log" */
+    uint32_t shutdown_grace_ms;      /* MGATE_SHUTDOWN_GRACE, default 5 s */
+    unsigned workers;                /* MGATE_WORKERS, default 1 */
+    char *config_file;               /* the INI file that was read, "" if none */
+};
+
+/*
+ * Where values come from.  `env` looks a variable up (getenv in the binary, a
+ * table in tests); ini_path and dotenv_path may be NULL.
+ */
+struct config_source {
+    const char *(*env)(void *ctx, const char *name);
+    void *ctx;
+    const char *ini_path;    /* -c FILE or MGATE_CONFIG; missing file is an error */
+    const char *dotenv_path; /* ".env"; a missing file is silently skipped */
+};
+
+/*
+ * Fill cfg from src.  Returns 0, or -1 with a one-line message in err that
+ * names the variable (or file and line) and what is wrong, e.g.
+ * "MGATE_MQTT_WITHOUT_TLS_PORT: \"70000\" is not a port (1-65535)".
+ */
+int config_load(struct mgate_config *cfg, const struct config_source *src, char *err,
+                size_t errlen);
+void config_free(struct mgate_config *cfg);
+
+/* Parsers shared with tests: return 0 or -1. */
+int config_parse_duration_ms(const char *s, uint32_t *out); /* "10s", "500ms", "2m", "3" (=s) */
+int config_parse_size(const char *s, uint32_t *out);        /* "1048576", "64KiB", "1MiB", "1M" */
+
+const char *log_level_name(enum log_level l);
+const char *target_protocol_name(enum target_protocol p);
+
+#endif
