@@ -127,6 +127,7 @@ typedef struct mqtt_str {
 /*
  * A v5 property block.  `raw`/`raw_len` is the block without its length
  * prefix, kept so that unchanged properties are re-emitted byte for byte.
+ * raw is NULL when the packet carries no block at all (3.x, v5 short forms).
  * The few values the proxy acts on are also extracted; `has` is a bitmask of
  * (1u << MQTT_PROPBIT_x) telling which of them were present.
  */
@@ -137,6 +138,7 @@ enum mqtt_propbit {
     MQTT_PROPBIT_MAX_PACKET_SIZE,
     MQTT_PROPBIT_SESSION_EXPIRY,
     MQTT_PROPBIT_AUTH_METHOD,
+    MQTT_PROPBIT_SUBSCRIPTION_ID, /* at least one; values stay in raw */
 };
 typedef struct mqtt_props {
     const uint8_t *raw;
@@ -181,10 +183,26 @@ struct mqtt_publish {
     mqtt_str payload;
 };
 
+/*
+ * How much of an optional v5 tail (reason code, then property length) is on
+ * the wire in PUBACK..PUBCOMP, DISCONNECT and AUTH.  The spec allows several
+ * encodings of "success, no properties"; the decoder records which one it
+ * saw so that re-encoding reproduces the packet.  The encoder treats `form`
+ * as a minimum: it writes at least what rc and props need, so a zeroed
+ * struct (MQTT_FORM_AUTO) gets the shortest form.
+ */
+enum mqtt_form {
+    MQTT_FORM_AUTO = 0, /* shortest form that carries rc and props */
+    MQTT_FORM_BARE,     /* no reason code, no properties */
+    MQTT_FORM_RC,       /* reason code, no property length */
+    MQTT_FORM_FULL,     /* reason code and property block (maybe empty) */
+};
+
 /* PUBACK, PUBREC, PUBREL, PUBCOMP. rc is 0 when absent (v5 short form). */
 struct mqtt_ack {
     uint16_t id;
     uint8_t rc;
+    uint8_t form; /* enum mqtt_form, v5 only */
     mqtt_props props;
 };
 
@@ -212,6 +230,7 @@ struct mqtt_suback {
 /* DISCONNECT and AUTH. rc is 0 when absent. */
 struct mqtt_disconnect {
     uint8_t rc;
+    uint8_t form; /* enum mqtt_form, v5 only */
     mqtt_props props;
 };
 
@@ -235,7 +254,9 @@ struct mqtt_packet {
  * Find the first packet in buf[0..len).  On MQTT_OK, *total is the whole
  * packet's size (fixed header included).  MQTT_NEED_MORE: not enough bytes
  * yet (*total is set when the header is complete, else 0).  MQTT_MALFORMED:
- * a remaining length longer than 4 bytes.  MQTT_TOO_LARGE: total would
+ * a remaining length longer than 4 bytes or not in its shortest encoding
+ * (MQTT 5 requires it, and re-encoding could not reproduce it).
+ * MQTT_TOO_LARGE (*total set): total would
  * exceed max_size (checked as soon as the header is known, so an oversized
  * packet is refused before it is buffered).
  */
@@ -253,6 +274,18 @@ mqtt_rc mqtt_frame(const uint8_t *buf, size_t len, size_t max_size, size_t *tota
  * (well formed, no U+0000, no surrogates), wildcards in PUBLISH topics,
  * filter syntax and subscription options, properties allowed for the packet
  * type and not duplicated, protocol name/level pairs, no trailing bytes.
+ *
+ * Which error: where the spec names the class (e.g. reserved bits, bad UTF-8,
+ * QoS 3 in PUBLISH are Malformed; QoS 3 in v5 subscription options is a
+ * Protocol Error) it is followed.  Otherwise bytes that do not parse as the
+ * packet's grammar (lengths, truncation, trailing bytes, varints, flag bits,
+ * the CONNECT flags byte, unknown property ids) are MQTT_MALFORMED, and a
+ * well-formed packet that breaks a rule (direction, zero packet identifier,
+ * property not allowed / duplicated / out of range, wildcards, filter
+ * syntax, empty filter list, reason code not defined for the packet, a
+ * protocol name that is not MQTT's) is MQTT_PROTOCOL_ERROR.
+ * MQTT_BAD_VERSION still fills connect.version with the requested level, so
+ * the caller can pick the CONNACK layout.
  */
 mqtt_rc mqtt_decode(const uint8_t *buf, size_t total, uint8_t version, bool from_client,
                     struct mqtt_packet *out);
@@ -272,13 +305,34 @@ bool mqtt_topic_filter_valid(const uint8_t *p, size_t len); /* wildcard placemen
  * value bytes, after the identifier) for the first occurrence. */
 bool mqtt_props_find(const uint8_t *raw, uint32_t raw_len, uint8_t id, const uint8_t **val);
 
+/* Building blocks of mqtt_decode, usable on their own. */
+
+/* Read a variable byte integer from p[0..len): MQTT_OK with *v and *used,
+ * MQTT_NEED_MORE when it runs past len, MQTT_MALFORMED when longer than 4
+ * bytes or not minimally encoded. */
+mqtt_rc mqtt_varint_get(const uint8_t *p, size_t len, uint32_t *v, uint32_t *used);
+
+/* Parse and validate a v5 property block starting at its length prefix,
+ * for packet type `type` (or MQTT_PROPS_WILL for CONNECT's will properties).
+ * On MQTT_OK fills *out and sets *used to the bytes taken, prefix included. */
+enum { MQTT_PROPS_WILL = 0 };
+mqtt_rc mqtt_props_parse(const uint8_t *p, size_t len, uint8_t type, mqtt_props *out,
+                         uint32_t *used);
+
+/* Is rc a return/reason code that packet `type` may carry at `version`?
+ * (CONNACK, PUBACK..PUBCOMP, SUBACK, UNSUBACK, DISCONNECT, AUTH.) */
+bool mqtt_reason_valid(uint8_t type, uint8_t version, uint8_t rc);
+
 /* ---- encoding --------------------------------------------------------- */
 
 /*
  * Each encoder returns the number of bytes the packet needs and writes it
  * to out only when cap is large enough.  `version` selects 3.1/3.1.1 or 5.0
  * layout (properties, reason codes).  Properties are written from the
- * mqtt_props raw block (raw_len 0 writes an empty block).
+ * mqtt_props raw block (raw_len 0 writes an empty block).  CONNECT uses its
+ * own connect.version (`version` when that is 0) and builds the flags byte
+ * from the booleans.  Returns 0 for a packet that cannot be encoded (unknown
+ * type, AUTH before v5, a string over 65535 bytes, a packet over 256 MB).
  */
 size_t mqtt_encode(const struct mqtt_packet *pkt, uint8_t version, uint8_t *out, size_t cap);
 
@@ -293,7 +347,8 @@ uint32_t mqtt_prop_put_u16(uint8_t *out, uint8_t id, uint16_t v);
 uint32_t mqtt_prop_put_u32(uint8_t *out, uint8_t id, uint32_t v);
 uint32_t mqtt_prop_put_str(uint8_t *out, uint8_t id, const uint8_t *p, uint16_t len);
 
-/* Variable byte integer: size of, and write (returns bytes written). */
+/* Variable byte integer: size of, and write (returns bytes written); both
+ * return 0 for values above 268435455, which have no encoding. */
 uint32_t mqtt_varint_size(uint32_t v);
 uint32_t mqtt_varint_put(uint8_t *out, uint32_t v);
 
