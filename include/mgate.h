@@ -1,0 +1,179 @@
+/*
+ * mgate: an MQTT proxy.  This header is the whole public API: write a handler,
+ * register it, and run mgate with it.
+ *
+ * A handler sees every client's CONNECT, PUBLISH, SUBSCRIBE and UNSUBSCRIBE
+ * (and every broker->client PUBLISH, through auth_subscribe) and may allow,
+ * deny, or rewrite them.  Every callback runs on the event loop thread that
+ * owns the session: never block in one.
+ *
+ * Verdicts now or later:
+ *   - return MGATE_ALLOW or MGATE_DENY to answer at once;
+ *   - return MGATE_PENDING to answer later, then call mgate_resume(s, req,
+ *     verdict) exactly once with the same request pointer, from the same loop
+ *     thread (a timer, an I/O callback...).
+ *     Until then the session holds that direction's later packets, in order,
+ *     and stops reading from that peer, so memory stays bounded.  The request
+ *     structure stays valid (and writable) until mgate_resume; the session
+ *     stays allocated too, even if the client went away meanwhile
+ *     (mgate_session_closed() tells), so resuming is always safe.
+ *
+ * Rewriting: set the request's mgate_bytes fields to new values.  The bytes
+ * must stay valid until the callback returns (or, for a pending verdict,
+ * until mgate_resume returns); mgate_session_alloc() gives memory that lives
+ * that long.  Only a packet whose fields changed is re-encoded; everything
+ * else is forwarded byte for byte.
+ */
+#ifndef MGATE_H
+#define MGATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct mgate_session mgate_session;
+
+/* A byte string that is not NUL-terminated. */
+typedef struct mgate_bytes {
+    const uint8_t *p;
+    uint32_t len;
+} mgate_bytes;
+
+enum mgate_verdict {
+    MGATE_ALLOW = 0,
+    MGATE_DENY = 1,
+    MGATE_PENDING = 2,
+};
+
+enum mgate_direction {
+    MGATE_UP = 0,   /* client -> broker */
+    MGATE_DOWN = 1, /* broker -> client */
+};
+
+/* Denial reasons a handler may pick (set `reason` before returning DENY).
+ * 0 lets mgate choose: not authorized. */
+enum mgate_reason {
+    MGATE_REASON_DEFAULT = 0,
+    MGATE_REASON_NOT_AUTHORIZED = 0x87,       /* 3.1.1 CONNACK 5 */
+    MGATE_REASON_BAD_USER_OR_PASSWORD = 0x86, /* 3.1.1 CONNACK 4 */
+    MGATE_REASON_BAD_CLIENT_ID = 0x85,        /* 3.1.1 CONNACK 2 */
+    MGATE_REASON_SERVER_BUSY = 0x89,          /* 3.1.1 CONNACK 3 */
+};
+
+struct mgate_connect_req {
+    mgate_bytes client_id;
+    mgate_bytes username; /* valid when has_username */
+    mgate_bytes password; /* valid when has_password */
+    bool has_username, has_password;
+    uint8_t version; /* 3 = MQTT 3.1, 4 = 3.1.1, 5 = 5.0 */
+    bool clean_start;
+    uint16_t keepalive;
+    uint8_t reason; /* enum mgate_reason, on DENY */
+};
+
+struct mgate_publish_req {
+    enum mgate_direction dir;
+    mgate_bytes topic; /* an alias is already resolved */
+    mgate_bytes payload;
+    uint8_t qos;
+    bool retain;
+    uint8_t reason; /* on DENY (v5 PUBACK/PUBREC code) */
+};
+
+struct mgate_filter {
+    mgate_bytes filter;
+    uint8_t qos;
+    bool denied; /* set by auth_subscribe to refuse just this filter */
+};
+
+/*
+ * SUBSCRIBE (dir MGATE_UP) or, for a broker->client PUBLISH, a one-entry list
+ * holding its topic (dir MGATE_DOWN).  Return MGATE_DENY to refuse every
+ * filter, or MGATE_ALLOW after marking some filters denied.
+ */
+struct mgate_subscribe_req {
+    enum mgate_direction dir;
+    struct mgate_filter *filters;
+    uint32_t count;
+    uint8_t reason;
+};
+
+struct mgate_unsubscribe_req {
+    mgate_bytes *topics;
+    uint32_t count;
+};
+
+struct mgate_handler {
+    const char *name;
+    void *ctx; /* the handler's own state; mgate never touches it */
+
+    /* Any of these may be NULL: NULL auth_* allows, NULL hooks do nothing. */
+    enum mgate_verdict (*auth_connect)(mgate_session *s, struct mgate_connect_req *req);
+    enum mgate_verdict (*auth_publish)(mgate_session *s, struct mgate_publish_req *req);
+    enum mgate_verdict (*auth_subscribe)(mgate_session *s, struct mgate_subscribe_req *req);
+
+    /* After the packet was forwarded. */
+    void (*connect)(mgate_session *s);
+    void (*publish)(mgate_session *s, const struct mgate_publish_req *req);
+    void (*subscribe)(mgate_session *s, const struct mgate_subscribe_req *req);
+    void (*unsubscribe)(mgate_session *s, const struct mgate_unsubscribe_req *req);
+    /* When the pair ends, if connect was called. */
+    void (*disconnect)(mgate_session *s);
+};
+
+/*
+ * Interceptors see every packet in both directions, as raw bytes, before
+ * (pre) and after (post) the handler.  Return MGATE_KEEP, MGATE_DROP, or
+ * MGATE_REPLACE after pointing *pkt at a whole new packet (validated like
+ * peer input; memory from mgate_session_alloc).
+ */
+enum mgate_intercept { MGATE_KEEP = 0, MGATE_DROP = 1, MGATE_REPLACE = 2 };
+struct mgate_interceptor {
+    enum mgate_intercept (*pre)(mgate_session *s, enum mgate_direction dir, mgate_bytes *pkt);
+    enum mgate_intercept (*post)(mgate_session *s, enum mgate_direction dir, mgate_bytes *pkt);
+};
+
+/* Complete a pending verdict (see the top of this file); `req` is the request
+ * the auth_* callback was given. */
+void mgate_resume(mgate_session *s, const void *req, enum mgate_verdict v);
+
+/* Session facts. Strings are valid for the session's life. */
+mgate_bytes mgate_session_client_id(const mgate_session *s);
+mgate_bytes mgate_session_username(const mgate_session *s);
+mgate_bytes mgate_session_password(const mgate_session *s);
+uint8_t mgate_session_version(const mgate_session *s);
+const char *mgate_session_peer(const mgate_session *s);     /* "127.0.0.1:5555" */
+const char *mgate_session_listener(const mgate_session *s); /* "mqtt_without_tls" */
+uint64_t mgate_session_id(const mgate_session *s);
+bool mgate_session_closed(const mgate_session *s);
+void *mgate_session_data(const mgate_session *s);
+void mgate_session_set_data(mgate_session *s, void *data);
+
+/* Memory that lives until the current packet is forwarded or refused. */
+void *mgate_session_alloc(mgate_session *s, size_t n);
+
+/* Run fn(arg) after ms milliseconds on the session's loop (for handlers that
+ * answer later).  Returns 0, or -1 when out of memory. */
+int mgate_after(mgate_session *s, uint32_t ms, void (*fn)(void *arg), void *arg);
+
+/* Logging in mgate's JSON-lines format; level: 0 debug, 1 info, 2 warn, 3 error. */
+void mgate_log(int level, const mgate_session *s, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/*
+ * Run mgate: parse argv and the MGATE_* configuration, serve until SIGTERM or
+ * SIGINT.  `handlers` is a NULL-terminated list of extra handlers that
+ * MGATE_HANDLER may name (the built-in "log" and "noop" are always there);
+ * `interceptor` may be NULL.  Returns the process exit status.
+ */
+int mgate_main(int argc, char **argv, const struct mgate_handler *const *handlers,
+               const struct mgate_interceptor *interceptor);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

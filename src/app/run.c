@@ -1,0 +1,238 @@
+/*
+ * mgate_main: command line, configuration, listeners, workers, signals.
+ * The control thread owns a small loop of its own that only watches
+ * signals; workers do all the proxying.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "app/worker.h"
+#include "core/log.h"
+#include "handlers/handlers.h"
+
+#define EXIT_CONFIG 2
+
+struct app {
+    struct mgate_config cfg;
+    const struct mgate_handler *handler;
+    const struct mgate_interceptor *interceptor;
+    struct session_params params[LISTENER_COUNT];
+    struct worker *workers;
+    unsigned nworkers;
+    struct loop *ctl;
+    bool stopping;
+};
+
+static const char usage[] =
+    "usage: mgate [-c FILE] [--check-config] [--help] [--version]\n"
+    "\n"
+    "An MQTT proxy: every client connection is paired with a connection to the\n"
+    "broker and every packet is shown to a handler.\n"
+    "\n"
+    "  -c, --config FILE   read an INI file (also MGATE_CONFIG); environment wins\n"
+    "      --check-config  load and check the configuration, then exit\n"
+    "  -h, --help          this text\n"
+    "  -V, --version       print the version\n"
+    "\n"
+    "Configuration is MGATE_* environment variables (a .env file in the working\n"
+    "directory is read too); see docs/CONFIGURATION.md.  Exit status: 0 after a\n"
+    "clean shutdown, 1 when it cannot start, 2 for a bad configuration.\n";
+
+static const char *getenv_cb(void *ctx, const char *name)
+{
+    (void)ctx;
+    return getenv(name);
+}
+
+static bool listener_supported(enum listener_id id) { return id == LISTENER_MQTT; }
+
+/* Check what config_load cannot know: handler names, what is built yet,
+ * and that targets resolve.  Fills the per-listener session parameters. */
+static int prepare(struct app *a, const struct mgate_handler *const *extra, char *err, size_t errlen)
+{
+    a->handler = handler_find(a->cfg.handler, extra);
+    if (!a->handler) {
+        char names[256];
+        handler_names(extra, names, sizeof(names));
+        snprintf(err, errlen, "MGATE_HANDLER: unknown handler \"%s\" (known: %s)", a->cfg.handler, names);
+        return -1;
+    }
+    unsigned enabled = 0;
+    for (int i = 0; i < LISTENER_COUNT; i++) {
+        const struct listener_config *lc = &a->cfg.listeners[i];
+        if (!lc->enabled)
+            continue;
+        if (!listener_supported(lc->id)) {
+            snprintf(err, errlen, "%sPORT: this listener is not available in this version", lc->prefix);
+            return -1;
+        }
+        if (lc->target_protocol != TARGET_MQTT) {
+            snprintf(err, errlen, "%sTARGET_PROTOCOL: \"%s\" is not available in this version (use mqtt)",
+                     lc->prefix, target_protocol_name(lc->target_protocol));
+            return -1;
+        }
+        struct session_params *p = &a->params[i];
+        char rerr[256];
+        if (resolve_address(lc->target_host, lc->target_port, &p->target, &p->target_len, rerr,
+                            sizeof(rerr)) < 0) {
+            snprintf(err, errlen, "%sTARGET_HOST: %s", lc->prefix, rerr);
+            return -1;
+        }
+        p->listener = lc->name;
+        p->max_packet_size = lc->max_packet_size;
+        p->connect_timeout_ms = lc->connect_timeout_ms;
+        p->output_high_water = lc->output_high_water;
+        p->refusal_close = lc->refusal == REFUSAL_CLOSE;
+        p->handler = a->handler;
+        p->interceptor = a->interceptor;
+        enabled++;
+    }
+    if (!enabled) {
+        snprintf(err, errlen, "no listener configured: set MGATE_MQTT_WITHOUT_TLS_PORT (and its TARGET_HOST, "
+                              "TARGET_PORT)");
+        return -1;
+    }
+    return 0;
+}
+
+static int start_workers(struct app *a)
+{
+    a->nworkers = a->cfg.workers;
+    a->workers = calloc(a->nworkers, sizeof(*a->workers));
+    if (!a->workers)
+        return -1;
+    for (unsigned w = 0; w < a->nworkers; w++) {
+        struct worker *wk = &a->workers[w];
+        if (worker_init(wk, w, a->cfg.shutdown_grace_ms) < 0) {
+            fprintf(stderr, "mgate: cannot create worker %u: %s\n", w, strerror(errno));
+            return -1;
+        }
+        for (int i = 0; i < LISTENER_COUNT; i++) {
+            const struct listener_config *lc = &a->cfg.listeners[i];
+            if (!lc->enabled)
+                continue;
+            char err[256];
+            int fd = listener_bind(lc->host, lc->port, err, sizeof(err));
+            if (fd < 0) {
+                fprintf(stderr, "mgate: %sPORT: %s\n", lc->prefix, err);
+                return -1;
+            }
+            worker_add_listener(wk, fd, &a->params[i]);
+            if (w == 0)
+                log_msgf(LOGL_INFO, "listening on %s:%u (%s) for %s:%u", *lc->host ? lc->host : "*",
+                         lc->port, lc->name, lc->target_host, lc->target_port);
+        }
+    }
+    for (unsigned w = 0; w < a->nworkers; w++)
+        if (worker_start(&a->workers[w]) != 0)
+            return -1;
+    return 0;
+}
+
+static void on_signal(struct loop *l, int signo, void *ctx)
+{
+    struct app *a = ctx;
+    if (signo == SIGHUP) {
+        log_msgf(LOGL_INFO, "SIGHUP: nothing to reload in this version");
+        return;
+    }
+    if (a->stopping)
+        return;
+    a->stopping = true;
+    log_msgf(LOGL_INFO, "%s: draining, grace period %u ms", strsignal(signo), a->cfg.shutdown_grace_ms);
+    for (unsigned w = 0; w < a->nworkers; w++)
+        worker_send(&a->workers[w], WORKER_DRAIN);
+    loop_stop(l);
+}
+
+static int parse_args(int argc, char **argv, const char **ini, bool *check)
+{
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"check-config", no_argument, NULL, 'k'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {"version", no_argument, NULL, 'V'},
+                                         {NULL, 0, NULL, 0}};
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            *ini = optarg;
+            break;
+        case 'k':
+            *check = true;
+            break;
+        case 'h':
+            fputs(usage, stdout);
+            return 0;
+        case 'V':
+            printf("mgate %s\n", MGATE_VERSION);
+            return 0;
+        default:
+            fputs(usage, stderr);
+            return EXIT_CONFIG;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "mgate: unexpected argument \"%s\"\n%s", argv[optind], usage);
+        return EXIT_CONFIG;
+    }
+    return -1;
+}
+
+int mgate_main(int argc, char **argv, const struct mgate_handler *const *handlers,
+               const struct mgate_interceptor *interceptor)
+{
+    const char *ini = getenv("MGATE_CONFIG");
+    bool check = false;
+    int rc = parse_args(argc, argv, &ini, &check);
+    if (rc >= 0)
+        return rc;
+
+    struct app a = {.interceptor = interceptor};
+    struct config_source src = {getenv_cb, NULL, ini && *ini ? ini : NULL, ".env"};
+    char err[512];
+    if (config_load(&a.cfg, &src, err, sizeof(err)) < 0 || prepare(&a, handlers, err, sizeof(err)) < 0) {
+        fprintf(stderr, "mgate: %s\n", err);
+        config_free(&a.cfg);
+        return EXIT_CONFIG;
+    }
+    log_set_level((int)a.cfg.log_level);
+    if (check) {
+        printf("mgate: configuration OK (handler %s, %u worker%s)\n", a.handler->name, a.cfg.workers,
+               a.cfg.workers == 1 ? "" : "s");
+        config_free(&a.cfg);
+        return 0;
+    }
+
+    /* Workers inherit this mask: only the control thread takes signals. */
+    static const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
+    signal(SIGPIPE, SIG_IGN);
+    a.ctl = loop_new();
+    if (!a.ctl || loop_signals(a.ctl, sigs, 3, on_signal, &a) < 0) {
+        fprintf(stderr, "mgate: cannot set up signals: %s\n", strerror(errno));
+        return 1;
+    }
+    log_msgf(LOGL_INFO, "mgate %s starting: handler %s, %u worker%s", MGATE_VERSION, a.handler->name,
+             a.cfg.workers, a.cfg.workers == 1 ? "" : "s");
+    rc = start_workers(&a) < 0 ? 1 : 0;
+    if (rc == 0)
+        loop_run(a.ctl);
+    else
+        for (unsigned w = 0; w < a.nworkers; w++)
+            if (a.workers[w].thread)
+                worker_send(&a.workers[w], WORKER_DRAIN);
+    for (unsigned w = 0; w < a.nworkers; w++)
+        if (a.workers[w].thread)
+            worker_join(&a.workers[w]);
+    log_msgf(LOGL_INFO, "mgate stopped");
+    free(a.workers);
+    loop_free(a.ctl);
+    config_free(&a.cfg);
+    return rc;
+}

@@ -1,0 +1,101 @@
+#include "app/worker.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "core/log.h"
+
+static void on_accept(struct listener *ls, int fd, const struct sockaddr *peer, socklen_t len)
+{
+    (void)len;
+    struct worker_listener *wl = (struct worker_listener *)ls;
+    struct worker *w = ls->ctx;
+    session_accept_tcp(w->loop, fd, peer, &wl->params, &w->sessions);
+}
+
+static void on_all_closed(struct session_list *list)
+{
+    struct worker *w = (struct worker *)((char *)list - offsetof(struct worker, sessions));
+    loop_stop(w->loop);
+}
+
+static void on_grace_over(struct loop *l, struct loop_timer *t)
+{
+    struct worker *w = (struct worker *)((char *)t - offsetof(struct worker, grace));
+    if (w->sessions.count)
+        log_msgf(LOGL_INFO, "worker %u: grace period over, closing %u sessions", w->index,
+                 w->sessions.count);
+    session_list_close_all(&w->sessions);
+    loop_stop(l);
+}
+
+static void drain(struct worker *w)
+{
+    if (w->sessions.draining)
+        return;
+    for (unsigned i = 0; i < w->nlisteners; i++)
+        listener_close(&w->listeners[i].ls);
+    w->sessions.on_empty = on_all_closed;
+    loop_timer_start(w->loop, &w->grace, w->grace_ms, on_grace_over);
+    session_list_drain(&w->sessions);
+}
+
+static void on_ctl(struct loop *l, struct loop_io *io, uint32_t events)
+{
+    (void)l;
+    (void)events;
+    struct worker *w = (struct worker *)((char *)io - offsetof(struct worker, ctl));
+    uint64_t v;
+    if (read(io->fd, &v, sizeof(v)) == (ssize_t)sizeof(v) && (v & WORKER_DRAIN))
+        drain(w);
+}
+
+int worker_init(struct worker *w, unsigned index, uint32_t grace_ms)
+{
+    memset(w, 0, sizeof(*w));
+    w->index = index;
+    w->grace_ms = grace_ms;
+    if (!(w->loop = loop_new()))
+        return -1;
+    loop_set_owner(w->loop, w);
+    int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (fd < 0 || loop_io_add(w->loop, &w->ctl, fd, EPOLLIN, on_ctl) < 0)
+        return -1;
+    return 0;
+}
+
+int worker_add_listener(struct worker *w, int fd, const struct session_params *params)
+{
+    struct worker_listener *wl = &w->listeners[w->nlisteners++];
+    wl->params = *params;
+    return listener_start(&wl->ls, w->loop, fd, wl->params.listener, on_accept, w);
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    if (loop_run(w->loop) < 0)
+        log_msgf(LOGL_ERROR, "worker %u: event loop failed: %s", w->index, strerror(errno));
+    return NULL;
+}
+
+int worker_start(struct worker *w) { return pthread_create(&w->thread, NULL, worker_main, w); }
+
+void worker_send(struct worker *w, enum worker_cmd cmd)
+{
+    uint64_t v = (uint64_t)cmd;
+    ssize_t rc = write(w->ctl.fd, &v, sizeof(v));
+    (void)rc;
+}
+
+void worker_join(struct worker *w)
+{
+    pthread_join(w->thread, NULL);
+    free(w->sessions.spare);
+    close(w->ctl.fd);
+    loop_free(w->loop);
+}

@@ -1,0 +1,41 @@
+/*
+ * A worker is one thread with one loop, its own SO_REUSEPORT listening
+ * sockets and every session those accepted.  Workers share nothing on the
+ * data path; the control thread talks to them through an eventfd.
+ */
+#ifndef MGATE_WORKER_H
+#define MGATE_WORKER_H
+
+#include <pthread.h>
+
+#include "config/config.h"
+#include "net/listener.h"
+#include "session/session.h"
+
+struct worker_listener {
+    struct listener ls;
+    struct session_params params;
+};
+
+struct worker {
+    unsigned index;
+    pthread_t thread;
+    struct loop *loop;
+    struct loop_io ctl; /* eventfd: the control thread asks us to drain */
+    struct loop_timer grace;
+    uint32_t grace_ms;
+    struct session_list sessions;
+    struct worker_listener listeners[LISTENER_COUNT];
+    unsigned nlisteners;
+};
+
+enum worker_cmd { WORKER_DRAIN = 1 };
+
+int worker_init(struct worker *w, unsigned index, uint32_t grace_ms);
+/* Take over a bound socket with the session parameters for it. */
+int worker_add_listener(struct worker *w, int fd, const struct session_params *params);
+int worker_start(struct worker *w);
+void worker_send(struct worker *w, enum worker_cmd cmd);
+void worker_join(struct worker *w);
+
+#endif

@@ -1,0 +1,301 @@
+#include "core/loop.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LOOP_MAX_EVENTS 256
+#define LOOP_SCRATCH_SIZE (64 * 1024)
+
+struct loop {
+    int epfd;
+    bool stopping;
+    uint64_t now;
+    struct loop_timer **heap; /* min-heap on ->when */
+    uint32_t heap_len, heap_cap;
+    struct loop_defer *defer_head, *defer_tail;
+    struct loop_hook *hooks;
+    void *owner;
+
+    struct loop_io sigio;
+    void (*sig_cb)(struct loop *, int, void *);
+    void *sig_ctx;
+
+    uint8_t scratch[LOOP_SCRATCH_SIZE];
+};
+
+static uint64_t clock_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+struct loop *loop_new(void)
+{
+    struct loop *l = calloc(1, sizeof(*l));
+    if (!l)
+        return NULL;
+    l->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (l->epfd < 0) {
+        free(l);
+        return NULL;
+    }
+    l->sigio.fd = -1;
+    l->now = clock_ms();
+    return l;
+}
+
+void loop_free(struct loop *l)
+{
+    if (!l)
+        return;
+    if (l->sigio.fd >= 0)
+        close(l->sigio.fd);
+    close(l->epfd);
+    free(l->heap);
+    free(l);
+}
+
+void loop_stop(struct loop *l) { l->stopping = true; }
+uint64_t loop_now(const struct loop *l) { return l->now; }
+void loop_set_owner(struct loop *l, void *owner) { l->owner = owner; }
+void *loop_owner(const struct loop *l) { return l->owner; }
+
+uint8_t *loop_scratch(struct loop *l, size_t *size)
+{
+    *size = sizeof(l->scratch);
+    return l->scratch;
+}
+
+/* ---- descriptors ------------------------------------------------------ */
+
+int loop_io_add(struct loop *l, struct loop_io *io, int fd, uint32_t events, loop_io_cb cb)
+{
+    struct epoll_event ev = {.events = events, .data.ptr = io};
+    io->fd = fd;
+    io->events = events;
+    io->cb = cb;
+    return epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
+int loop_io_set(struct loop *l, struct loop_io *io, uint32_t events)
+{
+    if (io->events == events)
+        return 0;
+    struct epoll_event ev = {.events = events, .data.ptr = io};
+    io->events = events;
+    return epoll_ctl(l->epfd, EPOLL_CTL_MOD, io->fd, &ev);
+}
+
+void loop_io_del(struct loop *l, struct loop_io *io)
+{
+    if (io->fd >= 0)
+        epoll_ctl(l->epfd, EPOLL_CTL_DEL, io->fd, NULL);
+}
+
+/* ---- timers ----------------------------------------------------------- */
+
+static void heap_swap(struct loop *l, uint32_t a, uint32_t b)
+{
+    struct loop_timer *t = l->heap[a];
+    l->heap[a] = l->heap[b];
+    l->heap[b] = t;
+    l->heap[a]->heap_pos = a + 1;
+    l->heap[b]->heap_pos = b + 1;
+}
+
+static void heap_up(struct loop *l, uint32_t i)
+{
+    while (i > 0) {
+        uint32_t parent = (i - 1) / 2;
+        if (l->heap[parent]->when <= l->heap[i]->when)
+            break;
+        heap_swap(l, i, parent);
+        i = parent;
+    }
+}
+
+static void heap_down(struct loop *l, uint32_t i)
+{
+    for (;;) {
+        uint32_t left = 2 * i + 1, right = left + 1, least = i;
+        if (left < l->heap_len && l->heap[left]->when < l->heap[least]->when)
+            least = left;
+        if (right < l->heap_len && l->heap[right]->when < l->heap[least]->when)
+            least = right;
+        if (least == i)
+            return;
+        heap_swap(l, i, least);
+        i = least;
+    }
+}
+
+void loop_timer_stop(struct loop *l, struct loop_timer *t)
+{
+    if (!t->heap_pos)
+        return;
+    uint32_t i = t->heap_pos - 1;
+    t->heap_pos = 0;
+    l->heap_len--;
+    if (i == l->heap_len)
+        return;
+    l->heap[i] = l->heap[l->heap_len];
+    l->heap[i]->heap_pos = i + 1;
+    heap_up(l, i);
+    heap_down(l, i);
+}
+
+void loop_timer_start(struct loop *l, struct loop_timer *t, uint32_t ms, loop_timer_cb cb)
+{
+    loop_timer_stop(l, t);
+    if (l->heap_len == l->heap_cap) {
+        uint32_t cap = l->heap_cap ? l->heap_cap * 2 : 64;
+        struct loop_timer **h = realloc(l->heap, cap * sizeof(*h));
+        if (!h)
+            abort(); /* a timer we cannot arm would leave a connection without its deadline */
+        l->heap = h;
+        l->heap_cap = cap;
+    }
+    t->when = l->now + ms;
+    t->cb = cb;
+    l->heap[l->heap_len] = t;
+    t->heap_pos = ++l->heap_len;
+    heap_up(l, l->heap_len - 1);
+}
+
+static void run_timers(struct loop *l)
+{
+    while (l->heap_len && l->heap[0]->when <= l->now) {
+        struct loop_timer *t = l->heap[0];
+        loop_timer_stop(l, t);
+        t->cb(l, t);
+    }
+}
+
+static int next_timeout(const struct loop *l)
+{
+    if (l->defer_head)
+        return 0;
+    if (!l->heap_len)
+        return -1;
+    uint64_t when = l->heap[0]->when;
+    return when <= l->now ? 0 : (int)(when - l->now > 60000 ? 60000 : when - l->now);
+}
+
+/* ---- deferred calls --------------------------------------------------- */
+
+void loop_defer(struct loop *l, struct loop_defer *d, loop_defer_cb cb)
+{
+    d->cb = cb;
+    if (d->queued)
+        return;
+    d->queued = true;
+    d->next = NULL;
+    if (l->defer_tail)
+        l->defer_tail->next = d;
+    else
+        l->defer_head = d;
+    l->defer_tail = d;
+}
+
+void loop_defer_cancel(struct loop *l, struct loop_defer *d)
+{
+    if (!d->queued)
+        return;
+    struct loop_defer **pp = &l->defer_head, *prev = NULL;
+    while (*pp && *pp != d) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    if (*pp) {
+        *pp = d->next;
+        if (l->defer_tail == d)
+            l->defer_tail = prev;
+    }
+    d->queued = false;
+}
+
+static void run_deferred(struct loop *l)
+{
+    /* Only what was queued before this pass runs now; what the callbacks
+     * queue waits for the next turn, so a callback that requeues itself
+     * cannot starve I/O. */
+    struct loop_defer *d = l->defer_head, *last = l->defer_tail;
+    l->defer_head = l->defer_tail = NULL;
+    while (d) {
+        struct loop_defer *next = d->next;
+        bool was_last = d == last;
+        d->queued = false;
+        d->cb(l, d);
+        if (was_last)
+            break;
+        d = next;
+    }
+}
+
+/* ---- hooks and signals ------------------------------------------------ */
+
+void loop_hook_add(struct loop *l, struct loop_hook *h)
+{
+    h->next = l->hooks;
+    l->hooks = h;
+}
+
+static void on_signalfd(struct loop *l, struct loop_io *io, uint32_t events)
+{
+    (void)events;
+    struct signalfd_siginfo si;
+    while (read(io->fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+        l->sig_cb(l, (int)si.ssi_signo, l->sig_ctx);
+}
+
+int loop_signals(struct loop *l, const int *signals, int n, void (*cb)(struct loop *, int, void *),
+                 void *ctx)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    for (int i = 0; i < n; i++)
+        sigaddset(&set, signals[i]);
+    if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0)
+        return -1;
+    int fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    l->sig_cb = cb;
+    l->sig_ctx = ctx;
+    return loop_io_add(l, &l->sigio, fd, EPOLLIN, on_signalfd);
+}
+
+/* ---- the loop --------------------------------------------------------- */
+
+int loop_run(struct loop *l)
+{
+    struct epoll_event events[LOOP_MAX_EVENTS];
+    while (!l->stopping) {
+        int timeout = next_timeout(l);
+        for (struct loop_hook *h = l->hooks; h; h = h->next)
+            if (h->before_poll)
+                timeout = h->before_poll(h->ctx, timeout);
+        int n = epoll_wait(l->epfd, events, LOOP_MAX_EVENTS, timeout);
+        if (n < 0 && errno != EINTR)
+            return -1;
+        l->now = clock_ms();
+        for (int i = 0; i < n; i++) {
+            struct loop_io *io = events[i].data.ptr;
+            io->cb(l, io, events[i].events);
+        }
+        run_timers(l);
+        run_deferred(l);
+        for (struct loop_hook *h = l->hooks; h; h = h->next)
+            if (h->after_poll)
+                h->after_poll(h->ctx);
+    }
+    return 0;
+}

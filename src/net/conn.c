@@ -1,0 +1,370 @@
+#include "net/conn.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#define CONN_READ_CHUNK (16 * 1024)
+
+static void on_io(struct loop *l, struct loop_io *io, uint32_t events);
+
+/* ---- plain TCP transport ---------------------------------------------- */
+
+static ssize_t tcp_read(struct conn *c, void *buf, size_t len) { return recv(c->io.fd, buf, len, 0); }
+
+static ssize_t tcp_writev(struct conn *c, const struct iovec *iov, int n)
+{
+    struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
+    return sendmsg(c->io.fd, &msg, MSG_NOSIGNAL);
+}
+
+static void tcp_close(struct conn *c) { close(c->io.fd); }
+
+static const struct conn_ops tcp_ops = {tcp_read, tcp_writev, tcp_close};
+
+/* ---- life cycle ------------------------------------------------------- */
+
+static void update_events(struct conn *c)
+{
+    uint32_t ev = 0;
+    if (c->state == CONN_CLOSED)
+        return;
+    if (c->state == CONN_OPEN && !c->read_paused)
+        ev |= EPOLLIN;
+    if (c->state == CONN_CONNECTING || c->out.len)
+        ev |= EPOLLOUT;
+    loop_io_set(c->loop, &c->io, ev);
+}
+
+static void free_conn(struct loop *l, struct loop_defer *d)
+{
+    (void)l;
+    struct conn *c = (struct conn *)((char *)d - offsetof(struct conn, defer));
+    buf_release(&c->in);
+    buf_release(&c->out);
+    free(c);
+}
+
+static void shut(struct conn *c)
+{
+    loop_io_del(c->loop, &c->io);
+    c->ops->close(c);
+    c->io.fd = -1;
+    c->state = CONN_CLOSED;
+    loop_defer_cancel(c->loop, &c->defer);
+}
+
+/* Tell the owner from a deferred call: a failure found while the owner is
+ * busy writing to us must not tear the pair down under its feet. */
+static void notify_closed(struct loop *l, struct loop_defer *d)
+{
+    struct conn *c = (struct conn *)((char *)d - offsetof(struct conn, defer));
+    if (c->cbs->on_close)
+        c->cbs->on_close(c, (int)c->want);
+    free_conn(l, d);
+}
+
+static void fail(struct conn *c, int err)
+{
+    if (c->state == CONN_CLOSED)
+        return;
+    shut(c);
+    c->want = (uint32_t)err; /* reused: the error for on_close */
+    loop_defer(c->loop, &c->defer, notify_closed);
+}
+
+void conn_close(struct conn *c)
+{
+    if (c->state == CONN_CLOSED)
+        return;
+    shut(c);
+    loop_defer(c->loop, &c->defer, free_conn);
+}
+
+static struct conn *conn_new(struct loop *l, int fd, const struct conn_cbs *cbs, void *owner,
+                             enum conn_state state)
+{
+    struct conn *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->loop = l;
+    c->ops = &tcp_ops;
+    c->cbs = cbs;
+    c->owner = owner;
+    c->state = (uint8_t)state;
+    c->high_water = 64 * 1024;
+    uint32_t ev = state == CONN_CONNECTING ? EPOLLOUT : EPOLLIN;
+    if (loop_io_add(l, &c->io, fd, ev, on_io) < 0) {
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+static void tune_socket(int fd)
+{
+    int one = 1;
+    /* MQTT is request/response and latency-bound; we batch writes ourselves. */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    /* Finds peers that vanished when MQTT keepalive is 0. */
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+}
+
+struct conn *conn_tcp_accept(struct loop *l, int fd, const struct conn_cbs *cbs, void *owner)
+{
+    tune_socket(fd);
+    return conn_new(l, fd, cbs, owner, CONN_OPEN);
+}
+
+struct conn *conn_tcp_dial(struct loop *l, const struct sockaddr *sa, socklen_t salen,
+                           const struct conn_cbs *cbs, void *owner, int *err)
+{
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        *err = errno;
+        return NULL;
+    }
+    tune_socket(fd);
+    if (connect(fd, sa, salen) < 0 && errno != EINPROGRESS) {
+        *err = errno;
+        close(fd);
+        return NULL;
+    }
+    struct conn *c = conn_new(l, fd, cbs, owner, CONN_CONNECTING);
+    if (!c) {
+        *err = ENOMEM;
+        close(fd);
+    }
+    return c;
+}
+
+/* ---- input ------------------------------------------------------------ */
+
+/* Hand bytes to the owner; keep what it did not consume. */
+static void feed_scratch(struct conn *c, const uint8_t *data, size_t len)
+{
+    c->in_callback = true;
+    size_t used = c->cbs->on_data(c, data, len);
+    c->in_callback = false;
+    if (c->state == CONN_CLOSED || used >= len)
+        return;
+    if (buf_append(&c->in, data + used, len - used) < 0)
+        fail(c, ENOMEM);
+}
+
+static void feed_buffered(struct conn *c)
+{
+    c->in_callback = true;
+    size_t used = c->cbs->on_data(c, buf_head(&c->in), c->in.len);
+    c->in_callback = false;
+    if (c->state != CONN_CLOSED)
+        buf_consume(&c->in, used);
+}
+
+void conn_deliver(struct conn *c, const uint8_t *data, size_t len)
+{
+    if (c->state == CONN_CLOSED)
+        return;
+    if (c->in.len || c->read_paused) {
+        if (buf_append(&c->in, data, len) < 0) {
+            fail(c, ENOMEM);
+            return;
+        }
+        if (!c->read_paused)
+            feed_buffered(c);
+        return;
+    }
+    feed_scratch(c, data, len);
+}
+
+static void on_readable(struct conn *c)
+{
+    ssize_t n;
+    if (c->in.len) {
+        size_t need = c->want > c->in.len ? c->want - c->in.len : 0;
+        if (buf_reserve(&c->in, need > CONN_READ_CHUNK ? need : CONN_READ_CHUNK) < 0) {
+            fail(c, ENOMEM);
+            return;
+        }
+        n = c->ops->read(c, buf_tail(&c->in), buf_room(&c->in));
+        if (n > 0) {
+            c->in.len += (uint32_t)n;
+            feed_buffered(c);
+            return;
+        }
+    } else {
+        size_t size;
+        uint8_t *scratch = loop_scratch(c->loop, &size);
+        n = c->ops->read(c, scratch, size);
+        if (n > 0) {
+            feed_scratch(c, scratch, (size_t)n);
+            return;
+        }
+    }
+    if (n == 0)
+        fail(c, 0);
+    else if (errno != EAGAIN && errno != EINTR)
+        fail(c, errno);
+}
+
+void conn_pause_read(struct conn *c)
+{
+    c->read_paused = true;
+    update_events(c);
+}
+
+static void redeliver(struct loop *l, struct loop_defer *d)
+{
+    (void)l;
+    struct conn *c = (struct conn *)((char *)d - offsetof(struct conn, defer));
+    if (c->state == CONN_OPEN && !c->read_paused && c->in.len)
+        feed_buffered(c);
+}
+
+void conn_resume_read(struct conn *c)
+{
+    if (!c->read_paused || c->state == CONN_CLOSED)
+        return;
+    c->read_paused = false;
+    update_events(c);
+    if (c->in.len)
+        loop_defer(c->loop, &c->defer, redeliver);
+}
+
+/* ---- output ----------------------------------------------------------- */
+
+static void flush_out(struct conn *c)
+{
+    while (c->out.len) {
+        struct iovec iov = {buf_head(&c->out), c->out.len};
+        ssize_t n = c->ops->writev(c, &iov, 1);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                break;
+            fail(c, errno);
+            return;
+        }
+        buf_consume(&c->out, (size_t)n);
+    }
+    if (!c->out.len && c->state == CONN_FLUSHING) {
+        fail(c, 0);
+        return;
+    }
+    update_events(c);
+    if (c->out.len <= c->high_water / 2 && c->cbs->on_drain)
+        c->cbs->on_drain(c);
+}
+
+int conn_write(struct conn *c, const void *p, size_t n)
+{
+    if (c->state == CONN_CLOSED)
+        return -1;
+    if (c->out.len || c->state == CONN_CONNECTING) {
+        if (buf_append(&c->out, p, n) < 0) {
+            fail(c, ENOMEM);
+            return -1;
+        }
+        return 0;
+    }
+    struct iovec iov = {(void *)p, n};
+    ssize_t w = c->ops->writev(c, &iov, 1);
+    if (w < 0) {
+        if (errno != EAGAIN && errno != EINTR) {
+            fail(c, errno);
+            return -1;
+        }
+        w = 0;
+    }
+    if ((size_t)w == n)
+        return 0;
+    if (buf_append(&c->out, (const uint8_t *)p + w, n - (size_t)w) < 0) {
+        fail(c, ENOMEM);
+        return -1;
+    }
+    update_events(c);
+    return 0;
+}
+
+void conn_close_after_flush(struct conn *c)
+{
+    if (c->state == CONN_CLOSED || c->state == CONN_FLUSHING)
+        return;
+    if (c->state == CONN_CONNECTING) {
+        fail(c, 0); /* nothing was sent yet; the owner still hears of the end */
+        return;
+    }
+    c->state = CONN_FLUSHING;
+    shutdown(c->io.fd, SHUT_RD);
+    if (!c->out.len) {
+        fail(c, 0);
+        return;
+    }
+    update_events(c);
+}
+
+static void on_connected(struct conn *c)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(c->io.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        err = errno;
+    if (err) {
+        fail(c, err);
+        return;
+    }
+    c->state = CONN_OPEN;
+    if (c->cbs->on_connected)
+        c->cbs->on_connected(c);
+    if (c->state != CONN_CLOSED)
+        flush_out(c);
+}
+
+static void on_io(struct loop *l, struct loop_io *io, uint32_t events)
+{
+    (void)l;
+    struct conn *c = (struct conn *)io;
+    if (c->state == CONN_CLOSED)
+        return;
+    if (c->state == CONN_CONNECTING) {
+        if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+            on_connected(c);
+        return;
+    }
+    if (events & EPOLLOUT)
+        flush_out(c);
+    if (c->state == CONN_CLOSED)
+        return;
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+        if (c->state == CONN_FLUSHING) {
+            if (events & (EPOLLHUP | EPOLLERR))
+                fail(c, EPIPE);
+            return;
+        }
+        if (!c->read_paused)
+            on_readable(c);
+        else if (events & (EPOLLHUP | EPOLLERR))
+            fail(c, (events & EPOLLERR) ? ECONNRESET : 0);
+    }
+}
+
+void sockaddr_format(const struct sockaddr *sa, char *buf, size_t len)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        snprintf(buf, len, "%s:%u", host, ntohs(in->sin_port));
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        snprintf(buf, len, "[%s]:%u", host, ntohs(in6->sin6_port));
+    } else {
+        snprintf(buf, len, "unix");
+    }
+}

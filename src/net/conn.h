@@ -1,0 +1,93 @@
+/*
+ * A connection is one byte stream with a transport underneath (plain TCP
+ * now; TLS or a WebSocket later plug in their own conn_ops).  Its owner (a
+ * session) sees only bytes in, bytes out, drain and close.
+ *
+ * Input is read into the loop's shared scratch buffer and handed to
+ * on_data; only the bytes on_data leaves unconsumed (a partial packet, or
+ * everything after a packet waiting for a verdict) are copied into the
+ * connection's own buffer.  Output is written at once when possible; only the
+ * unsent rest is buffered.  Both buffers are freed as soon as they empty.
+ */
+#ifndef MGATE_CONN_H
+#define MGATE_CONN_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "core/buf.h"
+#include "core/loop.h"
+
+struct conn;
+
+struct conn_ops {
+    ssize_t (*read)(struct conn *c, void *buf, size_t len);
+    ssize_t (*writev)(struct conn *c, const struct iovec *iov, int n);
+    void (*close)(struct conn *c);
+};
+
+struct conn_cbs {
+    /* Bytes arrived; return how many were consumed (the rest is kept). */
+    size_t (*on_data)(struct conn *c, const uint8_t *data, size_t len);
+    /* Unsent output fell below the low-water mark. */
+    void (*on_drain)(struct conn *c);
+    /* An outgoing connection is established. */
+    void (*on_connected)(struct conn *c);
+    /* The peer closed, or an error happened (err = errno, 0 for EOF).  The
+     * connection is already closed; it is freed after the callback. */
+    void (*on_close)(struct conn *c, int err);
+};
+
+enum conn_state { CONN_CONNECTING, CONN_OPEN, CONN_FLUSHING, CONN_CLOSED };
+
+struct conn {
+    struct loop_io io;
+    struct loop *loop;
+    const struct conn_ops *ops;
+    const struct conn_cbs *cbs;
+    void *owner;
+    struct buf in, out;
+    uint32_t high_water; /* output size at which the owner should stop feeding us */
+    uint32_t want;       /* bytes the owner needs before on_data can progress (a hint) */
+    uint8_t state;       /* enum conn_state */
+    bool read_paused;
+    bool in_callback;    /* on_data is running: do not re-enter */
+    struct loop_defer defer; /* re-delivery after a resume, and the final free */
+};
+
+/* Wrap an accepted socket (already non-blocking). */
+struct conn *conn_tcp_accept(struct loop *l, int fd, const struct conn_cbs *cbs, void *owner);
+/* Start a non-blocking connect; on_connected or on_close follows. */
+struct conn *conn_tcp_dial(struct loop *l, const struct sockaddr *sa, socklen_t salen,
+                           const struct conn_cbs *cbs, void *owner, int *err);
+
+/* Queue bytes for the peer; writes at once when nothing is queued.  Returns
+ * 0, or -1 when the connection is closed or memory ran out. */
+int conn_write(struct conn *c, const void *p, size_t n);
+static inline size_t conn_pending(const struct conn *c) { return c->out.len; }
+static inline bool conn_over_high_water(const struct conn *c) { return c->out.len >= c->high_water; }
+
+void conn_pause_read(struct conn *c);
+/* Resume reading; bytes already buffered are delivered from a deferred call,
+ * never from inside the caller. */
+void conn_resume_read(struct conn *c);
+
+/* Close now, dropping unsent output. The owner gets no on_close. */
+void conn_close(struct conn *c);
+/* Stop reading, send what is queued, then close (bounded by the caller's
+ * timer; conn_close ends it early).  The owner gets on_close at the end. */
+void conn_close_after_flush(struct conn *c);
+
+/* For transports that are not read from a descriptor (a WebSocket delivers
+ * messages): feed bytes as if they had been read. */
+void conn_deliver(struct conn *c, const uint8_t *data, size_t len);
+
+/* "1.2.3.4:5" or "[::1]:5" into buf. */
+void sockaddr_format(const struct sockaddr *sa, char *buf, size_t len);
+
+#endif

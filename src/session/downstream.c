@@ -1,0 +1,183 @@
+/*
+ * Broker -> client: the CONNACK (learn the broker's limits), PUBLISH
+ * (checked with auth_subscribe on its topic, as the Go mGate does; a refused
+ * one is acknowledged to the broker so its QoS flow completes), SUBACK
+ * (merge back the filters we refused), PUBREL for flows we completed.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "session/internal.h"
+
+/* ---- refused QoS 2 identifiers --------------------------------------- */
+
+static int idset_add(struct idset *set, uint16_t id)
+{
+    for (uint32_t i = 0; i < set->len; i++)
+        if (set->ids[i] == id)
+            return 0;
+    if (set->len == set->cap) {
+        uint32_t cap = set->cap ? set->cap * 2 : 8;
+        if (cap > 65536)
+            return -1;
+        uint16_t *ids = realloc(set->ids, cap * sizeof(*ids));
+        if (!ids)
+            return -1;
+        set->ids = ids;
+        set->cap = cap;
+    }
+    set->ids[set->len++] = id;
+    return 0;
+}
+
+static bool idset_take(struct idset *set, uint16_t id)
+{
+    for (uint32_t i = 0; i < set->len; i++) {
+        if (set->ids[i] != id)
+            continue;
+        set->ids[i] = set->ids[--set->len];
+        if (!set->len) {
+            free(set->ids);
+            *set = (struct idset){0};
+        }
+        return true;
+    }
+    return false;
+}
+
+/* ---- CONNACK ---------------------------------------------------------- */
+
+static enum pkt_result down_connack(struct pass *ps, const uint8_t *raw, uint32_t len,
+                                    const struct mqtt_connack *ca)
+{
+    struct mgate_session *s = ps->s;
+    loop_timer_stop(s->loop, &s->timer); /* the CONNECT deadline */
+    if (s->version == MQTT_V5) {
+        if (ca->props.has & (1u << MQTT_PROPBIT_MAX_PACKET_SIZE))
+            s->broker_max_packet = ca->props.max_packet_size;
+        if (ca->props.has & (1u << MQTT_PROPBIT_TOPIC_ALIAS_MAX))
+            s->broker_alias_max = ca->props.topic_alias_max;
+    }
+    if (ca->rc != 0) {
+        pass_emit(ps, raw, len);
+        session_close(s, "the broker refused CONNECT");
+        return PKT_CLOSE;
+    }
+    s->state = SESSION_OPEN;
+    mgate_log(LOGL_DEBUG, s, "connected to the broker");
+    return PKT_FORWARD;
+}
+
+/* ---- PUBLISH ---------------------------------------------------------- */
+
+static enum pkt_result down_publish(struct pass *ps, const uint8_t *raw, uint32_t len,
+                                    struct mqtt_packet *pkt)
+{
+    struct mgate_session *s = ps->s;
+    struct held *h = held_get(s, MGATE_DOWN, MQTT_PUBLISH);
+    if (!h) {
+        session_close(s, "out of memory");
+        return PKT_CLOSE;
+    }
+    h->pkt = *pkt;
+    if (publish_resolve_alias(ps, &h->pkt.publish, &h->resolved_topic) < 0) {
+        held_put(s, h);
+        session_close(s, "broker used an unknown topic alias");
+        return PKT_CLOSE;
+    }
+    h->one_filter.filter = to_bytes(h->resolved_topic);
+    h->one_filter.qos = h->pkt.publish.qos;
+    struct mgate_subscribe_req *req = &h->req.subscribe;
+    req->dir = MGATE_DOWN;
+    req->filters = &h->one_filter;
+    req->count = 1;
+    const struct mgate_handler *hd = s->p->handler;
+    h->verdict = hd->auth_subscribe ? hd->auth_subscribe(s, req) : MGATE_ALLOW;
+    if (h->verdict == MGATE_PENDING)
+        return held_pend(ps, h, raw, len);
+    enum pkt_result r = down_finish(ps, h, raw, len);
+    held_put(s, h);
+    return r;
+}
+
+static enum pkt_result finish_publish(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len)
+{
+    struct mgate_session *s = ps->s;
+    struct mqtt_publish *pub = &h->pkt.publish;
+    if (h->verdict == MGATE_ALLOW && !h->one_filter.denied)
+        return publish_forward(ps, raw, len, pub, h->resolved_topic, h->one_filter.filter, to_bytes(pub->payload));
+    /* Not for this client: complete the broker's QoS flow in its place. */
+    mgate_log(LOGL_DEBUG, s, "broker PUBLISH refused by auth_subscribe");
+    if (pub->qos == 1) {
+        reply_ack(s->broker, MQTT_PUBACK, s->version, pub->id, 0);
+    } else if (pub->qos == 2) {
+        if (idset_add(&s->refused_qos2, pub->id) < 0) {
+            session_close(s, "out of memory");
+            return PKT_CLOSE;
+        }
+        reply_ack(s->broker, MQTT_PUBREC, s->version, pub->id, 0);
+    }
+    return PKT_HANDLED;
+}
+
+/* ---- SUBACK ----------------------------------------------------------- */
+
+static enum pkt_result down_suback(struct pass *ps, struct mqtt_packet *pkt)
+{
+    struct mgate_session *s = ps->s;
+    struct suback_merge **pp = &s->merges, *m;
+    while ((m = *pp) && m->id != pkt->suback.id)
+        pp = &m->next;
+    if (!m)
+        return PKT_FORWARD;
+    *pp = m->next;
+    uint32_t from = 0;
+    for (uint32_t i = 0; i < m->count; i++)
+        if (m->codes[i] == SUBACK_FROM_BROKER)
+            m->codes[i] = from < pkt->suback.count ? pkt->suback.codes[from++] : 0x80;
+    struct mqtt_packet np = *pkt;
+    np.suback.codes = m->codes;
+    np.suback.count = m->count;
+    int rc = pass_emit_packet(ps, &np);
+    free(m);
+    if (rc < 0) {
+        session_close(s, "out of memory");
+        return PKT_CLOSE;
+    }
+    return PKT_HANDLED;
+}
+
+/* ---- dispatch --------------------------------------------------------- */
+
+enum pkt_result down_finish(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len)
+{
+    return finish_publish(ps, h, raw, len);
+}
+
+enum pkt_result down_packet(struct pass *ps, const uint8_t *raw, uint32_t len, struct mqtt_packet *pkt)
+{
+    struct mgate_session *s = ps->s;
+    if (s->state == SESSION_AWAIT_CONNACK) {
+        if (pkt->type == MQTT_CONNACK)
+            return down_connack(ps, raw, len, &pkt->connack);
+        session_close(s, "broker sent a packet before CONNACK");
+        return PKT_CLOSE;
+    }
+    switch (pkt->type) {
+    case MQTT_CONNACK:
+        session_close(s, "broker sent a second CONNACK");
+        return PKT_CLOSE;
+    case MQTT_PUBLISH:
+        return down_publish(ps, raw, len, pkt);
+    case MQTT_PUBREL:
+        if (!s->refused_qos2.len || !idset_take(&s->refused_qos2, pkt->ack.id))
+            return PKT_FORWARD;
+        reply_ack(s->broker, MQTT_PUBCOMP, s->version, pkt->ack.id, 0);
+        return PKT_HANDLED;
+    case MQTT_SUBACK:
+        return s->merges ? down_suback(ps, pkt) : PKT_FORWARD;
+    default:
+        return PKT_FORWARD;
+    }
+}

@@ -1,0 +1,276 @@
+/*
+ * The data path: frame the bytes one side sent, decode each packet, let the
+ * direction's logic decide, and write unchanged packets to the other side in
+ * runs straight from the input buffer.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "session/internal.h"
+
+void pass_flush(struct pass *ps)
+{
+    if (!ps->run_len)
+        return;
+    if (ps->to)
+        conn_write(ps->to, ps->run, ps->run_len);
+    ps->run_len = 0;
+}
+
+/* Every packet that reaches a peer goes through here or through a run. */
+int pass_emit(struct pass *ps, const uint8_t *pkt, size_t len)
+{
+    pass_flush(ps);
+    const struct mgate_interceptor *ic = ps->s->p->interceptor;
+    if (ic && ic->post) {
+        mgate_bytes b = {pkt, (uint32_t)len};
+        enum mgate_intercept r = ic->post(ps->s, (enum mgate_direction)ps->dir, &b);
+        if (r == MGATE_DROP)
+            return 0;
+        if (r == MGATE_REPLACE) {
+            pkt = b.p;
+            len = b.len;
+        }
+    }
+    return ps->to ? conn_write(ps->to, pkt, len) : -1;
+}
+
+int pass_emit_packet(struct pass *ps, const struct mqtt_packet *pkt)
+{
+    uint8_t *buf = NULL;
+    size_t need = mqtt_encode(pkt, ps->s->version, NULL, 0);
+    uint32_t limit = ps->dir == MGATE_UP ? ps->s->broker_max_packet : ps->s->client_max_packet;
+    if (limit && need > limit) {
+        /* v5: the receiver said it cannot take this; sending it would get the
+         * connection closed, so the rewritten packet is dropped instead. */
+        log_msgf(LOGL_WARN, "rewritten %s of %zu bytes exceeds the peer's maximum packet size %u; dropped",
+                 mqtt_type_name(pkt->type), need, limit);
+        return 0;
+    }
+    if (!(buf = malloc(need)))
+        return -1;
+    mqtt_encode(pkt, ps->s->version, buf, need);
+    int rc = pass_emit(ps, buf, need);
+    free(buf);
+    return rc;
+}
+
+static void pass_forward(struct pass *ps, const uint8_t *raw, size_t len, bool in_input)
+{
+    if (!in_input || (ps->s->p->interceptor && ps->s->p->interceptor->post)) {
+        pass_emit(ps, raw, len);
+        return;
+    }
+    if (ps->run_len && ps->run + ps->run_len == raw) {
+        ps->run_len += len;
+        return;
+    }
+    pass_flush(ps);
+    ps->run = raw;
+    ps->run_len = len;
+}
+
+/* ---- request holders -------------------------------------------------- */
+
+struct held *held_get(struct mgate_session *s, int dir, uint8_t type)
+{
+    struct held *h = s->list->spare;
+    if (h) {
+        s->list->spare = NULL;
+        memset(h, 0, sizeof(*h));
+    } else if (!(h = calloc(1, sizeof(*h)))) {
+        return NULL;
+    }
+    h->s = s;
+    h->dir = (uint8_t)dir;
+    h->type = type;
+    return h;
+}
+
+void held_put(struct mgate_session *s, struct held *h)
+{
+    if (!h)
+        return;
+    free(h->raw);
+    if (h->type == MQTT_SUBSCRIBE)
+        free(h->req.subscribe.filters);
+    h->raw = NULL;
+    if (!s->list->spare)
+        s->list->spare = h;
+    else
+        free(h);
+}
+
+static void rebase(mgate_bytes *b, const uint8_t *from, uint32_t len, const uint8_t *to)
+{
+    if (b->p >= from && b->p < from + len)
+        b->p = to + (b->p - from);
+}
+
+static void rebase_str(mqtt_str *b, const uint8_t *from, uint32_t len, const uint8_t *to)
+{
+    if (b->p >= from && b->p < from + len)
+        b->p = to + (b->p - from);
+}
+
+/* Keep the packet: its bytes move out of the input buffer (which the
+ * connection will reuse), so every field that pointed into them follows. */
+enum pkt_result held_pend(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len)
+{
+    struct mgate_session *s = ps->s;
+    uint8_t *copy = malloc(len);
+    if (!copy) {
+        held_put(s, h);
+        session_close(s, "out of memory");
+        return PKT_CLOSE;
+    }
+    memcpy(copy, raw, len);
+    h->raw = copy;
+    h->raw_len = len;
+    mqtt_decode(copy, len, s->version, ps->dir == MGATE_UP, &h->pkt);
+    rebase_str(&h->resolved_topic, raw, len, copy);
+    rebase(&h->one_filter.filter, raw, len, copy);
+    if (h->type == MQTT_CONNECT) {
+        rebase(&h->req.connect.client_id, raw, len, copy);
+        rebase(&h->req.connect.username, raw, len, copy);
+        rebase(&h->req.connect.password, raw, len, copy);
+    } else if (h->type == MQTT_PUBLISH && ps->dir == MGATE_UP) {
+        rebase(&h->req.publish.topic, raw, len, copy);
+        rebase(&h->req.publish.payload, raw, len, copy);
+    } else {
+        for (uint32_t i = 0; i < h->req.subscribe.count; i++)
+            rebase(&h->req.subscribe.filters[i].filter, raw, len, copy);
+    }
+    s->held[ps->dir] = h;
+    s->refs++;
+    pass_flush(ps);
+    return PKT_HOLD;
+}
+
+static void finish_held(struct loop *l, struct loop_defer *d)
+{
+    (void)l;
+    struct held *h = (struct held *)((char *)d - offsetof(struct held, resume));
+    struct mgate_session *s = h->s;
+    int dir = h->dir;
+    s->held[dir] = NULL;
+    if (s->state != SESSION_CLOSING) {
+        struct pass ps = {s, dir, dir == MGATE_UP ? s->client : s->broker,
+                          dir == MGATE_UP ? s->broker : s->client, NULL, 0};
+        enum pkt_result r = dir == MGATE_UP ? up_finish(&ps, h, h->raw, h->raw_len)
+                                            : down_finish(&ps, h, h->raw, h->raw_len);
+        if (r == PKT_FORWARD)
+            pass_emit(&ps, h->raw, h->raw_len);
+        pass_flush(&ps);
+        session_alloc_reset(s);
+        if (r != PKT_CLOSE && s->state != SESSION_CLOSING && ps.from)
+            conn_resume_read(ps.from);
+    }
+    held_put(s, h);
+    session_unref(s);
+}
+
+void mgate_resume(mgate_session *s, const void *req, enum mgate_verdict v)
+{
+    for (int dir = 0; dir < 2; dir++) {
+        struct held *h = s->held[dir];
+        if (!h || (const void *)&h->req != req || h->answered)
+            continue;
+        h->answered = true;
+        h->verdict = v == MGATE_ALLOW ? MGATE_ALLOW : MGATE_DENY;
+        /* Deferred: the handler may call us from inside its own callback. */
+        loop_defer(s->loop, &h->resume, finish_held);
+        return;
+    }
+    log_msgf(LOGL_ERROR, "mgate_resume: no pending request %p on session %llu", req,
+             (unsigned long long)s->id);
+}
+
+/* ---- the pass over one side's bytes ---------------------------------- */
+
+static enum pkt_result one_packet(struct pass *ps, const uint8_t *raw, uint32_t len)
+{
+    struct mgate_session *s = ps->s;
+    const struct mgate_interceptor *ic = s->p->interceptor;
+    bool in_input = true;
+    if (ic && ic->pre) {
+        mgate_bytes b = {raw, len};
+        enum mgate_intercept r = ic->pre(s, (enum mgate_direction)ps->dir, &b);
+        if (r == MGATE_DROP)
+            return PKT_HANDLED;
+        size_t total;
+        if (r == MGATE_REPLACE) {
+            if (mqtt_frame(b.p, b.len, b.len, &total) != MQTT_OK || total != b.len) {
+                session_protocol_error(s, ps->dir, MQTT_MALFORMED);
+                return PKT_CLOSE;
+            }
+            raw = b.p;
+            len = b.len;
+            in_input = false;
+        }
+    }
+    struct mqtt_packet pkt;
+    mqtt_rc rc = mqtt_decode(raw, len, s->version, ps->dir == MGATE_UP, &pkt);
+    if (rc != MQTT_OK && !(rc == MQTT_BAD_VERSION && pkt.type == MQTT_CONNECT)) {
+        session_protocol_error(s, ps->dir, rc);
+        return PKT_CLOSE;
+    }
+    if (rc == MQTT_BAD_VERSION) {
+        reply_connack(s, MQTT_RC_UNSUPPORTED_VERSION);
+        return PKT_CLOSE;
+    }
+    enum pkt_result r = ps->dir == MGATE_UP ? up_packet(ps, raw, len, &pkt)
+                                            : down_packet(ps, raw, len, &pkt);
+    if (r == PKT_FORWARD)
+        pass_forward(ps, raw, len, in_input);
+    if (r != PKT_HOLD && s->allocs) {
+        pass_flush(ps); /* a run may point into memory about to be freed */
+        session_alloc_reset(s);
+    }
+    return r;
+}
+
+size_t session_on_data(struct conn *c, const uint8_t *data, size_t len)
+{
+    struct mgate_session *s = c->owner;
+    int dir = c == s->client ? MGATE_UP : MGATE_DOWN;
+    if (s->state == SESSION_CLOSING)
+        return len; /* nobody to give it to */
+    if (s->held[dir])
+        return 0;
+    struct pass ps = {s, dir, c, dir == MGATE_UP ? s->broker : s->client, NULL, 0};
+    size_t off = 0;
+    while (off < len) {
+        size_t total;
+        mqtt_rc rc = mqtt_frame(data + off, len - off, s->p->max_packet_size, &total);
+        if (rc == MQTT_NEED_MORE) {
+            c->want = (uint32_t)total;
+            break;
+        }
+        if (rc != MQTT_OK) {
+            pass_flush(&ps);
+            session_protocol_error(s, dir, rc);
+            return len;
+        }
+        enum pkt_result r = one_packet(&ps, data + off, (uint32_t)total);
+        off += total;
+        if (r == PKT_CLOSE || s->state == SESSION_CLOSING) {
+            pass_flush(&ps);
+            return len;
+        }
+        ps.to = dir == MGATE_UP ? s->broker : s->client; /* CONNECT dials the broker */
+        if (r == PKT_HOLD) {
+            conn_pause_read(c);
+            break;
+        }
+    }
+    pass_flush(&ps);
+    if (off == len)
+        c->want = 0;
+    /* Back-pressure: the other side's unsent output is over its mark, so stop
+     * reading this side until it drains (session.c resumes us). */
+    if (ps.to && conn_over_high_water(ps.to))
+        conn_pause_read(c);
+    return off;
+}

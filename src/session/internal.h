@@ -1,0 +1,150 @@
+/* Session internals shared by the files of src/session (not a public API). */
+#ifndef MGATE_SESSION_INTERNAL_H
+#define MGATE_SESSION_INTERNAL_H
+
+#include "mqtt/mqtt.h"
+#include "session/alias.h"
+#include "session/session.h"
+
+enum session_state {
+    SESSION_AWAIT_CONNECT, /* nothing received yet */
+    SESSION_AUTH_CONNECT,  /* CONNECT is with the handler */
+    SESSION_AWAIT_CONNACK, /* CONNECT forwarded, broker has not answered */
+    SESSION_OPEN,
+    SESSION_CLOSING,
+};
+
+/* A packet held while its verdict is pending (see mgate.h). */
+struct held {
+    uint8_t type;
+    uint8_t *raw; /* a private copy of the packet; request fields point into it */
+    uint32_t raw_len;
+    struct mqtt_packet pkt;
+    union {
+        struct mgate_connect_req connect;
+        struct mgate_publish_req publish;
+        struct mgate_subscribe_req subscribe;
+    } req;
+    struct mgate_filter one_filter; /* a broker PUBLISH's topic, for auth_subscribe */
+    mqtt_str resolved_topic;        /* PUBLISH: the topic after alias resolution */
+    struct mgate_session *s;
+    uint8_t dir;
+    enum mgate_verdict verdict;
+    bool answered;
+    struct loop_defer resume;
+};
+
+/* A SUBSCRIBE whose refused filters were answered by us: the broker's
+ * SUBACK gets our codes merged back in, in the client's order. */
+struct suback_merge {
+    struct suback_merge *next;
+    uint16_t id;
+    uint32_t count;
+    uint8_t codes[]; /* SUBACK_FROM_BROKER, or our refusal code */
+};
+#define SUBACK_FROM_BROKER 0xFFu
+
+/* Packet identifiers of broker QoS 2 PUBLISHes we refused and answered with
+ * PUBREC ourselves: their PUBREL must be answered by us too. */
+struct idset {
+    uint16_t *ids;
+    uint32_t len, cap;
+};
+
+struct alloc_block {
+    struct alloc_block *next;
+    max_align_t data[];
+};
+
+struct mgate_session {
+    struct mgate_session *prev, *next; /* in session_list */
+    struct session_list *list;
+    struct loop *loop;
+    const struct session_params *p;
+    struct conn *client, *broker;
+    uint64_t id;
+    uint8_t state;   /* enum session_state */
+    uint8_t version; /* from CONNECT */
+    bool connect_called;
+    bool ended;
+    uint32_t refs; /* pending verdicts hold the session */
+
+    struct loop_timer timer; /* CONNECT deadline, then the closing linger */
+    struct held *held[2];    /* by direction */
+
+    /* Credentials as finally sent to the broker (one allocation). */
+    uint8_t *cred_mem;
+    mgate_bytes client_id, username, password;
+
+    /* v5 limits each side advertised: 0 = none. */
+    uint32_t client_max_packet, broker_max_packet;
+    uint16_t client_alias_max, broker_alias_max;
+    struct alias_map alias_in[2], alias_out[2]; /* by direction */
+
+    struct suback_merge *merges;
+    struct idset refused_qos2;
+    struct alloc_block *allocs;
+    void *user_data;
+    char peer[56];
+};
+
+/* One pass over bytes from one side: unchanged packets that follow each
+ * other in the input are written to the other side in one call. */
+struct pass {
+    struct mgate_session *s;
+    int dir; /* MGATE_UP / MGATE_DOWN */
+    struct conn *from, *to;
+    const uint8_t *run;
+    size_t run_len;
+};
+
+enum pkt_result {
+    PKT_FORWARD,  /* forward the input bytes unchanged */
+    PKT_HANDLED,  /* already forwarded, answered or dropped */
+    PKT_HOLD,     /* waiting for a verdict: stop reading this side */
+    PKT_CLOSE,    /* the session is closing: stop */
+};
+
+/* flow.c */
+size_t session_on_data(struct conn *c, const uint8_t *data, size_t len);
+void pass_flush(struct pass *ps);
+int pass_emit(struct pass *ps, const uint8_t *pkt, size_t len); /* flushes the run first */
+int pass_emit_packet(struct pass *ps, const struct mqtt_packet *pkt); /* encodes and emits */
+/* A request holder: borrowed for each handler call (no allocation), kept by
+ * the session only when the verdict is pending. */
+struct held *held_get(struct mgate_session *s, int dir, uint8_t type);
+void held_put(struct mgate_session *s, struct held *h);
+enum pkt_result held_pend(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len);
+
+/* upstream.c / downstream.c */
+enum pkt_result up_packet(struct pass *ps, const uint8_t *raw, uint32_t len, struct mqtt_packet *pkt);
+enum pkt_result down_packet(struct pass *ps, const uint8_t *raw, uint32_t len, struct mqtt_packet *pkt);
+enum pkt_result up_finish(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len);
+enum pkt_result down_finish(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len);
+/* Common: v5 alias resolution and forwarding of a (maybe rewritten) PUBLISH. */
+int publish_resolve_alias(struct pass *ps, struct mqtt_publish *pub, mqtt_str *resolved);
+enum pkt_result publish_forward(struct pass *ps, const uint8_t *raw, uint32_t len,
+                                struct mqtt_publish *pub, mqtt_str resolved, mgate_bytes topic,
+                                mgate_bytes payload);
+
+/* reply.c: packets mgate originates */
+void reply_connack(struct mgate_session *s, uint8_t v5_reason);
+void reply_ack(struct conn *to, uint8_t type, uint8_t version, uint16_t id, uint8_t rc);
+void reply_disconnect(struct mgate_session *s, uint8_t reason);
+
+/* session.c */
+void session_close(struct mgate_session *s, const char *why);
+void session_protocol_error(struct mgate_session *s, int dir, mqtt_rc rc);
+int session_dial(struct mgate_session *s);
+void session_save_credentials(struct mgate_session *s, const struct mgate_connect_req *req);
+void session_alloc_reset(struct mgate_session *s);
+void session_unref(struct mgate_session *s);
+
+static inline bool bytes_same(mgate_bytes a, mqtt_str b)
+{
+    return a.p == b.p && a.len == b.len;
+}
+static inline mgate_bytes to_bytes(mqtt_str s) { return (mgate_bytes){s.p, s.len}; }
+static inline mqtt_str to_str(mgate_bytes b) { return (mqtt_str){b.p, b.len}; }
+
+#endif

@@ -1,0 +1,69 @@
+/*
+ * PUBLISH in either direction: v5 topic alias resolution, and forwarding
+ * that re-encodes only what changed while keeping the receiver's alias table
+ * truthful.
+ */
+#include "session/internal.h"
+
+#define HAS_ALIAS(pub) ((pub)->props.has & (1u << MQTT_PROPBIT_TOPIC_ALIAS))
+
+int publish_resolve_alias(struct pass *ps, struct mqtt_publish *pub, mqtt_str *resolved)
+{
+    struct mgate_session *s = ps->s;
+    *resolved = pub->topic;
+    if (s->version != MQTT_V5 || !HAS_ALIAS(pub))
+        return 0;
+    uint16_t alias = pub->props.topic_alias;
+    /* The receiver's advertised maximum bounds what the sender may use. */
+    uint16_t max = ps->dir == MGATE_UP ? s->broker_alias_max : s->client_alias_max;
+    if (alias == 0 || alias > max)
+        return -1;
+    struct alias_map *in = &s->alias_in[ps->dir];
+    if (pub->topic.len)
+        return alias_set(in, alias, pub->topic.p, pub->topic.len);
+    const uint8_t *t;
+    uint32_t tl;
+    if (!alias_get(in, alias, &t, &tl))
+        return -1;
+    *resolved = (mqtt_str){t, tl};
+    return 0;
+}
+
+enum pkt_result publish_forward(struct pass *ps, const uint8_t *raw, uint32_t len,
+                                struct mqtt_publish *pub, mqtt_str resolved, mgate_bytes topic,
+                                mgate_bytes payload)
+{
+    (void)raw;
+    (void)len;
+    struct mgate_session *s = ps->s;
+    bool same = bytes_same(topic, resolved) && bytes_same(payload, pub->payload);
+    bool aliased = s->version == MQTT_V5 && HAS_ALIAS(pub);
+    struct alias_map *out = &s->alias_out[ps->dir];
+    uint16_t alias = aliased ? pub->props.topic_alias : 0;
+    if (same) {
+        if (!aliased)
+            return PKT_FORWARD;
+        if (pub->topic.len) {
+            if (alias_set(out, alias, topic.p, topic.len) < 0)
+                goto oom;
+            return PKT_FORWARD;
+        }
+        if (alias_is(out, alias, topic.p, topic.len))
+            return PKT_FORWARD;
+    }
+    /* Re-encode with the full topic: with an alias, that also (re)binds the
+     * alias at the receiver to exactly this topic. */
+    if (aliased && alias_set(out, alias, topic.p, topic.len) < 0)
+        goto oom;
+    struct mqtt_packet np = {.type = MQTT_PUBLISH};
+    np.flags = (uint8_t)((pub->dup ? 8u : 0u) | (unsigned)(pub->qos << 1) | (pub->retain ? 1u : 0u));
+    np.publish = *pub;
+    np.publish.topic = to_str(topic);
+    np.publish.payload = to_str(payload);
+    if (pass_emit_packet(ps, &np) < 0)
+        goto oom;
+    return PKT_HANDLED;
+oom:
+    session_close(s, "out of memory");
+    return PKT_CLOSE;
+}

@@ -1,0 +1,357 @@
+/*
+ * Session life cycle: accept, CONNECT deadline, dialling the broker, closing
+ * both sides together, and the public accessors of mgate.h.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "session/internal.h"
+
+#define LINGER_MS 2000 /* how long a closing side may take to flush */
+
+static void on_drain(struct conn *c);
+static void on_conn_closed(struct conn *c, int err);
+static void on_broker_connected(struct conn *c);
+
+static const struct conn_cbs client_cbs = {session_on_data, on_drain, NULL, on_conn_closed};
+static const struct conn_cbs broker_cbs = {session_on_data, on_drain, on_broker_connected,
+                                           on_conn_closed};
+
+/* ---- list ------------------------------------------------------------- */
+
+static void list_add(struct session_list *list, struct mgate_session *s)
+{
+    s->list = list;
+    s->next = list->head;
+    if (list->head)
+        list->head->prev = s;
+    list->head = s;
+    list->count++;
+}
+
+static void list_remove(struct session_list *list, struct mgate_session *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        list->head = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    list->count--;
+    if (list->draining && !list->count && list->on_empty)
+        list->on_empty(list);
+}
+
+/* ---- end of life ------------------------------------------------------ */
+
+static void session_free(struct mgate_session *s)
+{
+    while (s->merges) {
+        struct suback_merge *m = s->merges;
+        s->merges = m->next;
+        free(m);
+    }
+    for (int d = 0; d < 2; d++) {
+        alias_free(&s->alias_in[d]);
+        alias_free(&s->alias_out[d]);
+    }
+    free(s->refused_qos2.ids);
+    session_alloc_reset(s);
+    free(s->cred_mem);
+    free(s);
+}
+
+void session_unref(struct mgate_session *s)
+{
+    if (--s->refs == 0)
+        session_free(s);
+}
+
+static void session_end(struct mgate_session *s)
+{
+    if (s->ended)
+        return;
+    s->ended = true;
+    s->state = SESSION_CLOSING;
+    loop_timer_stop(s->loop, &s->timer);
+    if (s->connect_called && s->p->handler->disconnect)
+        s->p->handler->disconnect(s);
+    mgate_log(LOGL_INFO, s, "session closed");
+    list_remove(s->list, s);
+    session_unref(s); /* the reference of being alive */
+}
+
+static void hard_close(struct mgate_session *s)
+{
+    if (s->client)
+        conn_close(s->client);
+    if (s->broker)
+        conn_close(s->broker);
+    s->client = s->broker = NULL;
+    session_end(s);
+}
+
+static void on_timer(struct loop *l, struct loop_timer *t)
+{
+    (void)l;
+    struct mgate_session *s = (struct mgate_session *)((char *)t - offsetof(struct mgate_session, timer));
+    switch (s->state) {
+    case SESSION_AWAIT_CONNECT:
+        session_close(s, "no CONNECT before the deadline");
+        break;
+    case SESSION_AUTH_CONNECT:
+    case SESSION_AWAIT_CONNACK:
+        reply_connack(s, MQTT_RC_SERVER_UNAVAILABLE);
+        session_close(s, "CONNECT not answered before the deadline");
+        break;
+    default:
+        hard_close(s); /* the linger ran out */
+    }
+}
+
+void session_close(struct mgate_session *s, const char *why)
+{
+    if (s->state != SESSION_CLOSING) {
+        s->state = SESSION_CLOSING;
+        mgate_log(LOGL_INFO, s, "closing: %s", why);
+        loop_timer_start(s->loop, &s->timer, LINGER_MS, on_timer);
+    }
+    /* Each side sends what it was given, then reports back through
+     * on_conn_closed; the linger timer bounds a peer that stops reading. */
+    if (s->client)
+        conn_close_after_flush(s->client);
+    if (s->broker)
+        conn_close_after_flush(s->broker);
+    if (!s->client && !s->broker)
+        session_end(s);
+}
+
+void session_protocol_error(struct mgate_session *s, int dir, mqtt_rc rc)
+{
+    uint8_t reason = rc == MQTT_TOO_LARGE ? MQTT_RC_PACKET_TOO_LARGE
+                     : rc == MQTT_MALFORMED ? MQTT_RC_MALFORMED
+                                            : MQTT_RC_PROTOCOL_ERROR;
+    char why[96];
+    snprintf(why, sizeof(why), "%s from the %s", mqtt_rc_name(rc), dir == MGATE_UP ? "client" : "broker");
+    if (dir == MGATE_UP && s->state >= SESSION_AUTH_CONNECT)
+        reply_disconnect(s, reason);
+    session_close(s, why);
+}
+
+/* ---- connection callbacks -------------------------------------------- */
+
+static void on_conn_closed(struct conn *c, int err)
+{
+    struct mgate_session *s = c->owner;
+    bool broker = c == s->broker;
+    if (broker)
+        s->broker = NULL;
+    else
+        s->client = NULL;
+    if (s->state == SESSION_CLOSING) {
+        session_close(s, "");
+        return;
+    }
+    char why[96];
+    snprintf(why, sizeof(why), "%s %s%s%s", broker ? "broker" : "client",
+             s->state == SESSION_AWAIT_CONNACK && broker ? "unreachable" : "closed", err ? ": " : "",
+             err ? strerror(err) : "");
+    if (broker && s->state == SESSION_AWAIT_CONNACK)
+        reply_connack(s, MQTT_RC_SERVER_UNAVAILABLE);
+    session_close(s, why);
+}
+
+static void on_drain(struct conn *c)
+{
+    struct mgate_session *s = c->owner;
+    struct conn *reader = c == s->client ? s->broker : s->client;
+    int dir = reader == s->client ? MGATE_UP : MGATE_DOWN;
+    if (reader && !s->held[dir] && s->state != SESSION_CLOSING)
+        conn_resume_read(reader);
+}
+
+static void on_broker_connected(struct conn *c)
+{
+    mgate_log(LOGL_DEBUG, c->owner, "broker connection established");
+}
+
+int session_dial(struct mgate_session *s)
+{
+    int err = 0;
+    s->broker = conn_tcp_dial(s->loop, (const struct sockaddr *)&s->p->target, s->p->target_len,
+                              &broker_cbs, s, &err);
+    if (!s->broker) {
+        mgate_log(LOGL_WARN, s, "cannot dial the broker: %s", strerror(err));
+        return -1;
+    }
+    s->broker->high_water = s->p->output_high_water;
+    return 0;
+}
+
+/* ---- start ------------------------------------------------------------ */
+
+struct mgate_session *session_start(struct loop *l, struct conn *client, const struct sockaddr *peer,
+                                    const struct session_params *p, struct session_list *list)
+{
+    struct mgate_session *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->loop = l;
+    s->p = p;
+    s->client = client;
+    s->refs = 1;
+    s->id = ++list->next_id;
+    client->cbs = &client_cbs;
+    client->owner = s;
+    client->high_water = p->output_high_water;
+    sockaddr_format(peer, s->peer, sizeof(s->peer));
+    list_add(list, s);
+    loop_timer_start(l, &s->timer, p->connect_timeout_ms, on_timer);
+    mgate_log(LOGL_DEBUG, s, "accepted");
+    return s;
+}
+
+void session_accept_tcp(struct loop *l, int fd, const struct sockaddr *peer,
+                        const struct session_params *p, struct session_list *list)
+{
+    if (list->draining) {
+        close(fd);
+        return;
+    }
+    struct conn *c = conn_tcp_accept(l, fd, &client_cbs, NULL);
+    if (!c) {
+        close(fd);
+        return;
+    }
+    if (!session_start(l, c, peer, p, list))
+        conn_close(c);
+}
+
+void session_list_drain(struct session_list *list)
+{
+    list->draining = true;
+    for (struct mgate_session *s = list->head, *next; s; s = next) {
+        next = s->next;
+        if (s->version == MQTT_V5 && s->state == SESSION_OPEN) {
+            reply_disconnect(s, MQTT_RC_SERVER_SHUTTING_DOWN);
+            session_close(s, "shutting down");
+        } else if (s->state == SESSION_AWAIT_CONNECT) {
+            session_close(s, "shutting down");
+        }
+    }
+    if (!list->count && list->on_empty)
+        list->on_empty(list);
+}
+
+void session_list_close_all(struct session_list *list)
+{
+    while (list->head)
+        hard_close(list->head);
+}
+
+/* ---- credentials and scratch memory ---------------------------------- */
+
+void session_save_credentials(struct mgate_session *s, const struct mgate_connect_req *req)
+{
+    uint32_t ul = req->has_username ? req->username.len : 0;
+    uint32_t pl = req->has_password ? req->password.len : 0;
+    size_t total = (size_t)req->client_id.len + ul + pl;
+    uint8_t *mem = malloc(total ? total : 1);
+    if (!mem)
+        return; /* the session goes on; its accessors return empty strings */
+    memcpy(mem, req->client_id.p, req->client_id.len);
+    if (ul)
+        memcpy(mem + req->client_id.len, req->username.p, ul);
+    if (pl)
+        memcpy(mem + req->client_id.len + ul, req->password.p, pl);
+    free(s->cred_mem);
+    s->cred_mem = mem;
+    s->client_id = (mgate_bytes){mem, req->client_id.len};
+    s->username = (mgate_bytes){mem + req->client_id.len, ul};
+    s->password = (mgate_bytes){mem + req->client_id.len + ul, pl};
+}
+
+void *mgate_session_alloc(mgate_session *s, size_t n)
+{
+    struct alloc_block *b = malloc(sizeof(*b) + n);
+    if (!b)
+        return NULL;
+    b->next = s->allocs;
+    s->allocs = b;
+    return b->data;
+}
+
+void session_alloc_reset(struct mgate_session *s)
+{
+    while (s->allocs) {
+        struct alloc_block *b = s->allocs;
+        s->allocs = b->next;
+        free(b);
+    }
+}
+
+/* ---- public accessors ------------------------------------------------- */
+
+mgate_bytes mgate_session_client_id(const mgate_session *s) { return s->client_id; }
+mgate_bytes mgate_session_username(const mgate_session *s) { return s->username; }
+mgate_bytes mgate_session_password(const mgate_session *s) { return s->password; }
+uint8_t mgate_session_version(const mgate_session *s) { return s->version; }
+const char *mgate_session_peer(const mgate_session *s) { return s->peer; }
+const char *mgate_session_listener(const mgate_session *s) { return s->p->listener; }
+uint64_t mgate_session_id(const mgate_session *s) { return s->id; }
+bool mgate_session_closed(const mgate_session *s) { return s->state == SESSION_CLOSING; }
+void *mgate_session_data(const mgate_session *s) { return s->user_data; }
+void mgate_session_set_data(mgate_session *s, void *data) { s->user_data = data; }
+
+struct after {
+    struct loop_timer t;
+    void (*fn)(void *);
+    void *arg;
+};
+
+static void after_fired(struct loop *l, struct loop_timer *t)
+{
+    (void)l;
+    struct after *a = (struct after *)t;
+    a->fn(a->arg);
+    free(a);
+}
+
+int mgate_after(mgate_session *s, uint32_t ms, void (*fn)(void *arg), void *arg)
+{
+    struct after *a = calloc(1, sizeof(*a));
+    if (!a)
+        return -1;
+    a->fn = fn;
+    a->arg = arg;
+    loop_timer_start(s->loop, &a->t, ms, after_fired);
+    return 0;
+}
+
+void mgate_log(int level, const mgate_session *s, const char *fmt, ...)
+{
+    if (!log_enabled(level))
+        return;
+    char text[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    struct logline l;
+    log_begin(&l, level, text);
+    if (s) {
+        log_uint(&l, "session", s->id);
+        log_str(&l, "listener", s->p->listener);
+        log_str(&l, "peer", s->peer);
+        if (s->client_id.len)
+            log_bytes(&l, "client_id", s->client_id.p, s->client_id.len);
+        if (s->username.len)
+            log_bytes(&l, "username", s->username.p, s->username.len);
+    }
+    log_end(&l);
+}

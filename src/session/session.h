@@ -1,0 +1,54 @@
+/*
+ * A session pairs one client connection with one broker connection and
+ * moves MQTT packets between them, showing each to the handler.  This is the
+ * interface the front ends (tcp now; tls, ws later) and the worker use.
+ */
+#ifndef MGATE_SESSION_H
+#define MGATE_SESSION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "core/loop.h"
+#include "mgate.h"
+#include "net/conn.h"
+
+/* What a session needs from its listener; owned by the worker, immutable
+ * while sessions use it. */
+struct session_params {
+    const char *listener;
+    struct sockaddr_storage target;
+    socklen_t target_len;
+    uint32_t max_packet_size;
+    uint32_t connect_timeout_ms;
+    uint32_t output_high_water;
+    bool refusal_close; /* close instead of answering with a reason code */
+    const struct mgate_handler *handler;
+    const struct mgate_interceptor *interceptor;
+};
+
+/* Every live session of a worker, for shutdown and counting. */
+struct session_list {
+    struct mgate_session *head;
+    uint32_t count;
+    uint64_t next_id;
+    bool draining;
+    void (*on_empty)(struct session_list *list); /* during a drain */
+    struct held *spare; /* one request holder kept for reuse: no malloc per packet */
+};
+
+struct held;
+struct mgate_session *session_start(struct loop *l, struct conn *client, const struct sockaddr *peer,
+                                    const struct session_params *p, struct session_list *list);
+/* Wrap an accepted TCP socket and start a session on it. */
+void session_accept_tcp(struct loop *l, int fd, const struct sockaddr *peer,
+                        const struct session_params *p, struct session_list *list);
+
+/* Shutdown: tell 5.0 clients (DISCONNECT 0x8B) and close their pairs now;
+ * older clients have no way to be told, they keep going until the grace
+ * period ends and session_close_all runs. */
+void session_list_drain(struct session_list *list);
+void session_list_close_all(struct session_list *list);
+
+#endif

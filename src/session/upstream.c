@@ -1,0 +1,395 @@
+/*
+ * Client -> broker: CONNECT (authorise before dialling), PUBLISH and
+ * SUBSCRIBE (authorise, maybe rewrite, refuse with the protocol's codes),
+ * UNSUBSCRIBE (report).  Everything else is forwarded unchanged.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "session/internal.h"
+
+#define CONNECT_FLAG_USERNAME 0x80u
+#define CONNECT_FLAG_PASSWORD 0x40u
+
+
+
+/* ---- CONNECT ---------------------------------------------------------- */
+
+static enum pkt_result up_connect(struct pass *ps, const uint8_t *raw, uint32_t len,
+                                  struct mqtt_packet *pkt)
+{
+    struct mgate_session *s = ps->s;
+    struct mqtt_connect *c = &pkt->connect;
+    s->version = c->version;
+    if (c->version == MQTT_V5) {
+        if (c->props.has & (1u << MQTT_PROPBIT_MAX_PACKET_SIZE))
+            s->client_max_packet = c->props.max_packet_size;
+        if (c->props.has & (1u << MQTT_PROPBIT_TOPIC_ALIAS_MAX))
+            s->client_alias_max = c->props.topic_alias_max;
+    }
+    struct held *h = held_get(s, MGATE_UP, MQTT_CONNECT);
+    if (!h) {
+        session_close(s, "out of memory");
+        return PKT_CLOSE;
+    }
+    h->pkt = *pkt;
+    struct mgate_connect_req *req = &h->req.connect;
+    req->client_id = to_bytes(c->client_id);
+    req->username = to_bytes(c->username);
+    req->password = to_bytes(c->password);
+    req->has_username = c->has_username;
+    req->has_password = c->has_password;
+    req->version = c->version;
+    req->clean_start = c->clean_start;
+    req->keepalive = c->keepalive;
+    s->state = SESSION_AUTH_CONNECT;
+    const struct mgate_handler *hd = s->p->handler;
+    h->verdict = hd->auth_connect ? hd->auth_connect(s, req) : MGATE_ALLOW;
+    if (h->verdict == MGATE_PENDING)
+        return held_pend(ps, h, raw, len);
+    enum pkt_result r = up_finish(ps, h, raw, len);
+    held_put(s, h);
+    return r;
+}
+
+static bool connect_changed(const struct mgate_connect_req *req, const struct mqtt_connect *c)
+{
+    return !bytes_same(req->client_id, c->client_id) || req->has_username != c->has_username ||
+           req->has_password != c->has_password ||
+           (req->has_username && !bytes_same(req->username, c->username)) ||
+           (req->has_password && !bytes_same(req->password, c->password));
+}
+
+static enum pkt_result finish_connect(struct pass *ps, struct held *h)
+{
+    struct mgate_session *s = ps->s;
+    struct mgate_connect_req *req = &h->req.connect;
+    struct mqtt_connect *c = &h->pkt.connect;
+    if (h->verdict != MGATE_ALLOW) {
+        reply_connack(s, req->reason ? req->reason : MQTT_RC_NOT_AUTHORIZED);
+        session_close(s, "CONNECT refused by the handler");
+        return PKT_CLOSE;
+    }
+    session_save_credentials(s, req);
+    if (session_dial(s) < 0) {
+        reply_connack(s, MQTT_RC_SERVER_UNAVAILABLE);
+        session_close(s, "cannot dial the broker");
+        return PKT_CLOSE;
+    }
+    ps->to = s->broker;
+    s->state = SESSION_AWAIT_CONNACK;
+    enum pkt_result r = PKT_FORWARD;
+    if (connect_changed(req, c)) {
+        struct mqtt_packet np = h->pkt;
+        struct mqtt_connect *nc = &np.connect;
+        nc->client_id = to_str(s->client_id);
+        nc->has_username = req->has_username;
+        nc->has_password = req->has_password;
+        nc->username = to_str(s->username);
+        nc->password = to_str(s->password);
+        nc->flags = (uint8_t)((nc->flags & ~(CONNECT_FLAG_USERNAME | CONNECT_FLAG_PASSWORD)) |
+                              (req->has_username ? CONNECT_FLAG_USERNAME : 0) |
+                              (req->has_password ? CONNECT_FLAG_PASSWORD : 0));
+        pass_emit_packet(ps, &np);
+        r = PKT_HANDLED;
+    }
+    if (s->p->handler->connect)
+        s->p->handler->connect(s);
+    s->connect_called = true;
+    return r;
+}
+
+/* ---- PUBLISH ---------------------------------------------------------- */
+
+static enum pkt_result up_publish(struct pass *ps, const uint8_t *raw, uint32_t len,
+                                  struct mqtt_packet *pkt)
+{
+    struct mgate_session *s = ps->s;
+    struct held *h = held_get(s, MGATE_UP, MQTT_PUBLISH);
+    if (!h) {
+        session_close(s, "out of memory");
+        return PKT_CLOSE;
+    }
+    h->pkt = *pkt;
+    struct mqtt_publish *pub = &h->pkt.publish;
+    if (publish_resolve_alias(ps, pub, &h->resolved_topic) < 0) {
+        held_put(s, h);
+        session_protocol_error(s, MGATE_UP, MQTT_PROTOCOL_ERROR);
+        return PKT_CLOSE;
+    }
+    struct mgate_publish_req *req = &h->req.publish;
+    req->dir = MGATE_UP;
+    req->topic = to_bytes(h->resolved_topic);
+    req->payload = to_bytes(pub->payload);
+    req->qos = pub->qos;
+    req->retain = pub->retain;
+    const struct mgate_handler *hd = s->p->handler;
+    h->verdict = hd->auth_publish ? hd->auth_publish(s, req) : MGATE_ALLOW;
+    if (h->verdict == MGATE_PENDING)
+        return held_pend(ps, h, raw, len);
+    enum pkt_result r = up_finish(ps, h, raw, len);
+    held_put(s, h);
+    return r;
+}
+
+static enum pkt_result refuse_publish(struct pass *ps, const struct mqtt_publish *pub, uint8_t reason)
+{
+    struct mgate_session *s = ps->s;
+    if (log_enabled(LOGL_INFO)) {
+        struct logline l;
+        log_begin(&l, LOGL_INFO, "PUBLISH refused");
+        log_uint(&l, "session", s->id);
+        log_bytes(&l, "client_id", s->client_id.p, s->client_id.len);
+        log_bytes(&l, "topic", pub->topic.p, pub->topic.len);
+        log_end(&l);
+    }
+    if (s->p->refusal_close || s->version != MQTT_V5) {
+        /* 3.1.1 has no way to refuse a PUBLISH but closing. */
+        session_close(s, "PUBLISH refused");
+        return PKT_CLOSE;
+    }
+    if (pub->qos)
+        reply_ack(s->client, pub->qos == 1 ? MQTT_PUBACK : MQTT_PUBREC, s->version, pub->id,
+                  reason ? reason : MQTT_RC_NOT_AUTHORIZED);
+    return PKT_HANDLED;
+}
+
+static enum pkt_result finish_publish(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len)
+{
+    struct mgate_session *s = ps->s;
+    struct mgate_publish_req *req = &h->req.publish;
+    if (h->verdict != MGATE_ALLOW)
+        return refuse_publish(ps, &h->pkt.publish, req->reason);
+    enum pkt_result r = publish_forward(ps, raw, len, &h->pkt.publish, h->resolved_topic,
+                                        req->topic, req->payload);
+    if (s->p->handler->publish)
+        s->p->handler->publish(s, req);
+    return r;
+}
+
+/* ---- SUBSCRIBE -------------------------------------------------------- */
+
+static enum pkt_result up_subscribe(struct pass *ps, const uint8_t *raw, uint32_t len,
+                                    struct mqtt_packet *pkt)
+{
+    struct mgate_session *s = ps->s;
+    struct mqtt_subscribe *sub = &pkt->subscribe;
+    struct held *h = held_get(s, MGATE_UP, MQTT_SUBSCRIBE);
+    struct mgate_filter *f = calloc(sub->count, sizeof(*f));
+    if (!h || !f) {
+        free(f);
+        held_put(s, h);
+        session_close(s, "out of memory");
+        return PKT_CLOSE;
+    }
+    h->pkt = *pkt;
+    uint32_t off = 0, i = 0;
+    mqtt_str filter;
+    uint8_t opts;
+    while (i < sub->count && mqtt_sub_next(sub, &off, &filter, &opts)) {
+        f[i].filter = to_bytes(filter);
+        f[i].qos = opts & 3u;
+        i++;
+    }
+    struct mgate_subscribe_req *req = &h->req.subscribe;
+    req->dir = MGATE_UP;
+    req->filters = f;
+    req->count = i;
+    const struct mgate_handler *hd = s->p->handler;
+    h->verdict = hd->auth_subscribe ? hd->auth_subscribe(s, req) : MGATE_ALLOW;
+    if (h->verdict == MGATE_PENDING)
+        return held_pend(ps, h, raw, len);
+    enum pkt_result r = up_finish(ps, h, raw, len);
+    held_put(s, h);
+    return r;
+}
+
+static uint8_t refusal_code(const struct mgate_session *s, uint8_t reason)
+{
+    if (s->version != MQTT_V5)
+        return 0x80;
+    return reason ? reason : MQTT_RC_NOT_AUTHORIZED;
+}
+
+/* The client gets one SUBACK, in its order: remember which positions we
+ * answered so the broker's SUBACK can be completed (downstream.c). */
+static int remember_merge(struct mgate_session *s, uint16_t id, const struct mgate_subscribe_req *req)
+{
+    struct suback_merge *m = malloc(sizeof(*m) + req->count);
+    if (!m)
+        return -1;
+    m->id = id;
+    m->count = req->count;
+    for (uint32_t i = 0; i < req->count; i++)
+        m->codes[i] = req->filters[i].denied ? refusal_code(s, req->reason) : SUBACK_FROM_BROKER;
+    m->next = s->merges;
+    s->merges = m;
+    return 0;
+}
+
+/* A SUBSCRIBE with only the allowed (maybe rewritten) filters. */
+static int emit_filtered_subscribe(struct pass *ps, struct held *h)
+{
+    struct mgate_subscribe_req *req = &h->req.subscribe;
+    struct mqtt_subscribe *sub = &h->pkt.subscribe;
+    size_t size = 0;
+    for (uint32_t i = 0; i < req->count; i++)
+        if (!req->filters[i].denied)
+            size += 3u + req->filters[i].filter.len;
+    uint8_t *list = malloc(size ? size : 1), *w = list;
+    if (!list)
+        return -1;
+    uint32_t off = 0, kept = 0;
+    mqtt_str filter;
+    uint8_t opts;
+    for (uint32_t i = 0; i < req->count && mqtt_sub_next(sub, &off, &filter, &opts); i++) {
+        const struct mgate_filter *f = &req->filters[i];
+        if (f->denied)
+            continue;
+        *w++ = (uint8_t)(f->filter.len >> 8);
+        *w++ = (uint8_t)f->filter.len;
+        memcpy(w, f->filter.p, f->filter.len);
+        w += f->filter.len;
+        *w++ = (uint8_t)((opts & ~3u) | (f->qos & 3u));
+        kept++;
+    }
+    struct mqtt_packet np = h->pkt;
+    np.subscribe.list = list;
+    np.subscribe.list_len = (uint32_t)(w - list);
+    np.subscribe.count = kept;
+    int rc = pass_emit_packet(ps, &np);
+    free(list);
+    return rc;
+}
+
+static bool filters_changed(struct held *h, uint32_t *denied)
+{
+    struct mgate_subscribe_req *req = &h->req.subscribe;
+    uint32_t off = 0;
+    mqtt_str filter;
+    uint8_t opts;
+    bool changed = false;
+    *denied = 0;
+    for (uint32_t i = 0; i < req->count && mqtt_sub_next(&h->pkt.subscribe, &off, &filter, &opts); i++) {
+        if (h->verdict != MGATE_ALLOW)
+            req->filters[i].denied = true;
+        if (req->filters[i].denied)
+            (*denied)++;
+        else if (!bytes_same(req->filters[i].filter, filter) || req->filters[i].qos != (opts & 3u))
+            changed = true;
+    }
+    return changed;
+}
+
+static void answer_all_refused(struct mgate_session *s, struct held *h)
+{
+    struct mgate_subscribe_req *req = &h->req.subscribe;
+    uint8_t *codes = malloc(req->count);
+    if (!codes)
+        return;
+    memset(codes, refusal_code(s, req->reason), req->count);
+    struct mqtt_packet np = {.type = MQTT_SUBACK};
+    np.suback.id = h->pkt.subscribe.id;
+    np.suback.codes = codes;
+    np.suback.count = req->count;
+    uint8_t buf[256], *out = buf;
+    size_t need = mqtt_encode(&np, s->version, NULL, 0);
+    if (need > sizeof(buf))
+        out = malloc(need);
+    if (out) {
+        mqtt_encode(&np, s->version, out, need);
+        conn_write(s->client, out, need);
+    }
+    if (out != buf)
+        free(out);
+    free(codes);
+}
+
+static enum pkt_result finish_subscribe(struct pass *ps, struct held *h)
+{
+    struct mgate_session *s = ps->s;
+    struct mgate_subscribe_req *req = &h->req.subscribe;
+    uint32_t denied;
+    bool changed = filters_changed(h, &denied);
+    if (denied && s->p->refusal_close) {
+        session_close(s, "SUBSCRIBE refused");
+        return PKT_CLOSE;
+    }
+    if (denied)
+        mgate_log(LOGL_INFO, s, "SUBSCRIBE: %u of %u filters refused", denied, req->count);
+    if (denied == req->count) {
+        answer_all_refused(s, h);
+        return PKT_HANDLED;
+    }
+    enum pkt_result r = PKT_FORWARD;
+    if (denied || changed) {
+        if ((denied && remember_merge(s, h->pkt.subscribe.id, req) < 0) ||
+            emit_filtered_subscribe(ps, h) < 0) {
+            session_close(s, "out of memory");
+            return PKT_CLOSE;
+        }
+        r = PKT_HANDLED;
+    }
+    if (s->p->handler->subscribe)
+        s->p->handler->subscribe(s, req);
+    return r;
+}
+
+/* ---- UNSUBSCRIBE ------------------------------------------------------ */
+
+static enum pkt_result up_unsubscribe(struct mgate_session *s, struct mqtt_packet *pkt)
+{
+    if (!s->p->handler->unsubscribe)
+        return PKT_FORWARD;
+    struct mqtt_subscribe *u = &pkt->subscribe;
+    mgate_bytes *topics = calloc(u->count, sizeof(*topics));
+    if (!topics)
+        return PKT_FORWARD;
+    struct mgate_unsubscribe_req req = {topics, 0};
+    uint32_t off = 0;
+    mqtt_str filter;
+    while (req.count < u->count && mqtt_unsub_next(u, &off, &filter))
+        topics[req.count++] = to_bytes(filter);
+    s->p->handler->unsubscribe(s, &req);
+    free(topics);
+    return PKT_FORWARD;
+}
+
+/* ---- dispatch --------------------------------------------------------- */
+
+enum pkt_result up_finish(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len)
+{
+    switch (h->type) {
+    case MQTT_CONNECT:
+        return finish_connect(ps, h);
+    case MQTT_PUBLISH:
+        return finish_publish(ps, h, raw, len);
+    default:
+        return finish_subscribe(ps, h);
+    }
+}
+
+enum pkt_result up_packet(struct pass *ps, const uint8_t *raw, uint32_t len, struct mqtt_packet *pkt)
+{
+    struct mgate_session *s = ps->s;
+    if (s->state == SESSION_AWAIT_CONNECT) {
+        if (pkt->type == MQTT_CONNECT)
+            return up_connect(ps, raw, len, pkt);
+        session_close(s, "first packet is not CONNECT");
+        return PKT_CLOSE;
+    }
+    switch (pkt->type) {
+    case MQTT_CONNECT:
+        session_protocol_error(s, MGATE_UP, MQTT_PROTOCOL_ERROR); /* a second CONNECT */
+        return PKT_CLOSE;
+    case MQTT_PUBLISH:
+        return up_publish(ps, raw, len, pkt);
+    case MQTT_SUBSCRIBE:
+        return up_subscribe(ps, raw, len, pkt);
+    case MQTT_UNSUBSCRIBE:
+        return up_unsubscribe(s, pkt);
+    default:
+        return PKT_FORWARD;
+    }
+}
