@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Start mgate with a local mosquitto behind it, using the example
+# configuration: installs what is missing, builds, runs both in the
+# foreground until Ctrl-C.  Then, from another terminal:
+#   examples/client/mqtt/without_tls.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+tests/deps.sh
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j"$(nproc)" --target mgate
+
+broker_port=1883
+if (exec 3<>/dev/tcp/127.0.0.1/$broker_port) 2>/dev/null; then
+  echo "demo: a broker already listens on 127.0.0.1:$broker_port; using it"
+  broker=""
+else
+  examples/server/mosquitto/server.sh &
+  broker=$!
+  for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$broker_port) 2>/dev/null && break; sleep 0.1; done
+fi
+
+set -a
+# shellcheck source=examples/config/mgate.env
+. examples/config/mgate.env
+set +a
+build/mgate &
+mgate=$!
+stop() {
+  kill -TERM "$mgate" 2>/dev/null || true
+  wait "$mgate" 2>/dev/null || true
+  [ -n "$broker" ] && kill -TERM "$broker" 2>/dev/null && wait "$broker" 2>/dev/null
+  exit 0
+}
+trap stop INT TERM
+echo "demo: mgate on 127.0.0.1:${MGATE_MQTT_WITHOUT_TLS_PORT} -> mosquitto on 127.0.0.1:$broker_port (Ctrl-C stops both)"
+wait "$mgate"

@@ -1,0 +1,135 @@
+/*
+ * A custom handler compiled into mgate: the shape of a real authorisation
+ * handler, and the handler the integration tests use.
+ *
+ *   CONNECT   client id "deny*"           -> refused (not authorised)
+ *             username "baduser"          -> refused (bad user name or password)
+ *             username "slow" / "slowdeny" -> verdict 200 ms later: allow / deny
+ *             client id "rename-me"       -> forwarded as "renamed"
+ *   PUBLISH   topic containing "forbidden" -> refused
+ *             topic "rewrite/X"            -> forwarded as "rewritten/X"
+ *             topic "slow/..."            -> verdict 100 ms later (allow)
+ *   SUBSCRIBE filters containing "forbidden" are refused, the rest go through
+ *   delivery  broker PUBLISH on a topic containing "secret" is not delivered
+ *
+ * Build:  cmake --build build --target custom_handler_example
+ * Run:    MGATE_MQTT_WITHOUT_TLS_PORT=1884 MGATE_MQTT_WITHOUT_TLS_TARGET_HOST=127.0.0.1 \
+ *         MGATE_MQTT_WITHOUT_TLS_TARGET_PORT=1883 ./build/mgate-example
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "mgate.h"
+
+static bool has_prefix(mgate_bytes b, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return b.len >= n && memcmp(b.p, prefix, n) == 0;
+}
+
+static bool contains(mgate_bytes b, const char *needle)
+{
+    size_t n = strlen(needle);
+    for (size_t i = 0; i + n <= b.len; i++)
+        if (memcmp(b.p + i, needle, n) == 0)
+            return true;
+    return false;
+}
+
+static bool equals(mgate_bytes b, const char *s) { return b.len == strlen(s) && has_prefix(b, s); }
+
+/* A verdict that arrives later, as from an HTTP call: remember the request. */
+struct later {
+    mgate_session *s;
+    const void *req;
+    enum mgate_verdict verdict;
+};
+
+static void answer(void *arg)
+{
+    struct later *l = arg;
+    mgate_resume(l->s, l->req, l->verdict);
+    free(l);
+}
+
+static enum mgate_verdict answer_later(mgate_session *s, const void *req, uint32_t ms,
+                                       enum mgate_verdict v)
+{
+    struct later *l = malloc(sizeof(*l));
+    if (!l)
+        return MGATE_DENY;
+    *l = (struct later){s, req, v};
+    if (mgate_after(s, ms, answer, l) < 0) {
+        free(l);
+        return MGATE_DENY;
+    }
+    return MGATE_PENDING;
+}
+
+static enum mgate_verdict auth_connect(mgate_session *s, struct mgate_connect_req *req)
+{
+    if (has_prefix(req->client_id, "deny"))
+        return MGATE_DENY;
+    if (req->has_username && equals(req->username, "baduser")) {
+        req->reason = MGATE_REASON_BAD_USER_OR_PASSWORD;
+        return MGATE_DENY;
+    }
+    if (req->has_username && equals(req->username, "slow"))
+        return answer_later(s, req, 200, MGATE_ALLOW);
+    if (req->has_username && equals(req->username, "slowdeny"))
+        return answer_later(s, req, 200, MGATE_DENY);
+    if (equals(req->client_id, "rename-me"))
+        req->client_id = (mgate_bytes){(const uint8_t *)"renamed", 7};
+    return MGATE_ALLOW;
+}
+
+static enum mgate_verdict auth_publish(mgate_session *s, struct mgate_publish_req *req)
+{
+    if (contains(req->topic, "forbidden"))
+        return MGATE_DENY;
+    if (has_prefix(req->topic, "rewrite/")) {
+        /* Memory from mgate_session_alloc lives until the packet is sent. */
+        uint32_t rest = req->topic.len - 8;
+        uint8_t *t = mgate_session_alloc(s, 10 + rest);
+        if (!t)
+            return MGATE_DENY;
+        memcpy(t, "rewritten/", 10);
+        memcpy(t + 10, req->topic.p + 8, rest);
+        req->topic = (mgate_bytes){t, 10 + rest};
+    }
+    if (has_prefix(req->topic, "slow/"))
+        return answer_later(s, req, 100, MGATE_ALLOW);
+    return MGATE_ALLOW;
+}
+
+static enum mgate_verdict auth_subscribe(mgate_session *s, struct mgate_subscribe_req *req)
+{
+    (void)s;
+    if (req->dir == MGATE_DOWN)
+        return contains(req->filters[0].filter, "secret") ? MGATE_DENY : MGATE_ALLOW;
+    for (uint32_t i = 0; i < req->count; i++)
+        if (contains(req->filters[i].filter, "forbidden"))
+            req->filters[i].denied = true;
+    return MGATE_ALLOW;
+}
+
+static void on_connect(mgate_session *s)
+{
+    mgate_bytes id = mgate_session_client_id(s);
+    mgate_log(1, s, "example: %.*s connected", (int)id.len, (const char *)id.p);
+}
+
+static const struct mgate_handler example = {
+    .name = "example",
+    .auth_connect = auth_connect,
+    .auth_publish = auth_publish,
+    .auth_subscribe = auth_subscribe,
+    .connect = on_connect,
+};
+
+int main(int argc, char **argv)
+{
+    static const struct mgate_handler *const handlers[] = {&example, NULL};
+    setenv("MGATE_HANDLER", "example", 0); /* the default here; the environment still wins */
+    return mgate_main(argc, argv, handlers, NULL);
+}

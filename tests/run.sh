@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: install what is missing, build with
+# -Werror, run every ctest test, then again under AddressSanitizer +
+# UndefinedBehaviorSanitizer, then the decoder fuzzer for a short while.
+#
+#   tests/run.sh            everything
+#   tests/run.sh --quick    one plain build and its tests (no ASan, no fuzzing)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+jobs=$(nproc)
+fuzz_seconds=${MGATE_FUZZ_SECONDS:-30}
+
+tests/deps.sh
+
+step() { printf '\n==== %s\n' "$*"; }
+
+step "build (RelWithDebInfo, -Werror)"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j"$jobs"
+
+step "tests"
+ctest --test-dir build --output-on-failure --timeout 300
+
+[ $quick -eq 1 ] && exit 0
+
+step "build with AddressSanitizer + UndefinedBehaviorSanitizer"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DMGATE_SANITIZE=ON >/dev/null
+cmake --build build-asan -j"$jobs"
+
+step "tests under ASan + UBSan"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build-asan --output-on-failure --timeout 600
+
+step "fuzz the MQTT decoder for ${fuzz_seconds}s (libFuzzer)"
+CC=clang cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DMGATE_FUZZ=ON -DMGATE_TESTS=OFF >/dev/null
+cmake --build build-fuzz -j"$jobs" --target fuzz_decode
+mkdir -p build-fuzz/corpus
+build-fuzz/tests/fuzz/fuzz_decode -max_total_time="$fuzz_seconds" -print_final_stats=1 \
+  build-fuzz/corpus tests/fuzz/corpus_decode 2>&1 | tail -n 12
+echo "fuzz: no crash in ${fuzz_seconds}s"
