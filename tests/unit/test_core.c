@@ -1,0 +1,139 @@
+/* Event loop timers and deferred calls, buffers, topic alias maps. */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "core/buf.h"
+#include "core/loop.h"
+#include "session/alias.h"
+
+static int order[16], norder;
+
+static void note_timer(struct loop *l, struct loop_timer *t)
+{
+    (void)l;
+    order[norder++] = (int)(t->when % 1000);
+}
+
+static void stop_loop(struct loop *l, struct loop_timer *t)
+{
+    (void)t;
+    loop_stop(l);
+}
+
+static void test_timers(void)
+{
+    struct loop *l = loop_new();
+    struct loop_timer t[6] = {0}, stopper = {0};
+    uint32_t delays[6] = {30, 10, 50, 20, 40, 60};
+    uint64_t base = loop_now(l);
+    for (int i = 0; i < 6; i++)
+        loop_timer_start(l, &t[i], delays[i], note_timer);
+    loop_timer_stop(l, &t[4]); /* 40 never fires */
+    CHECK(!loop_timer_armed(&t[4]));
+    loop_timer_start(l, &t[5], 5, note_timer); /* re-arming moves it first */
+    loop_timer_start(l, &stopper, 80, stop_loop);
+    norder = 0;
+    CHECK_EQ_INT(loop_run(l), 0);
+    CHECK_EQ_INT(norder, 5);
+    int want[5] = {5, 10, 20, 30, 50};
+    for (int i = 0; i < 5 && i < norder; i++)
+        CHECK_EQ_INT(order[i], (int)((base + (uint64_t)want[i]) % 1000));
+    loop_free(l);
+}
+
+static int deferred_runs;
+static void requeue(struct loop *l, struct loop_defer *d)
+{
+    /* Requeueing from a deferred call must wait for the next turn. */
+    if (++deferred_runs < 3)
+        loop_defer(l, d, requeue);
+    else
+        loop_stop(l);
+}
+
+static void test_defer(void)
+{
+    struct loop *l = loop_new();
+    struct loop_defer d = {0}, cancelled = {0};
+    loop_defer(l, &d, requeue);
+    loop_defer(l, &d, requeue); /* queued once only */
+    loop_defer(l, &cancelled, requeue);
+    loop_defer_cancel(l, &cancelled);
+    CHECK_EQ_INT(loop_run(l), 0);
+    CHECK_EQ_INT(deferred_runs, 3);
+    loop_free(l);
+}
+
+static int readable_calls;
+static void on_readable(struct loop *l, struct loop_io *io, uint32_t ev)
+{
+    char c;
+    CHECK(ev & EPOLLIN);
+    CHECK_EQ_INT(read(io->fd, &c, 1), 1);
+    readable_calls++;
+    loop_stop(l);
+}
+
+static void test_io(void)
+{
+    struct loop *l = loop_new();
+    int p[2];
+    CHECK_EQ_INT(pipe(p), 0);
+    struct loop_io io;
+    CHECK_EQ_INT(loop_io_add(l, &io, p[0], EPOLLIN, on_readable), 0);
+    CHECK_EQ_INT(write(p[1], "x", 1), 1);
+    loop_run(l);
+    CHECK_EQ_INT(readable_calls, 1);
+    loop_io_del(l, &io);
+    close(p[0]);
+    close(p[1]);
+    loop_free(l);
+}
+
+static void test_buf(void)
+{
+    struct buf b = {0};
+    CHECK_EQ_INT(buf_append(&b, "hello", 5), 0);
+    CHECK_EQ_INT(b.len, 5);
+    buf_consume(&b, 2);
+    CHECK(memcmp(buf_head(&b), "llo", 3) == 0);
+    char big[3000];
+    memset(big, 'z', sizeof(big));
+    CHECK_EQ_INT(buf_append(&b, big, sizeof(big)), 0); /* grows, keeps order */
+    CHECK(memcmp(buf_head(&b), "lloz", 4) == 0);
+    CHECK_EQ_INT(b.len, 3003);
+    buf_consume(&b, 3003); /* empty gives the memory back */
+    CHECK(b.data == NULL);
+    CHECK_EQ_INT(b.cap, 0);
+}
+
+static void test_alias(void)
+{
+    struct alias_map m = {0};
+    const uint8_t *t;
+    uint32_t len;
+    CHECK(!alias_get(&m, 1, &t, &len));
+    CHECK_EQ_INT(alias_set(&m, 0, (const uint8_t *)"x", 1), -1); /* 0 is not an alias */
+    CHECK_EQ_INT(alias_set(&m, 3, (const uint8_t *)"a/b", 3), 0);
+    CHECK(alias_get(&m, 3, &t, &len) && len == 3 && memcmp(t, "a/b", 3) == 0);
+    CHECK(!alias_get(&m, 2, &t, &len));
+    CHECK(alias_is(&m, 3, (const uint8_t *)"a/b", 3));
+    CHECK_EQ_INT(alias_set(&m, 3, (const uint8_t *)"c", 1), 0); /* rebinding */
+    CHECK(!alias_is(&m, 3, (const uint8_t *)"a/b", 3));
+    CHECK(alias_is(&m, 3, (const uint8_t *)"c", 1));
+    alias_free(&m);
+    CHECK(m.e == NULL);
+}
+
+int main(void)
+{
+    test_timers();
+    test_defer();
+    test_io();
+    test_buf();
+    test_alias();
+    return check_done("test_core");
+}
