@@ -413,6 +413,10 @@ static const struct bad bads[] = {
     {5, S, MAL, "30 { s'a' { 0b 80 00 } }"},      /* varint value not minimal */
     {5, S, MAL, "30 { s'a' { 0b 80 80 80 80 01 } }"},
     {5, C, MAL, "30 { s'a' { 26 s'k' } }"},       /* pair without its value */
+    {5, C, MAL, "30 { s'a' { 26 00 } }"},
+    {5, C, MAL, "30 { s'a' { 03 00 } }"},         /* half a string length */
+    {5, C, MAL, "30 { s'a' { 02 00 00 00 } }"},   /* four-byte integer cut short */
+    {4, C, MAL, "c0"},                            /* less than a fixed header */
     {5, S, MAL, "40 03 00 01 00" "00"},           /* v5 short form: RL is the truth */
     /* properties: allowed per packet type */
     {5, C, PROTO, "10 { s'MQTT' 05 02 00 00 { 23 00 01 } s'a' }"},
