@@ -47,7 +47,7 @@ typedef enum mqtt_rc {
     MQTT_OK = 0,
     MQTT_NEED_MORE,      /* frame: not a whole packet yet */
     MQTT_MALFORMED,      /* v5 reason 0x81 */
-    MQTT_PROTOCOL_ERROR, /* v5 reason 0x82 (e.g. duplicated property, bad level) */
+    MQTT_PROTOCOL_ERROR, /* v5 reason 0x82 (e.g. duplicated property, wrong direction) */
     MQTT_TOO_LARGE,      /* v5 reason 0x95 */
     MQTT_BAD_VERSION,    /* CONNECT with unknown name/level pair: CONNACK 0x01 / 0x84 */
 } mqtt_rc;
@@ -337,7 +337,7 @@ bool mqtt_reason_valid(uint8_t type, uint8_t version, uint8_t rc);
 size_t mqtt_encode(const struct mqtt_packet *pkt, uint8_t version, uint8_t *out, size_t cap);
 
 /* Copy a property block, leaving out every property with identifier `drop`.
- * Returns the bytes written (never more than raw_len). */
+ * Returns the bytes written (never more than raw_len); out may be raw. */
 uint32_t mqtt_props_without(const uint8_t *raw, uint32_t raw_len, uint8_t drop, uint8_t *out);
 
 /* Write one property into out (which must have room: at most 7 + len bytes
