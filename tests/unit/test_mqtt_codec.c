@@ -7,6 +7,7 @@
  * group prefixed with its variable byte length (remaining length, property
  * blocks).
  */
+#include <ctype.h>
 #include <stdlib.h>
 
 #include "check.h"
@@ -57,7 +58,6 @@ static size_t parse_seq(const char **sp, uint8_t *out, size_t cap, char close)
 {
     const char *s = *sp;
     size_t n = 0;
-    unsigned v;
 
     for (;;) {
         while (*s == ' ')
@@ -72,8 +72,9 @@ static size_t parse_seq(const char **sp, uint8_t *out, size_t cap, char close)
         } else if (*s == '\'' || (s[0] == 's' && s[1] == '\'')) {
             s += s[0] == 's' ? 2 : 1;
             parse_text(&s, out, &n, cap, s[-2] == 's');
-        } else if (sscanf(s, "%2x", &v) == 1 && s[1] && s[2] != '\'' ) {
-            uint8_t b = (uint8_t)v;
+        } else if (isxdigit((unsigned char)s[0]) && isxdigit((unsigned char)s[1]) &&
+                   strchr(" }", s[2])) { /* strchr also matches the final NUL */
+            uint8_t b = (uint8_t)strtoul((char[3]){s[0], s[1], 0}, NULL, 16);
             emit(out, &n, cap, &b, 1);
             s += 2;
         } else {
@@ -304,7 +305,7 @@ static const struct bad bads[] = {
     {4, C, MAL, "c0 01"},                         /* remaining length past the end */
     {4, C, MAL, "11 { s'MQTT' 04 02 00 3c s'a' }"}, /* CONNECT flags */
     {4, S, MAL, "21 02 00 00"},
-    {4, C, MAL, "32 { s'a' 00 01 }" "00"},        /* trailing byte beyond RL */
+    {4, C, MAL, "32 { s'a' 00 01 } 00"},        /* trailing byte beyond RL */
     {4, C, MAL, "36 { s'a' 00 01 }"},             /* PUBLISH QoS 3 */
     {5, C, MAL, "3e { s'a' 00 01 00 }"},
     {4, C, MAL, "38 { s'a' }"},                   /* DUP with QoS 0 */
@@ -417,7 +418,7 @@ static const struct bad bads[] = {
     {5, C, MAL, "30 { s'a' { 03 00 } }"},         /* half a string length */
     {5, C, MAL, "30 { s'a' { 02 00 00 00 } }"},   /* four-byte integer cut short */
     {4, C, MAL, "c0"},                            /* less than a fixed header */
-    {5, S, MAL, "40 03 00 01 00" "00"},           /* v5 short form: RL is the truth */
+    {5, S, MAL, "40 03 00 01 00 00"},           /* v5 short form: RL is the truth */
     /* properties: allowed per packet type */
     {5, C, PROTO, "10 { s'MQTT' 05 02 00 00 { 23 00 01 } s'a' }"},
     {5, C, PROTO, "10 { s'MQTT' 05 02 00 00 { 18 00 00 00 01 } s'a' }"},
