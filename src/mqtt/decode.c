@@ -245,19 +245,40 @@ static mqtt_rc check_options(uint8_t o, uint8_t version)
     return (o & 3) == 3 || (o >> 4 & 3) == 3 ? MQTT_PROTOCOL_ERROR : MQTT_OK;
 }
 
+/* v5 shared subscriptions (section 4.8.2): "$share/" name "/" filter, the
+ * name non-empty and wildcard-free, the filter non-empty; No Local cannot
+ * apply to them [MQTT-3.8.3-4].  Before v5 "$share" is an ordinary level. */
+static mqtt_rc check_shared(mqtt_str f, bool no_local)
+{
+    static const char prefix[] = "$share/";
+    const uint32_t plen = sizeof prefix - 1;
+
+    if (f.len < plen || memcmp(f.p, prefix, plen) != 0)
+        return MQTT_OK;
+    const uint8_t *name = f.p + plen;
+    const uint8_t *slash = memchr(name, '/', f.len - plen);
+    size_t nlen = slash ? (size_t)(slash - name) : 0;
+    if (nlen == 0 || slash + 1 == f.p + f.len || memchr(name, '+', nlen) ||
+        memchr(name, '#', nlen) || no_local)
+        return MQTT_PROTOCOL_ERROR;
+    return MQTT_OK;
+}
+
 /* Walk the list with the public iterators: if they stop short of the end,
  * an entry overran the packet. */
 static mqtt_rc check_list(struct mqtt_subscribe *s, uint8_t type, uint8_t version)
 {
     uint32_t off = 0;
     mqtt_str f;
-    uint8_t o;
+    uint8_t o = 0;
 
     while (type == MQTT_SUBSCRIBE ? mqtt_sub_next(s, &off, &f, &o)
                                   : mqtt_unsub_next(s, &off, &f)) {
         TRY(check_filter(f));
         if (type == MQTT_SUBSCRIBE)
             TRY(check_options(o, version));
+        if (version >= MQTT_V5)
+            TRY(check_shared(f, o & 0x04));
         s->count++;
     }
     if (off != s->list_len)

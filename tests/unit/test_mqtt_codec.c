@@ -245,6 +245,9 @@ static const struct wire wires[] = {
     {5, C, "70 { 00 04 00 { 1f s'ok' } }"},
     {5, C, "82 { 00 01 { 0b 01 26 s'a' s'b' } s'a/#' 2e s'+' 00 s'x' 1c }"},
     {5, C, "82 { 00 02 { 0b ff ff ff 7f } s'a' 02 }"},
+    {5, C, "82 { 00 03 00 s'$share/g/a/#' 02 s'$share/g/+' 00 s'$shared/g' 04 s'$share' 04 }"},
+    {5, C, "a2 { 00 03 00 s'$share/g/a/#' }"},
+    {4, C, "82 { 00 03 s'$share/g' 00 s'$share/+/a' 01 }"},
     {5, S, "90 { 00 01 { 1f s'r' } 00 01 02 80 83 87 8f 91 97 9e a1 a2 }"},
     {5, C, "a2 { 00 02 { 26 s'k' s'v' } s'a' s'b/+' }"},
     {5, S, "b0 { 00 02 { } 00 11 80 83 87 8f 91 }"},
@@ -388,6 +391,13 @@ static const struct bad bads[] = {
     {4, C, PROTO, "82 { 00 01 s'a/b+' 00 }"},
     {5, C, PROTO, "82 { 00 01 00 s'ok' 00 s'+a' 00 }"},
     {4, C, PROTO, "a2 { 00 01 s'#/a' }"},
+    /* shared subscriptions (v5) */
+    {5, C, PROTO, "82 { 00 01 00 s'$share/g' 00 }"},
+    {5, C, PROTO, "82 { 00 01 00 s'$share/g/' 00 }"},
+    {5, C, PROTO, "82 { 00 01 00 s'$share//a' 00 }"},
+    {5, C, PROTO, "82 { 00 01 00 s'$share/+/a' 00 }"},
+    {5, C, PROTO, "82 { 00 01 00 s'$share/g/a' 04 }"}, /* No Local */
+    {5, C, PROTO, "a2 { 00 01 00 s'$share/g' }"},
     {5, C, PROTO, "a2 { 00 01 00 s'a' s'' }"},
     /* subscription options */
     {4, C, MAL, "82 { 00 01 s'a' 03 }"},          /* QoS 3 */
