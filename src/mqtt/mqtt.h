@@ -332,7 +332,8 @@ bool mqtt_reason_valid(uint8_t type, uint8_t version, uint8_t rc);
  * mqtt_props raw block (raw_len 0 writes an empty block).  CONNECT uses its
  * own connect.version (`version` when that is 0) and builds the flags byte
  * from the booleans.  Returns 0 for a packet that cannot be encoded (unknown
- * type, AUTH before v5, a string over 65535 bytes, a packet over 256 MB).
+ * type, AUTH before v5, PUBLISH QoS 3, a string over 65535 bytes, a packet
+ * over 256 MB).
  */
 size_t mqtt_encode(const struct mqtt_packet *pkt, uint8_t version, uint8_t *out, size_t cap);
 
