@@ -66,7 +66,7 @@ static void notify_closed(struct loop *l, struct loop_defer *d)
 {
     struct conn *c = (struct conn *)((char *)d - offsetof(struct conn, defer));
     if (c->cbs->on_close)
-        c->cbs->on_close(c, (int)c->want);
+        c->cbs->on_close(c, c->err);
     free_conn(l, d);
 }
 
@@ -75,7 +75,7 @@ static void fail(struct conn *c, int err)
     if (c->state == CONN_CLOSED)
         return;
     shut(c);
-    c->want = (uint32_t)err; /* reused: the error for on_close */
+    c->err = err;
     loop_defer(c->loop, &c->defer, notify_closed);
 }
 

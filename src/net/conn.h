@@ -54,6 +54,7 @@ struct conn {
     struct buf in, out;
     uint32_t high_water; /* output size at which the owner should stop feeding us */
     uint32_t want;       /* bytes the owner needs before on_data can progress (a hint) */
+    int err;             /* why it failed, for on_close */
     uint8_t state;       /* enum conn_state */
     bool read_paused;
     bool in_callback;    /* on_data is running: do not re-enter */
