@@ -11,6 +11,8 @@
  *             topic "slow/..."            -> verdict 100 ms later (allow)
  *   SUBSCRIBE filters containing "forbidden" are refused, the rest go through
  *   delivery  broker PUBLISH on a topic containing "secret" is not delivered
+ *   interceptor (before the handler): a client PUBLISH whose payload is
+ *             "intercept-drop" is dropped without a trace (no PUBACK either)
  *
  * Build:  cmake --build build --target custom_handler_example
  * Run:    MGATE_MQTT_WITHOUT_TLS_PORT=1884 MGATE_MQTT_WITHOUT_TLS_TARGET_HOST=127.0.0.1 \
@@ -127,9 +129,24 @@ static const struct mgate_handler example = {
     .connect = on_connect,
 };
 
+/* Interceptors see whole raw packets; this one only looks at how a
+ * PUBLISH ends (its payload's last bytes). */
+static enum mgate_intercept pre(mgate_session *s, enum mgate_direction dir, mgate_bytes *pkt)
+{
+    (void)s;
+    static const char marker[] = "intercept-drop";
+    if (dir != MGATE_UP || (pkt->p[0] >> 4) != 3 || pkt->len < sizeof(marker))
+        return MGATE_KEEP;
+    return memcmp(pkt->p + pkt->len - (sizeof(marker) - 1), marker, sizeof(marker) - 1) == 0
+               ? MGATE_DROP
+               : MGATE_KEEP;
+}
+
+static const struct mgate_interceptor interceptor = {.pre = pre};
+
 int main(int argc, char **argv)
 {
     static const struct mgate_handler *const handlers[] = {&example, NULL};
     setenv("MGATE_HANDLER", "example", 0); /* the default here; the environment still wins */
-    return mgate_main(argc, argv, handlers, NULL);
+    return mgate_main(argc, argv, handlers, &interceptor);
 }
