@@ -14,6 +14,7 @@
 #include "app/worker.h"
 #include "core/log.h"
 #include "handlers/handlers.h"
+#include "net/conn.h"
 
 #define EXIT_CONFIG 2
 
@@ -122,7 +123,7 @@ static int start_workers(struct app *a)
                 fprintf(stderr, "mgate: %sPORT: %s\n", lc->prefix, err);
                 return -1;
             }
-            worker_add_listener(wk, fd, &a->params[i]);
+            worker_add_listener(wk, fd, lc->id, &a->params[i]);
             if (w == 0)
                 log_msgf(LOGL_INFO, "listening on %s:%u (%s) for %s:%u", *lc->host ? lc->host : "*",
                          lc->port, lc->name, lc->target_host, lc->target_port);
@@ -134,11 +135,37 @@ static int start_workers(struct app *a)
     return 0;
 }
 
+/* SIGHUP: resolve every broker name again (here, never on a worker) and
+ * hand the addresses over; a name that no longer resolves keeps the old one. */
+static void reload(struct app *a)
+{
+    struct worker_targets t;
+    for (int i = 0; i < LISTENER_COUNT; i++) {
+        const struct listener_config *lc = &a->cfg.listeners[i];
+        t.addr[i] = a->params[i].target;
+        t.len[i] = a->params[i].target_len;
+        if (!lc->enabled)
+            continue;
+        char err[256], addr[64];
+        if (resolve_address(lc->target_host, lc->target_port, &t.addr[i], &t.len[i], err, sizeof(err)) < 0) {
+            log_msgf(LOGL_WARN, "SIGHUP: %sTARGET_HOST: %s; keeping the previous address", lc->prefix, err);
+            continue;
+        }
+        a->params[i].target = t.addr[i];
+        a->params[i].target_len = t.len[i];
+        sockaddr_format((const struct sockaddr *)&t.addr[i], addr, sizeof(addr));
+        log_msgf(LOGL_INFO, "SIGHUP: %s now forwards to %s", lc->name, addr);
+    }
+    for (unsigned w = 0; w < a->nworkers; w++)
+        worker_retarget(&a->workers[w], &t);
+}
+
 static void on_signal(struct loop *l, int signo, void *ctx)
 {
     struct app *a = ctx;
     if (signo == SIGHUP) {
-        log_msgf(LOGL_INFO, "SIGHUP: nothing to reload in this version");
+        if (!a->stopping)
+            reload(a);
         return;
     }
     if (a->stopping)

@@ -44,14 +44,39 @@ static void drain(struct worker *w)
     session_list_drain(&w->sessions);
 }
 
+/* Sessions read params.target only when they dial, on this thread, so
+ * updating it here is safe; sessions already connected keep their broker. */
+static void apply_targets(struct worker *w)
+{
+    pthread_mutex_lock(&w->lock);
+    for (unsigned i = 0; i < w->nlisteners; i++) {
+        struct worker_listener *wl = &w->listeners[i];
+        wl->params.target = w->targets.addr[wl->id];
+        wl->params.target_len = w->targets.len[wl->id];
+    }
+    pthread_mutex_unlock(&w->lock);
+}
+
 static void on_ctl(struct loop *l, struct loop_io *io, uint32_t events)
 {
     (void)l;
     (void)events;
     struct worker *w = (struct worker *)((char *)io - offsetof(struct worker, ctl));
     uint64_t v;
-    if (read(io->fd, &v, sizeof(v)) == (ssize_t)sizeof(v) && (v & WORKER_DRAIN))
+    if (read(io->fd, &v, sizeof(v)) != (ssize_t)sizeof(v))
+        return;
+    if (v & WORKER_RETARGET)
+        apply_targets(w);
+    if (v & WORKER_DRAIN)
         drain(w);
+}
+
+void worker_retarget(struct worker *w, const struct worker_targets *t)
+{
+    pthread_mutex_lock(&w->lock);
+    w->targets = *t;
+    pthread_mutex_unlock(&w->lock);
+    worker_send(w, WORKER_RETARGET);
 }
 
 int worker_init(struct worker *w, unsigned index, uint32_t grace_ms)
@@ -59,6 +84,7 @@ int worker_init(struct worker *w, unsigned index, uint32_t grace_ms)
     memset(w, 0, sizeof(*w));
     w->index = index;
     w->grace_ms = grace_ms;
+    pthread_mutex_init(&w->lock, NULL);
     if (!(w->loop = loop_new()))
         return -1;
     loop_set_owner(w->loop, w);
@@ -68,9 +94,11 @@ int worker_init(struct worker *w, unsigned index, uint32_t grace_ms)
     return 0;
 }
 
-int worker_add_listener(struct worker *w, int fd, const struct session_params *params)
+int worker_add_listener(struct worker *w, int fd, enum listener_id id,
+                        const struct session_params *params)
 {
     struct worker_listener *wl = &w->listeners[w->nlisteners++];
+    wl->id = id;
     wl->params = *params;
     return listener_start(&wl->ls, w->loop, fd, wl->params.listener, on_accept, w);
 }
@@ -96,6 +124,7 @@ void worker_join(struct worker *w)
 {
     pthread_join(w->thread, NULL);
     free(w->sessions.spare);
+    pthread_mutex_destroy(&w->lock);
     close(w->ctl.fd);
     loop_free(w->loop);
 }

@@ -15,6 +15,13 @@
 struct worker_listener {
     struct listener ls;
     struct session_params params;
+    enum listener_id id;
+};
+
+/* Broker addresses resolved again by the control thread (SIGHUP). */
+struct worker_targets {
+    struct sockaddr_storage addr[LISTENER_COUNT];
+    socklen_t len[LISTENER_COUNT];
 };
 
 struct worker {
@@ -27,13 +34,18 @@ struct worker {
     struct session_list sessions;
     struct worker_listener listeners[LISTENER_COUNT];
     unsigned nlisteners;
+    pthread_mutex_t lock; /* guards `targets`, the only thing written from outside */
+    struct worker_targets targets;
 };
 
-enum worker_cmd { WORKER_DRAIN = 1 };
+enum worker_cmd { WORKER_DRAIN = 1, WORKER_RETARGET = 2 };
 
 int worker_init(struct worker *w, unsigned index, uint32_t grace_ms);
 /* Take over a bound socket with the session parameters for it. */
-int worker_add_listener(struct worker *w, int fd, const struct session_params *params);
+int worker_add_listener(struct worker *w, int fd, enum listener_id id,
+                        const struct session_params *params);
+/* Give new broker addresses; the worker applies them to new sessions. */
+void worker_retarget(struct worker *w, const struct worker_targets *t);
 int worker_start(struct worker *w);
 void worker_send(struct worker *w, enum worker_cmd cmd);
 void worker_join(struct worker *w);
