@@ -112,4 +112,53 @@ int config_parse_size(const char *s, uint32_t *out);        /* "1048576", "64KiB
 const char *log_level_name(enum log_level l);
 const char *target_protocol_name(enum target_protocol p);
 
+/* Names an unknown MGATE_* variable would be checked against: true for every
+ * variable config_load reads, and for MGATE_CONFIG (the INI path). */
+bool config_known_var(const char *name);
+
+/*
+ * Typo help: the MGATE_* names in envp (e.g. environ) and in the .env file
+ * (may be NULL) that no setting reads, comma-separated into out (truncated
+ * to fit).  Returns how many there are.  Nothing else can warn about these:
+ * an unknown variable is not an error, it may belong to something else.
+ */
+size_t config_unknown_vars(char *const *envp, const char *dotenv_path, char *out, size_t outlen);
+
+/* More parsers (0 or -1).  Numbers are digits only: no sign, no spaces. */
+int config_parse_uint(const char *s, uint32_t *out); /* at most UINT32_MAX */
+int config_parse_log_level(const char *s, enum log_level *out); /* case-insensitive */
+int config_parse_target_protocol(const char *s, enum target_protocol *out); /* never NONE */
+int config_parse_refusal(const char *s, enum refusal_mode *out);
+int config_parse_cert_methods(const char *s, unsigned *out); /* "ocsp, CRL" -> CERT_VERIFY_* */
+int config_check_handler_list(const char *s); /* "log" or "a,b": names of [a-z0-9_] */
+
+/*
+ * Variables read from a file (.env or INI), kept apart from the environment
+ * so that precedence is decided at lookup and nothing calls setenv.  Each
+ * entry remembers where it was written, for error messages.
+ */
+struct config_var {
+    char *name;    /* MGATE_MQTT_WITHOUT_TLS_PORT */
+    char *value;
+    char *section; /* INI: section as written ("" before any); .env: "" */
+    char *key;     /* INI: key as written ("port"); .env: the name */
+    unsigned line;
+};
+
+struct config_vars {
+    char *file; /* the path it was read from */
+    struct config_var *v;
+    size_t n, cap;
+};
+
+/* Add or replace (the later line wins, as in both file formats). 0 or -1 (ENOMEM). */
+int config_vars_set(struct config_vars *vs, const struct config_var *var);
+const struct config_var *config_vars_get(const struct config_vars *vs, const char *name);
+void config_vars_free(struct config_vars *vs);
+
+/* Read path into vs.  A missing .env is not an error (vs stays empty); a
+ * missing INI file is.  Returns 0, or -1 with "file:line: ..." in err. */
+int config_read_dotenv(const char *path, struct config_vars *vs, char *err, size_t errlen);
+int config_read_ini(const char *path, struct config_vars *vs, char *err, size_t errlen);
+
 #endif
