@@ -1,0 +1,518 @@
+/*
+ * config_load: the table of settings, where each value comes from, and the
+ * checks that span several settings.  Files are read by dotenv.c and ini.c,
+ * single values parsed by parse.c.
+ *
+ * Every source is looked up by the environment variable's name, so the
+ * precedence (environment, .env, INI, default) lives in one function,
+ * lookup(), and every error can name the variable the way the user wrote it.
+ */
+#include <ctype.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "config/config.h"
+
+enum value_type { V_STR, V_PORT, V_UINT, V_SIZE, V_DURATION, V_PROTOCOL, V_METHODS, V_REFUSAL,
+                  V_LOG_LEVEL, V_HANDLER };
+
+struct key {
+    const char *name; /* after the prefix: "PORT" */
+    enum value_type type;
+    size_t off;      /* of the field in listener_config or mgate_config */
+    const char *def; /* parsed like a user's value; NULL: "" or 0 */
+    uint32_t min, max;
+};
+
+#define L(field) offsetof(struct listener_config, field)
+#define LSTR(name, field) {name, V_STR, L(field), NULL, 0, 0}
+static const struct key listener_keys[] = {
+    /* the Go mGate's keys, same names and defaults */
+    LSTR("HOST", host),
+    {"PORT", V_PORT, L(port), NULL, 1, 65535},
+    LSTR("PATH_PREFIX", path_prefix),
+    LSTR("TARGET_HOST", target_host),
+    {"TARGET_PORT", V_PORT, L(target_port), NULL, 1, 65535},
+    {"TARGET_PROTOCOL", V_PROTOCOL, L(target_protocol), NULL, 0, 0}, /* default: by kind */
+    LSTR("TARGET_PATH", target_path),
+    LSTR("CERT_FILE", cert_file),
+    LSTR("KEY_FILE", key_file),
+    LSTR("SERVER_CA_FILE", server_ca_file),
+    LSTR("CLIENT_CA_FILE", client_ca_file),
+    {"CERT_VERIFICATION_METHODS", V_METHODS, L(cert_verification_methods), NULL, 0, 0},
+    {"OCSP_DEPTH", V_UINT, L(ocsp_depth), "0", 0, UINT32_MAX},
+    LSTR("OCSP_RESPONDER_URL", ocsp_responder_url),
+    {"CRL_DEPTH", V_UINT, L(crl_depth), "1", 0, UINT32_MAX},
+    LSTR("CRL_DISTRIBUTION_POINTS", crl_distribution_points),
+    LSTR("CRL_DISTRIBUTION_POINTS_ISSUER_CERT_FILE", crl_distribution_points_issuer_cert_file),
+    LSTR("OFFLINE_CRL_FILE", offline_crl_file),
+    LSTR("OFFLINE_CRL_ISSUER_CERT_FILE", offline_crl_issuer_cert_file),
+    /* ours; 268435455 is the largest length MQTT can encode */
+    {"MAX_PACKET_SIZE", V_SIZE, L(max_packet_size), "1MiB", 16, 268435455},
+    {"CONNECT_TIMEOUT", V_DURATION, L(connect_timeout_ms), "10s", 1, UINT32_MAX},
+    {"OUTPUT_HIGH_WATER", V_SIZE, L(output_high_water), "64KiB", 1024, UINT32_MAX},
+    {"REFUSAL", V_REFUSAL, L(refusal), "reason", 0, 0},
+};
+
+#define G(field) offsetof(struct mgate_config, field)
+static const struct key global_keys[] = {
+    {"LOG_LEVEL", V_LOG_LEVEL, G(log_level), "info", 0, 0},
+    {"HANDLER", V_HANDLER, G(handler), "log", 0, 0},
+    {"SHUTDOWN_GRACE", V_DURATION, G(shutdown_grace_ms), "5s", 0, UINT32_MAX},
+    {"WORKERS", V_UINT, G(workers), "1", 1, 256},
+};
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+enum listener_kind { KIND_MQTT, KIND_WS, KIND_HTTP, KIND_COAP };
+
+#define PROTO(p) (1u << (p))
+static const struct kind_info {
+    unsigned allowed; /* PROTO() bits of the target protocols it can speak */
+    enum target_protocol default_protocol;
+} kinds[] = {
+    [KIND_MQTT] = {PROTO(TARGET_MQTT) | PROTO(TARGET_MQTTS), TARGET_MQTT},
+    [KIND_WS] = {PROTO(TARGET_WS) | PROTO(TARGET_WSS) | PROTO(TARGET_MQTT) | PROTO(TARGET_MQTTS),
+                 TARGET_WS},
+    [KIND_HTTP] = {PROTO(TARGET_HTTP) | PROTO(TARGET_HTTPS), TARGET_HTTP},
+    /* The Go CoAP proxy's target is not settled here yet: take any, no default. */
+    [KIND_COAP] = {0x7eu, TARGET_NONE},
+};
+
+static const struct listener_def {
+    const char *prefix, *name;
+    enum listener_kind kind;
+    bool tls, mtls; /* needs a certificate; also verifies the client's */
+} listener_defs[LISTENER_COUNT] = {
+    [LISTENER_MQTT] = {"MGATE_MQTT_WITHOUT_TLS_", "mqtt_without_tls", KIND_MQTT, false, false},
+    [LISTENER_MQTT_TLS] = {"MGATE_MQTT_WITH_TLS_", "mqtt_with_tls", KIND_MQTT, true, false},
+    [LISTENER_MQTT_MTLS] = {"MGATE_MQTT_WITH_MTLS_", "mqtt_with_mtls", KIND_MQTT, true, true},
+    [LISTENER_WS] = {"MGATE_MQTT_WS_WITHOUT_TLS_", "mqtt_ws_without_tls", KIND_WS, false, false},
+    [LISTENER_WS_TLS] = {"MGATE_MQTT_WS_WITH_TLS_", "mqtt_ws_with_tls", KIND_WS, true, false},
+    [LISTENER_WS_MTLS] = {"MGATE_MQTT_WS_WITH_MTLS_", "mqtt_ws_with_mtls", KIND_WS, true, true},
+    [LISTENER_HTTP] = {"MGATE_HTTP_WITHOUT_TLS_", "http_without_tls", KIND_HTTP, false, false},
+    [LISTENER_HTTP_TLS] = {"MGATE_HTTP_WITH_TLS_", "http_with_tls", KIND_HTTP, true, false},
+    [LISTENER_HTTP_MTLS] = {"MGATE_HTTP_WITH_MTLS_", "http_with_mtls", KIND_HTTP, true, true},
+    [LISTENER_COAP] = {"MGATE_COAP_WITHOUT_DTLS_", "coap_without_dtls", KIND_COAP, false, false},
+    [LISTENER_COAP_DTLS] = {"MGATE_COAP_WITH_DTLS_", "coap_with_dtls", KIND_COAP, true, false},
+};
+
+static const struct key *find_key(const struct key *keys, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(keys[i].name, name) == 0)
+            return &keys[i];
+    return NULL;
+}
+
+static const struct listener_def *listener_by_name(const char *name)
+{
+    for (int i = 0; i < LISTENER_COUNT; i++)
+        if (strcasecmp(listener_defs[i].name, name) == 0)
+            return &listener_defs[i];
+    return NULL;
+}
+
+bool config_known_var(const char *name)
+{
+    if (strncmp(name, "MGATE_", 6) != 0)
+        return false;
+    if (strcmp(name, "MGATE_CONFIG") == 0 || find_key(global_keys, COUNT(global_keys), name + 6))
+        return true;
+    for (int i = 0; i < LISTENER_COUNT; i++) {
+        size_t n = strlen(listener_defs[i].prefix);
+        if (strncmp(name, listener_defs[i].prefix, n) == 0 &&
+            find_key(listener_keys, COUNT(listener_keys), name + n))
+            return true;
+    }
+    return false;
+}
+
+/* One value on its way into its field; why says what is wrong with it. */
+struct value {
+    const char *s;
+    void *field;
+    const struct key *key;
+    unsigned allowed; /* target protocols this listener can speak */
+    char why[160];
+};
+
+static bool parse_number(struct value *v)
+{
+    const struct key *k = v->key;
+    uint32_t n;
+    if (config_parse_uint(v->s, &n) == 0 && n >= k->min && n <= k->max) {
+        if (k->type == V_PORT)
+            *(uint16_t *)v->field = (uint16_t)n;
+        else
+            *(unsigned *)v->field = n;
+        return true;
+    }
+    if (k->type == V_PORT)
+        snprintf(v->why, sizeof(v->why), "is not a port (expected 1-65535)");
+    else if (k->max == UINT32_MAX)
+        snprintf(v->why, sizeof(v->why), "is not a whole number (expected %u or more)", k->min);
+    else
+        snprintf(v->why, sizeof(v->why), "is not a whole number (expected %u-%u)", k->min, k->max);
+    return false;
+}
+
+static bool parse_scaled(struct value *v)
+{
+    const struct key *k = v->key;
+    bool duration = k->type == V_DURATION;
+    uint32_t n;
+    if ((duration ? config_parse_duration_ms(v->s, &n) : config_parse_size(v->s, &n)) < 0)
+        snprintf(v->why, sizeof(v->why), "%s",
+                 duration ? "is not a duration (expected e.g. 500ms, 10s, 2m or 1h; a bare "
+                            "number is seconds)"
+                          : "is not a size (expected bytes, or a number with K, KB, KiB, M, MB, "
+                            "MiB, G, GB or GiB)");
+    else if (duration && n < k->min)
+        snprintf(v->why, sizeof(v->why), "must be more than 0");
+    else if (!duration && n < k->min)
+        snprintf(v->why, sizeof(v->why), "is too small (expected at least %u bytes)", k->min);
+    else if (n > k->max)
+        snprintf(v->why, sizeof(v->why), "is too large (expected at most %u bytes)", k->max);
+    else {
+        *(uint32_t *)v->field = n;
+        return true;
+    }
+    return false;
+}
+
+/* "mqtt, mqtts or ws": the protocols in mask, for a message. */
+static void protocol_list(unsigned mask, char *buf, size_t size)
+{
+    size_t len = 0;
+    buf[0] = '\0';
+    for (int p = TARGET_MQTT; p <= TARGET_HTTPS; p++) {
+        if (!(mask & PROTO(p)))
+            continue;
+        mask &= ~PROTO(p);
+        const char *sep = !len ? "" : mask ? ", " : " or ";
+        int n = snprintf(buf + len, size - len, "%s%s", sep, target_protocol_name(p));
+        if (n < 0 || (size_t)n >= size - len)
+            return;
+        len += (size_t)n;
+    }
+}
+
+static bool parse_protocol(struct value *v)
+{
+    enum target_protocol p;
+    char list[64];
+    protocol_list(v->allowed, list, sizeof(list));
+    if (config_parse_target_protocol(v->s, &p) < 0) {
+        snprintf(v->why, sizeof(v->why), "is not a protocol (expected %s)", list);
+        return false;
+    }
+    if (!(v->allowed & PROTO(p))) {
+        snprintf(v->why, sizeof(v->why), "is not possible for this listener (expected %s)", list);
+        return false;
+    }
+    *(enum target_protocol *)v->field = p;
+    return true;
+}
+
+static bool parse_string(struct value *v)
+{
+    if (v->key->type == V_HANDLER && config_check_handler_list(v->s) < 0) {
+        snprintf(v->why, sizeof(v->why),
+                 "is not a handler list (expected names of a-z, 0-9 and _, separated by commas)");
+        return false;
+    }
+    char **field = v->field;
+    free(*field);
+    if ((*field = strdup(v->s)))
+        return true;
+    snprintf(v->why, sizeof(v->why), "cannot be stored: out of memory");
+    return false;
+}
+
+/* The small enumerations: a parser and what to say when it fails. */
+static bool parse_enum(struct value *v)
+{
+    int rc;
+    const char *expected;
+    switch (v->key->type) {
+    case V_LOG_LEVEL:
+        rc = config_parse_log_level(v->s, v->field);
+        expected = "a log level (expected debug, info, warn, error or off)";
+        break;
+    case V_REFUSAL:
+        rc = config_parse_refusal(v->s, v->field);
+        expected = "a refusal mode (expected reason or close)";
+        break;
+    default: /* V_METHODS */
+        rc = config_parse_cert_methods(v->s, v->field);
+        expected = "a list of verification methods (expected ocsp, crl or both, comma-separated)";
+        break;
+    }
+    if (rc < 0)
+        snprintf(v->why, sizeof(v->why), "is not %s", expected);
+    return rc == 0;
+}
+
+static bool value_parse(struct value *v)
+{
+    switch (v->key->type) {
+    case V_STR:
+    case V_HANDLER:
+        return parse_string(v);
+    case V_PORT:
+    case V_UINT:
+        return parse_number(v);
+    case V_SIZE:
+    case V_DURATION:
+        return parse_scaled(v);
+    case V_PROTOCOL:
+        return parse_protocol(v);
+    default:
+        return parse_enum(v);
+    }
+}
+
+struct loader {
+    const struct config_source *src;
+    struct config_vars dotenv, ini;
+    char *err;
+    size_t errlen;
+};
+
+/* Where a value came from: var is NULL for the environment or a default. */
+struct found {
+    const char *value;
+    const struct config_vars *file;
+    const struct config_var *var;
+};
+
+/* The strongest source that has the variable wins, even when its value is
+ * empty: an empty value means "unset" and so hides weaker sources, which is
+ * how MGATE_X_PORT= in the environment turns off a listener the INI file
+ * enables (and how the Go mGate treats an empty variable). */
+static struct found lookup(const struct loader *ld, const char *name)
+{
+    struct found f = {0};
+    if (ld->src->env && (f.value = ld->src->env(ld->src->ctx, name)))
+        return f;
+    const struct config_vars *files[] = {&ld->dotenv, &ld->ini};
+    for (int i = 0; i < 2; i++) {
+        if ((f.var = config_vars_get(files[i], name))) {
+            f.file = files[i];
+            f.value = f.var->value;
+            return f;
+        }
+    }
+    return f;
+}
+
+/* "NAME: ", "file:line: NAME: " (.env) or "file:line: key (NAME): " (INI),
+ * then the message; no prefix when name is NULL. */
+static int fail(struct loader *ld, const struct found *f, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int fail(struct loader *ld, const struct found *f, const char *name, const char *fmt, ...)
+{
+    int n = 0;
+    if (!name && ld->errlen)
+        ld->err[0] = '\0'; /* the message names its variables itself */
+    else if (!f || !f->var)
+        n = snprintf(ld->err, ld->errlen, "%s: ", name);
+    else if (f->file == &ld->ini)
+        n = snprintf(ld->err, ld->errlen, "%s:%u: %s (%s): ", f->file->file, f->var->line,
+                     f->var->key, name);
+    else
+        n = snprintf(ld->err, ld->errlen, "%s:%u: %s: ", f->file->file, f->var->line, name);
+    if (n >= 0 && (size_t)n < ld->errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(ld->err + n, ld->errlen - (size_t)n, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+/* Look name up, fall back to the default, parse into base + k->off. */
+static int load_key(struct loader *ld, const char *prefix, const struct key *k, void *base,
+                    unsigned allowed_protocols)
+{
+    char name[128];
+    snprintf(name, sizeof(name), "%s%s", prefix, k->name);
+    struct found f = lookup(ld, name);
+    struct value v = {.s = f.value && *f.value ? f.value : k->def,
+                      .field = (char *)base + k->off,
+                      .key = k,
+                      .allowed = allowed_protocols};
+    if (!v.s && k->type != V_STR)
+        return 0; /* unset without a default: the field stays 0 */
+    if (!v.s)
+        v.s = "";
+    if (value_parse(&v))
+        return 0;
+    if (!f.value || !*f.value) /* a default that does not parse: our bug */
+        return fail(ld, NULL, name, "bad built-in default \"%s\": %s", v.s, v.why);
+    return fail(ld, &f, name, "\"%s\" %s", v.s, v.why);
+}
+
+static int load_keys(struct loader *ld, const char *prefix, const struct key *keys, size_t n,
+                     void *base, unsigned allowed_protocols)
+{
+    for (size_t i = 0; i < n; i++)
+        if (load_key(ld, prefix, &keys[i], base, allowed_protocols) < 0)
+            return -1;
+    return 0;
+}
+
+/* "MGATE_X_CERT_FILE", plus " (cert_file in [x])" when an INI file is in
+ * use, so the user finds the setting in whichever place they keep it. */
+static const char *label(const struct loader *ld, const struct listener_def *d, const char *key,
+                         char *buf, size_t size)
+{
+    int n = snprintf(buf, size, "%s%s", d->prefix, key);
+    if (!ld->ini.file || n < 0 || (size_t)n >= size)
+        return buf;
+    char lower[64];
+    size_t i = 0;
+    for (; key[i] && i + 1 < sizeof(lower); i++)
+        lower[i] = (char)tolower((unsigned char)key[i]);
+    lower[i] = '\0';
+    snprintf(buf + n, size - (size_t)n, " (%s in [%s])", lower, d->name);
+    return buf;
+}
+
+/* Settings that only make sense together. */
+static int check_listener(struct loader *ld, const struct listener_config *lc,
+                          const struct listener_def *d)
+{
+    char a[160], b[160];
+    if (!*lc->cert_file != !*lc->key_file) {
+        const char *set = *lc->cert_file ? "CERT_FILE" : "KEY_FILE";
+        const char *missing = *lc->cert_file ? "KEY_FILE" : "CERT_FILE";
+        return fail(ld, NULL, NULL,
+                    "%s is required when %s is set (a certificate and its key go together)",
+                    label(ld, d, missing, a, sizeof(a)), label(ld, d, set, b, sizeof(b)));
+    }
+    if (!lc->enabled)
+        return 0;
+    const char *need = !*lc->target_host ? "TARGET_HOST" : !lc->target_port ? "TARGET_PORT" : NULL;
+    if (need)
+        return fail(ld, NULL, NULL, "%s is required when the listener is enabled (%s is set)",
+                    label(ld, d, need, a, sizeof(a)), label(ld, d, "PORT", b, sizeof(b)));
+    if (d->tls && !*lc->cert_file)
+        return fail(ld, NULL, NULL, "%s and %s are required: this listener speaks %s",
+                    label(ld, d, "CERT_FILE", a, sizeof(a)), label(ld, d, "KEY_FILE", b, sizeof(b)),
+                    d->kind == KIND_COAP ? "DTLS" : "TLS");
+    if (d->mtls && !*lc->client_ca_file)
+        return fail(ld, NULL, NULL,
+                    "%s is required: this listener verifies client certificates (mTLS)",
+                    label(ld, d, "CLIENT_CA_FILE", a, sizeof(a)));
+    return 0;
+}
+
+static int load_listener(struct loader *ld, struct listener_config *lc)
+{
+    const struct listener_def *d = &listener_defs[lc->id];
+    const struct kind_info *ki = &kinds[d->kind];
+    if (load_keys(ld, d->prefix, listener_keys, COUNT(listener_keys), lc, ki->allowed) < 0)
+        return -1;
+    lc->enabled = lc->port != 0;
+    if (lc->target_protocol == TARGET_NONE)
+        lc->target_protocol = ki->default_protocol;
+    return check_listener(ld, lc, d);
+}
+
+/* Typo protection: a key the INI file names but nothing reads is an error,
+ * the user clearly meant to set something. */
+static int check_ini_keys(struct loader *ld)
+{
+    for (size_t i = 0; i < ld->ini.n; i++) {
+        const struct config_var *v = &ld->ini.v[i];
+        struct found f = {v->value, &ld->ini, v};
+        bool global = !*v->section || strcasecmp(v->section, "mgate") == 0;
+        const struct listener_def *d = global ? NULL : listener_by_name(v->section);
+        if (!global && !d) {
+            snprintf(ld->err, ld->errlen,
+                     "%s:%u: unknown section [%s] (expected [mgate] or a listener such as "
+                     "[mqtt_without_tls])",
+                     ld->ini.file, v->line, v->section);
+            return -1;
+        }
+        if (global ? !find_key(global_keys, COUNT(global_keys), v->name + strlen("MGATE_"))
+                   : !find_key(listener_keys, COUNT(listener_keys), v->name + strlen(d->prefix)))
+            return fail(ld, &f, v->name, "unknown key in [%s]", global ? "mgate" : d->name);
+    }
+    return 0;
+}
+
+static int load_all(struct loader *ld, struct mgate_config *cfg)
+{
+    const struct config_source *src = ld->src;
+    char *err = ld->err;
+    size_t len = ld->errlen;
+    if (src->dotenv_path && config_read_dotenv(src->dotenv_path, &ld->dotenv, err, len) < 0)
+        return -1;
+    if (src->ini_path && config_read_ini(src->ini_path, &ld->ini, err, len) < 0)
+        return -1;
+    if (check_ini_keys(ld) < 0)
+        return -1;
+    if (!(cfg->config_file = strdup(src->ini_path ? src->ini_path : "")))
+        return fail(ld, NULL, "config", "out of memory");
+    if (load_keys(ld, "MGATE_", global_keys, COUNT(global_keys), cfg, 0) < 0)
+        return -1;
+    for (int i = 0; i < LISTENER_COUNT; i++)
+        if (load_listener(ld, &cfg->listeners[i]) < 0)
+            return -1;
+    return 0;
+}
+
+static void config_init(struct mgate_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    for (int i = 0; i < LISTENER_COUNT; i++) {
+        cfg->listeners[i].id = (enum listener_id)i;
+        cfg->listeners[i].prefix = listener_defs[i].prefix;
+        cfg->listeners[i].name = listener_defs[i].name;
+    }
+}
+
+int config_load(struct mgate_config *cfg, const struct config_source *src, char *err,
+                size_t errlen)
+{
+    struct loader ld = {.src = src, .err = err, .errlen = errlen};
+    if (errlen)
+        err[0] = '\0';
+    config_init(cfg);
+    int rc = load_all(&ld, cfg);
+    config_vars_free(&ld.dotenv);
+    config_vars_free(&ld.ini);
+    if (rc < 0) {
+        config_free(cfg);
+        config_init(cfg); /* zeroed with the static names: freeable again */
+    }
+    return rc;
+}
+
+/* The tables know which fields are strings, so freeing follows them. */
+static void free_strings(const struct key *keys, size_t n, void *base)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (keys[i].type != V_STR && keys[i].type != V_HANDLER)
+            continue;
+        char **p = (char **)((char *)base + keys[i].off);
+        free(*p);
+        *p = NULL;
+    }
+}
+
+void config_free(struct mgate_config *cfg)
+{
+    for (int i = 0; i < LISTENER_COUNT; i++)
+        free_strings(listener_keys, COUNT(listener_keys), &cfg->listeners[i]);
+    free_strings(global_keys, COUNT(global_keys), cfg);
+    free(cfg->config_file);
+    cfg->config_file = NULL;
+}
