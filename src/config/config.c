@@ -400,8 +400,8 @@ static int check_listener(struct loader *ld, const struct listener_config *lc,
         return 0;
     const char *need = !*lc->target_host ? "TARGET_HOST" : !lc->target_port ? "TARGET_PORT" : NULL;
     if (need)
-        return fail(ld, NULL, NULL, "%s is required when the listener is enabled (%s is set)",
-                    label(ld, d, need, a, sizeof(a)), label(ld, d, "PORT", b, sizeof(b)));
+        return fail(ld, NULL, NULL, "%s is required: the listener is on because its PORT is set",
+                    label(ld, d, need, a, sizeof(a)));
     if (d->tls && !*lc->cert_file)
         return fail(ld, NULL, NULL, "%s and %s are required: this listener speaks %s",
                     label(ld, d, "CERT_FILE", a, sizeof(a)), label(ld, d, "KEY_FILE", b, sizeof(b)),
