@@ -318,8 +318,8 @@ static int fail(struct loader *ld, const struct found *f, const char *name, cons
 static int fail(struct loader *ld, const struct found *f, const char *name, const char *fmt, ...)
 {
     int n = 0;
-    if (!name && ld->errlen)
-        ld->err[0] = '\0'; /* the message names its variables itself */
+    if (!name)
+        n = snprintf(ld->err, ld->errlen, "%s", ""); /* the message names its variables */
     else if (!f || !f->var)
         n = snprintf(ld->err, ld->errlen, "%s: ", name);
     else if (f->file == &ld->ini)
@@ -489,6 +489,10 @@ int config_load(struct mgate_config *cfg, const struct config_source *src, char 
     int rc = load_all(&ld, cfg);
     config_vars_free(&ld.dotenv);
     config_vars_free(&ld.ini);
+    /* Messages quote values and paths verbatim; keep them one line. */
+    for (size_t i = 0; rc < 0 && i < errlen && err[i]; i++)
+        if ((unsigned char)err[i] < 0x20 || err[i] == 0x7f)
+            err[i] = '?';
     if (rc < 0) {
         config_free(cfg);
         config_init(cfg); /* zeroed with the static names: freeable again */

@@ -319,6 +319,7 @@ static const struct bad_file {
     {false, "\nMGATE_WORKERS='2' x\n", "bad.env:2: text after the closing quote"},
     {false, "MGATE_WORKERS 2\n", "bad.env:1: expected NAME=VALUE"},
     {false, "# x\nMGATE_WORKERS=0\n", "bad.env:2: MGATE_WORKERS: \"0\""},
+    {false, "MGATE_WORKERS=\"1\\n2\"\n", "MGATE_WORKERS: \"1?2\""}, /* one line still */
 };
 
 static void test_bad_files(void)
@@ -329,6 +330,7 @@ static void test_bad_files(void)
         struct mgate_config cfg;
         CHECK_EQ_INT(load(&cfg, NULL, b->ini ? p : NULL, b->ini ? NULL : p), -1);
         CHECK_HAS(err, b->expect);
+        CHECK(!strchr(err, '\n'));
         config_free(&cfg);
     }
 }
