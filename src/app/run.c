@@ -230,6 +230,10 @@ int mgate_main(int argc, char **argv, const struct mgate_handler *const *handler
         return EXIT_CONFIG;
     }
     log_set_level((int)a.cfg.log_level);
+    char unknown[512];
+    extern char **environ;
+    if (config_unknown_vars(environ, ".env", unknown, sizeof(unknown)))
+        log_msgf(LOGL_WARN, "ignoring unknown variables (a typo?): %s", unknown);
     if (check) {
         printf("mgate: configuration OK (handler %s, %u worker%s)\n", a.handler->name, a.cfg.workers,
                a.cfg.workers == 1 ? "" : "s");
