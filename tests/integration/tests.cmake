@@ -1,0 +1,28 @@
+# Integration tests: each tests/integration/test_<name>.py drives the real
+# binaries (mgate, mgate-example) with a real mosquitto and real clients, and
+# is one ctest test, integration.<name>.  See integration/README.md.
+#
+#   ctest --test-dir build -L integration --output-on-failure
+
+# name, then its timeout in seconds
+set(MGATE_INTEGRATION_TESTS
+  pubsub      90
+  refusals    90
+  bad_input   120
+  lifecycle   90
+  topic_alias 60
+  emfile      60
+)
+
+while(MGATE_INTEGRATION_TESTS)
+  list(POP_FRONT MGATE_INTEGRATION_TESTS name timeout)
+  set(script ${CMAKE_CURRENT_SOURCE_DIR}/integration/test_${name}.py)
+  if(NOT EXISTS ${script})
+    continue()
+  endif()
+  add_test(NAME integration.${name} COMMAND /usr/bin/python3 ${script})
+  set_tests_properties(integration.${name} PROPERTIES
+    ENVIRONMENT "MGATE_BIN=$<TARGET_FILE:mgate>;MGATE_EXAMPLE_BIN=$<TARGET_FILE:custom_handler_example>;PYTHONDONTWRITEBYTECODE=1"
+    LABELS integration
+    TIMEOUT ${timeout})
+endwhile()
