@@ -1,0 +1,299 @@
+#!/usr/bin/python3
+"""Refusals, rewrites and late verdicts, with the example handler (mgate-example).
+
+What the handler does is in the header comment of examples/handler/custom_handler.c.
+Raw sockets show the exact codes: CONNACK 5/4 (3.1, 3.1.1) and 0x87/0x86 (5.0),
+PUBACK/PUBREC 0x87, SUBACK 0x80/0x87 merged in the client's order; refused
+clients never reach the broker; late verdicts keep packet order; refused
+deliveries still complete the broker's QoS 1/2 flows.
+"""
+import sys
+import tempfile
+import time
+
+sys.dont_write_bytecode = True
+import harness as h  # noqa: E402
+
+REFUSED_IDS = []  # client ids that must never appear in the broker's log
+
+
+def watcher(gate, name, version=5, filt="#"):
+    """A raw client subscribed to everything (QoS 2); it acknowledges what it gets."""
+    w = h.raw_client(gate.port, version, name)
+    codes = w.subscribe(1, [(filt, 2)])
+    if codes != [2]:
+        raise AssertionError(f"watcher SUBACK {codes}")
+    return w
+
+
+def topics_until(w, topic, timeout=5.0):
+    """Topics the watcher receives up to and including `topic`; the last is None if it never came."""
+    msgs, found = w.collect_until(lambda m: m.topic == topic, timeout)
+    return [m.topic for m in msgs] + ([] if found else [None])
+
+
+def connect_refused(t, gate):
+    cases = [
+        (4, "deny1", None, 5, "3.1.1 client id deny1: CONNACK 5 (not authorized)"),
+        (4, "bad-user-4", "baduser", 4, "3.1.1 username baduser: CONNACK 4 (bad user name or password)"),
+        (3, "deny-v31", None, 5, "3.1 client id deny-v31: CONNACK 5"),
+        (3, "bad-user-3", "baduser", 4, "3.1 username baduser: CONNACK 4"),
+        (5, "deny-v5", None, 0x87, "5.0 client id deny-v5: CONNACK 0x87 (not authorized)"),
+        (5, "bad-user-5", "baduser", 0x86, "5.0 username baduser: CONNACK 0x86 (bad user name or password)"),
+    ]
+    for version, cid, user, want, what in cases:
+        REFUSED_IDS.append(cid)
+        c = h.RawClient(gate.port)
+        t.eq(c.connect(version, cid, username=user, password=b"pw" if user else None), want, what)
+        t.check(c.expect_closed(3.0), f"{cid}: then the connection is closed")
+        c.close()
+
+
+def connect_late(t, gate, broker):
+    for version, user, want in ((4, "slow", 0), (5, "slow", 0), (4, "slowdeny", 5), (5, "slowdeny", 0x87)):
+        cid = f"late-{user}-{version}"
+        c = h.RawClient(gate.port)
+        t0 = time.monotonic()
+        rc = c.connect(version, cid, username=user)
+        took = time.monotonic() - t0
+        t.eq(rc, want, f"v{version} username {user}: CONNACK {want:#x}")
+        t.check(took >= 0.15, f"v{version} username {user}: the answer comes after the late verdict ({took * 1000:.0f} ms >= 150 ms)")
+        if want:
+            REFUSED_IDS.append(cid)
+            t.check(c.expect_closed(3.0), f"{cid}: closed after the refusal")
+        else:
+            t.check(c.ping(), f"{cid}: the session works (PINGREQ answered)")
+            t.check(broker.saw_client(cid), f"{cid}: the broker saw it")
+        c.close()
+
+    # Packets sent right behind the CONNECT wait for the verdict and keep their order.
+    c = h.RawClient(gate.port)
+    c.version = 4
+    c.send(h.connect_packet(4, "late-pipelined", username="slow")
+           + h.subscribe_packet(4, 1, [("late/pipe", 1)])
+           + h.publish_packet(4, "late/pipe", b"behind the connect", 1, 2))
+    p = c.read_packet(3.0)
+    t.check(p.type == h.CONNACK and p.body[1] == 0, "pipelined SUBSCRIBE+PUBLISH behind a late CONNECT: CONNACK 0 first", p)
+    t.check(c.expect(h.SUBACK, 3.0).body[2:] == b"\x01", "then the SUBACK")
+    m = c.recv_publish(3.0)
+    t.check(m.topic == "late/pipe" and m.payload == b"behind the connect", "and the client gets its own message")
+    c.close()
+
+
+def rename(t, gate, broker):
+    for version in (4, 5):
+        mark = broker.log.mark()
+        c = h.RawClient(gate.port)
+        t.eq(c.connect(version, "rename-me"), 0, f"v{version} client id rename-me: CONNACK 0")
+        t.check(broker.wait_client("renamed", 5.0, mark) is not None, f"v{version}: the broker sees it as 'renamed'")
+        t.check(not broker.saw_client("rename-me", mark), f"v{version}: the broker never sees 'rename-me'")
+        t.check(c.ping(), f"v{version}: the renamed session works")
+        c.disconnect()
+        c.close()
+
+
+def publish_refused_v5(t, gate):
+    w = watcher(gate, "watch-pub5")
+    c = h.raw_client(gate.port, 5, "pub-refused-5")
+    try:
+        t.eq(c.publish_wait("a/forbidden", b"no", 1, 1), 0x87, "v5 QoS 1 on a/forbidden: PUBACK 0x87")
+        t.eq(c.publish_wait("pubref/ok1", b"yes", 1, 2), 0, "the same connection publishes an allowed QoS 1 message: PUBACK 0")
+        t.eq(topics_until(w, "pubref/ok1"), ["pubref/ok1"], "the subscriber gets the allowed message and not the refused one")
+
+        t.eq(c.publish_wait("b/forbidden", b"no", 2, 3), 0x87, "v5 QoS 2 on b/forbidden: PUBREC 0x87")
+        t.eq(c.publish_wait("pubref/ok2", b"yes", 2, 4), 0, "then an allowed QoS 2 message completes (PUBREC 0, PUBCOMP)")
+        t.eq(topics_until(w, "pubref/ok2"), ["pubref/ok2"], "the subscriber gets only the allowed QoS 2 message")
+
+        c.publish("c/forbidden", b"no", 0)
+        t.check(c.ping(), "v5 QoS 0 on c/forbidden: the connection stays open (PINGREQ answered)")
+        t.eq(c.stash, [], "and the client got nothing but the PINGRESP")
+        c.publish("pubref/ok0", b"yes", 0)
+        t.eq(topics_until(w, "pubref/ok0"), ["pubref/ok0"], "the QoS 0 refusal is silent: the subscriber never sees it")
+    finally:
+        c.close()
+        w.close()
+
+
+def publish_refused_v3(t, gate):
+    w = watcher(gate, "watch-pub3")
+    try:
+        for version, qos in ((4, 1), (4, 0), (3, 1)):
+            c = h.raw_client(gate.port, version, f"pub-refused-{version}-{qos}")
+            c.publish("d/forbidden", b"no", qos, 1 if qos else 0)
+            t.check(c.expect_closed(3.0), f"v{'3.1' if version == 3 else '3.1.1'} QoS {qos} on d/forbidden: the connection is closed")
+            t.eq([p.type for p in c.before_close], [], "without any answer before the close")
+            c.close()
+        other = h.raw_client(gate.port, 4, "pub-refused-marker")
+        other.publish_wait("pubref/v3-marker", b"m", 1, 1)
+        other.close()
+        t.eq(topics_until(w, "pubref/v3-marker"), ["pubref/v3-marker"], "none of the refused messages reached a subscriber")
+    finally:
+        w.close()
+
+
+def refusal_close(t, gate_close):
+    c = h.raw_client(gate_close.port, 5, "close-mode-pub")
+    c.publish("e/forbidden", b"no", 1, 1)
+    t.check(c.expect_closed(3.0), "REFUSAL=close: a v5 refused QoS 1 PUBLISH closes the connection")
+    t.eq([p.type for p in c.before_close], [], "REFUSAL=close: no PUBACK before the close")
+    c.close()
+
+    c = h.raw_client(gate_close.port, 5, "close-mode-sub")
+    c.send(h.subscribe_packet(5, 1, [("ok/1", 1), ("forbidden/2", 1)]))
+    t.check(c.expect_closed(3.0), "REFUSAL=close: a SUBSCRIBE with a refused filter closes the connection")
+    t.eq([p.type for p in c.before_close], [], "REFUSAL=close: no SUBACK before the close")
+    c.close()
+
+    for version in (4, 5):
+        REFUSED_IDS.append(f"deny-close-{version}")
+        c = h.RawClient(gate_close.port)
+        c.version = version
+        c.send(h.connect_packet(version, f"deny-close-{version}"))
+        t.check(c.expect_closed(3.0), f"REFUSAL=close: a refused v{version} CONNECT closes the connection")
+        t.eq([p.type for p in c.before_close], [], f"REFUSAL=close: v{version} gets no CONNACK, as documented for 'close'")
+        c.close()
+
+    c = h.raw_client(gate_close.port, 5, "close-mode-ok")
+    rc = c.publish_wait("close/ok", b"fine", 1, 1)  # 0x10: no subscribers, a success
+    t.check(rc in (0, 0x10), "REFUSAL=close: allowed publishes still work", f"PUBACK {rc:#x}")
+    c.close()
+
+
+def rewrite(t, gate):
+    w = watcher(gate, "watch-rewrite")
+    try:
+        c4 = h.raw_client(gate.port, 4, "rewriter-4")
+        t.eq(c4.publish_wait("rewrite/a", b"one", 1, 1), 0, "3.1.1 QoS 1 on rewrite/a: PUBACK")
+        c5 = h.raw_client(gate.port, 5, "rewriter-5")
+        c5.publish("rewrite/b", b"two", 0, props=[(h.P_USER, ("keep", "me"))])
+        t.eq(c5.publish_wait("rewrite/c/d", b"three", 2, 1), 0, "5.0 QoS 2 on rewrite/c/d completes")
+        c5.publish("rewrite-marker", b"end", 0)
+        msgs, found = w.collect_until(lambda m: m.topic == "rewrite-marker", 5.0)
+        got = [(m.topic, m.payload) for m in msgs]
+        t.eq(got, [("rewritten/a", b"one"), ("rewritten/b", b"two"), ("rewritten/c/d", b"three"),
+                   ("rewrite-marker", b"end")], "the subscriber of # gets rewritten/... and never rewrite/...")
+        t.eq(h.prop(msgs[1].props, h.P_USER) if len(msgs) > 1 else None, ("keep", "me"),
+             "a rewritten PUBLISH keeps its user property")
+        c4.close()
+        c5.close()
+    finally:
+        w.close()
+
+
+def slow_order(t, gate):
+    for version in (4, 5):
+        w = watcher(gate, f"watch-slow-{version}", 4, "+/order" + str(version) + "/#")
+        c = h.raw_client(gate.port, version, f"slow-order-{version}")
+        seq = [f"slow/order{version}/1", f"fast/order{version}/2", f"slow/order{version}/3", f"fast/order{version}/4"]
+        t0 = time.monotonic()
+        c.send(b"".join(h.publish_packet(version, tp, f"m{i}", 1, i + 1) for i, tp in enumerate(seq)))
+        acks = [h.ack_id(c.expect(h.PUBACK, 3.0)) for _ in seq]
+        took = time.monotonic() - t0
+        t.eq(acks, [1, 2, 3, 4], f"v{version}: PUBACKs for slow/1, fast/2, slow/3, fast/4 come in order")
+        t.check(took >= 0.15, f"v{version}: the late verdicts were waited for ({took * 1000:.0f} ms)")
+        got = [m.topic for m in w.collect(4, 5.0)]
+        t.eq(got, seq, f"v{version}: the subscriber receives them in publish order")
+        c.close()
+        w.close()
+
+
+def subscribe_refused(t, gate, broker):
+    for version, refused in ((4, 0x80), (5, 0x87)):
+        mark = broker.log.mark()
+        c = h.raw_client(gate.port, version, f"subref-{version}")
+        codes = c.subscribe(7, [("ok/1", 1), ("forbidden/2", 1), ("ok/3", 2)])
+        t.eq(codes, [1, refused, 2], f"v{version} SUBSCRIBE [ok/1, forbidden/2, ok/3]: one SUBACK [1, {refused:#x}, 2]")
+        t.eq(c.stash, [], f"v{version}: and only one SUBACK")
+        log = broker.log.text(mark)
+        t.check("\tok/1 (QoS 1)" in log and "\tok/3 (QoS 2)" in log, f"v{version}: the broker got ok/1 and ok/3")
+        t.check("forbidden/2" not in log, f"v{version}: the broker never got forbidden/2")
+        p = h.raw_client(gate.port, 4, f"subref-pub-{version}")
+        p.publish_wait("ok/1", b"first", 1, 1)
+        p.publish_wait("ok/3", b"third", 1, 2)
+        p.close()
+        got = sorted((m.topic, m.payload) for m in c.collect(2, 5.0))
+        t.eq(got, [("ok/1", b"first"), ("ok/3", b"third")], f"v{version}: messages on ok/1 and ok/3 arrive")
+        codes = c.subscribe(8, [("forbidden/a", 0), ("x/forbidden/#", 1)])
+        t.eq(codes, [refused, refused], f"v{version}: an all-forbidden SUBSCRIBE gets an all-refused SUBACK")
+        t.check(c.ping(), f"v{version}: the connection stays open")
+        c.close()
+
+
+def delivery(t, gate):
+    for version in (4, 5):
+        sub = watcher(gate, f"deliv-sub-{version}", version)
+        pub = h.raw_client(gate.port, 4, f"deliv-pub-{version}")
+        try:
+            pub.publish("a/secret/b", b"hidden", 0)
+            pub.publish("a/public", b"shown", 0)
+            t.eq(topics_until(sub, "a/public"), ["a/public"],
+                 f"v{version} subscriber of #: a/public arrives, a/secret/b does not")
+            for qos in (1, 2):
+                pid = 1
+                ok = 0
+                for _ in range(30):  # more than the broker's 20 in flight
+                    ok += pub.publish_wait("x/secret", b"hidden", qos, pid) == 0
+                    pid += 1
+                t.eq(ok, 30, f"v{version} QoS {qos}: 30 publishes to x/secret complete at the publisher")
+                for i in range(100):  # one at a time: mosquitto drops QoS 2 beyond 20 in flight
+                    pub.publish_wait("x/public", str(i).encode(), qos, pid)
+                    pid += 1
+                pub.publish_wait("x/end", b"end", qos, pid)
+                msgs, found = sub.collect_until(lambda m: m.topic == "x/end", 10.0)
+                got = [int(m.payload) for m in msgs if m.topic == "x/public"]
+                t.check(found, f"v{version} QoS {qos}: the subscriber keeps working after 30 refused deliveries")
+                t.eq(got, list(range(100)), f"v{version} QoS {qos}: the next 100 allowed messages arrive once each, in order")
+                t.eq([m.topic for m in msgs if "secret" in m.topic], [], f"v{version} QoS {qos}: no x/secret delivered")
+        finally:
+            pub.close()
+            sub.close()
+
+
+def interceptor(t, gate):
+    w = watcher(gate, "watch-icpt")
+    c = h.raw_client(gate.port, 5, "icpt")
+    try:
+        c.publish("icpt/t", b"please intercept-drop", 1, 7)
+        t.eq(c.publish_wait("icpt/t", b"kept", 1, 8), 0, "a PUBLISH after an intercepted one is acknowledged")
+        t.eq(c.stash, [], "the intercepted PUBLISH (id 7) got no PUBACK")
+        msgs, _ = w.collect_until(lambda m: m.payload == b"kept", 5.0)
+        t.eq([m.payload for m in msgs], [b"kept"], "the intercepted PUBLISH never reaches a subscriber")
+    finally:
+        c.close()
+        w.close()
+
+
+def main():
+    h.need_binaries()
+    t = h.Checks("refusals")
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = h.Broker(tmp)
+        gate = h.Mgate(tmp, broker.port, binary=h.EXAMPLE_BIN, MGATE_LOG_LEVEL="debug")
+        gate_close = h.Mgate(tmp, broker.port, binary=h.EXAMPLE_BIN, MGATE_MQTT_WITHOUT_TLS_REFUSAL="close")
+        t.case("CONNECT refused", connect_refused, t, gate)
+        t.case("CONNECT with a late verdict", connect_late, t, gate, broker)
+        t.case("CONNECT rewritten", rename, t, gate, broker)
+        t.case("PUBLISH refused, 5.0", publish_refused_v5, t, gate)
+        t.case("PUBLISH refused, 3.1 and 3.1.1", publish_refused_v3, t, gate)
+        t.case("REFUSAL=close", refusal_close, t, gate_close)
+        t.case("PUBLISH rewritten", rewrite, t, gate)
+        t.case("PUBLISH with a late verdict keeps order", slow_order, t, gate)
+        t.case("SUBSCRIBE partly refused", subscribe_refused, t, gate, broker)
+        t.case("delivery refused", delivery, t, gate)
+        t.case("interceptor drop", interceptor, t, gate)
+
+        t.section("the broker and mgate")
+        mark = broker.log.mark()
+        last = h.raw_client(gate.port, 4, "refusals-last")
+        t.check(broker.wait_client("refusals-last", 5.0, mark) is not None, "a client after all this is served")
+        last.close()
+        log = broker.log.text()
+        seen = [cid for cid in REFUSED_IDS if cid in log]
+        t.eq(seen, [], f"the broker's log never names the {len(REFUSED_IDS)} refused client ids")
+        t.check(gate.alive() and gate_close.alive(), "both mgate processes still run")
+        t.check(not any(line.get("level") == "error" for line in gate.json_lines()), "no error in mgate's log")
+    return t.done()
+
+
+if __name__ == "__main__":
+    h.run_main(main)
