@@ -1,0 +1,252 @@
+#!/usr/bin/python3
+"""Malformed and hostile input, slow peers and a missing broker (handler "log").
+
+Raw sockets send what no real client would: garbage, an impossible remaining
+length, oversized packets, a PUBLISH before CONNECT, a second CONNECT, no
+CONNECT at all, a wildcard in a PUBLISH topic. A subscriber that never reads
+must not make mgate's memory grow while a publisher floods, nor stop other
+clients. With the broker down, clients get "server unavailable". mgate serves
+normal clients after all of it.
+"""
+import os
+import sys
+import tempfile
+import threading
+import time
+
+sys.dont_write_bytecode = True
+import harness as h  # noqa: E402
+
+NEW_CONN = r"New connection from "
+
+
+def closes(t, gate, data, what, version=4, timeout=3.0):
+    c = h.RawClient(gate.port)
+    c.version = version
+    c.send(data)
+    t.check(c.expect_closed(timeout), f"{what}: connection closed")
+    c.close()
+    return c.before_close
+
+
+def still_serves(t, gate, what):
+    c = h.RawClient(gate.port)
+    ok = c.connect(4, f"check-{time.monotonic_ns() % 10**9}") == 0 and c.ping()
+    t.check(ok, f"{what}: mgate still serves a normal client")
+    c.close()
+
+
+def garbage(t, gate):
+    got = closes(t, gate, b"\xde\xad\xbe\xef" * 8, "garbage bytes as the first packet")
+    t.eq([p.type for p in got], [], "nothing is answered to garbage")
+    still_serves(t, gate, "after garbage")
+    closes(t, gate, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "an HTTP request")
+    closes(t, gate, b"\x10\xff\xff\xff\xff\x7f", "a remaining length of 5 bytes")
+    c = h.raw_client(gate.port, 4, "long-length")
+    c.send(b"\x30\xff\xff\xff\xff\x01")
+    t.check(c.expect_closed(3.0), "a remaining length of 5 bytes after CONNECT: connection closed")
+    c.close()
+    got = closes(t, gate, h.packet(h.CONNECT, 0, h.utf8("MQTT") + bytes([9, 2, 0, 60]) + h.utf8("v9")),
+                 "CONNECT with protocol level 9")
+    t.check(all(p.type == h.CONNACK and p.body[1] in (1, 0x84) for p in got),
+            "protocol level 9: at most a CONNACK 'unacceptable protocol version'", got)
+    still_serves(t, gate, "after malformed packets")
+
+
+def oversized(t, small, broker):
+    mark = broker.log.mark()
+    c = h.raw_client(small.port, 5, "big-v5")
+    c.publish("big/v5", os.urandom(4096), 0)
+    closed = c.expect_closed(3.0)
+    got = c.before_close
+    t.check(len(got) == 1 and got[0].type == h.DISCONNECT and got[0].body[:1] == b"\x95",
+            "MAX_PACKET_SIZE=1024, 4 KiB PUBLISH from a v5 client: DISCONNECT 0x95 (packet too large)", got)
+    t.check(closed, "then the connection is closed")
+    c.close()
+
+    c = h.raw_client(small.port, 4, "big-v4")
+    c.publish("big/v4", os.urandom(4096), 1, 1)
+    t.check(c.expect_closed(3.0), "4 KiB PUBLISH from a 3.1.1 client: connection closed")
+    t.eq([p.type for p in c.before_close], [], "3.1.1: nothing is sent before the close")
+    c.close()
+
+    c = h.raw_client(small.port, 4, "fits-v4")
+    rc = c.publish_wait("big/fits", os.urandom(900), 1, 1)
+    t.eq(rc, 0, "a 900-byte PUBLISH (under 1024) goes through")
+    c.close()
+    log = broker.log.text(mark)
+    t.check("big/v5" not in log and "big/v4" not in log, "the broker never got an oversized PUBLISH")
+    t.check("'big/fits'" in log, "the broker got the one that fits")
+
+
+def publish_first(t, gate, broker):
+    mark = broker.log.mark()
+    got = closes(t, gate, h.publish_packet(4, "early/t", b"too early", 0), "PUBLISH before CONNECT")
+    t.eq([p.type for p in got], [], "nothing answered")
+    c = h.raw_client(gate.port, 4, "after-early")
+    t.check(broker.wait_client("after-early", 5.0, mark) is not None, "a later client reaches the broker")
+    c.close()
+    t.eq(broker.log.count(NEW_CONN, mark), 1,
+         "the broker saw one connection (the later client), none for the PUBLISH-first one")
+    t.check("early/t" not in broker.log.text(mark), "the early PUBLISH never reached the broker")
+
+
+def second_connect(t, gate):
+    c = h.raw_client(gate.port, 4, "twice-4")
+    c.send(h.connect_packet(4, "twice-4b"))
+    t.check(c.expect_closed(3.0), "3.1.1 second CONNECT: connection closed")
+    t.eq([p.type for p in c.before_close], [], "3.1.1: nothing sent before the close")
+    c.close()
+    c = h.raw_client(gate.port, 5, "twice-5")
+    c.send(h.connect_packet(5, "twice-5b"))
+    closed = c.expect_closed(3.0)
+    got = c.before_close
+    t.check(len(got) == 1 and got[0].type == h.DISCONNECT and got[0].body[:1] == b"\x82",
+            "5.0 second CONNECT: DISCONNECT 0x82 (protocol error)", got)
+    t.check(closed, "5.0: then the connection is closed")
+    c.close()
+
+
+def connect_timeout(t, gate, broker):
+    mark = broker.log.mark()
+    silent = h.RawClient(gate.port)
+    partial = h.RawClient(gate.port)
+    t0 = time.monotonic()
+    partial.send(h.connect_packet(4, "partial")[:6])
+    closed = silent.expect_closed(5.0)
+    took = time.monotonic() - t0
+    t.check(closed, "a client that never sends CONNECT is closed (CONNECT_TIMEOUT=1s)")
+    t.check(0.9 <= took <= 3.0, f"after about the timeout ({took:.2f} s, expected 1-3 s)")
+    closed = partial.expect_closed(max(0.1, 3.5 - (time.monotonic() - t0)))
+    took = time.monotonic() - t0
+    t.check(closed and took <= 3.5, f"a client that sent half a CONNECT is closed too ({took:.2f} s)")
+    silent.close()
+    partial.close()
+    t.eq(broker.log.count(NEW_CONN, mark), 0, "neither reached the broker")
+
+
+def wildcard_publish(t, gate, broker):
+    mark = broker.log.mark()
+    c = h.raw_client(gate.port, 5, "wild-5")
+    c.publish("wild/+/card", b"x", 1, 1)
+    closed = c.expect_closed(3.0)
+    got = c.before_close
+    t.check(len(got) == 1 and got[0].type == h.DISCONNECT and got[0].body[:1] in (b"\x81", b"\x82"),
+            "5.0 PUBLISH to wild/+/card: DISCONNECT 0x81 or 0x82", got)
+    t.check(closed, "then the connection is closed")
+    c.close()
+    c = h.raw_client(gate.port, 4, "wild-4")
+    c.publish("wild/#", b"x", 0)
+    t.check(c.expect_closed(3.0), "3.1.1 PUBLISH to wild/#: connection closed")
+    c.close()
+    t.check("'wild/" not in broker.log.text(mark),
+            "the broker never got a wildcard PUBLISH")
+
+
+def flood(t, gate, broker):
+    other_sub = h.raw_client(gate.port, 4, "other-sub")
+    t.eq(other_sub.subscribe(1, [("other/#", 1)]), [1], "another subscriber on other/#")
+    other_pub = h.raw_client(gate.port, 4, "other-pub")
+    stalled = h.RawClient(gate.port, rcvbuf=4096)
+    t.eq(stalled.connect(4, "stalled"), 0, "the never-reading subscriber connects (SO_RCVBUF 4 KiB)")
+    t.eq(stalled.subscribe(1, [("flood/#", 0)]), [0], "and subscribes to flood/#; then it stops reading")
+    flooder = h.raw_client(gate.port, 4, "flooder")
+    flooder.sock.settimeout(30.0)
+
+    rss0 = gate.rss_kib()
+    peak = [rss0]
+    sampling = threading.Event()
+
+    def sample():  # every 5 ms, from the first byte of the flood to a second after its end
+        while not sampling.wait(0.005):
+            peak[0] = max(peak[0], gate.rss_kib())
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    mark = broker.log.mark()
+    payload = b"f" * 1024
+    batch = b"".join(h.publish_packet(4, "flood/x", payload, 0) for _ in range(1000))
+    rounds, rounds_ok, lag = 0, 0, 0.0
+    t0 = time.monotonic()
+    for b in range(20):
+        flooder.send(batch)
+        if b % 4 == 3:  # meanwhile, the other pair keeps working
+            rounds += 1
+            s = time.monotonic()
+            other_pub.publish_wait("other/t", f"r{b}", 1, b + 1)
+            m = other_sub.recv_publish(5.0)
+            lag = max(lag, time.monotonic() - s)
+            rounds_ok += m.topic == "other/t" and m.payload == f"r{b}".encode()
+    took = time.monotonic() - t0
+    t.check(flooder.ping(10.0), f"20000 x 1 KiB QoS 0 published ({took:.1f} s) and the publisher is still served")
+    t.check(broker.log.wait(r"Outgoing messages are being dropped for client stalled", 5.0, mark) is not None,
+            "the stall reached the broker (it drops what mgate does not take): mgate did not buffer the flood")
+    rounds += 1  # and once more now that the stall is complete
+    other_pub.publish_wait("other/t", b"stalled", 1, 100)
+    m = other_sub.recv_publish(5.0)
+    rounds_ok += m.topic == "other/t" and m.payload == b"stalled"
+    time.sleep(1.0)  # keep sampling while the broker pushes what it still holds
+    sampling.set()
+    sampler.join()
+    peak = peak[0]
+    t.eq(rounds_ok, rounds, f"meanwhile another pub/sub pair worked {rounds} times (slowest {lag * 1000:.0f} ms)")
+    growth = (peak - rss0) / 1024
+    t.check(growth < 20, f"mgate's RSS stayed bounded: {rss0 / 1024:.1f} MiB -> peak {peak / 1024:.1f} MiB "
+                         f"(+{growth:.1f} MiB, limit +20)")
+    # The stalled subscriber wakes up: its connection still works.
+    m = stalled.recv_publish(5.0)
+    t.check(m.topic == "flood/x" and len(m.payload) == 1024, "the stalled subscriber, reading again, gets flood messages")
+    for c in (stalled, flooder, other_pub, other_sub):
+        c.close()
+
+
+def broker_down(t, down):
+    for version, want in ((4, 3), (3, 3), (5, 0x88)):
+        c = h.RawClient(down.port)
+        t.eq(c.connect(version, f"nobroker-{version}"), want,
+             f"broker down: v{version} gets CONNACK {want:#x} (server unavailable)")
+        t.check(c.expect_closed(3.0), f"v{version}: then the connection is closed")
+        c.close()
+
+
+def final(t, gate):
+    mqtt = h.paho()
+    sub = h.PahoClient(gate.port, "final-sub", mqtt.MQTTv311)
+    pub = h.PahoClient(gate.port, "final-pub", mqtt.MQTTv5)
+    try:
+        sub.subscribe("final/t", 1)
+        pub.publish_wait("final/t", b"still here", 1)
+        msgs = sub.wait_messages(1, 5.0)
+        t.eq([m.payload for m in msgs], [b"still here"], "after everything, a normal pub/sub works")
+    finally:
+        pub.stop()
+        sub.stop()
+
+
+def main():
+    h.need_binaries()
+    t = h.Checks("bad_input")
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = h.Broker(tmp)
+        gate = h.Mgate(tmp, broker.port, MGATE_HANDLER="log", MGATE_MQTT_WITHOUT_TLS_CONNECT_TIMEOUT="1s")
+        small = h.Mgate(tmp, broker.port, MGATE_HANDLER="log", MGATE_MQTT_WITHOUT_TLS_MAX_PACKET_SIZE="1024")
+        down = h.Mgate(tmp, h.free_port(), MGATE_HANDLER="log")
+        t.case("garbage and impossible lengths", garbage, t, gate)
+        t.case("oversized packets", oversized, t, small, broker)
+        t.case("PUBLISH before CONNECT", publish_first, t, gate, broker)
+        t.case("second CONNECT", second_connect, t, gate)
+        t.case("no CONNECT in time", connect_timeout, t, gate, broker)
+        t.case("wildcard in a PUBLISH topic", wildcard_publish, t, gate, broker)
+        t.case("a subscriber that never reads", flood, t, gate, broker)
+        t.case("broker down", broker_down, t, down)
+        t.section("mgate after all of it")
+        t.check(gate.alive() and small.alive() and down.alive(), "all three mgate processes still run")
+        t.case("normal service", final, t, gate)
+        for g in (gate, small, down):
+            errors = [line for line in g.json_lines() if line.get("level") == "error"]
+            t.eq(errors, [], f"no error in the log of mgate :{g.port}")
+    return t.done()
+
+
+if __name__ == "__main__":
+    h.run_main(main)
