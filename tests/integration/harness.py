@@ -641,6 +641,16 @@ class RawClient:
         except TimeoutError:
             return False
 
+    def expect_disconnect(self, timeout=5.0):
+        """Wait for the peer to close. Returns (closed, reason): reason is the DISCONNECT reason code
+        when exactly one DISCONNECT came before the close (0 when it has none), else None."""
+        closed = self.expect_closed(timeout)
+        got = self.before_close
+        reason = None
+        if len(got) == 1 and got[0].type == DISCONNECT:
+            reason = got[0].body[0] if got[0].body else 0
+        return closed, reason
+
     def close(self):
         try:
             self.sock.close()
