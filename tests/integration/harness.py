@@ -211,10 +211,10 @@ class LogFile:
 class Broker:
     """mosquitto on 127.0.0.1:<free port>, logging everything to a file."""
 
-    def __init__(self, tmpdir, extra_conf=""):
+    def __init__(self, tmpdir, extra_conf="", port=None):
         self.dir = tempfile.mkdtemp(prefix="mosquitto-", dir=tmpdir)
         os.chmod(self.dir, 0o755)
-        self.port = free_port()
+        self.port = port or free_port()
         self.conf = os.path.join(self.dir, "mosquitto.conf")
         with open(self.conf, "w") as f:
             f.write(f"listener {self.port} {HOST}\n"
@@ -240,8 +240,8 @@ class Broker:
         stop(self.proc)
 
 
-def start_mosquitto(tmpdir, extra_conf=""):
-    return Broker(tmpdir, extra_conf)
+def start_mosquitto(tmpdir, extra_conf="", port=None):
+    return Broker(tmpdir, extra_conf, port)
 
 
 MGATE_BIN = os.environ.get("MGATE_BIN", "")
@@ -270,6 +270,7 @@ def mgate_env(port, broker_port, **extra):
         "MGATE_MQTT_WITHOUT_TLS_TARGET_HOST": HOST,
         "MGATE_MQTT_WITHOUT_TLS_TARGET_PORT": str(broker_port),
         "MGATE_LOG_LEVEL": "info",
+        "MGATE_SHUTDOWN_GRACE": "2s",  # bounds the stop at the end of a test
     })
     for k, v in extra.items():
         if v is None:
@@ -277,6 +278,17 @@ def mgate_env(port, broker_port, **extra):
         else:
             env[k] = str(v)
     return env
+
+
+SANITIZER = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error:|UndefinedBehaviorSanitizer")
+
+
+def sanitizer_lines(text):
+    """Lines of a process's output that report a sanitizer finding (ASan, LSan, UBSan builds)."""
+    return [line for line in text.splitlines() if SANITIZER.search(line)]
+
+
+_gates = []
 
 
 class Mgate:
@@ -292,6 +304,7 @@ class Mgate:
         self._logf = open(self.log.path, "wb")
         self.proc = spawn([self.binary], env=self.env, cwd=self.cwd, stdout=self._logf, stderr=self._logf)
         self.pid = self.proc.pid
+        _gates.append(self)
         if wait:
             wait_port(self.port, 5.0, self.proc)
 
@@ -316,6 +329,20 @@ class Mgate:
 
 def start_mgate(tmpdir, broker_port, binary=None, **env):
     return Mgate(tmpdir, broker_port, binary, **env)
+
+
+def finish(t):
+    """End a test: stop every mgate it started with SIGTERM, check that each one that was still
+    running exits 0 and that no log holds a sanitizer report; then print the summary.
+    Returns the exit status."""
+    t.section("mgate processes at the end")
+    for g in _gates:
+        running = g.alive()
+        rc = g.stop(signal.SIGTERM, 10.0)
+        if running:
+            t.eq(rc, 0, f"{os.path.basename(g.binary)} :{g.port} exits 0 on SIGTERM")
+        t.eq(sanitizer_lines(g.log.text()), [], f"{os.path.basename(g.binary)} :{g.port}: no sanitizer report")
+    return t.done()
 
 
 # ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ clients. With the broker down, clients get "server unavailable". mgate serves
 normal clients after all of it.
 """
 import os
+import socket
 import sys
 import tempfile
 import threading
@@ -76,6 +77,52 @@ def oversized(t, small, broker):
     log = broker.log.text(mark)
     t.check("big/v5" not in log and "big/v4" not in log, "the broker never got an oversized PUBLISH")
     t.check("'big/fits'" in log, "the broker got the one that fits")
+
+
+def publish_of_size(version, topic, size, qos=1, pid=1):
+    """A PUBLISH whose whole encoding (fixed header included) is exactly size bytes."""
+    payload_len = size
+    while True:
+        p = h.publish_packet(version, topic, b"s" * payload_len, qos, pid)
+        if len(p) == size:
+            return p
+        payload_len -= len(p) - size
+
+
+def size_limit(t, small):
+    for version in (4, 5):
+        c = h.raw_client(small.port, version, f"exact-{version}")
+        c.send(publish_of_size(version, "size/exact", 1024))
+        p = c.expect(h.PUBACK, 3.0)
+        t.check(h.ack_reason(version, p) < 0x80, f"v{version}: a PUBLISH of exactly MAX_PACKET_SIZE (1024 bytes) is accepted")
+        c.send(publish_of_size(version, "size/over", 1025, pid=2))
+        closed, reason = c.expect_disconnect(3.0)
+        if version == 5:
+            t.eq(reason, 0x95, "v5: one byte more (1025): DISCONNECT 0x95")
+        else:
+            t.eq(c.before_close, [], "v4: one byte more (1025): closed without an answer")
+        t.check(closed, f"v{version}: 1025 bytes: connection closed")
+        c.close()
+
+
+def byte_by_byte(t, gate):
+    c = h.RawClient(gate.port)
+    c.version = 5
+    c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    data = (h.connect_packet(5, "dribble", props=[(h.P_USER, ("k", "v"))])
+            + h.subscribe_packet(5, 1, [("dribble/t", 1)])
+            + h.publish_packet(5, "dribble/t", b"one byte at a time", 1, 2, [(h.P_USER, ("x", "y"))]))
+    for i in range(len(data)):
+        c.send(data[i:i + 1])
+        time.sleep(0.001)  # one segment per byte, so mgate reads them apart
+    p = c.read_packet(3.0)
+    t.check(p.type == h.CONNACK and p.body[1] == 0, "CONNECT, SUBSCRIBE and PUBLISH sent one byte at a time: CONNACK 0", p)
+    t.eq(c.expect(h.SUBACK, 3.0).body[-1], 1, "SUBACK")
+    m = c.recv_publish(3.0)
+    t.check(m.topic == "dribble/t" and m.payload == b"one byte at a time" and h.prop(m.props, h.P_USER) == ("x", "y"),
+            "the message comes back intact", m)
+    t.eq(h.ack_id(c.expect(h.PUBACK, 3.0)), 2, "PUBACK")
+    c.close()
 
 
 def publish_first(t, gate, broker):
@@ -195,6 +242,84 @@ def flood(t, gate, broker):
         c.close()
 
 
+class FakeBroker:
+    """A TCP server on loopback that misbehaves: 'silent' reads and never answers, 'garbage' answers
+    CONNECT with bytes that are not MQTT."""
+
+    def __init__(self, mode):
+        self.mode = mode
+        self.sock = socket.socket()
+        self.sock.bind((h.HOST, 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            if self.mode == "garbage":
+                try:
+                    conn.recv(1024)
+                    conn.sendall(b"\xff\xff\xff\xff\xff garbage")
+                except OSError:
+                    pass
+
+    def close(self):
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+def bad_brokers(t, tmp):
+    silent, garbage = FakeBroker("silent"), FakeBroker("garbage")
+    try:
+        g = h.Mgate(tmp, silent.port, MGATE_MQTT_WITHOUT_TLS_CONNECT_TIMEOUT="1s")
+        for version, want in ((4, 3), (5, 0x88)):
+            c = h.RawClient(g.port)
+            t0 = time.monotonic()
+            rc = c.connect(version, f"unanswered-{version}", timeout=4.0)
+            took = time.monotonic() - t0
+            t.eq(rc, want, f"a broker that never answers CONNECT: v{version} gets CONNACK {want:#x} (server unavailable)")
+            t.check(0.9 <= took <= 3.0, f"... after CONNECT_TIMEOUT=1s ({took:.2f} s)")
+            t.check(c.expect_closed(3.0), "then the connection is closed")
+            c.close()
+        g = h.Mgate(tmp, garbage.port)
+        for version in (4, 5):
+            c = h.RawClient(g.port)
+            rc = c.connect(version, f"garbage-{version}", timeout=4.0)
+            t.check(rc is None or rc != 0, f"a broker answering garbage: v{version} is not told it is connected", rc)
+            t.check(c.expect_closed(3.0), f"v{version}: the connection is closed")
+            c.close()
+        t.check(g.alive() and h.port_open(g.port), "mgate survives a broker that sends garbage")
+    finally:
+        silent.close()
+        garbage.close()
+
+
+def broker_restart(t, tmp):
+    b = h.Broker(tmp)
+    g = h.Mgate(tmp, b.port)
+    c4 = h.raw_client(g.port, 4, "restart-4")
+    c5 = h.raw_client(g.port, 5, "restart-5")
+    b.stop()
+    t.check(c4.expect_closed(3.0), "the broker goes away: the 3.1.1 client is closed")
+    t.check(c5.expect_closed(3.0), "the broker goes away: the 5.0 client is closed")
+    c = h.RawClient(g.port)
+    t.eq(c.connect(4, "restart-none"), 3, "while it is away, a new client gets CONNACK 3")
+    c.close()
+    b2 = h.Broker(tmp, port=b.port)
+    c = h.RawClient(g.port)
+    t.eq(c.connect(4, "restart-back"), 0, "once it is back on its port, a new client connects again")
+    t.check(b2.wait_client("restart-back", 5.0) is not None, "through the new broker")
+    c.close()
+    b2.stop()
+
+
 def broker_down(t, down):
     for version, want in ((4, 3), (3, 3), (5, 0x88)):
         c = h.RawClient(down.port)
@@ -228,19 +353,23 @@ def main():
         down = h.Mgate(tmp, h.free_port(), MGATE_HANDLER="log")
         t.case("garbage and impossible lengths", garbage, t, gate)
         t.case("oversized packets", oversized, t, small, broker)
+        t.case("MAX_PACKET_SIZE boundary", size_limit, t, small)
+        t.case("packets one byte at a time", byte_by_byte, t, gate)
         t.case("PUBLISH before CONNECT", publish_first, t, gate, broker)
         t.case("second CONNECT", second_connect, t, gate)
         t.case("no CONNECT in time", connect_timeout, t, gate, broker)
         t.case("wildcard in a PUBLISH topic", wildcard_publish, t, gate, broker)
         t.case("a subscriber that never reads", flood, t, gate, broker)
         t.case("broker down", broker_down, t, down)
+        t.case("brokers that misbehave", bad_brokers, t, tmp)
+        t.case("broker restart", broker_restart, t, tmp)
         t.section("mgate after all of it")
         t.check(gate.alive() and small.alive() and down.alive(), "all three mgate processes still run")
         t.case("normal service", final, t, gate)
         for g in (gate, small, down):
             errors = [line for line in g.json_lines() if line.get("level") == "error"]
             t.eq(errors, [], f"no error in the log of mgate :{g.port}")
-    return t.done()
+        return h.finish(t)
 
 
 if __name__ == "__main__":

@@ -20,10 +20,23 @@ sys.dont_write_bytecode = True
 import harness as h  # noqa: E402
 
 
+OUTPUTS = []  # what every mgate run here printed, checked for sanitizer reports at the end
+
+
 def run(args, env, cwd, timeout=10):
     """Run mgate to completion; returns (exit status, stdout + stderr)."""
     p = subprocess.run([h.MGATE_BIN] + args, env=env, cwd=cwd, capture_output=True, timeout=timeout)
-    return p.returncode, (p.stdout + p.stderr).decode(errors="replace")
+    out = (p.stdout + p.stderr).decode(errors="replace")
+    OUTPUTS.append(out)
+    return p.returncode, out
+
+
+def start(args, env, cwd):
+    """Start mgate in the background, its output in a log file; returns (process, log)."""
+    log = h.LogFile(os.path.join(cwd, f"mgate-{len(OUTPUTS)}.log"))
+    OUTPUTS.append(log)
+    with open(log.path, "wb") as f:
+        return h.spawn([h.MGATE_BIN] + args, env=env, cwd=cwd, stdout=f, stderr=f), log
 
 
 def workdir(tmp, name, dotenv=None):
@@ -118,7 +131,7 @@ def dotenv(t, tmp, broker):
                   f"MGATE_MQTT_WITHOUT_TLS_TARGET_HOST='{h.HOST}'\n"
                   f"MGATE_MQTT_WITHOUT_TLS_TARGET_PORT=\"{broker.port}\"\n")
     env = h.clean_env()
-    g = h.spawn([h.MGATE_BIN], env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    g, _ = start([], env, cwd)
     try:
         h.wait_port(p1, 5.0, g)
         t.check(serves(p1), f".env in the working directory is read: mgate serves on its port {p1}")
@@ -127,7 +140,7 @@ def dotenv(t, tmp, broker):
     t.eq(h.stop(g), 0, "SIGTERM: exit 0")
 
     env["MGATE_MQTT_WITHOUT_TLS_PORT"] = str(p2)
-    g = h.spawn([h.MGATE_BIN], env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    g, _ = start([], env, cwd)
     try:
         h.wait_port(p2, 5.0, g)
         t.check(serves(p2), f"the environment overrides .env: mgate serves on {p2}")
@@ -150,8 +163,7 @@ def ini(t, tmp, broker):
             ("MGATE_CONFIG=FILE", [], dict(h.clean_env(), MGATE_CONFIG=path), p3),
             ("-c FILE with the port in the environment", ["-c", path],
              dict(h.clean_env(), MGATE_MQTT_WITHOUT_TLS_PORT=str(p4)), p4)):
-        logf = open(os.path.join(cwd, "log"), "wb")
-        g = h.spawn([h.MGATE_BIN] + args, env=env, cwd=cwd, stdout=logf, stderr=logf)
+        g, log = start(args, env, cwd)
         try:
             h.wait_port(port, 5.0, g)
             t.check(serves(port), f"INI via {how}: mgate serves on {port}")
@@ -160,9 +172,7 @@ def ini(t, tmp, broker):
         except RuntimeError as e:
             t.check(False, f"INI via {how}", str(e))
         t.eq(h.stop(g), 0, f"INI via {how}: SIGTERM exits 0")
-        logf.close()
-        log = open(os.path.join(cwd, "log")).read()
-        t.check('"level":"debug"' in log, f"INI via {how}: log_level = debug from the file applies")
+        t.check('"level":"debug"' in log.text(), f"INI via {how}: log_level = debug from the file applies")
 
 
 def drain(t, tmp, broker, sig):
@@ -234,7 +244,9 @@ def main():
         t.case("SIGTERM", drain, t, tmp, broker, signal.SIGTERM)
         t.case("SIGINT", drain, t, tmp, broker, signal.SIGINT)
         t.case("SIGHUP, two workers", sighup_and_workers, t, tmp, broker)
-    return t.done()
+        found = [line for out in OUTPUTS for line in h.sanitizer_lines(out if isinstance(out, str) else out.text())]
+        t.eq(found, [], f"no sanitizer report from the {len(OUTPUTS)} other mgate runs")
+        return h.finish(t)
 
 
 if __name__ == "__main__":

@@ -233,7 +233,7 @@ def main():
         t.check(any(line.get("msg") == "publish" for line in log), "the log handler logged PUBLISHes")
         t.check(not any(line.get("level") == "error" for line in log), "no error in mgate's log")
         del mqtt
-    return t.done()
+        return h.finish(t)
 
 
 if __name__ == "__main__":

@@ -80,6 +80,48 @@ def connect_late(t, gate, broker):
     c.close()
 
 
+def left_while_pending(t, gate, broker):
+    """Clients that go away while their verdict is pending: mgate must survive the late answer."""
+    mark = broker.log.mark()
+    c = h.RawClient(gate.port)
+    c.send(h.connect_packet(4, "gone-slowdeny", username="slowdeny"))
+    c.abort()
+    c = h.RawClient(gate.port)
+    c.send(h.connect_packet(5, "gone-slow", username="slow"))
+    c.close()
+    c = h.raw_client(gate.port, 5, "gone-pub")
+    c.publish("slow/gone", b"x", 1, 1)
+    c.close()
+    REFUSED_IDS.append("gone-slowdeny")
+    time.sleep(0.4)  # the example handler answers after 100-200 ms; no event tells us when it has
+    t.check(gate.alive(), "clients that left while a CONNECT or PUBLISH verdict was pending: mgate survives the answer")
+    c = h.RawClient(gate.port)
+    t.eq(c.connect(4, "after-gone"), 0, "and serves the next client")
+    c.close()
+    t.check(broker.wait_client("after-gone", 5.0, mark) is not None, "which reaches the broker")
+
+
+def pipelined_behind_slow(t, gate):
+    n = 500
+    w = watcher(gate, "watch-pipe", 4, "+/pipe")
+    c = h.raw_client(gate.port, 4, "pipe-pub")
+    try:
+        topics = ["slow/pipe"] + ["fast/pipe"] * n
+        c.send(b"".join(h.publish_packet(4, tp, str(i).encode(), 1, i + 1) for i, tp in enumerate(topics)))
+        acks = []
+        try:
+            for _ in topics:
+                acks.append(h.ack_id(c.expect(h.PUBACK, 5.0)))
+        except (TimeoutError, h.Closed):
+            pass
+        t.eq(acks, list(range(1, n + 2)), f"{n} QoS 1 PUBLISHes behind a slow one: all acknowledged, in order")
+        got = [(m.topic, int(m.payload)) for m in w.collect(n + 1, 10.0)]
+        t.eq(got, [(tp, i) for i, tp in enumerate(topics)], "and delivered in order")
+    finally:
+        c.close()
+        w.close()
+
+
 def rename(t, gate, broker):
     for version in (4, 5):
         mark = broker.log.mark()
@@ -278,6 +320,8 @@ def main():
         t.case("REFUSAL=close", refusal_close, t, gate_close)
         t.case("PUBLISH rewritten", rewrite, t, gate)
         t.case("PUBLISH with a late verdict keeps order", slow_order, t, gate)
+        t.case("many packets held behind a late verdict", pipelined_behind_slow, t, gate)
+        t.case("clients that leave while a verdict is pending", left_while_pending, t, gate, broker)
         t.case("SUBSCRIBE partly refused", subscribe_refused, t, gate, broker)
         t.case("delivery refused", delivery, t, gate)
         t.case("interceptor drop", interceptor, t, gate)
@@ -292,7 +336,7 @@ def main():
         t.eq(seen, [], f"the broker's log never names the {len(REFUSED_IDS)} refused client ids")
         t.check(gate.alive() and gate_close.alive(), "both mgate processes still run")
         t.check(not any(line.get("level") == "error" for line in gate.json_lines()), "no error in mgate's log")
-    return t.done()
+        return h.finish(t)
 
 
 if __name__ == "__main__":

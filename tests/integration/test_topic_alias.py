@@ -123,7 +123,7 @@ def main():
         t.section("mgate")
         t.check(gate.alive(), "mgate still runs")
         t.check(not any(line.get("level") == "error" for line in gate.json_lines()), "no error in mgate's log")
-    return t.done()
+        return h.finish(t)
 
 
 if __name__ == "__main__":
