@@ -67,7 +67,8 @@ static enum pkt_result finish_connect(struct pass *ps, struct held *h)
     struct mgate_connect_req *req = &h->req.connect;
     struct mqtt_connect *c = &h->pkt.connect;
     if (h->verdict != MGATE_ALLOW) {
-        reply_connack(s, req->reason ? req->reason : MQTT_RC_NOT_AUTHORIZED);
+        if (!s->p->refusal_close) /* REFUSAL=close: the Go mGate just closes */
+            reply_connack(s, req->reason ? req->reason : MQTT_RC_NOT_AUTHORIZED);
         session_close(s, "CONNECT refused by the handler");
         return PKT_CLOSE;
     }
