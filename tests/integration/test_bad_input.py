@@ -70,6 +70,16 @@ def oversized(t, small, broker):
     t.eq([p.type for p in c.before_close], [], "3.1.1: nothing is sent before the close")
     c.close()
 
+    sub = h.raw_client(small.port, 5, "big-down")
+    t.eq(sub.subscribe(1, [("bigdown/t", 0)]), [0], "a subscriber through the 1024-byte mgate")
+    direct = h.raw_client(broker.port, 4, "big-direct")  # straight to the broker
+    direct.publish_wait("bigdown/t", os.urandom(4096), 1, 1)
+    direct.close()
+    closed = sub.expect_closed(3.0)
+    t.check(closed, "a 4 KiB PUBLISH from the broker: the subscriber's connection is closed (limit on either side)")
+    t.eq([p.type for p in sub.before_close if p.type == h.PUBLISH], [], "the oversized PUBLISH is not delivered")
+    sub.close()
+
     c = h.raw_client(small.port, 4, "fits-v4")
     rc = c.publish_wait("big/fits", os.urandom(900), 1, 1)
     t.eq(rc, 0, "a 900-byte PUBLISH (under 1024) goes through")

@@ -106,6 +106,33 @@ def will(t, gate, broker):
         sub.stop()
 
 
+def persistent(t, gate, broker):
+    """Messages queued by the broker for an offline client arrive right behind its CONNACK."""
+    for version in (4, 5):
+        cid = f"persist-{version}"
+        topic = f"persist/v{version}"
+        props = [(h.P_SESSION_EXPIRY, 300)] if version == 5 else ()
+        c = h.raw_client(gate.port, version, cid, clean=False, props=props)
+        t.eq(c.subscribe(1, [(topic + "/#", 1)]), [1], f"v{version}: a client with a persistent session subscribes")
+        mark = broker.log.mark()
+        c.disconnect()
+        c.close()
+        t.check(broker.log.wait(r"Client " + cid + r" disconnected", 5.0, mark) is not None, "and goes away")
+        p = h.raw_client(gate.port, 4, f"persist-pub-{version}")
+        for i in range(50):
+            p.publish_wait(topic + "/x", str(i).encode(), 1, i + 1)
+        p.close()
+        c = h.RawClient(gate.port)
+        t.eq(c.connect(version, cid, clean=False, props=props), 0, f"v{version}: it comes back")
+        t.eq(c.connack.body[0] & 1, 1, f"v{version}: CONNACK says the session is present")
+        got = [int(m.payload) for m in c.collect(50, 10.0)]
+        t.eq(got, list(range(50)), f"v{version}: the 50 messages queued meanwhile arrive, once each, in order")
+        t.check(c.ping(), f"v{version}: and the session goes on")
+        c.close()
+        c = h.raw_client(gate.port, version, cid)  # clean start: drop the session
+        c.close()
+
+
 def big_payload(t, gate):
     mqtt = h.paho()
     payload = os.urandom(512 * 1024)
@@ -223,6 +250,7 @@ def main():
         for name, proto in protocols():
             t.case(f"retained message, v{name}", retained, t, gate, name, proto)
         t.case("will messages", will, t, gate, broker)
+        t.case("persistent sessions", persistent, t, gate, broker)
         t.case("512 KiB payload", big_payload, t, gate)
         t.case("200 concurrent clients", concurrent, t, gate)
         t.case("v5 properties", v5_properties, t, gate)

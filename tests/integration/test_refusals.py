@@ -255,6 +255,17 @@ def subscribe_refused(t, gate, broker):
         p.close()
         got = sorted((m.topic, m.payload) for m in c.collect(2, 5.0))
         t.eq(got, [("ok/1", b"first"), ("ok/3", b"third")], f"v{version}: messages on ok/1 and ok/3 arrive")
+        filters = [(f"many/{i}" if i % 3 else f"many/forbidden/{i}", 1) for i in range(100)]
+        codes = c.subscribe(9, filters)
+        t.eq(codes, [refused if i % 3 == 0 else 1 for i in range(100)],
+             f"v{version}: 100 filters, every third refused: the SUBACK codes in the client's order")
+        c.send(h.subscribe_packet(version, 10, [("pipe/forbidden", 1), ("pipe/a", 0)])
+               + h.subscribe_packet(version, 11, [("pipe/b", 2), ("pipe/forbidden/too", 0)]))
+        acks = {}
+        for _ in range(2):
+            p = c.expect(h.SUBACK, 3.0)
+            acks[h.ack_id(p)] = list(p.body[-2:])
+        t.eq(acks, {10: [refused, 0], 11: [2, refused]}, f"v{version}: two pipelined partly refused SUBSCRIBEs: each SUBACK right")
         codes = c.subscribe(8, [("forbidden/a", 0), ("x/forbidden/#", 1)])
         t.eq(codes, [refused, refused], f"v{version}: an all-forbidden SUBSCRIBE gets an all-refused SUBACK")
         t.check(c.ping(), f"v{version}: the connection stays open")
@@ -291,6 +302,36 @@ def delivery(t, gate):
             sub.close()
 
 
+def delivery_queued(t, gate):
+    """A client with a persistent session comes back to a queue mixing allowed and refused messages."""
+    cid = "keeper"
+    c = h.raw_client(gate.port, 4, cid, clean=False)
+    t.eq(c.subscribe(1, [("keep/#", 2)]), [2], "a 3.1.1 client with a persistent session subscribes to keep/#")
+    c.disconnect()
+    t.check(c.expect_closed(3.0), "and leaves")
+    c.close()
+    p = h.raw_client(gate.port, 4, "keeper-pub")
+    pid = 1
+    for i in range(30):
+        for topic, qos in (("keep/secret", 2), ("keep/ok", 1), ("keep/secret/1", 1)):
+            p.publish_wait(topic, str(i).encode(), qos, pid)
+            pid += 1
+    p.close()
+    c = h.RawClient(gate.port)
+    t.eq(c.connect(4, cid, clean=False), 0, "it comes back")
+    msgs, found = c.collect_until(lambda m: m.topic == "keep/ok" and m.payload == b"29", 10.0)
+    t.eq([(m.topic, int(m.payload)) for m in msgs], [("keep/ok", i) for i in range(30)],
+         "of the 90 queued messages it gets the 30 allowed ones, in order, and no secret one")
+    p = h.raw_client(gate.port, 4, "keeper-pub2")
+    p.publish_wait("keep/after", b"live", 2, 1)
+    p.close()
+    m = c.recv_publish(5.0)
+    t.check(m.topic == "keep/after", "after the queue, live messages flow (the broker's flows all completed)", m)
+    c.close()
+    c = h.raw_client(gate.port, 4, cid)  # clean session: drop it
+    c.close()
+
+
 def interceptor(t, gate):
     w = watcher(gate, "watch-icpt")
     c = h.raw_client(gate.port, 5, "icpt")
@@ -324,6 +365,7 @@ def main():
         t.case("clients that leave while a verdict is pending", left_while_pending, t, gate, broker)
         t.case("SUBSCRIBE partly refused", subscribe_refused, t, gate, broker)
         t.case("delivery refused", delivery, t, gate)
+        t.case("delivery refused in a queued session", delivery_queued, t, gate)
         t.case("interceptor drop", interceptor, t, gate)
 
         t.section("the broker and mgate")
