@@ -256,10 +256,10 @@ int mgate_main(int argc, char **argv, const struct mgate_handler *const *handler
         loop_run(a.ctl);
     else
         for (unsigned w = 0; w < a.nworkers; w++)
-            if (a.workers[w].thread)
+            if (a.workers[w].started)
                 worker_send(&a.workers[w], WORKER_DRAIN);
     for (unsigned w = 0; w < a.nworkers; w++)
-        if (a.workers[w].thread)
+        if (a.workers[w].loop)
             worker_join(&a.workers[w]);
     log_msgf(LOGL_INFO, "mgate stopped");
     free(a.workers);

@@ -82,6 +82,7 @@ void worker_retarget(struct worker *w, const struct worker_targets *t)
 int worker_init(struct worker *w, unsigned index, uint32_t grace_ms)
 {
     memset(w, 0, sizeof(*w));
+    w->ctl.fd = -1;
     w->index = index;
     w->grace_ms = grace_ms;
     pthread_mutex_init(&w->lock, NULL);
@@ -89,9 +90,9 @@ int worker_init(struct worker *w, unsigned index, uint32_t grace_ms)
         return -1;
     loop_set_owner(w->loop, w);
     int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (fd < 0 || loop_io_add(w->loop, &w->ctl, fd, EPOLLIN, on_ctl) < 0)
+    if (fd < 0)
         return -1;
-    return 0;
+    return loop_io_add(w->loop, &w->ctl, fd, EPOLLIN, on_ctl);
 }
 
 int worker_add_listener(struct worker *w, int fd, enum listener_id id,
@@ -111,7 +112,13 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-int worker_start(struct worker *w) { return pthread_create(&w->thread, NULL, worker_main, w); }
+int worker_start(struct worker *w)
+{
+    if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
+        return -1;
+    w->started = true;
+    return 0;
+}
 
 void worker_send(struct worker *w, enum worker_cmd cmd)
 {
@@ -122,9 +129,14 @@ void worker_send(struct worker *w, enum worker_cmd cmd)
 
 void worker_join(struct worker *w)
 {
-    pthread_join(w->thread, NULL);
+    if (w->started)
+        pthread_join(w->thread, NULL);
+    for (unsigned i = 0; i < w->nlisteners; i++)
+        listener_close(&w->listeners[i].ls);
     free(w->sessions.spare);
     pthread_mutex_destroy(&w->lock);
-    close(w->ctl.fd);
+    if (w->ctl.fd >= 0)
+        close(w->ctl.fd);
     loop_free(w->loop);
+    w->loop = NULL;
 }

@@ -27,6 +27,7 @@ struct worker_targets {
 struct worker {
     unsigned index;
     pthread_t thread;
+    bool started;
     struct loop *loop;
     struct loop_io ctl; /* eventfd: the control thread asks us to drain */
     struct loop_timer grace;
@@ -48,6 +49,7 @@ int worker_add_listener(struct worker *w, int fd, enum listener_id id,
 void worker_retarget(struct worker *w, const struct worker_targets *t);
 int worker_start(struct worker *w);
 void worker_send(struct worker *w, enum worker_cmd cmd);
+/* Wait for a started worker, then free it (also one that never started). */
 void worker_join(struct worker *w);
 
 #endif
