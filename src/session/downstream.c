@@ -75,12 +75,9 @@ static enum pkt_result down_publish(struct pass *ps, const uint8_t *raw, uint32_
                                     struct mqtt_packet *pkt)
 {
     struct mgate_session *s = ps->s;
-    struct held *h = held_get(s, MGATE_DOWN, MQTT_PUBLISH);
-    if (!h) {
-        session_close(s, "out of memory");
+    struct held *h = held_begin(ps, pkt);
+    if (!h)
         return PKT_CLOSE;
-    }
-    h->pkt = *pkt;
     if (publish_resolve_alias(ps, &h->pkt.publish, &h->resolved_topic) < 0) {
         held_put(s, h);
         session_close(s, "broker used an unknown topic alias");
@@ -94,11 +91,7 @@ static enum pkt_result down_publish(struct pass *ps, const uint8_t *raw, uint32_
     req->count = 1;
     const struct mgate_handler *hd = s->p->handler;
     h->verdict = hd->auth_subscribe ? hd->auth_subscribe(s, req) : MGATE_ALLOW;
-    if (h->verdict == MGATE_PENDING)
-        return held_pend(ps, h, raw, len);
-    enum pkt_result r = down_finish(ps, h, raw, len);
-    held_put(s, h);
-    return r;
+    return held_decide(ps, h, raw, len);
 }
 
 static enum pkt_result finish_publish(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len)

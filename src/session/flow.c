@@ -107,6 +107,26 @@ void held_put(struct mgate_session *s, struct held *h)
         free(h);
 }
 
+struct held *held_begin(struct pass *ps, const struct mqtt_packet *pkt)
+{
+    struct held *h = held_get(ps->s, ps->dir, pkt->type);
+    if (!h) {
+        session_close(ps->s, "out of memory");
+        return NULL;
+    }
+    h->pkt = *pkt;
+    return h;
+}
+
+enum pkt_result held_decide(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len)
+{
+    if (h->verdict == MGATE_PENDING)
+        return held_pend(ps, h, raw, len);
+    enum pkt_result r = ps->dir == MGATE_UP ? up_finish(ps, h, raw, len) : down_finish(ps, h, raw, len);
+    held_put(ps->s, h);
+    return r;
+}
+
 static void rebase(mgate_bytes *b, const uint8_t *from, uint32_t len, const uint8_t *to)
 {
     if (b->p >= from && b->p < from + len)

@@ -115,6 +115,10 @@ int pass_emit_packet(struct pass *ps, const struct mqtt_packet *pkt); /* encodes
 struct held *held_get(struct mgate_session *s, int dir, uint8_t type);
 void held_put(struct mgate_session *s, struct held *h);
 enum pkt_result held_pend(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len);
+/* held_get for this pass and packet (closes the session when out of memory). */
+struct held *held_begin(struct pass *ps, const struct mqtt_packet *pkt);
+/* After the auth call set h->verdict: hold the packet, or finish it now. */
+enum pkt_result held_decide(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len);
 
 /* upstream.c / downstream.c */
 enum pkt_result up_packet(struct pass *ps, const uint8_t *raw, uint32_t len, struct mqtt_packet *pkt);

@@ -28,12 +28,9 @@ static enum pkt_result up_connect(struct pass *ps, const uint8_t *raw, uint32_t 
         if (c->props.has & (1u << MQTT_PROPBIT_TOPIC_ALIAS_MAX))
             s->client_alias_max = c->props.topic_alias_max;
     }
-    struct held *h = held_get(s, MGATE_UP, MQTT_CONNECT);
-    if (!h) {
-        session_close(s, "out of memory");
+    struct held *h = held_begin(ps, pkt);
+    if (!h)
         return PKT_CLOSE;
-    }
-    h->pkt = *pkt;
     struct mgate_connect_req *req = &h->req.connect;
     req->client_id = to_bytes(c->client_id);
     req->username = to_bytes(c->username);
@@ -46,11 +43,7 @@ static enum pkt_result up_connect(struct pass *ps, const uint8_t *raw, uint32_t 
     s->state = SESSION_AUTH_CONNECT;
     const struct mgate_handler *hd = s->p->handler;
     h->verdict = hd->auth_connect ? hd->auth_connect(s, req) : MGATE_ALLOW;
-    if (h->verdict == MGATE_PENDING)
-        return held_pend(ps, h, raw, len);
-    enum pkt_result r = up_finish(ps, h, raw, len);
-    held_put(s, h);
-    return r;
+    return held_decide(ps, h, raw, len);
 }
 
 static bool connect_changed(const struct mgate_connect_req *req, const struct mqtt_connect *c)
@@ -107,12 +100,9 @@ static enum pkt_result up_publish(struct pass *ps, const uint8_t *raw, uint32_t 
                                   struct mqtt_packet *pkt)
 {
     struct mgate_session *s = ps->s;
-    struct held *h = held_get(s, MGATE_UP, MQTT_PUBLISH);
-    if (!h) {
-        session_close(s, "out of memory");
+    struct held *h = held_begin(ps, pkt);
+    if (!h)
         return PKT_CLOSE;
-    }
-    h->pkt = *pkt;
     struct mqtt_publish *pub = &h->pkt.publish;
     if (publish_resolve_alias(ps, pub, &h->resolved_topic) < 0) {
         held_put(s, h);
@@ -127,11 +117,7 @@ static enum pkt_result up_publish(struct pass *ps, const uint8_t *raw, uint32_t 
     req->retain = pub->retain;
     const struct mgate_handler *hd = s->p->handler;
     h->verdict = hd->auth_publish ? hd->auth_publish(s, req) : MGATE_ALLOW;
-    if (h->verdict == MGATE_PENDING)
-        return held_pend(ps, h, raw, len);
-    enum pkt_result r = up_finish(ps, h, raw, len);
-    held_put(s, h);
-    return r;
+    return held_decide(ps, h, raw, len);
 }
 
 static enum pkt_result refuse_publish(struct pass *ps, const struct mqtt_publish *pub, uint8_t reason)
@@ -176,15 +162,15 @@ static enum pkt_result up_subscribe(struct pass *ps, const uint8_t *raw, uint32_
 {
     struct mgate_session *s = ps->s;
     struct mqtt_subscribe *sub = &pkt->subscribe;
-    struct held *h = held_get(s, MGATE_UP, MQTT_SUBSCRIBE);
+    struct held *h = held_begin(ps, pkt);
+    if (!h)
+        return PKT_CLOSE;
     struct mgate_filter *f = calloc(sub->count, sizeof(*f));
-    if (!h || !f) {
-        free(f);
+    if (!f) {
         held_put(s, h);
         session_close(s, "out of memory");
         return PKT_CLOSE;
     }
-    h->pkt = *pkt;
     uint32_t off = 0, i = 0;
     mqtt_str filter;
     uint8_t opts;
@@ -199,11 +185,7 @@ static enum pkt_result up_subscribe(struct pass *ps, const uint8_t *raw, uint32_
     req->count = i;
     const struct mgate_handler *hd = s->p->handler;
     h->verdict = hd->auth_subscribe ? hd->auth_subscribe(s, req) : MGATE_ALLOW;
-    if (h->verdict == MGATE_PENDING)
-        return held_pend(ps, h, raw, len);
-    enum pkt_result r = up_finish(ps, h, raw, len);
-    held_put(s, h);
-    return r;
+    return held_decide(ps, h, raw, len);
 }
 
 static uint8_t refusal_code(const struct mgate_session *s, uint8_t reason)
