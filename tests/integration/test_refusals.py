@@ -281,6 +281,19 @@ def delivery(t, gate):
             pub.publish("a/public", b"shown", 0)
             t.eq(topics_until(sub, "a/public"), ["a/public"],
                  f"v{version} subscriber of #: a/public arrives, a/secret/b does not")
+            r = h.raw_client(gate.port, 4, f"deliv-ret-{version}")
+            r.publish_wait(f"ret{version}/secret", b"hidden", 1, 1, retain=True)
+            r.publish_wait(f"ret{version}/public", b"shown", 1, 2, retain=True)
+            late = h.raw_client(gate.port, version, f"deliv-late-{version}")
+            late.send(h.subscribe_packet(version, 1, [(f"ret{version}/#", 2)]))
+            msgs, _ = late.collect_until(lambda m: m.topic == f"ret{version}/public", 5.0)
+            t.eq([m.topic for m in msgs], [f"ret{version}/public"],
+                 f"v{version}: of two retained messages, the later subscriber gets the public one only")
+            t.check(late.ping(), f"v{version}: and its connection goes on")
+            late.close()
+            for n, tp in enumerate((f"ret{version}/secret", f"ret{version}/public")):
+                r.publish_wait(tp, b"", 1, 3 + n, retain=True)
+            r.close()
             for qos in (1, 2):
                 pid = 1
                 ok = 0
