@@ -204,6 +204,17 @@ def small_high_water(t, tmp, broker):
         sub.stop()
 
 
+def empty_client_id(t, gate):
+    c = h.RawClient(gate.port)
+    t.eq(c.connect(5, ""), 0, "v5 with an empty client id: CONNACK 0")
+    assigned = h.prop(c.connack_props, h.P_ASSIGNED_ID, "")
+    t.check(assigned != "", f"with the broker's Assigned Client Identifier ({assigned!r})")
+    c.close()
+    c = h.RawClient(gate.port)
+    t.eq(c.connect(4, ""), 0, "3.1.1 with an empty client id and a clean session: CONNACK 0")
+    c.close()
+
+
 def big_payload(t, gate):
     mqtt = h.paho()
     payload = os.urandom(512 * 1024)
@@ -324,6 +335,7 @@ def main():
         t.case("persistent sessions", persistent, t, gate, broker)
         t.case("512 KiB payload", big_payload, t, gate)
         t.case("UNSUBSCRIBE", unsubscribe, t, gate)
+        t.case("empty client id", empty_client_id, t, gate)
         t.case("QoS 2 retransmission", qos2_retransmit, t, gate)
         t.case("smallest OUTPUT_HIGH_WATER", small_high_water, t, tmp, broker)
         t.case("200 concurrent clients", concurrent, t, gate)

@@ -122,6 +122,26 @@ def pipelined_behind_slow(t, gate):
         w.close()
 
 
+def verdict_too_late(t, quick):
+    """CONNECT_TIMEOUT=100ms, shorter than the example's 200 ms verdict for user "slow"."""
+    for version, unavailable in ((4, 3), (5, 0x88)):
+        cid = f"too-late-{version}"
+        REFUSED_IDS.append(cid)
+        c = h.RawClient(quick.port)
+        t0 = time.monotonic()
+        rc = c.connect(version, cid, username="slow", timeout=3.0)
+        closed = rc is None or c.expect_closed(2.0)
+        took = time.monotonic() - t0
+        t.check(rc in (None, unavailable), f"v{version}: a verdict later than CONNECT_TIMEOUT: no CONNACK 0 "
+                                           f"(CONNACK {unavailable:#x} or a close)", rc)
+        t.check(closed and took < 1.0, f"v{version}: the connection is closed at the timeout ({took * 1000:.0f} ms)")
+        c.close()
+    c = h.raw_client(quick.port, 4, "after-too-late")
+    time.sleep(0.3)  # let the late verdicts fire on the closed sessions; nothing signals it
+    t.check(quick.alive() and c.ping(), "the verdicts that come after the close do no harm")
+    c.close()
+
+
 def rename(t, gate, broker):
     for version in (4, 5):
         mark = broker.log.mark()
@@ -369,6 +389,8 @@ def main():
         t.case("CONNECT refused", connect_refused, t, gate)
         t.case("CONNECT with a late verdict", connect_late, t, gate, broker)
         t.case("CONNECT rewritten", rename, t, gate, broker)
+        quick = h.Mgate(tmp, broker.port, binary=h.EXAMPLE_BIN, MGATE_MQTT_WITHOUT_TLS_CONNECT_TIMEOUT="100ms")
+        t.case("CONNECT verdict later than CONNECT_TIMEOUT", verdict_too_late, t, quick)
         t.case("PUBLISH refused, 5.0", publish_refused_v5, t, gate)
         t.case("PUBLISH refused, 3.1 and 3.1.1", publish_refused_v3, t, gate)
         t.case("REFUSAL=close", refusal_close, t, gate_close)
