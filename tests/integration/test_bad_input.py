@@ -9,6 +9,7 @@ clients. With the broker down, clients get "server unavailable". mgate serves
 normal clients after all of it.
 """
 import os
+import select
 import socket
 import sys
 import tempfile
@@ -87,6 +88,92 @@ def oversized(t, small, broker):
     log = broker.log.text(mark)
     t.check("big/v5" not in log and "big/v4" not in log, "the broker never got an oversized PUBLISH")
     t.check("'big/fits'" in log, "the broker got the one that fits")
+
+
+MALFORMED = [
+    ("PUBLISH QoS 1 with packet id 0", lambda v: h.publish_packet(v, "bad/pid0", b"x", 1, 0)),
+    ("PUBLISH with QoS 3", lambda v: h.packet(h.PUBLISH, 0b0110, h.publish_packet(v, "bad/qos3", b"x", 1, 1)[2:])),
+    ("PUBLISH topic with invalid UTF-8", lambda v: h.publish_packet(v, b"bad/\xff\xfe", b"x", 0)),
+    ("PUBLISH topic with a NUL", lambda v: h.publish_packet(v, "bad/\x00nul", b"x", 0)),
+    ("SUBSCRIBE without any filter", lambda v: h.subscribe_packet(v, 1, [])),
+    ("SUBSCRIBE with flags 0 instead of 2", lambda v: b"\x80" + h.subscribe_packet(v, 1, [("bad/flags", 0)])[1:]),
+    ("SUBSCRIBE with QoS 3", lambda v: h.subscribe_packet(v, 1, [("bad/subqos", 3)])),
+    ("SUBSCRIBE to a/#/b", lambda v: h.subscribe_packet(v, 1, [("bad/#/b", 0)])),
+    ("PUBLISH whose topic length runs past the packet", lambda v: h.packet(h.PUBLISH, 0, b"\x00\x40bad/short")),
+]
+
+
+def malformed_after_connect(t, gate, broker):
+    mark = broker.log.mark()
+    for what, build in MALFORMED:
+        for version in (4, 5):
+            c = h.raw_client(gate.port, version, f"malformed-{version}")
+            c.send(build(version))
+            closed, reason = c.expect_disconnect(3.0)
+            if version == 5:
+                t.check(reason in (0x81, 0x82), f"v5 {what}: DISCONNECT 0x81 or 0x82", c.before_close)
+            else:
+                t.eq(c.before_close, [], f"v4 {what}: nothing sent back")
+            t.check(closed, f"v{version} {what}: connection closed")
+            c.close()
+    log = broker.log.text(mark)
+    t.check("bad/" not in log, "the broker never got any of them", [line for line in log.splitlines() if "bad/" in line][:3])
+
+
+class SinkBroker:
+    """Answers every CONNECT with CONNACK 0, then never reads again (tiny receive buffer)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.bind((h.HOST, 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+                conn.settimeout(5.0)
+                conn.recv(64)  # the CONNECT (of a 3.1.1 client: small)
+                self.conns.append(conn)
+                conn.sendall(b"\x20\x02\x00\x00")
+            except OSError:
+                return
+
+    def close(self):
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+def broker_not_reading(t, tmp):
+    sink = SinkBroker()
+    try:
+        g = h.Mgate(tmp, sink.port)
+        c = h.raw_client(g.port, 4, "into-the-sink")
+        rss0 = g.rss_kib()
+        c.sock.setblocking(False)
+        msg = h.publish_packet(4, "sink/x", b"s" * 1024, 0)
+        sent, deadline = 0, time.monotonic() + 5.0
+        while sent < 20000 and time.monotonic() < deadline:
+            try:
+                c.sock.send(msg)  # a whole packet fits or nothing does, while the buffer has room
+                sent += 1
+            except BlockingIOError:
+                if not select.select([], [c.sock], [], 1.0)[1]:
+                    break  # nothing taken for 1 s: the backpressure reached the client
+        rss1 = g.rss_kib()
+        t.check(sent < 20000, f"a broker that stops reading: mgate stops reading the client too ({sent} of 20000 x 1 KiB taken)")
+        t.check((rss1 - rss0) / 1024 < 20, f"mgate's RSS stays bounded (+{(rss1 - rss0) / 1024:.1f} MiB)")
+        other = h.RawClient(g.port)
+        t.eq(other.connect(4, "beside-the-sink"), 0, "another client is still served meanwhile")
+        other.close()
+        c.close()
+    finally:
+        sink.close()
 
 
 def publish_of_size(version, topic, size, qos=1, pid=1):
@@ -366,6 +453,7 @@ def main():
         t.case("MAX_PACKET_SIZE boundary", size_limit, t, small)
         t.case("packets one byte at a time", byte_by_byte, t, gate)
         t.case("PUBLISH before CONNECT", publish_first, t, gate, broker)
+        t.case("malformed packets after CONNECT", malformed_after_connect, t, gate, broker)
         t.case("second CONNECT", second_connect, t, gate)
         t.case("no CONNECT in time", connect_timeout, t, gate, broker)
         t.case("wildcard in a PUBLISH topic", wildcard_publish, t, gate, broker)
@@ -373,6 +461,7 @@ def main():
         t.case("broker down", broker_down, t, down)
         t.case("brokers that misbehave", bad_brokers, t, tmp)
         t.case("broker restart", broker_restart, t, tmp)
+        t.case("a broker that stops reading", broker_not_reading, t, tmp)
         t.section("mgate after all of it")
         t.check(gate.alive() and small.alive() and down.alive(), "all three mgate processes still run")
         t.case("normal service", final, t, gate)
