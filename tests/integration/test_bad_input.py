@@ -120,37 +120,8 @@ def malformed_after_connect(t, gate, broker):
     t.check("bad/" not in log, "the broker never got any of them", [line for line in log.splitlines() if "bad/" in line][:3])
 
 
-class SinkBroker:
-    """Answers every CONNECT with CONNACK 0, then never reads again (tiny receive buffer)."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        self.sock.bind((h.HOST, 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.conns = []
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-                conn.settimeout(5.0)
-                conn.recv(64)  # the CONNECT (of a 3.1.1 client: small)
-                self.conns.append(conn)
-                conn.sendall(b"\x20\x02\x00\x00")
-            except OSError:
-                return
-
-    def close(self):
-        self.sock.close()
-        for c in self.conns:
-            c.close()
-
-
 def broker_not_reading(t, tmp):
-    sink = SinkBroker()
+    sink = FakeBroker("sink")
     try:
         g = h.Mgate(tmp, sink.port)
         c = h.raw_client(g.port, 4, "into-the-sink")
@@ -340,12 +311,15 @@ def flood(t, gate, broker):
 
 
 class FakeBroker:
-    """A TCP server on loopback that misbehaves: 'silent' reads and never answers, 'garbage' answers
-    CONNECT with bytes that are not MQTT."""
+    """A TCP server on loopback that misbehaves. 'silent' reads and never answers; 'garbage' answers
+    CONNECT with bytes that are not MQTT; 'sink' answers a (3.1.1) CONNECT with CONNACK 0, then
+    never reads again, with a tiny receive buffer."""
 
     def __init__(self, mode):
         self.mode = mode
         self.sock = socket.socket()
+        if mode == "sink":
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         self.sock.bind((h.HOST, 0))
         self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
@@ -353,16 +327,18 @@ class FakeBroker:
         threading.Thread(target=self.serve, daemon=True).start()
 
     def serve(self):
+        answer = {"garbage": b"\xff\xff\xff\xff\xff garbage", "sink": b"\x20\x02\x00\x00"}.get(self.mode)
         while True:
             try:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
             self.conns.append(conn)
-            if self.mode == "garbage":
+            if answer:
                 try:
-                    conn.recv(1024)
-                    conn.sendall(b"\xff\xff\xff\xff\xff garbage")
+                    conn.settimeout(5.0)
+                    conn.recv(64)  # the CONNECT
+                    conn.sendall(answer)
                 except OSError:
                     pass
 
