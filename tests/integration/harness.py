@@ -593,6 +593,7 @@ class RawClient:
         self.version = 4
         self.connack = None
         self.eof = False
+        self.auto_pubcomp = True
 
     # -- bytes
     def send(self, data):
@@ -615,10 +616,22 @@ class RawClient:
         self.buf += data
 
     def read_packet(self, timeout=5.0):
-        """The next packet; raises Closed at end of stream, TimeoutError when none in time."""
+        """The next packet; raises Closed at end of stream, TimeoutError when none in time.
+        A PUBREL is answered with PUBCOMP here, as a client must, and not returned."""
         if self.stash:
             return self.stash.pop(0)
         deadline = time.monotonic() + timeout
+        while True:
+            p = self._read_one(deadline)
+            if p.type == PUBREL and self.auto_pubcomp:
+                try:
+                    self.send(ack_packet(self.version, PUBCOMP, ack_id(p)))
+                except OSError:
+                    pass  # the peer is closing; the next read says so
+                continue
+            return p
+
+    def _read_one(self, deadline):
         while True:
             if len(self.buf) >= 2:
                 n, mul, i = 0, 1, 1
@@ -747,16 +760,13 @@ class RawClient:
         self.send(disconnect_packet(self.version, reason))
 
     def recv_publish(self, timeout=5.0):
-        """The next PUBLISH, acknowledged as a client must (PUBACK; PUBREC, and PUBCOMP for
-        PUBREL). Other packets wait in the stash."""
+        """The next PUBLISH, acknowledged as a client must (PUBACK, or PUBREC; read_packet answers
+        the PUBREL). Other packets wait in the stash."""
         deadline = time.monotonic() + timeout
         kept = []
         try:
             while True:
                 p = self.read_packet(max(0.0, deadline - time.monotonic()))
-                if p.type == PUBREL:
-                    self.send(ack_packet(self.version, PUBCOMP, ack_id(p)))
-                    continue
                 if p.type != PUBLISH:
                     kept.append(p)
                     continue

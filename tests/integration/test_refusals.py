@@ -7,6 +7,7 @@ PUBACK/PUBREC 0x87, SUBACK 0x80/0x87 merged in the client's order; refused
 clients never reach the broker; late verdicts keep packet order; refused
 deliveries still complete the broker's QoS 1/2 flows.
 """
+import re
 import sys
 import tempfile
 import time
@@ -292,7 +293,26 @@ def subscribe_refused(t, gate, broker):
         c.close()
 
 
-def delivery(t, gate):
+def broker_flows(broker, cid, topic, since=0, timeout=5.0):
+    """For the broker's QoS 1/2 deliveries of `topic` to client `cid`: (how many it sent, how many
+    flows it saw completed: PUBACK for QoS 1, PUBREC and PUBCOMP for QoS 2), read from its log."""
+    def count():
+        log = broker.log.text(since)
+        sent = re.findall(r"Sending PUBLISH to " + re.escape(cid) + r" \(d\d, q([12]), r\d, m(\d+), '"
+                          + re.escape(topic) + "'", log)
+        done = 0
+        for qos, mid in sent:
+            if qos == "1":
+                done += f"Received PUBACK from {cid} (Mid: {mid}," in log
+            else:
+                done += (f"Received PUBREC from {cid} (Mid: {mid})" in log
+                         and f"Received PUBCOMP from {cid} (Mid: {mid}," in log)
+        return len(sent), done
+    h.wait_until(lambda: count()[0] == count()[1], timeout, step=0.05)
+    return count()
+
+
+def delivery(t, gate, broker):
     for version in (4, 5):
         sub = watcher(gate, f"deliv-sub-{version}", version)
         pub = h.raw_client(gate.port, 4, f"deliv-pub-{version}")
@@ -314,7 +334,15 @@ def delivery(t, gate):
             for n, tp in enumerate((f"ret{version}/secret", f"ret{version}/public")):
                 r.publish_wait(tp, b"", 1, 3 + n, retain=True)
             r.close()
-            for qos in (1, 2):
+        finally:
+            pub.close()
+            sub.close()
+        for qos in (1, 2):  # a fresh pair each time: the broker's in-flight window starts empty
+            cid = f"deliv-sub-{version}-{qos}"
+            mark = broker.log.mark()
+            sub = watcher(gate, cid, version)
+            pub = h.raw_client(gate.port, 4, f"deliv-pub-{version}-{qos}")
+            try:
                 pid = 1
                 ok = 0
                 for _ in range(30):  # more than the broker's 20 in flight
@@ -330,12 +358,15 @@ def delivery(t, gate):
                 t.check(found, f"v{version} QoS {qos}: the subscriber keeps working after 30 refused deliveries")
                 t.eq(got, list(range(100)), f"v{version} QoS {qos}: the next 100 allowed messages arrive once each, in order")
                 t.eq([m.topic for m in msgs if "secret" in m.topic], [], f"v{version} QoS {qos}: no x/secret delivered")
-        finally:
-            pub.close()
-            sub.close()
+                t.eq(broker_flows(broker, cid, "x/secret", mark), (30, 30),
+                     f"v{version} QoS {qos}: the broker sent 30 x/secret and saw each of its flows completed "
+                     f"({'PUBACK' if qos == 1 else 'PUBREC, PUBCOMP'}), by mgate in the client's place")
+            finally:
+                pub.close()
+                sub.close()
 
 
-def delivery_queued(t, gate):
+def delivery_queued(t, gate, broker):
     """A client with a persistent session comes back to a queue mixing allowed and refused messages."""
     cid = "keeper"
     c = h.raw_client(gate.port, 4, cid, clean=False)
@@ -350,6 +381,7 @@ def delivery_queued(t, gate):
             p.publish_wait(topic, str(i).encode(), qos, pid)
             pid += 1
     p.close()
+    mark = broker.log.mark()
     c = h.RawClient(gate.port)
     t.eq(c.connect(4, cid, clean=False), 0, "it comes back")
     msgs, found = c.collect_until(lambda m: m.topic == "keep/ok" and m.payload == b"29", 10.0)
@@ -359,7 +391,11 @@ def delivery_queued(t, gate):
     p.publish_wait("keep/after", b"live", 2, 1)
     p.close()
     m = c.recv_publish(5.0)
-    t.check(m.topic == "keep/after", "after the queue, live messages flow (the broker's flows all completed)", m)
+    t.check(m.topic == "keep/after", "after the queue, live messages flow", m)
+    t.eq(broker_flows(broker, cid, "keep/secret", mark), (30, 30),
+         "the 30 refused QoS 2 deliveries from the queue: the broker saw PUBREC and PUBCOMP for each")
+    t.eq(broker_flows(broker, cid, "keep/secret/1", mark), (30, 30),
+         "the 30 refused QoS 1 deliveries from the queue: the broker saw PUBACK for each")
     c.close()
     c = h.raw_client(gate.port, 4, cid)  # clean session: drop it
     c.close()
@@ -399,8 +435,8 @@ def main():
         t.case("many packets held behind a late verdict", pipelined_behind_slow, t, gate)
         t.case("clients that leave while a verdict is pending", left_while_pending, t, gate, broker)
         t.case("SUBSCRIBE partly refused", subscribe_refused, t, gate, broker)
-        t.case("delivery refused", delivery, t, gate)
-        t.case("delivery refused in a queued session", delivery_queued, t, gate)
+        t.case("delivery refused", delivery, t, gate, broker)
+        t.case("delivery refused in a queued session", delivery_queued, t, gate, broker)
         t.case("interceptor drop", interceptor, t, gate)
 
         t.section("the broker and mgate")
