@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "handlers/handlers.h"
 #include "net/conn.h"
+#include "net/tls.h"
 
 #define EXIT_CONFIG 2
 
@@ -50,7 +51,30 @@ static const char *getenv_cb(void *ctx, const char *name)
     return getenv(name);
 }
 
-static bool listener_supported(enum listener_id id) { return id == LISTENER_MQTT; }
+static bool listener_supported(enum listener_id id)
+{
+    return id == LISTENER_MQTT || id == LISTENER_MQTT_TLS || id == LISTENER_MQTT_MTLS;
+}
+
+/* TLS is on where CERT_FILE and KEY_FILE are set (config_load checked that
+ * they come in pairs and that the TLS listeners have them). */
+static int prepare_tls(const struct listener_config *lc, struct session_params *p, char *err, size_t errlen)
+{
+    if (!*lc->cert_file)
+        return 0;
+    if (lc->cert_verification_methods) {
+        snprintf(err, errlen, "%sCERT_VERIFICATION_METHODS: OCSP and CRL checks are not available in this "
+                              "version", lc->prefix);
+        return -1;
+    }
+    struct tls_settings t = {lc->cert_file, lc->key_file, lc->client_ca_file, lc->name};
+    char why[384];
+    if (!(p->tls = tls_ctx_new(&t, why, sizeof(why)))) {
+        snprintf(err, errlen, "%s%s", lc->prefix, why);
+        return -1;
+    }
+    return 0;
+}
 
 /* Check what config_load cannot know: handler names, what is built yet,
  * and that targets resolve.  Fills the per-listener session parameters. */
@@ -91,6 +115,8 @@ static int prepare(struct app *a, const struct mgate_handler *const *extra, char
         p->refusal_close = lc->refusal == REFUSAL_CLOSE;
         p->handler = a->handler;
         p->interceptor = a->interceptor;
+        if (prepare_tls(lc, p, err, errlen) < 0)
+            return -1;
         enabled++;
     }
     if (!enabled) {
@@ -99,6 +125,14 @@ static int prepare(struct app *a, const struct mgate_handler *const *extra, char
         return -1;
     }
     return 0;
+}
+
+static void free_params(struct app *a)
+{
+    for (int i = 0; i < LISTENER_COUNT; i++) {
+        tls_ctx_free(a->params[i].tls);
+        a->params[i].tls = NULL;
+    }
 }
 
 static int start_workers(struct app *a)
@@ -226,6 +260,7 @@ int mgate_main(int argc, char **argv, const struct mgate_handler *const *handler
     char err[512];
     if (config_load(&a.cfg, &src, err, sizeof(err)) < 0 || prepare(&a, handlers, err, sizeof(err)) < 0) {
         fprintf(stderr, "mgate: %s\n", err);
+        free_params(&a);
         config_free(&a.cfg);
         return EXIT_CONFIG;
     }
@@ -237,6 +272,7 @@ int mgate_main(int argc, char **argv, const struct mgate_handler *const *handler
     if (check) {
         printf("mgate: configuration OK (handler %s, %u worker%s)\n", a.handler->name, a.cfg.workers,
                a.cfg.workers == 1 ? "" : "s");
+        free_params(&a);
         config_free(&a.cfg);
         return 0;
     }
@@ -264,6 +300,7 @@ int mgate_main(int argc, char **argv, const struct mgate_handler *const *handler
     log_msgf(LOGL_INFO, "mgate stopped");
     free(a.workers);
     loop_free(a.ctl);
+    free_params(&a);
     config_free(&a.cfg);
     return rc;
 }

@@ -26,7 +26,7 @@ static ssize_t tcp_writev(struct conn *c, const struct iovec *iov, int n)
 
 static void tcp_close(struct conn *c) { close(c->io.fd); }
 
-static const struct conn_ops tcp_ops = {tcp_read, tcp_writev, tcp_close};
+static const struct conn_ops tcp_ops = {tcp_read, tcp_writev, tcp_close, NULL};
 
 /* ---- life cycle ------------------------------------------------------- */
 
@@ -35,9 +35,9 @@ static void update_events(struct conn *c)
     uint32_t ev = 0;
     if (c->state == CONN_CLOSED)
         return;
-    if (c->state == CONN_OPEN && !c->read_paused)
+    if ((c->state == CONN_OPEN && !c->read_paused) || c->state == CONN_HANDSHAKE)
         ev |= EPOLLIN;
-    if (c->state == CONN_CONNECTING || c->out.len)
+    if (c->state == CONN_CONNECTING || c->want_write || (c->out.len && c->state != CONN_HANDSHAKE))
         ev |= EPOLLOUT;
     loop_io_set(c->loop, &c->io, ev);
 }
@@ -211,6 +211,8 @@ static void on_readable(struct conn *c)
         fail(c, 0);
     else if (errno != EAGAIN && errno != EINTR)
         fail(c, errno);
+    else if (c->want_write)
+        update_events(c);
 }
 
 void conn_pause_read(struct conn *c)
@@ -241,6 +243,7 @@ void conn_resume_read(struct conn *c)
 
 static void flush_out(struct conn *c)
 {
+    c->want_write = false;
     while (c->out.len) {
         struct iovec iov = {buf_head(&c->out), c->out.len};
         ssize_t n = c->ops->writev(c, &iov, 1);
@@ -265,7 +268,7 @@ int conn_write(struct conn *c, const void *p, size_t n)
 {
     if (c->state == CONN_CLOSED)
         return -1;
-    if (c->out.len || c->state == CONN_CONNECTING) {
+    if (c->out.len || c->state == CONN_CONNECTING || c->state == CONN_HANDSHAKE) {
         if (buf_append(&c->out, p, n) < 0) {
             fail(c, ENOMEM);
             return -1;
@@ -295,7 +298,7 @@ void conn_close_after_flush(struct conn *c)
 {
     if (c->state == CONN_CLOSED || c->state == CONN_FLUSHING)
         return;
-    if (c->state == CONN_CONNECTING) {
+    if (c->state == CONN_CONNECTING || c->state == CONN_HANDSHAKE) {
         fail(c, 0); /* nothing was sent yet; the owner still hears of the end */
         return;
     }
@@ -325,19 +328,57 @@ static void on_connected(struct conn *c)
         flush_out(c);
 }
 
+void conn_start_handshake(struct conn *c, const struct conn_ops *ops, void *transport)
+{
+    c->ops = ops;
+    c->transport = transport;
+    c->state = CONN_HANDSHAKE;
+    update_events(c);
+}
+
+static void run_handshake(struct conn *c)
+{
+    c->want_write = false;
+    int r = c->ops->handshake(c);
+    if (r < 0) {
+        fail(c, errno ? errno : EPROTO);
+        return;
+    }
+    if (r == 0) {
+        update_events(c);
+        return;
+    }
+    c->state = CONN_OPEN;
+    flush_out(c);
+    /* The last handshake flight may have carried application data, which
+     * the transport holds and epoll cannot see. */
+    if (c->state == CONN_OPEN && !c->read_paused)
+        on_readable(c);
+}
+
 static void on_io(struct loop *l, struct loop_io *io, uint32_t events)
 {
     (void)l;
     struct conn *c = (struct conn *)io;
     if (c->state == CONN_CLOSED)
         return;
+    if (c->state == CONN_HANDSHAKE) {
+        run_handshake(c);
+        return;
+    }
     if (c->state == CONN_CONNECTING) {
         if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
             on_connected(c);
         return;
     }
-    if (events & EPOLLOUT)
-        flush_out(c);
+    if (events & EPOLLOUT) {
+        if (c->want_write && !c->out.len && !c->read_paused) {
+            c->want_write = false; /* a read that waited for the socket to drain */
+            on_readable(c);
+        } else {
+            flush_out(c);
+        }
+    }
     if (c->state == CONN_CLOSED)
         return;
     if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {

@@ -25,10 +25,15 @@
 
 struct conn;
 
+/* A transport.  read/writev behave like recv/sendmsg (-1 with errno
+ * EAGAIN when they must wait; a transport that needs the socket writable to
+ * make progress sets c->want_write).  handshake is optional: it is called
+ * on every event until it returns 1 (done); 0 means not yet, -1 failed. */
 struct conn_ops {
     ssize_t (*read)(struct conn *c, void *buf, size_t len);
     ssize_t (*writev)(struct conn *c, const struct iovec *iov, int n);
     void (*close)(struct conn *c);
+    int (*handshake)(struct conn *c);
 };
 
 struct conn_cbs {
@@ -43,12 +48,13 @@ struct conn_cbs {
     void (*on_close)(struct conn *c, int err);
 };
 
-enum conn_state { CONN_CONNECTING, CONN_OPEN, CONN_FLUSHING, CONN_CLOSED };
+enum conn_state { CONN_CONNECTING, CONN_HANDSHAKE, CONN_OPEN, CONN_FLUSHING, CONN_CLOSED };
 
 struct conn {
     struct loop_io io;
     struct loop *loop;
     const struct conn_ops *ops;
+    void *transport; /* the transport's own state (an SSL *) */
     const struct conn_cbs *cbs;
     void *owner;
     struct buf in, out;
@@ -57,6 +63,7 @@ struct conn {
     int err;             /* why it failed, for on_close */
     uint8_t state;       /* enum conn_state */
     bool read_paused;
+    bool want_write;     /* the transport needs EPOLLOUT to progress */
     bool in_callback;    /* on_data is running: do not re-enter */
     struct loop_defer defer; /* re-delivery after a resume, and the final free */
 };
@@ -66,6 +73,10 @@ struct conn *conn_tcp_accept(struct loop *l, int fd, const struct conn_cbs *cbs,
 /* Start a non-blocking connect; on_connected or on_close follows. */
 struct conn *conn_tcp_dial(struct loop *l, const struct sockaddr *sa, socklen_t salen,
                            const struct conn_cbs *cbs, void *owner, int *err);
+
+/* Put a transport with a handshake on an open connection; bytes flow only
+ * once the handshake is done (writes queue meanwhile). */
+void conn_start_handshake(struct conn *c, const struct conn_ops *ops, void *transport);
 
 /* Queue bytes for the peer; writes at once when nothing is queued.  Returns
  * 0, or -1 when the connection is closed or memory ran out. */

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "net/tls.h"
 #include "session/internal.h"
 
 #define LINGER_MS 2000 /* how long a closing side may take to flush */
@@ -228,7 +229,8 @@ void session_accept_tcp(struct loop *l, int fd, const struct sockaddr *peer,
         close(fd);
         return;
     }
-    if (!session_start(l, c, peer, p, list))
+    /* The CONNECT deadline starts now, so it bounds a slow handshake too. */
+    if ((p->tls && tls_accept(c, p->tls) < 0) || !session_start(l, c, peer, p, list))
         conn_close(c);
 }
 

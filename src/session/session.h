@@ -26,6 +26,7 @@ struct session_params {
     bool refusal_close; /* close instead of answering with a reason code */
     const struct mgate_handler *handler;
     const struct mgate_interceptor *interceptor;
+    struct tls_ctx *tls; /* NULL: plain TCP */
 };
 
 /* Every live session of a worker, for shutdown and counting. */
