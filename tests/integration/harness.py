@@ -156,13 +156,44 @@ def port_open(port, host=HOST):
         return False
 
 
+def listens(pid, port):
+    """True when process pid has a listening TCP socket on port (from /proc, so a socket of some
+    other process on the same port does not count)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(fields[9])
+        except FileNotFoundError:
+            pass
+    if not inodes:
+        return False
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:[") and link[8:-1] in inodes:
+            return True
+    return False
+
+
 def wait_port(port, timeout=5.0, proc=None):
-    """Wait until something accepts on port; raise if not in time or if proc died."""
+    """Wait until something accepts on port (with proc: until that very process listens on it);
+    raise if not in time or if proc died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process {proc.args} exited with {proc.returncode} before listening on {port}")
-        if port_open(port):
+        if listens(proc.pid, port) if proc is not None else port_open(port):
             return
         time.sleep(0.02)
     raise RuntimeError(f"nothing listens on {HOST}:{port} after {timeout} s")
@@ -212,22 +243,28 @@ class Broker:
     """mosquitto on 127.0.0.1:<free port>, logging everything to a file."""
 
     def __init__(self, tmpdir, extra_conf="", port=None):
-        self.dir = tempfile.mkdtemp(prefix="mosquitto-", dir=tmpdir)
-        os.chmod(self.dir, 0o755)
-        self.port = port or free_port()
-        self.conf = os.path.join(self.dir, "mosquitto.conf")
-        with open(self.conf, "w") as f:
-            f.write(f"listener {self.port} {HOST}\n"
-                    "allow_anonymous true\n"
-                    "persistence false\n"
-                    "log_type all\n"
-                    "log_dest stderr\n"
-                    "connection_messages true\n"
-                    + extra_conf)
-        self.log = LogFile(os.path.join(self.dir, "mosquitto.log"))
-        self._logf = open(self.log.path, "wb")
-        self.proc = spawn(["mosquitto", "-c", self.conf], stdout=self._logf, stderr=self._logf, cwd=self.dir)
-        wait_port(self.port, 5.0, self.proc)
+        for attempt in range(3):  # a free port can be taken before mosquitto binds it
+            self.dir = tempfile.mkdtemp(prefix="mosquitto-", dir=tmpdir)
+            os.chmod(self.dir, 0o755)
+            self.port = port or free_port()
+            self.conf = os.path.join(self.dir, "mosquitto.conf")
+            with open(self.conf, "w") as f:
+                f.write(f"listener {self.port} {HOST}\n"
+                        "allow_anonymous true\n"
+                        "persistence false\n"
+                        "log_type all\n"
+                        "log_dest stderr\n"
+                        "connection_messages true\n"
+                        + extra_conf)
+            self.log = LogFile(os.path.join(self.dir, "mosquitto.log"))
+            with open(self.log.path, "wb") as logf:
+                self.proc = spawn(["mosquitto", "-c", self.conf], stdout=logf, stderr=logf, cwd=self.dir)
+            try:
+                wait_port(self.port, 5.0, self.proc)
+                return
+            except RuntimeError:
+                if port or attempt == 2 or self.proc.poll() is None:
+                    raise
 
     def saw_client(self, client_id, since=0):
         """True when the broker logged a client connecting with exactly this id."""
@@ -297,16 +334,24 @@ class Mgate:
 
     def __init__(self, tmpdir, broker_port, binary=None, port=None, wait=True, **env):
         self.binary = binary or MGATE_BIN
-        self.port = port or free_port()
-        self.cwd = tempfile.mkdtemp(prefix="mgate-", dir=tmpdir)
-        self.env = mgate_env(self.port, broker_port, **env)
-        self.log = LogFile(os.path.join(self.cwd, "mgate.log"))
-        self._logf = open(self.log.path, "wb")
-        self.proc = spawn([self.binary], env=self.env, cwd=self.cwd, stdout=self._logf, stderr=self._logf)
-        self.pid = self.proc.pid
+        for attempt in range(3):  # a free port can be taken before mgate binds it
+            self.port = port or free_port()
+            self.cwd = tempfile.mkdtemp(prefix="mgate-", dir=tmpdir)
+            self.env = mgate_env(self.port, broker_port, **env)
+            self.log = LogFile(os.path.join(self.cwd, "mgate.log"))
+            with open(self.log.path, "wb") as logf:
+                self.proc = spawn([self.binary], env=self.env, cwd=self.cwd, stdout=logf, stderr=logf)
+            self.pid = self.proc.pid
+            if not wait:
+                break
+            try:
+                wait_port(self.port, 5.0, self.proc)
+                break
+            except RuntimeError:
+                taken = self.proc.poll() == 1 and "cannot listen" in self.log.text()
+                if port or attempt == 2 or not taken:
+                    raise
         _gates.append(self)
-        if wait:
-            wait_port(self.port, 5.0, self.proc)
 
     def alive(self):
         return self.proc.poll() is None
