@@ -12,6 +12,7 @@ set(MGATE_INTEGRATION_TESTS
   lifecycle   90
   topic_alias 60
   emfile      60
+  tls         60
 )
 
 while(MGATE_INTEGRATION_TESTS)
