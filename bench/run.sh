@@ -343,7 +343,7 @@ measure_idle() { # path round
     fi
     record idle_kib "$path" "$r" "$(awk -v a="$rss0" -v b="$rss1" -v n="$conns" 'BEGIN {printf "%.2f", (b - a) / n}')"
     record idle_after "$path" "$r" "$((rss2 - rss0))"
-    record idle_open "$path" "$r" "$(awk -v n="$conns" -v s="$(kv open_s "$ready")" 'BEGIN {printf "%.0f", s > 0 ? n / s : 0}')"
+    record idle_open "$path" "$r" "$(awk -v n="$conns" -v s="$(kv open_s "$ready")" 'BEGIN {printf "%.0f", (s > 0 ? n / s : 0)}')"
     log "  idle $path: RSS $rss0 -> $rss1 -> $rss2 KiB with $conns connections, then after close ($closed)"
 }
 
