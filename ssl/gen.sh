@@ -23,8 +23,8 @@ usage() {
 out=$1
 shift
 responder_url=http://127.0.0.1:8080/ocsp
-crl_url=http://127.0.0.1:8081/crl.pem
-ca_issuers_url=http://127.0.0.1:8081/ca.pem
+crl_url=http://127.0.0.1:8081/crl.der
+ca_issuers_url=http://127.0.0.1:8081/ca.der
 int_responder_url=http://127.0.0.1:8082/ocsp
 int_crl_url=
 int_ca_issuers_url=
@@ -41,9 +41,12 @@ while [ $# -gt 0 ]; do
   esac
   shift 2
 done
-# The intermediate's CRL and certificate sit next to the root's by default.
-[ -n "$int_crl_url" ] || int_crl_url=${crl_url%/*}/int-crl.pem
-[ -n "$int_ca_issuers_url" ] || int_ca_issuers_url=${ca_issuers_url%/*}/int-ca.pem
+# The intermediate's CRL and certificate sit next to the root's by default,
+# in the same form (DER, as RFC 5280 asks, unless the root's URL ends in .pem).
+pem_or_der() { case $1 in *.pem) echo pem ;; *) echo der ;; esac; }
+[ -n "$int_crl_url" ] || int_crl_url=${crl_url%/*}/int-crl.$(pem_or_der "$crl_url")
+[ -n "$int_ca_issuers_url" ] ||
+  int_ca_issuers_url=${ca_issuers_url%/*}/int-ca.$(pem_or_der "$ca_issuers_url")
 for u in "$responder_url" "$crl_url" "$ca_issuers_url" \
          "$int_responder_url" "$int_crl_url" "$int_ca_issuers_url"; do
   case $u in

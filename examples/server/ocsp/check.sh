@@ -86,17 +86,21 @@ for mode in port reqin; do
     say FAIL "$mode: OCSP over GET"
   fi
 
-  # The CRL from the distribution point, and the CA from caIssuers.
+  # The CRL from the distribution point and the CA from caIssuers (DER).
   crl_url=$(openssl x509 -in "$d/client.crt" -noout -ext crlDistributionPoints | sed -n 's/.*URI://p')
   ca_url=$(openssl x509 -in "$d/client.crt" -noout -ext authorityInfoAccess | sed -n 's/.*CA Issuers - URI://p')
-  curl -sf -o "$tmp/crl.pem" "$crl_url" || say FAIL "$mode: download $crl_url"
-  curl -sf -o "$tmp/ca.pem" "$ca_url" || say FAIL "$mode: download $ca_url"
-  if openssl verify -crl_check -CRLfile "$tmp/crl.pem" -CAfile "$tmp/ca.pem" "$d/revoked.crt" 2>&1 |
+  curl -sf -o "$tmp/crl.der" "$crl_url" || say FAIL "$mode: download $crl_url"
+  curl -sf -o "$tmp/ca.der" "$ca_url" || say FAIL "$mode: download $ca_url"
+  openssl x509 -inform DER -in "$tmp/ca.der" -out "$tmp/ca.pem" 2>/dev/null || true
+  if openssl verify -crl_check -CRLfile "$tmp/crl.der" -CAfile "$tmp/ca.pem" "$d/revoked.crt" 2>&1 |
      grep -q 'certificate revoked'; then
     say ok "$mode: $crl_url and $ca_url: revoked.crt is revoked"
   else
     say FAIL "$mode: CRL from $crl_url"
   fi
+  for f in crl.pem ca.pem int-crl.der int-ca.der crl-expired.der; do
+    curl -sf -o /dev/null "http://127.0.0.1:8081/$f" || say FAIL "$mode: download $f"
+  done
 
   # Revoking while it runs: the next answer says revoked.
   # `openssl ocsp -port` looks at its index before it waits for a
