@@ -36,6 +36,7 @@ expect_ca() {
 expect_ca OK "server, SAN localhost" -purpose sslserver -verify_hostname localhost server.crt
 expect_ca OK "server, SAN 127.0.0.1" -purpose sslserver -verify_ip 127.0.0.1 server.crt
 expect_ca OK "server, SAN ::1" -purpose sslserver -verify_ip ::1 server.crt
+expect_ca OK "second server certificate" -purpose sslserver -verify_hostname localhost server2.crt
 expect_ca OK "client" -purpose sslclient client.crt
 expect_ca OK "client with CRL" -purpose sslclient -crl_check -CRLfile crl.pem client.crt
 expect_ca "certificate revoked" "revoked with CRL" -crl_check -CRLfile crl.pem revoked.crt

@@ -191,6 +191,7 @@ issue ca_root revoked "$o/CN=revoked-device" v3_client                          
 issue ca_root expired "$o/CN=expired-device" v3_client \
   -startdate "$(utc_ago 259200)" -enddate "$(utc_ago 86400)"                      # 1004
 issue ca_root int-ca "$o/CN=mgate test intermediate CA" v3_int -days 1825          # 1005
+issue ca_root server2 "$o/CN=localhost" v3_server                                  # 1006
 offdb ca unlisted "$o/CN=unlisted-device" v3_client 0x1fff
 issue ca_int int-ocsp "$o/CN=mgate test intermediate OCSP responder" v3_ocsp       # 2000
 issue ca_int int-client "$o/CN=dev00002" v3_int_client                             # 2001
