@@ -23,7 +23,7 @@ lat_duration=10 lat_rate=1000
 conns=9000 cr_duration=3 cr_parallel=64
 handler=noop fanout=0 smoke=0
 settle=1 # seconds given to a process to finish what a run started (closes, frees)
-do_workers=0 do_callgrind=0 do_syscalls=0
+do_workers=0 do_callgrind=0 do_syscalls=0 rotate=0
 callgrind_msgs=200000
 only="thr lat idle connrate"
 mgate_bin=${MGATE_BIN:-$top/build-bench/mgate}
@@ -39,6 +39,8 @@ usage: bench/run.sh [options]
   --conns N            idle connections ($conns; at most (hard fd limit - 200) / 2)
   --connrate-duration SEC  seconds of each connection-rate run ($cr_duration)
   --only LIST          metrics to run, from: thr lat idle connrate ("$only")
+  --rotate             start each round with the next path (direct haproxy mgate, haproxy mgate
+                       direct, ...) so that no path always runs last; default: the same order
   --fanout             every subscriber subscribes to bench/# (4x deliveries); default: one topic each
   --handler NAME       mgate handler: noop or log (log runs with MGATE_LOG_LEVEL=off as well) ($handler)
   --mgate PATH         the mgate binary ($mgate_bin, built if missing)
@@ -49,9 +51,15 @@ usage: bench/run.sh [options]
 EOF
 }
 
+# --smoke sets small defaults first; options given with it still win.
+for a in "$@"; do
+    if [[ $a == --smoke ]]; then
+        smoke=1 rounds=1 duration=0.3 warmup=0.1 lat_duration=0.5 conns=200 cr_duration=0.3 callgrind_msgs=2000 settle=0.2
+    fi
+done
 while (($#)); do
     case $1 in
-    --smoke) smoke=1 ;;
+    --smoke) ;;
     --rounds) rounds=$2; shift ;;
     --duration) duration=$2; shift ;;
     --lat-duration) lat_duration=$2; shift ;;
@@ -59,6 +67,7 @@ while (($#)); do
     --connrate-duration) cr_duration=$2; shift ;;
     --only) only=$2; shift ;;
     --fanout) fanout=1 ;;
+    --rotate) rotate=1 ;;
     --handler) handler=$2; shift ;;
     --mgate) mgate_bin=$2; shift ;;
     --workers) do_workers=1 ;;
@@ -72,9 +81,6 @@ while (($#)); do
     esac
     shift
 done
-if ((smoke)); then
-    rounds=1 duration=0.3 warmup=0.1 lat_duration=0.5 conns=200 cr_duration=0.3 callgrind_msgs=2000 settle=0.2
-fi
 case $handler in noop | log) ;; *) echo "bench/run.sh: --handler is noop or log" >&2; exit 64 ;; esac
 
 for tool in mosquitto haproxy ss awk make timeout; do
@@ -292,7 +298,6 @@ measure_thr() { # path qos size round [metric-suffix]
     log "  thr $path qos=$qos size=$size: $rate msg/s (recv $recv, lost $(kv lost "$line"))"
 }
 
-declare -A lat_direct
 measure_lat() { # path round
     local path=$1 r=$2 line p50 p99
     line=$(loadgen "$(sum "$lat_duration" 35)" latency -p "$(port_of "$path")" -q 0 -s 64 \
@@ -300,12 +305,6 @@ measure_lat() { # path round
     p50=$(kv p50_us "$line") p99=$(kv p99_us "$line")
     record lat_p50 "$path" "$r" "$p50"
     record lat_p99 "$path" "$r" "$p99"
-    if [[ $path == direct ]]; then
-        lat_direct[p50]=$p50 lat_direct[p99]=$p99
-    elif [[ -n ${lat_direct[p50]:-} ]]; then
-        record lat_add_p50 "$path" "$r" "$(awk -v a="$p50" -v b="${lat_direct[p50]}" 'BEGIN {printf "%.1f", a - b}')"
-        record lat_add_p99 "$path" "$r" "$(awk -v a="$p99" -v b="${lat_direct[p99]}" 'BEGIN {printf "%.1f", a - b}')"
-    fi
     log "  lat $path: p50 $p50 us, p99 $p99 us ($(kv samples "$line") samples)"
 }
 
@@ -374,10 +373,15 @@ start_haproxy
 start_mgate
 ((do_workers)) && start_mgate2
 
-paths=(direct haproxy mgate)
+all_paths=(direct haproxy mgate)
 variants=("0 64" "0 1024" "1 64" "1 1024")
 for ((r = 1; r <= rounds; r++)); do
     log "round $r of $rounds"
+    paths=("${all_paths[@]}")
+    if ((rotate)); then
+        k=$(((r - 1) % 3))
+        paths=("${all_paths[@]:k}" "${all_paths[@]:0:k}")
+    fi
     for what in $only; do
         case $what in
         thr)
@@ -404,7 +408,7 @@ done
 if ((do_syscalls)); then
     log "syscalls per message, QoS 0 64 B"
     events=raw_syscalls:sys_enter
-    for sc in recvfrom read readv recvmsg sendto sendmsg write writev splice epoll_wait epoll_ctl; do
+    for sc in recvfrom read readv recvmsg sendto sendmsg write writev splice epoll_wait epoll_ctl clock_gettime; do
         events+=",syscalls:sys_enter_$sc"
     done
     for p in haproxy mgate; do
@@ -443,8 +447,8 @@ if ((do_callgrind)); then
     ir0=$(callgrind_run 0 "$run/callgrind.base.out")
     irn=$(callgrind_run "$callgrind_msgs" "$run/callgrind.out")
     for f in callgrind callgrind.base; do
-        callgrind_annotate --inclusive=yes --threshold=100 "$run/$f.out" >"$run/$f.inclusive.txt" 2>/dev/null || true
-        callgrind_annotate --threshold=100 "$run/$f.out" >"$run/$f.self.txt" 2>/dev/null || true
+        callgrind_annotate --auto=no --inclusive=yes --threshold=100 "$run/$f.out" >"$run/$f.inclusive.txt" 2>/dev/null || true
+        callgrind_annotate --auto=no --threshold=100 "$run/$f.out" >"$run/$f.self.txt" 2>/dev/null || true
     done
     printf '%s\t%s\t%s\n' "$ir0" "$irn" "$callgrind_msgs" >"$run/callgrind.tsv"
 fi
@@ -476,7 +480,10 @@ report=$run/report.md
         echo "|---|---|---|"
         awk -F'\t' '{v[$2, $1] = $3; if (!($2 in seen)) {seen[$2] = 1; order[++n] = $2}}
             END {for (i = 1; i <= n; i++) {s = order[i]; if (v[s, "haproxy"] + v[s, "mgate"] > 0)
-                printf "| %s | %.3f | %.3f |\n", s, v[s, "haproxy"], v[s, "mgate"]}}' "$run/syscalls.tsv"
+                printf "| %s | %.3f | %.3f |\n", s, v[s, "haproxy"], v[s, "mgate"]
+                if (s != "all") for (p in proxy) named[p] += v[s, p]}
+                printf "| (others) | %.3f | %.3f |\n", v["all", "haproxy"] - named["haproxy"], v["all", "mgate"] - named["mgate"]}
+            BEGIN {proxy["haproxy"]; proxy["mgate"]}' "$run/syscalls.tsv"
     fi
     if [[ -s $run/callgrind.tsv ]]; then
         read -r ir0 irn n <"$run/callgrind.tsv"
