@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <time.h>
@@ -599,6 +600,14 @@ static bool any_closed(void)
     return false;
 }
 
+/* CPU seconds this process used (user + system). */
+static double cpu_used(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
 static int cmp_u32(const void *a, const void *b)
 {
     uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
@@ -716,11 +725,11 @@ static int run_pubsub(bool latency)
             acks += acked[i];
         printf("mode=throughput qos=%d size=%d pubs=%d subs=%d fanout=%d window=%ld rate=%.0f "
                "window_s=%.3f recv_window=%llu sent=%llu recv=%llu lost=%llu puback=%llu bad=%llu "
-               "errors=%llu elapsed_s=%.3f\n",
+               "errors=%llu elapsed_s=%.3f cpu_s=%.3f\n",
                o.qos, o.size, o.pubs, o.subs, o.fanout, o.window, rate, window_s,
                (unsigned long long)recv_in_window, (unsigned long long)sent_total,
                (unsigned long long)recv_total, (unsigned long long)lost, (unsigned long long)acks,
-               (unsigned long long)recv_bad, (unsigned long long)errors, elapsed);
+               (unsigned long long)recv_bad, (unsigned long long)errors, elapsed, cpu_used());
     }
     return lost || errors || recv_bad ? 2 : 0;
 }

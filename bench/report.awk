@@ -99,6 +99,7 @@ END {
     variants("cpu", "proxy CPU-s per 1M msgs, QoS %s %s B")
     variants("sys", "share of proxy CPU in the kernel, QoS %s %s B (%%)")
     variants("bcpu", "broker CPU-s per 1M msgs, QoS %s %s B")
+    variants("lcpu", "load generator CPU-s per 1M msgs, QoS %s %s B")
     row("lat_p50", "latency p50 at 1000 msg/s (µs)")
     row("lat_p99", "latency p99 at 1000 msg/s (µs)")
     row("lat_add_p50", "added latency p50 vs direct (µs)")

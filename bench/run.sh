@@ -289,6 +289,7 @@ measure_thr() { # path qos size round [metric-suffix]
     record "thr_$m" "$path" "$r" "$rate"
     ((recv > 0)) || return 0
     record "bcpu_$m" "$path" "$r" "$(awk -v a="$b0" -v b="$b1" -v n="$recv" -v hz="$hz" 'BEGIN {printf "%.3f", (b - a) / hz / n * 1e6}')"
+    record "lcpu_$m" "$path" "$r" "$(awk -v c="$(kv cpu_s "$line")" -v n="$recv" 'BEGIN {printf "%.3f", c / n * 1e6}')"
     if [[ $path != direct ]]; then
         read -r u0 s0 <<<"$c0"
         read -r u1 s1 <<<"$c1"
@@ -366,7 +367,20 @@ measure_connrate() { # path round
 
 machine="$(nproc) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), Linux $(uname -r)"
 mgate_rev=$(git -C "$top" describe --always --dirty 2>/dev/null || echo unknown)
+# Busy CPU of the whole machine over a second before we start: anything else
+# running here competes with the three processes measured.
+busy_before=$(
+    read -r _ a1 b1 c1 d1 e1 f1 g1 h1 _ </proc/stat
+    sleep 1
+    read -r _ a2 b2 c2 d2 e2 f2 g2 h2 _ </proc/stat
+    awk -v busy=$(((a2 + b2 + c2 + f2 + g2 + h2) - (a1 + b1 + c1 + f1 + g1 + h1))) \
+        -v all=$(((a2 + b2 + c2 + d2 + e2 + f2 + g2 + h2) - (a1 + b1 + c1 + d1 + e1 + f1 + g1 + h1))) \
+        'BEGIN {printf "%.0f", all ? 100 * busy / all : 0}'
+)
 log "bench: $machine; mgate $mgate_bin ($mgate_rev), handler $handler; results in $run"
+if ((busy_before > 10)); then
+    log "warning: the machine was ${busy_before}% busy before the run; figures will be noisy"
+fi
 log "ports: broker $broker_port, haproxy $haproxy_port, mgate $mgate_port"
 start_broker
 start_haproxy
@@ -461,7 +475,7 @@ report=$run/report.md
     echo
     echo "Machine: $machine. mgate $mgate_rev, handler \`$handler\`, MGATE_LOG_LEVEL=off, 1 worker;"
     echo "HAProxy $(haproxy -v 2>/dev/null | awk 'NR==1 {print $3}') mode tcp nbthread 1; mosquitto $(mosquitto -h 2>/dev/null | awk 'NR==1 {print $3}')."
-    echo "Rounds: $rounds (interleaved direct, haproxy, mgate). Throughput: 4 publishers -> 4 subscribers,"
+    echo "Rounds: $rounds, interleaved: direct, haproxy, mgate$( ((rotate)) && echo ", each round starting one path later"). Throughput: 4 publishers -> 4 subscribers,"
     if ((fanout)); then
         echo "every subscriber on bench/# (each message delivered 4 times),"
     else
@@ -469,7 +483,8 @@ report=$run/report.md
     fi
     echo "${duration}s measured after ${warmup}s warm-up, at most $window messages per publisher in flight."
     echo "Latency: QoS 0 64 B at $lat_rate msg/s for ${lat_duration}s. Idle: $conns connections. Connections/s: $cr_parallel in parallel for ${cr_duration}s."
-    echo "Each cell: median (min-max) over rounds."
+    echo "Each cell: median (min-max) over rounds; a ratio: the median of the ratios within each round."
+    echo "The machine was ${busy_before}% busy (all CPUs) in the second before the run."
     echo
     awk -F'\t' -v workers="$do_workers" -f "$here/report.awk" "$results"
     if [[ -s $run/syscalls.tsv ]]; then
