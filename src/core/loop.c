@@ -22,6 +22,7 @@ struct loop {
     struct loop_defer *defer_head, *defer_tail;
     struct loop_hook *hooks;
     void *owner;
+    void *slots[LOOP_SLOT_COUNT];
 
     struct loop_io sigio;
     void (*sig_cb)(struct loop *, int, void *);
@@ -67,6 +68,7 @@ void loop_stop(struct loop *l) { l->stopping = true; }
 uint64_t loop_now(const struct loop *l) { return l->now; }
 void loop_set_owner(struct loop *l, void *owner) { l->owner = owner; }
 void *loop_owner(const struct loop *l) { return l->owner; }
+void **loop_slot(struct loop *l, enum loop_slot s) { return &l->slots[s]; }
 
 uint8_t *loop_scratch(struct loop *l, size_t *size)
 {

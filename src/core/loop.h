@@ -81,4 +81,11 @@ uint8_t *loop_scratch(struct loop *l, size_t *size);
 void loop_set_owner(struct loop *l, void *owner);
 void *loop_owner(const struct loop *l);
 
+/* Per-loop state of a lower layer that is made on first use (libcurl's
+ * multi handle, the TLS module's pending checks): one pointer each, owned
+ * and freed by that layer.  A fixed list, so the loop stays ignorant of
+ * what they hold. */
+enum loop_slot { LOOP_SLOT_FETCH, LOOP_SLOT_TLS, LOOP_SLOT_COUNT };
+void **loop_slot(struct loop *l, enum loop_slot s);
+
 #endif
