@@ -15,7 +15,9 @@ import os
 import re
 import select
 import signal
+import shutil
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -347,10 +349,10 @@ class Mgate:
             try:
                 wait_port(self.port, 5.0, self.proc)
                 break
-            except RuntimeError:
+            except RuntimeError as e:
                 taken = self.proc.poll() == 1 and "cannot listen" in self.log.text()
                 if port or attempt == 2 or not taken:
-                    raise
+                    raise RuntimeError(f"{e}; its log: {self.log.text().strip()[-500:]}") from None
         _gates.append(self)
 
     def alive(self):
@@ -362,6 +364,16 @@ class Mgate:
     def json_lines(self):
         out = []
         for line in self.log.text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+        return out
+
+    def json_since(self, since=0):
+        """The JSON log lines after byte offset since (from log.mark()), parsed."""
+        out = []
+        for line in self.log.text(since).splitlines():
             try:
                 out.append(json.loads(line))
             except ValueError:
@@ -627,12 +639,23 @@ class Closed(Exception):
 class RawClient:
     """A minimal MQTT client on a plain socket, to see exactly what mgate sends."""
 
-    def __init__(self, port, host=HOST, timeout=5.0, rcvbuf=None):
+    def __init__(self, port, host=HOST, timeout=5.0, rcvbuf=None, tls=None, server_hostname="localhost"):
+        """tls: an ssl.SSLContext to speak MQTT over TLS (the handshake is done here; it raises
+        ssl.SSLError when the server refuses during the handshake). A TLS error met later
+        (TLS 1.3: the server judges the client certificate after the client's handshake is over)
+        ends the stream like a close, and its text is kept in self.tls_error."""
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(timeout)
         self.sock.connect((host, port))
+        self.tls_error = ""
+        if tls is not None:
+            try:
+                self.sock = tls.wrap_socket(self.sock, server_hostname=server_hostname)
+            except BaseException:
+                self.sock.close()
+                raise
         self.buf = bytearray()
         self.stash = []  # packets read while waiting for another kind
         self.version = 4
@@ -648,12 +671,18 @@ class RawClient:
         left = deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError("no packet in time")
-        r, _, _ = select.select([self.sock], [], [], left)
-        if not r:
-            raise TimeoutError("no packet in time")
+        pending = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending() > 0
+        if not pending:
+            r, _, _ = select.select([self.sock], [], [], left)
+            if not r:
+                raise TimeoutError("no packet in time")
         try:
             data = self.sock.recv(65536)
-        except (ConnectionResetError, ConnectionAbortedError):
+        except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as e:
+            self.tls_error = self.tls_error or str(e)
+            data = b""
+        except ssl.SSLError as e:
+            self.tls_error = str(e)
             data = b""
         if not data:
             self.eof = True
@@ -752,7 +781,11 @@ class RawClient:
                 clean=True, keepalive=60, timeout=5.0):
         """Send CONNECT; return the CONNACK code, or None when the connection closed without one."""
         self.version = version
-        self.send(connect_packet(version, client_id, username, password, props, will, clean, keepalive))
+        try:
+            self.send(connect_packet(version, client_id, username, password, props, will, clean, keepalive))
+        except ssl.SSLError as e:
+            self.tls_error = str(e)
+            return None
         try:
             p = self.read_packet(timeout)
         except Closed:
@@ -958,6 +991,336 @@ class PahoClient:
         except Exception:  # noqa: BLE001
             pass
         self.c.loop_stop()
+
+
+# ---------------------------------------------------------------------------
+# TLS: the test PKI (ssl/gen.sh), the OCSP responders and CRL file server
+# (examples/server/ocsp/serve.py), mTLS listeners, TLS clients
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+GEN_SH = os.path.join(REPO, "ssl", "gen.sh")
+SERVE_PY = os.path.join(REPO, "examples", "server", "ocsp", "serve.py")
+
+
+def free_ports(n):
+    """n different loopback ports nobody listens on right now (all held at once while choosing,
+    so no two are the same)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind((HOST, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def openssl_out(*args, input=None, timeout=10):
+    """Run the openssl command line; returns the CompletedProcess (text)."""
+    return subprocess.run(["openssl", *args], input=input, capture_output=True, text=True, timeout=timeout)
+
+
+class Pki:
+    """A fresh test PKI from ssl/gen.sh (docs/TLS-CERTIFICATES.md lists the files) whose
+    certificates point at this test's own ports: the root's OCSP responder (ocsp_port), the
+    intermediate's (int_ocsp_port) and the CRL/CA file server (http_port). pki["client.crt"] is
+    the path of a file."""
+
+    def __init__(self, tmpdir, crl_name="crl.der"):
+        self.ocsp_port, self.http_port, self.int_ocsp_port = free_ports(3)
+        self.dir = os.path.join(tmpdir, "pki")
+        self.responder_url = f"http://{HOST}:{self.ocsp_port}/ocsp"
+        self.int_responder_url = f"http://{HOST}:{self.int_ocsp_port}/ocsp"
+        self.files_url = f"http://{HOST}:{self.http_port}"
+        r = subprocess.run([GEN_SH, self.dir, "--responder-url", self.responder_url,
+                            "--crl-url", f"{self.files_url}/{crl_name}",
+                            "--ca-issuers-url", f"{self.files_url}/ca.der",
+                            "--int-responder-url", self.int_responder_url],
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError(f"ssl/gen.sh failed: {r.stderr.strip()}")
+
+    def __getitem__(self, name):
+        return os.path.join(self.dir, name)
+
+    def serial(self, name):
+        """The serial number as `openssl x509 -serial` prints it (hex)."""
+        out = openssl_out("x509", "-in", self[name], "-noout", "-serial").stdout.strip()
+        return out.split("=", 1)[1]
+
+    def cn(self, name):
+        out = openssl_out("x509", "-in", self[name], "-noout", "-subject", "-nameopt", "RFC2253").stdout
+        m = re.search(r"CN=([^,\n]+)", out)
+        return m.group(1) if m else ""
+
+    def fingerprint(self, name_or_path):
+        return cert_fingerprint(path=name_or_path if os.path.isabs(name_or_path) else self[name_or_path])
+
+    def ocsp_status(self, cert, issuer="ca.crt", url=None):
+        """Ask a responder with `openssl ocsp` (to check the test's setup); returns "good",
+        "revoked", "unknown", or the error text."""
+        r = openssl_out("ocsp", "-issuer", self[issuer], "-cert", self[cert], "-url", url or self.responder_url,
+                        "-CAfile", self["ca.crt"], "-timeout", "5", timeout=15)
+        m = re.search(r"^" + re.escape(self[cert]) + r": (\w+)", r.stdout, re.M)
+        return m.group(1) if m and "Response verify OK" in r.stderr + r.stdout else (r.stdout + r.stderr).strip()
+
+    def tls_context(self, name=None, ca="ca.crt", version=None):
+        """A client context trusting ca, presenting NAME.crt/NAME.key when name is given
+        (a name ending in -chain presents NAME.crt, which holds the chain, with the leaf's key).
+        version "1.2" or "1.3" pins the protocol version."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(self[ca])
+        if name:
+            key = name[:-len("-chain")] if name.endswith("-chain") else name
+            ctx.load_cert_chain(self[f"{name}.crt"], self[f"{key}.key"])
+        if version == "1.2":
+            ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        elif version == "1.3":
+            ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_3
+        return ctx
+
+    def mosq_args(self, name=None, ca="ca.crt"):
+        """mosquitto_pub/sub options for the same."""
+        args = ["--cafile", self[ca]]
+        if name:
+            key = name[:-len("-chain")] if name.endswith("-chain") else name
+            args += ["--cert", self[f"{name}.crt"], "--key", self[f"{key}.key"]]
+        return args
+
+
+def cert_fingerprint(path=None, pem=None):
+    """SHA-256 fingerprint of a certificate (file or PEM text), as openssl prints it."""
+    args = ["x509", "-noout", "-fingerprint", "-sha256"] + (["-in", path] if path else [])
+    out = openssl_out(*args, input=pem).stdout.strip()
+    return out.split("=", 1)[1] if "=" in out else ""
+
+
+class Responder:
+    """examples/server/ocsp/serve.py on 127.0.0.1 in reqin mode: any number of OCSP responders
+    (each `openssl ocsp -reqin` per request, so the index is read again every time) and/or a file
+    server, in one process with its log in a file. Each OCSP request logs an
+    `ocsp: Received request` line, each download a `serve.py:PORT: "GET /path ...` line."""
+
+    def __init__(self, tmpdir, name, ocsp=(), www=None, http_port=None, nmin=60):
+        """ocsp: [(port, index, ca, signer, key)]; nmin: minutes to the answers' nextUpdate (0: none)."""
+        self.name = name
+        self.log = LogFile(os.path.join(tmpdir, f"serve-{name}.log"))
+        argv = ["/usr/bin/python3", SERVE_PY, "--bind", HOST, "--nmin", str(nmin)]
+        ports = []
+        if www:
+            argv += ["--www", www, "--http-port", str(http_port)]
+            ports.append(http_port)
+        for spec in ocsp:
+            argv += ["--ocsp", ",".join(str(x) for x in spec)]
+            ports.append(spec[0])
+        self.ports = ports
+        with open(self.log.path, "ab") as logf:
+            self.proc = spawn(argv, stdout=logf, stderr=logf)
+        for p in ports:
+            wait_port(p, 10.0, self.proc)
+
+    @classmethod
+    def root(cls, tmpdir, pki, port=None, index=None, nmin=60, name="root"):
+        """The root CA's responder (for client, revoked, unlisted, int-ca...), by default on the
+        port the certificates' AIA names."""
+        return cls(tmpdir, name, [(port or pki.ocsp_port, index or pki["index.txt"], pki["ca.crt"],
+                                   pki["ocsp.crt"], pki["ocsp.key"])], nmin=nmin)
+
+    @classmethod
+    def intermediate(cls, tmpdir, pki, port=None, nmin=60, name="intermediate"):
+        return cls(tmpdir, name, [(port or pki.int_ocsp_port, pki["int-index.txt"], pki["int-ca.crt"],
+                                   pki["int-ocsp.crt"], pki["int-ocsp.key"])], nmin=nmin)
+
+    @classmethod
+    def files(cls, tmpdir, pki, port=None, name="files"):
+        """The file server for pki/www (crl.der, crl.pem, crl-expired.der, ca.der...)."""
+        return cls(tmpdir, name, www=pki["www"], http_port=port or pki.http_port)
+
+    def ocsp_requests(self, since=0):
+        return self.log.count(r"^ocsp: Received request", since)
+
+    def downloads(self, path, since=0):
+        """How many GETs of path (e.g. "/crl.der") the file server logged."""
+        return self.log.count(r'^serve\.py:\d+: "GET ' + re.escape(path) + r" ", since)
+
+    def stop(self):
+        stop(self.proc)
+
+
+class SilentServer:
+    """A TCP listener on 127.0.0.1 that takes connections and never answers: a hung responder.
+    accepted counts the connections taken."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind((HOST, 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://{HOST}:{self.port}/ocsp"
+        self.conns = []
+        self.accepted = 0
+        self._stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        self.sock.settimeout(0.1)
+        while not self._stop:
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.conns.append(c)
+            self.accepted += 1
+
+    def close(self):
+        self._stop = True
+        self.thread.join(2)
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+def tls_listener_env(prefix, port, broker_port, pki, client_ca="ca.crt", **settings):
+    """MGATE_* variables for one TLS listener (prefix MGATE_MQTT_WITH_MTLS_ or MGATE_MQTT_WITH_TLS_)
+    with server.crt/key from pki; settings are more keys of that listener without the prefix
+    (CERT_VERIFICATION_METHODS="ocsp"); a value of None leaves the key out."""
+    env = {"HOST": HOST, "PORT": port, "TARGET_HOST": HOST, "TARGET_PORT": broker_port,
+           "CERT_FILE": pki["server.crt"], "KEY_FILE": pki["server.key"]}
+    if client_ca:
+        env["CLIENT_CA_FILE"] = pki[client_ca]
+    env.update(settings)
+    return {prefix + k: v for k, v in env.items() if v is not None}
+
+
+class TlsGate(Mgate):
+    """An mgate with its plain listener (self.port) and one TLS listener (self.tls_port):
+    mTLS by default. Extra global variables (MGATE_LOG_LEVEL...) go in glob."""
+
+    def __init__(self, tmpdir, broker_port, pki, prefix="MGATE_MQTT_WITH_MTLS_", glob=None, **settings):
+        for attempt in range(3):  # a free port can be taken before mgate binds it
+            self.tls_port = free_port()
+            env = tls_listener_env(prefix, self.tls_port, broker_port, pki, **settings)
+            env.update(glob or {})
+            super().__init__(tmpdir, broker_port, wait=False, **env)
+            try:
+                wait_port(self.tls_port, 5.0, self.proc)
+                wait_port(self.port, 5.0, self.proc)
+                return
+            except RuntimeError:
+                taken = self.proc.poll() == 1 and "cannot listen" in self.log.text()
+                if attempt == 2 or not taken:
+                    raise RuntimeError(f"mgate did not start: {self.log.text().strip()[-600:]}") from None
+
+    def handshake_failures(self, since=0):
+        return [j for j in self.json_since(since) if j.get("msg") == "TLS handshake failed"]
+
+    def wait_failure(self, since=0, timeout=3.0, cn=None):
+        """The first "TLS handshake failed" line after since (with that cn, when given)."""
+        def find():
+            for j in self.handshake_failures(since):
+                if cn is None or j.get("cn") == cn:
+                    return j
+            return None
+        return wait_until(find, timeout)
+
+
+def tls_mqtt(port, ctx, client_id, version=4, timeout=5.0, **connect):
+    """One MQTT session over TLS: handshake, CONNECT, CONNACK. Returns (code, error, client):
+    code is the CONNACK code or None when there was none; error the TLS or socket error text ("" if
+    none); client the connected RawClient when code is 0 (close it), else None."""
+    t0 = time.monotonic()
+    try:
+        c = RawClient(port, timeout=timeout, tls=ctx)
+    except (ssl.SSLError, OSError) as e:
+        return None, str(e) or type(e).__name__, None
+    try:
+        code = c.connect(version, client_id, timeout=max(0.1, timeout - (time.monotonic() - t0)), **connect)
+    except TimeoutError:
+        code = None
+        c.tls_error = c.tls_error or "no CONNACK in time"
+    except (ssl.SSLError, OSError) as e:
+        code = None
+        c.tls_error = c.tls_error or str(e) or type(e).__name__
+    if code is None and not c.tls_error:
+        c.tls_error = "closed without CONNACK"
+    if code != 0:
+        c.close()
+        return code, c.tls_error, None
+    return code, c.tls_error, c
+
+
+_mosq_ids = [0]
+
+
+def mosq_pub_sub(port, broker, args, what, timeout=8.0):
+    """mosquitto_sub, then mosquitto_pub (QoS 1), both through port with the same TLS options.
+    Returns "" when the subscriber got the message, else what went wrong."""
+    _mosq_ids[0] += 1
+    n = _mosq_ids[0]
+    topic = f"it/{what.replace(' ', '-')}/{n}"
+    sub_id, pub_id = f"sub-{os.getpid()}-{n}", f"pub-{os.getpid()}-{n}"
+    mark = broker.log.mark()
+    sub = spawn(["mosquitto_sub", "-h", "localhost", "-p", str(port), *args, "-i", sub_id, "-t", topic,
+                 "-q", "1", "-C", "1", "-W", str(int(timeout))],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if not wait_until(lambda: broker.log.search(r"Received SUBSCRIBE from " + re.escape(sub_id) + r"\b", mark)
+                      or sub.poll() is not None, timeout):
+        stop(sub)
+        return "the subscriber never subscribed"
+    if sub.poll() is not None:
+        return f"mosquitto_sub exited {sub.returncode}: {sub.stderr.read().strip()}"
+    pub = subprocess.run(["mosquitto_pub", "-h", "localhost", "-p", str(port), *args, "-i", pub_id, "-t", topic,
+                          "-m", what, "-q", "1"], capture_output=True, text=True, timeout=timeout + 2)
+    try:
+        out, err = sub.communicate(timeout=timeout + 2)
+    except subprocess.TimeoutExpired:
+        stop(sub)
+        out, err = "", "mosquitto_sub did not end"
+    if pub.returncode != 0:
+        return f"mosquitto_pub exited {pub.returncode}: {pub.stderr.strip()}"
+    if out.strip() != what:
+        return f"subscriber got {out.strip()!r} ({err.strip()})"
+    return ""
+
+
+def mosq_pub(port, args, client_id="pub", topic="it/x", timeout=8.0):
+    """One QoS 1 mosquitto_pub (it waits for the server: with TLS 1.3 a QoS 0 publish can
+    "succeed" on a connection the server is about to refuse). Returns (exit status, stderr)."""
+    r = subprocess.run(["mosquitto_pub", "-h", "localhost", "-p", str(port), *args, "-i", client_id, "-t", topic,
+                        "-m", "x", "-q", "1"], capture_output=True, text=True, timeout=timeout)
+    return r.returncode, r.stderr.strip()
+
+
+def s_client(port, *args, timeout=10):
+    """`openssl s_client` to 127.0.0.1:port with stdin at end of file (it ends after the
+    handshake). Returns the CompletedProcess; stdout and stderr together in .out."""
+    r = openssl_out("s_client", "-connect", f"{HOST}:{port}", "-servername", "localhost", *args, input="",
+                    timeout=timeout)
+    r.out = r.stdout + r.stderr
+    return r
+
+
+def s_client_cert(port, *args):
+    """The server certificate (PEM) a new s_client connection sees, or ""."""
+    r = s_client(port, *args)
+    m = re.search(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\n", r.stdout, re.S)
+    return m.group(0) if m else ""
+
+
+def readable_copy(src, dst_dir, mode=0o644):
+    """Copy a file for a process that drops privileges (mosquitto runs as user mosquitto after
+    reading its config): into dst_dir, world-readable. Returns the new path."""
+    os.makedirs(dst_dir, exist_ok=True)
+    os.chmod(dst_dir, 0o755)
+    dst = os.path.join(dst_dir, os.path.basename(src))
+    shutil.copyfile(src, dst)
+    os.chmod(dst, mode)
+    return dst
 
 
 def run_main(main):

@@ -13,6 +13,10 @@ set(MGATE_INTEGRATION_TESTS
   topic_alias 60
   emfile      60
   tls         60
+  revocation  90
+  tls_clients 60
+  tls_reload  60
+  tls_upstream 60
 )
 
 while(MGATE_INTEGRATION_TESTS)
