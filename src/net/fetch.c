@@ -1,0 +1,534 @@
+/*
+ * libcurl's multi-socket API driven by the loop.  libcurl tells us which
+ * sockets to watch (on_curl_socket) and when it next wants to run
+ * (on_curl_timer); we tell it what happened with curl_multi_socket_action
+ * and then collect finished transfers with curl_multi_info_read.
+ *
+ * Re-entrancy rules this file keeps:
+ *  - User callbacks run only from fetcher_collect, after
+ *    curl_multi_socket_action has returned, so a callback may start or cancel
+ *    fetches: curl_multi_add_handle / curl_multi_remove_handle are never
+ *    called from inside one of libcurl's own callbacks.
+ *  - A socket record may still be named by an event later in the loop's
+ *    current epoll batch, so a removed record is only marked dead and freed
+ *    by a deferred call, which runs after the batch.
+ *  - The loop's "cancel a deferred call" cannot take back one that is already
+ *    in the pass being run, so the "run libcurl now" deferral is never
+ *    cancelled: it checks a flag instead.
+ */
+#include "net/fetch.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <time.h>
+
+#define FETCH_DEFAULT_TIMEOUT_MS 5000u
+#define FETCH_DEFAULT_MAX_BODY ((size_t)1024 * 1024)
+#define FETCH_BODY_FIRST_ALLOC ((size_t)4096)
+
+struct fetcher;
+
+/* A socket libcurl asked us to watch. */
+struct fetch_sock {
+    struct loop_io io; /* first: the loop hands us &io */
+    struct fetcher *fr;
+    struct fetch_sock *next;
+    bool dead; /* libcurl is done with it; freed by fetcher_reap */
+};
+
+struct fetch {
+    struct fetcher *fr;
+    struct fetch *prev, *next; /* in fr->fetches while in flight */
+    CURL *easy;
+    struct curl_slist *headers;
+    fetch_cb cb;
+    void *ctx;
+    uint8_t *body;
+    size_t len, cap, max_body;
+    bool too_large;  /* the write callback refused more bytes */
+    bool delivering; /* inside its own callback: fetch_cancel is a no-op */
+    char errbuf[CURL_ERROR_SIZE];
+};
+
+/* Per-loop state, in *loop_slot(l, LOOP_SLOT_FETCH). */
+struct fetcher {
+    struct loop *loop;
+    CURLM *multi;
+    struct loop_timer timer; /* libcurl's timeout */
+    struct loop_defer kick;  /* libcurl's "timeout 0": run it after this batch */
+    bool kick_wanted;
+    struct loop_defer reap; /* frees dead socket records */
+    struct fetch_sock *socks;
+    struct fetch *fetches;
+    unsigned in_flight;
+};
+
+int fetch_global_init(void) { return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -1; }
+
+/* ---- driving libcurl ---------------------------------------------------- */
+
+static void fetcher_drive(struct fetcher *fr, curl_socket_t s, int mask);
+
+static void on_timer(struct loop *l, struct loop_timer *t)
+{
+    (void)l;
+    struct fetcher *fr = (struct fetcher *)((char *)t - offsetof(struct fetcher, timer));
+    fetcher_drive(fr, CURL_SOCKET_TIMEOUT, 0);
+}
+
+static void on_kick(struct loop *l, struct loop_defer *d)
+{
+    (void)l;
+    struct fetcher *fr = (struct fetcher *)((char *)d - offsetof(struct fetcher, kick));
+    if (!fr->kick_wanted)
+        return;
+    fr->kick_wanted = false;
+    fetcher_drive(fr, CURL_SOCKET_TIMEOUT, 0);
+}
+
+/* The loop arms timers from its clock as of the start of the turn, which may
+ * be some milliseconds behind; libcurl measures from the real time and skips
+ * the timer callback when its deadline has not changed, so a timer that
+ * fired early could leave it asleep.  Add the lag (same clock as the loop's)
+ * and a millisecond for libcurl's rounding. */
+static uint32_t delay_after_now(const struct fetcher *fr, long ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t real = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    uint64_t now = loop_now(fr->loop);
+    uint64_t d = (uint64_t)ms + (real > now ? real - now : 0) + 1;
+    return d > UINT32_MAX ? UINT32_MAX : (uint32_t)d;
+}
+
+static void fetcher_arm(struct fetcher *fr, long ms)
+{
+    fr->kick_wanted = ms == 0;
+    if (ms <= 0) {
+        loop_timer_stop(fr->loop, &fr->timer);
+        if (ms == 0)
+            loop_defer(fr->loop, &fr->kick, on_kick);
+        return;
+    }
+    loop_timer_start(fr->loop, &fr->timer, delay_after_now(fr, ms), on_timer);
+}
+
+static int on_curl_timer(CURLM *multi, long ms, void *userp)
+{
+    (void)multi;
+    fetcher_arm(userp, ms);
+    return 0;
+}
+
+/* Belt and braces for the early-timer case above: if libcurl has a deadline
+ * and nothing of ours will wake it, arm for it again. */
+static void fetcher_keep_timer(struct fetcher *fr)
+{
+    long ms = -1;
+    if (loop_timer_armed(&fr->timer) || fr->kick_wanted)
+        return;
+    if (curl_multi_timeout(fr->multi, &ms) == CURLM_OK && ms >= 0)
+        fetcher_arm(fr, ms);
+}
+
+/* ---- sockets ------------------------------------------------------------ */
+
+static void fetcher_reap(struct loop *l, struct loop_defer *d)
+{
+    (void)l;
+    struct fetcher *fr = (struct fetcher *)((char *)d - offsetof(struct fetcher, reap));
+    struct fetch_sock **pp = &fr->socks;
+    while (*pp) {
+        struct fetch_sock *fs = *pp;
+        if (fs->dead) {
+            *pp = fs->next;
+            free(fs);
+        } else {
+            pp = &fs->next;
+        }
+    }
+}
+
+/* still_open: the descriptor is still in the epoll set (libcurl said
+ * REMOVE before closing).  A descriptor that was closed already left the
+ * set by itself, and its number may belong to someone else by now. */
+static void sock_retire(struct fetcher *fr, struct fetch_sock *fs, bool still_open)
+{
+    if (still_open)
+        loop_io_del(fr->loop, &fs->io);
+    fs->dead = true;
+    loop_defer(fr->loop, &fr->reap, fetcher_reap);
+}
+
+static int csel_mask(uint32_t ev)
+{
+    return (ev & EPOLLIN ? CURL_CSELECT_IN : 0) | (ev & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
+           (ev & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
+}
+
+static void on_sock_ready(struct loop *l, struct loop_io *io, uint32_t events)
+{
+    (void)l;
+    struct fetch_sock *fs = (struct fetch_sock *)io;
+    if (fs->dead) /* a stale event from this batch */
+        return;
+    fetcher_drive(fs->fr, io->fd, csel_mask(events));
+}
+
+static struct fetch_sock *sock_watch(struct fetcher *fr, curl_socket_t s, uint32_t events)
+{
+    /* A live record with this number means libcurl closed that socket
+     * without telling us and the number came back for a new one. */
+    for (struct fetch_sock *old = fr->socks; old; old = old->next)
+        if (!old->dead && old->io.fd == s)
+            sock_retire(fr, old, false);
+    struct fetch_sock *fs = calloc(1, sizeof(*fs));
+    if (!fs)
+        return NULL;
+    fs->fr = fr;
+    if (loop_io_add(fr->loop, &fs->io, s, events, on_sock_ready) != 0) {
+        free(fs);
+        return NULL;
+    }
+    fs->next = fr->socks;
+    fr->socks = fs;
+    return fs;
+}
+
+static uint32_t poll_events(int what)
+{
+    return (what & CURL_POLL_IN ? (uint32_t)EPOLLIN : 0) | (what & CURL_POLL_OUT ? (uint32_t)EPOLLOUT : 0);
+}
+
+static int on_curl_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    (void)easy;
+    struct fetcher *fr = userp;
+    struct fetch_sock *fs = socketp;
+    if (what == CURL_POLL_REMOVE) {
+        if (fs && !fs->dead)
+            sock_retire(fr, fs, true);
+        return 0;
+    }
+    if (fs && !fs->dead)
+        return loop_io_set(fr->loop, &fs->io, poll_events(what)) == 0 ? 0 : -1;
+    fs = sock_watch(fr, s, poll_events(what));
+    if (!fs)
+        return -1; /* libcurl fails the transfers on this socket */
+    curl_multi_assign(fr->multi, s, fs);
+    return 0;
+}
+
+/* ---- requests ----------------------------------------------------------- */
+
+static void fetch_free(struct fetch *f)
+{
+    if (f->easy)
+        curl_easy_cleanup(f->easy);
+    curl_slist_free_all(f->headers);
+    free(f->body);
+    free(f);
+}
+
+static void fetch_unlink(struct fetch *f)
+{
+    struct fetcher *fr = f->fr;
+    if (f->prev)
+        f->prev->next = f->next;
+    else
+        fr->fetches = f->next;
+    if (f->next)
+        f->next->prev = f->prev;
+    f->prev = f->next = NULL;
+    fr->in_flight--;
+}
+
+static const char *fetch_error(struct fetch *f, CURLcode rc)
+{
+    if (f->too_large || rc == CURLE_FILESIZE_EXCEEDED)
+        return "response too large";
+    return f->errbuf[0] ? f->errbuf : curl_easy_strerror(rc);
+}
+
+static void fetch_finish(struct fetch *f, CURLcode rc)
+{
+    long status = 0;
+    curl_off_t us = 0;
+    curl_easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(f->easy, CURLINFO_TOTAL_TIME_T, &us);
+    curl_multi_remove_handle(f->fr->multi, f->easy);
+    fetch_unlink(f);
+
+    struct fetch_result r = {.status = (int)status, .seconds = (double)us / 1e6};
+    if (rc == CURLE_OK) {
+        r.body = f->body ? f->body : (const uint8_t *)"";
+        r.len = f->len;
+    } else {
+        r.body = (const uint8_t *)"";
+        r.error = fetch_error(f, rc);
+    }
+    f->delivering = true;
+    f->cb(f->ctx, &r); /* may free ctx, start or cancel other fetches */
+    fetch_free(f);
+}
+
+/* Runs only outside libcurl's callbacks (see the top of the file). */
+static void fetcher_collect(struct fetcher *fr)
+{
+    CURLMsg *m;
+    int left;
+    while ((m = curl_multi_info_read(fr->multi, &left)) != NULL) {
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        char *priv = NULL;
+        CURLcode rc = m->data.result;
+        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv);
+        fetch_finish((struct fetch *)priv, rc);
+    }
+}
+
+static void fetcher_drive(struct fetcher *fr, curl_socket_t s, int mask)
+{
+    int running;
+    curl_multi_socket_action(fr->multi, s, mask, &running);
+    fetcher_collect(fr);
+    fetcher_keep_timer(fr);
+}
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *userp)
+{
+    struct fetch *f = userp;
+    size_t n = size * nmemb;
+    if (n > f->max_body - f->len) {
+        f->too_large = true;
+        return 0; /* anything but n aborts the transfer */
+    }
+    if (f->len + n > f->cap) {
+        size_t cap = f->cap ? f->cap * 2 : FETCH_BODY_FIRST_ALLOC;
+        if (cap < f->len + n)
+            cap = f->len + n;
+        if (cap > f->max_body)
+            cap = f->max_body;
+        uint8_t *b = realloc(f->body, cap);
+        if (!b)
+            return 0;
+        f->body = b;
+        f->cap = cap;
+    }
+    memcpy(f->body + f->len, data, n);
+    f->len += n;
+    return n;
+}
+
+static bool header_value_ok(const char *v) { return !v || strpbrk(v, "\r\n") == NULL; }
+
+static int add_header(struct fetch *f, const char *name, const char *value)
+{
+    char *line;
+    if (asprintf(&line, "%s: %s", name, value) < 0)
+        return -1;
+    struct curl_slist *h = curl_slist_append(f->headers, line);
+    free(line);
+    if (!h)
+        return -1;
+    f->headers = h;
+    return 0;
+}
+
+static int set_headers(struct fetch *f, const struct fetch_request *req, bool has_body)
+{
+    /* No "Expect: 100-continue" wait before sending a body: our bodies are
+     * small and some servers never answer it. */
+    struct curl_slist *h = curl_slist_append(NULL, "Expect:");
+    if (!h)
+        return -1;
+    f->headers = h;
+    const char *ctype = req->content_type;
+    if (!ctype && has_body)
+        ctype = "application/octet-stream"; /* not libcurl's form-urlencoded */
+    if (ctype && add_header(f, "Content-Type", ctype) != 0)
+        return -1;
+    if (req->accept && add_header(f, "Accept", req->accept) != 0)
+        return -1;
+    return curl_easy_setopt(f->easy, CURLOPT_HTTPHEADER, f->headers) == CURLE_OK ? 0 : -1;
+}
+
+static CURLcode set_method(CURL *e, const struct fetch_request *req, bool has_body)
+{
+    const char *m = req->method ? req->method : has_body ? "POST" : "GET";
+    CURLcode rc = CURLE_OK;
+    if (has_body || strcmp(m, "POST") == 0) {
+        rc = curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+        if (rc == CURLE_OK) /* copied: the caller's buffer may go away now */
+            rc = curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, req->body ? (const char *)req->body : "");
+        if (rc == CURLE_OK && strcmp(m, "POST") != 0)
+            rc = curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, m);
+    } else if (strcmp(m, "HEAD") == 0) {
+        rc = curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    } else if (strcmp(m, "GET") != 0) {
+        rc = curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, m);
+    }
+    return rc;
+}
+
+/* The limits every request gets, whatever the caller asked. */
+static CURLcode set_policy(struct fetch *f, uint32_t timeout_ms)
+{
+    CURL *e = f->easy;
+    CURLcode rc = curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+#define FETCH_SET(opt, val)                                                            \
+    do {                                                                               \
+        if (rc == CURLE_OK)                                                            \
+            rc = curl_easy_setopt(e, opt, val);                                        \
+    } while (0)
+#if LIBCURL_VERSION_NUM >= 0x075500 /* 7.85.0 */
+    FETCH_SET(CURLOPT_PROTOCOLS_STR, "http,https");
+    FETCH_SET(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+#else
+    FETCH_SET(CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+    FETCH_SET(CURLOPT_REDIR_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+#if LIBCURL_VERSION_NUM >= 0x075700 /* 7.87.0 */
+    /* Cancelling during a name lookup would otherwise join the resolver
+     * thread, blocking the loop until getaddrinfo returns. */
+    FETCH_SET(CURLOPT_QUICK_EXIT, 1L);
+#endif
+    FETCH_SET(CURLOPT_FOLLOWLOCATION, 0L);
+    FETCH_SET(CURLOPT_NOPROXY, "*");
+    FETCH_SET(CURLOPT_USERAGENT, "mgate");
+    FETCH_SET(CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+    FETCH_SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)f->max_body);
+    FETCH_SET(CURLOPT_ERRORBUFFER, f->errbuf);
+    FETCH_SET(CURLOPT_WRITEFUNCTION, on_body);
+    FETCH_SET(CURLOPT_WRITEDATA, f);
+    FETCH_SET(CURLOPT_PRIVATE, f);
+#undef FETCH_SET
+    return rc;
+}
+
+static int fetch_setup(struct fetch *f, const struct fetch_request *req)
+{
+    bool has_body = req->body != NULL || req->body_len > 0;
+    if ((req->body_len > 0 && !req->body) || !header_value_ok(req->content_type) ||
+        !header_value_ok(req->accept) || (req->method && !header_value_ok(req->method))) {
+        errno = EINVAL;
+        return -1;
+    }
+    f->max_body = req->max_body ? req->max_body : FETCH_DEFAULT_MAX_BODY;
+    uint32_t timeout = req->timeout_ms ? req->timeout_ms : FETCH_DEFAULT_TIMEOUT_MS;
+    CURLcode rc = set_policy(f, timeout);
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(f->easy, CURLOPT_URL, req->url);
+    if (rc == CURLE_OK)
+        rc = set_method(f->easy, req, has_body);
+    if (rc != CURLE_OK) {
+        errno = rc == CURLE_OUT_OF_MEMORY ? ENOMEM : EINVAL;
+        return -1;
+    }
+    if (set_headers(f, req, has_body) != 0) {
+        errno = ENOMEM;
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- the per-loop fetcher ----------------------------------------------- */
+
+static struct fetcher *fetcher_get(struct loop *l)
+{
+    void **slot = loop_slot(l, LOOP_SLOT_FETCH);
+    if (*slot)
+        return *slot;
+    struct fetcher *fr = calloc(1, sizeof(*fr));
+    if (!fr)
+        return NULL;
+    fr->loop = l;
+    fr->multi = curl_multi_init();
+    if (!fr->multi) {
+        free(fr);
+        return NULL;
+    }
+    curl_multi_setopt(fr->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
+    curl_multi_setopt(fr->multi, CURLMOPT_SOCKETDATA, fr);
+    curl_multi_setopt(fr->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
+    curl_multi_setopt(fr->multi, CURLMOPT_TIMERDATA, fr);
+    *slot = fr;
+    return fr;
+}
+
+struct fetch *fetch_start(struct loop *l, const struct fetch_request *req, fetch_cb cb, void *ctx)
+{
+    if (!l || !req || !req->url || !cb) {
+        errno = EINVAL;
+        return NULL;
+    }
+    struct fetcher *fr = fetcher_get(l);
+    struct fetch *f = fr ? calloc(1, sizeof(*f)) : NULL;
+    if (!f || !(f->easy = curl_easy_init())) {
+        free(f);
+        errno = ENOMEM;
+        return NULL;
+    }
+    f->fr = fr;
+    f->cb = cb;
+    f->ctx = ctx;
+    if (fetch_setup(f, req) != 0) {
+        int saved = errno;
+        fetch_free(f);
+        errno = saved;
+        return NULL;
+    }
+    /* Adding only arms libcurl's timer (through on_curl_timer); the transfer
+     * starts from the loop, so cb never runs before we return. */
+    if (curl_multi_add_handle(fr->multi, f->easy) != CURLM_OK) {
+        fetch_free(f);
+        errno = ENOMEM;
+        return NULL;
+    }
+    f->next = fr->fetches;
+    if (f->next)
+        f->next->prev = f;
+    fr->fetches = f;
+    fr->in_flight++;
+    return f;
+}
+
+void fetch_cancel(struct fetch *f)
+{
+    if (!f || f->delivering)
+        return;
+    curl_multi_remove_handle(f->fr->multi, f->easy);
+    fetch_unlink(f);
+    fetch_free(f);
+}
+
+unsigned fetch_in_flight(struct loop *l)
+{
+    struct fetcher *fr = *loop_slot(l, LOOP_SLOT_FETCH);
+    return fr ? fr->in_flight : 0;
+}
+
+void fetch_loop_free(struct loop *l)
+{
+    void **slot = loop_slot(l, LOOP_SLOT_FETCH);
+    struct fetcher *fr = *slot;
+    if (!fr)
+        return;
+    while (fr->fetches)
+        fetch_cancel(fr->fetches);
+    for (struct fetch_sock *fs = fr->socks; fs; fs = fs->next)
+        if (!fs->dead)
+            sock_retire(fr, fs, true);
+    curl_multi_cleanup(fr->multi); /* closes cached connections */
+    loop_timer_stop(l, &fr->timer);
+    loop_defer_cancel(l, &fr->kick);
+    loop_defer_cancel(l, &fr->reap);
+    fetcher_reap(l, &fr->reap); /* every record is dead by now */
+    free(fr);
+    *slot = NULL;
+}

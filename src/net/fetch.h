@@ -1,0 +1,78 @@
+/*
+ * HTTP requests on the loop: libcurl's multi-socket API with its sockets in
+ * the loop's epoll set and its timeout on a loop timer.  Nothing here waits:
+ * fetch_start returns at once and the callback runs later from the loop.
+ * Used for OCSP queries, CRL downloads and (later) auth webhooks.
+ *
+ * One fetcher per loop, made on first use and freed with fetch_loop_free.
+ * Use IP literals in URLs where possible: libcurl resolves names in a
+ * thread of its own, never in the loop, but a literal needs no lookup.
+ *
+ * Every request: http and https only, no redirects followed, no proxy (the
+ * environment's *_proxy is ignored), User-Agent "mgate", no signals.  https
+ * uses libcurl's own TLS settings (system CA store, peer verified).
+ * Connections may be kept alive between requests of one loop.
+ */
+#ifndef MGATE_FETCH_H
+#define MGATE_FETCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/loop.h"
+
+struct fetch;
+
+/* Check error first: a request that failed after the status line came
+ * (too large, timed out mid-body) has error set and keeps that status. */
+struct fetch_result {
+    int status;          /* HTTP status; 0 when no answer came (see error) */
+    const uint8_t *body; /* the response body (valid only during the callback);
+                            never NULL, empty ("", len 0) on error */
+    size_t len;
+    const char *error;   /* NULL on an HTTP answer (any status, 404 too); else libcurl's
+                            message ("Failed to connect to ...", "Operation timed out
+                            ...") or "response too large"; valid during the callback */
+    double seconds;      /* total time */
+};
+
+/* Called exactly once per started request unless fetch_cancel came first,
+ * always from the loop (never from inside fetch_start).  It may start and
+ * cancel requests, and free ctx. */
+typedef void (*fetch_cb)(void *ctx, const struct fetch_result *r);
+
+struct fetch_request {
+    const char *url;
+    const char *method;       /* NULL: GET, or POST when body is set; "HEAD" and others too */
+    const uint8_t *body;      /* copied; may be NULL */
+    size_t body_len;
+    const char *content_type; /* for a body, e.g. "application/ocsp-request";
+                                 NULL with a body: application/octet-stream */
+    const char *accept;       /* Accept header, may be NULL */
+    uint32_t timeout_ms;      /* whole request; 0 = 5000 */
+    size_t max_body;          /* larger answers fail with error "response too large"; 0 = 1 MiB */
+};
+
+/* Once per process, before any thread starts (libcurl's global init is not
+ * thread-safe).  Returns 0 or -1. */
+int fetch_global_init(void);
+
+/* Start a request on loop l.  Returns a handle (valid until the callback
+ * returns or fetch_cancel), or NULL with errno set (EINVAL: no url or cb, a
+ * body_len without body, CR/LF in a header value; ENOMEM).  A bad URL or an
+ * unsupported scheme is reported through the callback. */
+struct fetch *fetch_start(struct loop *l, const struct fetch_request *req, fetch_cb cb, void *ctx);
+
+/* Abandon a request: its callback will not run.  NULL, or the request whose
+ * callback is running, is a no-op. */
+void fetch_cancel(struct fetch *f);
+
+/* Requests started on l and not finished yet (for tests and metrics). */
+unsigned fetch_in_flight(struct loop *l);
+
+/* Cancel everything on l and free its libcurl state (at loop teardown,
+ * after loop_run has returned: not from a loop or fetch callback).  A later
+ * fetch_start on l makes a new fetcher. */
+void fetch_loop_free(struct loop *l);
+
+#endif
