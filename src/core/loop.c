@@ -20,6 +20,7 @@ struct loop {
     struct loop_timer **heap; /* min-heap on ->when */
     uint32_t heap_len, heap_cap;
     struct loop_defer *defer_head, *defer_tail;
+    struct loop_defer *pass_head, *pass_tail; /* the deferred calls running now */
     struct loop_hook *hooks;
     void *owner;
     void *slots[LOOP_SLOT_COUNT];
@@ -207,20 +208,29 @@ void loop_defer(struct loop *l, struct loop_defer *d, loop_defer_cb cb)
     l->defer_tail = d;
 }
 
-void loop_defer_cancel(struct loop *l, struct loop_defer *d)
+/* Take d out of the list head..tail if it is there. */
+static bool defer_unlink(struct loop_defer **head, struct loop_defer **tail, struct loop_defer *d)
 {
-    if (!d->queued)
-        return;
-    struct loop_defer **pp = &l->defer_head, *prev = NULL;
+    struct loop_defer **pp = head, *prev = NULL;
     while (*pp && *pp != d) {
         prev = *pp;
         pp = &(*pp)->next;
     }
-    if (*pp) {
-        *pp = d->next;
-        if (l->defer_tail == d)
-            l->defer_tail = prev;
-    }
+    if (!*pp)
+        return false;
+    *pp = d->next;
+    if (*tail == d)
+        *tail = prev;
+    return true;
+}
+
+void loop_defer_cancel(struct loop *l, struct loop_defer *d)
+{
+    if (!d->queued)
+        return;
+    /* queued for the next pass, or still waiting in the pass running now */
+    if (!defer_unlink(&l->defer_head, &l->defer_tail, d))
+        defer_unlink(&l->pass_head, &l->pass_tail, d);
     d->queued = false;
 }
 
@@ -228,17 +238,18 @@ static void run_deferred(struct loop *l)
 {
     /* Only what was queued before this pass runs now; what the callbacks
      * queue waits for the next turn, so a callback that requeues itself
-     * cannot starve I/O. */
-    struct loop_defer *d = l->defer_head, *last = l->defer_tail;
+     * cannot starve I/O.  The pass is a list of its own so that a callback
+     * may cancel a call still waiting in it. */
+    l->pass_head = l->defer_head;
+    l->pass_tail = l->defer_tail;
     l->defer_head = l->defer_tail = NULL;
-    while (d) {
-        struct loop_defer *next = d->next;
-        bool was_last = d == last;
+    struct loop_defer *d;
+    while ((d = l->pass_head)) {
+        l->pass_head = d->next;
+        if (!l->pass_head)
+            l->pass_tail = NULL;
         d->queued = false;
         d->cb(l, d);
-        if (was_last)
-            break;
-        d = next;
     }
 }
 

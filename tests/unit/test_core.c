@@ -67,6 +67,50 @@ static void test_defer(void)
     loop_free(l);
 }
 
+/* A deferred call cancels, then requeues, a call waiting in the same pass:
+ * the cancelled one does not run in this pass, and the calls behind it do. */
+static struct loop_defer pass_a, pass_b, pass_c;
+static int pass_b_runs, pass_c_runs;
+static void pass_b_cb(struct loop *l, struct loop_defer *d)
+{
+    (void)l, (void)d;
+    pass_b_runs++;
+}
+static void pass_c_cb(struct loop *l, struct loop_defer *d)
+{
+    (void)d;
+    pass_c_runs++;
+    loop_stop(l);
+}
+static void pass_a_cb(struct loop *l, struct loop_defer *d)
+{
+    (void)d;
+    loop_defer_cancel(l, &pass_b);
+    loop_defer(l, &pass_b, pass_b_cb);
+}
+
+static void stop_cb(struct loop *l, struct loop_timer *t)
+{
+    (void)t;
+    loop_stop(l);
+}
+
+static void test_defer_cancel_in_pass(void)
+{
+    struct loop *l = loop_new();
+    struct loop_timer guard = {0};
+    loop_timer_start(l, &guard, 1000, stop_cb); /* a lost call C must fail, not hang */
+    loop_defer(l, &pass_a, pass_a_cb);
+    loop_defer(l, &pass_b, pass_b_cb);
+    loop_defer(l, &pass_c, pass_c_cb);
+    CHECK_EQ_INT(loop_run(l), 0);
+    CHECK_EQ_INT(pass_c_runs, 1);
+    CHECK_EQ_INT(pass_b_runs, 0); /* cancelled in this pass, requeued for the next */
+    CHECK(pass_b.queued);
+    loop_timer_stop(l, &guard);
+    loop_free(l);
+}
+
 static int readable_calls;
 static void on_readable(struct loop *l, struct loop_io *io, uint32_t ev)
 {
@@ -132,6 +176,7 @@ int main(void)
 {
     test_timers();
     test_defer();
+    test_defer_cancel_in_pass();
     test_io();
     test_buf();
     test_alias();
