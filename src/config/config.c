@@ -18,7 +18,7 @@
 #include "config/config.h"
 
 enum value_type { V_STR, V_PORT, V_UINT, V_SIZE, V_DURATION, V_PROTOCOL, V_METHODS, V_REFUSAL,
-                  V_LOG_LEVEL, V_HANDLER };
+                  V_LOG_LEVEL, V_HANDLER, V_CIPHERS, V_BOOL, V_TLS_VERSION, V_CLIENT_CERT };
 
 struct key {
     const char *name; /* after the prefix: "PORT" */
@@ -56,6 +56,39 @@ static const struct key listener_keys[] = {
     {"CONNECT_TIMEOUT", V_DURATION, L(connect_timeout_ms), "10s", 1, UINT32_MAX},
     {"OUTPUT_HIGH_WATER", V_SIZE, L(output_high_water), "64KiB", 1024, UINT32_MAX},
     {"REFUSAL", V_REFUSAL, L(refusal), "reason", 0, 0},
+    {"TLS_MIN_VERSION", V_TLS_VERSION, L(tls_min_version), "1.2", 0, 0},
+    {"TLS_CIPHERS", V_CIPHERS, L(tls_ciphers), NULL, 0, 0},
+    {"TLS_CIPHERSUITES", V_CIPHERS, L(tls_ciphersuites), NULL, 0, 0},
+    {"TLS_SESSION_TICKETS", V_BOOL, L(tls_session_tickets), "true", 0, 0},
+    {"CLIENT_CERT", V_CLIENT_CERT, L(client_cert), "required", 0, 0},
+    {"USE_CN_AS_USERNAME", V_BOOL, L(use_cn_as_username), "false", 0, 0},
+    {"REVOCATION_SOFT_FAIL", V_BOOL, L(revocation_soft_fail), "false", 0, 0},
+    {"REVOCATION_TIMEOUT", V_DURATION, L(revocation_timeout_ms), "5s", 100, 60000},
+    LSTR("TARGET_CA_FILE", target_ca_file), /* default: inherited[] */
+    LSTR("TARGET_CERT_FILE", target_cert_file),
+    LSTR("TARGET_KEY_FILE", target_key_file),
+    LSTR("TARGET_SERVER_NAME", target_server_name),
+    {"TARGET_TLS_VERIFY", V_BOOL, L(target_tls_verify), "true", 0, 0},
+};
+
+/* Defaults that are another key's value: {key, the key it defaults to}. */
+static const char *const inherited[][2] = {
+    {"TARGET_CA_FILE", "SERVER_CA_FILE"},
+    {"TARGET_SERVER_NAME", "TARGET_HOST"},
+};
+
+/* Files that make sense only together. */
+static const char *const pairs[][2] = {
+    {"CERT_FILE", "KEY_FILE"},
+    {"TARGET_CERT_FILE", "TARGET_KEY_FILE"},
+};
+
+/* Settings about client certificates, which are asked for only when
+ * CLIENT_CA_FILE is set: {key, what it would act on}. */
+static const char *const need_client_ca[][2] = {
+    {"CERT_VERIFICATION_METHODS", "revocation is checked on client certificates"},
+    {"CLIENT_CERT", "\"optional\" is about client certificates"},
+    {"USE_CN_AS_USERNAME", "the CN comes from the client certificate"},
 };
 
 #define G(field) offsetof(struct mgate_config, field)
@@ -132,6 +165,11 @@ bool config_known_var(const char *name)
     return false;
 }
 
+static bool is_string(enum value_type t)
+{
+    return t == V_STR || t == V_HANDLER || t == V_CIPHERS;
+}
+
 /* One value on its way into its field; why says what is wrong with it. */
 struct value {
     const char *s;
@@ -161,6 +199,28 @@ static bool parse_number(struct value *v)
     return false;
 }
 
+/* "60s" or "100ms": a limit the way a user would write it. */
+static void format_ms(uint32_t ms, char *buf, size_t size)
+{
+    if (ms % 1000 == 0)
+        snprintf(buf, size, "%us", ms / 1000);
+    else
+        snprintf(buf, size, "%ums", ms);
+}
+
+static void duration_range_why(struct value *v)
+{
+    const struct key *k = v->key;
+    char lo[16], hi[16];
+    if (k->min == 1 && k->max == UINT32_MAX) {
+        snprintf(v->why, sizeof(v->why), "must be more than 0");
+        return;
+    }
+    format_ms(k->min, lo, sizeof(lo));
+    format_ms(k->max, hi, sizeof(hi));
+    snprintf(v->why, sizeof(v->why), "is out of range (expected %s to %s)", lo, hi);
+}
+
 static bool parse_scaled(struct value *v)
 {
     const struct key *k = v->key;
@@ -172,9 +232,9 @@ static bool parse_scaled(struct value *v)
                             "number is seconds)"
                           : "is not a size (expected bytes, or a number with K, KB, KiB, M, MB, "
                             "MiB, G, GB or GiB)");
-    else if (duration && n < k->min)
-        snprintf(v->why, sizeof(v->why), "must be more than 0");
-    else if (!duration && n < k->min)
+    else if (duration && (n < k->min || n > k->max))
+        duration_range_why(v);
+    else if (n < k->min)
         snprintf(v->why, sizeof(v->why), "is too small (expected at least %u bytes)", k->min);
     else if (n > k->max)
         snprintf(v->why, sizeof(v->why), "is too large (expected at most %u bytes)", k->max);
@@ -219,11 +279,27 @@ static bool parse_protocol(struct value *v)
     return true;
 }
 
+/* Cipher names are OpenSSL's to judge when the listener starts; here only
+ * what can never be one, so a stray control character from a file is
+ * reported with the variable's name. */
+static bool printable(const char *s)
+{
+    for (; *s; s++)
+        if (*s < 0x20 || *s > 0x7e)
+            return false;
+    return true;
+}
+
 static bool parse_string(struct value *v)
 {
     if (v->key->type == V_HANDLER && config_check_handler_list(v->s) < 0) {
         snprintf(v->why, sizeof(v->why),
                  "is not a handler list (expected names of a-z, 0-9 and _, separated by commas)");
+        return false;
+    }
+    if (v->key->type == V_CIPHERS && !printable(v->s)) {
+        snprintf(v->why, sizeof(v->why),
+                 "is not a cipher list (expected printable ASCII: OpenSSL names separated by colons)");
         return false;
     }
     char **field = v->field;
@@ -248,6 +324,18 @@ static bool parse_enum(struct value *v)
         rc = config_parse_refusal(v->s, v->field);
         expected = "a refusal mode (expected reason or close)";
         break;
+    case V_BOOL:
+        rc = config_parse_bool(v->s, v->field);
+        expected = "a boolean (expected true or false, yes or no, on or off, 1 or 0)";
+        break;
+    case V_TLS_VERSION:
+        rc = config_parse_tls_version(v->s, v->field);
+        expected = "a TLS version (expected 1.2 or 1.3)";
+        break;
+    case V_CLIENT_CERT:
+        rc = config_parse_client_cert(v->s, v->field);
+        expected = "a client certificate mode (expected required or optional)";
+        break;
     default: /* V_METHODS */
         rc = config_parse_cert_methods(v->s, v->field);
         expected = "a list of verification methods (expected ocsp, crl or both, comma-separated)";
@@ -263,6 +351,7 @@ static bool value_parse(struct value *v)
     switch (v->key->type) {
     case V_STR:
     case V_HANDLER:
+    case V_CIPHERS:
         return parse_string(v);
     case V_PORT:
     case V_UINT:
@@ -347,7 +436,7 @@ static int load_key(struct loader *ld, const char *prefix, const struct key *k, 
                       .field = (char *)base + k->off,
                       .key = k,
                       .allowed = allowed_protocols};
-    if (!v.s && k->type != V_STR)
+    if (!v.s && !is_string(k->type))
         return 0; /* unset without a default: the field stays 0 */
     if (!v.s)
         v.s = "";
@@ -384,18 +473,68 @@ static const char *label(const struct loader *ld, const struct listener_def *d, 
     return buf;
 }
 
+/* The field of a listener key, by name; the tables above name only keys
+ * that exist. */
+static void *listener_field(const struct listener_config *lc, const char *key, enum value_type *type)
+{
+    const struct key *k = find_key(listener_keys, COUNT(listener_keys), key);
+    if (type)
+        *type = k->type;
+    return (char *)lc + k->off;
+}
+
+/* Whether key differs from "unset": every default it checks is 0, false or "". */
+static bool key_set(const struct listener_config *lc, const char *key)
+{
+    enum value_type type;
+    const void *p = listener_field(lc, key, &type);
+    if (type == V_BOOL)
+        return *(const bool *)p;
+    if (is_string(type))
+        return **(char *const *)p;
+    return *(const unsigned *)p; /* a bit set or an enum of unsigned size */
+}
+_Static_assert(sizeof(enum client_cert_mode) == sizeof(unsigned), "key_set reads it as unsigned");
+
+static int check_pairs(struct loader *ld, const struct listener_config *lc,
+                       const struct listener_def *d)
+{
+    char a[160], b[160];
+    for (size_t i = 0; i < COUNT(pairs); i++) {
+        bool first = key_set(lc, pairs[i][0]);
+        if (first == key_set(lc, pairs[i][1]))
+            continue;
+        return fail(ld, NULL, NULL,
+                    "%s is required when %s is set (a certificate and its key go together)",
+                    label(ld, d, pairs[i][first], a, sizeof(a)),
+                    label(ld, d, pairs[i][!first], b, sizeof(b)));
+    }
+    return 0;
+}
+
+static int check_client_ca(struct loader *ld, const struct listener_config *lc,
+                           const struct listener_def *d)
+{
+    char a[160], b[160];
+    if (*lc->client_ca_file)
+        return 0;
+    for (size_t i = 0; i < COUNT(need_client_ca); i++)
+        if (key_set(lc, need_client_ca[i][0]))
+            return fail(ld, NULL, NULL,
+                        "%s requires %s: %s, and clients are asked for one only when "
+                        "CLIENT_CA_FILE is set",
+                        label(ld, d, need_client_ca[i][0], a, sizeof(a)),
+                        label(ld, d, "CLIENT_CA_FILE", b, sizeof(b)), need_client_ca[i][1]);
+    return 0;
+}
+
 /* Settings that only make sense together. */
 static int check_listener(struct loader *ld, const struct listener_config *lc,
                           const struct listener_def *d)
 {
     char a[160], b[160];
-    if (!*lc->cert_file != !*lc->key_file) {
-        const char *set = *lc->cert_file ? "CERT_FILE" : "KEY_FILE";
-        const char *missing = *lc->cert_file ? "KEY_FILE" : "CERT_FILE";
-        return fail(ld, NULL, NULL,
-                    "%s is required when %s is set (a certificate and its key go together)",
-                    label(ld, d, missing, a, sizeof(a)), label(ld, d, set, b, sizeof(b)));
-    }
+    if (check_pairs(ld, lc, d) < 0 || check_client_ca(ld, lc, d) < 0)
+        return -1;
     if (!lc->enabled)
         return 0;
     const char *need = !*lc->target_host ? "TARGET_HOST" : !lc->target_port ? "TARGET_PORT" : NULL;
@@ -413,6 +552,23 @@ static int check_listener(struct loader *ld, const struct listener_config *lc,
     return 0;
 }
 
+/* Filled in here rather than by each user of the field, so that nobody
+ * forgets the fallback. */
+static int inherit_defaults(struct loader *ld, struct listener_config *lc)
+{
+    for (size_t i = 0; i < COUNT(inherited); i++) {
+        char **to = listener_field(lc, inherited[i][0], NULL);
+        if (**to)
+            continue;
+        char *copy = strdup(*(char **)listener_field(lc, inherited[i][1], NULL));
+        if (!copy)
+            return fail(ld, NULL, "config", "out of memory");
+        free(*to);
+        *to = copy;
+    }
+    return 0;
+}
+
 static int load_listener(struct loader *ld, struct listener_config *lc)
 {
     const struct listener_def *d = &listener_defs[lc->id];
@@ -422,6 +578,8 @@ static int load_listener(struct loader *ld, struct listener_config *lc)
     lc->enabled = lc->port != 0;
     if (lc->target_protocol == TARGET_NONE)
         lc->target_protocol = ki->default_protocol;
+    if (inherit_defaults(ld, lc) < 0)
+        return -1;
     return check_listener(ld, lc, d);
 }
 
@@ -504,7 +662,7 @@ int config_load(struct mgate_config *cfg, const struct config_source *src, char 
 static void free_strings(const struct key *keys, size_t n, void *base)
 {
     for (size_t i = 0; i < n; i++) {
-        if (keys[i].type != V_STR && keys[i].type != V_HANDLER)
+        if (!is_string(keys[i].type))
             continue;
         char **p = (char **)((char *)base + keys[i].off);
         free(*p);

@@ -40,6 +40,17 @@ enum refusal_mode {
 
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR, LOG_OFF };
 
+/* What a listener with CLIENT_CA_FILE does with a client that sends no certificate. */
+enum client_cert_mode {
+    CLIENT_CERT_REQUIRED = 0, /* refuse it (default) */
+    CLIENT_CERT_OPTIONAL,     /* let it in; a certificate it does send must still verify */
+};
+
+/* Values of tls_min_version: OpenSSL's TLS1_2_VERSION and TLS1_3_VERSION,
+ * written out so that config needs no OpenSSL header. */
+#define CONFIG_TLS1_2 0x0303u
+#define CONFIG_TLS1_3 0x0304u
+
 /* Bits of cert_verification_methods. */
 #define CERT_VERIFY_OCSP 1u
 #define CERT_VERIFY_CRL 2u
@@ -74,6 +85,25 @@ struct listener_config {
     uint32_t connect_timeout_ms;    /* CONNECT_TIMEOUT, default 10 s */
     uint32_t output_high_water;     /* OUTPUT_HIGH_WATER, bytes, default 64 KiB */
     enum refusal_mode refusal;      /* REFUSAL = reason | close */
+
+    /* TLS with clients (ours) */
+    unsigned tls_min_version;          /* TLS_MIN_VERSION 1.2 (default) | 1.3: CONFIG_TLS1_* */
+    char *tls_ciphers;                 /* TLS_CIPHERS, TLS 1.2 cipher list; "": OpenSSL's */
+    char *tls_ciphersuites;            /* TLS_CIPHERSUITES, TLS 1.3; "": OpenSSL's */
+    bool tls_session_tickets;          /* TLS_SESSION_TICKETS, default true */
+    enum client_cert_mode client_cert; /* CLIENT_CERT; optional needs CLIENT_CA_FILE */
+    bool use_cn_as_username;           /* USE_CN_AS_USERNAME; needs CLIENT_CA_FILE */
+    bool revocation_soft_fail;         /* REVOCATION_SOFT_FAIL: OCSP/CRL unreachable -> allow */
+    uint32_t revocation_timeout_ms;    /* REVOCATION_TIMEOUT, 100 ms - 60 s, default 5 s */
+
+    /* TLS with the broker, for TARGET_PROTOCOL mqtts (ours).  config_load
+     * fills in the defaults, so these are final: an empty target_ca_file
+     * means the system's trust store. */
+    char *target_ca_file;              /* TARGET_CA_FILE, default SERVER_CA_FILE */
+    char *target_cert_file, *target_key_file; /* TARGET_CERT_FILE, TARGET_KEY_FILE: a pair */
+    char *target_server_name;          /* TARGET_SERVER_NAME (SNI, name to verify), default
+                                        * TARGET_HOST, so it may be an IP address */
+    bool target_tls_verify;            /* TARGET_TLS_VERIFY, default true */
 };
 
 struct mgate_config {
@@ -130,6 +160,9 @@ int config_parse_log_level(const char *s, enum log_level *out); /* case-insensit
 int config_parse_target_protocol(const char *s, enum target_protocol *out); /* never NONE */
 int config_parse_refusal(const char *s, enum refusal_mode *out);
 int config_parse_cert_methods(const char *s, unsigned *out); /* "ocsp, CRL" -> CERT_VERIFY_* */
+int config_parse_bool(const char *s, bool *out); /* true/false, yes/no, on/off, 1/0; any case */
+int config_parse_tls_version(const char *s, unsigned *out); /* "1.2", "1.3" -> CONFIG_TLS1_* */
+int config_parse_client_cert(const char *s, enum client_cert_mode *out); /* required|optional */
 int config_check_handler_list(const char *s); /* "log" or "a,b": names of [a-z0-9_] */
 
 /*

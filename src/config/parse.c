@@ -78,6 +78,11 @@ int config_parse_size(const char *s, uint32_t *out)
 static const char *const level_names[] = {"debug", "info", "warn", "error", "off"};
 static const char *const protocol_names[] = {"none", "mqtt", "mqtts", "ws", "wss", "http", "https"};
 static const char *const refusal_names[] = {"reason", "close"};
+static const char *const client_cert_names[] = {"required", "optional"};
+/* the first half means false, the second true */
+static const char *const bool_names[] = {"false", "no", "off", "0", "true", "yes", "on", "1"};
+static const char *const tls_version_names[] = {"1.2", "1.3"};
+static const unsigned tls_versions[] = {CONFIG_TLS1_2, CONFIG_TLS1_3};
 #define COUNT(a) (int)(sizeof(a) / sizeof((a)[0]))
 
 /* Index of s among names[first..n), ignoring case, or -1. */
@@ -121,6 +126,32 @@ int config_parse_refusal(const char *s, enum refusal_mode *out)
     int i = word_index(s, refusal_names, 0, COUNT(refusal_names));
     if (i >= 0)
         *out = (enum refusal_mode)i;
+    return i >= 0 ? 0 : -1;
+}
+
+int config_parse_client_cert(const char *s, enum client_cert_mode *out)
+{
+    int i = word_index(s, client_cert_names, 0, COUNT(client_cert_names));
+    if (i >= 0)
+        *out = (enum client_cert_mode)i;
+    return i >= 0 ? 0 : -1;
+}
+
+int config_parse_bool(const char *s, bool *out)
+{
+    int i = word_index(s, bool_names, 0, COUNT(bool_names));
+    if (i >= 0)
+        *out = i >= COUNT(bool_names) / 2;
+    return i >= 0 ? 0 : -1;
+}
+
+int config_parse_tls_version(const char *s, unsigned *out)
+{
+    /* Only what a server should still offer: older versions are broken,
+     * and "1.2" vs "TLSv1.2" spellings are not worth guessing at. */
+    int i = word_index(s, tls_version_names, 0, COUNT(tls_version_names));
+    if (i >= 0)
+        *out = tls_versions[i];
     return i >= 0 ? 0 : -1;
 }
 

@@ -103,6 +103,19 @@ static void test_defaults(void)
         CHECK_EQ_INT(lc->connect_timeout_ms, 10000);
         CHECK_EQ_INT(lc->output_high_water, 65536);
         CHECK_EQ_INT(lc->refusal, REFUSAL_REASON);
+        CHECK_EQ_INT(lc->tls_min_version, 0x0303);
+        CHECK_EQ_STR(lc->tls_ciphers, "");
+        CHECK_EQ_STR(lc->tls_ciphersuites, "");
+        CHECK(lc->tls_session_tickets);
+        CHECK_EQ_INT(lc->client_cert, CLIENT_CERT_REQUIRED);
+        CHECK(!lc->use_cn_as_username);
+        CHECK(!lc->revocation_soft_fail);
+        CHECK_EQ_INT(lc->revocation_timeout_ms, 5000);
+        CHECK_EQ_STR(lc->target_ca_file, "");
+        CHECK_EQ_STR(lc->target_cert_file, "");
+        CHECK_EQ_STR(lc->target_key_file, "");
+        CHECK_EQ_STR(lc->target_server_name, "");
+        CHECK(lc->target_tls_verify);
     }
     CHECK_EQ_STR(cfg.listeners[LISTENER_MQTT].prefix, "MGATE_MQTT_WITHOUT_TLS_");
     CHECK_EQ_STR(cfg.listeners[LISTENER_WS_MTLS].prefix, "MGATE_MQTT_WS_WITH_MTLS_");
@@ -201,6 +214,21 @@ static const struct bad_value {
     {"MGATE_MQTT_WITH_TLS_CONNECT_TIMEOUT", "5x", "not a duration"},
     {"MGATE_MQTT_WS_WITH_TLS_OUTPUT_HIGH_WATER", "1023", "at least 1024 bytes"},
     {"MGATE_MQTT_WITHOUT_TLS_REFUSAL", "drop", "(expected reason or close)"},
+    {"MGATE_MQTT_WITH_TLS_TLS_MIN_VERSION", "1.1", "is not a TLS version (expected 1.2 or 1.3)"},
+    {"MGATE_MQTT_WITH_TLS_TLS_MIN_VERSION", "TLSv1.3", "not a TLS version"},
+    {"MGATE_MQTT_WITH_TLS_TLS_CIPHERS", "ECDHE+AESGCM:caf\xc3\xa9", "is not a cipher list"},
+    {"MGATE_MQTT_WITH_TLS_TLS_CIPHERSUITES", "TLS_AES_128_GCM_SHA256 \xff", "printable ASCII"},
+    {"MGATE_MQTT_WITH_TLS_TLS_SESSION_TICKETS", "maybe",
+     "is not a boolean (expected true or false, yes or no, on or off, 1 or 0)"},
+    {"MGATE_MQTT_WITH_MTLS_USE_CN_AS_USERNAME", "2", "not a boolean"},
+    {"MGATE_MQTT_WITH_MTLS_REVOCATION_SOFT_FAIL", "truee", "not a boolean"},
+    {"MGATE_MQTT_WITH_TLS_TARGET_TLS_VERIFY", " no", "not a boolean"},
+    {"MGATE_MQTT_WITH_MTLS_CLIENT_CERT", "request",
+     "is not a client certificate mode (expected required or optional)"},
+    {"MGATE_MQTT_WITH_MTLS_REVOCATION_TIMEOUT", "99ms", "is out of range (expected 100ms to 60s)"},
+    {"MGATE_MQTT_WITH_MTLS_REVOCATION_TIMEOUT", "60001ms", "out of range (expected 100ms to 60s)"},
+    {"MGATE_MQTT_WITH_MTLS_REVOCATION_TIMEOUT", "0", "out of range"},
+    {"MGATE_MQTT_WITH_MTLS_REVOCATION_TIMEOUT", "1m1s", "not a duration"},
     {"MGATE_LOG_LEVEL", "verbose", "(expected debug, info, warn, error or off)"},
     {"MGATE_HANDLER", "Log", "a-z, 0-9 and _"},
     {"MGATE_HANDLER", "log,,audit", "not a handler list"},
@@ -221,6 +249,9 @@ static void test_bad_values(void)
         snprintf(head, sizeof(head), "%s: \"%s\" ", b->name, b->value);
         expect_error(env, head, b->expect);
     }
+    /* a control character, which the message shows as '?' */
+    const char *tab[] = {"MGATE_MQTT_WITH_TLS_TLS_CIPHERS", "HIGH\t!aNULL", NULL};
+    expect_error(tab, "MGATE_MQTT_WITH_TLS_TLS_CIPHERS: \"HIGH?!aNULL\" is not a cipher list", NULL);
 }
 
 static void test_good_values(void)
@@ -229,7 +260,9 @@ static void test_good_values(void)
                          "MGATE_COAP_WITHOUT_DTLS_TARGET_PROTOCOL", "https",
                          "MGATE_HTTP_WITH_TLS_TARGET_PROTOCOL", "https",
                          "MGATE_MQTT_WITH_MTLS_CERT_VERIFICATION_METHODS", " OCSP , crl ",
+                         "MGATE_MQTT_WITH_MTLS_CLIENT_CA_FILE", "ca.crt",
                          "MGATE_MQTT_WITH_TLS_CERT_VERIFICATION_METHODS", "Crl",
+                         "MGATE_MQTT_WITH_TLS_CLIENT_CA_FILE", "ca.crt",
                          "MGATE_HTTP_WITH_MTLS_OCSP_DEPTH", "3",
                          "MGATE_MQTT_WITHOUT_TLS_MAX_PACKET_SIZE", "255MB",
                          "MGATE_MQTT_WITHOUT_TLS_REFUSAL", "Close",
@@ -261,6 +294,71 @@ static void test_good_values(void)
     config_free(&cfg);
 }
 
+static void test_good_tls_values(void)
+{
+    const char *env[] = {"MGATE_MQTT_WITH_TLS_TLS_MIN_VERSION", "1.3",
+                         "MGATE_MQTT_WITH_TLS_TLS_CIPHERS", "ECDHE+AESGCM:!aNULL @STRENGTH",
+                         "MGATE_MQTT_WITH_TLS_TLS_CIPHERSUITES", "TLS_AES_256_GCM_SHA384",
+                         "MGATE_MQTT_WITH_TLS_TLS_SESSION_TICKETS", "OFF",
+                         "MGATE_MQTT_WITH_TLS_TARGET_TLS_VERIFY", "No",
+                         "MGATE_MQTT_WITH_TLS_REVOCATION_TIMEOUT", "100ms",
+                         "MGATE_MQTT_WITH_MTLS_CLIENT_CA_FILE", "ca.crt",
+                         "MGATE_MQTT_WITH_MTLS_CLIENT_CERT", "Optional",
+                         "MGATE_MQTT_WITH_MTLS_USE_CN_AS_USERNAME", "YES",
+                         "MGATE_MQTT_WITH_MTLS_REVOCATION_SOFT_FAIL", "1",
+                         "MGATE_MQTT_WITH_MTLS_REVOCATION_TIMEOUT", "1m",
+                         "MGATE_MQTT_WITH_MTLS_TLS_SESSION_TICKETS", "", /* empty: the default */
+                         "MGATE_MQTT_WITH_MTLS_TARGET_CERT_FILE", "client.crt",
+                         "MGATE_MQTT_WITH_MTLS_TARGET_KEY_FILE", "client.key",
+                         "MGATE_MQTT_WS_WITH_TLS_CLIENT_CERT", "required", /* harmless without a CA */
+                         "MGATE_MQTT_WS_WITH_TLS_USE_CN_AS_USERNAME", "false",
+                         NULL};
+    struct mgate_config cfg;
+    CHECK_EQ_INT(load(&cfg, env, NULL, NULL), 0);
+    CHECK_EQ_STR(err, "");
+    const struct listener_config *t = &cfg.listeners[LISTENER_MQTT_TLS];
+    CHECK_EQ_INT(t->tls_min_version, 0x0304);
+    CHECK_EQ_STR(t->tls_ciphers, "ECDHE+AESGCM:!aNULL @STRENGTH");
+    CHECK_EQ_STR(t->tls_ciphersuites, "TLS_AES_256_GCM_SHA384");
+    CHECK(!t->tls_session_tickets);
+    CHECK(!t->target_tls_verify);
+    CHECK_EQ_INT(t->revocation_timeout_ms, 100);
+    const struct listener_config *m = &cfg.listeners[LISTENER_MQTT_MTLS];
+    CHECK_EQ_INT(m->client_cert, CLIENT_CERT_OPTIONAL);
+    CHECK(m->use_cn_as_username);
+    CHECK(m->revocation_soft_fail);
+    CHECK_EQ_INT(m->revocation_timeout_ms, 60000);
+    CHECK(m->tls_session_tickets);
+    CHECK_EQ_STR(m->target_cert_file, "client.crt");
+    CHECK_EQ_STR(m->target_key_file, "client.key");
+    CHECK_EQ_INT(m->tls_min_version, 0x0303); /* per listener */
+    CHECK(!cfg.listeners[LISTENER_WS_TLS].use_cn_as_username);
+    config_free(&cfg);
+}
+
+/* TARGET_CA_FILE falls back to SERVER_CA_FILE, TARGET_SERVER_NAME to
+ * TARGET_HOST; a value of their own wins. */
+static void test_target_tls_defaults(void)
+{
+    const char *env[] = {"MGATE_MQTT_WITHOUT_TLS_SERVER_CA_FILE", "ca.crt",
+                         "MGATE_MQTT_WITHOUT_TLS_TARGET_HOST", "broker.local",
+                         "MGATE_MQTT_WITH_TLS_SERVER_CA_FILE", "ca.crt",
+                         "MGATE_MQTT_WITH_TLS_TARGET_CA_FILE", "broker-ca.crt",
+                         "MGATE_MQTT_WITH_TLS_TARGET_HOST", "10.0.0.5",
+                         "MGATE_MQTT_WITH_TLS_TARGET_SERVER_NAME", "broker.local",
+                         NULL};
+    struct mgate_config cfg;
+    CHECK_EQ_INT(load(&cfg, env, NULL, NULL), 0);
+    const struct listener_config *l = cfg.listeners;
+    CHECK_EQ_STR(l[LISTENER_MQTT].target_ca_file, "ca.crt");
+    CHECK_EQ_STR(l[LISTENER_MQTT].target_server_name, "broker.local");
+    CHECK_EQ_STR(l[LISTENER_MQTT_TLS].target_ca_file, "broker-ca.crt");
+    CHECK_EQ_STR(l[LISTENER_MQTT_TLS].target_server_name, "broker.local");
+    CHECK_EQ_STR(l[LISTENER_MQTT_TLS].server_ca_file, "ca.crt"); /* untouched */
+    CHECK_EQ_STR(l[LISTENER_MQTT_MTLS].target_ca_file, ""); /* the system's store */
+    config_free(&cfg);
+}
+
 /* ---- validation: settings that go together ---- */
 
 static void test_required_together(void)
@@ -282,9 +380,25 @@ static void test_required_together(void)
     expect_error(f, "MGATE_MQTT_WITH_TLS_KEY_FILE is required", "MGATE_MQTT_WITH_TLS_CERT_FILE");
     const char *g[] = {"MGATE_MQTT_WITHOUT_TLS_KEY_FILE", "k.pem", NULL};
     expect_error(g, "MGATE_MQTT_WITHOUT_TLS_CERT_FILE is required", "KEY_FILE is set");
+    const char *h[] = {"MGATE_MQTT_WITH_TLS_TARGET_CERT_FILE", "c.pem", NULL};
+    expect_error(h, "MGATE_MQTT_WITH_TLS_TARGET_KEY_FILE is required when "
+                    "MGATE_MQTT_WITH_TLS_TARGET_CERT_FILE is set", NULL);
+    const char *i[] = {"MGATE_MQTT_WITH_TLS_TARGET_KEY_FILE", "k.pem", NULL};
+    expect_error(i, "MGATE_MQTT_WITH_TLS_TARGET_CERT_FILE is required", "TARGET_KEY_FILE is set");
     const char *e[] = {"MGATE_COAP_WITH_DTLS_PORT", "5684", "MGATE_COAP_WITH_DTLS_TARGET_HOST", "h",
                        "MGATE_COAP_WITH_DTLS_TARGET_PORT", "5683", NULL};
     expect_error(e, "MGATE_COAP_WITH_DTLS_CERT_FILE", "DTLS");
+
+    /* Client-certificate settings without a client CA, on or off. */
+    const char *j[] = {"MGATE_MQTT_WITH_TLS_CERT_VERIFICATION_METHODS", "ocsp", NULL};
+    expect_error(j, "MGATE_MQTT_WITH_TLS_CERT_VERIFICATION_METHODS requires "
+                    "MGATE_MQTT_WITH_TLS_CLIENT_CA_FILE: revocation", "CLIENT_CA_FILE is set");
+    const char *k[] = {"MGATE_HTTP_WITH_TLS_CLIENT_CERT", "optional", NULL};
+    expect_error(k, "MGATE_HTTP_WITH_TLS_CLIENT_CERT requires MGATE_HTTP_WITH_TLS_CLIENT_CA_FILE",
+                 "\"optional\"");
+    const char *m[] = {"MGATE_MQTT_WITH_TLS_USE_CN_AS_USERNAME", "on", NULL};
+    expect_error(m, "MGATE_MQTT_WITH_TLS_USE_CN_AS_USERNAME requires "
+                    "MGATE_MQTT_WITH_TLS_CLIENT_CA_FILE", "the CN");
 
     /* A disabled listener is not asked for what only a running one needs. */
     const char *ok[] = {"MGATE_MQTT_WITH_MTLS_TARGET_HOST", "h", NULL};
@@ -315,6 +429,12 @@ static const struct bad_file {
     {true, "[mgate]\nhandler log\n", "bad.ini:2: expected [section], key = value"},
     {true, "[mqtt_with_tls]\nport = 8883\ntarget_host = h\ntarget_port = 1\n",
      "MGATE_MQTT_WITH_TLS_CERT_FILE (cert_file in [mqtt_with_tls])"},
+    {true, "[mqtt_with_tls]\nclient_cert = optional\n",
+     "MGATE_MQTT_WITH_TLS_CLIENT_CERT (client_cert in [mqtt_with_tls]) requires "
+     "MGATE_MQTT_WITH_TLS_CLIENT_CA_FILE (client_ca_file in [mqtt_with_tls])"},
+    {true, "[mqtt_with_mtls]\nrevocation_timeout = 2m\n",
+     "bad.ini:2: revocation_timeout (MGATE_MQTT_WITH_MTLS_REVOCATION_TIMEOUT): \"2m\" is out of "
+     "range (expected 100ms to 60s)"},
     {false, "MGATE_LOG_LEVEL=info\nMGATE_HANDLER=\"log\n", "bad.env:2: no closing double quote"},
     {false, "\nMGATE_WORKERS='2' x\n", "bad.env:2: text after the closing quote"},
     {false, "MGATE_WORKERS 2\n", "bad.env:1: expected NAME=VALUE"},
@@ -539,6 +659,51 @@ static void test_parse_small(void)
     CHECK_EQ_INT(config_check_handler_list("a_1,b"), 0);
     CHECK_EQ_INT(config_check_handler_list(""), -1);
     CHECK_EQ_INT(config_check_handler_list("a-b"), -1);
+
+    enum client_cert_mode cc = CLIENT_CERT_REQUIRED;
+    CHECK_EQ_INT(config_parse_client_cert("OPTIONAL", &cc), 0);
+    CHECK_EQ_INT(cc, CLIENT_CERT_OPTIONAL);
+    CHECK_EQ_INT(config_parse_client_cert("none", &cc), -1);
+    CHECK_EQ_INT(cc, CLIENT_CERT_OPTIONAL);
+
+    unsigned v = 7;
+    CHECK_EQ_INT(config_parse_tls_version("1.3", &v), 0);
+    CHECK_EQ_INT(v, 0x0304);
+    CHECK_EQ_INT(config_parse_tls_version("1.2", &v), 0);
+    CHECK_EQ_INT(v, 0x0303);
+    CHECK_EQ_INT(config_parse_tls_version("1.0", &v), -1);
+    CHECK_EQ_INT(config_parse_tls_version("1.4", &v), -1);
+    CHECK_EQ_INT(config_parse_tls_version("1.2 ", &v), -1);
+    CHECK_EQ_INT(config_parse_tls_version(NULL, &v), -1);
+    CHECK_EQ_INT(v, 0x0303);
+}
+
+static void test_parse_bool(void)
+{
+    static const struct {
+        const char *s;
+        int rc;
+        bool v;
+    } t[] = {
+        {"true", 0, true},   {"TRUE", 0, true},   {"yes", 0, true},   {"Yes", 0, true},
+        {"on", 0, true},     {"ON", 0, true},     {"1", 0, true},     {"false", 0, false},
+        {"False", 0, false}, {"no", 0, false},    {"NO", 0, false},   {"off", 0, false},
+        {"oFF", 0, false},   {"0", 0, false},     {"", -1, false},    {"2", -1, false},
+        {"01", -1, false},   {"y", -1, false},    {"t", -1, false},   {"true ", -1, false},
+        {" on", -1, false},  {"enabled", -1, false},
+    };
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        for (int start = 0; start < 2; start++) { /* both ways, so a stale value cannot pass */
+            bool v = start;
+            int rc = config_parse_bool(t[i].s, &v);
+            if (rc != t[i].rc || v != (rc == 0 ? t[i].v : (bool)start))
+                fprintf(stderr, "parsing \"%s\"\n", t[i].s);
+            CHECK_EQ_INT(rc, t[i].rc);
+            CHECK_EQ_INT(v, rc == 0 ? t[i].v : (bool)start); /* untouched on error */
+        }
+    }
+    bool v;
+    CHECK_EQ_INT(config_parse_bool(NULL, &v), -1);
 }
 
 /* ---- the Go mGate's demo ---- */
@@ -627,6 +792,20 @@ static void test_unknown_vars(void)
     CHECK(config_known_var("MGATE_HTTP_WITH_MTLS_REFUSAL"));
     CHECK(config_known_var("MGATE_WORKERS"));
     CHECK(config_known_var("MGATE_CONFIG"));
+    static const char *const tls_keys[] = {
+        "TLS_MIN_VERSION",    "TLS_CIPHERS",          "TLS_CIPHERSUITES",   "TLS_SESSION_TICKETS",
+        "CLIENT_CERT",        "USE_CN_AS_USERNAME",   "REVOCATION_SOFT_FAIL", "REVOCATION_TIMEOUT",
+        "TARGET_CA_FILE",     "TARGET_CERT_FILE",     "TARGET_KEY_FILE",    "TARGET_SERVER_NAME",
+        "TARGET_TLS_VERIFY",
+    };
+    for (size_t i = 0; i < sizeof(tls_keys) / sizeof(tls_keys[0]); i++) {
+        char name[96];
+        snprintf(name, sizeof(name), "MGATE_MQTT_WITH_MTLS_%s", tls_keys[i]);
+        if (!config_known_var(name))
+            fprintf(stderr, "unknown: %s\n", name);
+        CHECK(config_known_var(name));
+    }
+    CHECK(!config_known_var("MGATE_TLS_MIN_VERSION")); /* a listener key, not a global one */
     CHECK(!config_known_var("MGATE_MQTT_WITHOUT_TLS_POTR"));
     CHECK(!config_known_var("MGATE_MQTT_WITHOUT_TLS_WORKERS"));
     CHECK(!config_known_var("MGATE_PORT"));
@@ -670,6 +849,8 @@ int main(void)
     test_empty_hides_weaker();
     test_bad_values();
     test_good_values();
+    test_good_tls_values();
+    test_target_tls_defaults();
     test_required_together();
     test_bad_files();
     test_missing_files();
@@ -679,6 +860,7 @@ int main(void)
     test_parse_duration();
     test_parse_size();
     test_parse_small();
+    test_parse_bool();
     test_go_demo();
     test_free_is_safe();
     test_unknown_vars();
