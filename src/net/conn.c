@@ -35,6 +35,10 @@ static void update_events(struct conn *c)
     uint32_t ev = 0;
     if (c->state == CONN_CLOSED)
         return;
+    if (c->hs_waiting) {
+        loop_io_set(c->loop, &c->io, 0); /* the handshake waits for an answer, not for the peer */
+        return;
+    }
     if ((c->state == CONN_OPEN && !c->read_paused) || c->state == CONN_HANDSHAKE)
         ev |= EPOLLIN;
     if (c->state == CONN_CONNECTING || c->want_write || (c->out.len && c->state != CONN_HANDSHAKE))
@@ -324,16 +328,44 @@ static void on_connected(struct conn *c)
     c->state = CONN_OPEN;
     if (c->cbs->on_connected)
         c->cbs->on_connected(c);
-    if (c->state != CONN_CLOSED)
-        flush_out(c);
+    if (c->state == CONN_OPEN)
+        flush_out(c); /* else a transport's handshake started: it flushes when done */
 }
 
+
+static void run_handshake(struct conn *c);
+
+void conn_handshake_wait(struct conn *c)
+{
+    c->hs_waiting = true;
+    update_events(c);
+}
+
+static void rehandshake(struct loop *l, struct loop_defer *d)
+{
+    (void)l;
+    struct conn *c = (struct conn *)((char *)d - offsetof(struct conn, defer));
+    if (c->state == CONN_HANDSHAKE)
+        run_handshake(c);
+}
+
+/* The first step runs from a deferred call: a client speaks first, and a
+ * server's peer may have sent its hello already. */
 void conn_start_handshake(struct conn *c, const struct conn_ops *ops, void *transport)
 {
     c->ops = ops;
     c->transport = transport;
     c->state = CONN_HANDSHAKE;
     update_events(c);
+    loop_defer(c->loop, &c->defer, rehandshake);
+}
+
+void conn_handshake_wake(struct conn *c)
+{
+    if (c->state != CONN_HANDSHAKE || !c->hs_waiting)
+        return;
+    c->hs_waiting = false;
+    loop_defer(c->loop, &c->defer, rehandshake);
 }
 
 static void run_handshake(struct conn *c)
@@ -363,7 +395,10 @@ static void on_io(struct loop *l, struct loop_io *io, uint32_t events)
     if (c->state == CONN_CLOSED)
         return;
     if (c->state == CONN_HANDSHAKE) {
-        run_handshake(c);
+        if (!c->hs_waiting)
+            run_handshake(c);
+        else if (events & (EPOLLHUP | EPOLLERR))
+            fail(c, ECONNRESET); /* gone while its certificate was being checked */
         return;
     }
     if (c->state == CONN_CONNECTING) {

@@ -65,6 +65,7 @@ struct conn {
     bool read_paused;
     bool want_write;     /* the transport needs EPOLLOUT to progress */
     bool in_callback;    /* on_data is running: do not re-enter */
+    bool hs_waiting;     /* the handshake waits for something other than the peer */
     struct loop_defer defer; /* re-delivery after a resume, and the final free */
 };
 
@@ -77,6 +78,12 @@ struct conn *conn_tcp_dial(struct loop *l, const struct sockaddr *sa, socklen_t 
 /* Put a transport with a handshake on an open connection; bytes flow only
  * once the handshake is done (writes queue meanwhile). */
 void conn_start_handshake(struct conn *c, const struct conn_ops *ops, void *transport);
+
+/* A transport's handshake waits for an answer from elsewhere (a revocation
+ * check): stop polling the socket until conn_handshake_wake, which runs the
+ * handshake again from a deferred call. */
+void conn_handshake_wait(struct conn *c);
+void conn_handshake_wake(struct conn *c);
 
 /* Queue bytes for the peer; writes at once when nothing is queued.  Returns
  * 0, or -1 when the connection is closed or memory ran out. */
