@@ -1,32 +1,78 @@
 /*
- * TLS for every front end: one place builds SSL_CTXs from a listener's
- * settings and wraps accepted connections.  The handshake runs on the loop
- * like any other I/O (conn_ops.handshake); nothing here blocks.
+ * TLS for every front end and for the broker side: one place builds
+ * SSL_CTXs from a listener's settings, wraps connections and checks peers.
+ * The handshake runs on the loop like any other I/O (conn_ops.handshake).
+ *
+ * Revocation (OCSP, CRL) is checked inside the handshake without blocking:
+ * the handshake runs in an OpenSSL ASYNC job, the verify callback starts a
+ * fetch on the loop (net/fetch.h) and pauses the job; the answer resumes it,
+ * so a revoked certificate still ends the handshake with a TLS alert.
+ * Answers are cached for every worker of the process.
  */
 #ifndef MGATE_TLS_H
 #define MGATE_TLS_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "net/conn.h"
 
+#define TLS_CHECK_OCSP 1u
+#define TLS_CHECK_CRL 2u
+
 struct tls_settings {
-    const char *cert_file, *key_file; /* the server's chain and key */
-    const char *client_ca_file;       /* set: a client certificate is required and verified */
     const char *name;                 /* for log lines: the listener */
+    const char *cert_file, *key_file; /* ours: the server's chain and key (optional for a client) */
+    const char *ca_file;              /* peers' CA: client certificates, or the broker's CA */
+    bool client_cert_optional;        /* a server asks for a certificate but does not insist */
+    unsigned min_version;             /* 0x0303 (1.2) or 0x0304 (1.3); 0 = 1.2 */
+    const char *ciphers, *ciphersuites;
+    bool no_tickets;
+    /* revocation of client certificates */
+    unsigned methods; /* TLS_CHECK_* */
+    unsigned ocsp_depth, crl_depth;
+    const char *ocsp_url, *crl_url, *crl_url_issuer_file;
+    const char *offline_crl_file, *offline_crl_issuer_file;
+    bool soft_fail;
+    uint32_t timeout_ms;
+    /* client side: verify the broker's certificate for this name */
+    bool verify_peer;
 };
 
 struct tls_ctx;
 
-/* Returns NULL with a message naming the file and OpenSSL's reason. */
+/* Returns NULL with a message naming the setting, the file and OpenSSL's reason. */
 struct tls_ctx *tls_ctx_new(const struct tls_settings *t, char *err, size_t errlen);
+struct tls_ctx *tls_client_ctx_new(const struct tls_settings *t, char *err, size_t errlen);
 void tls_ctx_free(struct tls_ctx *ctx);
+
+/* Read certificates, keys, CAs and the offline CRL again (SIGHUP).  On any
+ * error the old ones stay and err says why; connections already open keep
+ * what they started with.  Called on the control thread. 0 or -1. */
+int tls_ctx_reload(struct tls_ctx *ctx, char *err, size_t errlen);
 
 /* Start a server-side handshake on an accepted connection. 0 or -1. */
 int tls_accept(struct conn *c, struct tls_ctx *ctx);
+/* Start a client-side handshake (SNI and verified name: server_name). */
+int tls_connect(struct conn *c, struct tls_ctx *ctx, const char *server_name);
 
-/* The verified client certificate's subject CN into buf ("" if none). */
+/* The verified peer certificate, for handlers and logs. */
+struct tls_peer {
+    char cn[128];
+    char serial[96];      /* upper-case hex */
+    char fingerprint[96]; /* SHA-256, lower-case hex */
+    char sans[512];       /* "DNS:a,IP:1.2.3.4,email:x,URI:y", cut to fit */
+};
+/* false when c is not TLS or the peer sent no certificate. */
+bool tls_peer_info(const struct conn *c, struct tls_peer *out);
 void tls_peer_cn(const struct conn *c, char *buf, size_t len);
+bool tls_is_tls(const struct conn *c);
+
+/* Cancel this loop's revocation fetches (at worker teardown). */
+void tls_loop_free(struct loop *l);
+
+/* Revocation answers served from the cache, for tests and metrics. */
+void tls_cache_stats(struct tls_ctx *ctx, uint64_t *hits, uint64_t *misses);
 
 #endif
