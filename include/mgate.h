@@ -149,6 +149,16 @@ uint8_t mgate_session_version(const mgate_session *s);
 const char *mgate_session_peer(const mgate_session *s);     /* "127.0.0.1:5555" */
 const char *mgate_session_listener(const mgate_session *s); /* "mqtt_without_tls" */
 uint64_t mgate_session_id(const mgate_session *s);
+
+/* The client's verified TLS certificate (mTLS listeners).  Returns false
+ * when the client sent none.  Computed on each call: call it once. */
+struct mgate_cert {
+    char cn[128];          /* subject common name */
+    char serial[96];       /* upper-case hex, as `openssl x509 -serial` prints it */
+    char fingerprint[96];  /* SHA-256 of the DER certificate, lower-case hex */
+    char sans[512];        /* subject alternative names: "DNS:a,IP:1.2.3.4,email:b,URI:c" */
+};
+bool mgate_session_cert(const mgate_session *s, struct mgate_cert *out);
 bool mgate_session_closed(const mgate_session *s);
 void *mgate_session_data(const mgate_session *s);
 void mgate_session_set_data(mgate_session *s, void *data);

@@ -118,7 +118,12 @@ static enum mgate_verdict auth_subscribe(mgate_session *s, struct mgate_subscrib
 static void on_connect(mgate_session *s)
 {
     mgate_bytes id = mgate_session_client_id(s);
-    mgate_log(1, s, "example: %.*s connected", (int)id.len, (const char *)id.p);
+    struct mgate_cert cert; /* on an mTLS listener: who the certificate says it is */
+    if (mgate_session_cert(s, &cert))
+        mgate_log(1, s, "example: %.*s connected with certificate CN=%s serial=%s sha256=%s", (int)id.len,
+                  (const char *)id.p, cert.cn, cert.serial, cert.fingerprint);
+    else
+        mgate_log(1, s, "example: %.*s connected", (int)id.len, (const char *)id.p);
 }
 
 static const struct mgate_handler example = {

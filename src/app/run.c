@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "handlers/handlers.h"
 #include "net/conn.h"
+#include "net/fetch.h"
 #include "net/tls.h"
 
 #define EXIT_CONFIG 2
@@ -62,17 +63,43 @@ static int prepare_tls(const struct listener_config *lc, struct session_params *
 {
     if (!*lc->cert_file)
         return 0;
-    if (lc->cert_verification_methods) {
-        snprintf(err, errlen, "%sCERT_VERIFICATION_METHODS: OCSP and CRL checks are not available in this "
-                              "version", lc->prefix);
-        return -1;
-    }
-    struct tls_settings t = {lc->cert_file, lc->key_file, lc->client_ca_file, lc->name};
+    struct tls_settings t = {
+        .name = lc->name, .cert_file = lc->cert_file, .key_file = lc->key_file, .ca_file = lc->client_ca_file,
+        .client_cert_optional = lc->client_cert == CLIENT_CERT_OPTIONAL, .min_version = lc->tls_min_version,
+        .ciphers = lc->tls_ciphers, .ciphersuites = lc->tls_ciphersuites, .no_tickets = !lc->tls_session_tickets,
+        .methods = (lc->cert_verification_methods & CERT_VERIFY_OCSP ? TLS_CHECK_OCSP : 0) |
+                   (lc->cert_verification_methods & CERT_VERIFY_CRL ? TLS_CHECK_CRL : 0),
+        .ocsp_depth = lc->ocsp_depth, .crl_depth = lc->crl_depth, .ocsp_url = lc->ocsp_responder_url,
+        .crl_url = lc->crl_distribution_points, .crl_url_issuer_file = lc->crl_distribution_points_issuer_cert_file,
+        .offline_crl_file = lc->offline_crl_file, .offline_crl_issuer_file = lc->offline_crl_issuer_cert_file,
+        .soft_fail = lc->revocation_soft_fail, .timeout_ms = lc->revocation_timeout_ms,
+    };
     char why[384];
     if (!(p->tls = tls_ctx_new(&t, why, sizeof(why)))) {
         snprintf(err, errlen, "%s%s", lc->prefix, why);
         return -1;
     }
+    p->cn_as_username = lc->use_cn_as_username;
+    return 0;
+}
+
+/* TARGET_PROTOCOL mqtts: mgate is a TLS client of the broker. */
+static int prepare_upstream_tls(const struct listener_config *lc, struct session_params *p, char *err,
+                                size_t errlen)
+{
+    if (lc->target_protocol != TARGET_MQTTS)
+        return 0;
+    struct tls_settings t = {
+        .name = lc->name, .cert_file = lc->target_cert_file, .key_file = lc->target_key_file,
+        .ca_file = *lc->target_ca_file ? lc->target_ca_file : lc->server_ca_file,
+        .min_version = lc->tls_min_version, .verify_peer = lc->target_tls_verify,
+    };
+    char why[384];
+    if (!(p->upstream_tls = tls_client_ctx_new(&t, why, sizeof(why)))) {
+        snprintf(err, errlen, "%s%s", lc->prefix, why);
+        return -1;
+    }
+    p->target_server_name = *lc->target_server_name ? lc->target_server_name : lc->target_host;
     return 0;
 }
 
@@ -96,8 +123,8 @@ static int prepare(struct app *a, const struct mgate_handler *const *extra, char
             snprintf(err, errlen, "%sPORT: this listener is not available in this version", lc->prefix);
             return -1;
         }
-        if (lc->target_protocol != TARGET_MQTT) {
-            snprintf(err, errlen, "%sTARGET_PROTOCOL: \"%s\" is not available in this version (use mqtt)",
+        if (lc->target_protocol != TARGET_MQTT && lc->target_protocol != TARGET_MQTTS) {
+            snprintf(err, errlen, "%sTARGET_PROTOCOL: \"%s\" is not available in this version (use mqtt or mqtts)",
                      lc->prefix, target_protocol_name(lc->target_protocol));
             return -1;
         }
@@ -115,7 +142,7 @@ static int prepare(struct app *a, const struct mgate_handler *const *extra, char
         p->refusal_close = lc->refusal == REFUSAL_CLOSE;
         p->handler = a->handler;
         p->interceptor = a->interceptor;
-        if (prepare_tls(lc, p, err, errlen) < 0)
+        if (prepare_tls(lc, p, err, errlen) < 0 || prepare_upstream_tls(lc, p, err, errlen) < 0)
             return -1;
         enabled++;
     }
@@ -131,7 +158,9 @@ static void free_params(struct app *a)
 {
     for (int i = 0; i < LISTENER_COUNT; i++) {
         tls_ctx_free(a->params[i].tls);
+        tls_ctx_free(a->params[i].upstream_tls);
         a->params[i].tls = NULL;
+        a->params[i].upstream_tls = NULL;
     }
 }
 
@@ -169,10 +198,26 @@ static int start_workers(struct app *a)
     return 0;
 }
 
+/* SIGHUP, TLS: read certificates, keys, CAs and CRL files again; a file
+ * that does not load keeps the old ones for that listener. */
+static void reload_tls(struct app *a)
+{
+    for (int i = 0; i < LISTENER_COUNT; i++) {
+        if (!a->params[i].tls)
+            continue;
+        char err[512];
+        if (tls_ctx_reload(a->params[i].tls, err, sizeof(err)) < 0)
+            log_msgf(LOGL_ERROR, "SIGHUP: %s%s; keeping the previous certificates", a->cfg.listeners[i].prefix, err);
+        else
+            log_msgf(LOGL_INFO, "SIGHUP: %s reloaded its certificates", a->cfg.listeners[i].name);
+    }
+}
+
 /* SIGHUP: resolve every broker name again (here, never on a worker) and
  * hand the addresses over; a name that no longer resolves keeps the old one. */
 static void reload(struct app *a)
 {
+    reload_tls(a);
     struct worker_targets t;
     for (int i = 0; i < LISTENER_COUNT; i++) {
         const struct listener_config *lc = &a->cfg.listeners[i];
@@ -258,6 +303,10 @@ int mgate_main(int argc, char **argv, const struct mgate_handler *const *handler
     struct app a = {.interceptor = interceptor};
     struct config_source src = {getenv_cb, NULL, ini && *ini ? ini : NULL, ".env"};
     char err[512];
+    if (fetch_global_init() < 0) {
+        fprintf(stderr, "mgate: cannot initialise libcurl\n");
+        return 1;
+    }
     if (config_load(&a.cfg, &src, err, sizeof(err)) < 0 || prepare(&a, handlers, err, sizeof(err)) < 0) {
         fprintf(stderr, "mgate: %s\n", err);
         free_params(&a);

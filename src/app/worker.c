@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "net/fetch.h"
+#include "net/tls.h"
 
 static void on_accept(struct listener *ls, int fd, const struct sockaddr *peer, socklen_t len)
 {
@@ -137,6 +139,8 @@ void worker_join(struct worker *w)
     pthread_mutex_destroy(&w->lock);
     if (w->ctl.fd >= 0)
         close(w->ctl.fd);
+    tls_loop_free(w->loop); /* revocation checks in flight, then libcurl's state */
+    fetch_loop_free(w->loop);
     loop_free(w->loop);
     w->loop = NULL;
 }

@@ -161,7 +161,7 @@ static void on_conn_closed(struct conn *c, int err)
     char why[96];
     snprintf(why, sizeof(why), "%s %s%s%s", broker ? "broker" : "client",
              s->state == SESSION_AWAIT_CONNACK && broker ? "unreachable" : "closed", err ? ": " : "",
-             err ? strerror(err) : "");
+             err == EPROTO ? "TLS failure (logged above)" : err ? strerror(err) : "");
     if (broker && s->state == SESSION_AWAIT_CONNACK)
         reply_connack(s, MQTT_RC_SERVER_UNAVAILABLE);
     session_close(s, why);
@@ -178,7 +178,12 @@ static void on_drain(struct conn *c)
 
 static void on_broker_connected(struct conn *c)
 {
-    mgate_log(LOGL_DEBUG, c->owner, "broker connection established");
+    struct mgate_session *s = c->owner;
+    mgate_log(LOGL_DEBUG, s, "broker connection established");
+    /* TARGET_PROTOCOL mqtts: the CONNECT already queued goes out once the
+     * handshake is done; a failed handshake ends like a refused dial. */
+    if (s->p->upstream_tls && tls_connect(c, s->p->upstream_tls, s->p->target_server_name) < 0)
+        conn_close_after_flush(c);
 }
 
 int session_dial(struct mgate_session *s)
@@ -304,6 +309,15 @@ mgate_bytes mgate_session_username(const mgate_session *s) { return s->username;
 mgate_bytes mgate_session_password(const mgate_session *s) { return s->password; }
 uint8_t mgate_session_version(const mgate_session *s) { return s->version; }
 const char *mgate_session_peer(const mgate_session *s) { return s->peer; }
+
+bool mgate_session_cert(const mgate_session *s, struct mgate_cert *out)
+{
+    struct tls_peer p;
+    bool ok = s->client && tls_peer_info(s->client, &p);
+    _Static_assert(sizeof(p) == sizeof(*out), "struct tls_peer and struct mgate_cert differ");
+    memcpy(out, &p, sizeof(*out));
+    return ok;
+}
 const char *mgate_session_listener(const mgate_session *s) { return s->p->listener; }
 uint64_t mgate_session_id(const mgate_session *s) { return s->id; }
 bool mgate_session_closed(const mgate_session *s) { return s->state == SESSION_CLOSING; }

@@ -26,7 +26,10 @@ struct session_params {
     bool refusal_close; /* close instead of answering with a reason code */
     const struct mgate_handler *handler;
     const struct mgate_interceptor *interceptor;
-    struct tls_ctx *tls; /* NULL: plain TCP */
+    struct tls_ctx *tls;          /* NULL: plain TCP */
+    bool cn_as_username;          /* the client certificate's CN replaces the username */
+    struct tls_ctx *upstream_tls; /* NULL: plain TCP to the broker */
+    const char *target_server_name;
 };
 
 /* Every live session of a worker, for shutdown and counting. */

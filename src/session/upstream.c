@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "net/tls.h"
 #include "session/internal.h"
 
 #define CONNECT_FLAG_USERNAME 0x80u
@@ -15,6 +16,21 @@
 
 
 /* ---- CONNECT ---------------------------------------------------------- */
+
+/* USE_CN_AS_USERNAME: the broker (and the handler) see the certificate's
+ * CN as the username, whatever the client sent. */
+static void cn_as_username(struct mgate_session *s, struct mgate_connect_req *req)
+{
+    char cn[128];
+    tls_peer_cn(s->client, cn, sizeof(cn));
+    size_t n = strlen(cn);
+    char *p = n ? mgate_session_alloc(s, n) : NULL;
+    if (!p)
+        return;
+    memcpy(p, cn, n);
+    req->username = (mgate_bytes){(const uint8_t *)p, (uint32_t)n};
+    req->has_username = true;
+}
 
 static enum pkt_result up_connect(struct pass *ps, const uint8_t *raw, uint32_t len,
                                   struct mqtt_packet *pkt)
@@ -40,6 +56,8 @@ static enum pkt_result up_connect(struct pass *ps, const uint8_t *raw, uint32_t 
     req->version = c->version;
     req->clean_start = c->clean_start;
     req->keepalive = c->keepalive;
+    if (s->p->cn_as_username)
+        cn_as_username(s, req);
     s->state = SESSION_AUTH_CONNECT;
     const struct mgate_handler *hd = s->p->handler;
     h->verdict = hd->auth_connect ? hd->auth_connect(s, req) : MGATE_ALLOW;
