@@ -477,7 +477,10 @@ int tls_connect(struct conn *c, struct tls_ctx *ctx, const char *server_name)
     if (!t)
         return -1;
     if (server_name && *server_name) {
-        SSL_set_tlsext_host_name(t->ssl, server_name);
+        unsigned char ip[16];
+        bool literal = inet_pton(AF_INET, server_name, ip) == 1 || inet_pton(AF_INET6, server_name, ip) == 1;
+        if (!literal) /* SNI carries host names only (RFC 6066); an address is still verified below */
+            SSL_set_tlsext_host_name(t->ssl, server_name);
         if (ctx->set.verify_peer && SSL_set1_host(t->ssl, server_name) != 1) {
             SSL_free(t->ssl);
             free(t);
