@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Start mgate with a local mosquitto behind it, using the example
-# configuration: installs what is missing, builds, runs both in the
-# foreground until Ctrl-C.  Then, from another terminal:
+# configuration and certificates (made in ssl/certs if missing), and the
+# example OCSP/CRL responder on 127.0.0.1:8080-8082 for the mTLS listener:
+# installs what is missing, builds, runs everything in the foreground until
+# Ctrl-C.  Then, from another terminal:
 #   examples/client/mqtt/without_tls.sh
+#   examples/client/mqtt/with_tls.sh
+#   examples/client/mqtt/with_mtls.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 tests/deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$(nproc)" --target mgate
+[ -r ssl/certs/server.key ] || make -C ssl >/dev/null
 
 broker_port=1883
 if (exec 3<>/dev/tcp/127.0.0.1/$broker_port) 2>/dev/null; then
@@ -20,6 +25,12 @@ else
   for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$broker_port) 2>/dev/null && break; sleep 0.1; done
 fi
 
+# The responder answers for the certificates of ssl/certs; reqin mode binds
+# 127.0.0.1 only.
+OCSP_MODE=reqin examples/server/ocsp/responder.sh ssl/certs &
+responder=$!
+for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null && break; sleep 0.1; done
+
 set -a
 # shellcheck source=examples/config/mgate.env
 . examples/config/mgate.env
@@ -29,9 +40,10 @@ mgate=$!
 stop() {
   kill -TERM "$mgate" 2>/dev/null || true
   wait "$mgate" 2>/dev/null || true
+  kill -TERM "$responder" 2>/dev/null && wait "$responder" 2>/dev/null
   [ -n "$broker" ] && kill -TERM "$broker" 2>/dev/null && wait "$broker" 2>/dev/null
   exit 0
 }
 trap stop INT TERM
-echo "demo: mgate on 127.0.0.1:${MGATE_MQTT_WITHOUT_TLS_PORT} -> mosquitto on 127.0.0.1:$broker_port (Ctrl-C stops both)"
+echo "demo: mgate on 127.0.0.1:${MGATE_MQTT_WITHOUT_TLS_PORT} (MQTT), ${MGATE_MQTT_WITH_TLS_PORT} (TLS), ${MGATE_MQTT_WITH_MTLS_PORT} (mTLS + OCSP) -> mosquitto on 127.0.0.1:$broker_port (Ctrl-C stops all)"
 wait "$mgate"
