@@ -69,13 +69,13 @@ while (($#)); do
     --fanout) fanout=1 ;;
     --rotate) rotate=1 ;;
     --handler) handler=$2; shift ;;
-    --mgate) mgate_bin=$2; shift ;;
+    --mgate) mgate_bin=$(realpath -m -- "$2"); shift ;; # mgate runs in the run directory
     --workers) do_workers=1 ;;
     --callgrind)
         do_callgrind=1
         if [[ ${2:-} =~ ^[0-9]+$ ]]; then callgrind_msgs=$2; shift; fi ;;
     --syscalls) do_syscalls=1 ;;
-    --out) outdir=$2; shift ;;
+    --out) outdir=$(realpath -m -- "$2"); shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "bench/run.sh: unknown option $1" >&2; usage >&2; exit 64 ;;
     esac

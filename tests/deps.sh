@@ -9,6 +9,7 @@ PACKAGES=(
   libssl-dev libinih-dev libcurl4-openssl-dev                  # run-time libraries
   libwebsockets-dev libwebsockets-evlib-uv libuv1-dev node-llhttp
   mosquitto mosquitto-clients python3 python3-paho-mqtt        # test peers
+  haproxy valgrind                                             # bench/run.sh --smoke
   openssl iproute2                                             # PKI, OCSP responder, s_client
 )
 

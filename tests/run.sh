@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: install what is missing, build with
 # -Werror, run every ctest test, then again under AddressSanitizer +
-# UndefinedBehaviorSanitizer, then the decoder fuzzer for a short while.
+# UndefinedBehaviorSanitizer, then the decoder fuzzer for a short while, then
+# a smoke run of the benchmark harness (bench/run.sh --smoke: checks that it
+# still runs and that every path forwards; its figures are not judged).
 #
 #   tests/run.sh            everything
 #   tests/run.sh --quick    one plain build and its tests (no ASan, no fuzzing)
@@ -41,3 +43,23 @@ mkdir -p build-fuzz/corpus
 build-fuzz/tests/fuzz/fuzz_decode -max_total_time="$fuzz_seconds" -print_final_stats=1 \
   build-fuzz/corpus tests/fuzz/corpus_decode 2>&1 | tail -n 12
 echo "fuzz: no crash in ${fuzz_seconds}s"
+
+step "benchmark harness smoke run (Release build in build-bench)"
+cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DMGATE_TESTS=OFF >/dev/null
+cmake --build build-bench -j"$jobs" --target mgate
+rm -rf build-bench/smoke
+bench/run.sh --smoke --workers --callgrind --mgate build-bench/mgate --out build-bench/smoke
+# bench/run.sh logs a failed measurement and goes on; here every one must have succeeded.
+bench_run=$(echo build-bench/smoke/run-*)
+if grep -E 'failed|lost or errors|only [0-9]+ of|did not start' "$bench_run/run.log"; then
+  echo "bench smoke: a measurement failed (see $bench_run)"; exit 1
+fi
+awk -F'\t' '$4 > 0 {m[$1, $2]++}
+  END {ok = 1
+    for (i = split("direct haproxy mgate", p, " "); i > 0; i--)
+      for (j = split("thr_q0_64 thr_q0_1024 thr_q1_64 thr_q1_1024 lat_p50 connrate idle_open", k, " "); j > 0; j--)
+        if (!((k[j], p[i]) in m)) { print "bench smoke: no " k[j] " for " p[i]; ok = 0 }
+    if (!m["thr_q0_64", "mgate2"]) { print "bench smoke: no thr_q0_64 for 2 workers"; ok = 0 }
+    exit !ok}' "$bench_run/results.tsv"
+[ -s "$bench_run/callgrind.tsv" ] || { echo "bench smoke: no callgrind result"; exit 1; }
+echo "bench smoke: every path measured ($bench_run/report.md)"
