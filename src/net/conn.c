@@ -345,7 +345,8 @@ static void rehandshake(struct loop *l, struct loop_defer *d)
 {
     (void)l;
     struct conn *c = (struct conn *)((char *)d - offsetof(struct conn, defer));
-    if (c->state == CONN_HANDSHAKE)
+    c->hs_woken = false;
+    if (c->state == CONN_HANDSHAKE && !c->hs_waiting)
         run_handshake(c);
 }
 
@@ -365,6 +366,7 @@ void conn_handshake_wake(struct conn *c)
     if (c->state != CONN_HANDSHAKE || !c->hs_waiting)
         return;
     c->hs_waiting = false;
+    c->hs_woken = true; /* the deferred step runs it, not a socket event before it */
     loop_defer(c->loop, &c->defer, rehandshake);
 }
 
@@ -395,7 +397,7 @@ static void on_io(struct loop *l, struct loop_io *io, uint32_t events)
     if (c->state == CONN_CLOSED)
         return;
     if (c->state == CONN_HANDSHAKE) {
-        if (!c->hs_waiting)
+        if (!c->hs_waiting && !c->hs_woken)
             run_handshake(c);
         else if (events & (EPOLLHUP | EPOLLERR))
             fail(c, ECONNRESET); /* gone while its certificate was being checked */

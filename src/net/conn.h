@@ -66,6 +66,7 @@ struct conn {
     bool want_write;     /* the transport needs EPOLLOUT to progress */
     bool in_callback;    /* on_data is running: do not re-enter */
     bool hs_waiting;     /* the handshake waits for something other than the peer */
+    bool hs_woken;       /* ... and its answer came: the next step is deferred */
     struct loop_defer defer; /* re-delivery after a resume, and the final free */
 };
 

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <openssl/async.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -89,6 +90,13 @@ static int set_client_verify(SSL_CTX *ssl, struct tls_ctx *ctx, const struct tls
      * resumed at all, and a short life so a revocation is seen soon. */
     SSL_CTX_set_session_id_context(ssl, (const unsigned char *)ctx->name, (unsigned)strlen(ctx->name));
     SSL_CTX_set_timeout(ssl, 300);
+    if (t->methods) {
+        /* A TLS 1.3 resumption issues a fresh ticket each time, so a lifetime
+         * does not bound how long one revocation check lasts: no resumption. */
+        SSL_CTX_set_options(ssl, SSL_OP_NO_TICKET);
+        SSL_CTX_set_num_tickets(ssl, 0);
+        SSL_CTX_set_session_cache_mode(ssl, SSL_SESS_CACHE_OFF);
+    }
     return 0;
 }
 
@@ -154,6 +162,9 @@ static int load_offline_crl(const struct tls_settings *t, X509_CRL **out, bool *
             return -1;
         }
         *checked = true;
+    } else {
+        /* most offline CRLs are the root's: check once here rather than per handshake */
+        *checked = *t->ca_file && crl_signed_by_one_of(crl, t->ca_file);
     }
     if (crl_expired(crl, time(NULL)))
         log_msgf(LOGL_WARN, "%s: OFFLINE_CRL_FILE \"%s\" has expired: certificates it covers are refused",
@@ -174,7 +185,7 @@ static int policy_init(struct tls_policy *p, const struct tls_settings *t, char 
     p->timeout_ms = t->timeout_ms ? t->timeout_ms : 5000;
     if (pthread_mutex_init(&p->offline_lock, NULL) || rev_cache_init(&p->ocsp, OCSP_CACHE_ENTRIES) < 0 ||
         rev_cache_init(&p->crl, CRL_CACHE_ENTRIES) < 0) {
-        snprintf(err, errlen, "cannot initialise a lock");
+        snprintf(err, errlen, "out of memory");
         return -1;
     }
     char why[256];
@@ -212,6 +223,11 @@ static struct tls_ctx *ctx_alloc(const struct tls_settings *t, bool client)
 struct tls_ctx *tls_ctx_new(const struct tls_settings *t, char *err, size_t errlen)
 {
     tls_conn_index();
+    if (t->methods && !ASYNC_is_capable()) {
+        snprintf(err, errlen, "CERT_VERIFICATION_METHODS: revocation checks need OpenSSL's ASYNC jobs, "
+                              "which this platform's OpenSSL lacks");
+        return NULL;
+    }
     struct tls_ctx *ctx = ctx_alloc(t, false);
     if (!ctx) {
         snprintf(err, errlen, "out of memory");
@@ -345,6 +361,7 @@ static ssize_t io_result(struct conn *c, int n)
 
 static ssize_t tls_read(struct conn *c, void *buf, size_t len)
 {
+    errno = 0; /* SSL_ERROR_SYSCALL reads it: a stale EAGAIN would hide a dead socket */
     int n = SSL_read(ssl_of(c), buf, len > INT32_MAX ? INT32_MAX : (int)len);
     return n > 0 ? n : io_result(c, n);
 }
@@ -353,6 +370,7 @@ static ssize_t tls_writev(struct conn *c, const struct iovec *iov, int cnt)
 {
     (void)cnt; /* the connection writes one buffer at a time */
     size_t len = iov[0].iov_len > INT32_MAX ? INT32_MAX : iov[0].iov_len;
+    errno = 0;
     int n = SSL_write(ssl_of(c), iov[0].iov_base, (int)len);
     return n > 0 ? n : io_result(c, n);
 }
@@ -365,8 +383,9 @@ static void tls_close(struct conn *c)
             t->cancelled = true;
             tls_check_end(t);
             (void)SSL_do_handshake(t->ssl);
+        } else {
+            tls_check_end(t);
         }
-        tls_check_end(t);
         if (SSL_is_init_finished(t->ssl))
             SSL_shutdown(t->ssl); /* one close_notify, no waiting for the answer */
         SSL_free(t->ssl);
@@ -431,7 +450,7 @@ static int tls_handshake(struct conn *c)
         c->want_write = true;
         return 0;
     case SSL_ERROR_WANT_READ:
-    case SSL_ERROR_WANT_ASYNC: /* the verify callback waits; it woke nobody yet */
+    case SSL_ERROR_WANT_ASYNC: /* the verify callback waits for an answer (conn_handshake_wait) */
         return 0;
     default:
         log_handshake_failure(c);

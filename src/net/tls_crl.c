@@ -97,6 +97,21 @@ int crl_check_issuer(X509_CRL *crl, X509 *issuer, char *why, size_t len)
     return 0;
 }
 
+bool crl_signed_by_one_of(X509_CRL *crl, const char *ca_file)
+{
+    BIO *b = BIO_new_file(ca_file, "r");
+    bool ok = false;
+    X509 *x;
+    char why[64];
+    while (b && !ok && (x = PEM_read_bio_X509(b, NULL, NULL, NULL))) {
+        ok = crl_check_issuer(crl, x, why, sizeof(why)) == 0;
+        X509_free(x);
+    }
+    BIO_free(b);
+    ERR_clear_error();
+    return ok;
+}
+
 bool crl_expired(X509_CRL *crl, time_t now)
 {
     const ASN1_TIME *next = X509_CRL_get0_nextUpdate(crl);
@@ -136,11 +151,23 @@ char *crl_url_of(X509 *cert)
     return url;
 }
 
+/* The subject's one CN as UTF-8, or "" when there is none, more than one,
+ * one with a NUL inside, or one too long for buf: a name that could be read
+ * two ways is no name (it may become a username). */
 void cert_cn(X509 *cert, char *buf, size_t len)
 {
     buf[0] = 0;
-    if (X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, buf, (int)len) < 0)
-        buf[0] = 0;
+    X509_NAME *name = X509_get_subject_name(cert);
+    int i = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
+    if (i < 0 || X509_NAME_get_index_by_NID(name, NID_commonName, i) >= 0)
+        return;
+    unsigned char *utf8 = NULL;
+    int n = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i)));
+    if (n > 0 && (size_t)n < len && !memchr(utf8, 0, (size_t)n)) {
+        memcpy(buf, utf8, (size_t)n);
+        buf[n] = 0;
+    }
+    OPENSSL_free(utf8);
 }
 
 void cert_serial(X509 *cert, char *buf, size_t len)

@@ -91,7 +91,6 @@ struct tls_check {
     unsigned pos;               /* checks before this one passed (depth * 2 + method) */
     bool has_answer;            /* answer: what the last fetch said (it may not be cacheable) */
     struct rev_entry answer;
-    bool soft_failed;           /* allowed without an answer (soft fail) */
     char cn[128], serial[96];   /* the certificate that failed */
     char why[REV_WHY_LEN];      /* why, when it failed */
 };
@@ -129,6 +128,8 @@ X509_CRL *crl_load(const char *path, char *err, size_t errlen);
 /* Signature by issuer (and issuer names match). 0 or -1 with why. */
 int crl_check_issuer(X509_CRL *crl, X509 *issuer, char *why, size_t len);
 bool crl_expired(X509_CRL *crl, time_t now);
+/* Signed by one of the certificates of a PEM file (the client CAs)? */
+bool crl_signed_by_one_of(X509_CRL *crl, const char *ca_file);
 bool crl_revokes(X509_CRL *crl, X509 *cert);
 char *crl_url_of(X509 *cert); /* the first http(s) CDP URI, malloc'd, or NULL */
 X509 *cert_load(const char *path, char *err, size_t errlen);

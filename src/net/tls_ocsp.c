@@ -15,6 +15,9 @@
 
 /* Clock skew we tolerate between us and the responder (seconds). */
 #define OCSP_SKEW 300
+/* An answer without nextUpdate older than this is refused: it could be a
+ * replayed "good" from before a revocation. */
+#define OCSP_MAX_AGE 3600
 
 OCSP_CERTID *ocsp_cert_id(X509 *cert, X509 *issuer, uint8_t key[REV_KEY_LEN])
 {
@@ -102,7 +105,7 @@ void ocsp_parse_response(const uint8_t *p, size_t len, OCSP_REQUEST *req, OCSP_C
     ASN1_GENERALIZEDTIME *rev, *thisupd, *nextupd;
     if (!OCSP_resp_find_status(bs, id, &st, &reason, &rev, &thisupd, &nextupd)) {
         snprintf(e->why, sizeof(e->why), "OCSP response is not about this certificate");
-    } else if (!OCSP_check_validity(thisupd, nextupd, OCSP_SKEW, -1)) {
+    } else if (!OCSP_check_validity(thisupd, nextupd, OCSP_SKEW, nextupd ? -1 : OCSP_MAX_AGE)) {
         snprintf(e->why, sizeof(e->why), "OCSP response is outside its validity period");
     } else {
         e->status = (uint8_t)status_of(st);

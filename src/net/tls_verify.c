@@ -14,6 +14,7 @@
  * time; an item that passed is not asked again after a pause.
  */
 #include <openssl/async.h>
+#include <openssl/err.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,6 +79,17 @@ void tls_loop_free(struct loop *l)
 
 /* ---- answers arriving --------------------------------------------------- */
 
+/* A failed fetch is remembered briefly: while a responder is down, a storm
+ * of handshakes is refused (or soft-failed) at once instead of each waiting
+ * for REVOCATION_TIMEOUT. */
+#define FAILURE_TTL 10
+
+static void remember_failure(struct rev_cache *c, struct rev_entry *e)
+{
+    e->expires = time(NULL) + FAILURE_TTL;
+    rev_cache_put(c, e);
+}
+
 static void ocsp_answer(struct tls_wait *w, const struct fetch_result *r, struct rev_entry *e)
 {
     if (r->error || r->status != 200) {
@@ -86,10 +98,13 @@ static void ocsp_answer(struct tls_wait *w, const struct fetch_result *r, struct
             whyf(e->why, sizeof(e->why), "OCSP responder %s: %s", w->url, r->error);
         else
             whyf(e->why, sizeof(e->why), "OCSP responder %s answered HTTP %d", w->url, r->status);
+        remember_failure(&w->ctx->pol.ocsp, e);
         return;
     }
     ocsp_parse_response(r->body, r->len, w->req, w->id, w->issuer, w->store, e);
-    if (e->status != REV_UNAVAILABLE && e->expires > time(NULL))
+    if (e->status == REV_UNAVAILABLE)
+        remember_failure(&w->ctx->pol.ocsp, e);
+    else if (e->expires > time(NULL))
         rev_cache_put(&w->ctx->pol.ocsp, e);
 }
 
@@ -138,7 +153,9 @@ static void crl_answer(struct tls_wait *w, const struct fetch_result *r, struct 
         X509_CRL_up_ref(e->crl);
         e->refresh = time(NULL) + 60;
         rev_cache_put(&w->ctx->pol.crl, e);
+        return;
     }
+    remember_failure(&w->ctx->pol.crl, e);
 }
 
 static void wait_done(void *arg, const struct fetch_result *r)
@@ -170,16 +187,19 @@ static void wait_done(void *arg, const struct fetch_result *r)
 
 static void join(struct tls_wait *w, struct tls_conn *t)
 {
+    if (t->chk->wait == w)
+        return; /* already waiting for it: joining twice would make a loop of the list */
     t->chk->wait = w;
     t->chk->next_wait = w->waiters;
     w->waiters = t;
 }
 
-/* The fetch for key already under way on this loop, if any. */
-static struct tls_wait *find_wait(struct loop *l, const uint8_t *key)
+/* The fetch for key already under way on this loop for this listener (its
+ * responder URL, trust store and caches are its own), if any. */
+static struct tls_wait *find_wait(const struct tls_conn *t, const uint8_t *key)
 {
-    for (struct tls_wait *w = *waits_of(l); w; w = w->next)
-        if (!memcmp(w->key, key, REV_KEY_LEN))
+    for (struct tls_wait *w = *waits_of(t->c->loop); w; w = w->next)
+        if (w->ctx == t->ctx && !memcmp(w->key, key, REV_KEY_LEN))
             return w;
     return NULL;
 }
@@ -270,7 +290,7 @@ static enum rev_status check_ocsp(struct tls_conn *t, X509 *cert, X509 *issuer)
         if (st == REV_UNAVAILABLE)
             whyf(t->chk->why, sizeof(t->chk->why), "%s", e.why);
     } else {
-        struct tls_wait *w = find_wait(t->c->loop, key);
+        struct tls_wait *w = find_wait(t, key);
         st = w ? (join(w, t), REV_WAIT) : ask_ocsp(t, cert, issuer, id, key);
     }
     OCSP_CERTID_free(id);
@@ -345,7 +365,7 @@ static enum rev_status check_crl(struct tls_conn *t, X509 *cert, X509 *issuer)
     struct rev_entry e = {0};
     bool answered = take_answer(t->chk, key, &e);
     if (answered || rev_cache_get(&t->ctx->pol.crl, key, &e)) {
-        if (!answered && e.crl && e.refresh <= time(NULL) && !find_wait(t->c->loop, key)) {
+        if (!answered && e.crl && e.refresh <= time(NULL) && !find_wait(t, key)) {
             st = fetch_crl(t, url, key, issuer, &e); /* refresh; e's CRL is the fallback */
         } else if (e.crl) {
             st = judge_crl(t, e.crl, cert);
@@ -354,7 +374,7 @@ static enum rev_status check_crl(struct tls_conn *t, X509 *cert, X509 *issuer)
             st = REV_UNAVAILABLE;
         }
     } else {
-        struct tls_wait *w = find_wait(t->c->loop, key);
+        struct tls_wait *w = find_wait(t, key);
         st = w ? (join(w, t), REV_WAIT) : fetch_crl(t, url, key, issuer, &e);
     }
     rev_entry_clear(&e);
@@ -379,7 +399,6 @@ static enum rev_status evaluate(struct tls_conn *t, STACK_OF(X509) *chain, int *
         else if (kind == CHECK_CRL && (pol->methods & TLS_CHECK_CRL) && (!pol->crl_depth || (unsigned)d < pol->crl_depth))
             st = check_crl(t, cert, issuer);
         if (st == REV_UNAVAILABLE && pol->soft_fail) {
-            t->chk->soft_failed = true;
             log_msgf(LOGL_WARN, "%s: revocation status unavailable, allowed (REVOCATION_SOFT_FAIL): %s",
                      t->ctx->name, t->chk->why);
             st = REV_GOOD;
@@ -416,7 +435,8 @@ static int refuse(struct tls_conn *t, X509_STORE_CTX *x, STACK_OF(X509) *chain, 
     cert_serial(cert, chk->serial, sizeof(chk->serial));
     X509_STORE_CTX_set_error_depth(x, depth);
     X509_STORE_CTX_set_current_cert(x, cert);
-    X509_STORE_CTX_set_error(x, err[st]);
+    bool ocsp = chk->pos % 2 == CHECK_OCSP;
+    X509_STORE_CTX_set_error(x, st == REV_UNAVAILABLE && ocsp ? X509_V_ERR_OCSP_VERIFY_FAILED : err[st]);
     return 0;
 }
 
@@ -437,6 +457,25 @@ static void chain_failed(struct tls_conn *t, X509_STORE_CTX *x)
     }
 }
 
+/* Pause the handshake's job until the fetch it joined has answered.  A
+ * resume without an answer (a stray wake) pauses again.  false: closing,
+ * or not running as a job. */
+static bool pause_for_answer(struct tls_conn *t)
+{
+    while (t->chk->wait && !t->chk->has_answer) {
+        if (!ASYNC_get_current_job())
+            return false;
+        ERR_clear_error(); /* a leftover error would turn WANT_ASYNC into a failure */
+        t->paused = true;
+        conn_handshake_wait(t->c);
+        int ok = ASYNC_pause_job();
+        t->paused = false;
+        if (t->cancelled || !ok)
+            return false;
+    }
+    return true;
+}
+
 int tls_verify_cb(X509_STORE_CTX *x, void *arg)
 {
     struct tls_ctx *ctx = arg;
@@ -445,8 +484,12 @@ int tls_verify_cb(X509_STORE_CTX *x, void *arg)
     int ok = X509_verify_cert(x);
     if (ok <= 0 && t)
         chain_failed(t, x);
-    if (ok <= 0 || !ctx->pol.methods || !t)
+    if (ok <= 0 || !ctx->pol.methods)
         return ok;
+    if (!t) { /* not one of our connections: no way to wait, so no way to check */
+        X509_STORE_CTX_set_error(x, X509_V_ERR_APPLICATION_VERIFICATION);
+        return 0;
+    }
     if (!check_of(t)) {
         X509_STORE_CTX_set_error(x, X509_V_ERR_OUT_OF_MEM);
         return 0;
@@ -459,19 +502,13 @@ int tls_verify_cb(X509_STORE_CTX *x, void *arg)
             return 1;
         if (st != REV_WAIT)
             return refuse(t, x, chain, depth, st);
-        if (t->chk->has_answer && !t->chk->wait)
-            continue; /* the answer came at once (a fetch that failed to start) */
-        if (!ASYNC_get_current_job()) { /* not run as a job: cannot wait */
+        if (!pause_for_answer(t)) {
+            if (t->cancelled) {
+                X509_STORE_CTX_set_error(x, X509_V_ERR_APPLICATION_VERIFICATION);
+                return 0;
+            }
             whyf(t->chk->why, sizeof(t->chk->why), "cannot wait for the answer");
             return refuse(t, x, chain, depth, REV_UNAVAILABLE);
-        }
-        t->paused = true;
-        conn_handshake_wait(t->c);
-        ASYNC_pause_job();
-        t->paused = false;
-        if (t->cancelled) {
-            X509_STORE_CTX_set_error(x, X509_V_ERR_APPLICATION_VERIFICATION);
-            return 0;
         }
     }
 }

@@ -312,7 +312,7 @@ const char *mgate_session_peer(const mgate_session *s) { return s->peer; }
 
 bool mgate_session_cert(const mgate_session *s, struct mgate_cert *out)
 {
-    struct tls_peer p;
+    struct tls_peer p = {0};
     bool ok = s->client && tls_peer_info(s->client, &p);
     _Static_assert(sizeof(p) == sizeof(*out), "struct tls_peer and struct mgate_cert differ");
     memcpy(out, &p, sizeof(*out));

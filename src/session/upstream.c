@@ -18,18 +18,25 @@
 /* ---- CONNECT ---------------------------------------------------------- */
 
 /* USE_CN_AS_USERNAME: the broker (and the handler) see the certificate's
- * CN as the username, whatever the client sent. */
-static void cn_as_username(struct mgate_session *s, struct mgate_connect_req *req)
+ * CN as the username, whatever the client sent.  No usable CN (no
+ * certificate on an optional listener, none in the certificate, an
+ * ambiguous one) refuses the client: keeping the username it sent would let
+ * it pick its own identity. */
+static bool cn_as_username(struct mgate_session *s, struct mgate_connect_req *req)
 {
     char cn[128];
     tls_peer_cn(s->client, cn, sizeof(cn));
     size_t n = strlen(cn);
     char *p = n ? mgate_session_alloc(s, n) : NULL;
-    if (!p)
-        return;
+    if (!p) {
+        mgate_log(LOGL_INFO, s, "refused: USE_CN_AS_USERNAME and no usable certificate CN");
+        req->reason = MGATE_REASON_BAD_USER_OR_PASSWORD;
+        return false;
+    }
     memcpy(p, cn, n);
     req->username = (mgate_bytes){(const uint8_t *)p, (uint32_t)n};
     req->has_username = true;
+    return true;
 }
 
 static enum pkt_result up_connect(struct pass *ps, const uint8_t *raw, uint32_t len,
@@ -56,11 +63,12 @@ static enum pkt_result up_connect(struct pass *ps, const uint8_t *raw, uint32_t 
     req->version = c->version;
     req->clean_start = c->clean_start;
     req->keepalive = c->keepalive;
-    if (s->p->cn_as_username)
-        cn_as_username(s, req);
     s->state = SESSION_AUTH_CONNECT;
     const struct mgate_handler *hd = s->p->handler;
-    h->verdict = hd->auth_connect ? hd->auth_connect(s, req) : MGATE_ALLOW;
+    if (s->p->cn_as_username && !cn_as_username(s, req))
+        h->verdict = MGATE_DENY;
+    else
+        h->verdict = hd->auth_connect ? hd->auth_connect(s, req) : MGATE_ALLOW;
     return held_decide(ps, h, raw, len);
 }
 

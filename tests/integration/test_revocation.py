@@ -151,6 +151,18 @@ def ocsp_cache(t, tmp, pki, broker, root):
     t.eq(two_sessions(g2, "nmin0"), [0, 0], "OCSP without nextUpdate: two sessions pass")
     t.eq(nonext.ocsp_requests(nm), 2, "OCSP without nextUpdate: each session asks again (2 requests)")
 
+    # A resumed TLS session would skip the certificate, and so its revocation check: a listener
+    # with revocation checks offers no resumption (TLS 1.3 tickets or 1.2 session ids).
+    for version in ("-tls1_3", "-tls1_2"):
+        sess = os.path.join(tmp, f"session{version}.pem")
+        args = ("-cert", pki["client.crt"], "-key", pki["client.key"], "-CAfile", pki["ca.crt"], version)
+        first = h.s_client(g.tls_port, "-sess_out", sess, *args)
+        again = h.s_client(g.tls_port, "-sess_in", sess, *args) if os.path.exists(sess) else first
+        t.check("Verification: OK" in first.out or "Verify return code: 0" in first.out,
+                f"resumption {version}: the first connection is a full handshake that passes", first.out[-300:])
+        t.check("Reused," not in again.out, f"resumption {version}: a second connection is not resumed",
+                again.out[-300:])
+
 
 def ocsp_intermediate_revoked(t, tmp, pki, broker, root_index):
     """The root responder's index becomes index-int-revoked.txt: the intermediate CA is revoked."""

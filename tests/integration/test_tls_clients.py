@@ -126,6 +126,21 @@ def cn_as_username(t, tmp, pki):
     t.eq([x.payload for x in m], [b"liar"], "USE_CN_AS_USERNAME=true: ... and publishes as dev00001")
     t.check(broker.log.search(r"as cn-liar \(.*u'dev00001'", bmark) is not None,
             "USE_CN_AS_USERNAME=true: the broker logged username dev00001, not someone-else")
+
+    # With optional certificates, a client without one has no CN: it must not keep the
+    # username it sent (it would choose its own identity), so it is refused.
+    opt = h.TlsGate(tmp, broker.port, pki, USE_CN_AS_USERNAME="true", CLIENT_CERT="optional")
+    bmark = broker.log.mark()
+    code, err, c = h.tls_mqtt(opt.tls_port, pki.tls_context(None), "cn-imposter", username="dev00001",
+                              password=b"pw")
+    if c:
+        c.close()
+    t.eq(code, 4, "USE_CN_AS_USERNAME + CLIENT_CERT=optional, no certificate, username dev00001: CONNACK 4")
+    t.check(not broker.saw_client("cn-imposter", bmark), "... and the broker never saw it")
+    code, err, c = h.tls_mqtt(opt.tls_port, pki.tls_context("client"), "cn-opt-good")
+    if c:
+        c.close()
+    t.eq(code, 0, "USE_CN_AS_USERNAME + CLIENT_CERT=optional, with client.crt: CONNACK 0")
     sub.close()
 
 
