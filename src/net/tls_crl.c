@@ -112,6 +112,17 @@ bool crl_signed_by_one_of(X509_CRL *crl, const char *ca_file)
     return ok;
 }
 
+bool crl_older(X509_CRL *crl, X509_CRL *than)
+{
+    ASN1_INTEGER *a = X509_CRL_get_ext_d2i(crl, NID_crl_number, NULL, NULL);
+    ASN1_INTEGER *b = X509_CRL_get_ext_d2i(than, NID_crl_number, NULL, NULL);
+    bool older = a && b ? ASN1_INTEGER_cmp(a, b) < 0
+                        : ASN1_TIME_compare(X509_CRL_get0_lastUpdate(crl), X509_CRL_get0_lastUpdate(than)) < 0;
+    ASN1_INTEGER_free(a);
+    ASN1_INTEGER_free(b);
+    return older;
+}
+
 bool crl_expired(X509_CRL *crl, time_t now)
 {
     const ASN1_TIME *next = X509_CRL_get0_nextUpdate(crl);

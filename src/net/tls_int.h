@@ -128,6 +128,8 @@ X509_CRL *crl_load(const char *path, char *err, size_t errlen);
 /* Signature by issuer (and issuer names match). 0 or -1 with why. */
 int crl_check_issuer(X509_CRL *crl, X509 *issuer, char *why, size_t len);
 bool crl_expired(X509_CRL *crl, time_t now);
+/* crl was issued before than (CRL number, else thisUpdate): a replay. */
+bool crl_older(X509_CRL *crl, X509_CRL *than);
 /* Signed by one of the certificates of a PEM file (the client CAs)? */
 bool crl_signed_by_one_of(X509_CRL *crl, const char *ca_file);
 bool crl_revokes(X509_CRL *crl, X509 *cert);

@@ -16,6 +16,7 @@
 #include <openssl/async.h>
 #include <openssl/err.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,9 @@ struct tls_wait {
     OCSP_REQUEST *req;  /* OCSP: for the nonce */
     OCSP_CERTID *id;
     struct rev_entry old; /* CRL: the one being refreshed, used if the refresh fails */
+    struct fetch_request http; /* started from a deferred call (see start) */
+    uint8_t *http_body;
+    struct loop_defer starter;
 };
 
 static struct tls_wait **waits_of(struct loop *l) { return (struct tls_wait **)loop_slot(l, LOOP_SLOT_TLS); }
@@ -63,6 +67,8 @@ static void wait_free(struct tls_wait *w)
         }
     if (w->f)
         fetch_cancel(w->f);
+    loop_defer_cancel(w->loop, &w->starter);
+    free(w->http_body);
     X509_free(w->issuer);
     X509_STORE_free(w->store);
     OCSP_REQUEST_free(w->req);
@@ -136,6 +142,11 @@ static void crl_answer(struct tls_wait *w, const struct fetch_result *r, struct 
     else if (!(crl = crl_parse(r->body, r->len)))
         whyf(e->why, sizeof(e->why), "CRL %s: not a CRL (DER or PEM)", w->url);
     else if (crl_check_issuer(crl, w->issuer, e->why, sizeof(e->why)) < 0) {
+        X509_CRL_free(crl);
+        crl = NULL;
+    } else if (w->old.crl && crl_older(crl, w->old.crl)) {
+        /* an older CRL than the one we hold could hide a revocation (a replay) */
+        whyf(e->why, sizeof(e->why), "CRL %s: older than the one already held", w->url);
         X509_CRL_free(crl);
         crl = NULL;
     }
@@ -225,13 +236,34 @@ static struct tls_wait *wait_new(struct tls_conn *t, int kind, const uint8_t *ke
     return w;
 }
 
+static void start_deferred(struct loop *l, struct loop_defer *d)
+{
+    (void)l;
+    struct tls_wait *w = (struct tls_wait *)((char *)d - offsetof(struct tls_wait, starter));
+    w->f = fetch_start(w->loop, &w->http, wait_done, w);
+    free(w->http_body); /* fetch_start copied it */
+    w->http_body = NULL;
+    if (!w->f) {
+        struct fetch_result r = {.body = (const uint8_t *)"", .error = "cannot start the request"};
+        wait_done(w, &r);
+    }
+}
+
+/* The verify callback runs on the small stack of an ASYNC job: libcurl is
+ * started from a deferred call on the loop's own stack instead. */
 static enum rev_status start(struct tls_wait *w, struct tls_conn *t, const struct fetch_request *req)
 {
-    if (!(w->f = fetch_start(w->loop, req, wait_done, w))) {
-        whyf(t->chk->why, sizeof(t->chk->why), "cannot start a request to %s", w->url);
+    w->http = *req;
+    w->http.url = w->url;
+    if (req->body_len && !(w->http_body = malloc(req->body_len))) {
+        whyf(t->chk->why, sizeof(t->chk->why), "out of memory");
         wait_free(w);
         return REV_UNAVAILABLE;
     }
+    if (req->body_len)
+        memcpy(w->http_body, req->body, req->body_len);
+    w->http.body = w->http_body;
+    loop_defer(w->loop, &w->starter, start_deferred);
     join(w, t);
     return REV_WAIT;
 }

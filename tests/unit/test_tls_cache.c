@@ -124,6 +124,13 @@ static void test_crl(void)
     CHECK(!crl_expired(from_der, time(NULL)));
     CHECK(crl_expired(from_der, time(NULL) + 7200));
 
+    X509_CRL *later = crl(ca, cak, 7, 7200);
+    X509_CRL_set1_lastUpdate(later, X509_CRL_get0_nextUpdate(c)); /* issued after c */
+    X509_CRL_sign(later, cak, EVP_sha256());
+    CHECK(crl_older(c, later));
+    CHECK(!crl_older(later, c));
+    X509_CRL_free(later);
+
     char buf[96];
     cert_serial(bad, buf, sizeof(buf));
     CHECK(!strcmp(buf, "07"));
