@@ -54,7 +54,7 @@ static const char *getenv_cb(void *ctx, const char *name)
 
 static bool listener_supported(enum listener_id id)
 {
-    return id == LISTENER_MQTT || id == LISTENER_MQTT_TLS || id == LISTENER_MQTT_MTLS;
+    return id == LISTENER_MQTT || id == LISTENER_MQTT_TLS || id == LISTENER_MQTT_MTLS || id == LISTENER_WS;
 }
 
 /* TLS is on where CERT_FILE and KEY_FILE are set (config_load checked that
@@ -136,6 +136,7 @@ static int prepare(struct app *a, const struct mgate_handler *const *extra, char
             return -1;
         }
         p->listener = lc->name;
+        p->path_prefix = lc->path_prefix;
         p->max_packet_size = lc->max_packet_size;
         p->connect_timeout_ms = lc->connect_timeout_ms;
         p->output_high_water = lc->output_high_water;

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "front/ws.h"
 #include "net/fetch.h"
 #include "net/tls.h"
 
@@ -16,7 +17,10 @@ static void on_accept(struct listener *ls, int fd, const struct sockaddr *peer, 
     (void)len;
     struct worker_listener *wl = (struct worker_listener *)ls;
     struct worker *w = ls->ctx;
-    session_accept_tcp(w->loop, fd, peer, &wl->params, &w->sessions);
+    if (wl->id == LISTENER_WS)
+        ws_accept(w->loop, fd, &wl->params, &w->sessions);
+    else
+        session_accept_tcp(w->loop, fd, peer, &wl->params, &w->sessions);
 }
 
 static void on_all_closed(struct session_list *list)
@@ -139,6 +143,7 @@ void worker_join(struct worker *w)
     pthread_mutex_destroy(&w->lock);
     if (w->ctl.fd >= 0)
         close(w->ctl.fd);
+    ws_loop_free(w->loop);  /* libwebsockets and its libuv loop */
     tls_loop_free(w->loop); /* revocation checks in flight, then libcurl's state */
     fetch_loop_free(w->loop);
     loop_free(w->loop);

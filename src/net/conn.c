@@ -30,20 +30,28 @@ static const struct conn_ops tcp_ops = {tcp_read, tcp_writev, tcp_close, NULL};
 
 /* ---- life cycle ------------------------------------------------------- */
 
+static void set_events(struct conn *c, uint32_t ev)
+{
+    if (c->io.fd >= 0)
+        loop_io_set(c->loop, &c->io, ev);
+    else if (c->ops->interest) /* a transport without a descriptor of ours (a WebSocket) */
+        c->ops->interest(c, ev);
+}
+
 static void update_events(struct conn *c)
 {
     uint32_t ev = 0;
     if (c->state == CONN_CLOSED)
         return;
     if (c->hs_waiting) {
-        loop_io_set(c->loop, &c->io, 0); /* the handshake waits for an answer, not for the peer */
+        set_events(c, 0); /* the handshake waits for an answer, not for the peer */
         return;
     }
     if ((c->state == CONN_OPEN && !c->read_paused) || c->state == CONN_HANDSHAKE)
         ev |= EPOLLIN;
     if (c->state == CONN_CONNECTING || c->want_write || (c->out.len && c->state != CONN_HANDSHAKE))
         ev |= EPOLLOUT;
-    loop_io_set(c->loop, &c->io, ev);
+    set_events(c, ev);
 }
 
 static void free_conn(struct loop *l, struct loop_defer *d)
@@ -57,7 +65,8 @@ static void free_conn(struct loop *l, struct loop_defer *d)
 
 static void shut(struct conn *c)
 {
-    loop_io_del(c->loop, &c->io);
+    if (c->io.fd >= 0)
+        loop_io_del(c->loop, &c->io);
     c->ops->close(c);
     c->io.fd = -1;
     c->state = CONN_CLOSED;
@@ -109,6 +118,37 @@ static struct conn *conn_new(struct loop *l, int fd, const struct conn_cbs *cbs,
         return NULL;
     }
     return c;
+}
+
+static void flush_out(struct conn *c);
+
+struct conn *conn_virtual(struct loop *l, const struct conn_ops *ops, void *transport,
+                          const struct conn_cbs *cbs, void *owner)
+{
+    struct conn *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->loop = l;
+    c->io.fd = -1;
+    c->ops = ops;
+    c->transport = transport;
+    c->cbs = cbs;
+    c->owner = owner;
+    c->state = CONN_OPEN;
+    c->high_water = 64 * 1024;
+    return c;
+}
+
+void conn_transport_writable(struct conn *c)
+{
+    if (c->state == CONN_OPEN || c->state == CONN_FLUSHING)
+        flush_out(c);
+}
+
+void conn_transport_closed(struct conn *c, int err)
+{
+    c->transport = NULL; /* the transport is gone: close must not touch it */
+    fail(c, err);
 }
 
 static void tune_socket(int fd)
@@ -307,7 +347,8 @@ void conn_close_after_flush(struct conn *c)
         return;
     }
     c->state = CONN_FLUSHING;
-    shutdown(c->io.fd, SHUT_RD);
+    if (c->io.fd >= 0)
+        shutdown(c->io.fd, SHUT_RD);
     if (!c->out.len) {
         fail(c, 0);
         return;

@@ -34,6 +34,9 @@ struct conn_ops {
     ssize_t (*writev)(struct conn *c, const struct iovec *iov, int n);
     void (*close)(struct conn *c);
     int (*handshake)(struct conn *c);
+    /* Transports without a descriptor of ours: what the connection wants
+     * now (EPOLLIN: deliver input; EPOLLOUT: call conn_transport_writable). */
+    void (*interest)(struct conn *c, uint32_t events);
 };
 
 struct conn_cbs {
@@ -102,6 +105,16 @@ void conn_close(struct conn *c);
 /* Stop reading, send what is queued, then close (bounded by the caller's
  * timer; conn_close ends it early).  The owner gets on_close at the end. */
 void conn_close_after_flush(struct conn *c);
+
+/* A connection over a transport that is not a descriptor of ours (a
+ * WebSocket whose socket libwebsockets owns): open at once; the transport
+ * feeds input with conn_deliver, says when it can take output with
+ * conn_transport_writable, and reports its end with conn_transport_closed
+ * (after which ops->close must not touch the transport). */
+struct conn *conn_virtual(struct loop *l, const struct conn_ops *ops, void *transport,
+                          const struct conn_cbs *cbs, void *owner);
+void conn_transport_writable(struct conn *c);
+void conn_transport_closed(struct conn *c, int err);
 
 /* For transports that are not read from a descriptor (a WebSocket delivers
  * messages): feed bytes as if they had been read. */

@@ -30,6 +30,7 @@ struct session_params {
     bool cn_as_username;          /* the client certificate's CN replaces the username */
     struct tls_ctx *upstream_tls; /* NULL: plain TCP to the broker */
     const char *target_server_name;
+    const char *path_prefix; /* WebSocket listeners: upgrades outside it are refused */
 };
 
 /* Every live session of a worker, for shutdown and counting. */

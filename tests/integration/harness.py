@@ -905,13 +905,18 @@ class PahoClient:
     """A paho client on its own network thread, with blocking helpers that wait for events."""
 
     def __init__(self, port, client_id, protocol, clean=True, will=None, username=None, keepalive=60,
-                 connect_props=None):
+                 connect_props=None, ws_path=None):
+        """ws_path: MQTT over WebSocket at that path instead of TCP."""
         mqtt = paho()
         self.mqtt = mqtt
         kw = {"protocol": protocol}
         if protocol != mqtt.MQTTv5:
             kw["clean_session"] = clean
+        if ws_path:
+            kw["transport"] = "websockets"
         self.c = mqtt.Client(client_id, **kw)
+        if ws_path:
+            self.c.ws_set_options(path=ws_path)
         self.cond = threading.Condition()
         self.messages = []
         self.connect_rc = None

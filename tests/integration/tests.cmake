@@ -17,6 +17,7 @@ set(MGATE_INTEGRATION_TESTS
   tls_clients 60
   tls_reload  60
   tls_upstream 60
+  ws          90
 )
 
 while(MGATE_INTEGRATION_TESTS)

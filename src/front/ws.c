@@ -1,0 +1,270 @@
+#include "front/ws.h"
+
+#include <errno.h>
+#include <libwebsockets.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "front/uvloop.h"
+#include "net/conn.h"
+
+/* One libwebsockets write per "writeable" callback, from a copy with the
+ * headroom lws needs in front of the payload. */
+#define WS_WRITE_CHUNK (16 * 1024)
+
+struct ws_front;
+struct ws_listener {
+    struct lws_vhost *vh;
+    struct ws_front *front;
+    const struct session_params *p;
+    struct session_list *list;
+};
+
+struct ws_front {
+    struct lws_context *ctx;
+    struct loop *l;
+    struct ws_listener ls[8];
+    unsigned nls;
+    uint8_t out[LWS_PRE + WS_WRITE_CHUNK];
+};
+
+/* Per WebSocket (lws allocates it: per_session_data_size). */
+struct ws_conn {
+    struct conn *c;
+    struct ws_front *front;
+    bool can_write; /* inside LWS_CALLBACK_SERVER_WRITEABLE, nothing written yet */
+    bool rx_off;    /* lws_rx_flow_control(0) is in force */
+    bool closing;   /* our side ended it: close at the next writeable */
+};
+
+static struct ws_front **slot(struct loop *l) { return (struct ws_front **)loop_slot(l, LOOP_SLOT_WS); }
+
+/* ---- the transport under struct conn ------------------------------------ */
+
+static struct ws_conn *wc_of(const struct conn *c) { return c->transport ? lws_wsi_user(c->transport) : NULL; }
+
+static ssize_t ws_read(struct conn *c, void *buf, size_t len)
+{
+    (void)c, (void)buf, (void)len;
+    errno = EAGAIN; /* input arrives by conn_deliver */
+    return -1;
+}
+
+static ssize_t ws_writev(struct conn *c, const struct iovec *iov, int n)
+{
+    (void)n;
+    struct ws_conn *wc = wc_of(c);
+    if (!wc) {
+        errno = EPIPE;
+        return -1;
+    }
+    if (!wc->can_write) {
+        errno = EAGAIN; /* conn keeps it and asks for EPOLLOUT: see ws_interest */
+        return -1;
+    }
+    size_t len = iov[0].iov_len < WS_WRITE_CHUNK ? iov[0].iov_len : WS_WRITE_CHUNK;
+    memcpy(wc->front->out + LWS_PRE, iov[0].iov_base, len);
+    wc->can_write = false;
+    if (lws_write(c->transport, wc->front->out + LWS_PRE, len, LWS_WRITE_BINARY) < (int)len) {
+        errno = EPIPE;
+        return -1;
+    }
+    return (ssize_t)len;
+}
+
+static void ws_interest(struct conn *c, uint32_t events)
+{
+    struct ws_conn *wc = wc_of(c);
+    if (!wc)
+        return;
+    bool rx_off = !(events & EPOLLIN);
+    if (rx_off != wc->rx_off) {
+        wc->rx_off = rx_off;
+        lws_rx_flow_control(c->transport, rx_off ? 0 : 1);
+    }
+    if (events & EPOLLOUT)
+        lws_callback_on_writable(c->transport);
+}
+
+static void ws_close(struct conn *c)
+{
+    struct ws_conn *wc = wc_of(c);
+    if (!wc)
+        return;
+    wc->c = NULL;
+    wc->closing = true;
+    lws_callback_on_writable(c->transport);
+    c->transport = NULL;
+}
+
+static const struct conn_ops ws_ops = {ws_read, ws_writev, ws_close, NULL, ws_interest};
+
+/* ---- libwebsockets callbacks -------------------------------------------- */
+
+static struct ws_listener *listener_of(struct lws *wsi) { return lws_get_vhost_user(lws_get_vhost(wsi)); }
+
+static bool path_allowed(struct lws *wsi, const struct ws_listener *wl)
+{
+    const char *prefix = wl->p->path_prefix ? wl->p->path_prefix : "";
+    if (!*prefix)
+        return true;
+    char uri[512];
+    if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) < 0)
+        return false;
+    return !strncmp(uri, prefix, strlen(prefix));
+}
+
+static void established(struct lws *wsi, struct ws_conn *wc)
+{
+    struct ws_listener *wl = listener_of(wsi);
+    struct loop *l = wl->front->l;
+    wc->front = wl->front;
+    struct sockaddr_storage peer;
+    socklen_t plen = sizeof(peer);
+    if (getpeername(lws_get_socket_fd(wsi), (struct sockaddr *)&peer, &plen) < 0)
+        memset(&peer, 0, sizeof(peer));
+    wc->c = conn_virtual(l, &ws_ops, wsi, NULL, NULL);
+    if (!wc->c || !session_start(l, wc->c, (struct sockaddr *)&peer, wl->p, wl->list)) {
+        if (wc->c)
+            conn_close(wc->c);
+        wc->c = NULL;
+        wc->closing = true;
+        lws_callback_on_writable(wsi);
+    }
+}
+
+static int on_writeable(struct lws *wsi, struct ws_conn *wc)
+{
+    if (wc->closing || !wc->c) {
+        lws_close_reason(wsi, LWS_CLOSE_STATUS_NORMAL, NULL, 0);
+        return -1;
+    }
+    wc->can_write = true;
+    conn_transport_writable(wc->c);
+    wc->can_write = false;
+    return wc->closing ? (lws_close_reason(wsi, LWS_CLOSE_STATUS_NORMAL, NULL, 0), -1) : 0;
+}
+
+static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
+{
+    struct ws_conn *wc = user;
+    switch (reason) {
+    case LWS_CALLBACK_HTTP: /* a plain HTTP request: nothing here but WebSockets */
+        lws_return_http_status(wsi, HTTP_STATUS_NOT_FOUND, NULL);
+        return -1;
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+        return path_allowed(wsi, listener_of(wsi)) ? 0 : 1;
+    case LWS_CALLBACK_ESTABLISHED:
+        established(wsi, wc);
+        return 0;
+    case LWS_CALLBACK_RECEIVE:
+        if (wc->c)
+            conn_deliver(wc->c, in, len);
+        return 0;
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        return on_writeable(wsi, wc);
+    case LWS_CALLBACK_CLOSED:
+        if (wc->c) {
+            struct conn *c = wc->c;
+            wc->c = NULL;
+            conn_transport_closed(c, 0);
+        }
+        return 0;
+    default:
+        return lws_callback_http_dummy(wsi, reason, user, in, len);
+    }
+}
+
+/* "mqtt" (MQTT 3.1.1 and 5.0) and "mqttv3.1"; a client that names no
+ * subprotocol gets the first. */
+static const struct lws_protocols protocols[] = {
+    {"mqtt", callback, sizeof(struct ws_conn), 0, 0, NULL, 0},
+    {"mqttv3.1", callback, sizeof(struct ws_conn), 0, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+/* ---- per worker ----------------------------------------------------------- */
+
+static void lws_log(int level, const char *line)
+{
+    log_msgf(level == LLL_ERR ? LOGL_ERROR : LOGL_WARN, "libwebsockets: %.*s", (int)strcspn(line, "\n"), line);
+}
+
+static struct ws_front *front_get(struct loop *l)
+{
+    struct ws_front *f = *slot(l);
+    if (f)
+        return f;
+    uv_loop_t *uv = uvloop_get(l);
+    if (!uv || !(f = calloc(1, sizeof(*f))))
+        return NULL;
+    void *loops[1] = {uv};
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof(info));
+    info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+    info.foreign_loops = loops;
+    lws_set_log_level(LLL_ERR | LLL_WARN, lws_log);
+    if (!(f->ctx = lws_create_context(&info))) {
+        free(f);
+        return NULL;
+    }
+    f->l = l;
+    *slot(l) = f;
+    return f;
+}
+
+static struct ws_listener *listener_get(struct ws_front *f, const struct session_params *p, struct session_list *list)
+{
+    for (unsigned i = 0; i < f->nls; i++)
+        if (f->ls[i].p == p)
+            return &f->ls[i];
+    if (f->nls == sizeof(f->ls) / sizeof(f->ls[0]))
+        return NULL;
+    struct ws_listener *wl = &f->ls[f->nls];
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof(info));
+    info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
+    info.protocols = protocols;
+    info.vhost_name = p->listener;
+    info.user = wl;
+    wl->p = p;
+    wl->list = list;
+    wl->front = f;
+    if (!(wl->vh = lws_create_vhost(f->ctx, &info)))
+        return NULL;
+    f->nls++;
+    return wl;
+}
+
+void ws_accept(struct loop *l, int fd, const struct session_params *p, struct session_list *list)
+{
+    struct ws_front *f = list->draining ? NULL : front_get(l);
+    struct ws_listener *wl = f ? listener_get(f, p, list) : NULL;
+    if (!wl || !lws_adopt_socket_vhost(wl->vh, fd)) {
+        if (!wl)
+            close(fd); /* adopting closes it on failure */
+        return;
+    }
+    uvloop_kick(l);
+}
+
+void ws_loop_free(struct loop *l)
+{
+    struct ws_front *f = *slot(l);
+    if (f) {
+        /* lws 4.1.6 with a foreign loop: the first destroy starts closing its
+         * uv handles, whose close callbacks live in the evlib plugin; they
+         * must run before the second destroy frees the context and unloads
+         * the plugin. */
+        lws_context_destroy(f->ctx);
+        for (int i = 0; i < 8; i++)
+            uvloop_kick(l);
+        lws_context_destroy(f->ctx);
+        free(f);
+        *slot(l) = NULL;
+    }
+    uvloop_free(l);
+}

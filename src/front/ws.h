@@ -1,0 +1,23 @@
+/*
+ * MQTT over WebSocket (ws://): libwebsockets on the worker's loop (through
+ * front/uvloop.c) adopts the sockets our listener accepted, speaks HTTP and
+ * WebSocket, and each established WebSocket becomes a connection
+ * (conn_virtual) that the session layer treats exactly like a TCP one:
+ * MQTT bytes in binary messages, in any split, both ways.
+ */
+#ifndef MGATE_WS_H
+#define MGATE_WS_H
+
+#include <sys/socket.h>
+
+#include "core/loop.h"
+#include "session/session.h"
+
+/* Take an accepted socket of a WebSocket listener.  The socket is closed on
+ * any failure. */
+void ws_accept(struct loop *l, int fd, const struct session_params *p, struct session_list *list);
+
+/* Close every WebSocket and free libwebsockets' state (after loop_run). */
+void ws_loop_free(struct loop *l);
+
+#endif

@@ -1,0 +1,212 @@
+#!/usr/bin/python3
+"""MQTT over WebSocket (ws://) through mgate to mosquitto's TCP listener.
+
+paho-mqtt with transport="websockets" in 3.1.1 and 5.0 at QoS 0, 1 and 2 (counts, order);
+a 300 KiB payload both ways; MQTT packets split over several WebSocket messages and several
+packets in one message (a hand-made WebSocket client); the example handler's refusals arrive
+with the core's codes; a wrong path and a plain HTTP request are refused; mgate exits cleanly.
+"""
+import base64
+import os
+import socket
+import struct
+import sys
+import tempfile
+
+sys.dont_write_bytecode = True
+import harness as h  # noqa: E402
+
+WS = "MGATE_MQTT_WS_WITHOUT_TLS_"
+N = 200
+
+
+def ws_env(broker_port, port):
+    return {WS + "HOST": h.HOST, WS + "PORT": port, WS + "TARGET_HOST": h.HOST,
+            WS + "TARGET_PORT": broker_port, WS + "TARGET_PROTOCOL": "mqtt", WS + "PATH_PREFIX": "/mqtt"}
+
+
+def ws_client(port, client_id, protocol):
+    return h.PahoClient(port, client_id, protocol, ws_path="/mqtt")
+
+
+def refused_code(port, client_id, protocol):
+    """The CONNACK code a WebSocket client gets (PahoClient raises on anything but 0)."""
+    try:
+        ws_client(port, client_id, protocol).stop()
+        return 0
+    except AssertionError as e:
+        return str(e).rsplit(" ", 1)[-1]
+
+
+class RawWs:
+    """A WebSocket client that frames bytes as the test says (masked, binary)."""
+
+    def __init__(self, port, path="/mqtt", protocol="mqtt"):
+        self.s = socket.create_connection((h.HOST, port), timeout=5)
+        key = base64.b64encode(os.urandom(16)).decode()
+        req = (f"GET {path} HTTP/1.1\r\nHost: {h.HOST}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n")
+        if protocol:
+            req += f"Sec-WebSocket-Protocol: {protocol}\r\n"
+        self.s.sendall((req + "\r\n").encode())
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            chunk = self.s.recv(4096)
+            if not chunk:
+                break
+            self.buf += chunk
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        self.status = head.split(b"\r\n")[0].decode(errors="replace")
+
+    def send_frame(self, payload, opcode=2):
+        mask = os.urandom(4)
+        n = len(payload)
+        hdr = bytes([0x80 | opcode])
+        if n < 126:
+            hdr += bytes([0x80 | n])
+        elif n < 65536:
+            hdr += bytes([0x80 | 126]) + struct.pack("!H", n)
+        else:
+            hdr += bytes([0x80 | 127]) + struct.pack("!Q", n)
+        self.s.sendall(hdr + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+    def _need(self, n):
+        while len(self.buf) < n:
+            chunk = self.s.recv(65536)
+            if not chunk:
+                raise h.Closed()
+            self.buf += chunk
+
+    def recv_frame(self):
+        self._need(2)
+        op, n = self.buf[0] & 0x0F, self.buf[1] & 0x7F
+        off = 2
+        if n == 126:
+            self._need(4)
+            n, off = struct.unpack("!H", self.buf[2:4])[0], 4
+        elif n == 127:
+            self._need(10)
+            n, off = struct.unpack("!Q", self.buf[2:10])[0], 10
+        self._need(off + n)
+        data, self.buf = self.buf[off:off + n], self.buf[off + n:]
+        return op, data
+
+    def recv_mqtt(self):
+        """Bytes of MQTT from binary frames until one whole packet is in."""
+        data = b""
+        while True:
+            op, d = self.recv_frame()
+            if op == 2:
+                data += d
+            if len(data) >= 2:
+                n, mult, i = 0, 1, 1
+                while i < len(data) and data[i] & 0x80:
+                    n += (data[i] & 0x7F) * mult
+                    mult *= 128
+                    i += 1
+                if i < len(data):
+                    n += (data[i] & 0x7F) * mult
+                    if len(data) >= i + 1 + n:
+                        return data
+
+
+def counts(t, port, name, proto):
+    for qos in (0, 1, 2):
+        topic = f"ws/{name}/q{qos}"
+        sub = ws_client(port, f"ws-sub-{name}-{qos}", proto)
+        pub = ws_client(port, f"ws-pub-{name}-{qos}", proto)
+        try:
+            t.eq(sub.subscribe(topic, qos), [qos], f"v{name} QoS {qos}: SUBACK grants QoS {qos}")
+            infos = [pub.publish(topic, str(i).encode(), qos) for i in range(N)]
+            for info in infos:
+                info.wait_for_publish(20.0)
+            got = [int(m.payload) for m in sub.wait_messages(N, 20.0)]
+            t.eq(sorted(set(got)), list(range(N)), f"v{name} QoS {qos}: all {N} messages arrive")
+            if qos:
+                t.eq(got, list(range(N)), f"v{name} QoS {qos}: once each, in order")
+        finally:
+            sub.stop()
+            pub.stop()
+
+
+def big(t, port):
+    mqtt = h.paho()
+    c = ws_client(port, "ws-big", mqtt.MQTTv311)
+    try:
+        t.eq(c.subscribe("ws/big", 1), [1], "300 KiB: subscribed")
+        payload = os.urandom(300 * 1024)
+        c.publish_wait("ws/big", payload, 1, timeout=10.0)
+        msgs = c.wait_messages(1, 10.0)
+        t.check(msgs and msgs[0].payload == payload, "300 KiB: the payload comes back intact over WebSocket")
+    finally:
+        c.stop()
+
+
+def framing(t, port, broker):
+    sub = h.raw_client(broker.port, 4, "ws-frame-watch")
+    t.eq(sub.subscribe(1, [("ws/frame/#", 0)]), [0], "framing: a direct subscriber is ready")
+    w = RawWs(port)
+    t.check("101" in w.status, "framing: the upgrade is accepted (101)", w.status)
+    conn = h.connect_packet(4, "ws-frame")
+    w.send_frame(conn[:5])
+    w.send_frame(conn[5:])  # one CONNECT in two WebSocket messages
+    p = w.recv_mqtt()
+    t.eq(p[:4], b"\x20\x02\x00\x00", "framing: CONNECT split over two messages gets CONNACK 0")
+    two = h.publish_packet(4, "ws/frame/a", b"one") + h.publish_packet(4, "ws/frame/b", b"two")
+    w.send_frame(two[:7])
+    w.send_frame(two[7:])  # the first PUBLISH split, the second behind it in the same message
+    got = []
+    for _ in range(2):
+        m = h.parse_publish(4, sub.read_packet(3.0))
+        got.append((m.topic, m.payload))
+    t.eq(got, [("ws/frame/a", b"one"), ("ws/frame/b", b"two")],
+         "framing: two PUBLISH across two messages arrive in order")
+    w.s.close()
+
+
+def refusals(t, tmp, broker):
+    port = h.free_port()
+    g = h.Mgate(tmp, broker.port, binary=h.EXAMPLE_BIN, port=port, MGATE_MQTT_WITHOUT_TLS_PORT=None,
+                **ws_env(broker.port, port))
+    try:
+        mqtt = h.paho()
+        t.eq(refused_code(port, "deny-me", mqtt.MQTTv311), "5",
+             "refusal over WebSocket, 3.1.1: CONNACK 5 (not authorised)")
+        t.eq(refused_code(port, "deny-me-5", mqtt.MQTTv5), "135",
+             "refusal over WebSocket, 5.0: CONNACK 0x87")
+    finally:
+        t.eq(h.stop(g.proc), 0, "the example handler's mgate exits 0")
+
+
+def bad_requests(t, port):
+    w = RawWs(port, path="/elsewhere")
+    t.check("101" not in w.status, "a path outside PATH_PREFIX is not upgraded", w.status)
+    w.s.close()
+    s = socket.create_connection((h.HOST, port), timeout=5)
+    s.sendall(f"GET /mqtt HTTP/1.1\r\nHost: {h.HOST}\r\n\r\n".encode())
+    head = s.recv(4096).split(b"\r\n")[0].decode(errors="replace")
+    t.check(" 404" in head, "a plain HTTP request gets 404", head)
+    s.close()
+
+
+def main():
+    h.need_binaries()
+    t = h.Checks("ws")
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = h.start_mosquitto(tmp)
+        port = h.free_port()
+        g = h.Mgate(tmp, broker.port, port=port, MGATE_MQTT_WITHOUT_TLS_PORT=None, **ws_env(broker.port, port))
+        mqtt = h.paho()
+        t.case("3.1.1 counts", counts, t, port, "311", mqtt.MQTTv311)
+        t.case("5.0 counts", counts, t, port, "5", mqtt.MQTTv5)
+        t.case("big payload", big, t, port)
+        t.case("framing", framing, t, port, broker)
+        t.case("bad requests", bad_requests, t, port)
+        t.case("refusals", refusals, t, tmp, broker)
+        t.eq(h.stop(g.proc), 0, "mgate exits 0 on SIGTERM")
+        t.check(not h.sanitizer_lines(g.log.text()), "no sanitizer report", g.log.text()[-500:])
+    h.finish(t)
+
+
+if __name__ == "__main__":
+    main()
