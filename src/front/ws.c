@@ -4,6 +4,7 @@
 #include <libwebsockets.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -117,6 +118,20 @@ static bool path_allowed(struct lws *wsi, const struct ws_listener *wl)
     return !strncmp(uri, prefix, strlen(prefix));
 }
 
+/* "Authorization: Bearer T" (or any other scheme, whole) becomes the
+ * session's token: browsers cannot put credentials in CONNECT easily. */
+static void take_token(struct lws *wsi, struct mgate_session *s)
+{
+    char auth[1024];
+    int n = lws_hdr_copy(wsi, auth, sizeof(auth), WSI_TOKEN_HTTP_AUTHORIZATION);
+    if (n <= 0)
+        return;
+    const char *tok = auth;
+    if (!strncasecmp(tok, "Bearer ", 7))
+        tok += 7;
+    session_set_token(s, tok, strlen(tok));
+}
+
 static void established(struct lws *wsi, struct ws_conn *wc)
 {
     struct ws_listener *wl = listener_of(wsi);
@@ -127,7 +142,10 @@ static void established(struct lws *wsi, struct ws_conn *wc)
     if (getpeername(lws_get_socket_fd(wsi), (struct sockaddr *)&peer, &plen) < 0)
         memset(&peer, 0, sizeof(peer));
     wc->c = conn_virtual(l, &ws_ops, wsi, NULL, NULL);
-    if (!wc->c || !session_start(l, wc->c, (struct sockaddr *)&peer, wl->p, wl->list)) {
+    struct mgate_session *s = wc->c ? session_start(l, wc->c, (struct sockaddr *)&peer, wl->p, wl->list) : NULL;
+    if (s)
+        take_token(wsi, s);
+    else {
         if (wc->c)
             conn_close(wc->c);
         wc->c = NULL;

@@ -64,6 +64,7 @@ static void session_free(struct mgate_session *s)
     free(s->refused_qos2.ids);
     session_alloc_reset(s);
     free(s->cred_mem);
+    free(s->http_token);
     free(s);
 }
 
@@ -262,6 +263,12 @@ void session_list_close_all(struct session_list *list)
 }
 
 /* ---- credentials and scratch memory ---------------------------------- */
+
+void session_set_token(struct mgate_session *s, const char *token, size_t len)
+{
+    free(s->http_token);
+    s->http_token = len ? strndup(token, len) : NULL;
+}
 
 void session_save_credentials(struct mgate_session *s, const struct mgate_connect_req *req)
 {

@@ -50,6 +50,11 @@ struct mgate_session *session_start(struct loop *l, struct conn *client, const s
 void session_accept_tcp(struct loop *l, int fd, const struct sockaddr *peer,
                         const struct session_params *p, struct session_list *list);
 
+/* A front end's credential from outside MQTT (a WebSocket upgrade's
+ * Authorization header): the handler sees it as the password of a CONNECT
+ * that carries none. */
+void session_set_token(struct mgate_session *s, const char *token, size_t len);
+
 /* Shutdown: tell 5.0 clients (DISCONNECT 0x8B) and close their pairs now;
  * older clients have no way to be told, they keep going until the grace
  * period ends and session_close_all runs. */

@@ -63,6 +63,10 @@ static enum pkt_result up_connect(struct pass *ps, const uint8_t *raw, uint32_t 
     req->version = c->version;
     req->clean_start = c->clean_start;
     req->keepalive = c->keepalive;
+    if (!req->has_password && s->http_token) {
+        req->password = (mgate_bytes){(const uint8_t *)s->http_token, (uint32_t)strlen(s->http_token)};
+        req->has_password = true;
+    }
     s->state = SESSION_AUTH_CONNECT;
     const struct mgate_handler *hd = s->p->handler;
     if (s->p->cn_as_username && !cn_as_username(s, req))
@@ -105,12 +109,14 @@ static enum pkt_result finish_connect(struct pass *ps, struct held *h)
         struct mqtt_connect *nc = &np.connect;
         nc->client_id = to_str(s->client_id);
         nc->has_username = req->has_username;
-        nc->has_password = req->has_password;
+        /* before 5.0 a password needs a username: a token then stays with the handler */
+        bool pw = req->has_password && (req->has_username || s->version == MQTT_V5);
+        nc->has_password = pw;
         nc->username = to_str(s->username);
         nc->password = to_str(s->password);
         nc->flags = (uint8_t)((nc->flags & ~(CONNECT_FLAG_USERNAME | CONNECT_FLAG_PASSWORD)) |
                               (req->has_username ? CONNECT_FLAG_USERNAME : 0) |
-                              (req->has_password ? CONNECT_FLAG_PASSWORD : 0));
+                              (pw ? CONNECT_FLAG_PASSWORD : 0));
         pass_emit_packet(ps, &np);
         r = PKT_HANDLED;
     }

@@ -10,6 +10,7 @@ import base64
 import os
 import socket
 import struct
+import subprocess
 import sys
 import tempfile
 
@@ -166,16 +167,44 @@ def framing(t, port, broker):
 
 def refusals(t, tmp, broker):
     port = h.free_port()
-    g = h.Mgate(tmp, broker.port, binary=h.EXAMPLE_BIN, port=port, MGATE_MQTT_WITHOUT_TLS_PORT=None,
+    h.Mgate(tmp, broker.port, binary=h.EXAMPLE_BIN, port=port, MGATE_MQTT_WITHOUT_TLS_PORT=None,
                 **ws_env(broker.port, port))
+    # the gate is stopped, and its exit and log checked, by h.finish
+    mqtt = h.paho()
+    t.eq(refused_code(port, "deny-me", mqtt.MQTTv311), "5", "refusal over WebSocket, 3.1.1: CONNACK 5 (not authorised)")
+    t.eq(refused_code(port, "deny-me-5", mqtt.MQTTv5), "135", "refusal over WebSocket, 5.0: CONNACK 0x87")
+
+
+def token(t, tmp):
+    """The upgrade's Authorization token is the CONNECT's password when it has none: a broker with
+    a password file lets user tok in with the token, and not without it."""
+    os.chmod(tmp, 0o711)  # mosquitto reads its password file after dropping to user mosquitto
+    d = tempfile.mkdtemp(dir=tmp)
+    os.chmod(d, 0o755)
+    pwfile = os.path.join(d, "passwd")
+    r = subprocess.run(["mosquitto_passwd", "-b", "-c", pwfile, "tok", "s3cret"], capture_output=True, timeout=10)
+    t.check(r.returncode == 0, "setup: mosquitto_passwd writes the password file", r.stderr)
+    os.chmod(pwfile, 0o644)
+    broker = h.start_mosquitto(tmp, f"allow_anonymous false\npassword_file {pwfile}\n")
+    port = h.free_port()
+    h.Mgate(tmp, broker.port, port=port, MGATE_MQTT_WITHOUT_TLS_PORT=None, **ws_env(broker.port, port))
+    mqtt = h.paho()
     try:
-        mqtt = h.paho()
-        t.eq(refused_code(port, "deny-me", mqtt.MQTTv311), "5",
-             "refusal over WebSocket, 3.1.1: CONNACK 5 (not authorised)")
-        t.eq(refused_code(port, "deny-me-5", mqtt.MQTTv5), "135",
-             "refusal over WebSocket, 5.0: CONNACK 0x87")
+        for name, headers, want in (("with the token", {"Authorization": "Bearer s3cret"}, 0),
+                                    ("without a token", None, 5),
+                                    ("with a wrong token", {"Authorization": "Bearer nope"}, 5)):
+            c = mqtt.Client(f"tok-{want}-{len(name)}", protocol=mqtt.MQTTv311, transport="websockets")
+            c.ws_set_options(path="/mqtt", headers=headers)
+            c.username_pw_set("tok")
+            rcs = []
+            c.on_connect = lambda client, userdata, flags, rc, props=None: rcs.append(rc)
+            c.connect(h.HOST, port, 30)
+            c.loop_start()
+            h.wait_until(lambda: rcs, 5.0)
+            c.loop_stop()
+            t.eq(rcs[:1], [want], f"Authorization token, user tok {name}: CONNACK {want} from the broker")
     finally:
-        t.eq(h.stop(g.proc), 0, "the example handler's mgate exits 0")
+        broker.stop()  # the gate is stopped, and its exit and log checked, by h.finish
 
 
 def bad_requests(t, port):
@@ -195,7 +224,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         broker = h.start_mosquitto(tmp)
         port = h.free_port()
-        g = h.Mgate(tmp, broker.port, port=port, MGATE_MQTT_WITHOUT_TLS_PORT=None, **ws_env(broker.port, port))
+        h.Mgate(tmp, broker.port, port=port, MGATE_MQTT_WITHOUT_TLS_PORT=None, **ws_env(broker.port, port))
         mqtt = h.paho()
         t.case("3.1.1 counts", counts, t, port, "311", mqtt.MQTTv311)
         t.case("5.0 counts", counts, t, port, "5", mqtt.MQTTv5)
@@ -203,10 +232,9 @@ def main():
         t.case("framing", framing, t, port, broker)
         t.case("bad requests", bad_requests, t, port)
         t.case("refusals", refusals, t, tmp, broker)
-        t.eq(h.stop(g.proc), 0, "mgate exits 0 on SIGTERM")
-        t.check(not h.sanitizer_lines(g.log.text()), "no sanitizer report", g.log.text()[-500:])
-    h.finish(t)
+        t.case("Authorization token", token, t, tmp)
+        return h.finish(t)
 
 
 if __name__ == "__main__":
-    main()
+    h.run_main(main)
