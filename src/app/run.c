@@ -137,6 +137,7 @@ static int prepare(struct app *a, const struct mgate_handler *const *extra, char
         }
         p->listener = lc->name;
         p->path_prefix = lc->path_prefix;
+        p->allowed_origins = lc->allowed_origins;
         p->max_packet_size = lc->max_packet_size;
         p->connect_timeout_ms = lc->connect_timeout_ms;
         p->output_high_water = lc->output_high_water;

@@ -69,6 +69,7 @@ static const struct key listener_keys[] = {
     LSTR("TARGET_KEY_FILE", target_key_file),
     LSTR("TARGET_SERVER_NAME", target_server_name),
     {"TARGET_TLS_VERIFY", V_BOOL, L(target_tls_verify), "true", 0, 0},
+    LSTR("ALLOWED_ORIGINS", allowed_origins),
 };
 
 /* Defaults that are another key's value: {key, the key it defaults to}. */

@@ -104,6 +104,9 @@ struct listener_config {
     char *target_server_name;          /* TARGET_SERVER_NAME (SNI, name to verify), default
                                         * TARGET_HOST, so it may be an IP address */
     bool target_tls_verify;            /* TARGET_TLS_VERIFY, default true */
+
+    /* WebSocket (ours) */
+    char *allowed_origins; /* ALLOWED_ORIGINS: comma-separated Origin values; "": any */
 };
 
 struct mgate_config {

@@ -132,6 +132,28 @@ static void take_token(struct lws *wsi, struct mgate_session *s)
     session_set_token(s, tok, strlen(tok));
 }
 
+/* ALLOWED_ORIGINS: browsers send Origin; a page from elsewhere must not
+ * use a visitor's credentials here.  Clients that send none (devices,
+ * SDKs) pass: Origin protects browsers, not servers. */
+static bool origin_allowed(struct lws *wsi, const struct ws_listener *wl)
+{
+    const char *list = wl->p->allowed_origins ? wl->p->allowed_origins : "";
+    char origin[256];
+    if (!*list || lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN) <= 0)
+        return true;
+    size_t n = strlen(origin);
+    for (const char *p = list; *p;) {
+        p += strspn(p, " ,");
+        size_t len = strcspn(p, ",");
+        while (len && p[len - 1] == ' ')
+            len--;
+        if (len == n && !strncasecmp(p, origin, n))
+            return true;
+        p += strcspn(p, ",");
+    }
+    return false;
+}
+
 static void established(struct lws *wsi, struct ws_conn *wc)
 {
     struct ws_listener *wl = listener_of(wsi);
@@ -174,7 +196,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         lws_return_http_status(wsi, HTTP_STATUS_NOT_FOUND, NULL);
         return -1;
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-        return path_allowed(wsi, listener_of(wsi)) ? 0 : 1;
+        return path_allowed(wsi, listener_of(wsi)) && origin_allowed(wsi, listener_of(wsi)) ? 0 : 1;
     case LWS_CALLBACK_ESTABLISHED:
         established(wsi, wc);
         return 0;

@@ -30,7 +30,8 @@ struct session_params {
     bool cn_as_username;          /* the client certificate's CN replaces the username */
     struct tls_ctx *upstream_tls; /* NULL: plain TCP to the broker */
     const char *target_server_name;
-    const char *path_prefix; /* WebSocket listeners: upgrades outside it are refused */
+    const char *path_prefix;     /* WebSocket listeners: upgrades outside it are refused */
+    const char *allowed_origins; /* WebSocket: "a,b" Origin values allowed; "": any */
 };
 
 /* Every live session of a worker, for shutdown and counting. */

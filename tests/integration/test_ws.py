@@ -42,13 +42,15 @@ def refused_code(port, client_id, protocol):
 class RawWs:
     """A WebSocket client that frames bytes as the test says (masked, binary)."""
 
-    def __init__(self, port, path="/mqtt", protocol="mqtt"):
+    def __init__(self, port, path="/mqtt", protocol="mqtt", origin=None):
         self.s = socket.create_connection((h.HOST, port), timeout=5)
         key = base64.b64encode(os.urandom(16)).decode()
         req = (f"GET {path} HTTP/1.1\r\nHost: {h.HOST}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n")
         if protocol:
             req += f"Sec-WebSocket-Protocol: {protocol}\r\n"
+        if origin:
+            req += f"Origin: {origin}\r\n"
         self.s.sendall((req + "\r\n").encode())
         self.buf = b""
         while b"\r\n\r\n" not in self.buf:
@@ -207,6 +209,17 @@ def token(t, tmp):
         broker.stop()  # the gate is stopped, and its exit and log checked, by h.finish
 
 
+def origins(t, tmp, broker):
+    port = h.free_port()
+    h.Mgate(tmp, broker.port, port=port, MGATE_MQTT_WITHOUT_TLS_PORT=None, **ws_env(broker.port, port),
+            **{WS + "ALLOWED_ORIGINS": "https://good.example, https://also.example"})
+    for origin, ok in (("https://good.example", True), ("https://also.example", True),
+                       ("https://evil.example", False), (None, True)):
+        w = RawWs(port, origin=origin)
+        t.eq("101" in w.status, ok, f"ALLOWED_ORIGINS: Origin {origin} is {'upgraded' if ok else 'refused'}")
+        w.s.close()
+
+
 def bad_requests(t, port):
     w = RawWs(port, path="/elsewhere")
     t.check("101" not in w.status, "a path outside PATH_PREFIX is not upgraded", w.status)
@@ -233,6 +246,7 @@ def main():
         t.case("bad requests", bad_requests, t, port)
         t.case("refusals", refusals, t, tmp, broker)
         t.case("Authorization token", token, t, tmp)
+        t.case("allowed origins", origins, t, tmp, broker)
         return h.finish(t)
 
 

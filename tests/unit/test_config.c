@@ -116,6 +116,7 @@ static void test_defaults(void)
         CHECK_EQ_STR(lc->target_key_file, "");
         CHECK_EQ_STR(lc->target_server_name, "");
         CHECK(lc->target_tls_verify);
+        CHECK_EQ_STR(lc->allowed_origins, "");
     }
     CHECK_EQ_STR(cfg.listeners[LISTENER_MQTT].prefix, "MGATE_MQTT_WITHOUT_TLS_");
     CHECK_EQ_STR(cfg.listeners[LISTENER_WS_MTLS].prefix, "MGATE_MQTT_WS_WITH_MTLS_");
