@@ -15,10 +15,13 @@
 /* One libwebsockets write per "writeable" callback, from a copy with the
  * headroom lws needs in front of the payload. */
 #define WS_WRITE_CHUNK (16 * 1024)
+/* Upgrade request headers, all of them: browsers send about 1 KiB. */
+#define WS_MAX_UPGRADE 4096
 
 struct ws_front;
 struct ws_listener {
     struct lws_vhost *vh;
+    unsigned timeout_secs;
     struct ws_front *front;
     const struct session_params *p;
     struct session_list *list;
@@ -156,6 +159,7 @@ static bool origin_allowed(struct lws *wsi, const struct ws_listener *wl)
 
 static void established(struct lws *wsi, struct ws_conn *wc)
 {
+    lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
     struct ws_listener *wl = listener_of(wsi);
     struct loop *l = wl->front->l;
     wc->front = wl->front;
@@ -246,6 +250,7 @@ static struct ws_front *front_get(struct loop *l)
     memset(&info, 0, sizeof(info));
     info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
     info.foreign_loops = loops;
+    info.max_http_header_data = WS_MAX_UPGRADE; /* a larger upgrade request is refused */
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_log);
     if (!(f->ctx = lws_create_context(&info))) {
         free(f);
@@ -270,6 +275,9 @@ static struct ws_listener *listener_get(struct ws_front *f, const struct session
     info.protocols = protocols;
     info.vhost_name = p->listener;
     info.user = wl;
+    /* the upgrade must be done within the CONNECT deadline the session arms after it */
+    wl->timeout_secs = p->connect_timeout_ms >= 2000 ? p->connect_timeout_ms / 1000 : 1;
+    info.timeout_secs = wl->timeout_secs;
     wl->p = p;
     wl->list = list;
     wl->front = f;
@@ -283,11 +291,15 @@ void ws_accept(struct loop *l, int fd, const struct session_params *p, struct se
 {
     struct ws_front *f = list->draining ? NULL : front_get(l);
     struct ws_listener *wl = f ? listener_get(f, p, list) : NULL;
-    if (!wl || !lws_adopt_socket_vhost(wl->vh, fd)) {
+    struct lws *wsi = wl ? lws_adopt_socket_vhost(wl->vh, fd) : NULL;
+    if (!wsi) {
         if (!wl)
             close(fd); /* adopting closes it on failure */
         return;
     }
+    /* The upgrade must be done within CONNECT_TIMEOUT (then the session's own
+     * CONNECT deadline takes over): lws sets no deadline on adopted sockets. */
+    lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_KEEPALIVE_IDLE, (int)wl->timeout_secs);
     uvloop_kick(l);
 }
 

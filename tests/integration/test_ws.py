@@ -13,6 +13,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.dont_write_bytecode = True
 import harness as h  # noqa: E402
@@ -220,6 +221,77 @@ def origins(t, tmp, broker):
         w.s.close()
 
 
+def closed_within(sock, seconds):
+    """True when the peer closes sock (EOF or reset) within seconds, whatever it sends first."""
+    sock.settimeout(seconds)
+    end = time.monotonic() + seconds
+    try:
+        while time.monotonic() < end:
+            if not sock.recv(65536):
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+    return False
+
+
+def bad_input(t, tmp, broker):
+    port = h.free_port()
+    h.Mgate(tmp, broker.port, port=port, MGATE_MQTT_WITHOUT_TLS_PORT=None, **ws_env(broker.port, port),
+            **{WS + "CONNECT_TIMEOUT": "2s", WS + "MAX_PACKET_SIZE": "64KiB"})
+    s = socket.create_connection((h.HOST, port), timeout=5)
+    s.sendall(b"GET /mqtt HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 8192 + b"\r\n\r\n")
+    head = s.recv(4096).split(b"\r\n")[0]
+    t.check(b" 101" not in head, "an 8 KiB upgrade request is not upgraded", head)
+    s.close()
+    s = socket.create_connection((h.HOST, port), timeout=5)
+    s.sendall(b"GET /mqtt HTTP/1.1\r\nHost: x\r\n")  # never finished
+    t0 = time.monotonic()
+    t.check(closed_within(s, 6.0), "an upgrade request that never ends is closed")
+    t.check(time.monotonic() - t0 < 5.0, f"... within the 2 s limit and a margin ({time.monotonic() - t0:.1f} s)")
+    s.close()
+    w = RawWs(port)
+    w.send_frame(h.connect_packet(4, "ws-oversize"))
+    t.eq(w.recv_mqtt()[:4], b"\x20\x02\x00\x00", "oversized: connected first")
+    w.send_frame(h.publish_packet(4, "ws/big", b"x" * (100 * 1024)))
+    t.check(closed_within(w.s, 3.0), "a 100 KiB PUBLISH over MAX_PACKET_SIZE=64KiB ends the WebSocket")
+    w = RawWs(port)
+    w.send_frame(b"\xf0\x00garbage")
+    t.check(closed_within(w.s, 3.0), "bytes that are not MQTT end the WebSocket")
+
+
+def slow_reader(t, tmp, broker):
+    """A WebSocket client that stops reading: mgate stops reading the broker for it, its memory
+    stays bounded, and other clients are not held up."""
+    port = h.free_port()
+    g = h.Mgate(tmp, broker.port, port=port, MGATE_MQTT_WITHOUT_TLS_PORT=None, **ws_env(broker.port, port))
+    lazy = RawWs(port)
+    lazy.send_frame(h.connect_packet(4, "ws-lazy"))
+    lazy.recv_mqtt()
+    lazy.send_frame(h.subscribe_packet(4, 1, [("ws/flood", 0)]))
+    lazy.recv_mqtt()
+    lazy.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    rss0 = h.rss_kib(g.proc.pid)
+    pub = h.raw_client(broker.port, 4, "ws-flooder")
+    chunk = os.urandom(10 * 1024)
+    for i in range(2000):  # 20 MB toward a client that reads nothing
+        pub.publish("ws/flood", chunk, qos=0)
+    mqtt = h.paho()
+    other = h.PahoClient(port, "ws-other", mqtt.MQTTv311, ws_path="/mqtt")
+    t0 = time.monotonic()
+    t.eq(other.subscribe("ws/other", 1), [1], "slow reader: another WebSocket client still subscribes")
+    other.publish_wait("ws/other", b"hi", 1)
+    t.check(other.wait_messages(1, 5.0), "slow reader: ... and gets its message")
+    t.check(time.monotonic() - t0 < 3.0, f"slow reader: ... at once ({time.monotonic() - t0:.2f} s)")
+    other.stop()
+    time.sleep(0.5)
+    grew = h.rss_kib(g.proc.pid) - rss0
+    t.check(grew < 8 * 1024, f"slow reader: mgate grew {grew} KiB for 20 MB it could not deliver (< 8 MiB)")
+    lazy.s.close()
+    pub.close()
+
+
 def bad_requests(t, port):
     w = RawWs(port, path="/elsewhere")
     t.check("101" not in w.status, "a path outside PATH_PREFIX is not upgraded", w.status)
@@ -247,6 +319,8 @@ def main():
         t.case("refusals", refusals, t, tmp, broker)
         t.case("Authorization token", token, t, tmp)
         t.case("allowed origins", origins, t, tmp, broker)
+        t.case("bad input", bad_input, t, tmp, broker)
+        t.case("slow reader", slow_reader, t, tmp, broker)
         return h.finish(t)
 
 
