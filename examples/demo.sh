@@ -7,6 +7,7 @@
 #   examples/client/mqtt/without_tls.sh
 #   examples/client/mqtt/with_tls.sh
 #   examples/client/mqtt/with_mtls.sh
+#   examples/client/websocket/without_tls.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,5 +46,5 @@ stop() {
   exit 0
 }
 trap stop INT TERM
-echo "demo: mgate on 127.0.0.1:${MGATE_MQTT_WITHOUT_TLS_PORT} (MQTT), ${MGATE_MQTT_WITH_TLS_PORT} (TLS), ${MGATE_MQTT_WITH_MTLS_PORT} (mTLS + OCSP) -> mosquitto on 127.0.0.1:$broker_port (Ctrl-C stops all)"
+echo "demo: mgate on 127.0.0.1:${MGATE_MQTT_WITHOUT_TLS_PORT} (MQTT), ${MGATE_MQTT_WITH_TLS_PORT} (TLS), ${MGATE_MQTT_WITH_MTLS_PORT} (mTLS + OCSP), ${MGATE_MQTT_WS_WITHOUT_TLS_PORT} (WebSocket) -> mosquitto on 127.0.0.1:$broker_port (Ctrl-C stops all)"
 wait "$mgate"
