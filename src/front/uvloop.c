@@ -8,6 +8,7 @@ struct uvloop {
     struct loop_io io;
     struct loop_hook hook;
     struct loop *l;
+    bool touched; /* libuv was asked for something it applies only on its next run */
 };
 
 static struct uvloop **slot(struct loop *l) { return (struct uvloop **)loop_slot(l, LOOP_SLOT_UV); }
@@ -17,7 +18,12 @@ static struct uvloop **slot(struct loop *l) { return (struct uvloop **)loop_slot
 static int before_poll(void *ctx, int timeout_ms)
 {
     struct uvloop *u = ctx;
+    u->touched = false;
     uv_run(&u->uv, UV_RUN_NOWAIT);
+    /* Its callbacks asked for I/O (a write, a resumed read): libuv applies
+     * that on its next run, so do not sleep before it. */
+    if (u->touched)
+        return 0;
     int t = uv_backend_timeout(&u->uv);
     return t >= 0 && (timeout_ms < 0 || t < timeout_ms) ? t : timeout_ms;
 }
@@ -50,6 +56,13 @@ uv_loop_t *uvloop_get(struct loop *l)
     loop_hook_add(l, &u->hook);
     *slot(l) = u;
     return &u->uv;
+}
+
+void uvloop_touch(struct loop *l)
+{
+    struct uvloop *u = *slot(l);
+    if (u)
+        u->touched = true;
 }
 
 void uvloop_kick(struct loop *l)

@@ -14,6 +14,9 @@
 
 /* The uv loop of l, made on first use; NULL if it cannot be. */
 uv_loop_t *uvloop_get(struct loop *l);
+/* libwebsockets was asked for I/O (lws_callback_on_writable, rx flow
+ * control): make sure libuv runs again before the loop sleeps. */
+void uvloop_touch(struct loop *l);
 /* Run what is due (after libwebsockets was told something). */
 void uvloop_kick(struct loop *l);
 /* Close it once nothing uses it any more (after loop_run returned). */

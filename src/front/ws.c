@@ -88,9 +88,12 @@ static void ws_interest(struct conn *c, uint32_t events)
     if (rx_off != wc->rx_off) {
         wc->rx_off = rx_off;
         lws_rx_flow_control(c->transport, rx_off ? 0 : 1);
+        uvloop_touch(c->loop);
     }
-    if (events & EPOLLOUT)
+    if (events & EPOLLOUT) {
         lws_callback_on_writable(c->transport);
+        uvloop_touch(c->loop);
+    }
 }
 
 static void ws_close(struct conn *c)
@@ -101,6 +104,7 @@ static void ws_close(struct conn *c)
     wc->c = NULL;
     wc->closing = true;
     lws_callback_on_writable(c->transport);
+    uvloop_touch(c->loop);
     c->transport = NULL;
 }
 
