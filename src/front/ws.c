@@ -15,6 +15,9 @@
 /* One libwebsockets write per "writeable" callback, from a copy with the
  * headroom lws needs in front of the payload. */
 #define WS_WRITE_CHUNK (16 * 1024)
+/* lws keeps a receive buffer of this size for every WebSocket: frames
+ * larger than it arrive in pieces, which the session joins anyway. */
+#define WS_RX_BUFFER 1024
 /* Upgrade request headers, all of them: browsers send about 1 KiB. */
 #define WS_MAX_UPGRADE 4096
 
@@ -229,8 +232,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 /* "mqtt" (MQTT 3.1.1 and 5.0) and "mqttv3.1"; a client that names no
  * subprotocol gets the first. */
 static const struct lws_protocols protocols[] = {
-    {"mqtt", callback, sizeof(struct ws_conn), 0, 0, NULL, 0},
-    {"mqttv3.1", callback, sizeof(struct ws_conn), 0, 0, NULL, 0},
+    {"mqtt", callback, sizeof(struct ws_conn), WS_RX_BUFFER, 0, NULL, 0},
+    {"mqttv3.1", callback, sizeof(struct ws_conn), WS_RX_BUFFER, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
