@@ -13,6 +13,7 @@
 
 #include "app/worker.h"
 #include "core/log.h"
+#include "front/ws.h"
 #include "handlers/handlers.h"
 #include "net/conn.h"
 #include "net/fetch.h"
@@ -123,12 +124,19 @@ static int prepare(struct app *a, const struct mgate_handler *const *extra, char
             snprintf(err, errlen, "%sPORT: this listener is not available in this version", lc->prefix);
             return -1;
         }
-        if (lc->target_protocol != TARGET_MQTT && lc->target_protocol != TARGET_MQTTS) {
-            snprintf(err, errlen, "%sTARGET_PROTOCOL: \"%s\" is not available in this version (use mqtt or mqtts)",
+        struct session_params *p = &a->params[i];
+        if (lc->target_protocol == TARGET_WSS) {
+            snprintf(err, errlen, "%sTARGET_PROTOCOL: \"wss\" is not available in this version (use ws, mqtt or mqtts)",
+                     lc->prefix);
+            return -1;
+        }
+        if (lc->target_protocol == TARGET_WS) {
+            p->dial = ws_dial;
+        } else if (lc->target_protocol != TARGET_MQTT && lc->target_protocol != TARGET_MQTTS) {
+            snprintf(err, errlen, "%sTARGET_PROTOCOL: \"%s\" is not available in this version (use mqtt, mqtts or ws)",
                      lc->prefix, target_protocol_name(lc->target_protocol));
             return -1;
         }
-        struct session_params *p = &a->params[i];
         char rerr[256];
         if (resolve_address(lc->target_host, lc->target_port, &p->target, &p->target_len, rerr,
                             sizeof(rerr)) < 0) {
@@ -136,6 +144,9 @@ static int prepare(struct app *a, const struct mgate_handler *const *extra, char
             return -1;
         }
         p->listener = lc->name;
+        p->target_host = lc->target_host;
+        p->target_port = lc->target_port;
+        p->target_path = lc->target_path;
         p->path_prefix = lc->path_prefix;
         p->allowed_origins = lc->allowed_origins;
         p->max_packet_size = lc->max_packet_size;

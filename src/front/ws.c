@@ -45,13 +45,17 @@ struct ws_conn {
     bool can_write; /* inside LWS_CALLBACK_SERVER_WRITEABLE, nothing written yet */
     bool rx_off;    /* lws_rx_flow_control(0) is in force */
     bool closing;   /* our side ended it: close at the next writeable */
+    bool client;    /* we dialled it (a WebSocket broker): we allocated this, we free it */
+    struct lws *wsi;
 };
 
 static struct ws_front **slot(struct loop *l) { return (struct ws_front **)loop_slot(l, LOOP_SLOT_WS); }
 
 /* ---- the transport under struct conn ------------------------------------ */
 
-static struct ws_conn *wc_of(const struct conn *c) { return c->transport ? lws_wsi_user(c->transport) : NULL; }
+/* conn->transport is our struct ws_conn, not the wsi: for a dialled
+ * WebSocket, lws_wsi_user() does not give back the user data we passed. */
+static struct ws_conn *wc_of(const struct conn *c) { return c->transport; }
 
 static ssize_t ws_read(struct conn *c, void *buf, size_t len)
 {
@@ -75,7 +79,8 @@ static ssize_t ws_writev(struct conn *c, const struct iovec *iov, int n)
     size_t len = iov[0].iov_len < WS_WRITE_CHUNK ? iov[0].iov_len : WS_WRITE_CHUNK;
     memcpy(wc->front->out + LWS_PRE, iov[0].iov_base, len);
     wc->can_write = false;
-    if (lws_write(c->transport, wc->front->out + LWS_PRE, len, LWS_WRITE_BINARY) < (int)len) {
+    int wr = lws_write(wc->wsi, wc->front->out + LWS_PRE, len, LWS_WRITE_BINARY);
+    if (wr < (int)len) {
         errno = EPIPE;
         return -1;
     }
@@ -90,11 +95,11 @@ static void ws_interest(struct conn *c, uint32_t events)
     bool rx_off = !(events & EPOLLIN);
     if (rx_off != wc->rx_off) {
         wc->rx_off = rx_off;
-        lws_rx_flow_control(c->transport, rx_off ? 0 : 1);
+        lws_rx_flow_control(wc->wsi, rx_off ? 0 : 1);
         uvloop_touch(c->loop);
     }
     if (events & EPOLLOUT) {
-        lws_callback_on_writable(c->transport);
+        lws_callback_on_writable(wc->wsi);
         uvloop_touch(c->loop);
     }
 }
@@ -106,7 +111,8 @@ static void ws_close(struct conn *c)
         return;
     wc->c = NULL;
     wc->closing = true;
-    lws_callback_on_writable(c->transport);
+    if (wc->wsi)
+        lws_callback_on_writable(wc->wsi);
     uvloop_touch(c->loop);
     c->transport = NULL;
 }
@@ -174,7 +180,8 @@ static void established(struct lws *wsi, struct ws_conn *wc)
     socklen_t plen = sizeof(peer);
     if (getpeername(lws_get_socket_fd(wsi), (struct sockaddr *)&peer, &plen) < 0)
         memset(&peer, 0, sizeof(peer));
-    wc->c = conn_virtual(l, &ws_ops, wsi, NULL, NULL);
+    wc->wsi = wsi;
+    wc->c = conn_virtual(l, &ws_ops, wc, NULL, NULL);
     struct mgate_session *s = wc->c ? session_start(l, wc->c, (struct sockaddr *)&peer, wl->p, wl->list) : NULL;
     if (s)
         take_token(wsi, s);
@@ -199,9 +206,38 @@ static int on_writeable(struct lws *wsi, struct ws_conn *wc)
     return wc->closing ? (lws_close_reason(wsi, LWS_CLOSE_STATUS_NORMAL, NULL, 0), -1) : 0;
 }
 
+/* lws hands us its per-thread buffer, which the next lws call may reuse
+ * (dialling a WebSocket broker writes its HTTP request there) while the
+ * session still points into what it delivered: move it to the loop's
+ * scratch buffer, where connections expect input to be. */
+static void deliver(struct ws_conn *wc, const void *in, size_t len)
+{
+    if (!wc->c)
+        return;
+    size_t room;
+    uint8_t *scratch = loop_scratch(wc->c->loop, &room);
+    for (size_t off = 0; off < len && wc->c;) {
+        size_t n = len - off < room ? len - off : room;
+        memcpy(scratch, (const uint8_t *)in + off, n);
+        conn_deliver(wc->c, scratch, n);
+        off += n;
+    }
+}
+
+static void transport_gone(struct ws_conn *wc, int err)
+{
+    if (wc && wc->c) {
+        struct conn *c = wc->c;
+        wc->c = NULL;
+        conn_transport_closed(c, err);
+    }
+}
+
 static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
 {
     struct ws_conn *wc = user;
+    if (wc && reason != LWS_CALLBACK_WSI_DESTROY)
+        wc->wsi = wsi;
     switch (reason) {
     case LWS_CALLBACK_HTTP: /* a plain HTTP request: nothing here but WebSockets */
         lws_return_http_status(wsi, HTTP_STATUS_NOT_FOUND, NULL);
@@ -212,17 +248,31 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         established(wsi, wc);
         return 0;
     case LWS_CALLBACK_RECEIVE:
-        if (wc->c)
-            conn_deliver(wc->c, in, len);
+        deliver(wc, in, len);
         return 0;
     case LWS_CALLBACK_SERVER_WRITEABLE:
         return on_writeable(wsi, wc);
     case LWS_CALLBACK_CLOSED:
-        if (wc->c) {
-            struct conn *c = wc->c;
-            wc->c = NULL;
-            conn_transport_closed(c, 0);
-        }
+    case LWS_CALLBACK_CLIENT_CLOSED:
+        transport_gone(wc, 0);
+        return 0;
+    case LWS_CALLBACK_CLIENT_ESTABLISHED:
+        if (!wc->c)
+            return -1; /* the session gave up while we were connecting */
+        conn_transport_connected(wc->c);
+        return 0;
+    case LWS_CALLBACK_CLIENT_RECEIVE:
+        deliver(wc, in, len);
+        return 0;
+    case LWS_CALLBACK_CLIENT_WRITEABLE:
+        return on_writeable(wsi, wc);
+    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+        log_msgf(LOGL_WARN, "WebSocket broker: %s", in ? (const char *)in : "connection failed");
+        transport_gone(wc, ECONNREFUSED);
+        return 0;
+    case LWS_CALLBACK_WSI_DESTROY:
+        if (wc && wc->client)
+            free(wc);
         return 0;
     default:
         return lws_callback_http_dummy(wsi, reason, user, in, len);
@@ -258,6 +308,7 @@ static struct ws_front *front_get(struct loop *l)
     info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
     info.foreign_loops = loops;
     info.max_http_header_data = WS_MAX_UPGRADE; /* a larger upgrade request is refused */
+    info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT; /* wss brokers */
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_log);
     if (!(f->ctx = lws_create_context(&info))) {
         free(f);
@@ -308,6 +359,50 @@ void ws_accept(struct loop *l, int fd, const struct session_params *p, struct se
      * CONNECT deadline takes over): lws sets no deadline on adopted sockets. */
     lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_KEEPALIVE_IDLE, (int)wl->timeout_secs);
     uvloop_kick(l);
+}
+
+/* ---- a WebSocket broker (TARGET_PROTOCOL ws, wss) ------------------------ */
+
+struct conn *ws_dial(struct loop *l, const struct session_params *p, const struct conn_cbs *cbs, void *owner)
+{
+    struct ws_front *f = front_get(l);
+    struct ws_listener *wl = f ? listener_get(f, p, NULL) : NULL;
+    struct ws_conn *wc = wl ? calloc(1, sizeof(*wc)) : NULL;
+    struct conn *c = wc ? conn_virtual(l, &ws_ops, NULL, cbs, owner) : NULL;
+    if (!c) {
+        free(wc);
+        return NULL;
+    }
+    c->state = CONN_CONNECTING; /* writes queue until the upgrade is done */
+    wc->c = c;
+    wc->front = f;
+    wc->client = true;
+    struct lws *wsi = NULL;
+    struct lws_client_connect_info ci;
+    memset(&ci, 0, sizeof(ci));
+    ci.context = f->ctx;
+    ci.vhost = wl->vh;
+    ci.address = p->target_host;
+    ci.port = p->target_port;
+    ci.path = p->target_path && *p->target_path ? p->target_path : "/";
+    ci.host = p->target_host;
+    ci.origin = p->target_host;
+    ci.protocol = "mqtt";
+    ci.local_protocol_name = "mqtt";
+    ci.userdata = wc;
+    ci.pwsi = &wsi;
+    c->transport = wc;
+    wc->wsi = lws_client_connect_via_info(&ci);
+    if (!wc->wsi) { /* lws reported it (CONNECTION_ERROR) or will not: either way it is over */
+        if (wc->c) {
+            wc->c = NULL;
+            conn_close(c);
+            free(wc);
+        }
+        return NULL;
+    }
+    uvloop_kick(l);
+    return c;
 }
 
 void ws_loop_free(struct loop *l)

@@ -17,6 +17,10 @@
  * any failure. */
 void ws_accept(struct loop *l, int fd, const struct session_params *p, struct session_list *list);
 
+/* Dial the broker's WebSocket listener (session_params.dial): a connection
+ * in CONN_CONNECTING until the upgrade is done. */
+struct conn *ws_dial(struct loop *l, const struct session_params *p, const struct conn_cbs *cbs, void *owner);
+
 /* Close every WebSocket and free libwebsockets' state (after loop_run). */
 void ws_loop_free(struct loop *l);
 

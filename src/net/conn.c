@@ -139,6 +139,17 @@ struct conn *conn_virtual(struct loop *l, const struct conn_ops *ops, void *tran
     return c;
 }
 
+void conn_transport_connected(struct conn *c)
+{
+    if (c->state != CONN_CONNECTING)
+        return;
+    c->state = CONN_OPEN;
+    if (c->cbs->on_connected)
+        c->cbs->on_connected(c);
+    if (c->state == CONN_OPEN)
+        flush_out(c);
+}
+
 void conn_transport_writable(struct conn *c)
 {
     if (c->state == CONN_OPEN || c->state == CONN_FLUSHING)

@@ -114,6 +114,9 @@ void conn_close_after_flush(struct conn *c);
 struct conn *conn_virtual(struct loop *l, const struct conn_ops *ops, void *transport,
                           const struct conn_cbs *cbs, void *owner);
 void conn_transport_writable(struct conn *c);
+/* A virtual connection made in CONN_CONNECTING (an outgoing WebSocket) is
+ * established: on_connected, then what was queued goes out. */
+void conn_transport_connected(struct conn *c);
 void conn_transport_closed(struct conn *c, int err);
 
 /* For transports that are not read from a descriptor (a WebSocket delivers

@@ -190,8 +190,11 @@ static void on_broker_connected(struct conn *c)
 int session_dial(struct mgate_session *s)
 {
     int err = 0;
-    s->broker = conn_tcp_dial(s->loop, (const struct sockaddr *)&s->p->target, s->p->target_len,
-                              &broker_cbs, s, &err);
+    if (s->p->dial)
+        s->broker = s->p->dial(s->loop, s->p, &broker_cbs, s), err = s->broker ? 0 : ENOMEM;
+    else
+        s->broker = conn_tcp_dial(s->loop, (const struct sockaddr *)&s->p->target, s->p->target_len,
+                                  &broker_cbs, s, &err);
     if (!s->broker) {
         mgate_log(LOGL_WARN, s, "cannot dial the broker: %s", strerror(err));
         return -1;

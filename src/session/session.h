@@ -32,6 +32,12 @@ struct session_params {
     const char *target_server_name;
     const char *path_prefix;     /* WebSocket listeners: upgrades outside it are refused */
     const char *allowed_origins; /* WebSocket: "a,b" Origin values allowed; "": any */
+    /* How to reach the broker when it is not plain TCP/TLS (a WebSocket
+     * broker): a front end's dialler; NULL: TCP to target. */
+    struct conn *(*dial)(struct loop *l, const struct session_params *p, const struct conn_cbs *cbs,
+                         void *owner);
+    const char *target_host, *target_path;
+    uint16_t target_port;
 };
 
 /* Every live session of a worker, for shutdown and counting. */

@@ -292,6 +292,39 @@ def slow_reader(t, tmp, broker):
     pub.close()
 
 
+def ws_broker(t, tmp):
+    """TARGET_PROTOCOL=ws: mgate dials the broker's own WebSocket listener (mosquitto's
+    `protocol websockets`); what its TCP listener's subscriber sees proves the path."""
+    wsport = h.free_port()
+    broker = h.start_mosquitto(tmp, f"listener {wsport} {h.HOST}\nprotocol websockets\nsocket_domain ipv4\n"
+                                    "allow_anonymous true\n")
+    port = h.free_port()
+    env = {**ws_env(broker.port, port), WS + "TARGET_PORT": wsport, WS + "TARGET_PROTOCOL": "ws",
+           WS + "TARGET_PATH": "/mqtt"}
+    h.Mgate(tmp, broker.port, port=port, MGATE_MQTT_WITHOUT_TLS_PORT=None, **env)
+    watch = h.raw_client(broker.port, 4, "ws-broker-watch")
+    t.eq(watch.subscribe(1, [("wsb/#", 0)]), [0], "WebSocket broker: a direct TCP subscriber is ready")
+    mqtt = h.paho()
+    for name, proto in (("311", mqtt.MQTTv311), ("5", mqtt.MQTTv5)):
+        c = ws_client(port, f"wsb-{name}", proto)
+        try:
+            t.eq(c.subscribe(f"wsb/{name}", 1), [1], f"WebSocket broker, v{name}: SUBACK through ws -> ws")
+            for i in range(50):
+                c.publish(f"wsb/{name}", f"{i}".encode(), 1)
+            got = [int(m.payload) for m in c.wait_messages(50, 10.0)]
+            t.eq(got, list(range(50)), f"WebSocket broker, v{name}: 50 QoS 1 messages come back in order")
+        finally:
+            c.stop()
+        seen = [h.parse_publish(4, watch.read_packet(3.0)).topic for _ in range(50)]
+        t.check(all(x == f"wsb/{name}" for x in seen), f"WebSocket broker, v{name}: the broker had them")
+    watch.close()
+    t.check(broker.log.search(r"New client connected from \S+ as wsb-311") is not None,
+            "WebSocket broker: mosquitto logged the client on its WebSocket listener")
+    broker.stop()
+    # the broker's WebSocket listener is gone: the client hears CONNACK 3
+    t.eq(refused_code(port, "wsb-down", mqtt.MQTTv311), "3", "WebSocket broker down: CONNACK 3")
+
+
 def bad_requests(t, port):
     w = RawWs(port, path="/elsewhere")
     t.check("101" not in w.status, "a path outside PATH_PREFIX is not upgraded", w.status)
@@ -320,6 +353,7 @@ def main():
         t.case("Authorization token", token, t, tmp)
         t.case("allowed origins", origins, t, tmp, broker)
         t.case("bad input", bad_input, t, tmp, broker)
+        t.case("WebSocket broker", ws_broker, t, tmp)
         t.case("slow reader", slow_reader, t, tmp, broker)
         return h.finish(t)
 
