@@ -38,7 +38,8 @@ struct ws_front {
     uint8_t out[LWS_PRE + WS_WRITE_CHUNK];
 };
 
-/* Per WebSocket (lws allocates it: per_session_data_size). */
+/* Per WebSocket: lws allocates it for accepted ones (per_session_data_size),
+ * we do for the ones we dial (ci.userdata). */
 struct ws_conn {
     struct conn *c;
     struct ws_front *front;
@@ -53,8 +54,8 @@ static struct ws_front **slot(struct loop *l) { return (struct ws_front **)loop_
 
 /* ---- the transport under struct conn ------------------------------------ */
 
-/* conn->transport is our struct ws_conn, not the wsi: for a dialled
- * WebSocket, lws_wsi_user() does not give back the user data we passed. */
+/* conn->transport is our struct ws_conn, which knows its wsi: the same
+ * lookup whether lws allocated it (accepted) or we did (dialled). */
 static struct ws_conn *wc_of(const struct conn *c) { return c->transport; }
 
 static ssize_t ws_read(struct conn *c, void *buf, size_t len)
