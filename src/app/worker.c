@@ -14,11 +14,12 @@
 
 static void on_accept(struct listener *ls, int fd, const struct sockaddr *peer, socklen_t len)
 {
-    (void)len;
     struct worker_listener *wl = (struct worker_listener *)ls;
     struct worker *w = ls->ctx;
     if (wl->id == LISTENER_WS)
         ws_accept(w->loop, fd, &wl->params, &w->sessions);
+    else if (wl->id == LISTENER_WS_TLS || wl->id == LISTENER_WS_MTLS)
+        ws_accept_tls(w->loop, fd, peer, len, &wl->params, &w->sessions);
     else
         session_accept_tcp(w->loop, fd, peer, &wl->params, &w->sessions);
 }

@@ -179,7 +179,10 @@ static void established(struct lws *wsi, struct ws_conn *wc)
     wc->front = wl->front;
     struct sockaddr_storage peer;
     socklen_t plen = sizeof(peer);
-    if (getpeername(lws_get_socket_fd(wsi), (struct sockaddr *)&peer, &plen) < 0)
+    const struct sockaddr_storage *bridged = lws_get_opaque_user_data(wsi);
+    if (bridged)
+        peer = *bridged;
+    else if (getpeername(lws_get_socket_fd(wsi), (struct sockaddr *)&peer, &plen) < 0)
         memset(&peer, 0, sizeof(peer));
     wc->wsi = wsi;
     wc->c = conn_virtual(l, &ws_ops, wc, NULL, NULL);
@@ -274,6 +277,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_WSI_DESTROY:
         if (wc && wc->client)
             free(wc);
+        else
+            free(lws_get_opaque_user_data(wsi)); /* a bridged client's address */
         return 0;
     default:
         return lws_callback_http_dummy(wsi, reason, user, in, len);
@@ -348,6 +353,12 @@ static struct ws_listener *listener_get(struct ws_front *f, const struct session
 
 void ws_accept(struct loop *l, int fd, const struct session_params *p, struct session_list *list)
 {
+    ws_accept_peer(l, fd, NULL, 0, p, list);
+}
+
+void ws_accept_peer(struct loop *l, int fd, const struct sockaddr *peer, socklen_t plen,
+                    const struct session_params *p, struct session_list *list)
+{
     struct ws_front *f = list->draining ? NULL : front_get(l);
     struct ws_listener *wl = f ? listener_get(f, p, list) : NULL;
     struct lws *wsi = wl ? lws_adopt_socket_vhost(wl->vh, fd) : NULL;
@@ -355,6 +366,12 @@ void ws_accept(struct loop *l, int fd, const struct session_params *p, struct se
         if (!wl)
             close(fd); /* adopting closes it on failure */
         return;
+    }
+    if (peer) { /* behind a TLS bridge: the socket's peer is the bridge, not the client */
+        struct sockaddr_storage *copy = calloc(1, sizeof(*copy));
+        if (copy)
+            memcpy(copy, peer, plen < sizeof(*copy) ? plen : sizeof(*copy));
+        lws_set_opaque_user_data(wsi, copy);
     }
     /* The upgrade must be done within CONNECT_TIMEOUT (then the session's own
      * CONNECT deadline takes over): lws sets no deadline on adopted sockets. */

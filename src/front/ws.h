@@ -16,6 +16,13 @@
 /* Take an accepted socket of a WebSocket listener.  The socket is closed on
  * any failure. */
 void ws_accept(struct loop *l, int fd, const struct session_params *p, struct session_list *list);
+/* The same for a socket whose peer is not the client (the TLS bridge's
+ * socketpair): peer is the client's address for the session and logs. */
+void ws_accept_peer(struct loop *l, int fd, const struct sockaddr *peer, socklen_t plen,
+                    const struct session_params *p, struct session_list *list);
+/* wss:// listeners: mgate's TLS, then libwebsockets over a socketpair. */
+void ws_accept_tls(struct loop *l, int fd, const struct sockaddr *peer, socklen_t plen,
+                   const struct session_params *p, struct session_list *list);
 
 /* Dial the broker's WebSocket listener (session_params.dial): a connection
  * in CONN_CONNECTING until the upgrade is done. */

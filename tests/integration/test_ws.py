@@ -325,6 +325,46 @@ def ws_broker(t, tmp):
     t.eq(refused_code(port, "wsb-down", mqtt.MQTTv311), "3", "WebSocket broker down: CONNACK 3")
 
 
+def wss(t, tmp, broker):
+    """wss:// and wss with client certificates: mgate's own TLS (the same module, the same checks
+    as the MQTT TLS listeners) in front of libwebsockets; the session sees the client's address."""
+    pki = h.Pki(tmp)
+    mqtt = h.paho()
+    for prefix, client_ca in (("MGATE_MQTT_WS_WITH_TLS_", None), ("MGATE_MQTT_WS_WITH_MTLS_", pki["ca.crt"])):
+        port = h.free_port()
+        env = {prefix + "HOST": h.HOST, prefix + "PORT": port, prefix + "TARGET_HOST": h.HOST,
+               prefix + "TARGET_PORT": broker.port, prefix + "TARGET_PROTOCOL": "mqtt",
+               prefix + "CERT_FILE": pki["server.crt"], prefix + "KEY_FILE": pki["server.key"]}
+        if client_ca:
+            env[prefix + "CLIENT_CA_FILE"] = client_ca
+        g = h.Mgate(tmp, broker.port, port=port, MGATE_MQTT_WITHOUT_TLS_PORT=None, **env)
+        kind = "wss+mTLS" if client_ca else "wss"
+        cases = (("client", True), ("unknown", False), (None, False)) if client_ca else ((None, True),)
+        for cert, ok in cases:
+            c = mqtt.Client(f"{kind}-{cert}", transport="websockets")
+            c.tls_set(ca_certs=pki["ca.crt"], certfile=pki[f"{cert}.crt"] if cert else None,
+                      keyfile=pki[f"{cert}.key"] if cert else None)
+            got, rcs = [], []
+            c.on_connect = lambda cl, u, f, rc, p=None: (rcs.append(rc), cl.subscribe("wss/t", 1))
+            c.on_subscribe = lambda cl, u, mid, granted, p=None: cl.publish("wss/t", b"over wss", 1)
+            c.on_message = lambda cl, u, m: got.append(m.payload)
+            try:
+                c.connect("localhost", port, 30)
+                c.loop_start()
+                h.wait_until(lambda: got, 3.0)
+                c.loop_stop()
+            except OSError:
+                pass
+            what = f"{kind}, certificate {cert}"
+            if ok:
+                t.eq((rcs[:1], got[:1]), ([0], [b"over wss"]), f"{what}: CONNACK 0 and its message back")
+            else:
+                t.eq(got, [], f"{what}: refused in the TLS handshake, no MQTT")
+        if client_ca:
+            t.check(g.log.search(r'"peer":"127\.0\.0\.1:\d+","client_id":"wss\+mTLS-client"') is not None,
+                    "wss+mTLS: the session logs the client's own address, not the bridge's")
+
+
 def bad_requests(t, port):
     w = RawWs(port, path="/elsewhere")
     t.check("101" not in w.status, "a path outside PATH_PREFIX is not upgraded", w.status)
@@ -354,6 +394,7 @@ def main():
         t.case("allowed origins", origins, t, tmp, broker)
         t.case("bad input", bad_input, t, tmp, broker)
         t.case("WebSocket broker", ws_broker, t, tmp)
+        t.case("wss", wss, t, tmp, broker)
         t.case("slow reader", slow_reader, t, tmp, broker)
         return h.finish(t)
 
