@@ -126,12 +126,6 @@ static int prepare(struct app *a, const struct mgate_handler *const *extra, char
             return -1;
         }
         struct session_params *p = &a->params[i];
-        if ((lc->id == LISTENER_WS_TLS || lc->id == LISTENER_WS_MTLS) && lc->use_cn_as_username) {
-            /* the session's connection is the WebSocket behind the TLS bridge: no certificate there yet */
-            snprintf(err, errlen, "%sUSE_CN_AS_USERNAME: not available on WebSocket listeners in this version",
-                     lc->prefix);
-            return -1;
-        }
         if (lc->target_protocol == TARGET_WSS) {
             snprintf(err, errlen, "%sTARGET_PROTOCOL: \"wss\" is not available in this version (use ws, mqtt or mqtts)",
                      lc->prefix);

@@ -179,16 +179,19 @@ static void established(struct lws *wsi, struct ws_conn *wc)
     wc->front = wl->front;
     struct sockaddr_storage peer;
     socklen_t plen = sizeof(peer);
-    const struct sockaddr_storage *bridged = lws_get_opaque_user_data(wsi);
+    const struct ws_origin *bridged = lws_get_opaque_user_data(wsi);
     if (bridged)
-        peer = *bridged;
+        peer = bridged->peer;
     else if (getpeername(lws_get_socket_fd(wsi), (struct sockaddr *)&peer, &plen) < 0)
         memset(&peer, 0, sizeof(peer));
     wc->wsi = wsi;
     wc->c = conn_virtual(l, &ws_ops, wc, NULL, NULL);
     struct mgate_session *s = wc->c ? session_start(l, wc->c, (struct sockaddr *)&peer, wl->p, wl->list) : NULL;
-    if (s)
+    if (s) {
         take_token(wsi, s);
+        if (bridged && bridged->has_cert)
+            session_set_cert(s, &bridged->cert);
+    }
     else {
         if (wc->c)
             conn_close(wc->c);
@@ -353,11 +356,11 @@ static struct ws_listener *listener_get(struct ws_front *f, const struct session
 
 void ws_accept(struct loop *l, int fd, const struct session_params *p, struct session_list *list)
 {
-    ws_accept_peer(l, fd, NULL, 0, p, list);
+    ws_accept_peer(l, fd, NULL, p, list);
 }
 
-void ws_accept_peer(struct loop *l, int fd, const struct sockaddr *peer, socklen_t plen,
-                    const struct session_params *p, struct session_list *list)
+void ws_accept_peer(struct loop *l, int fd, const struct ws_origin *origin, const struct session_params *p,
+                    struct session_list *list)
 {
     struct ws_front *f = list->draining ? NULL : front_get(l);
     struct ws_listener *wl = f ? listener_get(f, p, list) : NULL;
@@ -367,10 +370,10 @@ void ws_accept_peer(struct loop *l, int fd, const struct sockaddr *peer, socklen
             close(fd); /* adopting closes it on failure */
         return;
     }
-    if (peer) { /* behind a TLS bridge: the socket's peer is the bridge, not the client */
-        struct sockaddr_storage *copy = calloc(1, sizeof(*copy));
+    if (origin) { /* behind a TLS bridge: the socket's peer is the bridge, not the client */
+        struct ws_origin *copy = malloc(sizeof(*copy));
         if (copy)
-            memcpy(copy, peer, plen < sizeof(*copy) ? plen : sizeof(*copy));
+            *copy = *origin;
         lws_set_opaque_user_data(wsi, copy);
     }
     /* The upgrade must be done within CONNECT_TIMEOUT (then the session's own

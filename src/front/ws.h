@@ -11,15 +11,22 @@
 #include <sys/socket.h>
 
 #include "core/loop.h"
+#include "net/tls.h"
 #include "session/session.h"
 
 /* Take an accepted socket of a WebSocket listener.  The socket is closed on
  * any failure. */
 void ws_accept(struct loop *l, int fd, const struct session_params *p, struct session_list *list);
+/* Who is really at the other end of a bridged socket. */
+struct ws_origin {
+    struct sockaddr_storage peer;
+    bool has_cert;
+    struct tls_peer cert;
+};
 /* The same for a socket whose peer is not the client (the TLS bridge's
- * socketpair): peer is the client's address for the session and logs. */
-void ws_accept_peer(struct loop *l, int fd, const struct sockaddr *peer, socklen_t plen,
-                    const struct session_params *p, struct session_list *list);
+ * socketpair): the session gets the client's address and certificate. */
+void ws_accept_peer(struct loop *l, int fd, const struct ws_origin *origin, const struct session_params *p,
+                    struct session_list *list);
 /* wss:// listeners: mgate's TLS, then libwebsockets over a socketpair. */
 void ws_accept_tls(struct loop *l, int fd, const struct sockaddr *peer, socklen_t plen,
                    const struct session_params *p, struct session_list *list);

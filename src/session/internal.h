@@ -75,6 +75,7 @@ struct mgate_session {
     /* Credentials as finally sent to the broker (one allocation). */
     uint8_t *cred_mem;
     char *http_token; /* WebSocket: the upgrade's Authorization token, or NULL */
+    struct tls_peer *cert; /* a certificate verified in front of s->client (wss), or NULL */
     mgate_bytes client_id, username, password;
 
     /* v5 limits each side advertised: 0 = none. */

@@ -65,6 +65,7 @@ static void session_free(struct mgate_session *s)
     session_alloc_reset(s);
     free(s->cred_mem);
     free(s->http_token);
+    free(s->cert);
     free(s);
 }
 
@@ -267,6 +268,13 @@ void session_list_close_all(struct session_list *list)
 
 /* ---- credentials and scratch memory ---------------------------------- */
 
+void session_set_cert(struct mgate_session *s, const struct tls_peer *cert)
+{
+    free(s->cert);
+    if ((s->cert = malloc(sizeof(*s->cert))))
+        *s->cert = *cert;
+}
+
 void session_set_token(struct mgate_session *s, const char *token, size_t len)
 {
     free(s->http_token);
@@ -323,7 +331,7 @@ const char *mgate_session_peer(const mgate_session *s) { return s->peer; }
 bool mgate_session_cert(const mgate_session *s, struct mgate_cert *out)
 {
     struct tls_peer p = {0};
-    bool ok = s->client && tls_peer_info(s->client, &p);
+    bool ok = s->cert ? (p = *s->cert, true) : s->client && tls_peer_info(s->client, &p);
     _Static_assert(sizeof(p) == sizeof(*out), "struct tls_peer and struct mgate_cert differ");
     memcpy(out, &p, sizeof(*out));
     return ok;

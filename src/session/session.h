@@ -13,6 +13,7 @@
 #include "core/loop.h"
 #include "mgate.h"
 #include "net/conn.h"
+#include "net/tls.h"
 
 /* What a session needs from its listener; owned by the worker, immutable
  * while sessions use it. */
@@ -61,6 +62,9 @@ void session_accept_tcp(struct loop *l, int fd, const struct sockaddr *peer,
  * Authorization header): the handler sees it as the password of a CONNECT
  * that carries none. */
 void session_set_token(struct mgate_session *s, const char *token, size_t len);
+/* The client's verified certificate when TLS ended in front of the
+ * session's own connection (wss through the TLS bridge). */
+void session_set_cert(struct mgate_session *s, const struct tls_peer *cert);
 
 /* Shutdown: tell 5.0 clients (DISCONNECT 0x8B) and close their pairs now;
  * older clients have no way to be told, they keep going until the grace

@@ -24,8 +24,8 @@
  * it pick its own identity. */
 static bool cn_as_username(struct mgate_session *s, struct mgate_connect_req *req)
 {
-    char cn[128];
-    tls_peer_cn(s->client, cn, sizeof(cn));
+    struct mgate_cert cert;
+    const char *cn = mgate_session_cert(s, &cert) ? cert.cn : "";
     size_t n = strlen(cn);
     char *p = n ? mgate_session_alloc(s, n) : NULL;
     if (!p) {

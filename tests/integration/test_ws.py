@@ -8,6 +8,7 @@ with the core's codes; a wrong path and a plain HTTP request are refused; mgate 
 """
 import base64
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -337,6 +338,7 @@ def wss(t, tmp, broker):
                prefix + "CERT_FILE": pki["server.crt"], prefix + "KEY_FILE": pki["server.key"]}
         if client_ca:
             env[prefix + "CLIENT_CA_FILE"] = client_ca
+            env[prefix + "USE_CN_AS_USERNAME"] = "true"
         g = h.Mgate(tmp, broker.port, port=port, MGATE_MQTT_WITHOUT_TLS_PORT=None, **env)
         kind = "wss+mTLS" if client_ca else "wss"
         cases = (("client", True), ("unknown", False), (None, False)) if client_ca else ((None, True),)
@@ -363,6 +365,9 @@ def wss(t, tmp, broker):
         if client_ca:
             t.check(g.log.search(r'"peer":"127\.0\.0\.1:\d+","client_id":"wss\+mTLS-client"') is not None,
                     "wss+mTLS: the session logs the client's own address, not the bridge's")
+            cn = pki.cn("client.crt")
+            t.check(g.log.search(r'"msg":"connect".*"client_id":"wss\+mTLS-client","username":"' + re.escape(cn) + '"')
+                    is not None, f"wss+mTLS, USE_CN_AS_USERNAME: the session's username is the certificate's CN {cn!r}")
 
 
 def bad_requests(t, port):
