@@ -255,9 +255,11 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         established(wsi, wc);
         return 0;
     case LWS_CALLBACK_RECEIVE:
+    case LWS_CALLBACK_CLIENT_RECEIVE:
         deliver(wc, in, len);
         return 0;
     case LWS_CALLBACK_SERVER_WRITEABLE:
+    case LWS_CALLBACK_CLIENT_WRITEABLE:
         return on_writeable(wsi, wc);
     case LWS_CALLBACK_CLOSED:
     case LWS_CALLBACK_CLIENT_CLOSED:
@@ -268,11 +270,6 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             return -1; /* the session gave up while we were connecting */
         conn_transport_connected(wc->c);
         return 0;
-    case LWS_CALLBACK_CLIENT_RECEIVE:
-        deliver(wc, in, len);
-        return 0;
-    case LWS_CALLBACK_CLIENT_WRITEABLE:
-        return on_writeable(wsi, wc);
     case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
         log_msgf(LOGL_WARN, "WebSocket broker: %s", in ? (const char *)in : "connection failed");
         transport_gone(wc, ECONNREFUSED);

@@ -72,7 +72,4 @@ bool tls_is_tls(const struct conn *c);
 /* Cancel this loop's revocation fetches (at worker teardown). */
 void tls_loop_free(struct loop *l);
 
-/* Revocation answers served from the cache, for tests and metrics. */
-void tls_cache_stats(struct tls_ctx *ctx, uint64_t *hits, uint64_t *misses);
-
 #endif

@@ -103,15 +103,3 @@ void rev_cache_put(struct rev_cache *c, const struct rev_entry *e)
         copy_entry(dst, e);
     pthread_mutex_unlock(&c->lock);
 }
-
-void tls_cache_stats(struct tls_ctx *ctx, uint64_t *hits, uint64_t *misses)
-{
-    struct rev_cache *cs[2] = {&ctx->pol.ocsp, &ctx->pol.crl};
-    *hits = *misses = 0;
-    for (int i = 0; i < 2; i++) {
-        pthread_mutex_lock(&cs[i]->lock);
-        *hits += cs[i]->hits;
-        *misses += cs[i]->misses;
-        pthread_mutex_unlock(&cs[i]->lock);
-    }
-}
