@@ -85,11 +85,11 @@ static int prepare_tls(const struct listener_config *lc, struct session_params *
     return 0;
 }
 
-/* TARGET_PROTOCOL mqtts: mgate is a TLS client of the broker. */
+/* TARGET_PROTOCOL mqtts or wss: mgate is a TLS client of the broker. */
 static int prepare_upstream_tls(const struct listener_config *lc, struct session_params *p, char *err,
                                 size_t errlen)
 {
-    if (lc->target_protocol != TARGET_MQTTS)
+    if (lc->target_protocol != TARGET_MQTTS && lc->target_protocol != TARGET_WSS)
         return 0;
     struct tls_settings t = {
         .name = lc->name, .cert_file = lc->target_cert_file, .key_file = lc->target_key_file,
@@ -126,15 +126,10 @@ static int prepare(struct app *a, const struct mgate_handler *const *extra, char
             return -1;
         }
         struct session_params *p = &a->params[i];
-        if (lc->target_protocol == TARGET_WSS) {
-            snprintf(err, errlen, "%sTARGET_PROTOCOL: \"wss\" is not available in this version (use ws, mqtt or mqtts)",
-                     lc->prefix);
-            return -1;
-        }
-        if (lc->target_protocol == TARGET_WS) {
+        if (lc->target_protocol == TARGET_WS || lc->target_protocol == TARGET_WSS) {
             p->dial = ws_dial;
         } else if (lc->target_protocol != TARGET_MQTT && lc->target_protocol != TARGET_MQTTS) {
-            snprintf(err, errlen, "%sTARGET_PROTOCOL: \"%s\" is not available in this version (use mqtt, mqtts or ws)",
+            snprintf(err, errlen, "%sTARGET_PROTOCOL: \"%s\" is not available in this version (use mqtt, mqtts, ws or wss)",
                      lc->prefix, target_protocol_name(lc->target_protocol));
             return -1;
         }

@@ -109,7 +109,7 @@ static const struct kind_info {
     unsigned allowed; /* PROTO() bits of the target protocols it can speak */
     enum target_protocol default_protocol;
 } kinds[] = {
-    [KIND_MQTT] = {PROTO(TARGET_MQTT) | PROTO(TARGET_MQTTS), TARGET_MQTT},
+    [KIND_MQTT] = {PROTO(TARGET_MQTT) | PROTO(TARGET_MQTTS) | PROTO(TARGET_WS) | PROTO(TARGET_WSS), TARGET_MQTT},
     [KIND_WS] = {PROTO(TARGET_WS) | PROTO(TARGET_WSS) | PROTO(TARGET_MQTT) | PROTO(TARGET_MQTTS),
                  TARGET_WS},
     [KIND_HTTP] = {PROTO(TARGET_HTTP) | PROTO(TARGET_HTTPS), TARGET_HTTP},

@@ -24,6 +24,8 @@
 struct ws_front;
 struct ws_listener {
     struct lws_vhost *vh;
+    SSL_CTX *client_tls; /* wss brokers: our reference, lws borrows it */
+    bool verify_broker;
     unsigned timeout_secs;
     struct ws_front *front;
     const struct session_params *p;
@@ -275,6 +277,9 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         transport_gone(wc, ECONNREFUSED);
         return 0;
     case LWS_CALLBACK_WSI_DESTROY:
+        /* Some ends reach no callback above (a wss broker refusing our
+         * certificate after the TLS 1.3 handshake, during the upgrade). */
+        transport_gone(wc, ECONNRESET);
         if (wc && wc->client)
             free(wc);
         else
@@ -342,11 +347,19 @@ static struct ws_listener *listener_get(struct ws_front *f, const struct session
     /* the upgrade must be done within the CONNECT deadline the session arms after it */
     wl->timeout_secs = p->connect_timeout_ms >= 2000 ? p->connect_timeout_ms / 1000 : 1;
     info.timeout_secs = wl->timeout_secs;
+    if (p->upstream_tls && p->dial) { /* a wss:// broker: lws dials with our TLS client settings */
+        wl->client_tls = tls_client_ssl_ctx(p->upstream_tls, &wl->verify_broker);
+        info.provided_client_ssl_ctx = wl->client_tls;
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    }
     wl->p = p;
     wl->list = list;
     wl->front = f;
-    if (!(wl->vh = lws_create_vhost(f->ctx, &info)))
+    if (!(wl->vh = lws_create_vhost(f->ctx, &info))) {
+        SSL_CTX_free(wl->client_tls);
+        wl->client_tls = NULL;
         return NULL;
+    }
     f->nls++;
     return wl;
 }
@@ -403,8 +416,13 @@ struct conn *ws_dial(struct loop *l, const struct session_params *p, const struc
     ci.address = p->target_host;
     ci.port = p->target_port;
     ci.path = p->target_path && *p->target_path ? p->target_path : "/";
-    ci.host = p->target_host;
-    ci.origin = p->target_host;
+    ci.host = p->upstream_tls ? p->target_server_name : p->target_host; /* Host:, SNI, the name verified */
+    ci.origin = ci.host;
+    if (wl->client_tls)
+        ci.ssl_connection = LCCSCF_USE_SSL | (wl->verify_broker ? 0
+                                                                : LCCSCF_ALLOW_SELFSIGNED | LCCSCF_ALLOW_INSECURE |
+                                                                      LCCSCF_ALLOW_EXPIRED |
+                                                                      LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK);
     ci.protocol = "mqtt";
     ci.local_protocol_name = "mqtt";
     ci.userdata = wc;
@@ -435,6 +453,8 @@ void ws_loop_free(struct loop *l)
         for (int i = 0; i < 8; i++)
             uvloop_kick(l);
         lws_context_destroy(f->ctx);
+        for (unsigned i = 0; i < f->nls; i++)
+            SSL_CTX_free(f->ls[i].client_tls);
         free(f);
         *slot(l) = NULL;
     }

@@ -183,8 +183,9 @@ static void on_broker_connected(struct conn *c)
     struct mgate_session *s = c->owner;
     mgate_log(LOGL_DEBUG, s, "broker connection established");
     /* TARGET_PROTOCOL mqtts: the CONNECT already queued goes out once the
-     * handshake is done; a failed handshake ends like a refused dial. */
-    if (s->p->upstream_tls && tls_connect(c, s->p->upstream_tls, s->p->target_server_name) < 0)
+     * handshake is done; a failed handshake ends like a refused dial.  (A
+     * dial hook, wss, brings its own TLS.) */
+    if (s->p->upstream_tls && !s->p->dial && tls_connect(c, s->p->upstream_tls, s->p->target_server_name) < 0)
         conn_close_after_flush(c);
 }
 

@@ -1,9 +1,10 @@
 #!/usr/bin/python3
-"""TLS from mgate to the broker (TARGET_PROTOCOL=mqtts).
+"""TLS from mgate to the broker (TARGET_PROTOCOL=mqtts, and wss:// through libwebsockets).
 
 mosquitto gets two TLS listeners on 127.0.0.1 with server.crt from ssl/gen.sh: one that asks for
-nothing, one that requires a client certificate from ca.crt. mgate's plain listener forwards to
-them over TLS. A broker that cannot be verified (wrong TARGET_CA_FILE, wrong TARGET_SERVER_NAME)
+nothing, one that requires a client certificate from ca.crt; and the same two as WebSocket
+listeners (wss). mgate's plain listener forwards to them over TLS, with the same settings and
+the same outcomes whichever code speaks TLS. A broker that cannot be verified (wrong TARGET_CA_FILE, wrong TARGET_SERVER_NAME)
 is a broker that cannot be reached: CONNACK 3 (3.1.1) / 0x88 (5.0), and the log says why.
 """
 import os
@@ -14,23 +15,27 @@ import harness as h
 
 
 class TlsBroker(h.Broker):
-    """mosquitto with its plain listener plus two TLS listeners (tls_port, mtls_port)."""
+    """mosquitto with its plain listener plus two TLS listeners (tls_port, mtls_port) and two
+    wss listeners (wss_port, wss_mtls_port)."""
 
     def __init__(self, tmp, pki):
         os.chmod(tmp, 0o711)  # mosquitto reads the certificates after dropping to user mosquitto
         files = os.path.join(tmp, "mosquitto-tls")
         ca, crt, key = (h.readable_copy(pki[n], files) for n in ("ca.crt", "server.crt", "server.key"))
-        self.tls_port, self.mtls_port = h.free_ports(2)
-        conf = (f"listener {self.tls_port} {h.HOST}\ncafile {ca}\ncertfile {crt}\nkeyfile {key}\n"
-                f"listener {self.mtls_port} {h.HOST}\ncafile {ca}\ncertfile {crt}\nkeyfile {key}\n"
-                "require_certificate true\n")
+        self.tls_port, self.mtls_port, self.wss_port, self.wss_mtls_port = h.free_ports(4)
+        tls = f"cafile {ca}\ncertfile {crt}\nkeyfile {key}\n"
+        ws = "protocol websockets\nsocket_domain ipv4\n"
+        conf = (f"listener {self.tls_port} {h.HOST}\n{tls}"
+                f"listener {self.mtls_port} {h.HOST}\n{tls}require_certificate true\n"
+                f"listener {self.wss_port} {h.HOST}\n{ws}{tls}"
+                f"listener {self.wss_mtls_port} {h.HOST}\n{ws}{tls}require_certificate true\n")
         super().__init__(tmp, conf)
-        h.wait_port(self.tls_port, 5.0, self.proc)
-        h.wait_port(self.mtls_port, 5.0, self.proc)
+        for p in (self.tls_port, self.mtls_port, self.wss_port, self.wss_mtls_port):
+            h.wait_port(p, 5.0, self.proc)
 
 
-def upstream_gate(tmp, port, **settings):
-    env = {"MGATE_MQTT_WITHOUT_TLS_TARGET_PROTOCOL": "mqtts"}
+def upstream_gate(tmp, port, protocol="mqtts", **settings):
+    env = {"MGATE_MQTT_WITHOUT_TLS_TARGET_PROTOCOL": protocol, "MGATE_MQTT_WITHOUT_TLS_TARGET_PATH": "/mqtt"}
     env.update({"MGATE_MQTT_WITHOUT_TLS_" + k: v for k, v in settings.items()})
     return h.Mgate(tmp, port, **env)
 
@@ -78,36 +83,39 @@ def pub_sub_through(t, g, broker, what):
     pub.close()
 
 
-def scenarios(t, tmp, pki, broker):
+def scenarios(t, tmp, pki, broker, proto):
+    tls_port, mtls_port = (broker.tls_port, broker.mtls_port) if proto == "mqtts" else \
+        (broker.wss_port, broker.wss_mtls_port)
+
     def good(what, port, **settings):
-        g = upstream_gate(tmp, port, **settings)
+        g = upstream_gate(tmp, port, proto, **settings)
         pub_sub_through(t, g, broker, what)
 
     def bad(what, port, **settings):
-        g = upstream_gate(tmp, port, **settings)
+        g = upstream_gate(tmp, port, proto, **settings)
         unreachable(t, g, broker, what)
 
     def no_client_cert():
-        g = upstream_gate(tmp, broker.mtls_port, TARGET_CA_FILE=pki["ca.crt"])
+        g = upstream_gate(tmp, mtls_port, proto, TARGET_CA_FILE=pki["ca.crt"])
         bmark = broker.log.mark()
         c = h.RawClient(g.port)
         code = c.connect(4, "up-nocert")
         c.close()
-        t.eq(code, 3, "broker requiring a client certificate, none configured: CONNACK 3")
+        t.eq(code, 3, f"{proto}: broker requiring a client certificate, none configured: CONNACK 3")
         t.check(not broker.saw_client("up-nocert", bmark), "... and the broker never saw a session")
 
     ca, other = pki["ca.crt"], pki["unknown-ca.crt"]
-    t.case("TARGET_CA_FILE=ca.crt", good, "mqtts with TARGET_CA_FILE=ca.crt", broker.tls_port, TARGET_CA_FILE=ca)
-    t.case("TARGET_SERVER_NAME=localhost", good, "mqtts with TARGET_SERVER_NAME=localhost", broker.tls_port,
+    t.case(f"{proto}: TARGET_CA_FILE=ca.crt", good, f"{proto} with TARGET_CA_FILE=ca.crt", tls_port, TARGET_CA_FILE=ca)
+    t.case(f"{proto}: TARGET_SERVER_NAME=localhost", good, f"{proto} with TARGET_SERVER_NAME=localhost", tls_port,
            TARGET_CA_FILE=ca, TARGET_SERVER_NAME="localhost")
-    t.case("wrong TARGET_CA_FILE", bad, "TARGET_CA_FILE=unknown-ca.crt", broker.tls_port, TARGET_CA_FILE=other)
-    t.case("wrong TARGET_SERVER_NAME", bad, "TARGET_SERVER_NAME not in the broker's certificate", broker.tls_port,
+    t.case(f"{proto}: wrong TARGET_CA_FILE", bad, f"{proto}: TARGET_CA_FILE=unknown-ca.crt", tls_port, TARGET_CA_FILE=other)
+    t.case(f"{proto}: wrong TARGET_SERVER_NAME", bad, f"{proto}: TARGET_SERVER_NAME not in the broker's certificate", tls_port,
            TARGET_CA_FILE=ca, TARGET_SERVER_NAME="not-this-broker.test")
-    t.case("TARGET_TLS_VERIFY=false", good, "TARGET_TLS_VERIFY=false with the wrong CA", broker.tls_port,
+    t.case(f"{proto}: TARGET_TLS_VERIFY=false", good, f"{proto}: TARGET_TLS_VERIFY=false with the wrong CA", tls_port,
            TARGET_CA_FILE=other, TARGET_TLS_VERIFY="false")
-    t.case("TARGET_CERT_FILE", good, "broker requiring a client certificate, TARGET_CERT_FILE=client.crt",
-           broker.mtls_port, TARGET_CA_FILE=ca, TARGET_CERT_FILE=pki["client.crt"], TARGET_KEY_FILE=pki["client.key"])
-    t.case("no TARGET_CERT_FILE", no_client_cert)
+    t.case(f"{proto}: TARGET_CERT_FILE", good, f"{proto}: broker requiring a client certificate, TARGET_CERT_FILE=client.crt",
+           mtls_port, TARGET_CA_FILE=ca, TARGET_CERT_FILE=pki["client.crt"], TARGET_KEY_FILE=pki["client.key"])
+    t.case(f"{proto}: no TARGET_CERT_FILE", no_client_cert)
 
 
 def main():
@@ -124,7 +132,8 @@ def main():
         r = subprocess.run(["mosquitto_pub", "-h", "localhost", "-p", str(broker.mtls_port), *pki.mosq_args(None),
                               "-t", "setup", "-m", "x", "-q", "1"], capture_output=True, text=True, timeout=10)
         t.check(r.returncode != 0, "setup: ... and refuses a client without a certificate")
-        scenarios(t, tmp, pki, broker)
+        scenarios(t, tmp, pki, broker, "mqtts")
+        scenarios(t, tmp, pki, broker, "wss")
         return h.finish(t)
 
 

@@ -200,7 +200,7 @@ static const struct bad_value {
     {"MGATE_MQTT_WITHOUT_TLS_PORT", "+1884", "not a port"},
     {"MGATE_MQTT_WITHOUT_TLS_PORT", " 1884", "not a port"},
     {"MGATE_MQTT_WITHOUT_TLS_TARGET_PORT", "-1", "not a port"},
-    {"MGATE_MQTT_WITHOUT_TLS_TARGET_PROTOCOL", "ftp", "not a protocol (expected mqtt or mqtts)"},
+    {"MGATE_MQTT_WITHOUT_TLS_TARGET_PROTOCOL", "ftp", "not a protocol (expected mqtt, mqtts, ws or wss)"},
     {"MGATE_MQTT_WITHOUT_TLS_TARGET_PROTOCOL", "http", "not possible for this listener"},
     {"MGATE_HTTP_WITHOUT_TLS_TARGET_PROTOCOL", "mqtt", "(expected http or https)"},
     {"MGATE_MQTT_WS_WITHOUT_TLS_TARGET_PROTOCOL", "https", "(expected mqtt, mqtts, ws or wss)"},
