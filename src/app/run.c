@@ -145,6 +145,8 @@ static int prepare(struct app *a, const struct mgate_handler *const *extra, char
         p->target_path = lc->target_path;
         p->path_prefix = lc->path_prefix;
         p->allowed_origins = lc->allowed_origins;
+        p->ws_ping_interval_ms = lc->ws_ping_interval_ms;
+        p->ws_ping_timeout_ms = lc->ws_ping_timeout_ms;
         p->max_packet_size = lc->max_packet_size;
         p->connect_timeout_ms = lc->connect_timeout_ms;
         p->output_high_water = lc->output_high_water;

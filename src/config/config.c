@@ -70,6 +70,8 @@ static const struct key listener_keys[] = {
     LSTR("TARGET_SERVER_NAME", target_server_name),
     {"TARGET_TLS_VERIFY", V_BOOL, L(target_tls_verify), "true", 0, 0},
     LSTR("ALLOWED_ORIGINS", allowed_origins),
+    {"WS_PING_INTERVAL", V_DURATION, L(ws_ping_interval_ms), "0", 0, 3600000},
+    {"WS_PING_TIMEOUT", V_DURATION, L(ws_ping_timeout_ms), "10s", 1000, 3600000},
 };
 
 /* Defaults that are another key's value: {key, the key it defaults to}. */

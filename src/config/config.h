@@ -107,6 +107,8 @@ struct listener_config {
 
     /* WebSocket (ours) */
     char *allowed_origins; /* ALLOWED_ORIGINS: comma-separated Origin values; "": any */
+    uint32_t ws_ping_interval_ms; /* WS_PING_INTERVAL: ping a silent peer this often; 0: never */
+    uint32_t ws_ping_timeout_ms;  /* WS_PING_TIMEOUT: close when no pong came this long after */
 };
 
 struct mgate_config {

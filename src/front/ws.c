@@ -18,6 +18,9 @@
 /* lws keeps a receive buffer of this size for every WebSocket: frames
  * larger than it arrive in pieces, which the session joins anyway. */
 #define WS_RX_BUFFER 1024
+/* lws_write()'s opcode for a close frame: 4.1.6 keeps its name private
+ * (its header skips the value), and uses it the same way itself. */
+#define WS_WRITE_CLOSE ((enum lws_write_protocol)4)
 /* Upgrade request headers, all of them: browsers send about 1 KiB. */
 #define WS_MAX_UPGRADE 4096
 
@@ -25,6 +28,7 @@ struct ws_front;
 struct ws_listener {
     struct lws_vhost *vh;
     SSL_CTX *client_tls; /* wss brokers: our reference, lws borrows it */
+    lws_retry_bo_t idle; /* WS_PING_*: lws keeps a pointer */
     bool verify_broker;
     unsigned timeout_secs;
     struct ws_front *front;
@@ -49,6 +53,7 @@ struct ws_conn {
     bool rx_off;    /* lws_rx_flow_control(0) is in force */
     bool closing;   /* our side ended it: close at the next writeable */
     bool client;    /* we dialled it (a WebSocket broker): we allocated this, we free it */
+    uint8_t end;    /* enum conn_end: the close code we send */
     struct lws *wsi;
 };
 
@@ -114,6 +119,7 @@ static void ws_close(struct conn *c)
         return;
     wc->c = NULL;
     wc->closing = true;
+    wc->end = c->end;
     if (wc->wsi)
         lws_callback_on_writable(wc->wsi);
     uvloop_touch(c->loop);
@@ -173,6 +179,38 @@ static bool origin_allowed(struct lws *wsi, const struct ws_listener *wl)
     return false;
 }
 
+/* The subprotocols we speak, as a client may list them: "mqtt, foo". */
+static bool subprotocol_ok(struct lws *wsi)
+{
+    char list[256];
+    if (lws_hdr_copy(wsi, list, sizeof(list), WSI_TOKEN_PROTOCOL) <= 0)
+        return true; /* none asked for: the first, "mqtt" */
+    for (char *save = NULL, *p = strtok_r(list, ", ", &save); p; p = strtok_r(NULL, ", ", &save))
+        if (!strcmp(p, "mqtt") || !strcmp(p, "mqttv3.1"))
+            return true;
+    return false;
+}
+
+/* An upgrade we refuse gets an HTTP answer that says why, not a hang-up. */
+static int confirm_upgrade(struct lws *wsi, const char *what)
+{
+    struct ws_listener *wl = listener_of(wsi);
+    unsigned status = 0;
+    const char *why = NULL;
+    if (!what || strcmp(what, "websocket"))
+        status = HTTP_STATUS_BAD_REQUEST, why = "only WebSocket upgrades here";
+    else if (!path_allowed(wsi, wl))
+        status = HTTP_STATUS_NOT_FOUND, why = "not found";
+    else if (!origin_allowed(wsi, wl))
+        status = HTTP_STATUS_FORBIDDEN, why = "origin not allowed";
+    else if (!subprotocol_ok(wsi))
+        status = HTTP_STATUS_BAD_REQUEST, why = "no supported subprotocol (mqtt, mqttv3.1)";
+    if (!status)
+        return 0;
+    lws_return_http_status(wsi, status, why);
+    return -1;
+}
+
 static void established(struct lws *wsi, struct ws_conn *wc)
 {
     lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
@@ -199,20 +237,50 @@ static void established(struct lws *wsi, struct ws_conn *wc)
             conn_close(wc->c);
         wc->c = NULL;
         wc->closing = true;
+        wc->end = wl->list->draining ? CONN_END_GOING_AWAY : CONN_END_INTERNAL;
         lws_callback_on_writable(wsi);
     }
 }
 
+/* RFC 6455 7.4.1 and IANA's registry (1014: bad gateway). */
+static const struct {
+    uint16_t code;
+    const char *text;
+} close_codes[] = {
+    [CONN_END_NORMAL] = {1000, ""},
+    [CONN_END_GOING_AWAY] = {1001, "shutting down"},
+    [CONN_END_PROTOCOL] = {1002, "MQTT protocol error"},
+    [CONN_END_TOO_BIG] = {1009, "MQTT packet too large"},
+    [CONN_END_POLICY] = {1008, "refused"},
+    [CONN_END_UPSTREAM] = {1014, "broker unavailable"},
+    [CONN_END_INTERNAL] = {1011, "internal error"},
+};
+
+/* Our side ends it: a close frame with the code for why, then lws closes.
+ * We write the frame ourselves: Debian's lws 4.1.6 is a _DEBUG build whose
+ * libuv path closes every wsi twice, and the second close kills a socket
+ * that lws_close_reason() left waiting to send its close frame. */
+static int close_now(struct lws *wsi, struct ws_conn *wc)
+{
+    unsigned end = wc->end < sizeof(close_codes) / sizeof(close_codes[0]) ? wc->end : CONN_END_NORMAL;
+    const char *text = close_codes[end].text;
+    size_t n = strlen(text);
+    uint8_t *frame = wc->front->out + LWS_PRE;
+    frame[0] = (uint8_t)(close_codes[end].code >> 8);
+    frame[1] = (uint8_t)close_codes[end].code;
+    memcpy(frame + 2, text, n);
+    lws_write(wsi, frame, 2 + n, WS_WRITE_CLOSE);
+    return -1;
+}
+
 static int on_writeable(struct lws *wsi, struct ws_conn *wc)
 {
-    if (wc->closing || !wc->c) {
-        lws_close_reason(wsi, LWS_CLOSE_STATUS_NORMAL, NULL, 0);
-        return -1;
-    }
+    if (wc->closing || !wc->c)
+        return close_now(wsi, wc);
     wc->can_write = true;
     conn_transport_writable(wc->c);
     wc->can_write = false;
-    return wc->closing ? (lws_close_reason(wsi, LWS_CLOSE_STATUS_NORMAL, NULL, 0), -1) : 0;
+    return wc->closing ? close_now(wsi, wc) : 0;
 }
 
 /* lws hands us its per-thread buffer, which the next lws call may reuse
@@ -251,8 +319,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_HTTP: /* a plain HTTP request: nothing here but WebSockets */
         lws_return_http_status(wsi, HTTP_STATUS_NOT_FOUND, NULL);
         return -1;
-    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-        return path_allowed(wsi, listener_of(wsi)) && origin_allowed(wsi, listener_of(wsi)) ? 0 : 1;
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        return confirm_upgrade(wsi, in);
     case LWS_CALLBACK_ESTABLISHED:
         established(wsi, wc);
         return 0;
@@ -263,6 +331,11 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_SERVER_WRITEABLE:
     case LWS_CALLBACK_CLIENT_WRITEABLE:
         return on_writeable(wsi, wc);
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        if (len >= 2)
+            log_msgf(LOGL_DEBUG, "WebSocket closed by the %s with code %u", wc && wc->client ? "broker" : "client",
+                     ((const uint8_t *)in)[0] << 8 | ((const uint8_t *)in)[1]);
+        return 0; /* lws answers with the same code */
     case LWS_CALLBACK_CLOSED:
     case LWS_CALLBACK_CLIENT_CLOSED:
         transport_gone(wc, 0);
@@ -347,6 +420,12 @@ static struct ws_listener *listener_get(struct ws_front *f, const struct session
     /* the upgrade must be done within the CONNECT deadline the session arms after it */
     wl->timeout_secs = p->connect_timeout_ms >= 2000 ? p->connect_timeout_ms / 1000 : 1;
     info.timeout_secs = wl->timeout_secs;
+    if (p->ws_ping_interval_ms) { /* lws counts whole seconds; a pong (or the upgrade) resets the count */
+        unsigned ping = (p->ws_ping_interval_ms + 999) / 1000, wait = (p->ws_ping_timeout_ms + 999) / 1000;
+        wl->idle.secs_since_valid_ping = (uint16_t)ping;
+        wl->idle.secs_since_valid_hangup = (uint16_t)(ping + wait);
+        info.retry_and_idle_policy = &wl->idle;
+    }
     if (p->upstream_tls && p->dial) { /* a wss:// broker: lws dials with our TLS client settings */
         wl->client_tls = tls_client_ssl_ctx(p->upstream_tls, &wl->verify_broker);
         info.provided_client_ssl_ctx = wl->client_tls;
@@ -445,6 +524,10 @@ void ws_loop_free(struct loop *l)
 {
     struct ws_front *f = *slot(l);
     if (f) {
+        /* Sessions closed at shutdown left their close frames (1001) to the
+         * next writeable callbacks: let them run before lws is torn down. */
+        for (int i = 0; i < 4; i++)
+            uvloop_kick(l);
         /* lws 4.1.6 with a foreign loop: the first destroy starts closing its
          * uv handles, whose close callbacks live in the evlib plugin; they
          * must run before the second destroy frees the context and unloads

@@ -53,6 +53,18 @@ struct conn_cbs {
 
 enum conn_state { CONN_CONNECTING, CONN_HANDSHAKE, CONN_OPEN, CONN_FLUSHING, CONN_CLOSED };
 
+/* Why the owner ends a connection, for transports that can tell the peer
+ * (a WebSocket close code); TCP and TLS ignore it. */
+enum conn_end {
+    CONN_END_NORMAL = 0,
+    CONN_END_GOING_AWAY, /* shutting down */
+    CONN_END_PROTOCOL,   /* the peer broke the protocol */
+    CONN_END_TOO_BIG,    /* the peer sent more than the limit */
+    CONN_END_POLICY,     /* refused: authentication, authorization, deadline */
+    CONN_END_UPSTREAM,   /* the other side (the broker) failed */
+    CONN_END_INTERNAL,   /* out of memory */
+};
+
 struct conn {
     struct loop_io io;
     struct loop *loop;
@@ -65,6 +77,7 @@ struct conn {
     uint32_t want;       /* bytes the owner needs before on_data can progress (a hint) */
     int err;             /* why it failed, for on_close */
     uint8_t state;       /* enum conn_state */
+    uint8_t end;         /* enum conn_end, set by the owner before closing */
     bool read_paused;
     bool want_write;     /* the transport needs EPOLLOUT to progress */
     bool in_callback;    /* on_data is running: do not re-enter */

@@ -61,7 +61,7 @@ static enum pkt_result down_connack(struct pass *ps, const uint8_t *raw, uint32_
     }
     if (ca->rc != 0) {
         pass_emit(ps, raw, len);
-        session_close(s, "the broker refused CONNECT");
+        session_close_as(s, CONN_END_POLICY, CONN_END_NORMAL, "the broker refused CONNECT");
         return PKT_CLOSE;
     }
     s->state = SESSION_OPEN;
@@ -80,7 +80,7 @@ static enum pkt_result down_publish(struct pass *ps, const uint8_t *raw, uint32_
         return PKT_CLOSE;
     if (publish_resolve_alias(ps, &h->pkt.publish, &h->resolved_topic) < 0) {
         held_put(s, h);
-        session_close(s, "broker used an unknown topic alias");
+        session_close_as(s, CONN_END_UPSTREAM, CONN_END_PROTOCOL, "broker used an unknown topic alias");
         return PKT_CLOSE;
     }
     h->one_filter.filter = to_bytes(h->resolved_topic);
@@ -106,7 +106,7 @@ static enum pkt_result finish_publish(struct pass *ps, struct held *h, const uin
         reply_ack(s->broker, MQTT_PUBACK, s->version, pub->id, 0);
     } else if (pub->qos == 2) {
         if (idset_add(&s->refused_qos2, pub->id) < 0) {
-            session_close(s, "out of memory");
+            session_close_as(s, CONN_END_INTERNAL, CONN_END_INTERNAL, "out of memory");
             return PKT_CLOSE;
         }
         reply_ack(s->broker, MQTT_PUBREC, s->version, pub->id, 0);
@@ -135,7 +135,7 @@ static enum pkt_result down_suback(struct pass *ps, struct mqtt_packet *pkt)
     int rc = pass_emit_packet(ps, &np);
     free(m);
     if (rc < 0) {
-        session_close(s, "out of memory");
+        session_close_as(s, CONN_END_INTERNAL, CONN_END_INTERNAL, "out of memory");
         return PKT_CLOSE;
     }
     return PKT_HANDLED;
@@ -154,12 +154,12 @@ enum pkt_result down_packet(struct pass *ps, const uint8_t *raw, uint32_t len, s
     if (s->state == SESSION_AWAIT_CONNACK) {
         if (pkt->type == MQTT_CONNACK)
             return down_connack(ps, raw, len, &pkt->connack);
-        session_close(s, "broker sent a packet before CONNACK");
+        session_close_as(s, CONN_END_UPSTREAM, CONN_END_PROTOCOL, "broker sent a packet before CONNACK");
         return PKT_CLOSE;
     }
     switch (pkt->type) {
     case MQTT_CONNACK:
-        session_close(s, "broker sent a second CONNACK");
+        session_close_as(s, CONN_END_UPSTREAM, CONN_END_PROTOCOL, "broker sent a second CONNACK");
         return PKT_CLOSE;
     case MQTT_PUBLISH:
         return down_publish(ps, raw, len, pkt);

@@ -111,7 +111,7 @@ struct held *held_begin(struct pass *ps, const struct mqtt_packet *pkt)
 {
     struct held *h = held_get(ps->s, ps->dir, pkt->type);
     if (!h) {
-        session_close(ps->s, "out of memory");
+        session_close_as(ps->s, CONN_END_INTERNAL, CONN_END_INTERNAL, "out of memory");
         return NULL;
     }
     h->pkt = *pkt;
@@ -147,7 +147,7 @@ enum pkt_result held_pend(struct pass *ps, struct held *h, const uint8_t *raw, u
     uint8_t *copy = malloc(len);
     if (!copy) {
         held_put(s, h);
-        session_close(s, "out of memory");
+        session_close_as(s, CONN_END_INTERNAL, CONN_END_INTERNAL, "out of memory");
         return PKT_CLOSE;
     }
     memcpy(copy, raw, len);

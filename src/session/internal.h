@@ -140,6 +140,9 @@ void reply_disconnect(struct mgate_session *s, uint8_t reason);
 
 /* session.c */
 void session_close(struct mgate_session *s, const char *why);
+/* The same, telling each side why where its transport can (WebSocket close
+ * codes); the first reason given wins. */
+void session_close_as(struct mgate_session *s, enum conn_end client, enum conn_end broker, const char *why);
 void session_protocol_error(struct mgate_session *s, int dir, mqtt_rc rc);
 int session_dial(struct mgate_session *s);
 void session_save_credentials(struct mgate_session *s, const struct mgate_connect_req *req);

@@ -64,6 +64,6 @@ enum pkt_result publish_forward(struct pass *ps, const uint8_t *raw, uint32_t le
         goto oom;
     return PKT_HANDLED;
 oom:
-    session_close(s, "out of memory");
+    session_close_as(s, CONN_END_INTERNAL, CONN_END_INTERNAL, "out of memory");
     return PKT_CLOSE;
 }

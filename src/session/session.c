@@ -105,16 +105,32 @@ static void on_timer(struct loop *l, struct loop_timer *t)
     struct mgate_session *s = (struct mgate_session *)((char *)t - offsetof(struct mgate_session, timer));
     switch (s->state) {
     case SESSION_AWAIT_CONNECT:
-        session_close(s, "no CONNECT before the deadline");
+        session_close_as(s, CONN_END_POLICY, CONN_END_NORMAL, "no CONNECT before the deadline");
         break;
     case SESSION_AUTH_CONNECT:
     case SESSION_AWAIT_CONNACK:
         reply_connack(s, MQTT_RC_SERVER_UNAVAILABLE);
-        session_close(s, "CONNECT not answered before the deadline");
+        session_close_as(s, CONN_END_UPSTREAM, CONN_END_NORMAL, "CONNECT not answered before the deadline");
         break;
     default:
         hard_close(s); /* the linger ran out */
     }
+}
+
+static void tell_why(struct mgate_session *s, enum conn_end client, enum conn_end broker)
+{
+    if (s->state == SESSION_CLOSING)
+        return; /* the first reason stands */
+    if (s->client)
+        s->client->end = (uint8_t)client;
+    if (s->broker)
+        s->broker->end = (uint8_t)broker;
+}
+
+void session_close_as(struct mgate_session *s, enum conn_end client, enum conn_end broker, const char *why)
+{
+    tell_why(s, client, broker);
+    session_close(s, why);
 }
 
 void session_close(struct mgate_session *s, const char *why)
@@ -143,7 +159,11 @@ void session_protocol_error(struct mgate_session *s, int dir, mqtt_rc rc)
     snprintf(why, sizeof(why), "%s from the %s", mqtt_rc_name(rc), dir == MGATE_UP ? "client" : "broker");
     if (dir == MGATE_UP && s->state >= SESSION_AUTH_CONNECT)
         reply_disconnect(s, reason);
-    session_close(s, why);
+    enum conn_end culprit = rc == MQTT_TOO_LARGE ? CONN_END_TOO_BIG : CONN_END_PROTOCOL;
+    if (dir == MGATE_UP)
+        session_close_as(s, culprit, CONN_END_NORMAL, why);
+    else
+        session_close_as(s, CONN_END_UPSTREAM, culprit, why);
 }
 
 /* ---- connection callbacks -------------------------------------------- */
@@ -164,9 +184,10 @@ static void on_conn_closed(struct conn *c, int err)
     snprintf(why, sizeof(why), "%s %s%s%s", broker ? "broker" : "client",
              s->state == SESSION_AWAIT_CONNACK && broker ? "unreachable" : "closed", err ? ": " : "",
              err == EPROTO ? "TLS failure (logged above)" : err ? strerror(err) : "");
-    if (broker && s->state == SESSION_AWAIT_CONNACK)
+    bool unreachable = broker && s->state == SESSION_AWAIT_CONNACK;
+    if (unreachable)
         reply_connack(s, MQTT_RC_SERVER_UNAVAILABLE);
-    session_close(s, why);
+    session_close_as(s, unreachable ? CONN_END_UPSTREAM : CONN_END_NORMAL, CONN_END_NORMAL, why);
 }
 
 static void on_drain(struct conn *c)
@@ -252,9 +273,9 @@ void session_list_drain(struct session_list *list)
         next = s->next;
         if (s->version == MQTT_V5 && s->state == SESSION_OPEN) {
             reply_disconnect(s, MQTT_RC_SERVER_SHUTTING_DOWN);
-            session_close(s, "shutting down");
+            session_close_as(s, CONN_END_GOING_AWAY, CONN_END_GOING_AWAY, "shutting down");
         } else if (s->state == SESSION_AWAIT_CONNECT) {
-            session_close(s, "shutting down");
+            session_close_as(s, CONN_END_GOING_AWAY, CONN_END_GOING_AWAY, "shutting down");
         }
     }
     if (!list->count && list->on_empty)
@@ -263,8 +284,10 @@ void session_list_drain(struct session_list *list)
 
 void session_list_close_all(struct session_list *list)
 {
-    while (list->head)
+    while (list->head) {
+        tell_why(list->head, CONN_END_GOING_AWAY, CONN_END_GOING_AWAY);
         hard_close(list->head);
+    }
 }
 
 /* ---- credentials and scratch memory ---------------------------------- */

@@ -33,6 +33,7 @@ struct session_params {
     const char *target_server_name;
     const char *path_prefix;     /* WebSocket listeners: upgrades outside it are refused */
     const char *allowed_origins; /* WebSocket: "a,b" Origin values allowed; "": any */
+    uint32_t ws_ping_interval_ms, ws_ping_timeout_ms; /* WebSocket keep-alive; interval 0: none */
     /* How to reach the broker when it is not plain TCP/TLS (a WebSocket
      * broker): a front end's dialler; NULL: TCP to target. */
     struct conn *(*dial)(struct loop *l, const struct session_params *p, const struct conn_cbs *cbs,

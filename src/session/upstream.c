@@ -92,13 +92,13 @@ static enum pkt_result finish_connect(struct pass *ps, struct held *h)
     if (h->verdict != MGATE_ALLOW) {
         if (!s->p->refusal_close) /* REFUSAL=close: the Go mGate just closes */
             reply_connack(s, req->reason ? req->reason : MQTT_RC_NOT_AUTHORIZED);
-        session_close(s, "CONNECT refused by the handler");
+        session_close_as(s, CONN_END_POLICY, CONN_END_NORMAL, "CONNECT refused by the handler");
         return PKT_CLOSE;
     }
     session_save_credentials(s, req);
     if (session_dial(s) < 0) {
         reply_connack(s, MQTT_RC_SERVER_UNAVAILABLE);
-        session_close(s, "cannot dial the broker");
+        session_close_as(s, CONN_END_UPSTREAM, CONN_END_NORMAL, "cannot dial the broker");
         return PKT_CLOSE;
     }
     ps->to = s->broker;
@@ -165,7 +165,7 @@ static enum pkt_result refuse_publish(struct pass *ps, const struct mqtt_publish
     }
     if (s->p->refusal_close || s->version != MQTT_V5) {
         /* 3.1.1 has no way to refuse a PUBLISH but closing. */
-        session_close(s, "PUBLISH refused");
+        session_close_as(s, CONN_END_POLICY, CONN_END_NORMAL, "PUBLISH refused");
         return PKT_CLOSE;
     }
     if (pub->qos)
@@ -200,7 +200,7 @@ static enum pkt_result up_subscribe(struct pass *ps, const uint8_t *raw, uint32_
     struct mgate_filter *f = calloc(sub->count, sizeof(*f));
     if (!f) {
         held_put(s, h);
-        session_close(s, "out of memory");
+        session_close_as(s, CONN_END_INTERNAL, CONN_END_INTERNAL, "out of memory");
         return PKT_CLOSE;
     }
     uint32_t off = 0, i = 0;
@@ -328,7 +328,7 @@ static enum pkt_result finish_subscribe(struct pass *ps, struct held *h)
     uint32_t denied;
     bool changed = filters_changed(h, &denied);
     if (denied && s->p->refusal_close) {
-        session_close(s, "SUBSCRIBE refused");
+        session_close_as(s, CONN_END_POLICY, CONN_END_NORMAL, "SUBSCRIBE refused");
         return PKT_CLOSE;
     }
     if (denied)
@@ -341,7 +341,7 @@ static enum pkt_result finish_subscribe(struct pass *ps, struct held *h)
     if (denied || changed) {
         if ((denied && remember_merge(s, h->pkt.subscribe.id, req) < 0) ||
             emit_filtered_subscribe(ps, h) < 0) {
-            session_close(s, "out of memory");
+            session_close_as(s, CONN_END_INTERNAL, CONN_END_INTERNAL, "out of memory");
             return PKT_CLOSE;
         }
         r = PKT_HANDLED;
@@ -391,7 +391,7 @@ enum pkt_result up_packet(struct pass *ps, const uint8_t *raw, uint32_t len, str
     if (s->state == SESSION_AWAIT_CONNECT) {
         if (pkt->type == MQTT_CONNECT)
             return up_connect(ps, raw, len, pkt);
-        session_close(s, "first packet is not CONNECT");
+        session_close_as(s, CONN_END_PROTOCOL, CONN_END_NORMAL, "first packet is not CONNECT");
         return PKT_CLOSE;
     }
     switch (pkt->type) {

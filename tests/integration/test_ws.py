@@ -61,7 +61,8 @@ class RawWs:
                 break
             self.buf += chunk
         head, _, self.buf = self.buf.partition(b"\r\n\r\n")
-        self.status = head.split(b"\r\n")[0].decode(errors="replace")
+        self.head = head.decode(errors="replace")
+        self.status = self.head.split("\r\n")[0]
 
     def send_frame(self, payload, opcode=2):
         mask = os.urandom(4)
@@ -95,6 +96,24 @@ class RawWs:
         self._need(off + n)
         data, self.buf = self.buf[off:off + n], self.buf[off + n:]
         return op, data
+
+    def close_code(self, seconds=3.0):
+        """Read until the close frame: its code (None if it had none), or "eof" when the socket
+        ended without one, or "timeout". Pings are answered when pong is true."""
+        self.s.settimeout(seconds)
+        try:
+            while True:
+                op, d = self.recv_frame()
+                if op == 8:
+                    return struct.unpack("!H", d[:2])[0] if len(d) >= 2 else None
+        except (h.Closed, ConnectionResetError):
+            return "eof"
+        except socket.timeout:
+            return "timeout"
+
+    def connect(self, client_id, version=4):
+        self.send_frame(h.connect_packet(version, client_id))
+        return self.recv_mqtt()
 
     def recv_mqtt(self):
         """Bytes of MQTT from binary frames until one whole packet is in."""
@@ -219,6 +238,8 @@ def origins(t, tmp, broker):
                        ("https://evil.example", False), (None, True)):
         w = RawWs(port, origin=origin)
         t.eq("101" in w.status, ok, f"ALLOWED_ORIGINS: Origin {origin} is {'upgraded' if ok else 'refused'}")
+        if not ok:
+            t.check(" 403" in w.status, f"ALLOWED_ORIGINS: Origin {origin} gets 403", w.status)
         w.s.close()
 
 
@@ -372,13 +393,112 @@ def wss(t, tmp, broker):
 
 def bad_requests(t, port):
     w = RawWs(port, path="/elsewhere")
-    t.check("101" not in w.status, "a path outside PATH_PREFIX is not upgraded", w.status)
+    t.check(" 404" in w.status, "a path outside PATH_PREFIX gets 404", w.status)
     w.s.close()
     s = socket.create_connection((h.HOST, port), timeout=5)
     s.sendall(f"GET /mqtt HTTP/1.1\r\nHost: {h.HOST}\r\n\r\n".encode())
     head = s.recv(4096).split(b"\r\n")[0].decode(errors="replace")
     t.check(" 404" in head, "a plain HTTP request gets 404", head)
     s.close()
+
+
+def close_codes(t, tmp, broker):
+    """Each way mgate ends a WebSocket carries the close code that says why (RFC 6455 7.4.1),
+    and a client's close frame is answered and ends the broker side cleanly."""
+    port = h.free_port()
+    g = h.Mgate(tmp, broker.port, binary=h.EXAMPLE_BIN, port=port, MGATE_MQTT_WITHOUT_TLS_PORT=None,
+                **ws_env(broker.port, port), **{WS + "MAX_PACKET_SIZE": "64KiB", WS + "CONNECT_TIMEOUT": "1s"})
+    w = RawWs(port)
+    t.eq(w.connect("deny-me")[:4], b"\x20\x02\x00\x05", "close codes: a refused CONNECT gets CONNACK 5 ...")
+    t.eq(w.close_code(), 1008, "... then close 1008 (policy violation)")
+    w = RawWs(port)
+    w.connect("ws-close-big")
+    w.send_frame(h.publish_packet(4, "ws/big", b"x" * (100 * 1024)))
+    t.eq(w.close_code(), 1009, "close codes: a PUBLISH over MAX_PACKET_SIZE: 1009 (message too big)")
+    w = RawWs(port)
+    w.send_frame(b"\xf0\x00garbage")
+    t.eq(w.close_code(), 1002, "close codes: bytes that are not MQTT: 1002 (protocol error)")
+    w = RawWs(port)
+    t.eq(w.close_code(4.0), 1008, "close codes: no CONNECT within CONNECT_TIMEOUT: 1008")
+    w = RawWs(port)
+    w.connect("ws-close-disc")
+    w.send_frame(h.disconnect_packet(4))
+    t.eq(w.close_code(), 1000, "close codes: after the client's DISCONNECT: 1000 (normal)")
+    mark = broker.log.mark()
+    w = RawWs(port)
+    t.eq(w.connect("ws-close-peer")[:4], b"\x20\x02\x00\x00", "client close frame: connected")
+    t.check(broker.wait_client("ws-close-peer", 3.0, mark), "client close frame: the broker has the session")
+    w.send_frame(struct.pack("!H", 1001) + b"bye", opcode=8)
+    t.eq(w.close_code(), 1001, "client close frame 1001: mgate answers with the same code")
+    t.check(broker.log.wait(r"Client ws-close-peer (closed its connection|disconnected)", 3.0, mark) is not None,
+            "client close frame: the broker side ends too")
+    dead = h.free_port()
+    port2 = h.free_port()
+    h.Mgate(tmp, dead, port=port2, MGATE_MQTT_WITHOUT_TLS_PORT=None, **ws_env(dead, port2))
+    w = RawWs(port2)
+    t.eq(w.connect("ws-close-nobroker")[:4], b"\x20\x02\x00\x03", "broker down: CONNACK 3 ...")
+    t.eq(w.close_code(), 1014, "... then close 1014 (bad gateway)")
+    w = RawWs(port)
+    w.connect("ws-close-shutdown")
+    g.stop()
+    t.eq(w.close_code(), 1001, "mgate shutting down: close 1001 (going away)")
+
+
+def pings(t, tmp, broker, plain_port):
+    """WS_PING_INTERVAL: mgate pings a WebSocket that has been silent that long, and closes it
+    when no pong comes within WS_PING_TIMEOUT; a client that answers stays."""
+    port = h.free_port()
+    h.Mgate(tmp, broker.port, port=port, MGATE_MQTT_WITHOUT_TLS_PORT=None, **ws_env(broker.port, port),
+            **{WS + "WS_PING_INTERVAL": "1s", WS + "WS_PING_TIMEOUT": "1s"})
+    w = RawWs(port)
+    w.connect("ws-ping-mute")
+    w.s.settimeout(3.0)
+    t0 = time.monotonic()
+    op, _ = w.recv_frame()
+    t.eq(op, 9, f"WS_PING_INTERVAL=1s: a ping comes ({time.monotonic() - t0:.1f} s)")
+    t.check(closed_within(w.s, 4.0), "a client that never answers is closed")
+    t.check(time.monotonic() - t0 < 3.5, f"... about WS_PING_TIMEOUT after the ping ({time.monotonic() - t0:.1f} s)")
+    w = RawWs(port)
+    w.connect("ws-ping-polite")
+    w.s.settimeout(1.0)
+    pings, end = 0, time.monotonic() + 4.5
+    try:
+        while time.monotonic() < end:
+            try:
+                op, d = w.recv_frame()
+            except socket.timeout:
+                continue
+            if op == 9:
+                pings += 1
+                w.send_frame(d, opcode=10)
+        w.send_frame(h.packet(12, 0, b""))  # PINGREQ
+        w.s.settimeout(3.0)
+        alive = w.recv_mqtt()[:2] == b"\xd0\x00"
+    except (h.Closed, ConnectionResetError, socket.timeout):
+        alive = False
+    t.check(pings >= 3, f"a client that answers gets a ping each second ({pings} in 4.5 s)")
+    t.check(alive, "... and is still connected after 4.5 s (PINGRESP)")
+    w = RawWs(plain_port)
+    w.connect("ws-ping-none")
+    w.s.settimeout(2.5)
+    try:
+        op, _ = w.recv_frame()
+    except socket.timeout:
+        op = None
+    t.eq(op, None, "without WS_PING_INTERVAL no ping is sent")
+    w.s.close()
+
+
+def subprotocols(t, port):
+    for proto, want in (("mqtt", "mqtt"), ("mqttv3.1", "mqttv3.1"), ("foo, mqtt", "mqtt"), (None, None)):
+        w = RawWs(port, protocol=proto)
+        got = re.search(r"(?im)^Sec-WebSocket-Protocol: *(\S+)", w.head)
+        t.check("101" in w.status, f"subprotocol {proto}: upgraded", w.status)
+        t.eq(got.group(1) if got else None, want, f"subprotocol {proto}: the answer names {want}")
+        w.s.close()
+    w = RawWs(port, protocol="foo")
+    t.check(" 400" in w.status, "a client that offers no MQTT subprotocol gets 400", w.status)
+    w.s.close()
 
 
 def main():
@@ -394,6 +514,7 @@ def main():
         t.case("big payload", big, t, port)
         t.case("framing", framing, t, port, broker)
         t.case("bad requests", bad_requests, t, port)
+        t.case("subprotocols", subprotocols, t, port)
         t.case("refusals", refusals, t, tmp, broker)
         t.case("Authorization token", token, t, tmp)
         t.case("allowed origins", origins, t, tmp, broker)
@@ -401,6 +522,8 @@ def main():
         t.case("WebSocket broker", ws_broker, t, tmp)
         t.case("wss", wss, t, tmp, broker)
         t.case("slow reader", slow_reader, t, tmp, broker)
+        t.case("close codes", close_codes, t, tmp, broker)
+        t.case("pings", pings, t, tmp, broker, port)
         return h.finish(t)
 
 
