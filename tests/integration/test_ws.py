@@ -391,6 +391,45 @@ def wss(t, tmp, broker):
                     is not None, f"wss+mTLS, USE_CN_AS_USERNAME: the session's username is the certificate's CN {cn!r}")
 
 
+def wss_revocation(t, tmp, broker):
+    """wss+mTLS with OCSP, then with CRL: the TLS listeners' revocation checks, unchanged; a
+    revoked certificate ends in the handshake and the broker never sees the client."""
+    pki = h.Pki(tmp)
+    h.Responder.root(tmp, pki)
+    h.Responder.files(tmp, pki)
+    mqtt = h.paho()
+    prefix = "MGATE_MQTT_WS_WITH_MTLS_"
+    for method in ("ocsp", "crl"):
+        port = h.free_port()
+        g = h.Mgate(tmp, broker.port, port=port, MGATE_MQTT_WITHOUT_TLS_PORT=None, **{
+            prefix + "HOST": h.HOST, prefix + "PORT": port, prefix + "TARGET_HOST": h.HOST,
+            prefix + "TARGET_PORT": broker.port, prefix + "TARGET_PROTOCOL": "mqtt",
+            prefix + "CERT_FILE": pki["server.crt"], prefix + "KEY_FILE": pki["server.key"],
+            prefix + "CLIENT_CA_FILE": pki["ca.crt"], prefix + "CERT_VERIFICATION_METHODS": method})
+        for cert, ok in (("client", True), ("revoked", False)):
+            mark, bmark = g.log.mark(), broker.log.mark()
+            cid = f"wss-{method}-{cert}"
+            c = mqtt.Client(cid, transport="websockets")
+            c.tls_set(ca_certs=pki["ca.crt"], certfile=pki[f"{cert}.crt"], keyfile=pki[f"{cert}.key"])
+            rcs = []
+            c.on_connect = lambda cl, u, f, rc, p=None: rcs.append(rc)
+            try:
+                c.connect("localhost", port, 30)
+                c.loop_start()
+                h.wait_until(lambda: rcs, 3.0)
+                c.loop_stop()
+            except OSError:
+                pass
+            what = f"wss+mTLS, {method.upper()}, {cert}.crt"
+            if ok:
+                t.eq(rcs[:1], [0], f"{what}: CONNACK 0")
+            else:
+                t.eq(rcs, [], f"{what}: no CONNACK")
+                t.check(g.log.wait(r"TLS handshake failed.*certificate revoked", 3.0, mark) is not None,
+                        f"{what}: mgate logs the handshake refused as revoked", g.log.text(mark)[-300:])
+                t.check(not broker.saw_client(cid, bmark), f"{what}: the broker never saw it")
+
+
 def bad_requests(t, port):
     w = RawWs(port, path="/elsewhere")
     t.check(" 404" in w.status, "a path outside PATH_PREFIX gets 404", w.status)
@@ -521,6 +560,7 @@ def main():
         t.case("bad input", bad_input, t, tmp, broker)
         t.case("WebSocket broker", ws_broker, t, tmp)
         t.case("wss", wss, t, tmp, broker)
+        t.case("wss revocation", wss_revocation, t, tmp, broker)
         t.case("slow reader", slow_reader, t, tmp, broker)
         t.case("close codes", close_codes, t, tmp, broker)
         t.case("pings", pings, t, tmp, broker, port)
