@@ -147,6 +147,13 @@ static int prepare(struct app *a, const struct mgate_handler *const *extra, char
         p->allowed_origins = lc->allowed_origins;
         p->ws_ping_interval_ms = lc->ws_ping_interval_ms;
         p->ws_ping_timeout_ms = lc->ws_ping_timeout_ms;
+        p->proxy_protocol = lc->proxy_protocol;
+        p->target_proxy_protocol = lc->target_proxy_protocol;
+        if (p->target_proxy_protocol && p->dial) {
+            snprintf(err, errlen, "%sTARGET_PROXY_PROTOCOL: not possible with TARGET_PROTOCOL %s (libwebsockets "
+                                  "dials the broker)", lc->prefix, target_protocol_name(lc->target_protocol));
+            return -1;
+        }
         p->max_packet_size = lc->max_packet_size;
         p->connect_timeout_ms = lc->connect_timeout_ms;
         p->output_high_water = lc->output_high_water;

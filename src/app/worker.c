@@ -12,16 +12,32 @@
 #include "net/fetch.h"
 #include "net/tls.h"
 
-static void on_accept(struct listener *ls, int fd, const struct sockaddr *peer, socklen_t len)
+/* A client's socket, its PROXY header (if any) read: to its front end. */
+static void dispatch(void *ctx, int fd, const struct sockaddr *peer, socklen_t len)
 {
-    struct worker_listener *wl = (struct worker_listener *)ls;
-    struct worker *w = ls->ctx;
-    if (wl->id == LISTENER_WS)
+    struct worker_listener *wl = ctx;
+    struct worker *w = wl->ls.ctx;
+    if (wl->id == LISTENER_WS && wl->params.proxy_protocol) {
+        struct ws_origin origin = {.has_cert = false};
+        memcpy(&origin.peer, peer, len < sizeof(origin.peer) ? len : sizeof(origin.peer));
+        ws_accept_peer(w->loop, fd, &origin, &wl->params, &w->sessions);
+    } else if (wl->id == LISTENER_WS)
         ws_accept(w->loop, fd, &wl->params, &w->sessions);
     else if (wl->id == LISTENER_WS_TLS || wl->id == LISTENER_WS_MTLS)
         ws_accept_tls(w->loop, fd, peer, len, &wl->params, &w->sessions);
     else
         session_accept_tcp(w->loop, fd, peer, &wl->params, &w->sessions);
+}
+
+static void on_accept(struct listener *ls, int fd, const struct sockaddr *peer, socklen_t len)
+{
+    struct worker_listener *wl = (struct worker_listener *)ls;
+    struct worker *w = ls->ctx;
+    if (wl->params.proxy_protocol)
+        proxy_accept(w->loop, &w->proxied, fd, peer, len, wl->params.connect_timeout_ms, wl->params.listener,
+                     dispatch, wl);
+    else
+        dispatch(wl, fd, peer, len);
 }
 
 static void on_all_closed(struct session_list *list)
@@ -46,6 +62,7 @@ static void drain(struct worker *w)
         return;
     for (unsigned i = 0; i < w->nlisteners; i++)
         listener_close(&w->listeners[i].ls);
+    proxy_list_close(w->loop, &w->proxied);
     w->sessions.on_empty = on_all_closed;
     loop_timer_start(w->loop, &w->grace, w->grace_ms, on_grace_over);
     session_list_drain(&w->sessions);
@@ -140,6 +157,7 @@ void worker_join(struct worker *w)
         pthread_join(w->thread, NULL);
     for (unsigned i = 0; i < w->nlisteners; i++)
         listener_close(&w->listeners[i].ls);
+    proxy_list_close(w->loop, &w->proxied);
     free(w->sessions.spare);
     pthread_mutex_destroy(&w->lock);
     if (w->ctl.fd >= 0)

@@ -10,6 +10,7 @@
 
 #include "config/config.h"
 #include "net/listener.h"
+#include "net/proxy_accept.h"
 #include "session/session.h"
 
 struct worker_listener {
@@ -33,6 +34,7 @@ struct worker {
     struct loop_timer grace;
     uint32_t grace_ms;
     struct session_list sessions;
+    struct proxy_list proxied; /* accepted sockets still waiting for their PROXY header */
     struct worker_listener listeners[LISTENER_COUNT];
     unsigned nlisteners;
     pthread_mutex_t lock; /* guards `targets`, the only thing written from outside */

@@ -72,6 +72,8 @@ static const struct key listener_keys[] = {
     LSTR("ALLOWED_ORIGINS", allowed_origins),
     {"WS_PING_INTERVAL", V_DURATION, L(ws_ping_interval_ms), "0", 0, 3600000},
     {"WS_PING_TIMEOUT", V_DURATION, L(ws_ping_timeout_ms), "10s", 1000, 3600000},
+    {"PROXY_PROTOCOL", V_BOOL, L(proxy_protocol), "false", 0, 0},
+    {"TARGET_PROXY_PROTOCOL", V_BOOL, L(target_proxy_protocol), "false", 0, 0},
 };
 
 /* Defaults that are another key's value: {key, the key it defaults to}. */

@@ -109,6 +109,10 @@ struct listener_config {
     char *allowed_origins; /* ALLOWED_ORIGINS: comma-separated Origin values; "": any */
     uint32_t ws_ping_interval_ms; /* WS_PING_INTERVAL: ping a silent peer this often; 0: never */
     uint32_t ws_ping_timeout_ms;  /* WS_PING_TIMEOUT: close when no pong came this long after */
+
+    /* PROXY protocol (ours) */
+    bool proxy_protocol;        /* PROXY_PROTOCOL: every client comes with a v1 or v2 header */
+    bool target_proxy_protocol; /* TARGET_PROXY_PROTOCOL: send the broker a v2 header */
 };
 
 struct mgate_config {

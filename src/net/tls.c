@@ -522,6 +522,11 @@ int tls_connect(struct conn *c, struct tls_ctx *ctx, const char *server_name)
 
 bool tls_is_tls(const struct conn *c) { return c->ops == &tls_ops && c->transport; }
 
+const char *tls_version(const struct conn *c)
+{
+    return tls_is_tls(c) ? SSL_get_version(((struct tls_conn *)c->transport)->ssl) : NULL;
+}
+
 static void append_san(char *buf, size_t len, const char *kind, const char *val)
 {
     size_t used = strlen(buf);

@@ -72,6 +72,8 @@ struct tls_peer {
 bool tls_peer_info(const struct conn *c, struct tls_peer *out);
 void tls_peer_cn(const struct conn *c, char *buf, size_t len);
 bool tls_is_tls(const struct conn *c);
+/* "TLSv1.3", or NULL when c is not TLS. A static string. */
+const char *tls_version(const struct conn *c);
 
 /* Cancel this loop's revocation fetches (at worker teardown). */
 void tls_loop_free(struct loop *l);

@@ -88,6 +88,7 @@ struct mgate_session {
     struct alloc_block *allocs;
     void *user_data;
     char peer[56];
+    struct sockaddr_storage *peer_addr; /* only for TARGET_PROXY_PROTOCOL */
 };
 
 /* One pass over bytes from one side: unchanged packets that follow each

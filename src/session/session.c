@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "net/proxy_proto.h"
 #include "net/tls.h"
 #include "session/internal.h"
 
@@ -66,6 +67,7 @@ static void session_free(struct mgate_session *s)
     free(s->cred_mem);
     free(s->http_token);
     free(s->cert);
+    free(s->peer_addr);
     free(s);
 }
 
@@ -199,10 +201,37 @@ static void on_drain(struct conn *c)
         conn_resume_read(reader);
 }
 
+/* TARGET_PROXY_PROTOCOL: the client's address, and its TLS facts, go
+ * before anything else on the fresh socket (before TLS to the broker too). */
+static int send_proxy_header(struct mgate_session *s, struct conn *c)
+{
+    struct sockaddr_storage dst;
+    socklen_t dlen = sizeof(dst);
+    int fd = s->client && s->client->io.fd >= 0 ? s->client->io.fd : c->io.fd; /* the address the client reached */
+    if (!s->peer_addr || getsockname(fd, (struct sockaddr *)&dst, &dlen) < 0)
+        return -1;
+    struct mgate_cert cert;
+    struct proxy_tls t = {.tls = s->cert || (s->client && tls_is_tls(s->client))};
+    if (t.tls) {
+        t.version = s->client ? tls_version(s->client) : NULL;
+        t.cn = mgate_session_cert(s, &cert) && cert.cn[0] ? cert.cn : NULL;
+    }
+    uint8_t hdr[PROXY_MAX_HEADER];
+    size_t n = proxy_build_v2(hdr, sizeof(hdr), (const struct sockaddr *)s->peer_addr,
+                              (const struct sockaddr *)&dst, &t);
+    /* A fresh socket's send buffer takes a few hundred bytes whole. */
+    return n && send(c->io.fd, hdr, n, MSG_NOSIGNAL) == (ssize_t)n ? 0 : -1;
+}
+
 static void on_broker_connected(struct conn *c)
 {
     struct mgate_session *s = c->owner;
     mgate_log(LOGL_DEBUG, s, "broker connection established");
+    if (s->p->target_proxy_protocol && send_proxy_header(s, c) < 0) {
+        mgate_log(LOGL_WARN, s, "cannot send the PROXY protocol header to the broker");
+        conn_close_after_flush(c);
+        return;
+    }
     /* TARGET_PROTOCOL mqtts: the CONNECT already queued goes out once the
      * handshake is done; a failed handshake ends like a refused dial.  (A
      * dial hook, wss, brings its own TLS.) */
@@ -243,6 +272,10 @@ struct mgate_session *session_start(struct loop *l, struct conn *client, const s
     client->owner = s;
     client->high_water = p->output_high_water;
     sockaddr_format(peer, s->peer, sizeof(s->peer));
+    if (p->target_proxy_protocol && (s->peer_addr = calloc(1, sizeof(*s->peer_addr))))
+        memcpy(s->peer_addr, peer, peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                   : peer->sa_family == AF_INET ? sizeof(struct sockaddr_in)
+                                                                : sizeof(struct sockaddr));
     list_add(list, s);
     loop_timer_start(l, &s->timer, p->connect_timeout_ms, on_timer);
     mgate_log(LOGL_DEBUG, s, "accepted");

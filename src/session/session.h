@@ -34,6 +34,8 @@ struct session_params {
     const char *path_prefix;     /* WebSocket listeners: upgrades outside it are refused */
     const char *allowed_origins; /* WebSocket: "a,b" Origin values allowed; "": any */
     uint32_t ws_ping_interval_ms, ws_ping_timeout_ms; /* WebSocket keep-alive; interval 0: none */
+    bool proxy_protocol;        /* clients arrive with a PROXY header (read before we get them) */
+    bool target_proxy_protocol; /* send the broker a PROXY v2 header with the client's address */
     /* How to reach the broker when it is not plain TCP/TLS (a WebSocket
      * broker): a front end's dialler; NULL: TCP to target. */
     struct conn *(*dial)(struct loop *l, const struct session_params *p, const struct conn_cbs *cbs,

@@ -639,12 +639,16 @@ class Closed(Exception):
 class RawClient:
     """A minimal MQTT client on a plain socket, to see exactly what mgate sends."""
 
-    def __init__(self, port, host=HOST, timeout=5.0, rcvbuf=None, tls=None, server_hostname="localhost"):
+    def __init__(self, port, host=HOST, timeout=5.0, rcvbuf=None, tls=None, server_hostname="localhost",
+                 source=None):
         """tls: an ssl.SSLContext to speak MQTT over TLS (the handshake is done here; it raises
         ssl.SSLError when the server refuses during the handshake). A TLS error met later
         (TLS 1.3: the server judges the client certificate after the client's handshake is over)
-        ends the stream like a close, and its text is kept in self.tls_error."""
+        ends the stream like a close, and its text is kept in self.tls_error.
+        source: the local address to connect from (another 127.x.y.z, to tell clients apart)."""
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if source:
+            self.sock.bind((source, 0))
         if rcvbuf:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(timeout)

@@ -18,6 +18,7 @@ set(MGATE_INTEGRATION_TESTS
   tls_reload  60
   tls_upstream 60
   ws          90
+  proxy       60
 )
 
 while(MGATE_INTEGRATION_TESTS)
