@@ -11,6 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "app/admin.h"
+#include "app/status.h"
 #include "app/worker.h"
 #include "core/log.h"
 #include "front/ws.h"
@@ -30,6 +32,9 @@ struct app {
     unsigned nworkers;
     struct loop *ctl;
     bool stopping;
+    struct loop_timer drained; /* during a drain: have the workers all finished? */
+    struct status *status;
+    struct admin *admin;
 };
 
 static const char usage[] =
@@ -140,6 +145,7 @@ static int prepare(struct app *a, const struct mgate_handler *const *extra, char
             return -1;
         }
         p->listener = lc->name;
+        p->listener_id = (uint8_t)lc->id;
         p->target_host = lc->target_host;
         p->target_port = lc->target_port;
         p->target_path = lc->target_path;
@@ -257,6 +263,19 @@ static void reload(struct app *a)
         worker_retarget(&a->workers[w], &t);
 }
 
+/* The control loop outlives the drain, so /healthz and /readyz (503) keep
+ * answering while clients are let go. */
+static void on_drained_check(struct loop *l, struct loop_timer *t)
+{
+    struct app *a = (struct app *)((char *)t - offsetof(struct app, drained));
+    for (unsigned w = 0; w < a->nworkers; w++)
+        if (a->workers[w].started && !__atomic_load_n(&a->workers[w].finished, __ATOMIC_ACQUIRE)) {
+            loop_timer_start(l, t, 20, on_drained_check);
+            return;
+        }
+    loop_stop(l);
+}
+
 static void on_signal(struct loop *l, int signo, void *ctx)
 {
     struct app *a = ctx;
@@ -271,7 +290,25 @@ static void on_signal(struct loop *l, int signo, void *ctx)
     log_msgf(LOGL_INFO, "%s: draining, grace period %u ms", strsignal(signo), a->cfg.shutdown_grace_ms);
     for (unsigned w = 0; w < a->nworkers; w++)
         worker_send(&a->workers[w], WORKER_DRAIN);
-    loop_stop(l);
+    on_drained_check(l, &a->drained);
+}
+
+/* MGATE_ADMIN_PORT: the admin listener and the broker probes behind /readyz. */
+static int start_admin(struct app *a)
+{
+    if (!a->cfg.admin_port)
+        return 0;
+    struct status_src src = {&a->cfg, a->params, a->workers, a->nworkers, &a->stopping};
+    char err[256];
+    if (!(a->status = status_start(a->ctl, &src)) ||
+        !(a->admin = admin_start(a->ctl, a->cfg.admin_host, (uint16_t)a->cfg.admin_port, status_route, a->status,
+                                 err, sizeof(err)))) {
+        fprintf(stderr, "mgate: MGATE_ADMIN_PORT: %s\n", a->status ? err : "out of memory");
+        return -1;
+    }
+    log_msgf(LOGL_INFO, "admin listener on %s:%u (/metrics, /healthz, /readyz)", a->cfg.admin_host,
+             a->cfg.admin_port);
+    return 0;
 }
 
 static int parse_args(int argc, char **argv, const char **ini, bool *check)
@@ -354,13 +391,15 @@ int mgate_main(int argc, char **argv, const struct mgate_handler *const *handler
     }
     log_msgf(LOGL_INFO, "mgate %s starting: handler %s, %u worker%s", MGATE_VERSION, a.handler->name,
              a.cfg.workers, a.cfg.workers == 1 ? "" : "s");
-    rc = start_workers(&a) < 0 ? 1 : 0;
+    rc = start_workers(&a) < 0 || start_admin(&a) < 0 ? 1 : 0;
     if (rc == 0)
         loop_run(a.ctl);
     else
         for (unsigned w = 0; w < a.nworkers; w++)
             if (a.workers[w].started)
                 worker_send(&a.workers[w], WORKER_DRAIN);
+    admin_stop(a.admin); /* it reads the workers' counters: before they go */
+    status_stop(a.status);
     for (unsigned w = 0; w < a.nworkers; w++)
         if (a.workers[w].loop)
             worker_join(&a.workers[w]);

@@ -133,6 +133,7 @@ static void *worker_main(void *arg)
     struct worker *w = arg;
     if (loop_run(w->loop) < 0)
         log_msgf(LOGL_ERROR, "worker %u: event loop failed: %s", w->index, strerror(errno));
+    __atomic_store_n(&w->finished, true, __ATOMIC_RELEASE);
     return NULL;
 }
 

@@ -29,6 +29,7 @@ struct worker {
     unsigned index;
     pthread_t thread;
     bool started;
+    bool finished; /* its loop has returned (read by the control thread) */
     struct loop *loop;
     struct loop_io ctl; /* eventfd: the control thread asks us to drain */
     struct loop_timer grace;

@@ -102,6 +102,8 @@ static const struct key global_keys[] = {
     {"HANDLER", V_HANDLER, G(handler), "log", 0, 0},
     {"SHUTDOWN_GRACE", V_DURATION, G(shutdown_grace_ms), "5s", 0, UINT32_MAX},
     {"WORKERS", V_UINT, G(workers), "1", 1, 256},
+    {"ADMIN_HOST", V_STR, G(admin_host), "127.0.0.1", 0, 0},
+    {"ADMIN_PORT", V_UINT, G(admin_port), "0", 0, 65535},
 };
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))

@@ -121,6 +121,8 @@ struct mgate_config {
     char *handler;                   /* MGATE_HANDLER, default "log" */
     uint32_t shutdown_grace_ms;      /* MGATE_SHUTDOWN_GRACE, default 5 s */
     unsigned workers;                /* MGATE_WORKERS, default 1 */
+    char *admin_host;                /* MGATE_ADMIN_HOST, default 127.0.0.1 */
+    unsigned admin_port;             /* MGATE_ADMIN_PORT: /metrics, /healthz, /readyz; 0 = none */
     char *config_file;               /* the INI file that was read, "" if none */
 };
 

@@ -1,4 +1,5 @@
 #include "core/loop.h"
+#include "core/metrics.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -29,8 +30,11 @@ struct loop {
     void (*sig_cb)(struct loop *, int, void *);
     void *sig_ctx;
 
+    struct metrics metrics;
     uint8_t scratch[LOOP_SCRATCH_SIZE];
 };
+
+struct metrics *loop_metrics(struct loop *l) { return &l->metrics; }
 
 static uint64_t clock_ms(void)
 {

@@ -77,6 +77,9 @@ int loop_signals(struct loop *l, const int *signals, int n, void (*cb)(struct lo
  * buffer.  This is why an idle connection holds no buffer. */
 uint8_t *loop_scratch(struct loop *l, size_t *size);
 
+/* This loop's counters (core/metrics.h): written by its thread only. */
+struct metrics *loop_metrics(struct loop *l);
+
 /* The worker this loop belongs to (opaque to the loop). */
 void loop_set_owner(struct loop *l, void *owner);
 void *loop_owner(const struct loop *l);

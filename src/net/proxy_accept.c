@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "net/conn.h"
 #include "net/proxy_proto.h"
 
@@ -39,7 +40,7 @@ static void refuse(struct loop *l, struct proxy_wait *w, const char *why)
     char peer[64];
     sockaddr_format((const struct sockaddr *)&w->peer, peer, sizeof(peer));
     log_msgf(LOGL_WARN, "%s: closing a connection from %s: %s", w->listener, peer, why);
-    w->list->refused++;
+    METRIC_INC(loop_metrics(l)->proxy_refused);
     unlink_wait(l, w);
     close(w->io.fd);
     free(w);

@@ -17,7 +17,7 @@ struct proxy_wait;
 /* The sockets still waiting for their header, owned by the worker. */
 struct proxy_list {
     struct proxy_wait *head;
-    uint64_t refused; /* sockets closed for a missing or broken header */
+
 };
 
 typedef void (*proxy_done_cb)(void *ctx, int fd, const struct sockaddr *peer, socklen_t len);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "net/tls_int.h"
 
 #define OCSP_CACHE_ENTRIES 4096
@@ -413,11 +414,35 @@ static void peer_address(int fd, char *buf, size_t len)
         snprintf(buf, len, "?");
 }
 
+/* For mgate_tls_handshake_failures_total{reason}. */
+static enum metric_tls_fail failure_kind(const struct tls_conn *t, long verify, unsigned long err)
+{
+    if (t->chk && strstr(t->chk->why, "revocation status unavailable"))
+        return METRIC_TLS_REVOCATION_UNAVAILABLE;
+    if ((t->chk && strstr(t->chk->why, "revoked")) || verify == X509_V_ERR_CERT_REVOKED)
+        return METRIC_TLS_REVOKED;
+    switch (verify) {
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+    case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+        return METRIC_TLS_UNKNOWN_CA;
+    case X509_V_ERR_CERT_HAS_EXPIRED:
+        return METRIC_TLS_EXPIRED;
+    default:
+        break;
+    }
+    return ERR_GET_REASON(err) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE ? METRIC_TLS_NO_CERT : METRIC_TLS_OTHER;
+}
+
 static void log_handshake_failure(struct conn *c)
 {
     struct tls_conn *t = c->transport;
     char why[256], peer[64];
     long verify = SSL_get_verify_result(t->ssl);
+    if (!t->ctx->client)
+        METRIC_INC(loop_metrics(c->loop)->tls_failures[failure_kind(t, verify, ERR_peek_error())]);
     if (t->chk && *t->chk->why)
         snprintf(why, sizeof(why), "%s", t->chk->why);
     else if (verify != X509_V_OK)
@@ -448,6 +473,8 @@ static int tls_handshake(struct conn *c)
     ERR_clear_error();
     int r = SSL_do_handshake(t->ssl);
     if (r == 1) {
+        if (!t->ctx->client)
+            METRIC_INC(loop_metrics(c->loop)->tls_handshakes);
         tls_check_end(t);
         SSL_clear_mode(t->ssl, SSL_MODE_ASYNC); /* jobs only while a check may wait */
         return 1;

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/metrics.h"
 #include "core/log.h"
 #include "net/fetch.h"
 #include "net/tls_int.h"
@@ -173,6 +174,7 @@ static void wait_done(void *arg, const struct fetch_result *r)
 {
     struct tls_wait *w = arg;
     w->f = NULL;
+    METRIC_INC(loop_metrics(w->loop)->rev_fetches[w->kind == CHECK_OCSP ? METRIC_REV_OCSP : METRIC_REV_CRL][!!r->error]);
     struct rev_entry e = {.status = REV_UNAVAILABLE};
     memcpy(e.key, w->key, REV_KEY_LEN);
     if (w->kind == CHECK_OCSP)
@@ -317,7 +319,8 @@ static enum rev_status check_ocsp(struct tls_conn *t, X509 *cert, X509 *issuer)
     }
     struct rev_entry e = {0};
     enum rev_status st;
-    if (take_answer(t->chk, key, &e) || rev_cache_get(&t->ctx->pol.ocsp, key, &e)) {
+    if (take_answer(t->chk, key, &e) || (rev_cache_get(&t->ctx->pol.ocsp, key, &e) &&
+                                         (METRIC_INC(loop_metrics(t->c->loop)->rev_cache_hits[METRIC_REV_OCSP]), 1))) {
         st = e.status;
         if (st == REV_UNAVAILABLE)
             whyf(t->chk->why, sizeof(t->chk->why), "%s", e.why);
@@ -396,7 +399,8 @@ static enum rev_status check_crl(struct tls_conn *t, X509 *cert, X509 *issuer)
     rev_key(url, strlen(url), key);
     struct rev_entry e = {0};
     bool answered = take_answer(t->chk, key, &e);
-    if (answered || rev_cache_get(&t->ctx->pol.crl, key, &e)) {
+    if (answered || (rev_cache_get(&t->ctx->pol.crl, key, &e) &&
+                     (METRIC_INC(loop_metrics(t->c->loop)->rev_cache_hits[METRIC_REV_CRL]), 1))) {
         if (!answered && e.crl && e.refresh <= time(NULL) && !find_wait(t, key)) {
             st = fetch_crl(t, url, key, issuer, &e); /* refresh; e's CRL is the fallback */
         } else if (e.crl) {

@@ -60,11 +60,16 @@ static enum pkt_result down_connack(struct pass *ps, const uint8_t *raw, uint32_
             s->broker_alias_max = ca->props.topic_alias_max;
     }
     if (ca->rc != 0) {
+        /* 3.1.1's codes 1-5 as their 5.0 reasons, so both count alike */
+        static const uint8_t v5_of_v3[6] = {0, 0x84, 0x85, 0x88, 0x86, 0x87};
+        uint8_t reason = s->version == MQTT_V5 || ca->rc > 5 ? ca->rc : v5_of_v3[ca->rc];
+        METRIC_INC(session_metrics(s)->connect_refused[METRIC_BY_BROKER][reason]);
         pass_emit(ps, raw, len);
         session_close_as(s, CONN_END_POLICY, CONN_END_NORMAL, "the broker refused CONNECT");
         return PKT_CLOSE;
     }
     s->state = SESSION_OPEN;
+    METRIC_INC(session_metrics(s)->connect_accepted);
     mgate_log(LOGL_DEBUG, s, "connected to the broker");
     return PKT_FORWARD;
 }
@@ -101,6 +106,7 @@ static enum pkt_result finish_publish(struct pass *ps, struct held *h, const uin
     if (h->verdict == MGATE_ALLOW && !h->one_filter.denied)
         return publish_forward(ps, raw, len, pub, h->resolved_topic, h->one_filter.filter, to_bytes(pub->payload));
     /* Not for this client: complete the broker's QoS flow in its place. */
+    METRIC_INC(session_metrics(s)->publish_refused[MGATE_DOWN]);
     mgate_log(LOGL_DEBUG, s, "broker PUBLISH refused by auth_subscribe");
     if (pub->qos == 1) {
         reply_ack(s->broker, MQTT_PUBACK, s->version, pub->id, 0);

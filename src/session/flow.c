@@ -118,10 +118,26 @@ struct held *held_begin(struct pass *ps, const struct mqtt_packet *pkt)
     return h;
 }
 
+/* mgate_handler_verdict_seconds: an answer given at once is in the first
+ * bucket (timing every packet would cost more than the handler); a pending
+ * one is timed on the loop clock. */
+static void count_verdict(struct mgate_session *s, const struct held *h, uint64_t ms)
+{
+    enum metric_call call = h->type == MQTT_CONNECT                              ? METRIC_AUTH_CONNECT
+                            : h->type == MQTT_PUBLISH && h->dir == MGATE_UP ? METRIC_AUTH_PUBLISH
+                                                                            : METRIC_AUTH_SUBSCRIBE;
+    struct metrics *m = session_metrics(s);
+    METRIC_INC(m->verdicts[call][metric_bucket(ms)]);
+    METRIC_ADD(m->verdict_ms_sum[call], ms);
+}
+
 enum pkt_result held_decide(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len)
 {
-    if (h->verdict == MGATE_PENDING)
+    if (h->verdict == MGATE_PENDING) {
+        h->since = loop_now(ps->s->loop);
         return held_pend(ps, h, raw, len);
+    }
+    count_verdict(ps->s, h, 0);
     enum pkt_result r = ps->dir == MGATE_UP ? up_finish(ps, h, raw, len) : down_finish(ps, h, raw, len);
     held_put(ps->s, h);
     return r;
@@ -180,6 +196,7 @@ static void finish_held(struct loop *l, struct loop_defer *d)
     struct mgate_session *s = h->s;
     int dir = h->dir;
     s->held[dir] = NULL;
+    count_verdict(s, h, loop_now(s->loop) - h->since);
     if (s->state != SESSION_CLOSING) {
         struct pass ps = {s, dir, dir == MGATE_UP ? s->client : s->broker,
                           dir == MGATE_UP ? s->broker : s->client, NULL, 0};
@@ -278,6 +295,9 @@ size_t session_on_data(struct conn *c, const uint8_t *data, size_t len)
             session_protocol_error(s, dir, rc);
             return len;
         }
+        struct metrics *m = session_metrics(s);
+        METRIC_INC(m->packets[dir][data[off] >> 4]);
+        METRIC_ADD(m->bytes[dir], total);
         enum pkt_result r = one_packet(&ps, data + off, (uint32_t)total);
         off += total;
         if (r == PKT_CLOSE || s->state == SESSION_CLOSING) {
@@ -295,7 +315,9 @@ size_t session_on_data(struct conn *c, const uint8_t *data, size_t len)
         c->want = 0;
     /* Back-pressure: the other side's unsent output is over its mark, so stop
      * reading this side until it drains (session.c resumes us). */
-    if (ps.to && conn_over_high_water(ps.to))
+    if (ps.to && conn_over_high_water(ps.to) && !c->read_paused) {
+        METRIC_INC(session_metrics(s)->backpressure_pauses[dir]);
         conn_pause_read(c);
+    }
     return off;
 }

@@ -2,6 +2,7 @@
 #ifndef MGATE_SESSION_INTERNAL_H
 #define MGATE_SESSION_INTERNAL_H
 
+#include "core/metrics.h"
 #include "mqtt/mqtt.h"
 #include "session/alias.h"
 #include "session/session.h"
@@ -31,6 +32,7 @@ struct held {
     uint8_t dir;
     enum mgate_verdict verdict;
     bool answered;
+    uint64_t since; /* loop ms when the verdict was left pending */
     struct loop_defer resume;
 };
 
@@ -141,6 +143,7 @@ void reply_disconnect(struct mgate_session *s, uint8_t reason);
 
 /* session.c */
 void session_close(struct mgate_session *s, const char *why);
+static inline struct metrics *session_metrics(const struct mgate_session *s) { return loop_metrics(s->loop); }
 /* The same, telling each side why where its transport can (WebSocket close
  * codes); the first reason given wins. */
 void session_close_as(struct mgate_session *s, enum conn_end client, enum conn_end broker, const char *why);

@@ -26,6 +26,7 @@ void reply_connack(struct mgate_session *s, uint8_t v5_reason)
         return;
     bool v5 = s->version == MQTT_V5;
     uint8_t rc = v5 ? v5_reason : v3_connack_code(v5_reason);
+    METRIC_INC(session_metrics(s)->connect_refused[METRIC_BY_MGATE][v5_reason]);
     uint8_t buf[16];
     size_t n = mqtt_encode_connack(v5 ? MQTT_V5 : MQTT_V311, false, rc, buf, sizeof(buf));
     conn_write(s->client, buf, n);

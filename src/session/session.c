@@ -87,6 +87,7 @@ static void session_end(struct mgate_session *s)
     if (s->connect_called && s->p->handler->disconnect)
         s->p->handler->disconnect(s);
     mgate_log(LOGL_INFO, s, "session closed");
+    METRIC_INC(session_metrics(s)->sessions_closed[s->p->listener_id % METRIC_LISTENERS]);
     list_remove(s->list, s);
     session_unref(s); /* the reference of being alive */
 }
@@ -187,8 +188,10 @@ static void on_conn_closed(struct conn *c, int err)
              s->state == SESSION_AWAIT_CONNACK && broker ? "unreachable" : "closed", err ? ": " : "",
              err == EPROTO ? "TLS failure (logged above)" : err ? strerror(err) : "");
     bool unreachable = broker && s->state == SESSION_AWAIT_CONNACK;
-    if (unreachable)
+    if (unreachable) {
+        METRIC_INC(session_metrics(s)->broker_dial_failures);
         reply_connack(s, MQTT_RC_SERVER_UNAVAILABLE);
+    }
     session_close_as(s, unreachable ? CONN_END_UPSTREAM : CONN_END_NORMAL, CONN_END_NORMAL, why);
 }
 
@@ -248,6 +251,7 @@ int session_dial(struct mgate_session *s)
         s->broker = conn_tcp_dial(s->loop, (const struct sockaddr *)&s->p->target, s->p->target_len,
                                   &broker_cbs, s, &err);
     if (!s->broker) {
+        METRIC_INC(session_metrics(s)->broker_dial_failures);
         mgate_log(LOGL_WARN, s, "cannot dial the broker: %s", strerror(err));
         return -1;
     }
@@ -277,6 +281,7 @@ struct mgate_session *session_start(struct loop *l, struct conn *client, const s
                                    : peer->sa_family == AF_INET ? sizeof(struct sockaddr_in)
                                                                 : sizeof(struct sockaddr));
     list_add(list, s);
+    METRIC_INC(loop_metrics(l)->sessions_opened[p->listener_id % METRIC_LISTENERS]);
     loop_timer_start(l, &s->timer, p->connect_timeout_ms, on_timer);
     mgate_log(LOGL_DEBUG, s, "accepted");
     return s;

@@ -34,6 +34,7 @@ struct session_params {
     const char *path_prefix;     /* WebSocket listeners: upgrades outside it are refused */
     const char *allowed_origins; /* WebSocket: "a,b" Origin values allowed; "": any */
     uint32_t ws_ping_interval_ms, ws_ping_timeout_ms; /* WebSocket keep-alive; interval 0: none */
+    uint8_t listener_id;        /* enum listener_id, for per-listener counters */
     bool proxy_protocol;        /* clients arrive with a PROXY header (read before we get them) */
     bool target_proxy_protocol; /* send the broker a PROXY v2 header with the client's address */
     /* How to reach the broker when it is not plain TCP/TLS (a WebSocket

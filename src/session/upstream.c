@@ -154,6 +154,7 @@ static enum pkt_result up_publish(struct pass *ps, const uint8_t *raw, uint32_t 
 
 static enum pkt_result refuse_publish(struct pass *ps, const struct mqtt_publish *pub, uint8_t reason)
 {
+    METRIC_INC(session_metrics(ps->s)->publish_refused[MGATE_UP]);
     struct mgate_session *s = ps->s;
     if (log_enabled(LOGL_INFO)) {
         struct logline l;
@@ -327,6 +328,7 @@ static enum pkt_result finish_subscribe(struct pass *ps, struct held *h)
     struct mgate_subscribe_req *req = &h->req.subscribe;
     uint32_t denied;
     bool changed = filters_changed(h, &denied);
+    METRIC_ADD(session_metrics(s)->subscribe_refused, denied);
     if (denied && s->p->refusal_close) {
         session_close_as(s, CONN_END_POLICY, CONN_END_NORMAL, "SUBSCRIBE refused");
         return PKT_CLOSE;

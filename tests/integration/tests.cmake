@@ -19,6 +19,7 @@ set(MGATE_INTEGRATION_TESTS
   tls_upstream 60
   ws          90
   proxy       60
+  admin       60
 )
 
 while(MGATE_INTEGRATION_TESTS)

@@ -1,0 +1,323 @@
+#include "app/status.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/metrics.h"
+
+#define PROBE_EVERY_MS 5000
+#define PROBE_TIMEOUT_MS 2000
+
+/* One TCP connect to a listener's broker. */
+struct probe {
+    struct loop_io io;
+    struct status *st;
+    int id; /* enum listener_id */
+    bool ok, done;
+};
+
+struct status {
+    struct status_src src;
+    struct loop *l;
+    struct loop_timer every, timeout;
+    struct probe probes[LISTENER_COUNT];
+};
+
+/* ---- readiness ------------------------------------------------------------ */
+
+static void probe_end(struct probe *p, bool ok)
+{
+    if (p->io.fd >= 0) {
+        loop_io_del(p->st->l, &p->io);
+        close(p->io.fd);
+        p->io.fd = -1;
+    }
+    if (p->done && p->ok != ok)
+        log_msgf(ok ? LOGL_INFO : LOGL_WARN, "readiness: the broker of %s is %s", p->st->src.cfg->listeners[p->id].name,
+                 ok ? "reachable again" : "unreachable");
+    p->ok = ok;
+    p->done = true;
+}
+
+static void on_probe(struct loop *l, struct loop_io *io, uint32_t events)
+{
+    (void)l, (void)events;
+    struct probe *p = (struct probe *)io;
+    int err = 0;
+    socklen_t len = sizeof(err);
+    getsockopt(io->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    probe_end(p, err == 0);
+}
+
+static void probe_start(struct status *st, int id)
+{
+    struct probe *p = &st->probes[id];
+    const struct session_params *sp = &st->src.params[id];
+    int fd = socket(sp->target.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return;
+    int rc = connect(fd, (const struct sockaddr *)&sp->target, sp->target_len);
+    if (rc < 0 && errno != EINPROGRESS) {
+        close(fd);
+        probe_end(p, false);
+        return;
+    }
+    if (loop_io_add(st->l, &p->io, fd, EPOLLOUT, on_probe) < 0) {
+        close(fd);
+        return;
+    }
+}
+
+static void on_timeout(struct loop *l, struct loop_timer *t)
+{
+    (void)l;
+    struct status *st = (struct status *)((char *)t - offsetof(struct status, timeout));
+    for (int i = 0; i < LISTENER_COUNT; i++)
+        if (st->probes[i].io.fd >= 0)
+            probe_end(&st->probes[i], false);
+}
+
+static void on_every(struct loop *l, struct loop_timer *t)
+{
+    struct status *st = (struct status *)((char *)t - offsetof(struct status, every));
+    for (int i = 0; i < LISTENER_COUNT; i++)
+        if (st->src.cfg->listeners[i].enabled && st->probes[i].io.fd < 0)
+            probe_start(st, i);
+    loop_timer_start(l, &st->timeout, PROBE_TIMEOUT_MS, on_timeout);
+    loop_timer_start(l, &st->every, PROBE_EVERY_MS, on_every);
+}
+
+static int readyz(struct status *st, struct buf *body)
+{
+    char line[256];
+    int status = 200;
+    if (*st->src.stopping) {
+        buf_append(body, "draining\n", 9);
+        return 503;
+    }
+    for (int i = 0; i < LISTENER_COUNT; i++) {
+        const struct listener_config *lc = &st->src.cfg->listeners[i];
+        const struct probe *p = &st->probes[i];
+        if (!lc->enabled)
+            continue;
+        int n = snprintf(line, sizeof(line), "%s: broker %s:%u %s\n", lc->name, lc->target_host, lc->target_port,
+                         !p->done ? "not probed yet" : p->ok ? "reachable" : "unreachable");
+        buf_append(body, line, (size_t)n);
+        if (!p->ok)
+            status = 503;
+    }
+    return status;
+}
+
+/* ---- metrics ---------------------------------------------------------------- */
+
+static void outf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void outf(struct buf *b, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        buf_append(b, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+}
+
+static void family(struct buf *b, const char *name, const char *type, const char *help)
+{
+    outf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* The sum over every worker of the counter at the same offset. */
+static uint64_t sum(const struct status *st, const uint64_t *field_of_first)
+{
+    size_t off = (size_t)((const char *)field_of_first - (const char *)loop_metrics(st->src.workers[0].loop));
+    uint64_t total = 0;
+    for (unsigned w = 0; w < st->src.nworkers; w++)
+        total += metric_get((const uint64_t *)((const char *)loop_metrics(st->src.workers[w].loop) + off));
+    return total;
+}
+#define SUM(field) sum(st, &m0->field)
+
+static const char *const packet_names[16] = {"reserved", "connect", "connack", "publish", "puback", "pubrec",
+                                             "pubrel", "pubcomp", "subscribe", "suback", "unsubscribe",
+                                             "unsuback", "pingreq", "pingresp", "disconnect", "auth"};
+static const char *const dir_names[2] = {"client_to_broker", "broker_to_client"};
+
+static void sessions(const struct status *st, const struct metrics *m0, struct buf *b)
+{
+    family(b, "mgate_connections", "gauge", "Client connections open now (sessions), by listener.");
+    for (int i = 0; i < LISTENER_COUNT; i++)
+        if (st->src.cfg->listeners[i].enabled)
+            outf(b, "mgate_connections{listener=\"%s\"} %llu\n", st->src.cfg->listeners[i].name,
+                 (unsigned long long)(SUM(sessions_opened[i]) - SUM(sessions_closed[i])));
+    family(b, "mgate_connections_total", "counter", "Client connections accepted, by listener.");
+    for (int i = 0; i < LISTENER_COUNT; i++)
+        if (st->src.cfg->listeners[i].enabled)
+            outf(b, "mgate_connections_total{listener=\"%s\"} %llu\n", st->src.cfg->listeners[i].name,
+                 (unsigned long long)SUM(sessions_opened[i]));
+    family(b, "mgate_connect_accepted_total", "counter", "CONNECTs the broker accepted.");
+    outf(b, "mgate_connect_accepted_total %llu\n", (unsigned long long)SUM(connect_accepted));
+    family(b, "mgate_connect_refused_total", "counter",
+           "CONNECTs refused, by MQTT 5 reason code (3.1.1 codes mapped) and by whom.");
+    for (int by = 0; by < 2; by++)
+        for (int r = 0; r < 256; r++) {
+            uint64_t n = SUM(connect_refused[by][r]);
+            if (n)
+                outf(b, "mgate_connect_refused_total{reason=\"0x%02X\",by=\"%s\"} %llu\n", r,
+                     by == METRIC_BY_MGATE ? "mgate" : "broker", (unsigned long long)n);
+        }
+    family(b, "mgate_broker_dial_failures_total", "counter", "Broker connections that could not be made.");
+    outf(b, "mgate_broker_dial_failures_total %llu\n", (unsigned long long)SUM(broker_dial_failures));
+}
+
+static void traffic(const struct status *st, const struct metrics *m0, struct buf *b)
+{
+    family(b, "mgate_packets_total", "counter", "MQTT packets forwarded or answered, by type and direction.");
+    for (int d = 0; d < 2; d++)
+        for (int t = 1; t < 16; t++)
+            outf(b, "mgate_packets_total{direction=\"%s\",type=\"%s\"} %llu\n", dir_names[d], packet_names[t],
+                 (unsigned long long)SUM(packets[d][t]));
+    family(b, "mgate_bytes_total", "counter", "MQTT bytes read, by direction.");
+    for (int d = 0; d < 2; d++)
+        outf(b, "mgate_bytes_total{direction=\"%s\"} %llu\n", dir_names[d], (unsigned long long)SUM(bytes[d]));
+    family(b, "mgate_publish_refused_total", "counter", "PUBLISHes refused by the handler, by direction.");
+    for (int d = 0; d < 2; d++)
+        outf(b, "mgate_publish_refused_total{direction=\"%s\"} %llu\n", dir_names[d],
+             (unsigned long long)SUM(publish_refused[d]));
+    family(b, "mgate_subscribe_refused_total", "counter", "SUBSCRIBE filters refused by the handler.");
+    outf(b, "mgate_subscribe_refused_total %llu\n", (unsigned long long)SUM(subscribe_refused));
+    family(b, "mgate_backpressure_pauses_total", "counter",
+           "Times reading from one side stopped because the other side was not taking data, by direction.");
+    for (int d = 0; d < 2; d++)
+        outf(b, "mgate_backpressure_pauses_total{direction=\"%s\"} %llu\n", dir_names[d],
+             (unsigned long long)SUM(backpressure_pauses[d]));
+}
+
+static void verdicts(const struct status *st, const struct metrics *m0, struct buf *b)
+{
+    static const char *const calls[METRIC_CALLS] = {"auth_connect", "auth_publish", "auth_subscribe"};
+    static const char *const le[METRIC_BUCKETS] = {"0.001", "0.005", "0.025", "0.1", "0.25", "1", "2.5", "10", "+Inf"};
+    family(b, "mgate_handler_verdict_seconds", "histogram",
+           "Time from a handler call to its verdict (answers given at once count as 0).");
+    for (int c = 0; c < METRIC_CALLS; c++) {
+        uint64_t cum = 0;
+        for (int i = 0; i < METRIC_BUCKETS; i++) {
+            cum += SUM(verdicts[c][i]);
+            outf(b, "mgate_handler_verdict_seconds_bucket{call=\"%s\",le=\"%s\"} %llu\n", calls[c], le[i],
+                 (unsigned long long)cum);
+        }
+        outf(b, "mgate_handler_verdict_seconds_sum{call=\"%s\"} %.3f\n", calls[c], SUM(verdict_ms_sum[c]) / 1000.0);
+        outf(b, "mgate_handler_verdict_seconds_count{call=\"%s\"} %llu\n", calls[c], (unsigned long long)cum);
+    }
+}
+
+static void tls(const struct status *st, const struct metrics *m0, struct buf *b)
+{
+    static const char *const fails[METRIC_TLS_FAILS] = {"revoked", "unknown_ca", "no_certificate", "expired",
+                                                        "revocation_unavailable", "other"};
+    static const char *const kinds[2] = {"ocsp", "crl"};
+    family(b, "mgate_tls_handshakes_total", "counter", "Client TLS handshakes completed.");
+    outf(b, "mgate_tls_handshakes_total %llu\n", (unsigned long long)SUM(tls_handshakes));
+    family(b, "mgate_tls_handshake_failures_total", "counter", "Client TLS handshakes refused or failed, by reason.");
+    for (int i = 0; i < METRIC_TLS_FAILS; i++)
+        outf(b, "mgate_tls_handshake_failures_total{reason=\"%s\"} %llu\n", fails[i],
+             (unsigned long long)SUM(tls_failures[i]));
+    family(b, "mgate_revocation_fetches_total", "counter", "OCSP requests and CRL downloads, by result.");
+    for (int k = 0; k < 2; k++)
+        for (int r = 0; r < 2; r++)
+            outf(b, "mgate_revocation_fetches_total{kind=\"%s\",result=\"%s\"} %llu\n", kinds[k],
+                 r ? "failed" : "answered", (unsigned long long)SUM(rev_fetches[k][r]));
+    family(b, "mgate_revocation_cache_hits_total", "counter", "Revocation checks answered from the cache.");
+    for (int k = 0; k < 2; k++)
+        outf(b, "mgate_revocation_cache_hits_total{kind=\"%s\"} %llu\n", kinds[k],
+             (unsigned long long)SUM(rev_cache_hits[k]));
+    family(b, "mgate_proxy_protocol_refused_total", "counter",
+           "Connections closed for a missing or broken PROXY protocol header.");
+    outf(b, "mgate_proxy_protocol_refused_total %llu\n", (unsigned long long)SUM(proxy_refused));
+}
+
+static void process(const struct status *st, struct buf *b)
+{
+    long pages = 0, rss = 0;
+    FILE *f = fopen("/proc/self/statm", "r"); /* the control thread, never a worker */
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
+            rss = 0;
+        fclose(f);
+    }
+    family(b, "process_resident_memory_bytes", "gauge", "Resident memory of the mgate process.");
+    outf(b, "process_resident_memory_bytes %ld\n", rss * sysconf(_SC_PAGESIZE));
+    family(b, "mgate_workers", "gauge", "Worker threads (event loops).");
+    outf(b, "mgate_workers %u\n", st->src.nworkers);
+    family(b, "mgate_ready", "gauge", "1 when /readyz says ready.");
+    struct buf scratch = {0};
+    outf(b, "mgate_ready %d\n", readyz((struct status *)st, &scratch) == 200);
+    buf_release(&scratch);
+}
+
+static void metrics_text(const struct status *st, struct buf *b)
+{
+    const struct metrics *m0 = loop_metrics(st->src.workers[0].loop);
+    sessions(st, m0, b);
+    traffic(st, m0, b);
+    verdicts(st, m0, b);
+    tls(st, m0, b);
+    process(st, b);
+}
+
+int status_route(void *ctx, const char *path, struct buf *body, const char **content_type)
+{
+    struct status *st = ctx;
+    if (!strcmp(path, "/healthz")) {
+        buf_append(body, "ok\n", 3);
+        return 200;
+    }
+    if (!strcmp(path, "/readyz"))
+        return readyz(st, body);
+    if (!strcmp(path, "/metrics")) {
+        *content_type = "text/plain; version=0.0.4; charset=utf-8";
+        metrics_text(st, body);
+        return 200;
+    }
+    buf_append(body, "not found: try /metrics, /healthz, /readyz\n", 43);
+    return 404;
+}
+
+struct status *status_start(struct loop *ctl, const struct status_src *src)
+{
+    struct status *st = calloc(1, sizeof(*st));
+    if (!st)
+        return NULL;
+    st->src = *src;
+    st->l = ctl;
+    for (int i = 0; i < LISTENER_COUNT; i++) {
+        st->probes[i].io.fd = -1;
+        st->probes[i].st = st;
+        st->probes[i].id = i;
+    }
+    on_every(ctl, &st->every);
+    return st;
+}
+
+void status_stop(struct status *st)
+{
+    if (!st)
+        return;
+    for (int i = 0; i < LISTENER_COUNT; i++)
+        if (st->probes[i].io.fd >= 0) {
+            loop_io_del(st->l, &st->probes[i].io);
+            close(st->probes[i].io.fd);
+        }
+    loop_timer_stop(st->l, &st->every);
+    loop_timer_stop(st->l, &st->timeout);
+    free(st);
+}
