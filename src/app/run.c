@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "app/admin.h"
+#include "app/admission.h"
 #include "app/status.h"
 #include "app/worker.h"
 #include "core/log.h"
@@ -28,6 +29,8 @@ struct app {
     const struct mgate_handler *handler;
     const struct mgate_interceptor *interceptor;
     struct session_params params[LISTENER_COUNT];
+    uint32_t open_sessions[LISTENER_COUNT];          /* MAX_CONNECTIONS, all workers */
+    struct admission *admissions[LISTENER_COUNT];    /* CONNECTION_RATE_LIMIT */
     struct worker *workers;
     unsigned nworkers;
     struct loop *ctl;
@@ -154,6 +157,15 @@ static int prepare(struct app *a, const struct mgate_handler *const *extra, char
         p->ws_ping_interval_ms = lc->ws_ping_interval_ms;
         p->ws_ping_timeout_ms = lc->ws_ping_timeout_ms;
         p->proxy_protocol = lc->proxy_protocol;
+        p->publish_rate = lc->publish_rate_limit;
+        p->publish_bandwidth = lc->publish_bandwidth_limit;
+        p->max_connections = lc->max_connections;
+        if (lc->max_connections)
+            p->open_sessions = &a->open_sessions[i];
+        if (lc->connection_rate_limit && !(p->admission = a->admissions[i] = admission_new(lc->connection_rate_limit))) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
         p->target_proxy_protocol = lc->target_proxy_protocol;
         if (p->target_proxy_protocol && p->dial) {
             snprintf(err, errlen, "%sTARGET_PROXY_PROTOCOL: not possible with TARGET_PROTOCOL %s (libwebsockets "
@@ -183,6 +195,8 @@ static void free_params(struct app *a)
     for (int i = 0; i < LISTENER_COUNT; i++) {
         tls_ctx_free(a->params[i].tls);
         tls_ctx_free(a->params[i].upstream_tls);
+        admission_free(a->admissions[i]);
+        a->admissions[i] = NULL;
         a->params[i].tls = NULL;
         a->params[i].upstream_tls = NULL;
     }

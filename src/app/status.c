@@ -240,6 +240,13 @@ static void tls(const struct status *st, const struct metrics *m0, struct buf *b
     for (int k = 0; k < 2; k++)
         outf(b, "mgate_revocation_cache_hits_total{kind=\"%s\"} %llu\n", kinds[k],
              (unsigned long long)SUM(rev_cache_hits[k]));
+    family(b, "mgate_connections_refused_total", "counter", "Connections closed at accept by a limit.");
+    outf(b, "mgate_connections_refused_total{limit=\"max_connections\"} %llu\n", (unsigned long long)SUM(conns_refused[0]));
+    outf(b, "mgate_connections_refused_total{limit=\"connection_rate\"} %llu\n", (unsigned long long)SUM(conns_refused[1]));
+    family(b, "mgate_publish_limited_total", "counter",
+           "Client PUBLISHes over a limit (refused with 0x96/0x97 or held back), by limit.");
+    outf(b, "mgate_publish_limited_total{limit=\"rate\"} %llu\n", (unsigned long long)SUM(limit_hits[0]));
+    outf(b, "mgate_publish_limited_total{limit=\"bandwidth\"} %llu\n", (unsigned long long)SUM(limit_hits[1]));
     family(b, "mgate_proxy_protocol_refused_total", "counter",
            "Connections closed for a missing or broken PROXY protocol header.");
     outf(b, "mgate_proxy_protocol_refused_total %llu\n", (unsigned long long)SUM(proxy_refused));

@@ -7,16 +7,46 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "app/admission.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "front/ws.h"
 #include "net/fetch.h"
 #include "net/tls.h"
+
+/* MAX_CONNECTIONS and CONNECTION_RATE_LIMIT: a refused client is closed at
+ * once (before any TLS or MQTT work), counted, and logged at most once a
+ * second per listener so a flood does not flood the log too. */
+static bool admitted(struct worker *w, struct worker_listener *wl, const struct sockaddr *peer)
+{
+    const struct session_params *p = &wl->params;
+    int kind = -1;
+    if (p->max_connections && __atomic_load_n(p->open_sessions, __ATOMIC_RELAXED) >= p->max_connections)
+        kind = 0;
+    else if (p->admission && !admission_rate_ok(p->admission, peer, loop_now(w->loop)))
+        kind = 1;
+    if (kind < 0)
+        return true;
+    METRIC_INC(loop_metrics(w->loop)->conns_refused[kind]);
+    if (loop_now(w->loop) >= wl->next_refusal_log) {
+        char addr[64];
+        sockaddr_format(peer, addr, sizeof(addr));
+        log_msgf(LOGL_WARN, "%s: refusing %s: %s", p->listener, addr,
+                 kind ? "over CONNECTION_RATE_LIMIT for its address" : "MAX_CONNECTIONS reached");
+        wl->next_refusal_log = loop_now(w->loop) + 1000;
+    }
+    return false;
+}
 
 /* A client's socket, its PROXY header (if any) read: to its front end. */
 static void dispatch(void *ctx, int fd, const struct sockaddr *peer, socklen_t len)
 {
     struct worker_listener *wl = ctx;
     struct worker *w = wl->ls.ctx;
+    if (!admitted(w, wl, peer)) {
+        close(fd);
+        return;
+    }
     if (wl->id == LISTENER_WS && wl->params.proxy_protocol) {
         struct ws_origin origin = {.has_cert = false};
         memcpy(&origin.peer, peer, len < sizeof(origin.peer) ? len : sizeof(origin.peer));

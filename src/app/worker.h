@@ -17,6 +17,7 @@ struct worker_listener {
     struct listener ls;
     struct session_params params;
     enum listener_id id;
+    uint64_t next_refusal_log; /* loop ms: admission refusals are logged once a second */
 };
 
 /* Broker addresses resolved again by the control thread (SIGHUP). */

@@ -73,6 +73,10 @@ static const struct key listener_keys[] = {
     {"WS_PING_INTERVAL", V_DURATION, L(ws_ping_interval_ms), "0", 0, 3600000},
     {"WS_PING_TIMEOUT", V_DURATION, L(ws_ping_timeout_ms), "10s", 1000, 3600000},
     {"PROXY_PROTOCOL", V_BOOL, L(proxy_protocol), "false", 0, 0},
+    {"MAX_CONNECTIONS", V_UINT, L(max_connections), "0", 0, 10000000},
+    {"CONNECTION_RATE_LIMIT", V_UINT, L(connection_rate_limit), "0", 0, 1000000},
+    {"PUBLISH_RATE_LIMIT", V_UINT, L(publish_rate_limit), "0", 0, 10000000},
+    {"PUBLISH_BANDWIDTH_LIMIT", V_SIZE, L(publish_bandwidth_limit), "0", 0, UINT32_MAX},
     {"TARGET_PROXY_PROTOCOL", V_BOOL, L(target_proxy_protocol), "false", 0, 0},
 };
 

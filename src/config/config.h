@@ -113,6 +113,12 @@ struct listener_config {
     /* PROXY protocol (ours) */
     bool proxy_protocol;        /* PROXY_PROTOCOL: every client comes with a v1 or v2 header */
     bool target_proxy_protocol; /* TARGET_PROXY_PROTOCOL: send the broker a v2 header */
+
+    /* limits (ours); 0: none */
+    unsigned max_connections;          /* MAX_CONNECTIONS: client connections at once */
+    unsigned connection_rate_limit;    /* CONNECTION_RATE_LIMIT: new connections/s per source address */
+    unsigned publish_rate_limit;       /* PUBLISH_RATE_LIMIT: PUBLISH/s per client */
+    uint32_t publish_bandwidth_limit;  /* PUBLISH_BANDWIDTH_LIMIT: PUBLISH bytes/s per client */
 };
 
 struct mgate_config {

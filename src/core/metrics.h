@@ -47,6 +47,9 @@ struct metrics {
     uint64_t rev_fetches[2][2]; /* [enum metric_rev][0 answered, 1 failed] */
     uint64_t rev_cache_hits[2];
     uint64_t proxy_refused;
+    /* limits */
+    uint64_t limit_hits[2];     /* PUBLISH over [0] PUBLISH_RATE_LIMIT, [1] PUBLISH_BANDWIDTH_LIMIT */
+    uint64_t conns_refused[2];  /* [0] MAX_CONNECTIONS, [1] CONNECTION_RATE_LIMIT */
 };
 
 #define METRIC_ADD(field, n) __atomic_store_n(&(field), (field) + (uint64_t)(n), __ATOMIC_RELAXED)

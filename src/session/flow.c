@@ -8,6 +8,7 @@
 
 #include "core/log.h"
 #include "session/internal.h"
+#include "session/limits.h"
 
 void pass_flush(struct pass *ps)
 {
@@ -294,6 +295,15 @@ size_t session_on_data(struct conn *c, const uint8_t *data, size_t len)
             pass_flush(&ps);
             session_protocol_error(s, dir, rc);
             return len;
+        }
+        if (s->limits && dir == MGATE_UP && data[off] >> 4 == MQTT_PUBLISH && s->state == SESSION_OPEN) {
+            enum limit_verdict v = limits_publish(s, c, data + off, (uint32_t)total);
+            if (v == LIMIT_WAIT)
+                break; /* the packet stays in c's input until the limit lets it through */
+            if (v == LIMIT_REFUSED) {
+                off += total;
+                continue;
+            }
         }
         struct metrics *m = session_metrics(s);
         METRIC_INC(m->packets[dir][data[off] >> 4]);

@@ -91,6 +91,7 @@ struct mgate_session {
     void *user_data;
     char peer[56];
     struct sockaddr_storage *peer_addr; /* only for TARGET_PROXY_PROTOCOL */
+    struct session_limits *limits;      /* only for listeners with PUBLISH_*_LIMIT */
 };
 
 /* One pass over bytes from one side: unchanged packets that follow each

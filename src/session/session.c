@@ -13,6 +13,7 @@
 #include "net/proxy_proto.h"
 #include "net/tls.h"
 #include "session/internal.h"
+#include "session/limits.h"
 
 #define LINGER_MS 2000 /* how long a closing side may take to flush */
 
@@ -68,6 +69,7 @@ static void session_free(struct mgate_session *s)
     free(s->http_token);
     free(s->cert);
     free(s->peer_addr);
+    limits_free(s);
     free(s);
 }
 
@@ -88,6 +90,8 @@ static void session_end(struct mgate_session *s)
         s->p->handler->disconnect(s);
     mgate_log(LOGL_INFO, s, "session closed");
     METRIC_INC(session_metrics(s)->sessions_closed[s->p->listener_id % METRIC_LISTENERS]);
+    if (s->p->open_sessions)
+        __atomic_fetch_sub(s->p->open_sessions, 1, __ATOMIC_RELAXED);
     list_remove(s->list, s);
     session_unref(s); /* the reference of being alive */
 }
@@ -280,7 +284,14 @@ struct mgate_session *session_start(struct loop *l, struct conn *client, const s
         memcpy(s->peer_addr, peer, peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
                                    : peer->sa_family == AF_INET ? sizeof(struct sockaddr_in)
                                                                 : sizeof(struct sockaddr));
+    if (limits_start(s) < 0) {
+        free(s->peer_addr);
+        free(s);
+        return NULL;
+    }
     list_add(list, s);
+    if (p->open_sessions)
+        __atomic_fetch_add(p->open_sessions, 1, __ATOMIC_RELAXED);
     METRIC_INC(loop_metrics(l)->sessions_opened[p->listener_id % METRIC_LISTENERS]);
     loop_timer_start(l, &s->timer, p->connect_timeout_ms, on_timer);
     mgate_log(LOGL_DEBUG, s, "accepted");

@@ -17,6 +17,7 @@
 
 /* What a session needs from its listener; owned by the worker, immutable
  * while sessions use it. */
+struct admission;
 struct session_params {
     const char *listener;
     struct sockaddr_storage target;
@@ -35,6 +36,11 @@ struct session_params {
     const char *allowed_origins; /* WebSocket: "a,b" Origin values allowed; "": any */
     uint32_t ws_ping_interval_ms, ws_ping_timeout_ms; /* WebSocket keep-alive; interval 0: none */
     uint8_t listener_id;        /* enum listener_id, for per-listener counters */
+    uint32_t publish_rate;      /* PUBLISH_RATE_LIMIT, messages/s per client; 0: none */
+    uint32_t publish_bandwidth; /* PUBLISH_BANDWIDTH_LIMIT, bytes/s per client; 0: none */
+    uint32_t *open_sessions;    /* the listener's sessions on every worker (atomic), for MAX_CONNECTIONS */
+    uint32_t max_connections;   /* MAX_CONNECTIONS; 0: none */
+    struct admission *admission; /* CONNECTION_RATE_LIMIT (app/admission.h); NULL: none */
     bool proxy_protocol;        /* clients arrive with a PROXY header (read before we get them) */
     bool target_proxy_protocol; /* send the broker a PROXY v2 header with the client's address */
     /* How to reach the broker when it is not plain TCP/TLS (a WebSocket

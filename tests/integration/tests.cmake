@@ -20,6 +20,7 @@ set(MGATE_INTEGRATION_TESTS
   ws          90
   proxy       60
   admin       60
+  limits      60
 )
 
 while(MGATE_INTEGRATION_TESTS)

@@ -1,0 +1,137 @@
+#!/usr/bin/python3
+"""Limits per listener: MAX_CONNECTIONS, CONNECTION_RATE_LIMIT (per source address),
+PUBLISH_RATE_LIMIT and PUBLISH_BANDWIDTH_LIMIT (per client).
+
+Over a PUBLISH limit, an MQTT 5 client's QoS 1 PUBLISH gets PUBACK 0x96 (rate) or 0x97 (quota) and
+is not forwarded; a 3.1.1 client, or QoS 0, is slowed by not reading, and every message still
+arrives. Every refusal is counted on /metrics.
+"""
+import subprocess
+import tempfile
+import time
+
+import harness as h
+from test_admin import metrics
+
+P = "MGATE_MQTT_WITHOUT_TLS_"
+
+
+def connections(t, tmp, broker):
+    admin = h.free_port()
+    g = h.Mgate(tmp, broker.port, MGATE_ADMIN_PORT=admin, **{P + "MAX_CONNECTIONS": 3,
+                                                             P + "CONNECTION_RATE_LIMIT": 5})
+    held = [h.raw_client(g.port, 4, f"lim-max-{i}") for i in range(3)]
+    c = h.RawClient(g.port)
+    t.eq(c.connect(4, "lim-max-4"), None, "MAX_CONNECTIONS=3: a 4th client is closed without CONNACK")
+    c.close()
+    t.check(g.log.search(r"mqtt_without_tls: refusing 127\.0\.0\.1:\d+: MAX_CONNECTIONS reached") is not None,
+            "... and mgate logs why")
+    held.pop().close()
+    t.check(h.wait_until(lambda: metrics(admin).get('mgate_connections{listener="mqtt_without_tls"}') == 2, 3.0),
+            "a client leaves: mgate_connections says 2")
+    c = h.RawClient(g.port)
+    t.eq(c.connect(4, "lim-max-again"), 0, "... and the next client gets in")
+    c.close()
+    for c in held:
+        c.close()
+    time.sleep(1.2)  # the rate buckets refill
+    ok = 0
+    for i in range(12):
+        c = h.RawClient(g.port, source="127.0.0.31")
+        ok += c.connect(4, f"lim-rate-{i}", timeout=2.0) == 0
+        c.close()
+        time.sleep(0.02)
+    t.check(4 <= ok <= 7, f"CONNECTION_RATE_LIMIT=5: about 5 of 12 quick connections from one address get in ({ok})")
+    c = h.RawClient(g.port, source="127.0.0.32")
+    t.eq(c.connect(4, "lim-rate-other"), 0, "... another address is not held back by it")
+    c.close()
+    m = metrics(admin)
+    t.eq(m.get('mgate_connections_refused_total{limit="max_connections"}'), 1, "metrics: 1 refused by MAX_CONNECTIONS")
+    t.eq(m.get('mgate_connections_refused_total{limit="connection_rate"}'), 12 - ok,
+         "metrics: the rest refused by CONNECTION_RATE_LIMIT")
+
+
+def publish_rate(t, tmp, broker):
+    admin = h.free_port()
+    g = h.Mgate(tmp, broker.port, MGATE_ADMIN_PORT=admin, **{P + "PUBLISH_RATE_LIMIT": 20})
+    sub = h.raw_client(broker.port, 4, "lim-watch")
+    t.eq(sub.subscribe(1, [("lim/#", 0)]), [0], "setup: a direct subscriber")
+    pub = h.raw_client(g.port, 5, "lim-v5")
+    for i in range(60):
+        pub.publish("lim/v5", str(i).encode(), 1, i + 1)
+    codes = [h.ack_reason(5, pub.expect(h.PUBACK, 5.0)) for _ in range(60)]
+    ok, refused = codes.count(0), codes.count(0x96)
+    t.eq(ok + refused, 60, f"PUBLISH_RATE_LIMIT=20, v5 QoS 1 burst of 60: each PUBACK is 0 or 0x96 ({ok} + {refused})")
+    t.check(15 <= ok <= 30, f"... about the 20 of the burst allowance pass ({ok})")
+    got = []
+    while True:
+        try:
+            got.append(int(sub.recv_publish(1.0).payload))
+        except TimeoutError:
+            break
+    t.eq(len(got), ok, "... and exactly those reach the broker")
+    pub.close()
+    time.sleep(1.1)
+    old = h.raw_client(g.port, 4, "lim-311")
+    t0 = time.monotonic()
+    for i in range(60):
+        old.publish("lim/311", str(i).encode(), 0)
+    got = []
+    while len(got) < 60:
+        try:
+            got.append(int(sub.recv_publish(6.0).payload))
+        except TimeoutError:
+            break
+    took = time.monotonic() - t0
+    t.eq(got, list(range(60)), "3.1.1 QoS 0 burst of 60 over the limit: all arrive, in order")
+    t.check(took >= 1.5, f"... slowed by not reading: (60 - 20) / 20 = 2 s ({took:.1f} s)")
+    old.close()
+    m = metrics(admin)
+    t.check(m.get('mgate_publish_limited_total{limit="rate"}', 0) >= refused + 1,
+            "metrics: mgate_publish_limited_total{limit=rate} counts them")
+    sub.close()
+
+
+def bandwidth(t, tmp, broker):
+    h.Mgate(tmp, broker.port, **{P + "PUBLISH_BANDWIDTH_LIMIT": "10KiB"})
+    g = h._gates[-1]
+    sub = h.raw_client(broker.port, 4, "lim-bw-watch")
+    sub.subscribe(1, [("bw/#", 0)])
+    pub = h.raw_client(g.port, 4, "lim-bw-311")
+    t0 = time.monotonic()
+    for i in range(40):
+        pub.publish("bw/311", bytes([i]) * 1024, 0)
+    n = 0
+    while n < 40:
+        try:
+            sub.recv_publish(6.0)
+            n += 1
+        except TimeoutError:
+            break
+    took = time.monotonic() - t0
+    t.eq(n, 40, "PUBLISH_BANDWIDTH_LIMIT=10KiB, 3.1.1: 40 KiB all arrive")
+    t.check(took >= 2.5, f"... at about 10 KiB/s after a 10 KiB burst: ~3 s ({took:.1f} s)")
+    pub.close()
+    time.sleep(1.1)
+    pub = h.raw_client(g.port, 5, "lim-bw-v5")
+    for i in range(20):
+        pub.publish("bw/v5", b"x" * 1024, 1, i + 1)
+    codes = [h.ack_reason(5, pub.expect(h.PUBACK, 5.0)) for _ in range(20)]
+    t.check(0x97 in codes and 0 in codes, f"v5 QoS 1 over the bandwidth: some PUBACK 0x97 (quota exceeded) ({codes})")
+    pub.close()
+    sub.close()
+
+
+def main():
+    h.need_binaries()
+    t = h.Checks("limits")
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = h.start_mosquitto(tmp)
+        t.case("connections", connections, t, tmp, broker)
+        t.case("publish rate", publish_rate, t, tmp, broker)
+        t.case("bandwidth", bandwidth, t, tmp, broker)
+        return h.finish(t)
+
+
+if __name__ == "__main__":
+    h.run_main(main)
