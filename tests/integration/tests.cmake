@@ -21,6 +21,7 @@ set(MGATE_INTEGRATION_TESTS
   proxy       60
   admin       60
   limits      60
+  packaging   60
 )
 
 while(MGATE_INTEGRATION_TESTS)
