@@ -8,6 +8,7 @@
  * lookup(), and every error can name the variable the way the user wrote it.
  */
 #include <ctype.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -105,7 +106,7 @@ static const struct key global_keys[] = {
     {"LOG_LEVEL", V_LOG_LEVEL, G(log_level), "info", 0, 0},
     {"HANDLER", V_HANDLER, G(handler), "log", 0, 0},
     {"SHUTDOWN_GRACE", V_DURATION, G(shutdown_grace_ms), "5s", 0, UINT32_MAX},
-    {"WORKERS", V_UINT, G(workers), "1", 1, 256},
+    {"WORKERS", V_UINT, G(workers), NULL, 1, 256}, /* unset: one per CPU (cpus_available) */
     {"ADMIN_HOST", V_STR, G(admin_host), "127.0.0.1", 0, 0},
     {"ADMIN_PORT", V_UINT, G(admin_port), "0", 0, 65535},
 };
@@ -617,6 +618,14 @@ static int check_ini_keys(struct loader *ld)
     return 0;
 }
 
+/* The CPUs this process may run on (a container's cpuset, taskset), 1-256. */
+static unsigned cpus_available(void)
+{
+    cpu_set_t set;
+    int n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
+    return n < 1 ? 1 : n > 256 ? 256 : (unsigned)n;
+}
+
 static int load_all(struct loader *ld, struct mgate_config *cfg)
 {
     const struct config_source *src = ld->src;
@@ -632,6 +641,8 @@ static int load_all(struct loader *ld, struct mgate_config *cfg)
         return fail(ld, NULL, "config", "out of memory");
     if (load_keys(ld, "MGATE_", global_keys, COUNT(global_keys), cfg, 0) < 0)
         return -1;
+    if (!cfg->workers)
+        cfg->workers = cpus_available();
     for (int i = 0; i < LISTENER_COUNT; i++)
         if (load_listener(ld, &cfg->listeners[i]) < 0)
             return -1;

@@ -126,7 +126,7 @@ struct mgate_config {
     enum log_level log_level;        /* MGATE_LOG_LEVEL: debug|info|warn|error|off, default info */
     char *handler;                   /* MGATE_HANDLER, default "log" */
     uint32_t shutdown_grace_ms;      /* MGATE_SHUTDOWN_GRACE, default 5 s */
-    unsigned workers;                /* MGATE_WORKERS, default 1 */
+    unsigned workers;                /* MGATE_WORKERS, default: the CPUs this process may use */
     char *admin_host;                /* MGATE_ADMIN_HOST, default 127.0.0.1 */
     unsigned admin_port;             /* MGATE_ADMIN_PORT: /metrics, /healthz, /readyz; 0 = none */
     char *config_file;               /* the INI file that was read, "" if none */

@@ -1,5 +1,6 @@
 /* Configuration: defaults, precedence, every validation error, the .env and
  * INI readers, the value parsers, and the Go mGate's demo configuration. */
+#include <sched.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,7 +87,9 @@ static void test_defaults(void)
     CHECK_EQ_INT(cfg.log_level, LOG_INFO);
     CHECK_EQ_STR(cfg.handler, "log");
     CHECK_EQ_INT(cfg.shutdown_grace_ms, 5000);
-    CHECK_EQ_INT(cfg.workers, 1);
+    cpu_set_t cpus;
+    CHECK_EQ_INT(sched_getaffinity(0, sizeof(cpus), &cpus), 0);
+    CHECK_EQ_INT(cfg.workers, CPU_COUNT(&cpus)); /* one worker per CPU it may use */
     CHECK_EQ_STR(cfg.config_file, "");
     for (int i = 0; i < LISTENER_COUNT; i++) {
         const struct listener_config *lc = &cfg.listeners[i];
