@@ -23,6 +23,7 @@ lat_duration=10 lat_rate=1000
 conns=9000 cr_duration=3 cr_parallel=64
 handler=noop fanout=0 smoke=0
 settle=1 # seconds given to a process to finish what a run started (closes, frees)
+after_close=7 # seconds from the idle clients' close to the last RSS reading (mgate trims every 5 s)
 do_workers=0 do_callgrind=0 do_syscalls=0 rotate=0
 callgrind_msgs=200000
 only="thr lat idle connrate"
@@ -54,7 +55,7 @@ EOF
 # --smoke sets small defaults first; options given with it still win.
 for a in "$@"; do
     if [[ $a == --smoke ]]; then
-        smoke=1 rounds=1 duration=0.3 warmup=0.1 lat_duration=0.5 conns=200 cr_duration=0.3 callgrind_msgs=2000 settle=0.2
+        smoke=1 rounds=1 duration=0.3 warmup=0.1 lat_duration=0.5 conns=200 cr_duration=0.3 callgrind_msgs=2000 settle=0.2 after_close=0.4
     fi
 done
 while (($#)); do
@@ -333,7 +334,7 @@ measure_idle() { # path round
     echo go >&"${IDLE[1]}" || true
     read -r -t 60 closed <&"${IDLE[0]}" || closed=""
     wait "$lgpid" 2>/dev/null || true
-    sleep "$(sum "$settle" "$settle")"
+    sleep "$after_close"
     rss2=$(rss_kib "$pid")
     local ok
     ok=$(kv ok "$ready")

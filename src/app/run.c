@@ -14,6 +14,7 @@
 #include "app/admin.h"
 #include "app/admission.h"
 #include "app/status.h"
+#include "app/trim.h"
 #include "app/worker.h"
 #include "core/log.h"
 #include "front/ws.h"
@@ -38,6 +39,7 @@ struct app {
     struct loop_timer drained; /* during a drain: have the workers all finished? */
     struct status *status;
     struct admin *admin;
+    struct trim *trim;
 };
 
 static const char usage[] =
@@ -406,12 +408,15 @@ int mgate_main(int argc, char **argv, const struct mgate_handler *const *handler
     log_msgf(LOGL_INFO, "mgate %s starting: handler %s, %u worker%s", MGATE_VERSION, a.handler->name,
              a.cfg.workers, a.cfg.workers == 1 ? "" : "s");
     rc = start_workers(&a) < 0 || start_admin(&a) < 0 ? 1 : 0;
-    if (rc == 0)
+    if (rc == 0) {
+        a.trim = trim_start(a.ctl, a.workers, a.nworkers);
         loop_run(a.ctl);
+    }
     else
         for (unsigned w = 0; w < a.nworkers; w++)
             if (a.workers[w].started)
                 worker_send(&a.workers[w], WORKER_DRAIN);
+    trim_stop(a.trim);
     admin_stop(a.admin); /* it reads the workers' counters: before they go */
     status_stop(a.status);
     for (unsigned w = 0; w < a.nworkers; w++)
