@@ -26,7 +26,7 @@ static ssize_t tcp_writev(struct conn *c, const struct iovec *iov, int n)
 
 static void tcp_close(struct conn *c) { close(c->io.fd); }
 
-static const struct conn_ops tcp_ops = {tcp_read, tcp_writev, tcp_close, NULL};
+static const struct conn_ops tcp_ops = {tcp_read, tcp_writev, tcp_close, NULL, NULL, true};
 
 /* ---- life cycle ------------------------------------------------------- */
 
@@ -65,7 +65,9 @@ static void free_conn(struct loop *l, struct loop_defer *d)
 
 static void shut(struct conn *c)
 {
-    if (c->io.fd >= 0)
+    /* Closing the fd takes it out of the epoll set (nothing else holds it):
+     * no EPOLL_CTL_DEL needed, except for a transport that keeps it open. */
+    if (c->io.fd >= 0 && !c->ops->closes_fd)
         loop_io_del(c->loop, &c->io);
     c->ops->close(c);
     c->io.fd = -1;
@@ -173,7 +175,7 @@ static void tune_socket(int fd)
 
 struct conn *conn_tcp_accept(struct loop *l, int fd, const struct conn_cbs *cbs, void *owner)
 {
-    tune_socket(fd);
+    /* tune_socket's options came from the listening socket (listener_bind) */
     return conn_new(l, fd, cbs, owner, CONN_OPEN);
 }
 
@@ -284,6 +286,12 @@ static void redeliver(struct loop *l, struct loop_defer *d)
         feed_buffered(c);
 }
 
+void conn_read_now(struct conn *c)
+{
+    if (c->state == CONN_OPEN && !c->read_paused)
+        on_readable(c);
+}
+
 void conn_resume_read(struct conn *c)
 {
     if (!c->read_paused || c->state == CONN_CLOSED)
@@ -367,15 +375,18 @@ void conn_close_after_flush(struct conn *c)
     update_events(c);
 }
 
-static void on_connected(struct conn *c)
+static void on_connected(struct conn *c, uint32_t events)
 {
-    int err = 0;
-    socklen_t len = sizeof(err);
-    if (getsockopt(c->io.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-        err = errno;
-    if (err) {
-        fail(c, err);
-        return;
+    /* Writable without an error is connected: ask why only when it failed. */
+    if (events & (EPOLLERR | EPOLLHUP)) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (getsockopt(c->io.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+            err = errno;
+        if (err) {
+            fail(c, err);
+            return;
+        } /* connected, and already closed by the peer: reading will tell */
     }
     c->state = CONN_OPEN;
     if (c->cbs->on_connected)
@@ -457,7 +468,7 @@ static void on_io(struct loop *l, struct loop_io *io, uint32_t events)
     }
     if (c->state == CONN_CONNECTING) {
         if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
-            on_connected(c);
+            on_connected(c, events);
         return;
     }
     if (events & EPOLLOUT) {

@@ -37,6 +37,8 @@ struct conn_ops {
     /* Transports without a descriptor of ours: what the connection wants
      * now (EPOLLIN: deliver input; EPOLLOUT: call conn_transport_writable). */
     void (*interest)(struct conn *c, uint32_t events);
+    /* close() closes c->io.fd, which takes it out of the epoll set. */
+    bool closes_fd;
 };
 
 struct conn_cbs {
@@ -112,6 +114,9 @@ void conn_pause_read(struct conn *c);
 /* Resume reading; bytes already buffered are delivered from a deferred call,
  * never from inside the caller. */
 void conn_resume_read(struct conn *c);
+/* Read what is there now instead of waiting for the loop to report it (a
+ * socket accepted with TCP_DEFER_ACCEPT has its first bytes waiting). */
+void conn_read_now(struct conn *c);
 
 /* Close now, dropping unsent output. The owner gets no on_close. */
 void conn_close(struct conn *c);

@@ -1,6 +1,8 @@
 #include "net/listener.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <string.h>
@@ -45,6 +47,12 @@ int listener_bind(const char *host, uint16_t port, char *err, size_t errlen)
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    /* Accepted sockets inherit these on Linux: two syscalls fewer per client. */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    /* Every protocol here has the client speak first (CONNECT, a TLS hello,
+     * an HTTP request, a PROXY header): accept once it has, and read at once. */
+    setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &one, sizeof(one));
     if (bind(fd, (struct sockaddr *)&ss, sslen) < 0 || listen(fd, 1024) < 0) {
         snprintf(err, errlen, "cannot listen on %s:%u: %s", *host ? host : "*", port, strerror(errno));
         close(fd);

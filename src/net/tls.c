@@ -493,7 +493,7 @@ static int tls_handshake(struct conn *c)
     }
 }
 
-static const struct conn_ops tls_ops = {tls_read, tls_writev, tls_close, tls_handshake};
+static const struct conn_ops tls_ops = {tls_read, tls_writev, tls_close, tls_handshake, NULL, true};
 
 static struct tls_conn *tls_conn_new(struct conn *c, struct tls_ctx *ctx)
 {

@@ -313,6 +313,8 @@ void session_accept_tcp(struct loop *l, int fd, const struct sockaddr *peer,
     /* The CONNECT deadline starts now, so it bounds a slow handshake too. */
     if ((p->tls && tls_accept(c, p->tls) < 0) || !session_start(l, c, peer, p, list))
         conn_close(c);
+    else if (!p->tls)
+        conn_read_now(c); /* CONNECT is usually there already (TCP_DEFER_ACCEPT) */
 }
 
 void session_list_drain(struct session_list *list)
