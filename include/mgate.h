@@ -9,14 +9,26 @@
  *
  * Verdicts now or later:
  *   - return MGATE_ALLOW or MGATE_DENY to answer at once;
+ *   - return MGATE_IGNORE to have no opinion: the next handler decides;
  *   - return MGATE_PENDING to answer later, then call mgate_resume(s, req,
  *     verdict) exactly once with the same request pointer, from the same loop
- *     thread (a timer, an I/O callback...).
+ *     thread (a timer, an I/O callback...).  The late verdict may be
+ *     MGATE_ALLOW, MGATE_DENY or MGATE_IGNORE.
  *     Until then the session holds that direction's later packets, in order,
  *     and stops reading from that peer, so memory stays bounded.  The request
  *     structure stays valid (and writable) until mgate_resume; the session
  *     stays allocated too, even if the client went away meanwhile
  *     (mgate_session_closed() tells), so resuming is always safe.
+ *
+ * The chain: MGATE_HANDLER may name several handlers ("acl,log").  Each
+ * auth_* call goes to them in that order until one answers MGATE_ALLOW or
+ * MGATE_DENY (now or, after MGATE_PENDING, later); MGATE_IGNORE and a NULL
+ * auth_* pass the request on, unchanged or as the handler rewrote it.  When
+ * every handler passes, the packet is allowed (so a lone handler that only
+ * observes, like `log`, lets everything through).  Filters a handler marks
+ * denied in a SUBSCRIBE stay denied whatever a later handler answers.  The
+ * hooks that run after forwarding (connect, publish, ..., disconnect) go to
+ * every handler of the chain, in order.
  *
  * Rewriting: set the request's mgate_bytes fields to new values.  The bytes
  * must stay valid until the callback returns (or, for a pending verdict,
@@ -47,6 +59,7 @@ enum mgate_verdict {
     MGATE_ALLOW = 0,
     MGATE_DENY = 1,
     MGATE_PENDING = 2,
+    MGATE_IGNORE = 3, /* pass: the next handler of the chain decides */
 };
 
 enum mgate_direction {
@@ -111,7 +124,8 @@ struct mgate_handler {
     const char *name;
     void *ctx; /* the handler's own state; mgate never touches it */
 
-    /* Any of these may be NULL: NULL auth_* allows, NULL hooks do nothing. */
+    /* Any of these may be NULL: a NULL auth_* passes (MGATE_IGNORE), which
+     * allows when no other handler decides; NULL hooks do nothing. */
     enum mgate_verdict (*auth_connect)(mgate_session *s, struct mgate_connect_req *req);
     enum mgate_verdict (*auth_publish)(mgate_session *s, struct mgate_publish_req *req);
     enum mgate_verdict (*auth_subscribe)(mgate_session *s, struct mgate_subscribe_req *req);
@@ -138,7 +152,8 @@ struct mgate_interceptor {
 };
 
 /* Complete a pending verdict (see the top of this file); `req` is the request
- * the auth_* callback was given. */
+ * the auth_* callback was given.  MGATE_IGNORE hands it to the next handler
+ * of the chain (which may answer at once or pend again). */
 void mgate_resume(mgate_session *s, const void *req, enum mgate_verdict v);
 
 /* Session facts. Strings are valid for the session's life. */
@@ -177,7 +192,8 @@ void mgate_log(int level, const mgate_session *s, const char *fmt, ...)
 /*
  * Run mgate: parse argv and the MGATE_* configuration, serve until SIGTERM or
  * SIGINT.  `handlers` is a NULL-terminated list of extra handlers that
- * MGATE_HANDLER may name (the built-in "log" and "noop" are always there);
+ * MGATE_HANDLER may name, alone or chained with the built-in "log", "noop"
+ * and "acl";
  * `interceptor` may be NULL.  Returns the process exit status.
  */
 int mgate_main(int argc, char **argv, const struct mgate_handler *const *handlers,

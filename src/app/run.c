@@ -27,7 +27,8 @@
 
 struct app {
     struct mgate_config cfg;
-    const struct mgate_handler *handler;
+    const struct mgate_handler *handlers[SESSION_MAX_HANDLERS];
+    unsigned handler_count;
     const struct mgate_interceptor *interceptor;
     struct session_params params[LISTENER_COUNT];
     uint32_t open_sessions[LISTENER_COUNT];          /* MAX_CONNECTIONS, all workers */
@@ -119,13 +120,10 @@ static int prepare_upstream_tls(const struct listener_config *lc, struct session
  * and that targets resolve.  Fills the per-listener session parameters. */
 static int prepare(struct app *a, const struct mgate_handler *const *extra, char *err, size_t errlen)
 {
-    a->handler = handler_find(a->cfg.handler, extra);
-    if (!a->handler) {
-        char names[256];
-        handler_names(extra, names, sizeof(names));
-        snprintf(err, errlen, "MGATE_HANDLER: unknown handler \"%s\" (known: %s)", a->cfg.handler, names);
+    int n = handler_chain(a->cfg.handler, extra, a->handlers, SESSION_MAX_HANDLERS, err, errlen);
+    if (n < 0 || handlers_start(a->handlers, (unsigned)n, &a->cfg, err, errlen) < 0)
         return -1;
-    }
+    a->handler_count = (unsigned)n;
     unsigned enabled = 0;
     for (int i = 0; i < LISTENER_COUNT; i++) {
         const struct listener_config *lc = &a->cfg.listeners[i];
@@ -178,7 +176,8 @@ static int prepare(struct app *a, const struct mgate_handler *const *extra, char
         p->connect_timeout_ms = lc->connect_timeout_ms;
         p->output_high_water = lc->output_high_water;
         p->refusal_close = lc->refusal == REFUSAL_CLOSE;
-        p->handler = a->handler;
+        p->handlers = a->handlers;
+        p->handler_count = a->handler_count;
         p->interceptor = a->interceptor;
         if (prepare_tls(lc, p, err, errlen) < 0 || prepare_upstream_tls(lc, p, err, errlen) < 0)
             return -1;
@@ -258,6 +257,7 @@ static void reload_tls(struct app *a)
 static void reload(struct app *a)
 {
     reload_tls(a);
+    handlers_reload();
     struct worker_targets t;
     for (int i = 0; i < LISTENER_COUNT; i++) {
         const struct listener_config *lc = &a->cfg.listeners[i];
@@ -380,6 +380,7 @@ int mgate_main(int argc, char **argv, const struct mgate_handler *const *handler
     }
     if (config_load(&a.cfg, &src, err, sizeof(err)) < 0 || prepare(&a, handlers, err, sizeof(err)) < 0) {
         fprintf(stderr, "mgate: %s\n", err);
+        handlers_stop();
         free_params(&a);
         config_free(&a.cfg);
         return EXIT_CONFIG;
@@ -390,8 +391,9 @@ int mgate_main(int argc, char **argv, const struct mgate_handler *const *handler
     if (config_unknown_vars(environ, ".env", unknown, sizeof(unknown)))
         log_msgf(LOGL_WARN, "ignoring unknown variables (a typo?): %s", unknown);
     if (check) {
-        printf("mgate: configuration OK (handler %s, %u worker%s)\n", a.handler->name, a.cfg.workers,
+        printf("mgate: configuration OK (handler %s, %u worker%s)\n", a.cfg.handler, a.cfg.workers,
                a.cfg.workers == 1 ? "" : "s");
+        handlers_stop();
         free_params(&a);
         config_free(&a.cfg);
         return 0;
@@ -405,7 +407,7 @@ int mgate_main(int argc, char **argv, const struct mgate_handler *const *handler
         fprintf(stderr, "mgate: cannot set up signals: %s\n", strerror(errno));
         return 1;
     }
-    log_msgf(LOGL_INFO, "mgate %s starting: handler %s, %u worker%s", MGATE_VERSION, a.handler->name,
+    log_msgf(LOGL_INFO, "mgate %s starting: handler %s, %u worker%s", MGATE_VERSION, a.cfg.handler,
              a.cfg.workers, a.cfg.workers == 1 ? "" : "s");
     rc = start_workers(&a) < 0 || start_admin(&a) < 0 ? 1 : 0;
     if (rc == 0) {
@@ -425,6 +427,7 @@ int mgate_main(int argc, char **argv, const struct mgate_handler *const *handler
     log_msgf(LOGL_INFO, "mgate stopped");
     free(a.workers);
     loop_free(a.ctl);
+    handlers_stop();
     free_params(&a);
     config_free(&a.cfg);
     return rc;

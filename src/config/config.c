@@ -109,6 +109,9 @@ static const struct key global_keys[] = {
     {"WORKERS", V_UINT, G(workers), NULL, 1, 256}, /* unset: one per CPU (cpus_available) */
     {"ADMIN_HOST", V_STR, G(admin_host), "127.0.0.1", 0, 0},
     {"ADMIN_PORT", V_UINT, G(admin_port), "0", 0, 65535},
+    {"ACL_PASSWORD_FILE", V_STR, G(acl_password_file), NULL, 0, 0},
+    {"ACL_FILE", V_STR, G(acl_file), NULL, 0, 0},
+    {"ACL_ALLOW_ANONYMOUS", V_BOOL, G(acl_allow_anonymous), "false", 0, 0},
 };
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))

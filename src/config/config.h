@@ -130,6 +130,11 @@ struct mgate_config {
     char *admin_host;                /* MGATE_ADMIN_HOST, default 127.0.0.1 */
     unsigned admin_port;             /* MGATE_ADMIN_PORT: /metrics, /healthz, /readyz; 0 = none */
     char *config_file;               /* the INI file that was read, "" if none */
+
+    /* the `acl` handler (ours) */
+    char *acl_password_file;         /* MGATE_ACL_PASSWORD_FILE: mosquitto password_file */
+    char *acl_file;                  /* MGATE_ACL_FILE: mosquitto acl_file */
+    bool acl_allow_anonymous;        /* MGATE_ACL_ALLOW_ANONYMOUS, default false */
 };
 
 /*

@@ -1,16 +1,37 @@
-/* The compiled-in handlers and how MGATE_HANDLER picks one. */
+/* The compiled-in handlers, and how MGATE_HANDLER picks a chain of them. */
 #ifndef MGATE_HANDLERS_H
 #define MGATE_HANDLERS_H
 
+#include "config/config.h"
 #include "mgate.h"
 
 extern const struct mgate_handler mgate_log_handler;
 extern const struct mgate_handler mgate_noop_handler;
+extern const struct mgate_handler mgate_acl_handler;
 
-/* Find a handler by name among the built-ins and `extra` (NULL-terminated,
- * may be NULL).  Returns NULL when unknown. */
+/* Find a handler by name among `extra` (NULL-terminated, may be NULL; they
+ * win over built-ins of the same name) and the built-ins.  NULL when unknown. */
 const struct mgate_handler *handler_find(const char *name, const struct mgate_handler *const *extra);
 /* "log, noop, ..." for error messages. */
 void handler_names(const struct mgate_handler *const *extra, char *buf, size_t len);
+
+/* MGATE_HANDLER ("acl,log", already checked for shape by config) into out[]
+ * (at most max).  Returns how many, or -1 with a message naming
+ * MGATE_HANDLER (unknown name, a name twice, too many). */
+int handler_chain(const char *list, const struct mgate_handler *const *extra,
+                  const struct mgate_handler **out, unsigned max, char *err, size_t errlen);
+
+/*
+ * Built-in handlers with state of their own (acl), on the control thread:
+ * handlers_start loads what the chain's built-ins need before any worker
+ * runs (-1 with a message naming the variable, and the file and line), and
+ * refuses their settings when the chain does not use them; handlers_reload
+ * (SIGHUP) replaces their state only when everything loads, logging why not;
+ * handlers_stop frees it after the workers are gone.
+ */
+int handlers_start(const struct mgate_handler *const *chain, unsigned n, const struct mgate_config *cfg,
+                   char *err, size_t errlen);
+void handlers_reload(void);
+void handlers_stop(void);
 
 #endif

@@ -1,7 +1,10 @@
 /*
- * The `log` handler (the Go mGate's default): allows everything and logs
- * every call.  Connections are logged at info; per-message calls at debug,
- * so a production log stays readable at the default level.
+ * The `log` handler (the Go mGate's default): logs every call.  Its auth_*
+ * calls pass (MGATE_IGNORE): alone it lets everything through, as the Go
+ * mGate's does, and first in a chain ("log,acl") it logs every request
+ * before the next handler decides.  Connections are logged at info;
+ * per-message calls at debug, so a production log stays readable at the
+ * default level.
  */
 #include "core/log.h"
 #include "handlers/handlers.h"
@@ -29,7 +32,7 @@ static enum mgate_verdict auth_connect(mgate_session *s, struct mgate_connect_re
         log_int(&l, "protocol", req->version);
         log_end(&l);
     }
-    return MGATE_ALLOW;
+    return MGATE_IGNORE; /* an observer: the next handler, if any, decides */
 }
 
 static enum mgate_verdict auth_publish(mgate_session *s, struct mgate_publish_req *req)
@@ -42,7 +45,7 @@ static enum mgate_verdict auth_publish(mgate_session *s, struct mgate_publish_re
         log_int(&l, "qos", req->qos);
         log_end(&l);
     }
-    return MGATE_ALLOW;
+    return MGATE_IGNORE; /* an observer: the next handler, if any, decides */
 }
 
 static enum mgate_verdict auth_subscribe(mgate_session *s, struct mgate_subscribe_req *req)
@@ -55,7 +58,7 @@ static enum mgate_verdict auth_subscribe(mgate_session *s, struct mgate_subscrib
         log_uint(&l, "count", req->count);
         log_end(&l);
     }
-    return MGATE_ALLOW;
+    return MGATE_IGNORE; /* an observer: the next handler, if any, decides */
 }
 
 static void on_connect(mgate_session *s)

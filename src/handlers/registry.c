@@ -1,9 +1,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "handlers/acl.h"
 #include "handlers/handlers.h"
 
-static const struct mgate_handler *const builtins[] = {&mgate_log_handler, &mgate_noop_handler, NULL};
+static const struct mgate_handler *const builtins[] = {&mgate_log_handler, &mgate_noop_handler, &mgate_acl_handler,
+                                                       NULL};
 
 const struct mgate_handler *handler_find(const char *name, const struct mgate_handler *const *extra)
 {
@@ -24,4 +26,77 @@ void handler_names(const struct mgate_handler *const *extra, char *buf, size_t l
     for (int l = 0; l < 2; l++)
         for (int i = 0; lists[l] && lists[l][i] && used < len; i++)
             used += (size_t)snprintf(buf + used, len - used, "%s%s", used ? ", " : "", lists[l][i]->name);
+}
+
+int handler_chain(const char *list, const struct mgate_handler *const *extra, const struct mgate_handler **out,
+                  unsigned max, char *err, size_t errlen)
+{
+    unsigned n = 0;
+    for (const char *p = list; *p;) {
+        size_t len = strcspn(p, ",");
+        char name[64];
+        snprintf(name, sizeof(name), "%.*s", (int)len, p);
+        const struct mgate_handler *h = handler_find(name, extra);
+        if (!h || len >= sizeof(name)) {
+            char names[256];
+            handler_names(extra, names, sizeof(names));
+            snprintf(err, errlen, "MGATE_HANDLER: unknown handler \"%s\" (known: %s)", name, names);
+            return -1;
+        }
+        for (unsigned i = 0; i < n; i++)
+            if (out[i] == h) {
+                snprintf(err, errlen, "MGATE_HANDLER: \"%s\" is named twice", name);
+                return -1;
+            }
+        if (n == max) {
+            snprintf(err, errlen, "MGATE_HANDLER: more than %u handlers", max);
+            return -1;
+        }
+        out[n++] = h;
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    if (!n) {
+        snprintf(err, errlen, "MGATE_HANDLER: no handler named");
+        return -1;
+    }
+    return (int)n;
+}
+
+static bool acl_started;
+
+int handlers_start(const struct mgate_handler *const *chain, unsigned n, const struct mgate_config *cfg,
+                   char *err, size_t errlen)
+{
+    bool acl = false;
+    for (unsigned i = 0; i < n; i++)
+        acl |= chain[i] == &mgate_acl_handler;
+    if (!acl) {
+        /* Rules that nothing enforces would be a silent hole. */
+        const char *set = *cfg->acl_password_file ? "MGATE_ACL_PASSWORD_FILE" : *cfg->acl_file ? "MGATE_ACL_FILE" : NULL;
+        if (set) {
+            snprintf(err, errlen, "%s is set, but MGATE_HANDLER (\"%s\") does not name acl, so nothing would enforce it",
+                     set, cfg->handler);
+            return -1;
+        }
+        return 0;
+    }
+    if (acl_start(cfg, err, errlen) < 0)
+        return -1;
+    acl_started = true;
+    return 0;
+}
+
+void handlers_reload(void)
+{
+    if (acl_started)
+        acl_reload();
+}
+
+void handlers_stop(void)
+{
+    if (acl_started)
+        acl_stop();
+    acl_started = false;
 }

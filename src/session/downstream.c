@@ -94,8 +94,7 @@ static enum pkt_result down_publish(struct pass *ps, const uint8_t *raw, uint32_
     req->dir = MGATE_DOWN;
     req->filters = &h->one_filter;
     req->count = 1;
-    const struct mgate_handler *hd = s->p->handler;
-    h->verdict = hd->auth_subscribe ? hd->auth_subscribe(s, req) : MGATE_ALLOW;
+    h->verdict = chain_ask(s, h);
     return held_decide(ps, h, raw, len);
 }
 

@@ -196,6 +196,14 @@ static void finish_held(struct loop *l, struct loop_defer *d)
     struct held *h = (struct held *)((char *)d - offsetof(struct held, resume));
     struct mgate_session *s = h->s;
     int dir = h->dir;
+    if (s->state != SESSION_CLOSING && h->verdict == MGATE_IGNORE) {
+        /* That handler passed: the rest of the chain decides, maybe later
+         * again (the packet stays held, reading stays paused). */
+        h->answered = false;
+        h->step++;
+        if ((h->verdict = chain_ask(s, h)) == MGATE_PENDING)
+            return;
+    }
     s->held[dir] = NULL;
     count_verdict(s, h, loop_now(s->loop) - h->since);
     if (s->state != SESSION_CLOSING) {
@@ -221,7 +229,7 @@ void mgate_resume(mgate_session *s, const void *req, enum mgate_verdict v)
         if (!h || (const void *)&h->req != req || h->answered)
             continue;
         h->answered = true;
-        h->verdict = v == MGATE_ALLOW ? MGATE_ALLOW : MGATE_DENY;
+        h->verdict = v == MGATE_ALLOW || v == MGATE_IGNORE ? v : MGATE_DENY;
         /* Deferred: the handler may call us from inside its own callback. */
         loop_defer(s->loop, &h->resume, finish_held);
         return;

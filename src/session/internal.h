@@ -31,6 +31,7 @@ struct held {
     struct mgate_session *s;
     uint8_t dir;
     enum mgate_verdict verdict;
+    uint8_t step; /* the handler of the chain that has the request */
     bool answered;
     uint64_t since; /* loop ms when the verdict was left pending */
     struct loop_defer resume;
@@ -125,6 +126,18 @@ enum pkt_result held_pend(struct pass *ps, struct held *h, const uint8_t *raw, u
 struct held *held_begin(struct pass *ps, const struct mqtt_packet *pkt);
 /* After the auth call set h->verdict: hold the packet, or finish it now. */
 enum pkt_result held_decide(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len);
+
+/* chain.c: MGATE_HANDLER's handlers, in order (see mgate.h) */
+/* Ask the chain from handler h->step on; returns MGATE_ALLOW, MGATE_DENY
+ * or MGATE_PENDING (h->step is then the handler that has it). */
+enum mgate_verdict chain_ask(struct mgate_session *s, struct held *h);
+/* The hooks after forwarding, to every handler. */
+void chain_connect(struct mgate_session *s);
+void chain_publish(struct mgate_session *s, const struct mgate_publish_req *req);
+void chain_subscribe(struct mgate_session *s, const struct mgate_subscribe_req *req);
+bool chain_wants_unsubscribe(const struct mgate_session *s);
+void chain_unsubscribe(struct mgate_session *s, const struct mgate_unsubscribe_req *req);
+void chain_disconnect(struct mgate_session *s);
 
 /* upstream.c / downstream.c */
 enum pkt_result up_packet(struct pass *ps, const uint8_t *raw, uint32_t len, struct mqtt_packet *pkt);

@@ -86,8 +86,8 @@ static void session_end(struct mgate_session *s)
     s->ended = true;
     s->state = SESSION_CLOSING;
     loop_timer_stop(s->loop, &s->timer);
-    if (s->connect_called && s->p->handler->disconnect)
-        s->p->handler->disconnect(s);
+    if (s->connect_called)
+        chain_disconnect(s);
     mgate_log(LOGL_INFO, s, "session closed");
     METRIC_INC(session_metrics(s)->sessions_closed[s->p->listener_id % METRIC_LISTENERS]);
     if (s->p->open_sessions)
@@ -412,6 +412,7 @@ bool mgate_session_cert(const mgate_session *s, struct mgate_cert *out)
     return ok;
 }
 const char *mgate_session_listener(const mgate_session *s) { return s->p->listener; }
+bool session_username_from_cert(const struct mgate_session *s) { return s->p->cn_as_username; }
 uint64_t mgate_session_id(const mgate_session *s) { return s->id; }
 bool mgate_session_closed(const mgate_session *s) { return s->state == SESSION_CLOSING; }
 void *mgate_session_data(const mgate_session *s) { return s->user_data; }

@@ -15,6 +15,8 @@
 #include "net/conn.h"
 #include "net/tls.h"
 
+#define SESSION_MAX_HANDLERS 8 /* in one MGATE_HANDLER chain */
+
 /* What a session needs from its listener; owned by the worker, immutable
  * while sessions use it. */
 struct admission;
@@ -26,7 +28,9 @@ struct session_params {
     uint32_t connect_timeout_ms;
     uint32_t output_high_water;
     bool refusal_close; /* close instead of answering with a reason code */
-    const struct mgate_handler *handler;
+    /* MGATE_HANDLER: the chain, asked in order (see mgate.h) */
+    const struct mgate_handler *const *handlers;
+    unsigned handler_count;
     const struct mgate_interceptor *interceptor;
     struct tls_ctx *tls;          /* NULL: plain TCP */
     bool cn_as_username;          /* the client certificate's CN replaces the username */
@@ -72,6 +76,10 @@ void session_accept_tcp(struct loop *l, int fd, const struct sockaddr *peer,
  * Authorization header): the handler sees it as the password of a CONNECT
  * that carries none. */
 void session_set_token(struct mgate_session *s, const char *token, size_t len);
+/* Whether the session's username is its certificate's CN
+ * (USE_CN_AS_USERNAME): an identity the TLS handshake proved. */
+bool session_username_from_cert(const struct mgate_session *s);
+
 /* The client's verified certificate when TLS ended in front of the
  * session's own connection (wss through the TLS bridge). */
 void session_set_cert(struct mgate_session *s, const struct tls_peer *cert);

@@ -68,11 +68,10 @@ static enum pkt_result up_connect(struct pass *ps, const uint8_t *raw, uint32_t 
         req->has_password = true;
     }
     s->state = SESSION_AUTH_CONNECT;
-    const struct mgate_handler *hd = s->p->handler;
     if (s->p->cn_as_username && !cn_as_username(s, req))
         h->verdict = MGATE_DENY;
     else
-        h->verdict = hd->auth_connect ? hd->auth_connect(s, req) : MGATE_ALLOW;
+        h->verdict = chain_ask(s, h);
     return held_decide(ps, h, raw, len);
 }
 
@@ -120,8 +119,7 @@ static enum pkt_result finish_connect(struct pass *ps, struct held *h)
         pass_emit_packet(ps, &np);
         r = PKT_HANDLED;
     }
-    if (s->p->handler->connect)
-        s->p->handler->connect(s);
+    chain_connect(s);
     s->connect_called = true;
     return r;
 }
@@ -147,8 +145,7 @@ static enum pkt_result up_publish(struct pass *ps, const uint8_t *raw, uint32_t 
     req->payload = to_bytes(pub->payload);
     req->qos = pub->qos;
     req->retain = pub->retain;
-    const struct mgate_handler *hd = s->p->handler;
-    h->verdict = hd->auth_publish ? hd->auth_publish(s, req) : MGATE_ALLOW;
+    h->verdict = chain_ask(s, h);
     return held_decide(ps, h, raw, len);
 }
 
@@ -183,8 +180,7 @@ static enum pkt_result finish_publish(struct pass *ps, struct held *h, const uin
         return refuse_publish(ps, &h->pkt.publish, req->reason);
     enum pkt_result r = publish_forward(ps, raw, len, &h->pkt.publish, h->resolved_topic,
                                         req->topic, req->payload);
-    if (s->p->handler->publish)
-        s->p->handler->publish(s, req);
+    chain_publish(s, req);
     return r;
 }
 
@@ -216,8 +212,7 @@ static enum pkt_result up_subscribe(struct pass *ps, const uint8_t *raw, uint32_
     req->dir = MGATE_UP;
     req->filters = f;
     req->count = i;
-    const struct mgate_handler *hd = s->p->handler;
-    h->verdict = hd->auth_subscribe ? hd->auth_subscribe(s, req) : MGATE_ALLOW;
+    h->verdict = chain_ask(s, h);
     return held_decide(ps, h, raw, len);
 }
 
@@ -348,8 +343,7 @@ static enum pkt_result finish_subscribe(struct pass *ps, struct held *h)
         }
         r = PKT_HANDLED;
     }
-    if (s->p->handler->subscribe)
-        s->p->handler->subscribe(s, req);
+    chain_subscribe(s, req);
     return r;
 }
 
@@ -357,7 +351,7 @@ static enum pkt_result finish_subscribe(struct pass *ps, struct held *h)
 
 static enum pkt_result up_unsubscribe(struct mgate_session *s, struct mqtt_packet *pkt)
 {
-    if (!s->p->handler->unsubscribe)
+    if (!chain_wants_unsubscribe(s))
         return PKT_FORWARD;
     struct mqtt_subscribe *u = &pkt->subscribe;
     mgate_bytes *topics = calloc(u->count, sizeof(*topics));
@@ -368,7 +362,7 @@ static enum pkt_result up_unsubscribe(struct mgate_session *s, struct mqtt_packe
     mqtt_str filter;
     while (req.count < u->count && mqtt_unsub_next(u, &off, &filter))
         topics[req.count++] = to_bytes(filter);
-    s->p->handler->unsubscribe(s, &req);
+    chain_unsubscribe(s, &req);
     free(topics);
     return PKT_FORWARD;
 }

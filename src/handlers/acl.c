@@ -1,0 +1,275 @@
+/*
+ * The `acl` handler: mosquitto's password_file and acl_file, enforced by
+ * mgate in front of a broker that lets everyone in.
+ *
+ *   CONNECT    no username (or an empty one): MGATE_ACL_ALLOW_ANONYMOUS
+ *              decides (refused: CONNACK 5 / 0x87);
+ *              username from the certificate (USE_CN_AS_USERNAME): allowed,
+ *              the handshake proved it;
+ *              otherwise, with a password file: the user must be in it and
+ *              the password must match (refused: CONNACK 4 / 0x86);
+ *              without one: passed on (MGATE_IGNORE), so a later handler
+ *              may authenticate; if none does, the name is believed, as
+ *              mosquitto believes it without a password_file.
+ *   PUBLISH    write access to its topic, else refused.
+ *   SUBSCRIBE  read access to each filter (a rule must cover all the filter
+ *              can match), else that filter is refused.
+ *   delivery   read access to the topic of every broker PUBLISH, else it is
+ *              not delivered (a rule may grant a filter only in part, and a
+ *              deny may carve a topic out of a granted filter).
+ *   Without an acl file, publish and subscribe are passed on (allowed when
+ *   no later handler objects), as mosquitto allows everything without one.
+ *
+ * The rules live in one immutable database.  SIGHUP loads both files into a
+ * new one and swaps it in only when both load; every worker moves to the
+ * new one at its next check and the old one is freed when the last worker
+ * has left it.  A check costs one atomic load when nothing changed.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "handlers/acl.h"
+#include "handlers/handlers.h"
+#include "session/session.h"
+
+/* A database and who holds it: `current`, and workers' thread caches. */
+struct snapshot {
+    struct acl_db *db;
+    unsigned refs; /* under acl.lock */
+    struct snapshot *next;
+};
+
+static struct {
+    pthread_mutex_t lock;
+    struct snapshot *current; /* holds one reference */
+    struct snapshot *all;     /* every snapshot still referenced */
+    _Atomic uint64_t generation;
+    char *password_file, *acl_file;
+    bool allow_anonymous;
+} acl = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static _Thread_local struct snapshot *mine;
+static _Thread_local uint64_t mine_generation;
+
+static void unref_locked(struct snapshot *sn)
+{
+    if (--sn->refs)
+        return;
+    struct snapshot **pp = &acl.all;
+    while (*pp != sn)
+        pp = &(*pp)->next;
+    *pp = sn->next;
+    acl_db_free(sn->db);
+    free(sn);
+}
+
+/* The database this thread checks against: the newest, one atomic load when
+ * it has not changed since the thread's last check. */
+static const struct acl_db *db_get(void)
+{
+    uint64_t g = atomic_load_explicit(&acl.generation, memory_order_acquire);
+    if (mine && g == mine_generation)
+        return mine->db;
+    pthread_mutex_lock(&acl.lock);
+    struct snapshot *sn = acl.current;
+    sn->refs++;
+    if (mine)
+        unref_locked(mine);
+    mine_generation = atomic_load_explicit(&acl.generation, memory_order_relaxed);
+    pthread_mutex_unlock(&acl.lock);
+    mine = sn;
+    return sn->db;
+}
+
+static void install(struct acl_db *db, struct snapshot *sn)
+{
+    sn->db = db;
+    sn->refs = 1;
+    pthread_mutex_lock(&acl.lock);
+    struct snapshot *old = acl.current;
+    sn->next = acl.all;
+    acl.all = sn;
+    acl.current = sn;
+    atomic_fetch_add_explicit(&acl.generation, 1, memory_order_release);
+    if (old)
+        unref_locked(old);
+    pthread_mutex_unlock(&acl.lock);
+}
+
+/* ---- the handler ------------------------------------------------------- */
+
+static enum mgate_verdict refuse_connect(mgate_session *s, struct mgate_connect_req *req, uint8_t reason,
+                                         const char *why)
+{
+    mgate_log(LOGL_INFO, s, "acl: CONNECT refused: %s", why);
+    req->reason = reason;
+    return MGATE_DENY;
+}
+
+static enum mgate_verdict auth_connect(mgate_session *s, struct mgate_connect_req *req)
+{
+    const struct acl_db *db = db_get();
+    mgate_bytes user = req->has_username ? req->username : (mgate_bytes){NULL, 0};
+    if (!user.len) {
+        if (acl.allow_anonymous)
+            return MGATE_ALLOW;
+        return refuse_connect(s, req, MGATE_REASON_NOT_AUTHORIZED,
+                              "no username, and MGATE_ACL_ALLOW_ANONYMOUS is off");
+    }
+    if (session_username_from_cert(s))
+        return MGATE_ALLOW; /* the CN of a verified certificate */
+    if (!db->have_passwords)
+        return MGATE_IGNORE;
+    const struct acl_user *u = acl_db_user(db, user.p, user.len);
+    bool known = u && u->pw.kind;
+    /* An unknown user costs what a known one does: timing tells no names. */
+    bool ok = acl_password_verify(known ? &u->pw : &db->dummy, req->password.p,
+                                  req->has_password ? req->password.len : 0);
+    if (!known)
+        return refuse_connect(s, req, MGATE_REASON_BAD_USER_OR_PASSWORD, "unknown user");
+    if (!req->has_password || !ok)
+        return refuse_connect(s, req, MGATE_REASON_BAD_USER_OR_PASSWORD,
+                              req->has_password ? "wrong password" : "no password");
+    return MGATE_ALLOW;
+}
+
+static struct acl_who who_of(const mgate_session *s)
+{
+    mgate_bytes u = mgate_session_username(s), c = mgate_session_client_id(s);
+    return (struct acl_who){u.p, u.len, c.p, c.len};
+}
+
+static enum mgate_verdict auth_publish(mgate_session *s, struct mgate_publish_req *req)
+{
+    const struct acl_db *db = db_get();
+    if (!db->have_acl)
+        return MGATE_IGNORE;
+    struct acl_who who = who_of(s);
+    return acl_allowed(db, &who, ACL_WRITE, req->topic.p, req->topic.len) ? MGATE_ALLOW : MGATE_DENY;
+}
+
+static enum mgate_verdict auth_subscribe(mgate_session *s, struct mgate_subscribe_req *req)
+{
+    const struct acl_db *db = db_get();
+    if (!db->have_acl)
+        return MGATE_IGNORE;
+    struct acl_who who = who_of(s);
+    if (req->dir == MGATE_DOWN) {
+        const struct mgate_filter *f = &req->filters[0];
+        if (acl_allowed(db, &who, ACL_READ, f->filter.p, f->filter.len))
+            return MGATE_ALLOW;
+        mgate_log(LOGL_DEBUG, s, "acl: delivery on %.*s refused", (int)f->filter.len, (const char *)f->filter.p);
+        return MGATE_DENY;
+    }
+    for (uint32_t i = 0; i < req->count; i++) {
+        struct mgate_filter *f = &req->filters[i];
+        if (!f->denied && !acl_allowed(db, &who, ACL_READ, f->filter.p, f->filter.len))
+            f->denied = true;
+    }
+    return MGATE_ALLOW;
+}
+
+const struct mgate_handler mgate_acl_handler = {
+    .name = "acl",
+    .auth_connect = auth_connect,
+    .auth_publish = auth_publish,
+    .auth_subscribe = auth_subscribe,
+};
+
+/* ---- start, SIGHUP, stop ---------------------------------------------- */
+
+/* Both files into a new database; -1 with "MGATE_X: file:line: why". */
+static int load(struct acl_db **out, char *err, size_t errlen)
+{
+    char why[512];
+    int rc = acl_db_load(acl.password_file, acl.acl_file, out, why, sizeof(why));
+    if (rc < 0)
+        snprintf(err, errlen, "%s: %s", rc == -1 ? "MGATE_ACL_PASSWORD_FILE" : "MGATE_ACL_FILE", why);
+    return rc < 0 ? -1 : 0;
+}
+
+static void describe(const struct acl_db *db, const char *what)
+{
+    uint32_t with_pw = 0, blocks = 0, rules = db->anonymous.n + db->patterns.n;
+    for (uint32_t i = 0; i < db->nusers; i++) {
+        with_pw += db->users[i].pw.kind != 0;
+        blocks += db->users[i].rules.n != 0;
+        rules += db->users[i].rules.n;
+    }
+    log_msgf(LOGL_INFO,
+             "%s: %u users with passwords (PBKDF2 iterations up to %u), %u user blocks, %u anonymous rules, "
+             "%u patterns, %u rules in all; anonymous clients %s",
+             what, with_pw, db->max_iterations, blocks, db->anonymous.n, db->patterns.n, rules,
+             acl.allow_anonymous ? "allowed" : "refused");
+}
+
+int acl_start(const struct mgate_config *cfg, char *err, size_t errlen)
+{
+    if (!*cfg->acl_password_file && !*cfg->acl_file) {
+        snprintf(err, errlen, "MGATE_HANDLER: \"acl\" needs MGATE_ACL_PASSWORD_FILE, MGATE_ACL_FILE or both");
+        return -1;
+    }
+    free(acl.password_file);
+    free(acl.acl_file);
+    acl.password_file = strdup(cfg->acl_password_file);
+    acl.acl_file = strdup(cfg->acl_file);
+    acl.allow_anonymous = cfg->acl_allow_anonymous;
+    struct acl_db *db;
+    struct snapshot *sn = calloc(1, sizeof(*sn));
+    if (!acl.password_file || !acl.acl_file || !sn) {
+        free(sn);
+        snprintf(err, errlen, "acl: out of memory");
+        return -1;
+    }
+    if (load(&db, err, errlen) < 0) {
+        free(sn);
+        return -1;
+    }
+    install(db, sn);
+    describe(db, "acl");
+    if (!db->have_passwords)
+        log_msgf(LOGL_WARN, "acl: MGATE_ACL_PASSWORD_FILE is not set: usernames are not checked by acl (a "
+                            "certificate's CN with USE_CN_AS_USERNAME is); CONNECT is left to the next handler");
+    return 0;
+}
+
+void acl_reload(void)
+{
+    char err[600];
+    struct acl_db *db;
+    struct snapshot *sn = calloc(1, sizeof(*sn));
+    if (!sn) {
+        log_msgf(LOGL_ERROR, "SIGHUP: acl: out of memory; keeping the previous rules");
+        return;
+    }
+    if (load(&db, err, sizeof(err)) < 0) {
+        free(sn);
+        log_msgf(LOGL_ERROR, "SIGHUP: %s; keeping the previous rules", err);
+        return;
+    }
+    install(db, sn);
+    describe(db, "SIGHUP: acl reloaded");
+}
+
+/* After the workers are gone: their thread caches die with them. */
+void acl_stop(void)
+{
+    pthread_mutex_lock(&acl.lock);
+    while (acl.all) {
+        struct snapshot *sn = acl.all;
+        acl.all = sn->next;
+        acl_db_free(sn->db);
+        free(sn);
+    }
+    acl.current = NULL;
+    atomic_fetch_add_explicit(&acl.generation, 1, memory_order_release);
+    pthread_mutex_unlock(&acl.lock);
+    mine = NULL;
+    free(acl.password_file);
+    free(acl.acl_file);
+    acl.password_file = acl.acl_file = NULL;
+}

@@ -1,0 +1,128 @@
+/*
+ * The `acl` handler's parts (internal; the unit tests use them): mosquitto's
+ * password_file ($7$ PBKDF2-SHA512, $6$ SHA-512) and acl_file (user, topic,
+ * pattern with %u/%c, deny), loaded into one immutable database that SIGHUP
+ * replaces as a whole, and the checks against it.
+ *
+ * Matching follows MQTT's rules (5.0 section 4.7): '+' one level, '#' the
+ * rest including the parent level, and a rule that starts with a wildcard
+ * never matches a topic that starts with '$'.  A client asks for a topic name
+ * (PUBLISH, a delivery) or a filter (SUBSCRIBE); a rule grants a filter only
+ * when it covers every topic the filter can match.
+ *
+ * %u and %c stand for the client's username and client id, only as a whole
+ * topic level of a `pattern` (the loader refuses anything else).  They are
+ * compared as one level, never pasted into the rule: a username or client id
+ * that is empty, absent or holds '+', '#' or '/' makes such a level match
+ * nothing, so no identity can widen what a pattern grants.
+ */
+#ifndef MGATE_HANDLERS_ACL_H
+#define MGATE_HANDLERS_ACL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum acl_access {
+    ACL_DENY = 0, /* `deny`: no access, whatever other rules grant */
+    ACL_READ = 1, /* SUBSCRIBE, and deliveries from the broker */
+    ACL_WRITE = 2, /* PUBLISH */
+    ACL_READWRITE = 3,
+};
+
+struct acl_rule {
+    char *topic; /* a topic filter as written (NUL-terminated) */
+    uint32_t len;
+    uint8_t access; /* enum acl_access */
+    bool pattern;   /* %u and %c levels are substituted */
+};
+
+struct acl_rules {
+    struct acl_rule *v;
+    uint32_t n, cap;
+};
+
+enum acl_hash { ACL_HASH_SHA512 = 6, ACL_HASH_PBKDF2_SHA512 = 7 };
+
+#define ACL_SALT_MAX 64
+#define ACL_HASH_LEN 64 /* SHA-512 */
+
+struct acl_password {
+    uint8_t kind; /* enum acl_hash; 0: none */
+    uint8_t salt_len;
+    uint32_t iterations; /* $7$ */
+    uint8_t salt[ACL_SALT_MAX];
+    uint8_t hash[ACL_HASH_LEN];
+};
+
+struct acl_user {
+    char *name;
+    uint32_t name_len;
+    struct acl_password pw; /* kind 0: not in the password file */
+    struct acl_rules rules; /* its `user` block(s) of the acl file */
+};
+
+struct acl_db {
+    bool have_passwords, have_acl; /* which files were given */
+    struct acl_user *users;
+    uint32_t nusers, cap;
+    uint32_t *index; /* open addressing over users: i + 1, 0 = empty */
+    uint32_t index_size; /* a power of two, at least twice nusers */
+    struct acl_rules anonymous; /* topic lines before the first `user` */
+    struct acl_rules patterns;
+    uint32_t max_iterations; /* the costliest $7$ entry, for the start-up log */
+    struct acl_password dummy; /* verified for unknown users: the first entry's cost */
+};
+
+/* Who is asking: len 0 means absent (anonymous, or no client id). */
+struct acl_who {
+    const uint8_t *user;
+    uint32_t user_len;
+    const uint8_t *client;
+    uint32_t client_len;
+};
+
+/* ---- matching (acl_match.c) ---- */
+
+/* Whether rule (a filter; with `who`, its %u/%c levels are substituted)
+ * matches every topic that f (a topic name or filter) can match. */
+bool acl_covers(const char *rule, size_t rlen, const uint8_t *f, size_t flen, const struct acl_who *who);
+
+/* Whether `who` may `access` (ACL_READ or ACL_WRITE) topic name or filter t:
+ * no `deny` rule of theirs covers it, and a rule with that access does.
+ * Their rules: the user's block (anonymous: the lines before any `user`) and
+ * every pattern.  A SUBSCRIBE to "$share/GROUP/filter" is checked as
+ * "filter".  A database without an acl file allows everything. */
+bool acl_allowed(const struct acl_db *db, const struct acl_who *who, unsigned access, const uint8_t *t,
+                 size_t len);
+
+/* ---- files (acl_file.c) ---- */
+
+/* Read both files (either path may be NULL or "") into a new database.
+ * Returns 0, or -1 (password file) or -2 (acl file) with "path:line: what
+ * is wrong" in err. */
+int acl_db_load(const char *password_file, const char *acl_file, struct acl_db **out, char *err,
+                size_t errlen);
+void acl_db_free(struct acl_db *db);
+const struct acl_user *acl_db_user(const struct acl_db *db, const uint8_t *name, size_t len);
+
+/* One line's hash ("$7$101$salt$hash" or "$6$salt$hash") into pw; -1 with
+ * the reason in err. */
+int acl_password_parse(const char *s, struct acl_password *pw, char *err, size_t errlen);
+
+/* ---- passwords (acl_passwd.c) ---- */
+
+/* Whether password matches pw, in constant time for a given entry. */
+bool acl_password_verify(const struct acl_password *pw, const uint8_t *password, size_t len);
+
+/* ---- the handler's life (acl.c), on the control thread ---- */
+
+struct mgate_config;
+/* Load MGATE_ACL_* files; -1 with a message naming the variable. */
+int acl_start(const struct mgate_config *cfg, char *err, size_t errlen);
+/* SIGHUP: both files again, swapped in only when both load (else logged). */
+void acl_reload(void);
+/* After the workers stopped. */
+void acl_stop(void);
+
+#endif

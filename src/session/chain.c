@@ -1,0 +1,84 @@
+/*
+ * The handler chain (MGATE_HANDLER=a,b,c; the rules are in mgate.h): every
+ * auth_* request goes to the handlers in order until one allows or denies,
+ * now or later; a pass (MGATE_IGNORE, or no callback) goes on to the next,
+ * and a request every handler passed is allowed.  The hooks that report a
+ * forwarded packet go to every handler.
+ */
+#include "core/log.h"
+#include "session/internal.h"
+
+static enum mgate_verdict ask_one(const struct mgate_handler *hd, struct mgate_session *s, struct held *h)
+{
+    if (h->type == MQTT_CONNECT)
+        return hd->auth_connect ? hd->auth_connect(s, &h->req.connect) : MGATE_IGNORE;
+    if (h->type == MQTT_PUBLISH && h->dir == MGATE_UP)
+        return hd->auth_publish ? hd->auth_publish(s, &h->req.publish) : MGATE_IGNORE;
+    /* SUBSCRIBE, and a broker's PUBLISH (checked as a subscription to its topic) */
+    return hd->auth_subscribe ? hd->auth_subscribe(s, &h->req.subscribe) : MGATE_IGNORE;
+}
+
+enum mgate_verdict chain_ask(struct mgate_session *s, struct held *h)
+{
+    const struct session_params *p = s->p;
+    for (; h->step < p->handler_count; h->step++) {
+        const struct mgate_handler *hd = p->handlers[h->step];
+        enum mgate_verdict v = ask_one(hd, s, h);
+        switch (v) {
+        case MGATE_IGNORE:
+            continue;
+        case MGATE_ALLOW:
+        case MGATE_DENY:
+        case MGATE_PENDING:
+            return v;
+        default:
+            /* Fail closed: a handler bug must not let a packet through. */
+            mgate_log(LOGL_ERROR, s, "handler %s returned %d, not a verdict; denied", hd->name, (int)v);
+            return MGATE_DENY;
+        }
+    }
+    return MGATE_ALLOW;
+}
+
+void chain_connect(struct mgate_session *s)
+{
+    for (unsigned i = 0; i < s->p->handler_count; i++)
+        if (s->p->handlers[i]->connect)
+            s->p->handlers[i]->connect(s);
+}
+
+void chain_publish(struct mgate_session *s, const struct mgate_publish_req *req)
+{
+    for (unsigned i = 0; i < s->p->handler_count; i++)
+        if (s->p->handlers[i]->publish)
+            s->p->handlers[i]->publish(s, req);
+}
+
+void chain_subscribe(struct mgate_session *s, const struct mgate_subscribe_req *req)
+{
+    for (unsigned i = 0; i < s->p->handler_count; i++)
+        if (s->p->handlers[i]->subscribe)
+            s->p->handlers[i]->subscribe(s, req);
+}
+
+bool chain_wants_unsubscribe(const struct mgate_session *s)
+{
+    for (unsigned i = 0; i < s->p->handler_count; i++)
+        if (s->p->handlers[i]->unsubscribe)
+            return true;
+    return false;
+}
+
+void chain_unsubscribe(struct mgate_session *s, const struct mgate_unsubscribe_req *req)
+{
+    for (unsigned i = 0; i < s->p->handler_count; i++)
+        if (s->p->handlers[i]->unsubscribe)
+            s->p->handlers[i]->unsubscribe(s, req);
+}
+
+void chain_disconnect(struct mgate_session *s)
+{
+    for (unsigned i = 0; i < s->p->handler_count; i++)
+        if (s->p->handlers[i]->disconnect)
+            s->p->handlers[i]->disconnect(s);
+}
