@@ -6,11 +6,16 @@
  *             username "baduser"          -> refused (bad user name or password)
  *             username "slow" / "slowdeny" -> verdict 200 ms later: allow / deny
  *             client id "rename-me"       -> forwarded as "renamed"
+ *             username "pass-*"           -> no opinion (MGATE_IGNORE): the next handler
+ *                                            of the chain decides (MGATE_HANDLER=example,acl)
+ *             username "latepass-*"       -> no opinion either, given 150 ms later
  *   PUBLISH   topic containing "forbidden" -> refused
  *             topic "rewrite/X"            -> forwarded as "rewritten/X"
  *             topic "slow/..."            -> verdict 100 ms later (allow)
  *   SUBSCRIBE filters containing "forbidden" are refused, the rest go through
  *   delivery  broker PUBLISH on a topic containing "secret" is not delivered
+ *   Any other PUBLISH, SUBSCRIBE or delivery: no opinion (MGATE_IGNORE), so
+ *             alone it goes through, and in a chain the next handler decides.
  *   interceptor (before the handler): a client PUBLISH whose payload is
  *             "intercept-drop" is dropped without a trace (no PUBACK either)
  *
@@ -80,6 +85,10 @@ static enum mgate_verdict auth_connect(mgate_session *s, struct mgate_connect_re
         return answer_later(s, req, 200, MGATE_ALLOW);
     if (req->has_username && equals(req->username, "slowdeny"))
         return answer_later(s, req, 200, MGATE_DENY);
+    if (req->has_username && has_prefix(req->username, "pass-"))
+        return MGATE_IGNORE;
+    if (req->has_username && has_prefix(req->username, "latepass-"))
+        return answer_later(s, req, 150, MGATE_IGNORE);
     if (equals(req->client_id, "rename-me"))
         req->client_id = (mgate_bytes){(const uint8_t *)"renamed", 7};
     return MGATE_ALLOW;
@@ -101,18 +110,18 @@ static enum mgate_verdict auth_publish(mgate_session *s, struct mgate_publish_re
     }
     if (has_prefix(req->topic, "slow/"))
         return answer_later(s, req, 100, MGATE_ALLOW);
-    return MGATE_ALLOW;
+    return MGATE_IGNORE; /* no opinion: allowed, unless a later handler objects */
 }
 
 static enum mgate_verdict auth_subscribe(mgate_session *s, struct mgate_subscribe_req *req)
 {
     (void)s;
     if (req->dir == MGATE_DOWN)
-        return contains(req->filters[0].filter, "secret") ? MGATE_DENY : MGATE_ALLOW;
+        return contains(req->filters[0].filter, "secret") ? MGATE_DENY : MGATE_IGNORE;
     for (uint32_t i = 0; i < req->count; i++)
         if (contains(req->filters[i].filter, "forbidden"))
             req->filters[i].denied = true;
-    return MGATE_ALLOW;
+    return MGATE_IGNORE; /* the rest is up to the next handler, if any */
 }
 
 static void on_connect(mgate_session *s)

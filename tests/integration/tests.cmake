@@ -22,6 +22,7 @@ set(MGATE_INTEGRATION_TESTS
   admin       60
   limits      60
   packaging   60
+  acl         120
 )
 
 while(MGATE_INTEGRATION_TESTS)
