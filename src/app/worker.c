@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "front/ws.h"
+#include "handlers/acl.h"
 #include "net/fetch.h"
 #include "net/tls.h"
 
@@ -196,6 +197,7 @@ void worker_join(struct worker *w)
     ws_loop_free(w->loop);  /* libwebsockets and its libuv loop */
     tls_loop_free(w->loop); /* revocation checks in flight, then libcurl's state */
     fetch_loop_free(w->loop);
+    acl_loop_free(w->loop); /* password checks in flight */
     loop_free(w->loop);
     w->loop = NULL;
 }

@@ -7,7 +7,10 @@
  *              username from the certificate (USE_CN_AS_USERNAME): allowed,
  *              the handshake proved it;
  *              otherwise, with a password file: the user must be in it and
- *              the password must match (refused: CONNACK 4 / 0x86);
+ *              the password must match (refused: CONNACK 4 / 0x86); an
+ *              entry costlier than ACL_INLINE_MAX_ITERATIONS is checked on
+ *              acl_pool.c's threads while the verdict is pending (pool
+ *              full: CONNACK 3 / 0x89, server busy);
  *              without one: passed on (MGATE_IGNORE), so a later handler
  *              may authenticate; if none does, the name is believed, as
  *              mosquitto believes it without a password_file.
@@ -110,6 +113,25 @@ static enum mgate_verdict refuse_connect(mgate_session *s, struct mgate_connect_
     return MGATE_DENY;
 }
 
+enum check { CHECK_PASSWORD, CHECK_UNKNOWN, CHECK_NO_PASSWORD };
+
+static enum mgate_verdict verdict(mgate_session *s, struct mgate_connect_req *req, enum check check, bool ok)
+{
+    if (check == CHECK_UNKNOWN)
+        return refuse_connect(s, req, MGATE_REASON_BAD_USER_OR_PASSWORD, "unknown user");
+    if (check == CHECK_NO_PASSWORD)
+        return refuse_connect(s, req, MGATE_REASON_BAD_USER_OR_PASSWORD, "no password");
+    if (!ok)
+        return refuse_connect(s, req, MGATE_REASON_BAD_USER_OR_PASSWORD, "wrong password");
+    return MGATE_ALLOW;
+}
+
+/* A costly hash checked on the pool: back on the session's loop. */
+static void verified(void *s, void *req, int check, bool ok)
+{
+    mgate_resume(s, req, verdict(s, req, (enum check)check, ok));
+}
+
 static enum mgate_verdict auth_connect(mgate_session *s, struct mgate_connect_req *req)
 {
     const struct acl_db *db = db_get();
@@ -127,14 +149,15 @@ static enum mgate_verdict auth_connect(mgate_session *s, struct mgate_connect_re
     const struct acl_user *u = acl_db_user(db, user.p, user.len);
     bool known = u && u->pw.kind;
     /* An unknown user costs what a known one does: timing tells no names. */
-    bool ok = acl_password_verify(known ? &u->pw : &db->dummy, req->password.p,
-                                  req->has_password ? req->password.len : 0);
-    if (!known)
-        return refuse_connect(s, req, MGATE_REASON_BAD_USER_OR_PASSWORD, "unknown user");
-    if (!req->has_password || !ok)
-        return refuse_connect(s, req, MGATE_REASON_BAD_USER_OR_PASSWORD,
-                              req->has_password ? "wrong password" : "no password");
-    return MGATE_ALLOW;
+    const struct acl_password *pw = known ? &u->pw : &db->dummy;
+    enum check check = !known ? CHECK_UNKNOWN : !req->has_password ? CHECK_NO_PASSWORD : CHECK_PASSWORD;
+    uint32_t len = req->has_password ? req->password.len : 0;
+    if (pw->kind == ACL_HASH_PBKDF2_SHA512 && pw->iterations > ACL_INLINE_MAX_ITERATIONS) {
+        if (acl_pool_verify(session_loop(s), s, req, (int)check, pw, req->password.p, len, verified) == 0)
+            return MGATE_PENDING;
+        return refuse_connect(s, req, MGATE_REASON_SERVER_BUSY, "too many password checks in progress");
+    }
+    return verdict(s, req, check, acl_password_verify(pw, req->password.p, len));
 }
 
 static struct acl_who who_of(const mgate_session *s)
@@ -258,6 +281,7 @@ void acl_reload(void)
 /* After the workers are gone: their thread caches die with them. */
 void acl_stop(void)
 {
+    acl_pool_stop();
     pthread_mutex_lock(&acl.lock);
     while (acl.all) {
         struct snapshot *sn = acl.all;

@@ -125,4 +125,25 @@ void acl_reload(void);
 /* After the workers stopped. */
 void acl_stop(void);
 
+/* ---- expensive hashes (acl_pool.c) ---- */
+
+/* $7$ entries with more iterations than this are verified on the pool's
+ * threads, not on the loop (101, mosquitto_passwd's count, costs ~45 us). */
+#define ACL_INLINE_MAX_ITERATIONS 200u
+/* Verifications queued or running at once, process-wide; beyond, CONNECT
+ * is refused as "server busy" rather than queued without bound. */
+#define ACL_POOL_MAX_JOBS 256u
+
+struct loop;
+/* Verify password against pw on a pool thread, then call done(s, req, tag,
+ * ok) on loop l.  0, or -1 when the pool is full (or out of memory):
+ * nothing was started. */
+typedef void acl_verified_fn(void *s, void *req, int tag, bool ok);
+int acl_pool_verify(struct loop *l, void *s, void *req, int tag, const struct acl_password *pw,
+                    const uint8_t *password, size_t len, acl_verified_fn *done);
+/* A worker's loop is going away: drop its jobs (waiting for running ones). */
+void acl_loop_free(struct loop *l);
+/* Stop the pool's threads (after the workers are gone). */
+void acl_pool_stop(void);
+
 #endif

@@ -413,6 +413,7 @@ bool mgate_session_cert(const mgate_session *s, struct mgate_cert *out)
 }
 const char *mgate_session_listener(const mgate_session *s) { return s->p->listener; }
 bool session_username_from_cert(const struct mgate_session *s) { return s->p->cn_as_username; }
+struct loop *session_loop(const struct mgate_session *s) { return s->loop; }
 uint64_t mgate_session_id(const mgate_session *s) { return s->id; }
 bool mgate_session_closed(const mgate_session *s) { return s->state == SESSION_CLOSING; }
 void *mgate_session_data(const mgate_session *s) { return s->user_data; }

@@ -79,6 +79,9 @@ void session_set_token(struct mgate_session *s, const char *token, size_t len);
 /* Whether the session's username is its certificate's CN
  * (USE_CN_AS_USERNAME): an identity the TLS handshake proved. */
 bool session_username_from_cert(const struct mgate_session *s);
+/* The loop the session runs on (a handler that answers from another
+ * thread wakes it). */
+struct loop *session_loop(const struct mgate_session *s);
 
 /* The client's verified certificate when TLS ended in front of the
  * session's own connection (wss through the TLS bridge). */

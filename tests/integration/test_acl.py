@@ -472,6 +472,56 @@ def chain(t, tmp, broker, pwfile, aclfile):
     g.stop()
 
 
+def pbkdf2_line(user, password, iterations):
+    """A $7$ line with a chosen iteration count, written here with hashlib (mosquitto_passwd 2.0.11
+    always writes 101): PBKDF2-HMAC-SHA512, 12 bytes of salt, 64 bytes of hash, standard base64."""
+    import base64
+    import hashlib
+    salt = os.urandom(12)
+    dk = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, 64)
+    return f"{user}:$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(dk).decode()}\n"
+
+
+def costly_hashes(t, tmp, broker, pwfile, aclfile):
+    """$7$ entries with 50000 iterations (~20 ms each) are checked off the loop: while 30 such CONNECTs
+    are being checked, a connected client's PINGREQ is answered at once."""
+    slow_pw = os.path.join(tmp, "slow.pw")
+    write(slow_pw, open(pwfile).read() + pbkdf2_line("slowhash", "slow-pw", 50000))
+    g = h.Mgate(tmp, broker.port, MGATE_HANDLER="acl", MGATE_ACL_PASSWORD_FILE=slow_pw, MGATE_ACL_FILE=aclfile,
+                MGATE_WORKERS="1")
+    t.eq(connack(g.port, 4, "slow-ok", "slowhash", "slow-pw"), 0, "50000 iterations, right password: CONNACK 0")
+    t.eq(connack(g.port, 5, "slow-bad", "slowhash", "slow-pwx"), 0x86, "50000 iterations, wrong password: CONNACK 0x86")
+    t0 = time.monotonic()
+    t.eq(connack(g.port, 4, "slow-one", "slowhash", "slow-pw"), 0, "(one check, timed)")
+    one = time.monotonic() - t0
+    watcher = login(g.port, 4, "dev00001", "slow-watch")
+    n = 30
+    clients = [h.RawClient(g.port) for _ in range(n)]
+    t0 = time.monotonic()
+    for i, c in enumerate(clients):
+        c.version = 4
+        c.send(h.connect_packet(4, f"slow-{i}", username="slowhash", password=b"slow-pw"))
+    time.sleep(0.02)  # let mgate read them all before the ping
+    p0 = time.monotonic()
+    pong = watcher.ping(5.0)
+    ping = time.monotonic() - p0
+    codes = []
+    for c in clients:
+        try:
+            p = c.read_packet(10.0)
+            codes.append(p.body[1] if p.type == h.CONNACK else None)
+        except (TimeoutError, h.Closed):
+            codes.append(None)
+        c.close()
+    total = time.monotonic() - t0
+    t.eq(codes, [0] * n, f"{n} costly CONNECTs at once: all CONNACK 0 ({total * 1000:.0f} ms, one alone {one * 1000:.0f} ms)")
+    t.check(pong and ping < max(0.1, total / 4),
+            f"meanwhile a PINGREQ on the same worker is answered in {ping * 1000:.0f} ms (the loop is not blocked)",
+            f"ping {ping * 1000:.0f} ms, checks {total * 1000:.0f} ms")
+    watcher.close()
+    g.stop()
+
+
 def main():
     h.need_binaries()
     t = h.Checks("acl")
@@ -492,6 +542,7 @@ def main():
         t.case("SIGHUP", reload, t, tmp, broker, pwfile, aclfile)
         t.case("start-up errors", startup_errors, t, tmp, broker, pwfile, aclfile)
         t.case("chain", chain, t, tmp, broker, pwfile, aclfile)
+        t.case("costly hashes off the loop", costly_hashes, t, tmp, broker, pwfile, aclfile)
         t.case("USE_CN_AS_USERNAME", cn_as_username, t, tmp, broker, aclfile, pwfile)
         return h.finish(t)
 
