@@ -75,6 +75,7 @@ enum mgate_reason {
     MGATE_REASON_BAD_USER_OR_PASSWORD = 0x86, /* 3.1.1 CONNACK 4 */
     MGATE_REASON_BAD_CLIENT_ID = 0x85,        /* 3.1.1 CONNACK 2 */
     MGATE_REASON_SERVER_BUSY = 0x89,          /* 3.1.1 CONNACK 3 */
+    MGATE_REASON_SERVER_UNAVAILABLE = 0x88,   /* 3.1.1 CONNACK 3 */
 };
 
 struct mgate_connect_req {

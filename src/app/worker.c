@@ -12,6 +12,7 @@
 #include "core/metrics.h"
 #include "front/ws.h"
 #include "handlers/acl.h"
+#include "handlers/handlers.h"
 #include "net/fetch.h"
 #include "net/tls.h"
 
@@ -196,6 +197,7 @@ void worker_join(struct worker *w)
         close(w->ctl.fd);
     ws_loop_free(w->loop);  /* libwebsockets and its libuv loop */
     tls_loop_free(w->loop); /* revocation checks in flight, then libcurl's state */
+    webhook_loop_free(w->loop); /* its requests, before libcurl's state goes */
     fetch_loop_free(w->loop);
     acl_loop_free(w->loop); /* password checks in flight */
     loop_free(w->loop);

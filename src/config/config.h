@@ -135,6 +135,13 @@ struct mgate_config {
     char *acl_password_file;         /* MGATE_ACL_PASSWORD_FILE: mosquitto password_file */
     char *acl_file;                  /* MGATE_ACL_FILE: mosquitto acl_file */
     bool acl_allow_anonymous;        /* MGATE_ACL_ALLOW_ANONYMOUS, default false */
+
+    /* the `http` handler (ours): an auth webhook */
+    char *webhook_url;               /* MGATE_WEBHOOK_URL: http:// or https:// */
+    uint32_t webhook_timeout_ms;     /* MGATE_WEBHOOK_TIMEOUT, default 2 s */
+    unsigned webhook_concurrency;    /* MGATE_WEBHOOK_CONCURRENCY: requests in flight per worker, default 128 */
+    uint32_t webhook_cache_ttl_ms;   /* MGATE_WEBHOOK_CACHE_TTL: 0 (default) = no cache */
+    char *webhook_on_error;          /* MGATE_WEBHOOK_ON_ERROR: deny (default), allow or ignore */
 };
 
 /*

@@ -88,7 +88,7 @@ void *loop_owner(const struct loop *l);
  * multi handle, the TLS module's pending checks): one pointer each, owned
  * and freed by that layer.  A fixed list, so the loop stays ignorant of
  * what they hold. */
-enum loop_slot { LOOP_SLOT_FETCH, LOOP_SLOT_TLS, LOOP_SLOT_UV, LOOP_SLOT_WS, LOOP_SLOT_ACL, LOOP_SLOT_COUNT };
+enum loop_slot { LOOP_SLOT_FETCH, LOOP_SLOT_TLS, LOOP_SLOT_UV, LOOP_SLOT_WS, LOOP_SLOT_ACL, LOOP_SLOT_WEBHOOK, LOOP_SLOT_COUNT };
 void **loop_slot(struct loop *l, enum loop_slot s);
 
 #endif

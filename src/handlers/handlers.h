@@ -8,6 +8,7 @@
 extern const struct mgate_handler mgate_log_handler;
 extern const struct mgate_handler mgate_noop_handler;
 extern const struct mgate_handler mgate_acl_handler;
+extern const struct mgate_handler mgate_http_handler;
 
 /* Find a handler by name among `extra` (NULL-terminated, may be NULL; they
  * win over built-ins of the same name) and the built-ins.  NULL when unknown. */
@@ -33,5 +34,11 @@ int handlers_start(const struct mgate_handler *const *chain, unsigned n, const s
                    char *err, size_t errlen);
 void handlers_reload(void);
 void handlers_stop(void);
+
+/* The `http` handler (webhook.c): start checks MGATE_WEBHOOK_*; a worker's
+ * loop going away cancels its requests. */
+int webhook_start(const struct mgate_config *cfg, char *err, size_t errlen);
+struct loop;
+void webhook_loop_free(struct loop *l);
 
 #endif

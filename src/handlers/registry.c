@@ -5,7 +5,7 @@
 #include "handlers/handlers.h"
 
 static const struct mgate_handler *const builtins[] = {&mgate_log_handler, &mgate_noop_handler, &mgate_acl_handler,
-                                                       NULL};
+                                                       &mgate_http_handler, NULL};
 
 const struct mgate_handler *handler_find(const char *name, const struct mgate_handler *const *extra)
 {
@@ -69,9 +69,18 @@ static bool acl_started;
 int handlers_start(const struct mgate_handler *const *chain, unsigned n, const struct mgate_config *cfg,
                    char *err, size_t errlen)
 {
-    bool acl = false;
-    for (unsigned i = 0; i < n; i++)
+    bool acl = false, http = false;
+    for (unsigned i = 0; i < n; i++) {
         acl |= chain[i] == &mgate_acl_handler;
+        http |= chain[i] == &mgate_http_handler;
+    }
+    if (http && webhook_start(cfg, err, errlen) < 0)
+        return -1;
+    if (!http && *cfg->webhook_url) {
+        snprintf(err, errlen, "MGATE_WEBHOOK_URL is set, but MGATE_HANDLER (\"%s\") does not name http, so nothing would "
+                              "call it", cfg->handler);
+        return -1;
+    }
     if (!acl) {
         /* Rules that nothing enforces would be a silent hole. */
         const char *set = *cfg->acl_password_file ? "MGATE_ACL_PASSWORD_FILE" : *cfg->acl_file ? "MGATE_ACL_FILE" : NULL;

@@ -886,6 +886,31 @@ class RawClient:
                 return out, True
 
 
+def connect_burst(port, version, logins, timeout=10.0, between=None):
+    """One connection per (client_id, username, password) of logins, every CONNECT sent before any
+    answer is read. between(), if given, runs after the last CONNECT went out. Returns the CONNACK
+    codes in order (None for a connection closed without one) and the seconds from the first
+    CONNECT to the last answer."""
+    clients = [RawClient(port) for _ in logins]
+    t0 = time.monotonic()
+    for c, (cid, user, password) in zip(clients, logins):
+        c.version = version
+        c.send(connect_packet(version, cid, username=user, password=password))
+    if between:
+        between()
+    codes = []
+    for c in clients:
+        try:
+            p = c.read_packet(timeout)
+            codes.append(p.body[1] if p.type == CONNACK else None)
+        except (TimeoutError, Closed):
+            codes.append(None)
+    took = time.monotonic() - t0
+    for c in clients:
+        c.close()
+    return codes, took
+
+
 def raw_client(port, version, client_id, **kw):
     """A connected RawClient; raises when CONNACK is not 0."""
     c = RawClient(port)

@@ -23,6 +23,7 @@ set(MGATE_INTEGRATION_TESTS
   limits      60
   packaging   60
   acl         120
+  webhook     90
 )
 
 while(MGATE_INTEGRATION_TESTS)
