@@ -196,6 +196,7 @@ static const char *skip_string(const char *p, const char *end)
  * malformed. */
 static const char *skip_value(const char *p, const char *end)
 {
+    char open[64]; /* the closers expected, innermost last */
     int depth = 0;
     for (;;) {
         p = skip_ws(p, end);
@@ -203,7 +204,9 @@ static const char *skip_value(const char *p, const char *end)
             return NULL;
         char c = *p;
         if (c == '{' || c == '[') {
-            depth++;
+            if (depth == (int)sizeof(open))
+                return NULL;
+            open[depth++] = c == '{' ? '}' : ']';
             p++;
             continue;
         }
@@ -217,7 +220,7 @@ static const char *skip_value(const char *p, const char *end)
             if (!(p = skip_string(p, end)))
                 return NULL;
         } else if (c == '}' || c == ']') {
-            if (--depth < 0)
+            if (!depth || open[--depth] != c)
                 return NULL;
             p++;
         } else { /* a number, true, false, null */
@@ -281,6 +284,11 @@ static enum result parse_answer(const uint8_t *body, size_t len, bool *found)
             return skip_ws(p + 1, end) == end ? r : R_ERROR;
         return R_ERROR;
     }
+}
+
+int webhook_parse_answer(const uint8_t *body, size_t len, bool *found)
+{
+    return (int)parse_answer(body, len, found);
 }
 
 /* ---- per-worker state -------------------------------------------------- */
