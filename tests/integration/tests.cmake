@@ -18,6 +18,7 @@ set(MGATE_INTEGRATION_TESTS
   tls_reload  60
   tls_upstream 60
   ws          90
+  ws_js       90
 )
 
 while(MGATE_INTEGRATION_TESTS)
