@@ -19,6 +19,7 @@ set(MGATE_INTEGRATION_TESTS
   tls_upstream 60
   ws          90
   ws_js       90
+  ws_browser  60
 )
 
 while(MGATE_INTEGRATION_TESTS)
