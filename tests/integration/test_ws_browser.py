@@ -10,8 +10,6 @@ import base64
 import http.server
 import json
 import os
-import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -152,7 +150,7 @@ def browse(t, tmp, server, origin_host, runs, spki=None, what=""):
                 except ProcessLookupError:
                     pass
     t.check(report is not None, f"{what}: Chromium loaded the page and it reported ({time.monotonic() - t0:.1f} s)",
-            open(log, errors="replace").read()[-800:])
+            h.LogFile(log).text()[-800:])
     t.check(left, f"{what}: Chromium and its helper processes are gone after SIGTERM to its PID")
     return report or {"results": []}
 
