@@ -24,6 +24,8 @@ set(MGATE_INTEGRATION_TESTS
   packaging   60
   acl         120
   webhook     90
+  ws_js       90
+  ws_browser  60
 )
 
 while(MGATE_INTEGRATION_TESTS)
