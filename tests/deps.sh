@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what building, running and testing mgate needs on Debian 12, and
 # nothing when it is all there already.  Used by tests/run.sh and
-# examples/demo.sh; the Dockerfile installs the same list.  Then the MQTT.js
+# examples/demo.sh; the Dockerfile's build stage installs the build part of it
+# (test_packaging checks that it stays a subset).  Then the MQTT.js
 # clients of the WebSocket tests (tests/js, from its package-lock.json) when
 # tests/js/node_modules is missing or was installed from another lockfile.
 set -euo pipefail
@@ -11,7 +12,7 @@ PACKAGES=(
   build-essential cmake pkg-config clang libclang-rt-14-dev    # build, sanitizers, fuzzer
   libssl-dev libinih-dev libcurl4-openssl-dev                  # run-time libraries
   libwebsockets-dev libwebsockets-evlib-uv libuv1-dev node-llhttp
-  mosquitto mosquitto-clients python3 python3-paho-mqtt        # test peers
+  mosquitto mosquitto-clients python3 python3-paho-mqtt python3-yaml  # test peers; YAML: test_packaging
   nodejs npm chromium                                          # MQTT.js and a browser (tests/js)
   haproxy valgrind                                             # bench/run.sh --smoke
   openssl iproute2                                             # PKI, OCSP responder, s_client

@@ -25,7 +25,12 @@
 #define WS_MAX_UPGRADE 4096
 
 struct ws_front;
+/* One lws context per listener, each with its one vhost: lws re-picks a
+ * connection's vhost from its Host header among the vhosts of a context
+ * (falling back to the first on the same "port", and ours all have none),
+ * which would let a client of one listener use another's settings. */
 struct ws_listener {
+    struct lws_context *ctx;
     struct lws_vhost *vh;
     SSL_CTX *client_tls; /* wss brokers: our reference, lws borrows it */
     lws_retry_bo_t idle; /* WS_PING_*: lws keeps a pointer */
@@ -37,8 +42,8 @@ struct ws_listener {
 };
 
 struct ws_front {
-    struct lws_context *ctx;
     struct loop *l;
+    uv_loop_t *uv;
     struct ws_listener ls[8];
     unsigned nls;
     uint8_t out[LWS_PRE + WS_WRITE_CHUNK];
@@ -164,8 +169,10 @@ static bool origin_allowed(struct lws *wsi, const struct ws_listener *wl)
 {
     const char *list = wl->p->allowed_origins ? wl->p->allowed_origins : "";
     char origin[256];
-    if (!*list || lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN) <= 0)
+    if (!*list || !lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN))
         return true;
+    if (lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN) <= 0)
+        return false; /* longer than any origin we could have been told to allow */
     size_t n = strlen(origin);
     for (const char *p = list; *p;) {
         p += strspn(p, " ,");
@@ -183,8 +190,10 @@ static bool origin_allowed(struct lws *wsi, const struct ws_listener *wl)
 static bool subprotocol_ok(struct lws *wsi)
 {
     char list[256];
-    if (lws_hdr_copy(wsi, list, sizeof(list), WSI_TOKEN_PROTOCOL) <= 0)
+    if (!lws_hdr_total_length(wsi, WSI_TOKEN_PROTOCOL))
         return true; /* none asked for: the first, "mqtt" */
+    if (lws_hdr_copy(wsi, list, sizeof(list), WSI_TOKEN_PROTOCOL) <= 0)
+        return false;
     for (char *save = NULL, *p = strtok_r(list, ", ", &save); p; p = strtok_r(NULL, ", ", &save))
         if (!strcmp(p, "mqtt") || !strcmp(p, "mqttv3.1"))
             return true;
@@ -386,21 +395,39 @@ static struct ws_front *front_get(struct loop *l)
     uv_loop_t *uv = uvloop_get(l);
     if (!uv || !(f = calloc(1, sizeof(*f))))
         return NULL;
-    void *loops[1] = {uv};
+    lws_set_log_level(LLL_ERR | LLL_WARN, lws_log);
+    f->l = l;
+    f->uv = uv;
+    *slot(l) = f;
+    return f;
+}
+
+static struct lws_context *context_new(struct ws_front *f)
+{
+    void *loops[1] = {f->uv};
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof(info));
     info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
     info.foreign_loops = loops;
     info.max_http_header_data = WS_MAX_UPGRADE; /* a larger upgrade request is refused */
     info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT; /* wss brokers */
-    lws_set_log_level(LLL_ERR | LLL_WARN, lws_log);
-    if (!(f->ctx = lws_create_context(&info))) {
-        free(f);
-        return NULL;
+    return lws_create_context(&info);
+}
+
+/* lws 4.1.6 with a foreign loop: the first destroy starts closing a
+ * context's uv handles, whose close callbacks live in the evlib plugin;
+ * they must run before the second destroy frees the context and unloads
+ * the plugin. */
+static void contexts_destroy(struct loop *l, struct ws_listener *ls, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        lws_context_destroy(ls[i].ctx);
+    for (int i = 0; i < 8; i++)
+        uvloop_kick(l);
+    for (unsigned i = 0; i < n; i++) {
+        lws_context_destroy(ls[i].ctx);
+        ls[i].ctx = NULL;
     }
-    f->l = l;
-    *slot(l) = f;
-    return f;
 }
 
 static struct ws_listener *listener_get(struct ws_front *f, const struct session_params *p, struct session_list *list)
@@ -434,9 +461,11 @@ static struct ws_listener *listener_get(struct ws_front *f, const struct session
     wl->p = p;
     wl->list = list;
     wl->front = f;
-    if (!(wl->vh = lws_create_vhost(f->ctx, &info))) {
+    if (!(wl->ctx = context_new(f)) || !(wl->vh = lws_create_vhost(wl->ctx, &info))) {
         SSL_CTX_free(wl->client_tls);
-        wl->client_tls = NULL;
+        if (wl->ctx)
+            contexts_destroy(f->l, wl, 1);
+        memset(wl, 0, sizeof(*wl));
         return NULL;
     }
     f->nls++;
@@ -490,7 +519,7 @@ struct conn *ws_dial(struct loop *l, const struct session_params *p, const struc
     struct lws *wsi = NULL;
     struct lws_client_connect_info ci;
     memset(&ci, 0, sizeof(ci));
-    ci.context = f->ctx;
+    ci.context = wl->ctx;
     ci.vhost = wl->vh;
     ci.address = p->target_host;
     ci.port = p->target_port;
@@ -528,14 +557,7 @@ void ws_loop_free(struct loop *l)
          * next writeable callbacks: let them run before lws is torn down. */
         for (int i = 0; i < 4; i++)
             uvloop_kick(l);
-        /* lws 4.1.6 with a foreign loop: the first destroy starts closing its
-         * uv handles, whose close callbacks live in the evlib plugin; they
-         * must run before the second destroy frees the context and unloads
-         * the plugin. */
-        lws_context_destroy(f->ctx);
-        for (int i = 0; i < 8; i++)
-            uvloop_kick(l);
-        lws_context_destroy(f->ctx);
+        contexts_destroy(l, f->ls, f->nls);
         for (unsigned i = 0; i < f->nls; i++)
             SSL_CTX_free(f->ls[i].client_tls);
         free(f);

@@ -44,10 +44,10 @@ def refused_code(port, client_id, protocol):
 class RawWs:
     """A WebSocket client that frames bytes as the test says (masked, binary)."""
 
-    def __init__(self, port, path="/mqtt", protocol="mqtt", origin=None):
+    def __init__(self, port, path="/mqtt", protocol="mqtt", origin=None, host=h.HOST):
         self.s = socket.create_connection((h.HOST, port), timeout=5)
         key = base64.b64encode(os.urandom(16)).decode()
-        req = (f"GET {path} HTTP/1.1\r\nHost: {h.HOST}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        req = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n")
         if protocol:
             req += f"Sec-WebSocket-Protocol: {protocol}\r\n"
@@ -430,6 +430,52 @@ def wss_revocation(t, tmp, broker):
                 t.check(not broker.saw_client(cid, bmark), f"{what}: the broker never saw it")
 
 
+def two_listeners(t, tmp):
+    """ws:// and wss:// listeners of one process, each to its own broker, with its own
+    ALLOWED_ORIGINS: whichever was used first, every connection keeps its own listener's settings
+    (lws re-picks a vhost from the Host header; each listener has a context of its own)."""
+    pki = h.Pki(tmp)
+    a, b = h.start_mosquitto(tmp), h.start_mosquitto(tmp)
+    ws_port, wss_port = h.free_ports(2)
+    tls = "MGATE_MQTT_WS_WITH_TLS_"
+    g = h.Mgate(tmp, a.port, port=ws_port, MGATE_MQTT_WITHOUT_TLS_PORT=None, **ws_env(a.port, ws_port), **{
+        WS + "ALLOWED_ORIGINS": "https://good.example",
+        tls + "HOST": h.HOST, tls + "PORT": wss_port, tls + "TARGET_HOST": h.HOST, tls + "TARGET_PORT": b.port,
+        tls + "TARGET_PROTOCOL": "mqtt", tls + "PATH_PREFIX": "/other",
+        tls + "CERT_FILE": pki["server.crt"], tls + "KEY_FILE": pki["server.key"]})
+    mqtt = h.paho()
+    for order in (("ws", "wss"), ("wss", "ws")):
+        for kind in order:
+            cid = f"two-{kind}-{order[0]}"
+            c = mqtt.Client(cid, transport="websockets")
+            c.ws_set_options(path="/mqtt" if kind == "ws" else "/other",
+                             headers={"Origin": "https://good.example"})  # paho sends its own otherwise
+            if kind == "wss":
+                c.tls_set(ca_certs=pki["ca.crt"])
+            rcs = []
+            c.on_connect = lambda cl, u, f, rc, p=None: rcs.append(rc)
+            c.connect("localhost", ws_port if kind == "ws" else wss_port, 30)
+            c.loop_start()
+            h.wait_until(lambda: rcs, 3.0)
+            c.disconnect()
+            c.loop_stop()
+            broker, name = (a, "mqtt_ws_without_tls") if kind == "ws" else (b, "mqtt_ws_with_tls")
+            t.eq(rcs[:1], [0], f"two listeners, {kind} after {order[0]} first: CONNACK 0")
+            t.check(broker.wait_client(cid, 3.0), f"... through its own listener's broker")
+            t.check(g.log.search(r'"listener":"' + name + r'","peer":"[^"]+","client_id":"' + cid) is not None,
+                    f"... logged on {name}")
+    for host in (h.HOST, "mqtt_ws_with_tls"):
+        w = RawWs(ws_port, origin="https://evil.example", host=host)
+        t.check(" 403" in w.status, f"ws listener after wss use, Host {host}: its own ALLOWED_ORIGINS still refuses",
+                w.status)
+        w.s.close()
+    w = RawWs(ws_port, origin="https://" + "a" * 60 + "." + "b" * 60 + "." + "c" * 60 + "." + "d" * 60 + ".example")
+    t.check(" 403" in w.status, "an Origin longer than 256 bytes is refused, not taken for none", w.status)
+    w.s.close()
+    a.stop()
+    b.stop()
+
+
 def bad_requests(t, port):
     w = RawWs(port, path="/elsewhere")
     t.check(" 404" in w.status, "a path outside PATH_PREFIX gets 404", w.status)
@@ -561,6 +607,7 @@ def main():
         t.case("WebSocket broker", ws_broker, t, tmp)
         t.case("wss", wss, t, tmp, broker)
         t.case("wss revocation", wss_revocation, t, tmp, broker)
+        t.case("two listeners", two_listeners, t, tmp)
         t.case("slow reader", slow_reader, t, tmp, broker)
         t.case("close codes", close_codes, t, tmp, broker)
         t.case("pings", pings, t, tmp, broker, port)
