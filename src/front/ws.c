@@ -216,6 +216,15 @@ static int confirm_upgrade(struct lws *wsi, const char *what)
         status = HTTP_STATUS_BAD_REQUEST, why = "no supported subprotocol (mqtt, mqttv3.1)";
     if (!status)
         return 0;
+    struct sockaddr_storage peer;
+    socklen_t plen = sizeof(peer);
+    const struct ws_origin *bridged = lws_get_opaque_user_data(wsi);
+    char addr[64] = "?";
+    if (bridged)
+        sockaddr_format((const struct sockaddr *)&bridged->peer, addr, sizeof(addr));
+    else if (getpeername(lws_get_socket_fd(wsi), (struct sockaddr *)&peer, &plen) == 0)
+        sockaddr_format((const struct sockaddr *)&peer, addr, sizeof(addr));
+    log_msgf(LOGL_INFO, "%s: WebSocket upgrade from %s refused (%u): %s", wl->p->listener, addr, status, why);
     lws_return_http_status(wsi, status, why);
     return -1;
 }

@@ -574,7 +574,8 @@ def pings(t, tmp, broker, plain_port):
     w.s.close()
 
 
-def subprotocols(t, port):
+def subprotocols(t, g):
+    port = g.port
     for proto, want in (("mqtt", "mqtt"), ("mqttv3.1", "mqttv3.1"), ("foo, mqtt", "mqtt"), (None, None)):
         w = RawWs(port, protocol=proto)
         got = re.search(r"(?im)^Sec-WebSocket-Protocol: *(\S+)", w.head)
@@ -584,6 +585,8 @@ def subprotocols(t, port):
     w = RawWs(port, protocol="foo")
     t.check(" 400" in w.status, "a client that offers no MQTT subprotocol gets 400", w.status)
     w.s.close()
+    t.check(g.log.wait(r"WebSocket upgrade from 127\.0\.0\.1:\d+ refused \(400\): no supported subprotocol",
+                                 2.0) is not None, "... and mgate logs the refusal with the peer and why")
 
 
 def main():
@@ -592,14 +595,14 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         broker = h.start_mosquitto(tmp)
         port = h.free_port()
-        h.Mgate(tmp, broker.port, port=port, MGATE_MQTT_WITHOUT_TLS_PORT=None, **ws_env(broker.port, port))
+        g = h.Mgate(tmp, broker.port, port=port, MGATE_MQTT_WITHOUT_TLS_PORT=None, **ws_env(broker.port, port))
         mqtt = h.paho()
         t.case("3.1.1 counts", counts, t, port, "311", mqtt.MQTTv311)
         t.case("5.0 counts", counts, t, port, "5", mqtt.MQTTv5)
         t.case("big payload", big, t, port)
         t.case("framing", framing, t, port, broker)
         t.case("bad requests", bad_requests, t, port)
-        t.case("subprotocols", subprotocols, t, port)
+        t.case("subprotocols", subprotocols, t, g)
         t.case("refusals", refusals, t, tmp, broker)
         t.case("Authorization token", token, t, tmp)
         t.case("allowed origins", origins, t, tmp, broker)
