@@ -37,20 +37,6 @@ for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null && break; s
 set -a
 # shellcheck source=examples/config/mgate.env
 . examples/config/mgate.env
-# MQTT over WebSocket with TLS (wss://127.0.0.1:8084/mgate-ws) and with client
-# certificates checked by OCSP like the MQTT mTLS listener's
-# (wss://127.0.0.1:8085/mgate-ws), to the same mosquitto.
-for l in MGATE_MQTT_WS_WITH_TLS MGATE_MQTT_WS_WITH_MTLS; do
-  export "${l}_HOST=127.0.0.1" "${l}_PATH_PREFIX=/mgate-ws" "${l}_TARGET_HOST=127.0.0.1" \
-    "${l}_TARGET_PORT=$broker_port" "${l}_TARGET_PROTOCOL=mqtt" \
-    "${l}_CERT_FILE=ssl/certs/server.crt" "${l}_KEY_FILE=ssl/certs/server.key"
-done
-unset l
-MGATE_MQTT_WS_WITH_TLS_PORT=8084
-MGATE_MQTT_WS_WITH_MTLS_PORT=8085
-MGATE_MQTT_WS_WITH_MTLS_CLIENT_CA_FILE=ssl/certs/ca.crt
-MGATE_MQTT_WS_WITH_MTLS_CERT_VERIFICATION_METHODS=ocsp
-MGATE_MQTT_WS_WITH_MTLS_OCSP_DEPTH=0
 set +a
 build/mgate &
 mgate=$!
@@ -62,5 +48,5 @@ stop() {
   exit 0
 }
 trap stop INT TERM
-echo "demo: mgate on 127.0.0.1:${MGATE_MQTT_WITHOUT_TLS_PORT} (MQTT), ${MGATE_MQTT_WITH_TLS_PORT} (TLS), ${MGATE_MQTT_WITH_MTLS_PORT} (mTLS + OCSP), ${MGATE_MQTT_WS_WITHOUT_TLS_PORT} (WebSocket), ${MGATE_MQTT_WS_WITH_TLS_PORT} (WebSocket + TLS), ${MGATE_MQTT_WS_WITH_MTLS_PORT} (WebSocket + mTLS + OCSP) -> mosquitto on 127.0.0.1:$broker_port (Ctrl-C stops all)"
+echo "demo: mgate on 127.0.0.1:${MGATE_MQTT_WITHOUT_TLS_PORT} (MQTT), ${MGATE_MQTT_WITH_TLS_PORT} (TLS), ${MGATE_MQTT_WITH_MTLS_PORT} (mTLS + OCSP), ${MGATE_MQTT_WS_WITHOUT_TLS_PORT} (WebSocket), ${MGATE_MQTT_WS_WITH_TLS_PORT} (WebSocket + TLS), ${MGATE_MQTT_WS_WITH_MTLS_PORT} (WebSocket + mTLS + OCSP) -> mosquitto on 127.0.0.1:$broker_port; metrics on http://127.0.0.1:${MGATE_ADMIN_PORT}/metrics (Ctrl-C stops all)"
 wait "$mgate"
