@@ -46,12 +46,15 @@ struct fetch {
     struct fetch *prev, *next; /* in fr->fetches while in flight */
     CURL *easy;
     struct curl_slist *headers;
+    struct curl_slist *connect_to;
+    const struct fetch_stream *stream; /* NULL: the body is collected */
     fetch_cb cb;
     void *ctx;
     uint8_t *body;
     size_t len, cap, max_body;
     bool too_large;  /* the write callback refused more bytes */
     bool delivering; /* inside its own callback: fetch_cancel is a no-op */
+    bool paused;     /* the stream's on_body said FETCH_PAUSE */
     char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -231,6 +234,7 @@ static void fetch_free(struct fetch *f)
     if (f->easy)
         curl_easy_cleanup(f->easy);
     curl_slist_free_all(f->headers);
+    curl_slist_free_all(f->connect_to);
     free(f->body);
     free(f);
 }
@@ -325,6 +329,39 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userp)
     return n;
 }
 
+/* A streamed response, as libcurl hands it over (see fetch.h). */
+static size_t on_stream_header(char *data, size_t size, size_t nmemb, void *userp)
+{
+    struct fetch *f = userp;
+    size_t n = size * nmemb;
+    return f->stream->on_header(f->ctx, data, n) == 0 ? n : 0;
+}
+
+static size_t on_stream_body(char *data, size_t size, size_t nmemb, void *userp)
+{
+    struct fetch *f = userp;
+    size_t n = size * nmemb;
+    switch (f->stream->on_body(f->ctx, (const uint8_t *)data, n)) {
+    case FETCH_TAKEN:
+        return n;
+    case FETCH_PAUSE:
+        f->paused = true;
+        return CURL_WRITEFUNC_PAUSE;
+    default:
+        return 0; /* anything but n aborts the transfer */
+    }
+}
+
+void fetch_resume(struct fetch *f)
+{
+    if (!f || !f->paused)
+        return;
+    f->paused = false;
+    /* libcurl may hand over what it kept from inside this call, and arms its
+     * timer (a "timeout 0": our kick) to go on reading. */
+    curl_easy_pause(f->easy, CURLPAUSE_CONT);
+}
+
 static bool header_value_ok(const char *v) { return !v || strpbrk(v, "\r\n") == NULL; }
 
 static int add_header(struct fetch *f, const char *name, const char *value)
@@ -348,8 +385,15 @@ static int set_headers(struct fetch *f, const struct fetch_request *req, bool ha
     if (!h)
         return -1;
     f->headers = h;
+    if (req->headers) {
+        for (const char *const *line = req->headers; *line; line++) {
+            if (!(h = curl_slist_append(f->headers, *line)))
+                return -1;
+            f->headers = h;
+        }
+    }
     const char *ctype = req->content_type;
-    if (!ctype && has_body)
+    if (!ctype && has_body && !req->headers)
         ctype = "application/octet-stream"; /* not libcurl's form-urlencoded */
     if (ctype && add_header(f, "Content-Type", ctype) != 0)
         return -1;
@@ -364,7 +408,9 @@ static CURLcode set_method(CURL *e, const struct fetch_request *req, bool has_bo
     CURLcode rc = CURLE_OK;
     if (has_body || strcmp(m, "POST") == 0) {
         rc = curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
-        if (rc == CURLE_OK) /* copied: the caller's buffer may go away now */
+        if (rc == CURLE_OK && req->body_borrowed)
+            rc = curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body ? (const char *)req->body : "");
+        else if (rc == CURLE_OK) /* copied: the caller's buffer may go away now */
             rc = curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, req->body ? (const char *)req->body : "");
         if (rc == CURLE_OK && strcmp(m, "POST") != 0)
             rc = curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, m);
@@ -377,7 +423,7 @@ static CURLcode set_method(CURL *e, const struct fetch_request *req, bool has_bo
 }
 
 /* The limits every request gets, whatever the caller asked. */
-static CURLcode set_policy(struct fetch *f, uint32_t timeout_ms)
+static CURLcode set_policy(struct fetch *f, uint32_t timeout_ms, bool stream)
 {
     CURL *e = f->easy;
     CURLcode rc = curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
@@ -402,12 +448,48 @@ static CURLcode set_policy(struct fetch *f, uint32_t timeout_ms)
     FETCH_SET(CURLOPT_NOPROXY, "*");
     FETCH_SET(CURLOPT_USERAGENT, "mgate");
     FETCH_SET(CURLOPT_TIMEOUT_MS, (long)timeout_ms);
-    FETCH_SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)f->max_body);
+    if (!stream)
+        FETCH_SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)f->max_body);
     FETCH_SET(CURLOPT_ERRORBUFFER, f->errbuf);
-    FETCH_SET(CURLOPT_WRITEFUNCTION, on_body);
+    FETCH_SET(CURLOPT_WRITEFUNCTION, stream ? on_stream_body : on_body);
     FETCH_SET(CURLOPT_WRITEDATA, f);
+    if (stream) {
+        FETCH_SET(CURLOPT_HEADERFUNCTION, on_stream_header);
+        FETCH_SET(CURLOPT_HEADERDATA, f);
+    }
     FETCH_SET(CURLOPT_PRIVATE, f);
 #undef FETCH_SET
+    return rc;
+}
+
+/* Where and how to reach a proxied target (all optional). */
+static CURLcode set_target(struct fetch *f, const struct fetch_request *req)
+{
+    CURL *e = f->easy;
+    CURLcode rc = CURLE_OK;
+    if (req->connect_timeout_ms)
+        rc = curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)req->connect_timeout_ms);
+    if (rc == CURLE_OK && req->connect_to) {
+        if (!(f->connect_to = curl_slist_append(NULL, req->connect_to)))
+            return CURLE_OUT_OF_MEMORY;
+        rc = curl_easy_setopt(e, CURLOPT_CONNECT_TO, f->connect_to);
+    }
+    if (rc == CURLE_OK && req->ca_file)
+        rc = curl_easy_setopt(e, CURLOPT_CAINFO, req->ca_file);
+    if (rc == CURLE_OK && req->cert_file)
+        rc = curl_easy_setopt(e, CURLOPT_SSLCERT, req->cert_file);
+    if (rc == CURLE_OK && req->key_file)
+        rc = curl_easy_setopt(e, CURLOPT_SSLKEY, req->key_file);
+    if (rc == CURLE_OK && req->no_verify) {
+        rc = curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+        if (rc == CURLE_OK)
+            rc = curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+    }
+    if (rc == CURLE_OK && req->headers) { /* a proxied request goes as the client wrote it */
+        rc = curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+        if (rc == CURLE_OK)
+            rc = curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
+    }
     return rc;
 }
 
@@ -419,9 +501,18 @@ static int fetch_setup(struct fetch *f, const struct fetch_request *req)
         errno = EINVAL;
         return -1;
     }
+    if (req->headers)
+        for (const char *const *line = req->headers; *line; line++)
+            if (!header_value_ok(*line)) {
+                errno = EINVAL;
+                return -1;
+            }
     f->max_body = req->max_body ? req->max_body : FETCH_DEFAULT_MAX_BODY;
-    uint32_t timeout = req->timeout_ms ? req->timeout_ms : FETCH_DEFAULT_TIMEOUT_MS;
-    CURLcode rc = set_policy(f, timeout);
+    f->stream = req->stream;
+    uint32_t timeout = req->no_timeout ? 0 : req->timeout_ms ? req->timeout_ms : FETCH_DEFAULT_TIMEOUT_MS;
+    CURLcode rc = set_policy(f, timeout, req->stream != NULL);
+    if (rc == CURLE_OK)
+        rc = set_target(f, req);
     if (rc == CURLE_OK)
         rc = curl_easy_setopt(f->easy, CURLOPT_URL, req->url);
     if (rc == CURLE_OK)

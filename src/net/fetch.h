@@ -16,6 +16,7 @@
 #ifndef MGATE_FETCH_H
 #define MGATE_FETCH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -51,7 +52,43 @@ struct fetch_request {
     const char *accept;       /* Accept header, may be NULL */
     uint32_t timeout_ms;      /* whole request; 0 = 5000 */
     size_t max_body;          /* larger answers fail with error "response too large"; 0 = 1 MiB */
+
+    /* For proxying (the HTTP front end); all optional. */
+    const char *const *headers; /* NULL-terminated "Name: value" lines sent as they are
+                                   ("Name:" removes one libcurl would add); with headers,
+                                   content_type and accept get no defaults */
+    bool body_borrowed;         /* body is not copied: it stays valid until the callback
+                                   runs or fetch_cancel */
+    bool no_timeout;            /* no whole-request limit (timeout_ms ignored): the caller
+                                   bounds the request with timers of its own */
+    uint32_t connect_timeout_ms; /* 0: libcurl's */
+    const char *connect_to;     /* "HOST:PORT:ADDRESS:PORT": connect there instead of
+                                   resolving (an address resolved at start: no lookup) */
+    const char *ca_file;        /* https: CA bundle for the target; NULL: the system's */
+    const char *cert_file, *key_file; /* https: our client certificate, or NULL */
+    bool no_verify;             /* https: do not verify the target's certificate */
+    const struct fetch_stream *stream; /* the response goes there as it arrives */
 };
+
+/*
+ * A streamed response: the status line and headers, then the body, are
+ * handed over as they arrive instead of being collected (max_body does not
+ * apply); the final fetch_cb still runs once, with an empty body.  These
+ * run from inside libcurl: they must not start, cancel or resume fetches.
+ */
+enum fetch_take { FETCH_TAKEN = 0, FETCH_PAUSE = 1, FETCH_ABORT = 2 };
+struct fetch_stream {
+    /* One header line as received, CRLF included: the status line (again
+     * for each 1xx answer), each header, then the empty line.  0 or -1
+     * (abort the transfer). */
+    int (*on_header)(void *ctx, const char *line, size_t len);
+    /* Body bytes, de-chunked.  FETCH_PAUSE: not taken; they come again
+     * after fetch_resume. */
+    enum fetch_take (*on_body)(void *ctx, const uint8_t *p, size_t len);
+};
+
+/* Let a paused stream go on (its on_body may run from inside this call). */
+void fetch_resume(struct fetch *f);
 
 /* Once per process, before any thread starts (libcurl's global init is not
  * thread-safe).  Returns 0 or -1. */

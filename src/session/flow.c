@@ -224,6 +224,10 @@ static void finish_held(struct loop *l, struct loop_defer *d)
 
 void mgate_resume(mgate_session *s, const void *req, enum mgate_verdict v)
 {
+    if (s->front) {
+        s->front->resume(s, req, v);
+        return;
+    }
     for (int dir = 0; dir < 2; dir++) {
         struct held *h = s->held[dir];
         if (!h || (const void *)&h->req != req || h->answered)

@@ -98,6 +98,10 @@ static void session_end(struct mgate_session *s)
 
 static void hard_close(struct mgate_session *s)
 {
+    if (s->front) {
+        s->front->close(s);
+        return;
+    }
     if (s->client)
         conn_close(s->client);
     if (s->broker)
@@ -322,7 +326,9 @@ void session_list_drain(struct session_list *list)
     list->draining = true;
     for (struct mgate_session *s = list->head, *next; s; s = next) {
         next = s->next;
-        if (s->version == MQTT_V5 && s->state == SESSION_OPEN) {
+        if (s->front)
+            s->front->drain(s);
+        else if (s->version == MQTT_V5 && s->state == SESSION_OPEN) {
             reply_disconnect(s, MQTT_RC_SERVER_SHUTTING_DOWN);
             session_close_as(s, CONN_END_GOING_AWAY, CONN_END_GOING_AWAY, "shutting down");
         } else if (s->state == SESSION_AWAIT_CONNECT) {
@@ -340,6 +346,53 @@ void session_list_close_all(struct session_list *list)
         hard_close(list->head);
     }
 }
+
+/* ---- sessions of other front ends ------------------------------------ */
+
+struct mgate_session *session_front_start(struct loop *l, const struct sockaddr *peer, const struct session_params *p,
+                                          struct session_list *list, const struct session_front *front, void *ctx)
+{
+    struct mgate_session *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->loop = l;
+    s->p = p;
+    s->refs = 1;
+    s->id = ++list->next_id;
+    s->state = SESSION_OPEN;
+    s->front = front;
+    s->front_ctx = ctx;
+    sockaddr_format(peer, s->peer, sizeof(s->peer));
+    list_add(list, s);
+    METRIC_INC(loop_metrics(l)->sessions_opened[p->listener_id % METRIC_LISTENERS]);
+    mgate_log(LOGL_DEBUG, s, "accepted");
+    return s;
+}
+
+void *session_front_ctx(const struct mgate_session *s) { return s->front_ctx; }
+
+void session_front_connected(struct mgate_session *s)
+{
+    if (s->connect_called || s->ended)
+        return;
+    s->connect_called = true;
+    if (s->p->handler->connect)
+        s->p->handler->connect(s);
+}
+
+void session_front_credentials(struct mgate_session *s, const struct mgate_connect_req *req)
+{
+    session_save_credentials(s, req);
+}
+
+void session_front_end(struct mgate_session *s)
+{
+    s->front_ctx = NULL;
+    session_end(s);
+}
+
+void session_front_hold(struct mgate_session *s) { s->refs++; }
+void session_front_release(struct mgate_session *s) { session_unref(s); }
 
 /* ---- credentials and scratch memory ---------------------------------- */
 

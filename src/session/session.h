@@ -87,6 +87,35 @@ struct loop *session_loop(const struct mgate_session *s);
  * session's own connection (wss through the TLS bridge). */
 void session_set_cert(struct mgate_session *s, const struct tls_peer *cert);
 
+/*
+ * Sessions of front ends that are not MQTT pairs (an HTTP connection): the
+ * front end calls the handler itself with the session, and the session
+ * layer only keeps it listed (counted, drained, closed at the end of the
+ * grace period) and passes mgate_resume on.
+ */
+struct session_front {
+    /* mgate_resume(s, req, v) for a request of this front end: called as the
+     * handler called it, maybe from inside the handler's own callback. */
+    void (*resume)(struct mgate_session *s, const void *req, enum mgate_verdict v);
+    /* Shutdown began: finish what is in flight, then session_front_end. */
+    void (*drain)(struct mgate_session *s);
+    /* Close now (grace period over, teardown): must call session_front_end. */
+    void (*close)(struct mgate_session *s);
+};
+struct mgate_session *session_front_start(struct loop *l, const struct sockaddr *peer, const struct session_params *p,
+                                          struct session_list *list, const struct session_front *front, void *ctx);
+void *session_front_ctx(const struct mgate_session *s);
+/* The front end's request went through auth_connect: the handler's connect
+ * hook runs the first time, so that disconnect follows at the end. */
+void session_front_connected(struct mgate_session *s);
+/* Take the credentials an auth_connect left (for the accessors and logs). */
+void session_front_credentials(struct mgate_session *s, const struct mgate_connect_req *req);
+/* The session is over (disconnect hook, unlisted); it stays allocated while
+ * a verdict is pending: session_front_hold / session_front_release. */
+void session_front_end(struct mgate_session *s);
+void session_front_hold(struct mgate_session *s);
+void session_front_release(struct mgate_session *s);
+
 /* Shutdown: tell 5.0 clients (DISCONNECT 0x8B) and close their pairs now;
  * older clients have no way to be told, they keep going until the grace
  * period ends and session_close_all runs. */
