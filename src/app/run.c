@@ -17,6 +17,7 @@
 #include "app/trim.h"
 #include "app/worker.h"
 #include "core/log.h"
+#include "front/http.h"
 #include "front/ws.h"
 #include "handlers/handlers.h"
 #include "net/conn.h"
@@ -67,7 +68,8 @@ static const char *getenv_cb(void *ctx, const char *name)
 static bool listener_supported(enum listener_id id)
 {
     return id == LISTENER_MQTT || id == LISTENER_MQTT_TLS || id == LISTENER_MQTT_MTLS || id == LISTENER_WS ||
-           id == LISTENER_WS_TLS || id == LISTENER_WS_MTLS;
+           id == LISTENER_WS_TLS || id == LISTENER_WS_MTLS || id == LISTENER_HTTP || id == LISTENER_HTTP_TLS ||
+           id == LISTENER_HTTP_MTLS;
 }
 
 /* TLS is on where CERT_FILE and KEY_FILE are set (config_load checked that
@@ -136,6 +138,9 @@ static int prepare(struct app *a, const struct mgate_handler *const *extra, char
         struct session_params *p = &a->params[i];
         if (lc->target_protocol == TARGET_WS || lc->target_protocol == TARGET_WSS) {
             p->dial = ws_dial;
+        } else if (lc->target_protocol == TARGET_HTTP || lc->target_protocol == TARGET_HTTPS) {
+            if (!(p->http = http_settings_new(lc, err, errlen)))
+                return -1;
         } else if (lc->target_protocol != TARGET_MQTT && lc->target_protocol != TARGET_MQTTS) {
             snprintf(err, errlen, "%sTARGET_PROTOCOL: \"%s\" is not available in this version (use mqtt, mqtts, ws or wss)",
                      lc->prefix, target_protocol_name(lc->target_protocol));
@@ -198,6 +203,8 @@ static void free_params(struct app *a)
         tls_ctx_free(a->params[i].upstream_tls);
         admission_free(a->admissions[i]);
         a->admissions[i] = NULL;
+        http_settings_free((struct http_settings *)a->params[i].http);
+        a->params[i].http = NULL;
         a->params[i].tls = NULL;
         a->params[i].upstream_tls = NULL;
     }

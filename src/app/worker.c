@@ -10,6 +10,7 @@
 #include "app/admission.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "front/http.h"
 #include "front/ws.h"
 #include "handlers/acl.h"
 #include "handlers/handlers.h"
@@ -55,6 +56,8 @@ static void dispatch(void *ctx, int fd, const struct sockaddr *peer, socklen_t l
         ws_accept_peer(w->loop, fd, &origin, &wl->params, &w->sessions);
     } else if (wl->id == LISTENER_WS)
         ws_accept(w->loop, fd, &wl->params, &w->sessions);
+    else if (wl->id == LISTENER_HTTP || wl->id == LISTENER_HTTP_TLS || wl->id == LISTENER_HTTP_MTLS)
+        http_accept(w->loop, fd, peer, &wl->params, &w->sessions);
     else if (wl->id == LISTENER_WS_TLS || wl->id == LISTENER_WS_MTLS)
         ws_accept_tls(w->loop, fd, peer, len, &wl->params, &w->sessions);
     else

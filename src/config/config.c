@@ -79,6 +79,12 @@ static const struct key listener_keys[] = {
     {"PUBLISH_RATE_LIMIT", V_UINT, L(publish_rate_limit), "0", 0, 10000000},
     {"PUBLISH_BANDWIDTH_LIMIT", V_SIZE, L(publish_bandwidth_limit), "0", 0, UINT32_MAX},
     {"TARGET_PROXY_PROTOCOL", V_BOOL, L(target_proxy_protocol), "false", 0, 0},
+    LSTR("BYPASS_PATHS", bypass_paths),
+    {"MAX_HEADER_SIZE", V_SIZE, L(max_header_size), "8KiB", 1024, 1048576},
+    {"MAX_BODY_SIZE", V_SIZE, L(max_body_size), "1MiB", 0, 268435455},
+    {"REQUEST_TIMEOUT", V_DURATION, L(request_timeout_ms), "10s", 100, 3600000},
+    {"IDLE_TIMEOUT", V_DURATION, L(idle_timeout_ms), "60s", 100, 3600000},
+    {"TARGET_TIMEOUT", V_DURATION, L(target_timeout_ms), "30s", 100, 3600000},
 };
 
 /* Defaults that are another key's value: {key, the key it defaults to}. */

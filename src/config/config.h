@@ -119,6 +119,16 @@ struct listener_config {
     unsigned connection_rate_limit;    /* CONNECTION_RATE_LIMIT: new connections/s per source address */
     unsigned publish_rate_limit;       /* PUBLISH_RATE_LIMIT: PUBLISH/s per client */
     uint32_t publish_bandwidth_limit;  /* PUBLISH_BANDWIDTH_LIMIT: PUBLISH bytes/s per client */
+
+    /* HTTP listeners (ours) */
+    char *bypass_paths;          /* BYPASS_PATHS: comma-separated POSIX extended regular
+                                  * expressions; a path below PATH_PREFIX that matches one is
+                                  * forwarded without the handler (checked at start) */
+    uint32_t max_header_size;    /* MAX_HEADER_SIZE: request line and headers, default 8 KiB */
+    uint32_t max_body_size;      /* MAX_BODY_SIZE: request body, default 1 MiB */
+    uint32_t request_timeout_ms; /* REQUEST_TIMEOUT: a request's head and body, default 10 s */
+    uint32_t idle_timeout_ms;    /* IDLE_TIMEOUT: keep-alive wait for the next request, 60 s */
+    uint32_t target_timeout_ms;  /* TARGET_TIMEOUT: the target's answer, and each pause in it, 30 s */
 };
 
 struct mgate_config {

@@ -420,6 +420,14 @@ int http_parser_status(const struct http_parser *hp, const char **why)
     return hp->status;
 }
 
+void http_parser_discard(struct http_parser *hp)
+{
+    hp->discard = true;
+    free(hp->body);
+    hp->body = NULL;
+    hp->body_len = hp->body_cap = 0;
+}
+
 void http_parser_next(struct http_parser *hp)
 {
     if (hp->failed)

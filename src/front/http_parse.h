@@ -96,6 +96,9 @@ int http_parser_status(const struct http_parser *hp, const char **why);
 /* Bytes of a request that is not complete yet have arrived (a slow client
  * gets 408 rather than a silent close). */
 bool http_parser_busy(const struct http_parser *hp);
+/* The request's body is no longer wanted (refused while it was arriving):
+ * what came is freed, the rest is read and dropped. */
+void http_parser_discard(struct http_parser *hp);
 /* Done with this message: forget it (memory freed) and go on with the next. */
 void http_parser_next(struct http_parser *hp);
 

@@ -275,6 +275,7 @@ static void fetch_finish(struct fetch *f, CURLcode rc)
     } else {
         r.body = (const uint8_t *)"";
         r.error = fetch_error(f, rc);
+        r.timed_out = rc == CURLE_OPERATION_TIMEDOUT;
     }
     f->delivering = true;
     f->cb(f->ctx, &r); /* may free ctx, start or cancel other fetches */

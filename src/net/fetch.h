@@ -35,6 +35,7 @@ struct fetch_result {
                             message ("Failed to connect to ...", "Operation timed out
                             ...") or "response too large"; valid during the callback */
     double seconds;      /* total time */
+    bool timed_out;      /* error is a timeout (connecting, or the whole request) */
 };
 
 /* Called exactly once per started request unless fetch_cancel came first,

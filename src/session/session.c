@@ -392,6 +392,7 @@ void session_front_end(struct mgate_session *s)
 }
 
 void session_front_hold(struct mgate_session *s) { s->refs++; }
+void session_front_reset(struct mgate_session *s) { session_alloc_reset(s); }
 void session_front_release(struct mgate_session *s) { session_unref(s); }
 
 /* ---- credentials and scratch memory ---------------------------------- */

@@ -53,6 +53,7 @@ struct session_params {
                          void *owner);
     const char *target_host, *target_path;
     uint16_t target_port;
+    const struct http_settings *http; /* HTTP listeners (front/http.h) */
 };
 
 /* Every live session of a worker, for shutdown and counting. */
@@ -114,6 +115,8 @@ void session_front_credentials(struct mgate_session *s, const struct mgate_conne
  * a verdict is pending: session_front_hold / session_front_release. */
 void session_front_end(struct mgate_session *s);
 void session_front_hold(struct mgate_session *s);
+/* A request is over: free what mgate_session_alloc gave for it. */
+void session_front_reset(struct mgate_session *s);
 void session_front_release(struct mgate_session *s);
 
 /* Shutdown: tell 5.0 clients (DISCONNECT 0x8B) and close their pairs now;

@@ -1,0 +1,115 @@
+#!/usr/bin/python3
+"""A small HTTP echo server: the target the HTTP front end's tests and demo forward to.
+
+    http_echo.py [--host 127.0.0.1] [--port 8888]
+
+Every request is answered 200 with a JSON description of what arrived (method, path, query,
+headers, body), so a client can see what mgate forwarded.  A few paths behave differently:
+
+    /slow?ms=N        answer after N milliseconds (gateway timeouts)
+    /stream?n=N&ms=M  N chunks of "chunk i\\n", M ms apart, with Transfer-Encoding: chunked
+    /big?n=N          N bytes of 'x' with a Content-Length (back-pressure, large answers)
+    /status/NNN       answer with that status
+    /stats            how many requests arrived so far, by path (refused ones never should)
+    /health           "ok"
+
+HTTP/1.1 with keep-alive, one thread per connection.  Logs one line per request to stderr.
+"""
+import argparse
+import json
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+seen = {}
+seen_lock = threading.Lock()
+
+
+class Echo(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "http-echo"
+
+    def log_message(self, fmt, *args):
+        sys.stderr.write("http-echo: %s %s\n" % (self.address_string(), fmt % args))
+
+    def _body(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n else b""
+
+    def _send(self, status, body, ctype="application/json", extra=()):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in extra:
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _handle(self):
+        url = urlsplit(self.path)
+        q = parse_qs(url.query)
+        body = self._body()
+        with seen_lock:
+            seen[url.path] = seen.get(url.path, 0) + 1
+        if url.path.endswith("/slow"):
+            time.sleep(int(q.get("ms", ["1000"])[0]) / 1000)
+        if url.path.endswith("/stream"):
+            n, ms = int(q.get("n", ["5"])[0]), int(q.get("ms", ["50"])[0])
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i in range(n):
+                data = b"chunk %d\n" % i
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+                time.sleep(ms / 1000)
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        if url.path.endswith("/big"):
+            self._send(200, b"x" * int(q.get("n", ["1048576"])[0]), "application/octet-stream")
+            return
+        if "/status/" in url.path:
+            self._send(int(url.path.rsplit("/", 1)[1]), b'{"status":"as asked"}\n')
+            return
+        if url.path.endswith("/stats"):
+            with seen_lock:
+                self._send(200, json.dumps(seen).encode())
+            return
+        if url.path.endswith("/health"):
+            self._send(200, b"ok\n", "text/plain")
+            return
+        echo = {
+            "method": self.command,
+            "path": url.path,
+            "query": url.query,
+            "headers": {k: v for k, v in self.headers.items()},
+            "body": body.decode("utf-8", "replace"),
+            "length": len(body),
+        }
+        self._send(200, (json.dumps(echo) + "\n").encode(), extra=[("X-Echo", "1"), ("Access-Control-Allow-Origin", "*")])
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
+
+
+def main():
+    ap = argparse.ArgumentParser(description="HTTP echo server for mgate's HTTP front end")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8888)
+    a = ap.parse_args()
+    srv = ThreadingHTTPServer((a.host, a.port), Echo)
+    srv.daemon_threads = True
+    srv.request_queue_size = 512
+    sys.stderr.write(f"http-echo: listening on {a.host}:{a.port}\n")
+    sys.stderr.flush()
+    try:
+        srv.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1031 @@
+/*
+ * The HTTP front end.  One struct http_conn per client connection (plain
+ * or TLS, from net/conn and net/tls), with one mgate_session that the
+ * worker's session list counts, drains and closes; one struct http_req per
+ * request, answered before the next one is read (pipelined requests wait,
+ * in order, in the connection's buffer or the kernel).
+ *
+ * A request's life:
+ *   head complete (inside the parser) -> route: PATH_PREFIX (404),
+ *     ALLOWED_ORIGINS (403), BYPASS_PATHS, TARGET_PATH (404), topic (400)
+ *     -> credentials -> auth_connect (401), then 100 Continue if asked
+ *   body complete -> auth_publish (403) -> forward with libcurl
+ *   target's status line and headers -> our head; its body streams through,
+ *     re-framed (Content-Length kept, else chunked for 1.1 clients)
+ *   done -> publish hook, next request or close.
+ * Either verdict may be pending (mgate_resume); the connection then reads
+ * nothing more until it comes.  The struct mgate_connect_req and
+ * mgate_publish_req the handler sees sit at the start of struct http_req,
+ * so the pointer it resumes with is the request itself; a request whose
+ * connection went away meanwhile stays allocated until that resume.
+ *
+ * Timers (one per connection, by phase): IDLE_TIMEOUT between requests,
+ * REQUEST_TIMEOUT for a request's head and body (408) and for a pending
+ * verdict (503), TARGET_TIMEOUT for the target's answer (504) and for each
+ * pause in its body (the connection is cut: the head went out already).
+ */
+#include "front/http.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "front/http_parse.h"
+#include "front/http_util.h"
+#include "mqtt/mqtt.h"
+#include "net/conn.h"
+#include "net/fetch.h"
+#include "net/tls.h"
+
+#define HTTP_REQ_MAGIC 0x68747470u /* "http" */
+#define HTTP_LINGER_MS 2000        /* a closing connection's time to flush */
+
+enum hc_phase {
+    HC_IDLE,     /* between requests */
+    HC_READING,  /* a request is arriving */
+    HC_BUSY,     /* it is in: verdicts, the target */
+    HC_FLUSHING, /* closing after the last answer */
+};
+
+enum req_stage { RQ_CONNECT, RQ_BODY, RQ_PUBLISH, RQ_FORWARD };
+
+struct http_conn;
+
+struct http_req {
+    /* First: the address of the request the handler gets is this struct's. */
+    union {
+        struct mgate_connect_req c;
+        struct mgate_publish_req p;
+    } u;
+    uint32_t magic;
+    struct http_conn *hc; /* NULL once the connection is gone while a verdict is pending */
+    struct mgate_session *s;
+    struct loop *loop;
+    struct loop_defer defer; /* the resumed verdict, applied outside the handler */
+    bool pending, answered;
+    enum mgate_verdict verdict;
+    uint8_t stage; /* enum req_stage */
+    bool bypass, message_done;
+    int refuse; /* a status decided before the body was in */
+    const char *refuse_why;
+    char *mem;                /* the decoded path and credentials */
+    const char *path;         /* decoded, below PATH_PREFIX: the topic */
+    size_t path_len;
+    const char *query;        /* raw, after '?' */
+    size_t query_len;
+    uint8_t *body;
+    size_t body_len;
+    struct fetch *f;
+    char **lines; /* header lines for the target (one allocation) */
+    /* the target's answer */
+    int status;
+    bool head_sent, chunked, no_body, in_1xx, paused;
+    char *rh; /* our head, while the target's arrives */
+    size_t rh_len, rh_cap;
+    uint64_t started, bytes;
+};
+
+struct http_conn {
+    struct conn *c;
+    struct mgate_session *s;
+    const struct session_params *p;
+    const struct http_settings *hs;
+    struct loop *loop;
+    struct http_parser *hp;
+    struct loop_timer timer;
+    struct http_req *req;
+    uint8_t phase; /* enum hc_phase */
+    bool close_after; /* the answer being given is the last one */
+    bool draining, cert_done;
+};
+
+static void advance(struct http_req *r);
+static void request_done(struct http_conn *hc);
+
+/* ---- settings ------------------------------------------------------------------ */
+
+struct http_settings *http_settings_new(const struct listener_config *lc, char *err, size_t errlen)
+{
+    struct http_settings *hs = calloc(1, sizeof(*hs));
+    if (!hs) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    hs->https = lc->target_protocol == TARGET_HTTPS;
+    bool v6 = strchr(lc->target_host, ':') && lc->target_host[0] != '[';
+    snprintf(hs->authority, sizeof(hs->authority), "%s%s%s:%u", v6 ? "[" : "", lc->target_host, v6 ? "]" : "",
+             lc->target_port);
+    snprintf(hs->base_url, sizeof(hs->base_url), "%s://%s", hs->https ? "https" : "http", hs->authority);
+    hs->max_header = lc->max_header_size;
+    hs->max_body = lc->max_body_size;
+    hs->request_timeout_ms = lc->request_timeout_ms;
+    hs->idle_timeout_ms = lc->idle_timeout_ms;
+    hs->target_timeout_ms = lc->target_timeout_ms;
+    hs->ca_file = *lc->target_ca_file ? lc->target_ca_file : NULL;
+    hs->cert_file = *lc->target_cert_file ? lc->target_cert_file : NULL;
+    hs->key_file = *lc->target_key_file ? lc->target_key_file : NULL;
+    hs->no_verify = !lc->target_tls_verify;
+    /* BYPASS_PATHS: comma-separated; each must compile now, not at the first request. */
+    const char *list = lc->bypass_paths;
+    unsigned n = 0;
+    for (const char *q = list; *q; q++)
+        n += *q == ',';
+    if (*list && !(hs->bypass = calloc(n + 1, sizeof(*hs->bypass)))) {
+        free(hs);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    for (const char *q = list; *q;) {
+        q += strspn(q, " ,");
+        size_t len = strcspn(q, ",");
+        while (len && q[len - 1] == ' ')
+            len--;
+        if (!len)
+            continue;
+        char pat[256];
+        int rc = len < sizeof(pat) ? 0 : REG_ESIZE;
+        if (!rc) {
+            memcpy(pat, q, len);
+            pat[len] = '\0';
+            rc = regcomp(&hs->bypass[hs->nbypass], pat, REG_EXTENDED | REG_NOSUB);
+        }
+        if (rc) {
+            char why[128] = "longer than 255 bytes";
+            if (rc != REG_ESIZE || len < sizeof(pat))
+                regerror(rc, NULL, why, sizeof(why));
+            snprintf(err, errlen, "%sBYPASS_PATHS: \"%.*s\" is not a regular expression (%s)", lc->prefix,
+                     (int)(len > 200 ? 200 : len), q, why);
+            http_settings_free(hs);
+            return NULL;
+        }
+        hs->nbypass++;
+        q += strcspn(q, ",");
+    }
+    return hs;
+}
+
+void http_settings_free(struct http_settings *hs)
+{
+    if (!hs)
+        return;
+    for (unsigned i = 0; i < hs->nbypass; i++)
+        regfree(&hs->bypass[i]);
+    free(hs->bypass);
+    free(hs);
+}
+
+/* ---- answers of our own ------------------------------------------------------------ */
+
+static const char *reason_phrase(int status)
+{
+    switch (status) {
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 417: return "Expectation Failed";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Error";
+    }
+}
+
+static const struct http_head *head_of(const struct http_conn *hc) { return http_parser_head(hc->hp); }
+
+/* A JSON string's content: quotes, backslashes and control characters escaped. */
+static void json_text(char *out, size_t size, const char *s)
+{
+    size_t o = 0;
+    for (; *s && o + 7 < size; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            out[o++] = '\\', out[o++] = (char)c;
+        else if (c < 0x20)
+            o += (size_t)snprintf(out + o, size - o, "\\u%04x", c);
+        else
+            out[o++] = (char)c;
+    }
+    out[o] = '\0';
+}
+
+/* Answer with status and a JSON body saying why, then go on to the next
+ * request (or close: close, or the connection was closing anyway). */
+static void respond(struct http_conn *hc, int status, const char *why, bool close)
+{
+    const struct http_head *h = head_of(hc);
+    if (close || !h->keep_alive)
+        hc->close_after = true;
+    if (hc->req)
+        hc->req->status = status;
+    char text[256], body[384], head[512];
+    json_text(text, sizeof(text), why);
+    int blen = snprintf(body, sizeof(body), "{\"status\":%d,\"error\":\"%s\",\"message\":\"%s\"}\n", status,
+                        reason_phrase(status), text);
+    int hlen = snprintf(head, sizeof(head),
+                        "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s%s\r\n",
+                        status, reason_phrase(status), blen,
+                        status == 401 ? "WWW-Authenticate: Basic realm=\"mgate\"\r\n" : "",
+                        hc->close_after ? "Connection: close\r\n"
+                        : h->minor == 0 ? "Connection: keep-alive\r\n"
+                                        : "");
+    if (conn_write(hc->c, head, (size_t)hlen) == 0 && !h->is_head)
+        conn_write(hc->c, body, (size_t)blen);
+    mgate_log(status >= 500 ? LOGL_WARN : LOGL_INFO, hc->s, "http %d: %s (%s %s)", status, why,
+              h->method ? h->method : "-", h->target ? h->target : "-");
+    request_done(hc);
+}
+
+/* ---- connection life ---------------------------------------------------------------- */
+
+static void req_free(struct http_req *r)
+{
+    free(r->mem);
+    free(r->body);
+    free(r->lines);
+    free(r->rh);
+    r->magic = 0;
+    free(r);
+}
+
+/* The connection is done with r: free it, unless the handler still holds it. */
+static void req_release(struct http_req *r)
+{
+    if (r->f) {
+        fetch_cancel(r->f);
+        r->f = NULL;
+    }
+    r->hc = NULL;
+    if (!r->pending)
+        req_free(r);
+}
+
+static void hc_free(struct http_conn *hc)
+{
+    loop_timer_stop(hc->loop, &hc->timer);
+    if (hc->req)
+        req_release(hc->req);
+    hc->req = NULL;
+    http_parser_free(hc->hp);
+    session_front_end(hc->s);
+    free(hc);
+}
+
+static void on_timer(struct loop *l, struct loop_timer *t);
+
+static void arm(struct http_conn *hc, uint32_t ms) { loop_timer_start(hc->loop, &hc->timer, ms, on_timer); }
+
+static void close_gracefully(struct http_conn *hc)
+{
+    hc->phase = HC_FLUSHING;
+    arm(hc, HTTP_LINGER_MS);
+    conn_close_after_flush(hc->c); /* on_close follows */
+}
+
+/* Close the connection now, without its on_close: a connection that failed
+ * already has that call queued, which then only frees it. */
+static const struct conn_cbs quiet_cbs = {NULL, NULL, NULL, NULL};
+static void close_now(struct http_conn *hc)
+{
+    if (hc->c) {
+        hc->c->cbs = &quiet_cbs;
+        conn_close(hc->c);
+    }
+    hc->c = NULL;
+    hc_free(hc);
+}
+
+/* Cut the connection now (an answer that broke off half-way). */
+static void abort_conn(struct http_conn *hc) { close_now(hc); }
+
+static void request_done(struct http_conn *hc)
+{
+    struct http_req *r = hc->req;
+    hc->req = NULL;
+    if (r) {
+        if (log_enabled(LOGL_DEBUG))
+            mgate_log(LOGL_DEBUG, hc->s, "http %s %s: %d, %llu bytes, %llu ms", head_of(hc)->method,
+                      head_of(hc)->target, r->status, (unsigned long long)r->bytes,
+                      (unsigned long long)(loop_now(hc->loop) - r->started));
+        req_release(r);
+    }
+    session_front_reset(hc->s);
+    http_parser_next(hc->hp);
+    if (hc->close_after || hc->draining) {
+        close_gracefully(hc);
+        return;
+    }
+    hc->phase = HC_IDLE;
+    arm(hc, hc->hs->idle_timeout_ms);
+    if (!conn_over_high_water(hc->c)) /* else on_drain: answers nobody reads do not pile up */
+        conn_resume_read(hc->c);
+}
+
+static void on_timer(struct loop *l, struct loop_timer *t)
+{
+    (void)l;
+    struct http_conn *hc = (struct http_conn *)((char *)t - offsetof(struct http_conn, timer));
+    struct http_req *r = hc->req;
+    switch (hc->phase) {
+    case HC_IDLE:
+        mgate_log(LOGL_DEBUG, hc->s, "http: idle keep-alive connection closed");
+        close_gracefully(hc);
+        break;
+    case HC_READING:
+        respond(hc, 408, "the request did not arrive in time (REQUEST_TIMEOUT)", true);
+        break;
+    case HC_BUSY:
+        if (r && r->f && r->head_sent) {
+            mgate_log(LOGL_WARN, hc->s, "http: the answer stalled for TARGET_TIMEOUT (%s); connection cut",
+                      r->paused ? "the client does not read" : "the target sends nothing");
+            abort_conn(hc);
+        } else if (r && r->f) {
+            fetch_cancel(r->f);
+            r->f = NULL;
+            respond(hc, 504, "the target did not answer in time (TARGET_TIMEOUT)", false);
+        } else {
+            respond(hc, 503, "the handler did not answer in time (REQUEST_TIMEOUT)", false);
+        }
+        break;
+    default:
+        abort_conn(hc); /* the linger ran out */
+    }
+}
+
+/* ---- the target's answer, streamed ---------------------------------------------------- */
+
+static int rh_add(struct http_req *r, const char *p, size_t n)
+{
+    if (r->rh_len + n > r->rh_cap) {
+        size_t cap = r->rh_cap ? r->rh_cap * 2 : 1024;
+        while (cap < r->rh_len + n)
+            cap *= 2;
+        if (cap > 1u << 20)
+            return -1; /* a target's head larger than 1 MiB: refused */
+        char *b = realloc(r->rh, cap);
+        if (!b)
+            return -1;
+        r->rh = b;
+        r->rh_cap = cap;
+    }
+    memcpy(r->rh + r->rh_len, p, n);
+    r->rh_len += n;
+    return 0;
+}
+
+static bool name_in(const char *line, size_t len, const char *const *names)
+{
+    const char *colon = memchr(line, ':', len);
+    size_t n = colon ? (size_t)(colon - line) : len;
+    for (; *names; names++)
+        if (strlen(*names) == n && !strncasecmp(line, *names, n))
+            return true;
+    return false;
+}
+
+/* Hop-by-hop headers (RFC 9110 7.6.1) and the framing we redo ourselves. */
+static const char *const hop_by_hop[] = {"connection", "keep-alive", "proxy-connection", "te", "trailer",
+                                         "transfer-encoding", "upgrade", "proxy-authenticate",
+                                         "proxy-authorization", NULL};
+
+static int head_complete(struct http_req *r)
+{
+    struct http_conn *hc = r->hc;
+    const struct http_head *h = head_of(hc);
+    char framing[96] = "";
+    bool has_length = false;
+    /* the target's Content-Length, found again among the kept lines */
+    for (size_t off = 0; off < r->rh_len;) {
+        const char *line = r->rh + off, *end = memchr(line, '\n', r->rh_len - off);
+        size_t len = end ? (size_t)(end - line) + 1 : r->rh_len - off;
+        if (off && len > 15 && !strncasecmp(line, "content-length:", 15))
+            has_length = true;
+        off += len;
+    }
+    r->no_body = h->is_head || r->status == 204 || r->status == 304;
+    if (!r->no_body && !has_length) {
+        if (h->minor >= 1)
+            snprintf(framing, sizeof(framing), "Transfer-Encoding: chunked\r\n"), r->chunked = true;
+        else
+            hc->close_after = true; /* an HTTP/1.0 client reads to the end */
+    }
+    if (hc->draining)
+        hc->close_after = true;
+    const char *conn_hdr = hc->close_after ? "Connection: close\r\n" : h->minor == 0 ? "Connection: keep-alive\r\n" : "";
+    if (rh_add(r, framing, strlen(framing)) < 0 || rh_add(r, conn_hdr, strlen(conn_hdr)) < 0 ||
+        rh_add(r, "\r\n", 2) < 0)
+        return -1;
+    r->head_sent = true;
+    int rc = conn_write(hc->c, r->rh, r->rh_len);
+    free(r->rh);
+    r->rh = NULL;
+    r->rh_len = r->rh_cap = 0;
+    arm(hc, hc->hs->target_timeout_ms); /* now: the longest pause in the body */
+    return rc;
+}
+
+static int on_target_header(void *ctx, const char *line, size_t len)
+{
+    struct http_req *r = ctx;
+    if (!r->hc || r->head_sent)
+        return r->hc ? 0 : -1; /* trailers are not passed on */
+    if (len >= 5 && !memcmp(line, "HTTP/", 5)) {
+        const char *sp = memchr(line, ' ', len);
+        int status = sp && (size_t)(sp - line) + 4 <= len ? atoi(sp + 1) : 0;
+        if (status < 100 || status > 999)
+            return -1;
+        r->in_1xx = status < 200; /* 100 Continue and friends: not passed on */
+        if (r->in_1xx)
+            return 0;
+        r->status = status;
+        r->rh_len = 0;
+        return rh_add(r, "HTTP/1.1", 8) < 0 || rh_add(r, sp, len - (size_t)(sp - line)) < 0 ? -1 : 0;
+    }
+    if (len <= 2 && (line[0] == '\r' || line[0] == '\n')) {
+        if (r->in_1xx || !r->status) {
+            r->in_1xx = false;
+            return 0;
+        }
+        return head_complete(r);
+    }
+    if (r->in_1xx || name_in(line, len, hop_by_hop))
+        return 0;
+    return rh_add(r, line, len);
+}
+
+static enum fetch_take on_target_body(void *ctx, const uint8_t *p, size_t len)
+{
+    struct http_req *r = ctx;
+    struct http_conn *hc = r->hc;
+    if (!hc || !r->head_sent)
+        return FETCH_ABORT;
+    if (r->no_body || !len)
+        return FETCH_TAKEN;
+    if (conn_over_high_water(hc->c)) {
+        r->paused = true; /* on_drain resumes it */
+        return FETCH_PAUSE;
+    }
+    int rc = 0;
+    if (r->chunked) {
+        char size[24];
+        int n = snprintf(size, sizeof(size), "%zx\r\n", len);
+        rc = conn_write(hc->c, size, (size_t)n);
+        rc = rc ? rc : conn_write(hc->c, p, len);
+        rc = rc ? rc : conn_write(hc->c, "\r\n", 2);
+    } else {
+        rc = conn_write(hc->c, p, len);
+    }
+    r->bytes += len;
+    arm(hc, hc->hs->target_timeout_ms);
+    return rc ? FETCH_ABORT : FETCH_TAKEN;
+}
+
+static const struct fetch_stream target_stream = {on_target_header, on_target_body};
+
+static void on_target_done(void *ctx, const struct fetch_result *res)
+{
+    struct http_req *r = ctx;
+    struct http_conn *hc = r->hc;
+    r->f = NULL;
+    if (!hc)
+        return;
+    if (res->error && !r->head_sent) {
+        respond(hc, res->timed_out ? 504 : 502, res->error, false);
+        return;
+    }
+    if (res->error) {
+        mgate_log(LOGL_WARN, hc->s, "http: the target's answer broke off (%s); connection cut", res->error);
+        abort_conn(hc);
+        return;
+    }
+    if (!r->head_sent) {
+        respond(hc, 502, "the target's answer had no head", false);
+        return;
+    }
+    if (r->chunked)
+        conn_write(hc->c, "0\r\n\r\n", 5);
+    const struct mgate_handler *hd = hc->p->handler;
+    if (!r->bypass && hd->publish)
+        hd->publish(hc->s, &r->u.p);
+    request_done(hc);
+}
+
+/* ---- forwarding ----------------------------------------------------------------------- */
+
+/* The headers for the target: the client's, less hop-by-hop ones and those
+ * its Connection header names, plus X-Forwarded-*; "Name:" lines stop
+ * libcurl from adding headers of its own the client did not send. */
+static int build_lines(struct http_req *r, const struct http_head *h)
+{
+    static const char *const dropped[] = {"host", "content-length", "expect", "x-forwarded-for",
+                                          "x-forwarded-host", "x-forwarded-proto", NULL};
+    struct http_conn *hc = r->hc;
+    const struct http_hdr *conn_h = http_head_find(h, "connection");
+    const struct http_hdr *xff = http_head_find(h, "x-forwarded-for");
+    const struct http_hdr *host = http_head_find(h, "host");
+    char ip[64];
+    const char *peer = mgate_session_peer(hc->s);
+    size_t iplen = strrchr(peer, ':') ? (size_t)(strrchr(peer, ':') - peer) : strlen(peer);
+    if (iplen >= sizeof(ip))
+        iplen = sizeof(ip) - 1;
+    memcpy(ip, peer[0] == '[' ? peer + 1 : peer, iplen);
+    ip[peer[0] == '[' && iplen >= 2 ? iplen - 2 : iplen] = '\0';
+
+    size_t size = 256 + (xff ? xff->value_len : 0) + (host ? host->value_len : 0) + sizeof(ip);
+    for (uint32_t i = 0; i < h->nhdrs; i++)
+        size += h->hdrs[i].name_len + h->hdrs[i].value_len + 4;
+    size_t nptr = h->nhdrs + 8;
+    char **lines = malloc(nptr * sizeof(char *) + size);
+    if (!lines)
+        return -1;
+    char *mem = (char *)(lines + nptr), *end = mem + size;
+    size_t n = 0;
+    bool accept = false, agent = false, ctype = false;
+    for (uint32_t i = 0; i < h->nhdrs; i++) {
+        const struct http_hdr *x = &h->hdrs[i];
+        char name[64];
+        if (x->name_len < sizeof(name)) {
+            memcpy(name, x->name, x->name_len);
+            name[x->name_len] = '\0';
+        } else {
+            name[0] = '\0';
+        }
+        if (name_in(x->name, x->name_len, hop_by_hop) || name_in(x->name, x->name_len, dropped) ||
+            (conn_h && name[0] && http_value_has_token(conn_h->value, conn_h->value_len, name)))
+            continue;
+        accept |= !strcasecmp(name, "accept");
+        agent |= !strcasecmp(name, "user-agent");
+        ctype |= !strcasecmp(name, "content-type");
+        lines[n++] = mem;
+        /* an empty value needs libcurl's "Name;" form, "Name:" would remove it */
+        mem += snprintf(mem, (size_t)(end - mem), x->value_len ? "%.*s: %.*s" : "%.*s;", (int)x->name_len,
+                        x->name, (int)x->value_len, x->value) + 1;
+    }
+    lines[n++] = mem;
+    mem += snprintf(mem, (size_t)(end - mem), "X-Forwarded-For: %.*s%s%s", xff ? (int)xff->value_len : 0,
+                    xff ? xff->value : "", xff ? ", " : "", ip) + 1;
+    if (host) {
+        lines[n++] = mem;
+        mem += snprintf(mem, (size_t)(end - mem), "X-Forwarded-Host: %.*s", (int)host->value_len, host->value) + 1;
+    }
+    lines[n++] = mem;
+    mem += snprintf(mem, (size_t)(end - mem), "X-Forwarded-Proto: %s", hc->p->tls ? "https" : "http") + 1;
+    if (!accept)
+        lines[n++] = "Accept:";
+    if (!agent)
+        lines[n++] = "User-Agent:";
+    if (!ctype)
+        lines[n++] = "Content-Type:";
+    lines[n] = NULL;
+    r->lines = lines;
+    return 0;
+}
+
+static void forward(struct http_req *r)
+{
+    struct http_conn *hc = r->hc;
+    const struct http_head *h = head_of(hc);
+    const struct http_settings *hs = hc->hs;
+    r->stage = RQ_FORWARD;
+    /* the path the handler allowed: its topic, rewritten or not */
+    const char *path = r->path;
+    size_t plen = r->path_len;
+    const uint8_t *body = r->body;
+    size_t blen = r->body_len;
+    if (!r->bypass) {
+        path = (const char *)r->u.p.topic.p;
+        plen = r->u.p.topic.len;
+        body = r->u.p.payload.p;
+        blen = r->u.p.payload.len;
+    }
+    size_t ulen = strlen(hs->base_url) + 3 * plen + r->query_len + 4;
+    char *url = malloc(ulen);
+    char target[64], connect_to[400];
+    if (!url || build_lines(r, h) < 0) {
+        free(url);
+        respond(hc, 503, "out of memory", true);
+        return;
+    }
+    size_t o = (size_t)snprintf(url, ulen, "%s%s", hs->base_url, plen && path[0] == '/' ? "" : "/");
+    o += http_pct_encode_path(path, plen, url + o);
+    if (r->query_len)
+        snprintf(url + o, ulen - o, "?%.*s", (int)r->query_len, r->query);
+    /* the address resolved at start (or on SIGHUP): libcurl looks nothing up */
+    sockaddr_format((const struct sockaddr *)&hc->p->target, target, sizeof(target));
+    snprintf(connect_to, sizeof(connect_to), "%s:%s", hs->authority, target);
+    bool framed = h->has_length || h->chunked || blen;
+    struct fetch_request fr = {
+        .url = url, .method = h->method, .body = h->is_head || !framed ? NULL : body ? body : (const uint8_t *)"",
+        .body_len = h->is_head || !framed ? 0 : blen, .body_borrowed = true, .headers = (const char *const *)r->lines,
+        .no_timeout = true, .connect_timeout_ms = hs->target_timeout_ms, .connect_to = connect_to,
+        .ca_file = hs->ca_file, .cert_file = hs->cert_file, .key_file = hs->key_file, .no_verify = hs->no_verify,
+        .stream = &target_stream,
+    };
+    r->f = fetch_start(hc->loop, &fr, on_target_done, r);
+    free(url);
+    if (!r->f) {
+        respond(hc, errno == EINVAL ? 400 : 503,
+                errno == EINVAL ? "a header cannot be forwarded" : "cannot start the request to the target", false);
+        return;
+    }
+    arm(hc, hs->target_timeout_ms);
+}
+
+/* ---- verdicts ------------------------------------------------------------------------------ */
+
+static enum mgate_verdict ask(struct http_req *r, enum req_stage stage)
+{
+    struct mgate_session *s = r->s;
+    const struct mgate_handler *hd = r->hc->p->handler;
+    r->stage = (uint8_t)stage;
+    enum mgate_verdict v;
+    if (stage == RQ_CONNECT)
+        v = hd->auth_connect ? hd->auth_connect(s, &r->u.c) : MGATE_ALLOW;
+    else
+        v = hd->auth_publish ? hd->auth_publish(s, &r->u.p) : MGATE_ALLOW;
+    if (v == MGATE_PENDING) {
+        r->pending = true;
+        r->answered = false;
+        session_front_hold(s); /* the session outlives the connection until the resume */
+    }
+    return v;
+}
+
+/* auth_connect has spoken.  Returns 0, or the refusal's status. */
+static int connect_decided(struct http_req *r, bool ok)
+{
+    struct http_conn *hc = r->hc;
+    if (!ok) {
+        r->refuse = r->u.c.reason == MGATE_REASON_SERVER_BUSY ? 503 : 401;
+        r->refuse_why = "refused by the handler (auth_connect)";
+        return r->refuse;
+    }
+    session_front_credentials(r->s, &r->u.c);
+    session_front_connected(r->s);
+    r->stage = RQ_BODY;
+    if (head_of(hc)->expect_continue && !r->message_done)
+        conn_write(hc->c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    return 0;
+}
+
+static void publish_decided(struct http_req *r, bool ok)
+{
+    if (!ok) {
+        respond(r->hc, 403, "refused by the handler (auth_publish)", false);
+        return;
+    }
+    forward(r);
+}
+
+/* Everything that waits for the whole body. */
+static void advance(struct http_req *r)
+{
+    struct http_conn *hc = r->hc;
+    if (!r->message_done || r->pending)
+        return;
+    if (r->refuse) {
+        respond(hc, r->refuse, r->refuse_why, false);
+        return;
+    }
+    if (r->bypass) {
+        forward(r);
+        return;
+    }
+    if (r->stage != RQ_BODY)
+        return;
+    struct mgate_publish_req *p = &r->u.p;
+    memset(p, 0, sizeof(*p));
+    p->dir = MGATE_UP;
+    p->topic = (mgate_bytes){(const uint8_t *)r->path, (uint32_t)r->path_len};
+    p->payload = (mgate_bytes){r->body ? r->body : (const uint8_t *)"", (uint32_t)r->body_len};
+    enum mgate_verdict v = ask(r, RQ_PUBLISH);
+    if (v != MGATE_PENDING)
+        publish_decided(r, v == MGATE_ALLOW);
+}
+
+static void on_resumed(struct loop *l, struct loop_defer *d)
+{
+    (void)l;
+    struct http_req *r = (struct http_req *)((char *)d - offsetof(struct http_req, defer));
+    struct mgate_session *s = r->s;
+    r->pending = false;
+    if (!r->hc) { /* the connection went away meanwhile */
+        req_free(r);
+        session_front_release(s);
+        return;
+    }
+    struct http_conn *hc = r->hc;
+    bool ok = r->verdict == MGATE_ALLOW;
+    if (r->stage == RQ_CONNECT) {
+        if (connect_decided(r, ok) && !r->message_done) {
+            if (head_of(hc)->expect_continue) /* the client waits for a word before its body */
+                respond(hc, r->refuse, r->refuse_why, true);
+            else
+                http_parser_discard(hc->hp); /* the body is read, not kept */
+        } else {
+            advance(r);
+        }
+    } else {
+        publish_decided(r, ok);
+    }
+    session_front_release(s);
+}
+
+static void front_resume(struct mgate_session *s, const void *req, enum mgate_verdict v)
+{
+    struct http_req *r = (struct http_req *)req;
+    if (!r || r->magic != HTTP_REQ_MAGIC || r->s != s || !r->pending || r->answered) {
+        log_msgf(LOGL_ERROR, "mgate_resume: no pending HTTP request %p on session %llu", req,
+                 (unsigned long long)mgate_session_id(s));
+        return;
+    }
+    r->answered = true;
+    r->verdict = v == MGATE_ALLOW ? MGATE_ALLOW : MGATE_DENY;
+    loop_defer(r->loop, &r->defer, on_resumed);
+}
+
+/* ---- a request's head ------------------------------------------------------------------- */
+
+/* Where the request goes: 0, or a refusal status with r->refuse_why. */
+static int route(struct http_conn *hc, struct http_req *r, const struct http_head *h, char *mem)
+{
+    const char *t = h->target;
+    size_t tl = h->target_len;
+    if (tl && t[0] != '/') { /* absolute-form: "http://host/path?q" */
+        size_t skip = !strncasecmp(t, "http://", 7) ? 7 : !strncasecmp(t, "https://", 8) ? 8 : 0;
+        if (!skip)
+            return r->refuse_why = "the request target is not a path", tl == 1 && t[0] == '*' ? 404 : 400;
+        t += skip, tl -= skip;
+        size_t auth = strcspn(t, "/?");
+        t += auth, tl -= auth;
+        if (!tl || t[0] == '?') /* no path: "/" */
+            t = "/", tl = 1;
+    }
+    const char *q = memchr(t, '?', tl);
+    size_t raw = q ? (size_t)(q - t) : tl;
+    if (q) {
+        r->query = q + 1;
+        r->query_len = tl - raw - 1;
+    }
+    size_t dlen;
+    if (http_pct_decode(t, raw, mem, &dlen, false) < 0)
+        return r->refuse_why = "bad percent-encoding in the path", 400;
+    mem[dlen] = '\0';
+    if (http_path_has_dot_segment(mem, dlen))
+        return r->refuse_why = "\".\" or \"..\" segments in the path", 400;
+    const char *rest;
+    if (!http_path_under(mem, dlen, hc->p->path_prefix ? hc->p->path_prefix : "", &rest))
+        return r->refuse_why = "outside PATH_PREFIX", 404;
+    r->path = *rest ? rest : "/";
+    r->path_len = strlen(r->path);
+    const char *origins = hc->p->allowed_origins ? hc->p->allowed_origins : "";
+    const struct http_hdr *o = http_head_find(h, "origin");
+    char origin[256];
+    if (*origins && o) {
+        snprintf(origin, sizeof(origin), "%.*s", (int)o->value_len, o->value);
+        if (o->value_len >= sizeof(origin) || !http_value_has_token(origins, (uint32_t)strlen(origins), origin))
+            return r->refuse_why = "origin not allowed (ALLOWED_ORIGINS)", 403;
+    }
+    for (unsigned i = 0; i < hc->hs->nbypass; i++)
+        if (regexec(&hc->hs->bypass[i], r->path, 0, NULL, 0) == 0) {
+            r->bypass = true;
+            return 0;
+        }
+    const char *tp = hc->p->target_path ? hc->p->target_path : "";
+    const char *below;
+    if (*tp && !http_path_under(r->path, r->path_len, tp, &below))
+        return r->refuse_why = "outside TARGET_PATH", 404;
+    if (!mqtt_topic_name_valid((const uint8_t *)r->path, r->path_len))
+        return r->refuse_why = "the path is not a valid topic (UTF-8, no + or #)", 400;
+    return 0;
+}
+
+/* Basic credentials, else the whole Authorization header as the password,
+ * else ?authorization= (the Go mGate's order). */
+static void credentials(struct http_req *r, const struct http_head *h, char *mem)
+{
+    struct mgate_connect_req *c = &r->u.c;
+    const struct http_hdr *a = http_head_find(h, "authorization");
+    if (a && a->value_len > 6 && !strncasecmp(a->value, "basic ", 6)) {
+        size_t n;
+        const char *v = a->value + 6;
+        size_t vl = a->value_len - 6;
+        while (vl && *v == ' ')
+            v++, vl--;
+        if (http_b64_decode(v, vl, (uint8_t *)mem, &n) == 0) {
+            char *colon = memchr(mem, ':', n);
+            if (colon) {
+                c->username = (mgate_bytes){(const uint8_t *)mem, (uint32_t)(colon - mem)};
+                c->password = (mgate_bytes){(const uint8_t *)colon + 1, (uint32_t)(n - (size_t)(colon - mem) - 1)};
+                c->has_username = c->has_password = true;
+                return;
+            }
+        }
+    }
+    if (a) {
+        c->password = (mgate_bytes){(const uint8_t *)a->value, a->value_len};
+        c->has_password = true;
+        return;
+    }
+    const char *v;
+    size_t vl, n;
+    if (r->query && http_query_get(r->query, r->query_len, "authorization", &v, &vl) &&
+        http_pct_decode(v, vl, mem, &n, true) == 0) {
+        c->password = (mgate_bytes){(const uint8_t *)mem, (uint32_t)n};
+        c->has_password = true;
+    }
+}
+
+/* USE_CN_AS_USERNAME: the certificate's CN, or a refusal. */
+static bool cn_username(struct http_req *r)
+{
+    struct mgate_cert cert;
+    const char *cn = mgate_session_cert(r->s, &cert) ? cert.cn : "";
+    size_t n = strlen(cn);
+    char *p = n ? mgate_session_alloc(r->s, n) : NULL;
+    if (!p)
+        return false;
+    memcpy(p, cn, n);
+    r->u.c.username = (mgate_bytes){(const uint8_t *)p, (uint32_t)n};
+    r->u.c.has_username = true;
+    return true;
+}
+
+/* A refusal known before the body: answer now and close when the client
+ * waits for 100 Continue, else read the body, drop it, answer after. */
+static int refuse_early(struct http_req *r, const struct http_head *h, int status)
+{
+    r->refuse = status;
+    return h->expect_continue && (h->chunked || h->content_length) ? status : HTTP_BODY_DISCARD;
+}
+
+static int on_head(void *ctx, const struct http_head *h)
+{
+    struct http_conn *hc = ctx;
+    if (!hc->cert_done && hc->p->tls) {
+        struct tls_peer peer;
+        if (tls_peer_info(hc->c, &peer))
+            session_set_cert(hc->s, &peer);
+        hc->cert_done = true;
+    }
+    if (!h->keep_alive || hc->draining)
+        hc->close_after = true;
+    struct http_req *r = calloc(1, sizeof(*r));
+    size_t memlen = h->target_len + 1;
+    const struct http_hdr *a = http_head_find(h, "authorization");
+    memlen += (a ? a->value_len : 0) + h->target_len + 1;
+    char *mem = r ? malloc(memlen) : NULL;
+    if (!mem) {
+        free(r);
+        return 503;
+    }
+    r->magic = HTTP_REQ_MAGIC;
+    r->hc = hc;
+    r->s = hc->s;
+    r->loop = hc->loop;
+    r->mem = mem;
+    r->started = loop_now(hc->loop);
+    hc->req = r;
+    int st = route(hc, r, h, mem);
+    if (st)
+        return refuse_early(r, h, st);
+    if (r->bypass) {
+        r->stage = RQ_BODY;
+        return HTTP_BODY_KEEP;
+    }
+    char *cred = mem + h->target_len + 1; /* after the decoded path */
+    credentials(r, h, cred);
+    r->u.c.client_id = (mgate_bytes){(const uint8_t *)"", 0};
+    r->u.c.clean_start = true;
+    enum mgate_verdict v = MGATE_DENY;
+    if (!hc->p->cn_as_username || cn_username(r))
+        v = ask(r, RQ_CONNECT);
+    else
+        r->stage = RQ_CONNECT;
+    if (v == MGATE_PENDING)
+        return HTTP_BODY_KEEP;
+    st = connect_decided(r, v == MGATE_ALLOW);
+    return st ? refuse_early(r, h, st) : HTTP_BODY_KEEP;
+}
+
+/* ---- the connection --------------------------------------------------------------------- */
+
+static size_t on_data(struct conn *c, const uint8_t *data, size_t len)
+{
+    struct http_conn *hc = c->owner;
+    size_t off = 0;
+    while (off < len && (hc->phase == HC_IDLE || hc->phase == HC_READING)) {
+        if (hc->phase == HC_IDLE) { /* the first byte of a request starts its clock */
+            hc->phase = HC_READING;
+            arm(hc, hc->hs->request_timeout_ms);
+        }
+        enum http_event ev;
+        off += http_parser_feed(hc->hp, data + off, len - off, &ev);
+        if (ev == HTTP_EV_ERROR) {
+            const char *why;
+            int status = http_parser_status(hc->hp, &why);
+            struct http_req *r = hc->req;
+            respond(hc, status, r && r->refuse == status ? r->refuse_why : why, true);
+            return len;
+        }
+        if (ev == HTTP_EV_MESSAGE) {
+            struct http_req *r = hc->req;
+            hc->phase = HC_BUSY;
+            arm(hc, hc->hs->request_timeout_ms); /* for the verdicts; the target has its own */
+            if (!r) { /* cannot happen: a message has a head */
+                respond(hc, 500, "no request", true);
+                return len;
+            }
+            r->message_done = true;
+            r->body = http_parser_body(hc->hp, &r->body_len, true);
+            advance(r);
+        }
+    }
+    if (hc->phase == HC_BUSY)
+        conn_pause_read(c); /* the next request waits its turn */
+    return off;
+}
+
+static void on_drain(struct conn *c)
+{
+    struct http_conn *hc = c->owner;
+    struct http_req *r = hc->req;
+    if (r && r->paused && r->f) {
+        r->paused = false;
+        fetch_resume(r->f);
+    } else if (hc->phase == HC_IDLE) {
+        conn_resume_read(c);
+    }
+}
+
+static void on_close(struct conn *c, int err)
+{
+    struct http_conn *hc = c->owner;
+    if (err && err != ECONNRESET && err != EPIPE)
+        mgate_log(LOGL_DEBUG, hc->s, "http: connection closed: %s", err == EPROTO ? "TLS failure" : strerror(err));
+    hc->c = NULL;
+    hc_free(hc);
+}
+
+static const struct conn_cbs http_cbs = {on_data, on_drain, NULL, on_close};
+
+/* ---- the session list's view ----------------------------------------------------------- */
+
+static void front_drain(struct mgate_session *s)
+{
+    struct http_conn *hc = session_front_ctx(s);
+    hc->draining = true;
+    hc->close_after = true;
+    if (hc->phase == HC_IDLE)
+        close_gracefully(hc); /* the rest finish their request first, with Connection: close */
+}
+
+static void front_close(struct mgate_session *s) { close_now(session_front_ctx(s)); }
+
+static const struct session_front http_front = {front_resume, front_drain, front_close};
+
+void http_accept(struct loop *l, int fd, const struct sockaddr *peer, const struct session_params *p,
+                 struct session_list *list)
+{
+    struct http_conn *hc = list->draining ? NULL : calloc(1, sizeof(*hc));
+    const struct http_limits lim = {p->http->max_header, p->http->max_body};
+    if (hc && !(hc->hp = http_parser_new(&lim, on_head, hc))) {
+        free(hc);
+        hc = NULL;
+    }
+    struct conn *c = hc ? conn_tcp_accept(l, fd, &http_cbs, hc) : NULL;
+    if (!c) {
+        if (hc)
+            http_parser_free(hc->hp);
+        free(hc);
+        close(fd);
+        return;
+    }
+    c->high_water = p->output_high_water;
+    hc->c = c;
+    hc->p = p;
+    hc->hs = p->http;
+    hc->loop = l;
+    if ((p->tls && tls_accept(c, p->tls) < 0) ||
+        !(hc->s = session_front_start(l, peer, p, list, &http_front, hc))) {
+        conn_close(c);
+        http_parser_free(hc->hp);
+        free(hc);
+        return;
+    }
+    /* the TLS handshake and the first request within REQUEST_TIMEOUT */
+    hc->phase = HC_IDLE;
+    arm(hc, hc->hs->request_timeout_ms);
+}

@@ -1,0 +1,45 @@
+/*
+ * The HTTP front end (MGATE_HTTP_WITHOUT_TLS_, _WITH_TLS_, _WITH_MTLS_):
+ * devices POST readings; each request is shown to the handler as
+ * auth_connect (its credentials) and auth_publish (topic: the path below
+ * PATH_PREFIX, payload: the body), then forwarded to the target with
+ * libcurl on the loop, and the target's answer streams back.  HTTP/1.1 with
+ * keep-alive and pipelining, chunked bodies and Expect: 100-continue; every
+ * wait is bounded (408, 413, 431, 504).  docs/HTTP.md says it all.
+ */
+#ifndef MGATE_HTTP_H
+#define MGATE_HTTP_H
+
+#include <regex.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "config/config.h"
+#include "core/loop.h"
+#include "session/session.h"
+
+/* What a listener's HTTP connections share, made once at start. */
+struct http_settings {
+    char base_url[320];  /* "http://host:port" */
+    char authority[288]; /* "host:port" as in the URL, for CONNECT_TO */
+    bool https;
+    regex_t *bypass;     /* BYPASS_PATHS */
+    unsigned nbypass;
+    uint32_t max_header, max_body;
+    uint32_t request_timeout_ms, idle_timeout_ms, target_timeout_ms;
+    const char *ca_file, *cert_file, *key_file; /* https targets; NULL: none / the system's */
+    bool no_verify;
+};
+
+/* NULL with a message naming the variable (a BYPASS_PATHS entry that is not
+ * a regular expression, an unusable TARGET_HOST). */
+struct http_settings *http_settings_new(const struct listener_config *lc, char *err, size_t errlen);
+void http_settings_free(struct http_settings *hs);
+
+/* Take an accepted socket of an HTTP listener (TLS on it when p->tls).
+ * The socket is closed on any failure. */
+void http_accept(struct loop *l, int fd, const struct sockaddr *peer, const struct session_params *p,
+                 struct session_list *list);
+
+#endif

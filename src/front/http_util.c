@@ -1,0 +1,135 @@
+#include "front/http_util.h"
+
+#include <string.h>
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+int http_pct_decode(const char *s, size_t n, char *out, size_t *outlen, bool form)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c == '%') {
+            if (n - i < 3)
+                return -1;
+            int hi = hexval(s[i + 1]);
+            int lo = hexval(s[i + 2]);
+            if (hi < 0 || lo < 0 || (hi | lo) == 0)
+                return -1;
+            c = (char)(hi << 4 | lo);
+            i += 2;
+        } else if (c == '+' && form) {
+            c = ' ';
+        } else if (c == '\0') {
+            return -1;
+        }
+        out[o++] = c;
+    }
+    *outlen = o;
+    return 0;
+}
+
+size_t http_pct_encode_path(const char *s, size_t n, char *out)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+            strchr("-._~!$&'()*+,;=:@/", c)) {
+            out[o++] = (char)c;
+        } else {
+            out[o++] = '%';
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 15];
+        }
+    }
+    out[o] = '\0';
+    return o;
+}
+
+bool http_path_has_dot_segment(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        while (j < n && p[j] != '/')
+            j++;
+        size_t len = j - i;
+        if ((len == 1 && p[i] == '.') || (len == 2 && p[i] == '.' && p[i + 1] == '.'))
+            return true;
+        i = j + 1;
+    }
+    return false;
+}
+
+static int b64val(char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    return c == '+' ? 62 : c == '/' ? 63 : -1;
+}
+
+int http_b64_decode(const char *s, size_t n, uint8_t *out, size_t *outlen)
+{
+    while (n && s[n - 1] == '=')
+        n--;
+    if (n % 4 == 1)
+        return -1;
+    size_t o = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        int v = b64val(s[i]);
+        if (v < 0)
+            return -1;
+        acc = acc << 6 | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (uint8_t)(acc >> bits);
+        }
+    }
+    *outlen = o;
+    return 0;
+}
+
+bool http_query_get(const char *q, size_t n, const char *key, const char **val, size_t *vlen)
+{
+    size_t klen = strlen(key);
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        while (j < n && q[j] != '&')
+            j++;
+        if (j - i > klen && q[i + klen] == '=' && !memcmp(q + i, key, klen)) {
+            *val = q + i + klen + 1;
+            *vlen = j - i - klen - 1;
+            return true;
+        }
+        i = j + 1;
+    }
+    return false;
+}
+
+bool http_path_under(const char *path, size_t n, const char *prefix, const char **rest)
+{
+    size_t pl = strlen(prefix);
+    while (pl && prefix[pl - 1] == '/')
+        pl--; /* "/a/" and "/a" both mean the subtree /a */
+    if (n < pl || memcmp(path, prefix, pl) != 0 || (n > pl && path[pl] != '/'))
+        return false;
+    *rest = path + pl;
+    return true;
+}

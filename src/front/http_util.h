@@ -1,0 +1,30 @@
+/*
+ * Small pure helpers of the HTTP front end: percent-encoding, Basic
+ * credentials, query parameters, path checks.  No I/O, no allocation
+ * except where said.
+ */
+#ifndef MGATE_HTTP_UTIL_H
+#define MGATE_HTTP_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Percent-decode n bytes of s into out (room for n bytes); form: '+' is a
+ * space (query strings).  -1 for a broken escape or an encoded NUL. */
+int http_pct_decode(const char *s, size_t n, char *out, size_t *outlen, bool form);
+/* Percent-encode a decoded path for a request line: every byte but the
+ * unreserved ones, sub-delims, ':', '@' and '/'.  out has room for 3n + 1;
+ * returns the length (out is NUL-terminated). */
+size_t http_pct_encode_path(const char *s, size_t n, char *out);
+/* A "." or ".." segment: the target would resolve it, the handler would not. */
+bool http_path_has_dot_segment(const char *p, size_t n);
+/* Standard base64 (padding optional).  out has room for n * 3 / 4 + 3.  -1 if malformed. */
+int http_b64_decode(const char *s, size_t n, uint8_t *out, size_t *outlen);
+/* The raw value of the first key=value in a query string ("a=1&b=2"). */
+bool http_query_get(const char *q, size_t n, const char *key, const char **val, size_t *vlen);
+/* Does the path (decoded) lie at or below prefix?  Sets *rest to what
+ * follows the prefix (starting with '/', or "" when it is the prefix itself). */
+bool http_path_under(const char *path, size_t n, const char *prefix, const char **rest);
+
+#endif
