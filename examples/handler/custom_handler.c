@@ -9,9 +9,11 @@
  *             username "pass-*"           -> no opinion (MGATE_IGNORE): the next handler
  *                                            of the chain decides (MGATE_HANDLER=example,acl)
  *             username "latepass-*"       -> no opinion either, given 150 ms later
+ *             password "deny-password"    -> refused (bad user name or password)
  *   PUBLISH   topic containing "forbidden" -> refused
  *             topic "rewrite/X"            -> forwarded as "rewritten/X"
  *             topic "slow/..."            -> verdict 100 ms later (allow)
+ *             (HTTP, whose topics are paths: "/slow/" anywhere does the same)
  *   SUBSCRIBE filters containing "forbidden" are refused, the rest go through
  *   delivery  broker PUBLISH on a topic containing "secret" is not delivered
  *   Any other PUBLISH, SUBSCRIBE or delivery: no opinion (MGATE_IGNORE), so
@@ -89,6 +91,10 @@ static enum mgate_verdict auth_connect(mgate_session *s, struct mgate_connect_re
         return MGATE_IGNORE;
     if (req->has_username && has_prefix(req->username, "latepass-"))
         return answer_later(s, req, 150, MGATE_IGNORE);
+    if (req->has_password && equals(req->password, "deny-password")) {
+        req->reason = MGATE_REASON_BAD_USER_OR_PASSWORD;
+        return MGATE_DENY;
+    }
     if (equals(req->client_id, "rename-me"))
         req->client_id = (mgate_bytes){(const uint8_t *)"renamed", 7};
     return MGATE_ALLOW;
@@ -108,7 +114,7 @@ static enum mgate_verdict auth_publish(mgate_session *s, struct mgate_publish_re
         memcpy(t + 10, req->topic.p + 8, rest);
         req->topic = (mgate_bytes){t, 10 + rest};
     }
-    if (has_prefix(req->topic, "slow/"))
+    if (has_prefix(req->topic, "slow/") || contains(req->topic, "/slow/"))
         return answer_later(s, req, 100, MGATE_ALLOW);
     return MGATE_IGNORE; /* no opinion: allowed, unless a later handler objects */
 }

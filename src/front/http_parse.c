@@ -21,7 +21,6 @@ struct hdr_off {
 
 struct http_parser {
     llhttp_t ll;
-    llhttp_settings_t settings;
     struct http_limits lim;
     http_head_cb on_head;
     void *ctx;
@@ -284,6 +283,22 @@ static int on_message_complete(llhttp_t *ll)
 
 /* ---- the interface ------------------------------------------------------------ */
 
+/* Shared by every parser (llhttp keeps a pointer to it). */
+static const llhttp_settings_t settings = {
+    .on_message_begin = on_message_begin,
+    .on_method = on_method,
+    .on_method_complete = on_method_complete,
+    .on_url = on_url,
+    .on_url_complete = on_url_complete,
+    .on_header_field = on_header_field,
+    .on_header_field_complete = on_header_field_complete,
+    .on_header_value = on_header_value,
+    .on_header_value_complete = on_header_value_complete,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
 struct http_parser *http_parser_new(const struct http_limits *lim, http_head_cb on_head, void *ctx)
 {
     struct http_parser *hp = calloc(1, sizeof(*hp));
@@ -292,21 +307,7 @@ struct http_parser *http_parser_new(const struct http_limits *lim, http_head_cb 
     hp->lim = *lim;
     hp->on_head = on_head;
     hp->ctx = ctx;
-    llhttp_settings_t *s = &hp->settings;
-    llhttp_settings_init(s);
-    s->on_message_begin = on_message_begin;
-    s->on_method = on_method;
-    s->on_method_complete = on_method_complete;
-    s->on_url = on_url;
-    s->on_url_complete = on_url_complete;
-    s->on_header_field = on_header_field;
-    s->on_header_field_complete = on_header_field_complete;
-    s->on_header_value = on_header_value;
-    s->on_header_value_complete = on_header_value_complete;
-    s->on_headers_complete = on_headers_complete;
-    s->on_body = on_body;
-    s->on_message_complete = on_message_complete;
-    llhttp_init(&hp->ll, HTTP_REQUEST, s);
+    llhttp_init(&hp->ll, HTTP_REQUEST, &settings);
     hp->ll.data = hp;
     return hp;
 }

@@ -30,6 +30,7 @@
 #define FETCH_DEFAULT_TIMEOUT_MS 5000u
 #define FETCH_DEFAULT_MAX_BODY ((size_t)1024 * 1024)
 #define FETCH_BODY_FIRST_ALLOC ((size_t)4096)
+#define FETCH_MAX_IDLE_CONNECTIONS 64
 
 struct fetcher;
 
@@ -549,6 +550,9 @@ static struct fetcher *fetcher_get(struct loop *l)
     curl_multi_setopt(fr->multi, CURLMOPT_SOCKETDATA, fr);
     curl_multi_setopt(fr->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
     curl_multi_setopt(fr->multi, CURLMOPT_TIMERDATA, fr);
+    /* Idle connections kept for reuse: enough for a busy target, and not one
+     * per request of the last burst (libcurl's default is 4 per handle). */
+    curl_multi_setopt(fr->multi, CURLMOPT_MAXCONNECTS, (long)FETCH_MAX_IDLE_CONNECTIONS);
     *slot = fr;
     return fr;
 }

@@ -26,6 +26,7 @@ set(MGATE_INTEGRATION_TESTS
   webhook     90
   ws_js       90
   ws_browser  60
+  http        120
 )
 
 while(MGATE_INTEGRATION_TESTS)

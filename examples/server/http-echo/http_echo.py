@@ -30,6 +30,7 @@ seen_lock = threading.Lock()
 class Echo(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "http-echo"
+    disable_nagle_algorithm = True  # the head and the body go out in two writes
 
     def log_message(self, fmt, *args):
         sys.stderr.write("http-echo: %s %s\n" % (self.address_string(), fmt % args))
@@ -95,14 +96,17 @@ class Echo(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
 
 
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024  # the listen backlog: many clients at once (the default is 5)
+
+
 def main():
     ap = argparse.ArgumentParser(description="HTTP echo server for mgate's HTTP front end")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8888)
     a = ap.parse_args()
-    srv = ThreadingHTTPServer((a.host, a.port), Echo)
-    srv.daemon_threads = True
-    srv.request_queue_size = 512
+    srv = Server((a.host, a.port), Echo)
     sys.stderr.write(f"http-echo: listening on {a.host}:{a.port}\n")
     sys.stderr.flush()
     try:
