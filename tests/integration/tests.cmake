@@ -27,6 +27,7 @@ set(MGATE_INTEGRATION_TESTS
   ws_js       90
   ws_browser  60
   http        120
+  http_tls    60
 )
 
 while(MGATE_INTEGRATION_TESTS)
