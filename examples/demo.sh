@@ -10,6 +10,7 @@
 #   examples/client/websocket/without_tls.sh
 #   examples/client/websocket/with_tls.sh
 #   examples/client/websocket/with_mtls.sh
+#   examples/client/http/without_tls.sh (and with_tls.sh, with_mtls.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +35,10 @@ OCSP_MODE=reqin examples/server/ocsp/responder.sh ssl/certs &
 responder=$!
 for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null && break; sleep 0.1; done
 
+# The HTTP listeners' target: the echo server on 8888.
+examples/server/http-echo/http_echo.py --port 8888 &
+echo_server=$!
+
 set -a
 # shellcheck source=examples/config/mgate.env
 . examples/config/mgate.env
@@ -44,9 +49,10 @@ stop() {
   kill -TERM "$mgate" 2>/dev/null || true
   wait "$mgate" 2>/dev/null || true
   kill -TERM "$responder" 2>/dev/null && wait "$responder" 2>/dev/null
+  kill -TERM "$echo_server" 2>/dev/null && wait "$echo_server" 2>/dev/null
   [ -n "$broker" ] && kill -TERM "$broker" 2>/dev/null && wait "$broker" 2>/dev/null
   exit 0
 }
 trap stop INT TERM
-echo "demo: mgate on 127.0.0.1:${MGATE_MQTT_WITHOUT_TLS_PORT} (MQTT), ${MGATE_MQTT_WITH_TLS_PORT} (TLS), ${MGATE_MQTT_WITH_MTLS_PORT} (mTLS + OCSP), ${MGATE_MQTT_WS_WITHOUT_TLS_PORT} (WebSocket), ${MGATE_MQTT_WS_WITH_TLS_PORT} (WebSocket + TLS), ${MGATE_MQTT_WS_WITH_MTLS_PORT} (WebSocket + mTLS + OCSP) -> mosquitto on 127.0.0.1:$broker_port; metrics on http://127.0.0.1:${MGATE_ADMIN_PORT}/metrics (Ctrl-C stops all)"
+echo "demo: mgate on 127.0.0.1:${MGATE_MQTT_WITHOUT_TLS_PORT} (MQTT), ${MGATE_MQTT_WITH_TLS_PORT} (TLS), ${MGATE_MQTT_WITH_MTLS_PORT} (mTLS + OCSP), ${MGATE_MQTT_WS_WITHOUT_TLS_PORT} (WebSocket), ${MGATE_MQTT_WS_WITH_TLS_PORT} (WebSocket + TLS), ${MGATE_MQTT_WS_WITH_MTLS_PORT} (WebSocket + mTLS + OCSP) -> mosquitto on 127.0.0.1:$broker_port; metrics on http://127.0.0.1:${MGATE_ADMIN_PORT}/metrics; HTTP ${MGATE_HTTP_WITHOUT_TLS_PORT}/${MGATE_HTTP_WITH_TLS_PORT}/${MGATE_HTTP_WITH_MTLS_PORT} -> http-echo on 127.0.0.1:8888 (Ctrl-C stops all)"
 wait "$mgate"

@@ -172,6 +172,12 @@ static int prepare(struct app *a, const struct mgate_handler *const *extra, char
             return -1;
         }
         p->target_proxy_protocol = lc->target_proxy_protocol;
+        if (p->target_proxy_protocol && p->http) {
+            snprintf(err, errlen, "%sTARGET_PROXY_PROTOCOL: not possible with TARGET_PROTOCOL %s (libcurl dials "
+                                  "the target; it gets X-Forwarded-For instead)", lc->prefix,
+                     target_protocol_name(lc->target_protocol));
+            return -1;
+        }
         if (p->target_proxy_protocol && p->dial) {
             snprintf(err, errlen, "%sTARGET_PROXY_PROTOCOL: not possible with TARGET_PROTOCOL %s (libwebsockets "
                                   "dials the broker)", lc->prefix, target_protocol_name(lc->target_protocol));
