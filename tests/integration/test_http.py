@@ -441,7 +441,10 @@ def parallel(t, g, results):
     per = (g.rss_kib() - before) * 1024 / len(conns)
     results["idle"] = f"{per:.0f} bytes of RSS per idle keep-alive connection (1000 connections, after one request each)"
     print("  measured:", results["idle"])
-    t.check(per < 8192, "an idle keep-alive connection costs under 8 KiB", f"{per:.0f} bytes")
+    with open(g.binary, "rb") as f:
+        sanitized = b"__asan_init" in f.read()
+    if not sanitized:  # ASan's redzones and quarantine make every allocation larger
+        t.check(per < 8192, "an idle keep-alive connection costs under 8 KiB", f"{per:.0f} bytes")
     for c in conns:
         c.close()
 
