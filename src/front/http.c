@@ -68,6 +68,7 @@ struct http_req {
     struct loop_defer defer; /* the resumed verdict, applied outside the handler */
     bool pending, answered;
     enum mgate_verdict verdict;
+    unsigned step; /* the handler of the chain that has it */
     uint8_t stage; /* enum req_stage */
     bool bypass, message_done;
     int refuse; /* a status decided before the body was in */
@@ -516,9 +517,8 @@ static void on_target_done(void *ctx, const struct fetch_result *res)
     }
     if (r->chunked)
         conn_write(hc->c, "0\r\n\r\n", 5);
-    const struct mgate_handler *hd = hc->p->handler;
-    if (!r->bypass && hd->publish)
-        hd->publish(hc->s, &r->u.p);
+    if (!r->bypass)
+        session_front_published(hc->s, &r->u.p);
     request_done(hc);
 }
 
@@ -645,16 +645,18 @@ static void forward(struct http_req *r)
 
 /* ---- verdicts ------------------------------------------------------------------------------ */
 
-static enum mgate_verdict ask(struct http_req *r, enum req_stage stage)
+/* The handler chain's verdict; again: the handler that had it passed
+ * (MGATE_IGNORE, late), so the next one is asked. */
+static enum mgate_verdict ask(struct http_req *r, enum req_stage stage, bool again)
 {
     struct mgate_session *s = r->s;
-    const struct mgate_handler *hd = r->hc->p->handler;
-    r->stage = (uint8_t)stage;
-    enum mgate_verdict v;
-    if (stage == RQ_CONNECT)
-        v = hd->auth_connect ? hd->auth_connect(s, &r->u.c) : MGATE_ALLOW;
-    else
-        v = hd->auth_publish ? hd->auth_publish(s, &r->u.p) : MGATE_ALLOW;
+    if (again) {
+        r->step++;
+    } else {
+        r->stage = (uint8_t)stage;
+        r->step = 0;
+    }
+    enum mgate_verdict v = session_front_ask(s, stage == RQ_PUBLISH, &r->u, &r->step);
     if (v == MGATE_PENDING) {
         r->pending = true;
         r->answered = false;
@@ -710,7 +712,7 @@ static void advance(struct http_req *r)
     p->dir = MGATE_UP;
     p->topic = (mgate_bytes){(const uint8_t *)r->path, (uint32_t)r->path_len};
     p->payload = (mgate_bytes){r->body ? r->body : (const uint8_t *)"", (uint32_t)r->body_len};
-    enum mgate_verdict v = ask(r, RQ_PUBLISH);
+    enum mgate_verdict v = ask(r, RQ_PUBLISH, false);
     if (v != MGATE_PENDING)
         publish_decided(r, v == MGATE_ALLOW);
 }
@@ -727,7 +729,12 @@ static void on_resumed(struct loop *l, struct loop_defer *d)
         return;
     }
     struct http_conn *hc = r->hc;
-    bool ok = r->verdict == MGATE_ALLOW;
+    enum mgate_verdict v = r->verdict;
+    if (v == MGATE_IGNORE && (v = ask(r, (enum req_stage)r->stage, true)) == MGATE_PENDING) {
+        session_front_release(s); /* the next handler holds it now, and the session */
+        return;
+    }
+    bool ok = v == MGATE_ALLOW;
     if (r->stage == RQ_CONNECT) {
         if (connect_decided(r, ok) && !r->message_done) {
             if (head_of(hc)->expect_continue) /* the client waits for a word before its body */
@@ -752,7 +759,7 @@ static void front_resume(struct mgate_session *s, const void *req, enum mgate_ve
         return;
     }
     r->answered = true;
-    r->verdict = v == MGATE_ALLOW ? MGATE_ALLOW : MGATE_DENY;
+    r->verdict = v == MGATE_ALLOW || v == MGATE_IGNORE ? v : MGATE_DENY;
     loop_defer(r->loop, &r->defer, on_resumed);
 }
 
@@ -911,7 +918,7 @@ static int on_head(void *ctx, const struct http_head *h)
     r->u.c.clean_start = true;
     enum mgate_verdict v = MGATE_DENY;
     if (!hc->p->cn_as_username || cn_username(r))
-        v = ask(r, RQ_CONNECT);
+        v = ask(r, RQ_CONNECT, false);
     else
         r->stage = RQ_CONNECT;
     if (v == MGATE_PENDING)

@@ -376,9 +376,27 @@ void session_front_connected(struct mgate_session *s)
     if (s->connect_called || s->ended)
         return;
     s->connect_called = true;
-    if (s->p->handler->connect)
-        s->p->handler->connect(s);
+    chain_connect(s);
 }
+
+enum mgate_verdict session_front_ask(struct mgate_session *s, bool publish, void *req, unsigned *step)
+{
+    const struct session_params *p = s->p;
+    for (; *step < p->handler_count; (*step)++) {
+        const struct mgate_handler *hd = p->handlers[*step];
+        enum mgate_verdict v = publish ? (hd->auth_publish ? hd->auth_publish(s, req) : MGATE_IGNORE)
+                                       : (hd->auth_connect ? hd->auth_connect(s, req) : MGATE_IGNORE);
+        if (v == MGATE_IGNORE)
+            continue;
+        if (v == MGATE_ALLOW || v == MGATE_DENY || v == MGATE_PENDING)
+            return v;
+        mgate_log(LOGL_ERROR, s, "handler %s returned %d, not a verdict; denied", hd->name, (int)v);
+        return MGATE_DENY;
+    }
+    return MGATE_ALLOW;
+}
+
+void session_front_published(struct mgate_session *s, const struct mgate_publish_req *req) { chain_publish(s, req); }
 
 void session_front_credentials(struct mgate_session *s, const struct mgate_connect_req *req)
 {
