@@ -251,6 +251,22 @@ def bypass_and_origins(t, tmp, echo):
             bad.log.text()[-300:])
 
 
+def chain(t, tmp, echo):
+    g = gate(tmp, echo.port, MGATE_HANDLER="example,log")
+    t0 = time.monotonic()
+    st, _, _ = curl(g.port, f"{BASE}/chain", "-u", "latepass-1:pw", "-d", "x")
+    t.check(st == 200 and time.monotonic() - t0 >= 0.14,
+            "a chain (example,log): example passes 150 ms later (MGATE_IGNORE), log lets it through",
+            f"{st} after {time.monotonic() - t0:.3f} s")
+    st, _, _ = curl(g.port, f"{BASE}/chain", "-u", "baduser:pw", "-d", "x")
+    t.eq(st, 401, "a chain: the first handler's refusal stands")
+    lines = g.json_lines()
+    t.check(any(j.get("msg") == "auth_connect" and j.get("username") == "latepass-1" for j in lines) and
+            any(j.get("msg") == "connect" for j in lines),
+            "a chain: the second handler (log) was asked, and its connect hook ran", str(lines)[:300])
+    g.stop()
+
+
 def keepalive_pipelining(t, g):
     c = Raw(g.port)
     for i in range(3):
@@ -481,6 +497,7 @@ def main():
         t.case("keep-alive and pipelining", keepalive_pipelining, t, g)
         t.case("chunked, Expect", chunked_expect, t, g)
         t.case("bypass and origins", bypass_and_origins, t, tmp, echo)
+        t.case("handler chain", chain, t, tmp, echo)
         t.case("limits and smuggling", limits, t, tmp, echo)
         t.case("target down, slow, streaming", target_down_slow, t, tmp, echo)
         t.case("200 in parallel, rates, memory", parallel, t, g, results)
