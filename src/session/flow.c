@@ -79,18 +79,22 @@ static void pass_forward(struct pass *ps, const uint8_t *raw, size_t len, bool i
 
 /* ---- request holders -------------------------------------------------- */
 
-struct held *held_get(struct mgate_session *s, int dir, uint8_t type)
+/* The decoded packet is copied in whole; only what follows it needs zeroing
+ * (most of the holder's size is the packet: no memset of all of it per packet). */
+static struct held *held_get(struct mgate_session *s, int dir, const struct mqtt_packet *pkt)
 {
     struct held *h = s->list->spare;
-    if (h) {
+    if (h)
         s->list->spare = NULL;
-        memset(h, 0, sizeof(*h));
-    } else if (!(h = calloc(1, sizeof(*h)))) {
+    else if (!(h = malloc(sizeof(*h))))
         return NULL;
-    }
+    h->raw = NULL;
+    h->raw_len = 0;
+    h->pkt = *pkt;
+    memset(&h->req, 0, sizeof(*h) - offsetof(struct held, req));
     h->s = s;
     h->dir = (uint8_t)dir;
-    h->type = type;
+    h->type = pkt->type;
     return h;
 }
 
@@ -98,7 +102,8 @@ void held_put(struct mgate_session *s, struct held *h)
 {
     if (!h)
         return;
-    free(h->raw);
+    if (h->raw) /* only a held (pending) packet has a copy: no free(NULL) per packet */
+        free(h->raw);
     if (h->type == MQTT_SUBSCRIBE)
         free(h->req.subscribe.filters);
     h->raw = NULL;
@@ -110,26 +115,27 @@ void held_put(struct mgate_session *s, struct held *h)
 
 struct held *held_begin(struct pass *ps, const struct mqtt_packet *pkt)
 {
-    struct held *h = held_get(ps->s, ps->dir, pkt->type);
-    if (!h) {
+    struct held *h = held_get(ps->s, ps->dir, pkt);
+    if (!h)
         session_close_as(ps->s, CONN_END_INTERNAL, CONN_END_INTERNAL, "out of memory");
-        return NULL;
-    }
-    h->pkt = *pkt;
     return h;
 }
 
 /* mgate_handler_verdict_seconds: an answer given at once is in the first
  * bucket (timing every packet would cost more than the handler); a pending
  * one is timed on the loop clock. */
+static inline enum metric_call call_of(const struct held *h)
+{
+    return h->type == MQTT_CONNECT                              ? METRIC_AUTH_CONNECT
+           : h->type == MQTT_PUBLISH && h->dir == MGATE_UP ? METRIC_AUTH_PUBLISH
+                                                           : METRIC_AUTH_SUBSCRIBE;
+}
+
 static void count_verdict(struct mgate_session *s, const struct held *h, uint64_t ms)
 {
-    enum metric_call call = h->type == MQTT_CONNECT                              ? METRIC_AUTH_CONNECT
-                            : h->type == MQTT_PUBLISH && h->dir == MGATE_UP ? METRIC_AUTH_PUBLISH
-                                                                            : METRIC_AUTH_SUBSCRIBE;
     struct metrics *m = session_metrics(s);
-    METRIC_INC(m->verdicts[call][metric_bucket(ms)]);
-    METRIC_ADD(m->verdict_ms_sum[call], ms);
+    METRIC_INC(m->verdicts[call_of(h)][metric_bucket(ms)]);
+    METRIC_ADD(m->verdict_ms_sum[call_of(h)], ms);
 }
 
 enum pkt_result held_decide(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len)
@@ -138,7 +144,7 @@ enum pkt_result held_decide(struct pass *ps, struct held *h, const uint8_t *raw,
         h->since = loop_now(ps->s->loop);
         return held_pend(ps, h, raw, len);
     }
-    count_verdict(ps->s, h, 0);
+    METRIC_INC(ps->m->verdicts[call_of(h)][0]); /* answered now: the first bucket, nothing to add */
     enum pkt_result r = ps->dir == MGATE_UP ? up_finish(ps, h, raw, len) : down_finish(ps, h, raw, len);
     held_put(ps->s, h);
     return r;
@@ -208,7 +214,7 @@ static void finish_held(struct loop *l, struct loop_defer *d)
     count_verdict(s, h, loop_now(s->loop) - h->since);
     if (s->state != SESSION_CLOSING) {
         struct pass ps = {s, dir, dir == MGATE_UP ? s->client : s->broker,
-                          dir == MGATE_UP ? s->broker : s->client, NULL, 0};
+                          dir == MGATE_UP ? s->broker : s->client, NULL, 0, session_metrics(s)};
         enum pkt_result r = dir == MGATE_UP ? up_finish(&ps, h, h->raw, h->raw_len)
                                             : down_finish(&ps, h, h->raw, h->raw_len);
         if (r == PKT_FORWARD)
@@ -294,7 +300,7 @@ size_t session_on_data(struct conn *c, const uint8_t *data, size_t len)
         return len; /* nobody to give it to */
     if (s->held[dir])
         return 0;
-    struct pass ps = {s, dir, c, dir == MGATE_UP ? s->broker : s->client, NULL, 0};
+    struct pass ps = {s, dir, c, dir == MGATE_UP ? s->broker : s->client, NULL, 0, session_metrics(s)};
     size_t off = 0;
     while (off < len) {
         size_t total;
@@ -317,9 +323,8 @@ size_t session_on_data(struct conn *c, const uint8_t *data, size_t len)
                 continue;
             }
         }
-        struct metrics *m = session_metrics(s);
-        METRIC_INC(m->packets[dir][data[off] >> 4]);
-        METRIC_ADD(m->bytes[dir], total);
+        METRIC_INC(ps.m->packets[dir][data[off] >> 4]);
+        METRIC_ADD(ps.m->bytes[dir], total);
         enum pkt_result r = one_packet(&ps, data + off, (uint32_t)total);
         off += total;
         if (r == PKT_CLOSE || s->state == SESSION_CLOSING) {

@@ -107,6 +107,7 @@ struct pass {
     struct conn *from, *to;
     const uint8_t *run;
     size_t run_len;
+    struct metrics *m; /* the loop's counters, looked up once per pass */
 };
 
 enum pkt_result {
@@ -123,10 +124,9 @@ int pass_emit(struct pass *ps, const uint8_t *pkt, size_t len); /* flushes the r
 int pass_emit_packet(struct pass *ps, const struct mqtt_packet *pkt); /* encodes and emits */
 /* A request holder: borrowed for each handler call (no allocation), kept by
  * the session only when the verdict is pending. */
-struct held *held_get(struct mgate_session *s, int dir, uint8_t type);
 void held_put(struct mgate_session *s, struct held *h);
 enum pkt_result held_pend(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len);
-/* held_get for this pass and packet (closes the session when out of memory). */
+/* A request holder for this pass and packet (closes the session when out of memory). */
 struct held *held_begin(struct pass *ps, const struct mqtt_packet *pkt);
 /* After the auth call set h->verdict: hold the packet, or finish it now. */
 enum pkt_result held_decide(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len);
