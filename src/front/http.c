@@ -33,6 +33,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "core/base64.h"
 #include "core/log.h"
 #include "front/http_parse.h"
 #include "front/http_util.h"
@@ -826,12 +827,13 @@ static void credentials(struct http_req *r, const struct http_head *h, char *mem
     struct mgate_connect_req *c = &r->u.c;
     const struct http_hdr *a = http_head_find(h, "authorization");
     if (a && a->value_len > 6 && !strncasecmp(a->value, "basic ", 6)) {
-        size_t n;
         const char *v = a->value + 6;
         size_t vl = a->value_len - 6;
         while (vl && *v == ' ')
             v++, vl--;
-        if (http_b64_decode(v, vl, (uint8_t *)mem, &n) == 0) {
+        int decoded = base64_decode(v, vl, (uint8_t *)mem, vl);
+        if (decoded >= 0) {
+            size_t n = (size_t)decoded;
             char *colon = memchr(mem, ':', n);
             if (colon) {
                 c->username = (mgate_bytes){(const uint8_t *)mem, (uint32_t)(colon - mem)};

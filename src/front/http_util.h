@@ -19,8 +19,6 @@ int http_pct_decode(const char *s, size_t n, char *out, size_t *outlen, bool for
 size_t http_pct_encode_path(const char *s, size_t n, char *out);
 /* A "." or ".." segment: the target would resolve it, the handler would not. */
 bool http_path_has_dot_segment(const char *p, size_t n);
-/* Standard base64 (padding optional).  out has room for n * 3 / 4 + 3.  -1 if malformed. */
-int http_b64_decode(const char *s, size_t n, uint8_t *out, size_t *outlen);
 /* The raw value of the first key=value in a query string ("a=1&b=2"). */
 bool http_query_get(const char *q, size_t n, const char *key, const char **val, size_t *vlen);
 /* Does the path (decoded) lie at or below prefix?  Sets *rest to what

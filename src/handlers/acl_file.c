@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/base64.h"
 #include "handlers/acl.h"
 #include "mqtt/mqtt.h"
 
@@ -34,46 +35,6 @@ static int failf(char *err, size_t errlen, const char *fmt, ...)
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
     return -1;
-}
-
-/* ---- base64 (standard alphabet, '=' padding optional) ---------------- */
-
-static int b64_value(char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    return c == '+' ? 62 : c == '/' ? 63 : -1;
-}
-
-/* Decode [s, s + n) into out (at most max bytes); -1 when it is not base64
- * or does not fit. */
-static int b64_decode(const char *s, size_t n, uint8_t *out, size_t max)
-{
-    while (n && s[n - 1] == '=')
-        n--;
-    if (n % 4 == 1)
-        return -1;
-    size_t len = 0;
-    uint32_t acc = 0;
-    unsigned bits = 0;
-    for (size_t i = 0; i < n; i++) {
-        int v = b64_value(s[i]);
-        if (v < 0)
-            return -1;
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            if (len == max)
-                return -1;
-            out[len++] = (uint8_t)(acc >> bits);
-        }
-    }
-    return (int)len;
 }
 
 /* ---- password hashes --------------------------------------------------- */
@@ -101,12 +62,12 @@ int acl_password_parse(const char *s, struct acl_password *pw, char *err, size_t
                      "plain-text passwords are not accepted)");
     }
     const char *dollar = strchr(p, '$');
-    int salt = dollar ? b64_decode(p, (size_t)(dollar - p), pw->salt, sizeof(pw->salt)) : -1;
+    int salt = dollar ? base64_decode(p, (size_t)(dollar - p), pw->salt, sizeof(pw->salt)) : -1;
     if (salt < 1)
         return failf(err, errlen, "$%u$ hash: the salt is not base64 of 1 to %u bytes", pw->kind, ACL_SALT_MAX);
     pw->salt_len = (uint8_t)salt;
     uint8_t hash[ACL_HASH_LEN + 3];
-    int hl = b64_decode(dollar + 1, strlen(dollar + 1), hash, sizeof(hash));
+    int hl = base64_decode(dollar + 1, strlen(dollar + 1), hash, sizeof(hash));
     if (hl != ACL_HASH_LEN)
         return failf(err, errlen,
                      "$%u$ hash: the hash is not base64 of 64 bytes (a crypt(3) \"$6$\" line, as openssl "

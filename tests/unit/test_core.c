@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "core/base64.h"
 #include "core/buf.h"
 #include "core/loop.h"
 #include "session/alias.h"
@@ -172,8 +173,26 @@ static void test_alias(void)
     CHECK(m.e == NULL);
 }
 
+static void test_base64(void)
+{
+    uint8_t out[16];
+    CHECK_EQ_INT(base64_decode("dXNlcjpwYXNz", 12, out, sizeof(out)), 9); /* user:pass */
+    CHECK(!memcmp(out, "user:pass", 9));
+    CHECK_EQ_INT(base64_decode("YQ==", 4, out, sizeof(out)), 1);
+    CHECK_EQ_INT(out[0], 'a');
+    CHECK_EQ_INT(base64_decode("YQ", 2, out, sizeof(out)), 1); /* padding optional */
+    CHECK_EQ_INT(base64_decode("+/8=", 4, out, sizeof(out)), 2);
+    CHECK_EQ_INT(out[0], 0xfb);
+    CHECK_EQ_INT(out[1], 0xff);
+    CHECK_EQ_INT(base64_decode("", 0, out, sizeof(out)), 0);
+    CHECK_EQ_INT(base64_decode("Y", 1, out, sizeof(out)), -1);      /* a lone sextet */
+    CHECK_EQ_INT(base64_decode("YW*j", 4, out, sizeof(out)), -1);   /* not the alphabet */
+    CHECK_EQ_INT(base64_decode("dXNlcjpwYXNz", 12, out, 8), -1);    /* does not fit */
+}
+
 int main(void)
 {
+    test_base64();
     test_timers();
     test_defer();
     test_defer_cancel_in_pass();
