@@ -28,6 +28,7 @@ set(MGATE_INTEGRATION_TESTS
   ws_browser  60
   http        120
   http_tls    60
+  http_ws     60
 )
 
 while(MGATE_INTEGRATION_TESTS)

@@ -13,10 +13,17 @@ headers, body), so a client can see what mgate forwarded.  A few paths behave di
     /stats            how many requests arrived so far, by path (refused ones never should)
     /health           "ok"
 
+A GET with "Upgrade: websocket" (any path) is answered 101 and becomes a WebSocket (RFC 6455,
+hand-rolled: no module needed) that sends every message back whole, with its opcode, as one
+frame; pings are answered, a close is answered with the same close and ends the connection.
+
 HTTP/1.1 with keep-alive, one thread per connection.  Logs one line per request to stderr.
 """
 import argparse
+import base64
+import hashlib
 import json
+import struct
 import sys
 import threading
 import time
@@ -49,8 +56,60 @@ class Echo(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def _frame(self):
+        """(fin, opcode, payload) of the next frame from the client, None at EOF."""
+        head = self.rfile.read(2)
+        if len(head) < 2:
+            return None
+        n = head[1] & 0x7F
+        if n == 126:
+            n = struct.unpack("!H", self.rfile.read(2))[0]
+        elif n == 127:
+            n = struct.unpack("!Q", self.rfile.read(8))[0]
+        key = self.rfile.read(4) if head[1] & 0x80 else b"\0\0\0\0"
+        data = bytearray(self.rfile.read(n))
+        for i in range(len(data)):
+            data[i] ^= key[i & 3]
+        return head[0] & 0x80, head[0] & 0x0F, bytes(data)
+
+    def _send_frame(self, opcode, data):
+        n = len(data)
+        size = struct.pack("!B", n) if n < 126 else struct.pack("!BH", 126, n) if n < 65536 else struct.pack("!BQ", 127, n)
+        self.wfile.write(bytes([0x80 | opcode]) + size + data)
+        self.wfile.flush()
+
+    def _websocket(self, url):
+        key = self.headers.get("Sec-WebSocket-Key", "")
+        accept = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
+        with seen_lock:
+            seen["ws:" + url.path] = seen.get("ws:" + url.path, 0) + 1
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept.decode())
+        self.end_headers()
+        self.wfile.flush()
+        self.close_connection = True
+        msg_op, parts = None, []
+        while (f := self._frame()) is not None:
+            fin, op, data = f
+            if op == 0x9:
+                self._send_frame(0xA, data)
+            elif op == 0x8:
+                self._send_frame(0x8, data)
+                return
+            elif op in (0x0, 0x1, 0x2):
+                msg_op = op if op else msg_op
+                parts.append(data)
+                if fin:
+                    self._send_frame(msg_op, b"".join(parts))
+                    parts = []
+
     def _handle(self):
         url = urlsplit(self.path)
+        if self.command == "GET" and self.headers.get("Upgrade", "").lower() == "websocket":
+            self._websocket(url)
+            return
         q = parse_qs(url.query)
         body = self._body()
         with seen_lock:
