@@ -44,7 +44,7 @@ def refused_code(port, client_id, protocol):
 class RawWs:
     """A WebSocket client that frames bytes as the test says (masked, binary)."""
 
-    def __init__(self, port, path="/mqtt", protocol="mqtt", origin=None, host=h.HOST):
+    def __init__(self, port, path="/mqtt", protocol="mqtt", origin=None, host=h.HOST, headers=()):
         self.s = socket.create_connection((h.HOST, port), timeout=5)
         key = base64.b64encode(os.urandom(16)).decode()
         req = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -53,6 +53,8 @@ class RawWs:
             req += f"Sec-WebSocket-Protocol: {protocol}\r\n"
         if origin:
             req += f"Origin: {origin}\r\n"
+        req += "".join(f"{k}: {v}\r\n" for k, v in headers)
+        self.key = key
         self.s.sendall((req + "\r\n").encode())
         self.buf = b""
         while b"\r\n\r\n" not in self.buf:
@@ -64,10 +66,10 @@ class RawWs:
         self.head = head.decode(errors="replace")
         self.status = self.head.split("\r\n")[0]
 
-    def send_frame(self, payload, opcode=2):
+    def send_frame(self, payload, opcode=2, fin=True):
         mask = os.urandom(4)
         n = len(payload)
-        hdr = bytes([0x80 | opcode])
+        hdr = bytes([(0x80 if fin else 0) | opcode])
         if n < 126:
             hdr += bytes([0x80 | n])
         elif n < 65536:
@@ -84,8 +86,12 @@ class RawWs:
             self.buf += chunk
 
     def recv_frame(self):
+        return self.recv_frame_bits()[1:3]
+
+    def recv_frame_bits(self):
+        """(fin, opcode, payload unmasked, whether it came masked) of the next frame."""
         self._need(2)
-        op, n = self.buf[0] & 0x0F, self.buf[1] & 0x7F
+        fin, op, masked, n = bool(self.buf[0] & 0x80), self.buf[0] & 0x0F, bool(self.buf[1] & 0x80), self.buf[1] & 0x7F
         off = 2
         if n == 126:
             self._need(4)
@@ -93,9 +99,12 @@ class RawWs:
         elif n == 127:
             self._need(10)
             n, off = struct.unpack("!Q", self.buf[2:10])[0], 10
-        self._need(off + n)
+        self._need(off + 4 * masked + n)
+        key, off = self.buf[off:off + 4 * masked], off + 4 * masked
         data, self.buf = self.buf[off:off + n], self.buf[off + n:]
-        return op, data
+        if masked:
+            data = bytes(b ^ key[i & 3] for i, b in enumerate(data))
+        return fin, op, data, masked
 
     def close_code(self, seconds=3.0):
         """Read until the close frame: its code (None if it had none), or "eof" when the socket
