@@ -5,6 +5,8 @@
 
 #include <openssl/evp.h>
 
+#include "core/base64.h"
+
 static int is_control(unsigned op)
 {
     return op & 0x8;
@@ -124,11 +126,11 @@ int wsf_seq_frame(struct wsf_seq *s, const struct wsf_head *h, uint64_t max_mess
 int wsf_accept(const char *key, char out[29])
 {
     static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-    unsigned char raw[18], cat[24 + sizeof(guid)], md[EVP_MAX_MD_SIZE];
+    uint8_t raw[16];
+    unsigned char cat[24 + sizeof(guid)], md[EVP_MAX_MD_SIZE];
     unsigned mdlen = 0;
     /* 16 bytes in base64 are 22 characters and "==" */
-    if (strlen(key) != 24 || key[22] != '=' || key[23] != '=' ||
-        EVP_DecodeBlock(raw, (const unsigned char *)key, 24) != 18)
+    if (strlen(key) != 24 || key[22] != '=' || key[23] != '=' || base64_decode(key, 24, raw, sizeof(raw)) != 16)
         return -1;
     memcpy(cat, key, 24);
     memcpy(cat + 24, guid, sizeof(guid) - 1);
