@@ -16,6 +16,25 @@ headers, body), so a client can see what mgate forwarded.  A few paths behave di
 A GET with "Upgrade: websocket" (any path) is answered 101 and becomes a WebSocket (RFC 6455,
 hand-rolled: no module needed) that sends every message back whole, with its opcode, as one
 frame; pings are answered, a close is answered with the same close and ends the connection.
+When the client offers Sec-WebSocket-Protocol, the first one offered is chosen.  A few text
+messages are commands instead of being sent back:
+
+    headers?   a text message with the JSON of the upgrade request: {"path", "query", "headers"}
+    close-me   a close 1000 "bye" from the echo; then it waits for the peer's close and ends
+    drop-me    the TCP connection is closed without a close frame
+    ping-me    a ping "from-target"; its pong comes back as the text message "pong:<payload>"
+
+and a few upgrade paths are answered otherwise:
+
+    .../no-upgrade...     403 as plain HTTP (no WebSocket)
+    .../bad-accept...     101 with a wrong Sec-WebSocket-Accept
+    .../slow-upgrade?ms=N the 101 after N milliseconds
+
+/stats counts, per path: "ws:PATH" WebSockets opened, "ws-msg:PATH" whole messages received,
+"ws-ping:PATH" and "ws-pong:PATH" pings and pongs received, "ws-bad:PATH" data frames that came
+unmasked or not as one frame (FIN not set); and "ws-close:PATH" is how the last WebSocket on
+PATH ended: "CODE REASON" of the close frame it got ("" for a close without a code), "eof"
+when the peer left without one, "dropped" after drop-me.
 
 HTTP/1.1 with keep-alive, one thread per connection.  Logs one line per request to stderr.
 """
@@ -56,8 +75,12 @@ class Echo(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def _count(self, key):
+        with seen_lock:
+            seen[key] = seen.get(key, 0) + 1
+
     def _frame(self):
-        """(fin, opcode, payload) of the next frame from the client, None at EOF."""
+        """(fin, opcode, payload, masked) of the next frame from the client, None at EOF."""
         head = self.rfile.read(2)
         if len(head) < 2:
             return None
@@ -68,9 +91,11 @@ class Echo(BaseHTTPRequestHandler):
             n = struct.unpack("!Q", self.rfile.read(8))[0]
         key = self.rfile.read(4) if head[1] & 0x80 else b"\0\0\0\0"
         data = bytearray(self.rfile.read(n))
+        if len(data) < n:
+            return None
         for i in range(len(data)):
             data[i] ^= key[i & 3]
-        return head[0] & 0x80, head[0] & 0x0F, bytes(data)
+        return head[0] & 0x80, head[0] & 0x0F, bytes(data), bool(head[1] & 0x80)
 
     def _send_frame(self, opcode, data):
         n = len(data)
@@ -79,31 +104,74 @@ class Echo(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def _websocket(self, url):
+        path, q = url.path, parse_qs(url.query)
+        if "/no-upgrade" in path:
+            self._send(403, b'{"status":"no WebSocket here"}\n', extra=[("Connection", "close")])
+            self.close_connection = True
+            return
+        if "/slow-upgrade" in path:
+            time.sleep(int(q.get("ms", ["1000"])[0]) / 1000)
         key = self.headers.get("Sec-WebSocket-Key", "")
         accept = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
-        with seen_lock:
-            seen["ws:" + url.path] = seen.get("ws:" + url.path, 0) + 1
+        if "/bad-accept" in path:
+            accept = base64.b64encode(hashlib.sha1(b"not the key").digest())
+        offered = [p.strip() for p in self.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+        upgrade = {"path": path, "query": url.query, "headers": dict(self.headers.items())}
+        self._count("ws:" + path)
         self.send_response(101)
         self.send_header("Upgrade", "websocket")
         self.send_header("Connection", "Upgrade")
         self.send_header("Sec-WebSocket-Accept", accept.decode())
+        if offered:
+            self.send_header("Sec-WebSocket-Protocol", offered[0])
         self.end_headers()
         self.wfile.flush()
         self.close_connection = True
-        msg_op, parts = None, []
-        while (f := self._frame()) is not None:
-            fin, op, data = f
+        msg_op, parts, closing, ended = None, [], False, "eof"
+        while True:
+            try:
+                f = self._frame()
+            except OSError:
+                f = None
+            if f is None:
+                break
+            fin, op, data, masked = f
+            if op < 0x8 and not (masked and fin):
+                self._count("ws-bad:" + path)
             if op == 0x9:
+                self._count("ws-ping:" + path)
                 self._send_frame(0xA, data)
+            elif op == 0xA:
+                self._count("ws-pong:" + path)
+                if data == b"from-target":
+                    self._send_frame(0x1, b"pong:" + data)
             elif op == 0x8:
-                self._send_frame(0x8, data)
-                return
+                ended = "%d %s" % (struct.unpack("!H", data[:2])[0], data[2:].decode("utf-8", "replace")) \
+                    if len(data) >= 2 else ""
+                if not closing:
+                    self._send_frame(0x8, data)
+                break
             elif op in (0x0, 0x1, 0x2):
                 msg_op = op if op else msg_op
                 parts.append(data)
-                if fin:
-                    self._send_frame(msg_op, b"".join(parts))
-                    parts = []
+                if not fin:
+                    continue
+                msg, parts = b"".join(parts), []
+                self._count("ws-msg:" + path)
+                if msg_op == 0x1 and msg == b"headers?":
+                    self._send_frame(0x1, json.dumps(upgrade).encode())
+                elif msg_op == 0x1 and msg == b"close-me":
+                    self._send_frame(0x8, struct.pack("!H", 1000) + b"bye")
+                    closing = True
+                elif msg_op == 0x1 and msg == b"drop-me":
+                    ended = "dropped"
+                    break
+                elif msg_op == 0x1 and msg == b"ping-me":
+                    self._send_frame(0x9, b"from-target")
+                else:
+                    self._send_frame(msg_op, msg)
+        with seen_lock:
+            seen["ws-close:" + path] = ended
 
     def _handle(self):
         url = urlsplit(self.path)
@@ -112,8 +180,7 @@ class Echo(BaseHTTPRequestHandler):
             return
         q = parse_qs(url.query)
         body = self._body()
-        with seen_lock:
-            seen[url.path] = seen.get(url.path, 0) + 1
+        self._count(url.path)
         if url.path.endswith("/slow"):
             time.sleep(int(q.get("ms", ["1000"])[0]) / 1000)
         if url.path.endswith("/stream"):
