@@ -1,48 +1,162 @@
 #!/usr/bin/python3
-"""WebSocket on the HTTP listener: the test peers for the coming WebSocket proxy, and what an
-upgrade request does today.
+"""WebSocket on the HTTP listener (MGATE_HTTP_*): mgate-example in front of examples/server/http-echo,
+driven by a hand-framed RFC 6455 client (test_ws.RawWs, over TCP or TLS).
 
-* The echo target's WebSocket side (examples/server/http-echo) against a hand-framed RFC 6455
-  client: 101 with the right Sec-WebSocket-Accept, text, binary, 200 KiB and fragmented
-  messages back byte-exact, ping answered, close answered.
-* An upgrade request on an MGATE_HTTP_* listener is, until the proxy is built (docs/HTTP.md,
-  "Not done yet"), a plain request: authorised, forwarded without Upgrade/Connection, answered
-  by the target as HTTP; the target never sees a WebSocket.
+* The echo target's own WebSocket side, straight: 101, text, binary, 200 KiB, fragmented, ping, close.
+* Through mgate: 101 with the accept of the client's key; text (non-ASCII), binary, 200 KiB and
+  fragmented messages both ways byte-exact, each as one frame; a ping between fragments and an
+  unsolicited pong handled by mgate (never seen by the target); the subprotocol the target chose;
+  what the target's upgrade request held (path and query, Authorization, Origin, the offered
+  subprotocols, other headers, X-Forwarded-*, its own key, no Sec-WebSocket-Extensions).
+* Refused at the upgrade, and never a WebSocket at the target: 401 (the three credential
+  sources), 403 (auth_subscribe on the path, Origin), 404 (PATH_PREFIX, TARGET_PATH), 426 (version),
+  400 (key missing or not 16 bytes); a BYPASS_PATHS path without any handler call.
+* The relay: a message auth_publish refuses (payload deny-payload) dropped, the next one passes in
+  order; messages down refused by auth_subscribe (a path with "secret") while pings are answered;
+  order of 20 messages behind late verdicts ("/slow/"); the target's ping answered by mgate.
+* Endings: close from the client and from the target (code and reason passed on both ways), the
+  target dropping the TCP connection (1001 to the client), the client leaving (1001 to the target),
+  bad frames (1002), a message over MAX_BODY_SIZE (1009), IDLE_TIMEOUT (1001), SIGTERM (1001).
+* The target refusing the upgrade: down (502), not 101 (502), a wrong accept (502), too slow
+  (TARGET_TIMEOUT, 504).
+* The TLS listener (MGATE_HTTP_WITH_TLS_*): the same round trip, X-Forwarded-Proto https.
+
+The example handler (examples/handler/custom_handler.c) decides: Basic user "baduser" and password
+"deny-password" are refused at auth_connect, a path with "forbidden" at auth_subscribe (403), a
+message whose payload is "deny-payload" at auth_publish, a message down on a path with "secret"
+at delivery; "/slow/" makes auth_publish answer 100 ms later. The echo target's commands
+(headers?, close-me, drop-me, ping-me), special paths and /stats keys are in its docstring.
 """
 import base64
 import hashlib
 import json
 import os
+import signal
+import socket
 import struct
 import tempfile
+import time
 
 import harness as h
-from test_http import BASE, Echo, gate
+from test_http import BASE, PREFIX, Echo, gate
+from test_http_tls import TLS, listener
 from test_ws import RawWs
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+TEXT, BINARY, CONT, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
+
+
+def close_payload(code, reason=""):
+    return struct.pack("!H", code) + reason.encode()
 
 
 class WsClient(RawWs):
-    """test_ws's hand-framed client, with the answer's headers (and body, when not 101) parsed."""
+    """test_ws's hand-framed client, over TCP or TLS (tls: a client SSLContext), with the
+    answer's headers (and body, when not 101) parsed. key=False and version=None leave those
+    headers out; key and version given as strings are sent as they are."""
 
-    def __init__(self, port, path, headers=()):
-        super().__init__(port, path, protocol=None, headers=headers)
-        self.s.settimeout(10)
+    def __init__(self, port, path, headers=(), key=None, version="13", tls=None, timeout=5.0):
+        s = socket.create_connection((h.HOST, port), timeout=timeout)
+        self.s = tls.wrap_socket(s, server_hostname="localhost") if tls else s
+        self.key = base64.b64encode(os.urandom(16)).decode() if key is None else key
+        req = [f"GET {path} HTTP/1.1", f"Host: localhost:{port}", "Upgrade: websocket", "Connection: Upgrade"]
+        if self.key is not False:
+            req.append(f"Sec-WebSocket-Key: {self.key}")
+        if version is not None:
+            req.append(f"Sec-WebSocket-Version: {version}")
+        req += [f"{k}: {v}" for k, v in headers]
+        self.s.sendall(("\r\n".join(req) + "\r\n\r\n").encode())
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf and (chunk := self.s.recv(4096)):
+            self.buf += chunk
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        self.head = head.decode(errors="replace")
         lines = self.head.split("\r\n")
         self.code = int(lines[0].split()[1]) if lines[0].startswith("HTTP/") else 0
         self.headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
         self.body = b""
         if self.code != 101 and "content-length" in self.headers:
             self._need(int(self.headers["content-length"]))
-            self.body = self.buf
+            self.body, self.buf = self.buf[:int(self.headers["content-length"])], b""
 
     def accept_ok(self):
         want = base64.b64encode(hashlib.sha1(self.key.encode() + GUID).digest()).decode()
         return self.headers.get("sec-websocket-accept") == want
 
+    def json(self):
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return {}
+
+    def frame(self, seconds=5.0):
+        """(fin, opcode, payload, masked) of the next frame, or "eof", or "timeout"."""
+        self.s.settimeout(seconds)
+        try:
+            return self.recv_frame_bits()
+        except socket.timeout:
+            return "timeout"
+        except (h.Closed, OSError):
+            return "eof"
+
+    def ended(self, seconds=3.0):
+        """True when the connection ends (EOF or reset) within seconds; what comes before is read and dropped."""
+        self.s.settimeout(seconds)
+        try:
+            while self.s.recv(65536):
+                pass
+            return True
+        except socket.timeout:
+            return False
+        except OSError:
+            return True
+
     def close(self):
         self.s.close()
+
+
+def ws_ok(c):
+    """The checks of a good 101 to the client, as one value to compare: (code, accept ok,
+    Upgrade, Connection has upgrade)."""
+    return (c.code, c.accept_ok(), c.headers.get("upgrade", "").lower(),
+            "upgrade" in c.headers.get("connection", "").lower())
+
+
+GOOD_101 = (101, True, "websocket", True)
+
+
+def echo_value(echo, key, timeout=3.0):
+    """The echo target's /stats value for key, waiting up to timeout for it to appear."""
+    return h.wait_until(lambda: echo.stats().get(key), timeout)
+
+
+def data(payload, op=TEXT):
+    """A whole unmasked frame from mgate, as recv_frame_bits gives it."""
+    return (True, op, payload, False)
+
+
+def short(f):
+    """A frame (or "eof"/"timeout") for a failure's detail: long payloads as their length."""
+    if isinstance(f, tuple) and len(f[2]) > 64:
+        return f[:2] + (f"{len(f[2])} bytes {f[2][:16]!r}...",) + f[3:]
+    return f
+
+
+def frame_eq(t, got, want, what):
+    """Check one frame (or a list of frames) against what was expected."""
+    if isinstance(got, list):
+        return t.check(got == want, what, f"got {[short(f) for f in got]!r}, want {[short(f) for f in want]!r}")
+    return t.check(got == want, what, f"got {short(got)!r}, want {short(want)!r}")
+
+
+def close_code(f):
+    """The code of a close frame f; anything else as it came (short)."""
+    if isinstance(f, tuple) and f[1] == CLOSE and len(f[2]) >= 2:
+        return struct.unpack("!H", f[2][:2])[0]
+    return short(f)
+
+
+# ---------------------------------------------------------------------------
 
 
 def echo_target(t, echo):
@@ -68,22 +182,359 @@ def echo_target(t, echo):
     t.eq(c.recv_frame_bits(), (True, 0x8, struct.pack("!H", 1000) + b"bye", False), "a close is answered with the same close")
     c.close()
     t.eq(echo.stats().get("ws:/messages/ws"), 1, "the target counted the WebSocket")
-
-
-def upgrade_today(t, g, echo):
-    c = WsClient(g.port, f"{BASE}/ws", headers=[("Authorization", "TOKEN")])
-    t.eq(c.code, 200, "an upgrade on the HTTP listener is answered as plain HTTP (no WebSocket proxy yet)")
-    e = json.loads(c.body or b"{}")
-    got = {k.lower(): v for k, v in e.get("headers", {}).items()}
-    t.eq((e.get("method"), e.get("path")), ("GET", "/messages/ws"), "the target got the request")
-    t.check("upgrade" not in got and "upgrade" not in got.get("connection", "").lower(),
-            "forwarded without Upgrade and without Connection: upgrade", str(got))
-    c.close()
+    # the echo's own commands, straight, so that a failure through mgate is mgate's
+    c = WsClient(echo.port, "/messages/cmd?q=1", headers=[("Sec-WebSocket-Protocol", "chat, superchat"), ("X-A", "b")])
+    t.eq(c.headers.get("sec-websocket-protocol"), "chat", "the echo chooses the first subprotocol offered")
+    c.send_frame(b"headers?", TEXT)
+    f = c.frame()
+    up = json.loads(f[2]) if isinstance(f, tuple) else {}
+    t.eq((up.get("path"), up.get("query"), up.get("headers", {}).get("X-A")), ("/messages/cmd", "q=1", "b"),
+         "headers?: the echo answers the JSON of the upgrade request")
+    c.send_frame(b"ping-me", TEXT)
+    frame_eq(t, c.frame(), data(b"from-target", PING), "ping-me: the echo pings")
+    c.send_frame(b"from-target", PONG)
+    frame_eq(t, c.frame(), data(b"pong:from-target"), "... and reports the pong")
+    c.send_frame(b"close-me", TEXT)
+    frame_eq(t, c.frame(), data(close_payload(1000, "bye"), CLOSE), "close-me: the echo closes 1000 bye")
+    c.send_frame(close_payload(1000, "bye"), CLOSE)
+    t.check(c.ended(), "... and ends after the answer")
     seen = echo.stats()
-    t.eq(seen.get("ws:/messages/ws"), 1, "the target never saw a WebSocket from mgate (only the direct one)")
-    c = WsClient(g.port, f"{BASE}/ws", headers=[("Authorization", "Basic " + base64.b64encode(b"baduser:pw").decode())])
-    t.eq(c.code, 401, "an upgrade whose credentials auth_connect refuses: 401")
+    t.eq([seen.get(k + ":/messages/cmd") for k in ("ws-msg", "ws-pong", "ws-ping", "ws-bad", "ws-close")],
+         [3, 1, None, None, "1000 bye"], "the echo's stats for it")
+    c = WsClient(echo.port, "/messages/cmd-drop")
+    c.send_frame(b"drop-me", TEXT)
+    t.eq(c.frame(), "eof", "drop-me: the echo drops the connection without a close")
+    c = WsClient(echo.port, "/messages/no-upgrade")
+    t.eq(c.code, 403, "an upgrade on /no-upgrade: 403 as plain HTTP")
+    c = WsClient(echo.port, "/messages/bad-accept")
+    t.check(c.code == 101 and not c.accept_ok(), "an upgrade on /bad-accept: 101 with a wrong accept", c.head)
     c.close()
+
+
+def round_trip(t, port, echo, path, tls=None, proto="http"):
+    """101 and messages both ways through mgate on port; path is below BASE."""
+    c = WsClient(port, f"{BASE}/{path}", tls=tls)
+    t.eq(ws_ok(c), GOOD_101, f"{proto}: 101 Switching Protocols, the accept of the client's own key, "
+                             "Upgrade: websocket, Connection: Upgrade")
+    t.check("sec-websocket-protocol" not in c.headers and "sec-websocket-extensions" not in c.headers,
+            f"{proto}: no subprotocol offered, none chosen; no extension", c.head)
+    t.eq(echo.stats().get(f"ws:/messages/{path}"), 1, f"{proto}: the target got one WebSocket, on the path below PATH_PREFIX")
+    text = "héllo wörld ✓ 🙂".encode()
+    c.send_frame(text, TEXT)
+    frame_eq(t, c.frame(), data(text), f"{proto}: a text message (non-ASCII) comes back byte-exact, unmasked, one frame")
+    blob = bytes(range(256)) * 3
+    c.send_frame(blob, BINARY)
+    frame_eq(t, c.frame(), data(blob, BINARY), f"{proto}: a binary message comes back byte-exact, still binary")
+    big = os.urandom(200 * 1024)
+    c.send_frame(big, BINARY)
+    f = c.frame(10)
+    t.check(f not in ("eof", "timeout") and f[:2] == (True, BINARY) and f[2] == big and not f[3],
+            f"{proto}: a 200 KiB message comes back byte-exact as one frame",
+            f if isinstance(f, str) else f"fin {f[0]} op {f[1]} len {len(f[2])}")
+    c.send_frame(b"one ", TEXT, fin=False)
+    c.send_frame(b"ping-between", PING)
+    c.send_frame(b"two ", CONT, fin=False)
+    c.send_frame(b"three", CONT)
+    frame_eq(t, c.frame(), data(b"ping-between", PONG), f"{proto}: a ping between fragments: mgate answers the pong")
+    frame_eq(t, c.frame(), data(b"one two three"), f"{proto}: the fragmented message comes back whole, as one text frame")
+    c.send_frame(b"unasked", PONG)
+    c.send_frame(b"after-pong", TEXT)
+    frame_eq(t, c.frame(), data(b"after-pong"), f"{proto}: an unsolicited pong is dropped, the next message passes")
+    seen = echo.stats()
+    t.eq([seen.get(f"ws-{k}:/messages/{path}") for k in ("msg", "ping", "pong", "bad")], [5, None, None, None],
+         f"{proto}: the target got the 5 messages, each as one masked frame, and no ping or pong")
+    c.send_frame(close_payload(4000, "client-bye"), CLOSE)
+    frame_eq(t, c.frame(), data(close_payload(4000, "client-bye"), CLOSE),
+             f"{proto}: a close from the client is answered with the same code and reason")
+    t.check(c.ended(), f"{proto}: then the connection ends")
+    t.eq(echo_value(echo, f"ws-close:/messages/{path}"), "4000 client-bye",
+         f"{proto}: the target got a close with the client's code and reason")
+    c.close()
+
+
+def headers_and_subprotocol(t, g, echo):
+    c = WsClient(g.port, f"{BASE}/hd?a=1&b=two", headers=[
+        ("Authorization", "Bearer tok-1"), ("Origin", "https://app.example"),
+        ("Sec-WebSocket-Protocol", "chat, superchat"), ("Sec-WebSocket-Extensions", "permessage-deflate"),
+        ("X-Custom", "yes")])
+    t.eq(ws_ok(c), GOOD_101, "an upgrade offering subprotocols and an extension: 101")
+    t.eq(c.headers.get("sec-websocket-protocol"), "chat", "the 101 carries the subprotocol the target chose")
+    t.check("sec-websocket-extensions" not in c.headers, "and no extension", c.head)
+    c.send_frame(b"headers?", TEXT)
+    f = c.frame()
+    up = json.loads(f[2]) if f not in ("eof", "timeout") and f[1] == TEXT else {}
+    hd = {k.lower(): v for k, v in up.get("headers", {}).items()}
+    t.eq((up.get("path"), up.get("query")), ("/messages/hd", "a=1&b=two"),
+         "the target's upgrade: the path below PATH_PREFIX and the same query")
+    t.eq((hd.get("authorization"), hd.get("origin"), hd.get("sec-websocket-protocol"), hd.get("x-custom")),
+         ("Bearer tok-1", "https://app.example", "chat, superchat", "yes"),
+         "the target got the client's Authorization, Origin, offered subprotocols and other headers")
+    t.eq((hd.get("x-forwarded-for"), hd.get("x-forwarded-proto"), bool(hd.get("x-forwarded-host"))),
+         (h.HOST, "http", True), "the target got X-Forwarded-For, X-Forwarded-Proto http, X-Forwarded-Host")
+    t.check("sec-websocket-extensions" not in hd, "the target got no Sec-WebSocket-Extensions", str(hd))
+    t.check(hd.get("sec-websocket-version") == "13" and hd.get("sec-websocket-key") not in (None, c.key)
+            and len(base64.b64decode(hd.get("sec-websocket-key", ""))) == 16,
+            "the target got version 13 and mgate's own 16-byte key, not the client's", str(hd))
+    t.check(hd.get("upgrade", "").lower() == "websocket" and "upgrade" in hd.get("connection", "").lower(),
+            "the target got Upgrade: websocket, Connection: Upgrade", str(hd))
+    c.close()
+
+
+def refused_at_upgrade(t, g, g_lim, echo):
+    before = {k for k in echo.stats() if k.startswith("ws:")}
+    basic = "Basic " + base64.b64encode(b"baduser:pw").decode()
+    for what, path, hdrs in [("Authorization header deny-password", "r401a", [("Authorization", "deny-password")]),
+                             ("Basic user baduser", "r401b", [("Authorization", basic)]),
+                             ("?authorization=deny-password", "r401c?authorization=deny-password", [])]:
+        c = WsClient(g.port, f"{BASE}/{path}", headers=hdrs)
+        t.eq((c.code, c.json().get("status")), (401, 401), f"upgrade with credentials auth_connect refuses ({what}): 401, JSON")
+        c.close()
+    c = WsClient(g.port, f"{BASE}/forbidden/ws", headers=[("Authorization", "TOKEN")])
+    t.eq((c.code, c.json().get("status")), (403, 403), "upgrade on a path auth_subscribe refuses (forbidden): 403, JSON")
+    c.close()
+    c = WsClient(g_lim.port, f"{BASE}/evil", headers=[("Origin", "https://evil.example")])
+    t.eq(c.code, 403, "upgrade with an Origin outside ALLOWED_ORIGINS: 403")
+    c.close()
+    c = WsClient(g_lim.port, f"{BASE}/good", headers=[("Origin", "https://good.example")])
+    t.eq(c.code, 101, "upgrade with an allowed Origin: 101")
+    c.close()
+    c = WsClient(g.port, "/elsewhere/ws")
+    t.eq((c.code, c.json().get("status")), (404, 404), "upgrade outside PATH_PREFIX: 404, JSON")
+    c.close()
+    c = WsClient(g.port, f"{PREFIX}/other/ws")
+    t.eq(c.code, 404, "upgrade under PATH_PREFIX but outside TARGET_PATH: 404")
+    c.close()
+    c = WsClient(g.port, f"{BASE}/v8", version="8")
+    t.eq((c.code, c.headers.get("sec-websocket-version"), c.json().get("status")), (426, "13", 426),
+         "Sec-WebSocket-Version 8: 426 with Sec-WebSocket-Version: 13, JSON")
+    t.check(c.ended(), "... and the connection is closed")
+    c = WsClient(g.port, f"{BASE}/nov", version=None)
+    t.check(c.code in (400, 426), "no Sec-WebSocket-Version: refused (426 or 400)", str(c.code))
+    c.close()
+    for what, key in [("missing", False), ("not base64", "not base64 at all!"),
+                      ("base64 of 15 bytes", base64.b64encode(b"x" * 15).decode()),
+                      ("base64 of 17 bytes", base64.b64encode(b"x" * 17).decode())]:
+        c = WsClient(g.port, f"{BASE}/key", key=key)
+        t.eq((c.code, c.json().get("status")), (400, 400), f"Sec-WebSocket-Key {what}: 400, JSON")
+        t.check(c.ended(), f"... ({what}) and the connection is closed")
+    after = {k for k in echo.stats() if k.startswith("ws:")}
+    t.eq(after - before, {"ws:/messages/good"}, "none of the refused upgrades became a WebSocket at the target")
+    t.check(g.alive() and g_lim.alive(), "mgate still runs")
+
+
+def bypass(t, g_lim, echo):
+    c = WsClient(g_lim.port, f"{PREFIX}/open/secret/by",
+                 headers=[("Authorization", "Basic " + base64.b64encode(b"baduser:pw").decode())])
+    t.eq(ws_ok(c), GOOD_101, "a BYPASS_PATHS path: 101 without asking the handler (baduser, outside TARGET_PATH)")
+    c.send_frame(b"deny-payload", TEXT)
+    frame_eq(t, c.frame(), data(b"deny-payload"),
+             "a bypass path's relay checks no message: deny-payload goes up, and comes down on a 'secret' path")
+    c.send_frame(close_payload(1000), CLOSE)
+    frame_eq(t, c.frame(), data(close_payload(1000), CLOSE), "... and closes normally")
+    c.close()
+    c = WsClient(g_lim.port, f"{PREFIX}/open/x")
+    t.eq(c.code, 101, "a BYPASS_PATHS path needs no credentials at all")
+    c.close()
+
+
+def refused_up(t, g, echo):
+    path = "/messages/up"
+    c = WsClient(g.port, f"{PREFIX}{path}")
+    t.eq(c.code, 101, "a WebSocket for the refusals up: 101")
+    c.send_frame(b"m1", TEXT)
+    c.send_frame(b"deny-payload", TEXT)
+    c.send_frame(b"m2", TEXT)
+    c.send_frame(b"deny-payload", BINARY)
+    c.send_frame(b"deny-", TEXT, fin=False)
+    c.send_frame(b"payload", CONT)
+    c.send_frame(b"m3", BINARY)
+    got = [c.frame() for _ in range(3)]
+    frame_eq(t, got, [data(b"m1"), data(b"m2"), data(b"m3", BINARY)],
+             "messages auth_publish refuses (deny-payload: text, binary, fragmented) are dropped; the others pass in order")
+    t.eq(echo.stats().get(f"ws-msg:{path}"), 3, "the target got only the 3 allowed messages")
+    c.send_frame(b"still", TEXT)
+    frame_eq(t, c.frame(), data(b"still"), "the connection stays after refusals")
+    c.close()
+
+
+def refused_down(t, g, echo):
+    path = "/messages/secret/x"
+    c = WsClient(g.port, f"{PREFIX}{path}")
+    t.eq(c.code, 101, "a path with 'secret' (auth_subscribe refuses deliveries only): 101")
+    c.send_frame(b"s1", TEXT)
+    c.send_frame(b"s2", BINARY)
+    t.eq(h.wait_until(lambda: echo.stats().get(f"ws-msg:{path}"), 3.0), 2,
+         "messages up still reach the target (it echoed both)")
+    time.sleep(0.3)  # let the echoes reach mgate: they must not come out
+    c.send_frame(b"still-here", PING)
+    frame_eq(t, c.frame(), data(b"still-here", PONG), "the messages down are dropped; a ping is still answered")
+    c.send_frame(close_payload(1000, "done"), CLOSE)
+    frame_eq(t, c.frame(), data(close_payload(1000, "done"), CLOSE), "nothing but the close came down")
+    c.close()
+
+
+def order_slow(t, g, echo):
+    c = WsClient(g.port, f"{BASE}/slow/order")
+    t.eq(c.code, 101, "a '/slow/' path (auth_publish answers 100 ms later): 101")
+    want = [f"n{i}".encode() for i in range(20)]
+    t0 = time.monotonic()
+    for m in want:
+        c.send_frame(m, TEXT)
+    got = [c.frame(10) for _ in want]
+    took = time.monotonic() - t0
+    t.eq([f[2] if isinstance(f, tuple) else f for f in got], want,
+         "20 messages behind late verdicts come back all, in order")
+    t.check(took >= 0.1, "... after the verdicts (not before 100 ms)", f"{took:.2f} s")
+    c.close()
+
+
+def target_ping(t, g, echo):
+    c = WsClient(g.port, f"{BASE}/tping")
+    c.send_frame(b"ping-me", TEXT)
+    frame_eq(t, c.frame(), data(b"pong:from-target"),
+             "a ping from the target is answered by mgate (the target got its pong), the client sees no ping")
+    c.close()
+
+
+def endings(t, g, echo):
+    c = WsClient(g.port, f"{BASE}/tclose")
+    c.send_frame(b"close-me", TEXT)
+    frame_eq(t, c.frame(), data(close_payload(1000, "bye"), CLOSE),
+             "a close from the target: the client gets its code and reason")
+    c.send_frame(close_payload(1000, "bye"), CLOSE)
+    t.check(c.ended(), "... then the connection ends")
+    t.eq(echo_value(echo, "ws-close:/messages/tclose"), "1000 bye", "... and the target's close was answered with the same")
+    c.close()
+    c = WsClient(g.port, f"{BASE}/tdrop")
+    c.send_frame(b"drop-me", TEXT)
+    t.eq(close_code(c.frame()), 1001, "the target drops the TCP connection without a close: the client gets close 1001")
+    c.send_frame(close_payload(1001), CLOSE)
+    t.check(c.ended(), "... then, the client's close answered, the connection ends")
+    c.close()
+    c = WsClient(g.port, f"{BASE}/cgone")
+    c.send_frame(b"x", TEXT)
+    c.frame()
+    c.close()
+    v = echo_value(echo, "ws-close:/messages/cgone")
+    t.check(isinstance(v, str) and v.startswith("1001"), "the client leaves without a close: the target gets close 1001", v)
+
+
+def bad_frames(t, g, echo):
+    def raw_masked(b0, payload):
+        mask = os.urandom(4)
+        return bytes([b0, 0x80 | len(payload)]) + mask + bytes(x ^ mask[i & 3] for i, x in enumerate(payload))
+
+    big_ping = b"p" * 126
+    for what, path, wire in [
+            ("an unmasked frame", "bad-unmasked", b"\x81\x02hi"),
+            ("RSV1 set", "bad-rsv", raw_masked(0xC1, b"hi")),
+            ("an unknown opcode (3)", "bad-op", raw_masked(0x83, b"hi")),
+            ("a ping of 126 bytes", "bad-ping",
+             bytes([0x89, 0x80 | 126]) + struct.pack("!H", 126) + b"\0\0\0\0" + big_ping),
+            ("CONT without a message", "bad-cont", raw_masked(0x80, b"hi"))]:
+        c = WsClient(g.port, f"{BASE}/{path}")
+        c.s.sendall(wire)
+        t.eq(close_code(c.frame()), 1002, f"{what} from the client: close 1002")
+        t.check(c.ended(), f"... ({what}) then the connection ends")
+        v = echo_value(echo, f"ws-close:/messages/{path}")
+        t.check(isinstance(v, str) and v.startswith("1001"), f"... ({what}) and the target gets close 1001", v)
+        t.eq(echo.stats().get(f"ws-msg:/messages/{path}"), None, f"... ({what}) and no message")
+        c.close()
+
+
+def oversize(t, g_lim, echo):
+    c = WsClient(g_lim.port, f"{BASE}/size")
+    t.eq(c.code, 101, "MAX_BODY_SIZE 4KiB: 101")
+    c.send_frame(b"s" * 4096, BINARY)
+    frame_eq(t, c.frame(), data(b"s" * 4096, BINARY), "a message of exactly MAX_BODY_SIZE passes")
+    c.send_frame(b"s" * 4097, BINARY)
+    t.eq(close_code(c.frame()), 1009, "a message of MAX_BODY_SIZE + 1: close 1009")
+    t.check(c.ended(), "... then the connection ends")
+    v = echo_value(echo, "ws-close:/messages/size")
+    t.check(isinstance(v, str) and v[:4].isdigit(), "... and the target gets a close", v)
+    c.close()
+    c = WsClient(g_lim.port, f"{BASE}/size2")
+    for i in range(3):
+        c.send_frame(b"f" * 2000, BINARY if i == 0 else CONT, fin=False)
+    t.eq(close_code(c.frame()), 1009, "a fragmented message growing over MAX_BODY_SIZE: close 1009")
+    c.close()
+
+
+def target_refuses(t, tmp, g, g_idle, echo):
+    down = gate(tmp, h.free_port())
+    for what, port, path, code in [("the target down", down.port, "down", 502),
+                                   ("the target answering 403 as plain HTTP", g.port, "no-upgrade", 502),
+                                   ("the target's 101 with a wrong Sec-WebSocket-Accept", g.port, "bad-accept", 502)]:
+        c = WsClient(port, f"{BASE}/{path}")
+        t.eq((c.code, c.json().get("status"), c.headers.get("connection", "").lower()), (code, code, "close"),
+             f"{what}: {code}, JSON, Connection: close")
+        t.check(c.ended(), f"... ({what}) and the connection is closed")
+        c.close()
+    t0 = time.monotonic()
+    c = WsClient(g_idle.port, f"{BASE}/slow-upgrade?ms=3000")
+    took = time.monotonic() - t0
+    t.check(c.code == 504 and c.headers.get("connection", "").lower() == "close" and took < 2.5,
+            "the target's 101 later than TARGET_TIMEOUT (1 s): 504, Connection: close", f"{c.code} after {took:.2f} s")
+    c.close()
+    down.stop()
+
+
+def idle(t, g_idle, echo):
+    c = WsClient(g_idle.port, f"{BASE}/idle")
+    t.eq(c.code, 101, "IDLE_TIMEOUT 1s: 101")
+    got = []
+    for i in range(5):  # a message every 0.4 s for 2 s: never idle for 1 s
+        c.send_frame(b"i%d" % i, TEXT)
+        got.append(c.frame())
+        time.sleep(0.4)
+    frame_eq(t, got, [data(b"i%d" % i) for i in range(5)], "messages more often than IDLE_TIMEOUT keep the WebSocket open")
+    t0 = time.monotonic()
+    f = c.frame(5)
+    took = time.monotonic() - t0
+    t.check(close_code(f) == 1001 and took < 3, "no frame for IDLE_TIMEOUT: close 1001 to the client",
+            f"{close_code(f)!r} after {took:.2f} s")
+    c.send_frame(close_payload(1001), CLOSE)
+    v = echo_value(echo, "ws-close:/messages/idle")
+    t.check(isinstance(v, str) and v.startswith("1001"), "... and close 1001 to the target", v)
+    c.close()
+
+
+def drain(t, tmp, echo):
+    g = gate(tmp, echo.port, MGATE_SHUTDOWN_GRACE="5s")
+    c = WsClient(g.port, f"{BASE}/drain")
+    c.send_frame(b"d", TEXT)
+    frame_eq(t, c.frame(), data(b"d"), "a WebSocket before SIGTERM")
+    t0 = time.monotonic()
+    g.proc.send_signal(signal.SIGTERM)
+    t.eq(close_code(c.frame(3)), 1001, "SIGTERM: close 1001 to the client")
+    c.send_frame(close_payload(1001), CLOSE)
+    v = echo_value(echo, "ws-close:/messages/drain")
+    t.check(isinstance(v, str) and v.startswith("1001"), "SIGTERM: close 1001 to the target", v)
+    try:
+        rc = g.proc.wait(10)
+    except Exception:  # noqa: BLE001 - reported below
+        rc = None
+    t.check(rc == 0 and time.monotonic() - t0 < 3, "... and mgate exits 0 before the grace period",
+            f"rc {rc} after {time.monotonic() - t0:.2f} s")
+    c.close()
+
+
+def tls_listener(t, tmp, echo):
+    pki = h.Pki(tmp)
+    port = h.free_port()
+    env = listener(TLS, port, echo, pki)
+    env["MGATE_MQTT_WITHOUT_TLS_PORT"] = None
+    g = h.Mgate(tmp, 1, binary=h.EXAMPLE_BIN, port=port, **env)
+    ctx = pki.tls_context()
+    round_trip(t, g.port, echo, "tls-rt", tls=ctx, proto="TLS")
+    c = WsClient(g.port, f"{BASE}/tls-hd", tls=ctx)
+    c.send_frame(b"headers?", TEXT)
+    f = c.frame()
+    up = json.loads(f[2]) if isinstance(f, tuple) and f[1] == TEXT else {}
+    t.eq({k.lower(): v for k, v in up.get("headers", {}).items()}.get("x-forwarded-proto"), "https",
+         "TLS: the target got X-Forwarded-Proto https")
+    c.close()
+    t.check(g.alive(), "the TLS listener's mgate still runs")
 
 
 def main():
@@ -92,9 +543,25 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         echo = Echo(tmp)
         g = gate(tmp, echo.port)
+        g_lim = gate(tmp, echo.port, MAX_BODY_SIZE="4KiB", BYPASS_PATHS="^/open/", ALLOWED_ORIGINS="https://good.example")
+        g_idle = gate(tmp, echo.port, IDLE_TIMEOUT="1s", TARGET_TIMEOUT="1s")
         t.case("the echo target's WebSocket", echo_target, t, echo)
-        t.case("an upgrade on the HTTP listener today", upgrade_today, t, g, echo)
-        t.check(g.alive(), "mgate still runs")
+        t.case("101 and messages both ways", round_trip, t, g.port, echo, "rt")
+        t.case("what the target's upgrade got, subprotocol", headers_and_subprotocol, t, g, echo)
+        t.case("refused at the upgrade: 401, 403, 404, 426, 400", refused_at_upgrade, t, g, g_lim, echo)
+        t.case("bypass path", bypass, t, g_lim, echo)
+        t.case("messages refused up (auth_publish)", refused_up, t, g, echo)
+        t.case("messages refused down (auth_subscribe)", refused_down, t, g, echo)
+        t.case("order behind late verdicts", order_slow, t, g, echo)
+        t.case("a ping from the target", target_ping, t, g, echo)
+        t.case("close from either side, a leg gone", endings, t, g, echo)
+        t.case("bad frames from the client: 1002", bad_frames, t, g, echo)
+        t.case("a message over MAX_BODY_SIZE: 1009", oversize, t, g_lim, echo)
+        t.case("the target refuses the upgrade: 502, 504", target_refuses, t, tmp, g, g_idle, echo)
+        t.case("idle timeout", idle, t, g_idle, echo)
+        t.case("drain", drain, t, tmp, echo)
+        t.case("the TLS listener", tls_listener, t, tmp, echo)
+        t.check(g.alive() and g_lim.alive() and g_idle.alive(), "mgate still runs")
         rc = h.finish(t)
         echo.stop()
         return rc
