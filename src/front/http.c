@@ -13,6 +13,10 @@
  *   target's status line and headers -> our head; its body streams through,
  *     re-framed (Content-Length kept, else chunked for 1.1 clients)
  *   done -> publish hook, next request or close.
+ * A WebSocket upgrade (no body): the RFC 6455 checks at the head (426,
+ *   400), auth_connect, then auth_subscribe on the path (403); allowed, the
+ *   connection goes to the relay (http_ws.c) and this file keeps only the
+ *   session's context until the relay ends.
  * Either verdict may be pending (mgate_resume); the connection then reads
  * nothing more until it comes.  The struct mgate_connect_req and
  * mgate_publish_req the handler sees sit at the start of struct http_req,
