@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: install what is missing, build with
 # -Werror, run every ctest test, then again under AddressSanitizer +
-# UndefinedBehaviorSanitizer, then the decoder fuzzer for a short while, then
+# UndefinedBehaviorSanitizer, then the fuzzers (MQTT decoder, WebSocket
+# framing, HTTP parser) for a short while, then
 # a smoke run of the benchmark harness (bench/run.sh --smoke: checks that it
 # still runs and that every path forwards; its figures are not judged).
 #
@@ -36,12 +37,16 @@ step "tests under ASan + UBSan"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure --timeout 600
 
-step "fuzz the MQTT decoder for ${fuzz_seconds}s (libFuzzer)"
+step "fuzz the MQTT decoder, the WebSocket framing and the HTTP parser for ${fuzz_seconds}s (libFuzzer)"
 CC=clang cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DMGATE_FUZZ=ON -DMGATE_TESTS=OFF >/dev/null
-cmake --build build-fuzz -j"$jobs" --target fuzz_decode
-mkdir -p build-fuzz/corpus
-build-fuzz/tests/fuzz/fuzz_decode -max_total_time="$fuzz_seconds" -print_final_stats=1 \
-  build-fuzz/corpus tests/fuzz/corpus_decode 2>&1 | tail -n 12
+cmake --build build-fuzz -j"$jobs" --target fuzz_decode fuzz_ws_frame fuzz_http_parse
+# half the time for the MQTT decoder, a quarter each for the others
+for t in decode:2 ws_frame:4 http_parse:4; do
+  name=${t%%:*} share=${t##*:}
+  mkdir -p "build-fuzz/corpus_$name"
+  build-fuzz/tests/fuzz/fuzz_$name -max_total_time=$((fuzz_seconds / share)) -print_final_stats=1 \
+    "build-fuzz/corpus_$name" "tests/fuzz/corpus_$name" 2>&1 | tail -n 4
+done
 echo "fuzz: no crash in ${fuzz_seconds}s"
 
 step "benchmark harness smoke run (Release build in build-bench)"

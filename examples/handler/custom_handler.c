@@ -13,6 +13,8 @@
  *   PUBLISH   topic containing "forbidden" -> refused
  *             topic "rewrite/X"            -> forwarded as "rewritten/X"
  *             topic "slow/..."            -> verdict 100 ms later (allow)
+ *             payload "deny-payload"       -> refused (a WebSocket message on the
+ *                                            HTTP listener is dropped, the next passes)
  *             (HTTP, whose topics are paths: "/slow/" anywhere does the same)
  *   SUBSCRIBE filters containing "forbidden" are refused, the rest go through
  *   delivery  broker PUBLISH on a topic containing "secret" is not delivered
@@ -102,7 +104,7 @@ static enum mgate_verdict auth_connect(mgate_session *s, struct mgate_connect_re
 
 static enum mgate_verdict auth_publish(mgate_session *s, struct mgate_publish_req *req)
 {
-    if (contains(req->topic, "forbidden"))
+    if (contains(req->topic, "forbidden") || equals(req->payload, "deny-payload"))
         return MGATE_DENY;
     if (has_prefix(req->topic, "rewrite/")) {
         /* Memory from mgate_session_alloc lives until the packet is sent. */

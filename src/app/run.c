@@ -98,15 +98,19 @@ static int prepare_tls(const struct listener_config *lc, struct session_params *
     return 0;
 }
 
-/* TARGET_PROTOCOL mqtts or wss: mgate is a TLS client of the broker. */
+/* TARGET_PROTOCOL mqtts, wss or https (the HTTP listener's WebSocket
+ * relay; its requests go through libcurl): mgate is a TLS client of the
+ * target.  An https target's CA is TARGET_CA_FILE or the system's, as
+ * libcurl's is. */
 static int prepare_upstream_tls(const struct listener_config *lc, struct session_params *p, char *err,
                                 size_t errlen)
 {
-    if (lc->target_protocol != TARGET_MQTTS && lc->target_protocol != TARGET_WSS)
+    bool https = lc->target_protocol == TARGET_HTTPS;
+    if (lc->target_protocol != TARGET_MQTTS && lc->target_protocol != TARGET_WSS && !https)
         return 0;
     struct tls_settings t = {
         .name = lc->name, .cert_file = lc->target_cert_file, .key_file = lc->target_key_file,
-        .ca_file = *lc->target_ca_file ? lc->target_ca_file : lc->server_ca_file,
+        .ca_file = *lc->target_ca_file || https ? lc->target_ca_file : lc->server_ca_file,
         .min_version = lc->tls_min_version, .verify_peer = lc->target_tls_verify,
     };
     char why[384];

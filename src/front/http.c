@@ -13,6 +13,10 @@
  *   target's status line and headers -> our head; its body streams through,
  *     re-framed (Content-Length kept, else chunked for 1.1 clients)
  *   done -> publish hook, next request or close.
+ * A WebSocket upgrade (no body): the RFC 6455 checks at the head (426,
+ *   400), auth_connect, then auth_subscribe on the path (403); allowed, the
+ *   connection goes to the relay (http_ws.c) and this file keeps only the
+ *   session's context until the relay ends.
  * Either verdict may be pending (mgate_resume); the connection then reads
  * nothing more until it comes.  The struct mgate_connect_req and
  * mgate_publish_req the handler sees sit at the start of struct http_req,
@@ -37,6 +41,8 @@
 #include "core/log.h"
 #include "front/http_parse.h"
 #include "front/http_util.h"
+#include "front/http_ws.h"
+#include "front/ws_frame.h"
 #include "mqtt/mqtt.h"
 #include "net/conn.h"
 #include "net/fetch.h"
@@ -50,18 +56,16 @@ enum hc_phase {
     HC_READING,  /* a request is arriving */
     HC_BUSY,     /* it is in: verdicts, the target */
     HC_FLUSHING, /* closing after the last answer */
+    HC_UPGRADED, /* a WebSocket relay (http_ws.c) has the connection */
 };
 
-enum req_stage { RQ_CONNECT, RQ_BODY, RQ_PUBLISH, RQ_FORWARD };
+enum req_stage { RQ_CONNECT, RQ_BODY, RQ_PUBLISH, RQ_SUBSCRIBE, RQ_FORWARD };
 
 struct http_conn;
 
 struct http_req {
     /* First: the address of the request the handler gets is this struct's. */
-    union {
-        struct mgate_connect_req c;
-        struct mgate_publish_req p;
-    } u;
+    union http_auth_req u;
     uint32_t magic;
     struct http_conn *hc; /* NULL once the connection is gone while a verdict is pending */
     struct mgate_session *s;
@@ -72,6 +76,9 @@ struct http_req {
     unsigned step; /* the handler of the chain that has it */
     uint8_t stage; /* enum req_stage */
     bool bypass, message_done;
+    bool ws;                  /* a WebSocket upgrade */
+    char ws_key[25];          /* its Sec-WebSocket-Key */
+    struct mgate_filter filter; /* its auth_subscribe: the path */
     int refuse; /* a status decided before the body was in */
     const char *refuse_why;
     char *mem;                /* the decoded path and credentials */
@@ -100,6 +107,7 @@ struct http_conn {
     struct http_parser *hp;
     struct loop_timer timer;
     struct http_req *req;
+    struct http_ws *ws; /* after an upgrade */
     uint8_t phase; /* enum hc_phase */
     bool close_after; /* the answer being given is the last one */
     bool draining, cert_done;
@@ -182,46 +190,7 @@ void http_settings_free(struct http_settings *hs)
 
 /* ---- answers of our own ------------------------------------------------------------ */
 
-static const char *reason_phrase(int status)
-{
-    switch (status) {
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 417: return "Expectation Failed";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Error";
-    }
-}
-
 static const struct http_head *head_of(const struct http_conn *hc) { return http_parser_head(hc->hp); }
-
-/* A JSON string's content: quotes, backslashes and control characters escaped. */
-static void json_text(char *out, size_t size, const char *s)
-{
-    size_t o = 0;
-    for (; *s && o + 7 < size; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            out[o++] = '\\', out[o++] = (char)c;
-        else if (c < 0x20)
-            o += (size_t)snprintf(out + o, size - o, "\\u%04x", c);
-        else
-            out[o++] = (char)c;
-    }
-    out[o] = '\0';
-}
 
 /* Answer with status and a JSON body saying why, then go on to the next
  * request (or close: close, or the connection was closing anyway). */
@@ -232,19 +201,13 @@ static void respond(struct http_conn *hc, int status, const char *why, bool clos
         hc->close_after = true;
     if (hc->req)
         hc->req->status = status;
-    char text[256], body[384], head[512];
-    json_text(text, sizeof(text), why);
-    int blen = snprintf(body, sizeof(body), "{\"status\":%d,\"error\":\"%s\",\"message\":\"%s\"}\n", status,
-                        reason_phrase(status), text);
-    int hlen = snprintf(head, sizeof(head),
-                        "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s%s\r\n",
-                        status, reason_phrase(status), blen,
-                        status == 401 ? "WWW-Authenticate: Basic realm=\"mgate\"\r\n" : "",
-                        hc->close_after ? "Connection: close\r\n"
-                        : h->minor == 0 ? "Connection: keep-alive\r\n"
-                                        : "");
-    if (conn_write(hc->c, head, (size_t)hlen) == 0 && !h->is_head)
-        conn_write(hc->c, body, (size_t)blen);
+    char out[1024];
+    const char *extra = status == 401 ? "WWW-Authenticate: Basic realm=\"mgate\"\r\n"
+                        : status == 426 ? "Sec-WebSocket-Version: 13\r\n"
+                                        : "";
+    const char *conn = hc->close_after ? "Connection: close\r\n" : h->minor == 0 ? "Connection: keep-alive\r\n" : "";
+    size_t n = http_error_answer(out, sizeof(out), status, why, extra, conn, !h->is_head);
+    conn_write(hc->c, out, n);
     mgate_log(status >= 500 ? LOGL_WARN : LOGL_INFO, hc->s, "http %d: %s (%s %s)", status, why,
               h->method ? h->method : "-", h->target ? h->target : "-");
     request_done(hc);
@@ -531,7 +494,9 @@ static void on_target_done(void *ctx, const struct fetch_result *res)
 static int build_lines(struct http_req *r, const struct http_head *h)
 {
     static const char *const dropped[] = {"host", "content-length", "expect", "x-forwarded-for",
-                                          "x-forwarded-host", "x-forwarded-proto", NULL};
+                                          "x-forwarded-host", "x-forwarded-proto", "sec-websocket-key",
+                                          "sec-websocket-version", "sec-websocket-extensions",
+                                          "sec-websocket-accept", NULL};
     struct http_conn *hc = r->hc;
     const struct http_hdr *conn_h = http_head_find(h, "connection");
     const struct http_hdr *xff = http_head_find(h, "x-forwarded-for");
@@ -644,6 +609,116 @@ static void forward(struct http_req *r)
     arm(hc, hs->target_timeout_ms);
 }
 
+/* ---- a WebSocket upgrade ------------------------------------------------------------------ */
+
+/* The upgrade request for the target (without its key and the empty
+ * line): the path allowed, the client's end-to-end headers as for a POST. */
+static char *ws_request(struct http_req *r, const struct http_head *h, const char *path, size_t plen,
+                        size_t *len)
+{
+    if (build_lines(r, h) < 0)
+        return NULL;
+    const struct http_settings *hs = r->hc->hs;
+    size_t size = 160 + strlen(hs->authority) + 3 * plen + r->query_len;
+    for (char **l = r->lines; *l; l++)
+        size += strlen(*l) + 3;
+    char *b = malloc(size);
+    if (!b)
+        return NULL;
+    size_t o = (size_t)snprintf(b, size, "GET %s", plen && path[0] == '/' ? "" : "/");
+    o += http_pct_encode_path(path, plen, b + o);
+    if (r->query_len)
+        o += (size_t)snprintf(b + o, size - o, "?%.*s", (int)r->query_len, r->query);
+    o += (size_t)snprintf(b + o, size - o,
+                          " HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                          "Sec-WebSocket-Version: 13\r\n",
+                          hs->authority);
+    for (char **l = r->lines; *l; l++) {
+        size_t n = strlen(*l);
+        if (!strstr(*l, ": ") && (*l)[n - 1] == ':')
+            continue; /* libcurl's "remove this header": nothing to send */
+        bool empty = (*l)[n - 1] == ';' && !strstr(*l, ": ");
+        o += (size_t)snprintf(b + o, size - o, "%.*s%s\r\n", (int)(empty ? n - 1 : n), *l, empty ? ":" : "");
+    }
+    *len = o;
+    return b;
+}
+
+static void ws_ended(void *ctx)
+{
+    struct http_conn *hc = ctx;
+    hc->ws = NULL;
+    hc_free(hc);
+}
+
+/* Authorised: the relay takes the connection (its answer, 101 or an error, follows). */
+static void upgrade(struct http_req *r)
+{
+    struct http_conn *hc = r->hc;
+    const char *topic = r->bypass ? NULL : (const char *)r->filter.filter.p;
+    size_t tlen = r->bypass ? 0 : r->filter.filter.len, n = 0;
+    char *req = ws_request(r, head_of(hc), topic ? topic : r->path, topic ? tlen : r->path_len, &n);
+    struct http_ws_start a = {
+        .loop = hc->loop, .client = hc->c, .s = hc->s, .p = hc->p, .hs = hc->hs, .topic = topic,
+        .topic_len = tlen, .request = req, .request_len = n, .client_key = r->ws_key,
+        .draining = hc->draining, .ended = ws_ended, .ctx = hc,
+    };
+    errno = ENOMEM;
+    struct http_ws *w = req ? http_ws_start(&a) : NULL;
+    free(req);
+    if (!w) {
+        char why[128];
+        snprintf(why, sizeof(why), "the target cannot be reached (%s)", strerror(errno));
+        respond(hc, errno == ENOMEM ? 503 : 502, why, true);
+        return;
+    }
+    hc->ws = w;
+    hc->c = NULL;
+    hc->phase = HC_UPGRADED;
+    loop_timer_stop(hc->loop, &hc->timer);
+    hc->req = NULL;
+    req_release(r);
+    http_parser_free(hc->hp); /* what follows the request is the relay's */
+    hc->hp = NULL;
+    session_front_reset(hc->s);
+}
+
+/* The upgrade's checks (RFC 6455 4.2.1), before any handler: 0 or a status. */
+static int ws_check(struct http_req *r, const struct http_head *h)
+{
+    const struct http_hdr *v = http_head_find(h, "sec-websocket-version");
+    const struct http_hdr *k = http_head_find(h, "sec-websocket-key");
+    char accept[29];
+    r->ws = true;
+    if (strcmp(h->method, "GET") || h->minor < 1)
+        return r->refuse_why = "a WebSocket upgrade is a GET in HTTP/1.1", 400;
+    if (!v || v->value_len != 2 || memcmp(v->value, "13", 2))
+        return r->refuse_why = "only WebSocket version 13 is spoken", 426;
+    if (!k || k->value_len != 24)
+        return r->refuse_why = "no valid Sec-WebSocket-Key", 400;
+    memcpy(r->ws_key, k->value, 24);
+    r->ws_key[24] = '\0';
+    if (wsf_accept(r->ws_key, accept) < 0)
+        return r->refuse_why = "no valid Sec-WebSocket-Key", 400;
+    return 0;
+}
+
+static bool wants_websocket(const struct http_head *h)
+{
+    const struct http_hdr *u = http_head_find(h, "upgrade");
+    return h->upgrade && u && http_value_has_token(u->value, u->value_len, "websocket");
+}
+
+static void subscribe_decided(struct http_req *r, bool ok)
+{
+    if (!ok) {
+        respond(r->hc, 403, "refused by the handler (auth_subscribe)", true);
+        return;
+    }
+    session_front_subscribed(r->s, &r->u.s);
+    upgrade(r);
+}
+
 /* ---- verdicts ------------------------------------------------------------------------------ */
 
 /* The handler chain's verdict; again: the handler that had it passed
@@ -657,7 +732,8 @@ static enum mgate_verdict ask(struct http_req *r, enum req_stage stage, bool aga
         r->stage = (uint8_t)stage;
         r->step = 0;
     }
-    enum mgate_verdict v = session_front_ask(s, stage == RQ_PUBLISH, &r->u, &r->step);
+    enum front_ask kind = stage == RQ_PUBLISH ? FRONT_PUBLISH : stage == RQ_SUBSCRIBE ? FRONT_SUBSCRIBE : FRONT_CONNECT;
+    enum mgate_verdict v = session_front_ask(s, kind, &r->u, &r->step);
     if (v == MGATE_PENDING) {
         r->pending = true;
         r->answered = false;
@@ -699,15 +775,30 @@ static void advance(struct http_req *r)
     if (!r->message_done || r->pending)
         return;
     if (r->refuse) {
-        respond(hc, r->refuse, r->refuse_why, false);
+        respond(hc, r->refuse, r->refuse_why, r->ws);
         return;
     }
     if (r->bypass) {
-        forward(r);
+        if (r->ws)
+            upgrade(r);
+        else
+            forward(r);
         return;
     }
     if (r->stage != RQ_BODY)
         return;
+    if (r->ws) { /* auth_subscribe on the path, without the publish hook */
+        struct mgate_subscribe_req *sr = &r->u.s;
+        memset(sr, 0, sizeof(*sr));
+        r->filter = (struct mgate_filter){.filter = {(const uint8_t *)r->path, (uint32_t)r->path_len}};
+        sr->dir = MGATE_UP;
+        sr->filters = &r->filter;
+        sr->count = 1;
+        enum mgate_verdict v = ask(r, RQ_SUBSCRIBE, false);
+        if (v != MGATE_PENDING)
+            subscribe_decided(r, v == MGATE_ALLOW && !r->filter.denied);
+        return;
+    }
     struct mgate_publish_req *p = &r->u.p;
     memset(p, 0, sizeof(*p));
     p->dir = MGATE_UP;
@@ -745,6 +836,8 @@ static void on_resumed(struct loop *l, struct loop_defer *d)
         } else {
             advance(r);
         }
+    } else if (r->stage == RQ_SUBSCRIBE) {
+        subscribe_decided(r, ok && !r->filter.denied);
     } else {
         publish_decided(r, ok);
     }
@@ -754,6 +847,8 @@ static void on_resumed(struct loop *l, struct loop_defer *d)
 static void front_resume(struct mgate_session *s, const void *req, enum mgate_verdict v)
 {
     struct http_req *r = (struct http_req *)req;
+    if (http_ws_resume(s, req, v))
+        return;
     if (!r || r->magic != HTTP_REQ_MAGIC || r->s != s || !r->pending || r->answered) {
         log_msgf(LOGL_ERROR, "mgate_resume: no pending HTTP request %p on session %llu", req,
                  (unsigned long long)mgate_session_id(s));
@@ -908,6 +1003,8 @@ static int on_head(void *ctx, const struct http_head *h)
     r->started = loop_now(hc->loop);
     hc->req = r;
     int st = route(hc, r, h, mem);
+    if (!st && wants_websocket(h))
+        st = ws_check(r, h);
     if (st)
         return refuse_early(r, h, st);
     if (r->bypass) {
@@ -995,13 +1092,24 @@ static const struct conn_cbs http_cbs = {on_data, on_drain, NULL, on_close};
 static void front_drain(struct mgate_session *s)
 {
     struct http_conn *hc = session_front_ctx(s);
+    if (hc->ws) {
+        http_ws_drain(hc->ws);
+        return;
+    }
     hc->draining = true;
     hc->close_after = true;
     if (hc->phase == HC_IDLE)
         close_gracefully(hc); /* the rest finish their request first, with Connection: close */
 }
 
-static void front_close(struct mgate_session *s) { close_now(session_front_ctx(s)); }
+static void front_close(struct mgate_session *s)
+{
+    struct http_conn *hc = session_front_ctx(s);
+    if (hc->ws)
+        http_ws_close(hc->ws); /* ws_ended frees hc */
+    else
+        close_now(hc);
+}
 
 static const struct session_front http_front = {front_resume, front_drain, front_close};
 

@@ -5,7 +5,9 @@
  * PATH_PREFIX, payload: the body), then forwarded to the target with
  * libcurl on the loop, and the target's answer streams back.  HTTP/1.1 with
  * keep-alive and pipelining, chunked bodies and Expect: 100-continue; every
- * wait is bounded (408, 413, 431, 504).  docs/HTTP.md says it all.
+ * wait is bounded (408, 413, 431, 504).  A WebSocket upgrade is authorised
+ * (auth_connect, auth_subscribe on the path) and relayed by http_ws.c.
+ * docs/HTTP.md says it all.
  */
 #ifndef MGATE_HTTP_H
 #define MGATE_HTTP_H

@@ -157,6 +157,10 @@ static int on_header_field_complete(llhttp_t *ll)
     struct http_parser *hp = of(ll);
     if (hp->head_done)
         return 0;
+    /* llhttp lets ": x" through without a name: no field bytes came, so no
+     * header was opened (or it is empty) */
+    if (hp->in_value || hp->nhdrs == 0 || hp->hb_len == hp->offs[hp->nhdrs - 1].name)
+        return fail(hp, 400, "a header without a name");
     struct hdr_off *o = &hp->offs[hp->nhdrs - 1];
     o->name_len = hp->hb_len - o->name;
     o->value = hp->hb_len;

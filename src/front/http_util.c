@@ -1,5 +1,6 @@
 #include "front/http_util.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static int hexval(char c)
@@ -97,4 +98,56 @@ bool http_path_under(const char *path, size_t n, const char *prefix, const char 
         return false;
     *rest = path + pl;
     return true;
+}
+
+const char *http_reason_phrase(int status)
+{
+    switch (status) {
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 417: return "Expectation Failed";
+    case 426: return "Upgrade Required";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Error";
+    }
+}
+
+/* A JSON string's content: quotes, backslashes and control characters escaped. */
+static void json_text(char *out, size_t size, const char *s)
+{
+    size_t o = 0;
+    for (; *s && o + 7 < size; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            out[o++] = '\\', out[o++] = (char)c;
+        else if (c < 0x20)
+            o += (size_t)snprintf(out + o, size - o, "\\u%04x", c);
+        else
+            out[o++] = (char)c;
+    }
+    out[o] = '\0';
+}
+
+size_t http_error_answer(char *out, size_t size, int status, const char *why, const char *extra,
+                         const char *conn, bool body)
+{
+    char text[256], json[384];
+    json_text(text, sizeof(text), why);
+    int blen = snprintf(json, sizeof(json), "{\"status\":%d,\"error\":\"%s\",\"message\":\"%s\"}\n", status,
+                        http_reason_phrase(status), text);
+    int n = snprintf(out, size, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s%s\r\n%s",
+                     status, http_reason_phrase(status), blen, extra, conn, body ? json : "");
+    return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
 }

@@ -25,4 +25,12 @@ bool http_query_get(const char *q, size_t n, const char *key, const char **val, 
  * follows the prefix (starting with '/', or "" when it is the prefix itself). */
 bool http_path_under(const char *path, size_t n, const char *prefix, const char **rest);
 
+/* "Not Found" for 404, ... ("Error" for a status we do not answer). */
+const char *http_reason_phrase(int status);
+/* One of our own answers: the status line, extra and conn (header lines,
+ * each ending in CRLF, or ""), and a JSON body saying why (left out, its
+ * length kept, when !body: HEAD).  Returns its length (< size). */
+size_t http_error_answer(char *out, size_t size, int status, const char *why, const char *extra,
+                         const char *conn, bool body);
+
 #endif

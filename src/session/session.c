@@ -379,13 +379,22 @@ void session_front_connected(struct mgate_session *s)
     chain_connect(s);
 }
 
-enum mgate_verdict session_front_ask(struct mgate_session *s, bool publish, void *req, unsigned *step)
+static enum mgate_verdict front_ask_one(const struct mgate_handler *hd, struct mgate_session *s,
+                                        enum front_ask kind, void *req)
+{
+    switch (kind) {
+    case FRONT_CONNECT: return hd->auth_connect ? hd->auth_connect(s, req) : MGATE_IGNORE;
+    case FRONT_PUBLISH: return hd->auth_publish ? hd->auth_publish(s, req) : MGATE_IGNORE;
+    default: return hd->auth_subscribe ? hd->auth_subscribe(s, req) : MGATE_IGNORE;
+    }
+}
+
+enum mgate_verdict session_front_ask(struct mgate_session *s, enum front_ask kind, void *req, unsigned *step)
 {
     const struct session_params *p = s->p;
     for (; *step < p->handler_count; (*step)++) {
         const struct mgate_handler *hd = p->handlers[*step];
-        enum mgate_verdict v = publish ? (hd->auth_publish ? hd->auth_publish(s, req) : MGATE_IGNORE)
-                                       : (hd->auth_connect ? hd->auth_connect(s, req) : MGATE_IGNORE);
+        enum mgate_verdict v = front_ask_one(hd, s, kind, req);
         if (v == MGATE_IGNORE)
             continue;
         if (v == MGATE_ALLOW || v == MGATE_DENY || v == MGATE_PENDING)
@@ -397,6 +406,11 @@ enum mgate_verdict session_front_ask(struct mgate_session *s, bool publish, void
 }
 
 void session_front_published(struct mgate_session *s, const struct mgate_publish_req *req) { chain_publish(s, req); }
+
+void session_front_subscribed(struct mgate_session *s, const struct mgate_subscribe_req *req)
+{
+    chain_subscribe(s, req);
+}
 
 void session_front_credentials(struct mgate_session *s, const struct mgate_connect_req *req)
 {

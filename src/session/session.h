@@ -109,14 +109,17 @@ void *session_front_ctx(const struct mgate_session *s);
 /* The front end's request went through auth_connect: the handler's connect
  * hook runs the first time, so that disconnect follows at the end. */
 void session_front_connected(struct mgate_session *s);
-/* Ask the handler chain (mgate.h) about a front end's auth_connect
- * (publish false: req is a struct mgate_connect_req) or auth_publish
- * request, from handler *step on: MGATE_ALLOW, MGATE_DENY, or
- * MGATE_PENDING with *step naming the handler that holds it (after a
- * resume with MGATE_IGNORE, ask again from *step + 1). */
-enum mgate_verdict session_front_ask(struct mgate_session *s, bool publish, void *req, unsigned *step);
-/* The request was forwarded: every handler's publish hook. */
+/* Which auth_* call a front end's request is for (req is a struct
+ * mgate_connect_req, mgate_publish_req or mgate_subscribe_req). */
+enum front_ask { FRONT_CONNECT, FRONT_PUBLISH, FRONT_SUBSCRIBE };
+/* Ask the handler chain (mgate.h) about a front end's request, from
+ * handler *step on: MGATE_ALLOW, MGATE_DENY, or MGATE_PENDING with *step
+ * naming the handler that holds it (after a resume with MGATE_IGNORE, ask
+ * again from *step + 1). */
+enum mgate_verdict session_front_ask(struct mgate_session *s, enum front_ask kind, void *req, unsigned *step);
+/* The request was forwarded: every handler's publish (subscribe) hook. */
 void session_front_published(struct mgate_session *s, const struct mgate_publish_req *req);
+void session_front_subscribed(struct mgate_session *s, const struct mgate_subscribe_req *req);
 /* Take the credentials an auth_connect left (for the accessors and logs). */
 void session_front_credentials(struct mgate_session *s, const struct mgate_connect_req *req);
 /* The session is over (disconnect hook, unlisted); it stays allocated while

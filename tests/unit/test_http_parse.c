@@ -168,6 +168,8 @@ static void test_smuggling(void)
     CHECK_EQ_INT(status_of("GET / HTTP/1.1\r\nHost: h\rX: y\r\n\r\n"), 400);        /* bare CR */
     CHECK_EQ_INT(status_of("GET / HTTP/1.1\r\n\r\n"), 400);                         /* no Host */
     CHECK_EQ_INT(status_of("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), 400);   /* two */
+    CHECK_EQ_INT(status_of("GET / HTTP/1.1\r\nHost: h\r\n: x\r\n\r\n"), 400);           /* no name (fuzz) */
+    CHECK_EQ_INT(status_of("GET / HTTP/1.1\r\n: x\r\nHost: h\r\n\r\n"), 400);
     CHECK_EQ_INT(status_of("GET / HTTP/1.0\r\n\r\n"), 200);                         /* 1.0 needs none */
     CHECK_EQ_INT(status_of("GET / HTTP/2.0\r\nHost: h\r\n\r\n"), 505);
     CHECK_EQ_INT(status_of("CONNECT h:443 HTTP/1.1\r\nHost: h\r\n\r\n"), 405);

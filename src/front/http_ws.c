@@ -1,0 +1,792 @@
+/*
+ * The WebSocket relay of the HTTP listener (http_ws.h).  Two legs, the
+ * client's and the target's, each a struct conn (plain or TLS) read frame
+ * by frame: a data frame's payload is gathered into the leg's message
+ * buffer as it arrives (unmasked on the way), control frames are taken
+ * whole (they are at most 125 bytes).  A whole message is judged, then
+ * written to the other leg as one frame.
+ *
+ * Phases: DIALING (TCP, then TLS, to the target), SHAKING (our upgrade
+ * sent, its 101 awaited), OPEN, CLOSING (close frames sent, their answers
+ * awaited for a linger time).  One timer per relay: TARGET_TIMEOUT until
+ * OPEN (504), then IDLE_TIMEOUT since the last frame either way and
+ * REQUEST_TIMEOUT for a pending verdict, then the linger.
+ */
+#include "front/http_ws.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include "core/log.h"
+#include "core/metrics.h"
+#include "front/http.h"
+#include "front/http_parse.h"
+#include "front/http_util.h"
+#include "front/ws_frame.h"
+#include "net/tls.h"
+
+#define WS_MSG_MAGIC 0x77736d73u /* "wsms" */
+#define WS_LINGER_MS 2000        /* a closing leg's time to answer our close */
+#define WS_KEEP_BUF 4096         /* a message buffer this small is kept for the next one */
+
+enum ws_phase { WS_DIALING, WS_SHAKING, WS_OPEN, WS_CLOSING };
+
+/* A whole message shown to the handler.  It outlives the relay while its
+ * verdict is pending (the handler holds the pointer until mgate_resume). */
+struct ws_msg {
+    union http_auth_req u; /* first, then the magic: see http_ws.h */
+    uint32_t magic;
+    struct ws_leg *leg; /* NULL once the relay is gone */
+    struct mgate_session *s;
+    struct loop *loop;
+    struct loop_defer defer;
+    struct mgate_filter filter; /* a message down: its topic */
+    uint8_t *own;               /* the payload, taken when the relay went away */
+    uint64_t started;
+    unsigned step;
+    enum mgate_verdict verdict;
+    bool answered;
+};
+
+struct ws_leg {
+    struct conn *c;
+    struct http_ws *w;
+    struct ws_leg *peer;
+    bool client;     /* frames in masked, out unmasked */
+    bool close_sent; /* our close went out: nothing more is sent */
+    bool close_rcvd; /* it closed (or broke): nothing more is read */
+    bool blocked;    /* the peer's output is over its bound */
+    bool in_frame;   /* fh is a data frame whose payload is arriving */
+    struct wsf_head fh;
+    uint64_t frame_done;
+    struct wsf_seq seq;
+    enum wsf_op msg_op;
+    uint8_t *msg;
+    size_t msg_len, msg_cap;
+    struct ws_msg *judged; /* the verdict awaited; the leg reads nothing meanwhile */
+};
+
+struct http_ws {
+    struct loop *loop;
+    struct mgate_session *s;
+    const struct session_params *p;
+    const struct http_settings *hs;
+    struct ws_leg cl, tg;
+    struct loop_timer timer;
+    uint8_t phase; /* enum ws_phase */
+    bool draining, ending;
+    uint64_t active, refusal_logged; /* loop times */
+    char *topic;                     /* NULL: a bypass path, nothing is judged */
+    size_t topic_len;
+    char *request; /* our upgrade request, until it is sent */
+    size_t request_len;
+    char client_accept[29], target_accept[29];
+    void (*ended)(void *ctx);
+    void *ctx;
+};
+
+static void on_timer(struct loop *l, struct loop_timer *t);
+static size_t leg_frames(struct ws_leg *leg, const uint8_t *data, size_t len);
+
+static const char *leg_name(const struct ws_leg *leg) { return leg->client ? "client" : "target"; }
+
+/* ---- ending --------------------------------------------------------------------------- */
+
+static const struct conn_cbs quiet_cbs = {NULL, NULL, NULL, NULL};
+
+static void leg_drop(struct ws_leg *leg)
+{
+    if (leg->c) {
+        leg->c->cbs = &quiet_cbs;
+        conn_close(leg->c);
+        leg->c = NULL;
+    }
+}
+
+static void leg_release(struct ws_leg *leg)
+{
+    leg_drop(leg);
+    if (leg->judged) { /* the handler still holds it: the payload goes with it */
+        leg->judged->leg = NULL;
+        leg->judged->own = leg->msg;
+        leg->msg = NULL;
+        leg->judged = NULL;
+    }
+    free(leg->msg);
+    leg->msg = NULL;
+}
+
+static void relay_end(struct http_ws *w)
+{
+    if (w->ending)
+        return;
+    w->ending = true;
+    loop_timer_stop(w->loop, &w->timer);
+    leg_release(&w->cl);
+    leg_release(&w->tg);
+    void (*ended)(void *) = w->ended;
+    void *ctx = w->ctx;
+    free(w->topic);
+    free(w->request);
+    free(w);
+    ended(ctx);
+}
+
+static void maybe_end(struct http_ws *w)
+{
+    if (!w->cl.c && !w->tg.c)
+        relay_end(w);
+}
+
+/* ---- frames out ------------------------------------------------------------------------ */
+
+/* One whole frame to a leg, masked with a fresh key towards the target. */
+static int leg_send(struct ws_leg *leg, enum wsf_op op, const uint8_t *p, size_t n)
+{
+    uint8_t buf[WSF_MAX_HEAD + 8192], mask[4];
+    bool masked = !leg->client;
+    if (!leg->c || (masked && RAND_bytes(mask, sizeof(mask)) != 1))
+        return -1;
+    size_t hl = wsf_write_head(buf, 1, op, n, masked ? mask : NULL), off = 0;
+    do {
+        size_t k = n - off < sizeof(buf) - hl ? n - off : sizeof(buf) - hl;
+        if (k)
+            memcpy(buf + hl, p + off, k);
+        if (masked)
+            wsf_mask(buf + hl, k, mask, off);
+        if (conn_write(leg->c, buf, hl + k) < 0)
+            return -1;
+        off += k;
+        hl = 0;
+        if (!masked && off < n) /* the rest straight from the message */
+            return conn_write(leg->c, p + off, n - off);
+    } while (off < n);
+    return 0;
+}
+
+/* Our close to a leg (once); the connection ends when both closes crossed. */
+static void leg_close(struct ws_leg *leg, const uint8_t *payload, size_t n)
+{
+    if (!leg->c || leg->close_sent)
+        return;
+    leg->close_sent = true;
+    leg_send(leg, WSF_CLOSE, payload, n);
+    if (leg->close_rcvd)
+        conn_close_after_flush(leg->c);
+}
+
+static void leg_close_code(struct ws_leg *leg, int code, const char *why)
+{
+    uint8_t pl[125];
+    leg_close(leg, pl, wsf_close_payload(pl, code, why));
+}
+
+static void begin_closing(struct http_ws *w)
+{
+    if (w->phase == WS_CLOSING)
+        return;
+    w->phase = WS_CLOSING;
+    loop_timer_start(w->loop, &w->timer, WS_LINGER_MS, on_timer);
+}
+
+/* Close the relay: each leg gets its code, then has the linger to answer. */
+static void shut(struct http_ws *w, int client_code, int target_code, const char *why)
+{
+    mgate_log(LOGL_INFO, w->s, "websocket closed: %s", why);
+    begin_closing(w);
+    leg_close_code(&w->cl, client_code, why);
+    leg_close_code(&w->tg, target_code, why);
+}
+
+/* A leg broke the protocol (or a limit): its close, no waiting for an
+ * answer; the other leg is told the relay is going away. */
+static void leg_broken(struct ws_leg *leg, int code, const char *why)
+{
+    mgate_log(LOGL_INFO, leg->w->s, "websocket: the %s %s; closed with %d", leg_name(leg), why, code);
+    leg->close_rcvd = true;
+    begin_closing(leg->w);
+    leg_close_code(leg, code, why);
+    leg_close_code(leg->peer, 1001, "the other side failed");
+}
+
+/* ---- the upgrade ------------------------------------------------------------------------- */
+
+/* Refuse the client's upgrade (the target failed): an HTTP error, then close. */
+static void fail_upgrade(struct http_ws *w, int status, const char *why)
+{
+    char out[1024];
+    size_t n = http_error_answer(out, sizeof(out), status, why, "", "Connection: close\r\n", true);
+    mgate_log(LOGL_WARN, w->s, "http %d: websocket upgrade: %s", status, why);
+    leg_drop(&w->tg);
+    begin_closing(w);
+    if (w->cl.c) {
+        conn_write(w->cl.c, out, n);
+        conn_close_after_flush(w->cl.c);
+    }
+    maybe_end(w);
+}
+
+static bool has_token(const char *v, size_t n, const char *token)
+{
+    return http_value_has_token(v, (uint32_t)n, token);
+}
+
+/* The target's answer head (CRLF CRLF included): a 101 with our accept
+ * key, which becomes the client's 101.  NULL with *why on anything else. */
+static char *target_101(struct http_ws *w, const char *head, size_t n, size_t *outlen, const char **why)
+{
+    static const char *const dropped[] = {"connection", "upgrade", "keep-alive", "transfer-encoding",
+                                          "content-length", "te", "trailer", "sec-websocket-accept", NULL};
+    size_t size = n + 256, o;
+    char *out = malloc(size);
+    const char *sp = memchr(head, ' ', n);
+    if (!out || !sp || atoi(sp + 1) != 101) {
+        *why = out ? "the target answered the upgrade without 101" : "out of memory";
+        free(out);
+        return NULL;
+    }
+    o = (size_t)snprintf(out, size, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                                    "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n", w->client_accept);
+    bool upgrade = false, connection = false, accept = false;
+    const char *line = memchr(head, '\n', n) + 1, *end = head + n;
+    while (line < end) {
+        const char *eol = memchr(line, '\n', (size_t)(end - line));
+        size_t len = (size_t)(eol - line), nl;
+        if (len && line[len - 1] == '\r')
+            len--;
+        const char *colon = memchr(line, ':', len);
+        if (colon) {
+            const char *v = colon + 1, *ve = line + len;
+            while (v < ve && (*v == ' ' || *v == '\t'))
+                v++;
+            while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+                ve--;
+            nl = (size_t)(colon - line);
+            size_t vl = (size_t)(ve - v);
+#define IS(name) (nl == sizeof(name) - 1 && !strncasecmp(line, name, nl))
+            upgrade |= IS("upgrade") && has_token(v, vl, "websocket");
+            connection |= IS("connection") && has_token(v, vl, "upgrade");
+            accept |= IS("sec-websocket-accept") && vl == 28 && !memcmp(v, w->target_accept, 28);
+            if (IS("sec-websocket-extensions")) {
+                *why = "the target chose a WebSocket extension nobody offered";
+                free(out);
+                return NULL;
+            }
+            bool keep = true;
+            for (const char *const *d = dropped; *d; d++)
+                keep &= !(nl == strlen(*d) && !strncasecmp(line, *d, nl));
+#undef IS
+            if (keep) {
+                memcpy(out + o, line, len);
+                memcpy(out + o + len, "\r\n", 2);
+                o += len + 2;
+            }
+        }
+        line = eol + 1;
+    }
+    if (!upgrade || !connection || !accept) {
+        *why = !accept ? "the target's Sec-WebSocket-Accept is wrong or missing"
+                       : "the target's 101 lacks Upgrade: websocket or Connection: upgrade";
+        free(out);
+        return NULL;
+    }
+    memcpy(out + o, "\r\n", 2);
+    *outlen = o + 2;
+    return out;
+}
+
+static void rearm(struct http_ws *w);
+
+/* The target's answer to our upgrade, as it arrives. */
+static size_t target_answer(struct http_ws *w, const uint8_t *data, size_t len)
+{
+    const uint8_t *end = memmem(data, len, "\r\n\r\n", 4);
+    if (!end) {
+        if (len > w->hs->max_header)
+            fail_upgrade(w, 502, "the target's answer head is too large");
+        return 0; /* kept until the rest comes */
+    }
+    size_t head = (size_t)(end - data) + 4, n;
+    const char *why = NULL;
+    char *ok = target_101(w, (const char *)data, head, &n, &why);
+    if (!ok) {
+        fail_upgrade(w, 502, why);
+        return len;
+    }
+    int rc = conn_write(w->cl.c, ok, n);
+    free(ok);
+    if (rc < 0) {
+        leg_drop(&w->tg);
+        maybe_end(w);
+        return len;
+    }
+    mgate_log(LOGL_INFO, w->s, "websocket open%s", w->topic ? "" : " (bypass: messages not checked)");
+    w->phase = WS_OPEN;
+    w->active = loop_now(w->loop);
+    rearm(w);
+    conn_resume_read(w->cl.c); /* with what the client sent after its request */
+    if (w->draining) {
+        shut(w, 1001, 1001, "shutting down");
+        return len;
+    }
+    return head + leg_frames(&w->tg, data + head, len - head);
+}
+
+static void on_target_connected(struct conn *c)
+{
+    struct ws_leg *leg = c->owner;
+    struct http_ws *w = leg->w;
+    if (w->hs->https && (!w->p->upstream_tls || tls_connect(c, w->p->upstream_tls, w->p->target_server_name) < 0)) {
+        fail_upgrade(w, 502, "cannot start TLS with the target");
+        return;
+    }
+    w->phase = WS_SHAKING;
+    conn_write(c, w->request, w->request_len); /* queued until TLS is up */
+    free(w->request);
+    w->request = NULL;
+}
+
+/* ---- messages ------------------------------------------------------------------------------ */
+
+static uint64_t max_message(const struct http_ws *w) { return w->hs->max_body; }
+
+static void msg_reset(struct ws_leg *leg)
+{
+    leg->msg_len = 0;
+    if (leg->msg_cap > WS_KEEP_BUF) { /* large buffers are not kept idle */
+        free(leg->msg);
+        leg->msg = NULL;
+        leg->msg_cap = 0;
+    }
+}
+
+/* Payload bytes of the frame in fh, unmasked into the message. */
+static int msg_add(struct ws_leg *leg, const uint8_t *p, size_t n)
+{
+    if (leg->msg_len + n > leg->msg_cap) {
+        size_t cap = leg->msg_cap ? leg->msg_cap : 1024;
+        while (cap < leg->msg_len + n)
+            cap *= 2;
+        uint8_t *m = realloc(leg->msg, cap);
+        if (!m)
+            return -1;
+        leg->msg = m;
+        leg->msg_cap = cap;
+    }
+    uint8_t *dst = leg->msg + leg->msg_len;
+    memcpy(dst, p, n);
+    if (leg->fh.masked)
+        wsf_mask(dst, n, leg->fh.mask, leg->frame_done);
+    leg->msg_len += n;
+    return 0;
+}
+
+/* To the other leg, unless it is closing; reading stops while its output
+ * is over the bound (on_drain resumes). */
+static void pass_on(struct ws_leg *from, const uint8_t *p, size_t n)
+{
+    struct ws_leg *to = from->peer;
+    if (!to->c || to->close_sent)
+        return;
+    leg_send(to, from->msg_op, p, n);
+    if (to->c && conn_over_high_water(to->c) && !from->blocked) {
+        from->blocked = true;
+        METRIC_INC(loop_metrics(from->w->loop)->backpressure_pauses[from->client ? MGATE_UP : MGATE_DOWN]);
+    }
+}
+
+static void refused(struct ws_leg *leg)
+{
+    struct http_ws *w = leg->w;
+    METRIC_INC(loop_metrics(w->loop)->publish_refused[leg->client ? MGATE_UP : MGATE_DOWN]);
+    uint64_t now = loop_now(w->loop);
+    if (now - w->refusal_logged >= 1000) { /* a flood of refusals is one line a second */
+        w->refusal_logged = now;
+        mgate_log(LOGL_INFO, w->s, "websocket: a message %s refused by the handler (%s); dropped",
+                  leg->client ? "up" : "down", leg->client ? "auth_publish" : "auth_subscribe");
+    }
+}
+
+static void decided(struct ws_msg *m, bool ok)
+{
+    struct ws_leg *leg = m->leg;
+    bool waited = leg->judged == m;
+    leg->judged = NULL;
+    if (leg->client) {
+        if (ok) {
+            session_front_published(m->s, &m->u.p);
+            pass_on(leg, m->u.p.payload.p, m->u.p.payload.len); /* rewritten or not */
+        }
+    } else {
+        ok = ok && !m->filter.denied;
+        if (ok)
+            pass_on(leg, leg->msg, leg->msg_len);
+    }
+    if (!ok)
+        refused(leg);
+    free(m);
+    msg_reset(leg);
+    if (waited && leg->c && !leg->close_rcvd && !leg->blocked)
+        conn_resume_read(leg->c);
+}
+
+static void ask(struct ws_msg *m, bool again)
+{
+    struct ws_leg *leg = m->leg;
+    m->step = again ? m->step + 1 : 0;
+    m->answered = false;
+    enum mgate_verdict v =
+        session_front_ask(m->s, leg->client ? FRONT_PUBLISH : FRONT_SUBSCRIBE, &m->u, &m->step);
+    if (v != MGATE_PENDING) {
+        decided(m, v == MGATE_ALLOW);
+        return;
+    }
+    session_front_hold(m->s); /* released at the resume */
+    if (!leg->judged) {
+        leg->judged = m;
+        conn_pause_read(leg->c);
+        rearm(leg->w);
+    }
+}
+
+/* A whole message from a leg. */
+static int message(struct ws_leg *leg)
+{
+    struct http_ws *w = leg->w;
+    if (!leg->peer->c || leg->peer->close_sent) { /* nobody to give it to */
+        msg_reset(leg);
+        return 0;
+    }
+    if (!w->topic) {
+        pass_on(leg, leg->msg, leg->msg_len);
+        msg_reset(leg);
+        return 0;
+    }
+    struct ws_msg *m = calloc(1, sizeof(*m));
+    if (!m)
+        return -1;
+    m->magic = WS_MSG_MAGIC;
+    m->leg = leg;
+    m->s = w->s;
+    m->loop = w->loop;
+    m->started = loop_now(w->loop);
+    mgate_bytes topic = {(const uint8_t *)w->topic, (uint32_t)w->topic_len};
+    if (leg->client) {
+        m->u.p.dir = MGATE_UP;
+        m->u.p.topic = topic;
+        m->u.p.payload = (mgate_bytes){leg->msg ? leg->msg : (const uint8_t *)"", (uint32_t)leg->msg_len};
+    } else {
+        m->filter.filter = topic;
+        m->u.s.dir = MGATE_DOWN;
+        m->u.s.filters = &m->filter;
+        m->u.s.count = 1;
+    }
+    ask(m, false);
+    return 0;
+}
+
+static void on_resumed(struct loop *l, struct loop_defer *d)
+{
+    (void)l;
+    struct ws_msg *m = (struct ws_msg *)((char *)d - offsetof(struct ws_msg, defer));
+    struct mgate_session *s = m->s;
+    if (!m->leg) { /* the relay went away meanwhile */
+        free(m->own);
+        free(m);
+    } else if (m->verdict == MGATE_IGNORE) {
+        ask(m, true);
+    } else {
+        decided(m, m->verdict == MGATE_ALLOW);
+    }
+    session_front_release(s);
+}
+
+bool http_ws_resume(struct mgate_session *s, const void *req, enum mgate_verdict v)
+{
+    struct ws_msg *m = (struct ws_msg *)req;
+    if (!m || m->magic != WS_MSG_MAGIC)
+        return false;
+    if (m->s != s || m->answered) {
+        log_msgf(LOGL_ERROR, "mgate_resume: no pending WebSocket message %p on session %llu", req,
+                 (unsigned long long)mgate_session_id(s));
+        return true;
+    }
+    m->answered = true;
+    m->verdict = v == MGATE_ALLOW || v == MGATE_IGNORE ? v : MGATE_DENY;
+    loop_defer(m->loop, &m->defer, on_resumed);
+    return true;
+}
+
+/* ---- frames in ---------------------------------------------------------------------------- */
+
+static bool close_code_ok(int code)
+{
+    return (code >= 1000 && code <= 1014 && code != 1004 && code != 1005 && code != 1006) ||
+           (code >= 3000 && code <= 4999);
+}
+
+/* A close from a leg: answered with the same close, and passed on. */
+static void closed_by(struct ws_leg *leg, const uint8_t *pl, size_t n)
+{
+    if (n == 1 || (n >= 2 && !close_code_ok(pl[0] << 8 | pl[1]))) {
+        leg_broken(leg, WSF_CLOSE_PROTOCOL, "sent a bad close frame");
+        return;
+    }
+    int code = n >= 2 ? pl[0] << 8 | pl[1] : 1005;
+    mgate_log(LOGL_INFO, leg->w->s, "websocket: the %s %s (%d%s%.*s)", leg_name(leg),
+              leg->close_sent ? "answered the close" : "closed", code, n > 2 ? " " : "", n > 2 ? (int)n - 2 : 0,
+              (const char *)pl + 2);
+    leg->close_rcvd = true;
+    if (leg->close_sent)
+        conn_close_after_flush(leg->c); /* the answer to ours */
+    else
+        leg_close(leg, pl, n);
+    begin_closing(leg->w);
+    leg_close(leg->peer, pl, n);
+}
+
+static void control(struct ws_leg *leg, const uint8_t *p)
+{
+    uint8_t pl[125];
+    size_t n = (size_t)leg->fh.len;
+    memcpy(pl, p, n);
+    if (leg->fh.masked)
+        wsf_mask(pl, n, leg->fh.mask, 0);
+    if (leg->fh.op == WSF_PING && !leg->close_sent)
+        leg_send(leg, WSF_PONG, pl, n); /* answered here: a ping checks this leg */
+    else if (leg->fh.op == WSF_CLOSE)
+        closed_by(leg, pl, n);
+}
+
+static size_t leg_frames(struct ws_leg *leg, const uint8_t *data, size_t len)
+{
+    struct http_ws *w = leg->w;
+    size_t off = 0;
+    int code;
+    w->active = loop_now(w->loop);
+    while (off < len && !leg->judged && !leg->close_rcvd && !leg->blocked) {
+        struct wsf_head *fh = &leg->fh;
+        if (!leg->in_frame) {
+            int rc = wsf_parse_head(data + off, len - off, leg->client, max_message(w), fh, &code);
+            if (rc < 0) {
+                leg_broken(leg, code, code == WSF_CLOSE_TOO_BIG ? "sent a message over MAX_BODY_SIZE"
+                                                                : "broke the WebSocket protocol");
+                return len;
+            }
+            if (rc == 0)
+                break;
+            if (fh->op >= WSF_CLOSE) { /* control frames are taken whole */
+                size_t whole = fh->head_len + (size_t)fh->len;
+                if (len - off < whole) {
+                    leg->c->want = (uint32_t)whole;
+                    break;
+                }
+                control(leg, data + off + fh->head_len);
+                off += whole;
+                continue;
+            }
+            enum wsf_op op;
+            if (wsf_seq_frame(&leg->seq, fh, max_message(w), &op, &code) < 0) {
+                leg_broken(leg, code, code == WSF_CLOSE_TOO_BIG ? "sent a message over MAX_BODY_SIZE"
+                                                                : "broke the WebSocket fragmentation rules");
+                return len;
+            }
+            leg->msg_op = op;
+            leg->in_frame = true;
+            leg->frame_done = 0;
+            off += fh->head_len;
+        }
+        size_t take = len - off < fh->len - leg->frame_done ? len - off : (size_t)(fh->len - leg->frame_done);
+        if (take && msg_add(leg, data + off, take) < 0) {
+            leg_broken(leg, 1011, "message could not be held (out of memory)");
+            return len;
+        }
+        off += take;
+        leg->frame_done += take;
+        if (leg->frame_done < fh->len)
+            break;
+        leg->in_frame = false;
+        if (fh->fin && message(leg) < 0) {
+            leg_broken(leg, 1011, "message could not be judged (out of memory)");
+            return len;
+        }
+    }
+    if (leg->close_rcvd)
+        return len; /* nothing after a close counts */
+    if (leg->blocked && leg->c)
+        conn_pause_read(leg->c);
+    return off;
+}
+
+/* ---- the legs' connections ------------------------------------------------------------------ */
+
+static size_t leg_on_data(struct conn *c, const uint8_t *data, size_t len)
+{
+    struct ws_leg *leg = c->owner;
+    struct http_ws *w = leg->w;
+    if (w->phase == WS_SHAKING && !leg->client)
+        return target_answer(w, data, len);
+    if (w->phase < WS_OPEN)
+        return 0;
+    return leg_frames(leg, data, len);
+}
+
+static void leg_on_drain(struct conn *c)
+{
+    struct ws_leg *from = ((struct ws_leg *)c->owner)->peer;
+    if (!from->blocked)
+        return;
+    from->blocked = false;
+    if (from->c && !from->judged && !from->close_rcvd)
+        conn_resume_read(from->c);
+}
+
+static void leg_on_close(struct conn *c, int err)
+{
+    struct ws_leg *leg = c->owner;
+    struct http_ws *w = leg->w;
+    leg->c = NULL;
+    if (w->phase < WS_OPEN) {
+        if (!leg->client) {
+            char why[160];
+            snprintf(why, sizeof(why), "the target cannot be reached (%s)",
+                     err == EPROTO ? "TLS failure" : err ? strerror(err) : "it closed the connection");
+            fail_upgrade(w, 502, why);
+            return;
+        }
+        leg_drop(&w->tg); /* the client left before the target answered */
+    } else if (w->phase == WS_OPEN && !leg->close_rcvd) {
+        mgate_log(LOGL_INFO, w->s, "websocket: the %s went away without a close", leg_name(leg));
+    }
+    leg->close_rcvd = true;
+    if (leg->peer->c) {
+        begin_closing(w);
+        leg_close_code(leg->peer, 1001, "the other side went away");
+    }
+    maybe_end(w);
+}
+
+static const struct conn_cbs leg_cbs = {leg_on_data, leg_on_drain, on_target_connected, leg_on_close};
+
+/* ---- the timer ------------------------------------------------------------------------------------ */
+
+static void rearm(struct http_ws *w)
+{
+    if (w->phase != WS_OPEN)
+        return;
+    uint64_t now = loop_now(w->loop), due = w->active + w->hs->idle_timeout_ms;
+    const struct ws_leg *legs[2] = {&w->cl, &w->tg};
+    for (int i = 0; i < 2; i++)
+        if (legs[i]->judged && legs[i]->judged->started + w->hs->request_timeout_ms < due)
+            due = legs[i]->judged->started + w->hs->request_timeout_ms;
+    loop_timer_start(w->loop, &w->timer, due > now ? (uint32_t)(due - now) : 0, on_timer);
+}
+
+static void on_timer(struct loop *l, struct loop_timer *t)
+{
+    struct http_ws *w = (struct http_ws *)((char *)t - offsetof(struct http_ws, timer));
+    uint64_t now = loop_now(l);
+    switch (w->phase) {
+    case WS_DIALING:
+    case WS_SHAKING:
+        fail_upgrade(w, 504, "the target did not answer the upgrade in time (TARGET_TIMEOUT)");
+        return;
+    case WS_OPEN:
+        for (struct ws_leg *leg = &w->cl; leg; leg = leg == &w->cl ? &w->tg : NULL)
+            if (leg->judged && now - leg->judged->started >= w->hs->request_timeout_ms) {
+                shut(w, 1011, 1001, "the handler did not answer in time (REQUEST_TIMEOUT)");
+                return;
+            }
+        if (now - w->active >= w->hs->idle_timeout_ms)
+            shut(w, 1001, 1001, "no frame either way for IDLE_TIMEOUT");
+        else
+            rearm(w);
+        return;
+    default: /* the linger ran out */
+        leg_drop(&w->cl);
+        leg_drop(&w->tg);
+        maybe_end(w);
+    }
+}
+
+/* ---- the API ----------------------------------------------------------------------------------------- */
+
+/* Our key for the target, and the request that carries it. */
+static int make_request(struct http_ws *w, const struct http_ws_start *a)
+{
+    uint8_t raw[16];
+    char key[32];
+    if (RAND_bytes(raw, sizeof(raw)) != 1)
+        return -1;
+    EVP_EncodeBlock((unsigned char *)key, raw, sizeof(raw));
+    if (wsf_accept(key, w->target_accept) < 0 || wsf_accept(a->client_key, w->client_accept) < 0)
+        return -1;
+    w->request = malloc(a->request_len + 64);
+    if (!w->request)
+        return -1;
+    memcpy(w->request, a->request, a->request_len);
+    w->request_len = a->request_len;
+    w->request_len += (size_t)sprintf(w->request + w->request_len, "Sec-WebSocket-Key: %s\r\n\r\n", key);
+    return 0;
+}
+
+struct http_ws *http_ws_start(const struct http_ws_start *a)
+{
+    struct http_ws *w = calloc(1, sizeof(*w));
+    if (!w)
+        return NULL;
+    w->loop = a->loop;
+    w->s = a->s;
+    w->p = a->p;
+    w->hs = a->hs;
+    w->ended = a->ended;
+    w->ctx = a->ctx;
+    w->draining = a->draining;
+    w->cl = (struct ws_leg){.w = w, .peer = &w->tg, .client = true};
+    w->tg = (struct ws_leg){.w = w, .peer = &w->cl};
+    if (a->topic && (w->topic = malloc(a->topic_len + 1))) {
+        memcpy(w->topic, a->topic, a->topic_len);
+        w->topic_len = a->topic_len;
+    }
+    int err = ENOMEM;
+    if ((a->topic && !w->topic) || make_request(w, a) < 0 ||
+        !(w->tg.c = conn_tcp_dial(a->loop, (const struct sockaddr *)&a->p->target, a->p->target_len, &leg_cbs,
+                                  &w->tg, &err))) {
+        free(w->topic);
+        free(w->request);
+        free(w);
+        errno = err;
+        return NULL;
+    }
+    w->tg.c->high_water = a->p->output_high_water;
+    w->cl.c = a->client;
+    a->client->cbs = &leg_cbs;
+    a->client->owner = &w->cl;
+    conn_pause_read(a->client); /* until the target's 101 */
+    w->phase = WS_DIALING;
+    loop_timer_start(w->loop, &w->timer, w->hs->target_timeout_ms, on_timer);
+    return w;
+}
+
+void http_ws_drain(struct http_ws *w)
+{
+    w->draining = true;
+    if (w->phase < WS_OPEN)
+        fail_upgrade(w, 503, "mgate is shutting down");
+    else if (w->phase == WS_OPEN)
+        shut(w, 1001, 1001, "shutting down");
+}
+
+void http_ws_close(struct http_ws *w)
+{
+    leg_drop(&w->cl);
+    leg_drop(&w->tg);
+    relay_end(w);
+}
