@@ -9,8 +9,9 @@ driven by a hand-framed RFC 6455 client (test_ws.RawWs, over TCP or TLS).
   what the target's upgrade request held (path and query, Authorization, Origin, the offered
   subprotocols, other headers, X-Forwarded-*, its own key, no Sec-WebSocket-Extensions).
 * Refused at the upgrade, and never a WebSocket at the target: 401 (the three credential
-  sources), 403 (auth_subscribe on the path, Origin), 404 (PATH_PREFIX, TARGET_PATH), 426 (version),
-  400 (key missing or not 16 bytes); a BYPASS_PATHS path without any handler call.
+  sources, and a late refusal; a late allowance gives 101), 403 (auth_subscribe on the path,
+  Origin), 404 (PATH_PREFIX, TARGET_PATH), 426 (version), 400 (key missing or not 16 bytes); a
+  BYPASS_PATHS path without any handler call.
 * The relay: a message auth_publish refuses (payload deny-payload) dropped, the next one passes in
   order; messages down refused by auth_subscribe (a path with "secret") while pings are answered;
   order of 20 messages behind late verdicts ("/slow/"); the target's ping answered by mgate.
@@ -20,6 +21,8 @@ driven by a hand-framed RFC 6455 client (test_ws.RawWs, over TCP or TLS).
 * The target refusing the upgrade: down (502), not 101 (502), a wrong accept (502), too slow
   (TARGET_TIMEOUT, 504).
 * The TLS listener (MGATE_HTTP_WITH_TLS_*): the same round trip, X-Forwarded-Proto https.
+* TARGET_PROTOCOL https (the echo target serving TLS): a round trip; a target certificate mgate
+  cannot verify gives 502.
 
 The example handler (examples/handler/custom_handler.c) decides: Basic user "baduser" and password
 "deny-password" are refused at auth_connect, a path with "forbidden" at auth_subscribe (403), a
@@ -38,7 +41,7 @@ import tempfile
 import time
 
 import harness as h
-from test_http import BASE, PREFIX, Echo, gate
+from test_http import BASE, ECHO, PREFIX, Echo, gate
 from test_http_tls import TLS, listener
 from test_ws import RawWs
 
@@ -113,6 +116,11 @@ class WsClient(RawWs):
 
     def close(self):
         self.s.close()
+
+
+def basic(user):
+    """The headers of HTTP Basic credentials for user (password pw)."""
+    return [("Authorization", "Basic " + base64.b64encode(f"{user}:pw".encode()).decode())]
 
 
 def ws_ok(c):
@@ -282,13 +290,20 @@ def headers_and_subprotocol(t, g, echo):
 
 def refused_at_upgrade(t, g, g_lim, echo):
     before = {k for k in echo.stats() if k.startswith("ws:")}
-    basic = "Basic " + base64.b64encode(b"baduser:pw").decode()
     for what, path, hdrs in [("Authorization header deny-password", "r401a", [("Authorization", "deny-password")]),
-                             ("Basic user baduser", "r401b", [("Authorization", basic)]),
+                             ("Basic user baduser", "r401b", basic("baduser")),
                              ("?authorization=deny-password", "r401c?authorization=deny-password", [])]:
         c = WsClient(g.port, f"{BASE}/{path}", headers=hdrs)
         t.eq((c.code, c.json().get("status")), (401, 401), f"upgrade with credentials auth_connect refuses ({what}): 401, JSON")
         c.close()
+    c = WsClient(g.port, f"{BASE}/late-deny", headers=basic("slowdeny"))
+    t.eq(c.code, 401, "auth_connect refusing 200 ms later: 401")
+    c.close()
+    t0 = time.monotonic()
+    c = WsClient(g.port, f"{BASE}/late-allow", headers=basic("slow"))
+    t.check(c.code == 101 and time.monotonic() - t0 >= 0.19, "auth_connect allowing 200 ms later: 101",
+            f"{c.code} after {time.monotonic() - t0:.2f} s")
+    c.close()
     c = WsClient(g.port, f"{BASE}/forbidden/ws", headers=[("Authorization", "TOKEN")])
     t.eq((c.code, c.json().get("status")), (403, 403), "upgrade on a path auth_subscribe refuses (forbidden): 403, JSON")
     c.close()
@@ -318,13 +333,13 @@ def refused_at_upgrade(t, g, g_lim, echo):
         t.eq((c.code, c.json().get("status")), (400, 400), f"Sec-WebSocket-Key {what}: 400, JSON")
         t.check(c.ended(), f"... ({what}) and the connection is closed")
     after = {k for k in echo.stats() if k.startswith("ws:")}
-    t.eq(after - before, {"ws:/messages/good"}, "none of the refused upgrades became a WebSocket at the target")
+    t.eq(after - before, {"ws:/messages/good", "ws:/messages/late-allow"}, "none of the refused upgrades became a WebSocket at the target")
     t.check(g.alive() and g_lim.alive(), "mgate still runs")
 
 
 def bypass(t, g_lim, echo):
     c = WsClient(g_lim.port, f"{PREFIX}/open/secret/by",
-                 headers=[("Authorization", "Basic " + base64.b64encode(b"baduser:pw").decode())])
+                 headers=basic("baduser"))
     t.eq(ws_ok(c), GOOD_101, "a BYPASS_PATHS path: 101 without asking the handler (baduser, outside TARGET_PATH)")
     c.send_frame(b"deny-payload", TEXT)
     frame_eq(t, c.frame(), data(b"deny-payload"),
@@ -363,8 +378,8 @@ def refused_down(t, g, echo):
     t.eq(c.code, 101, "a path with 'secret' (auth_subscribe refuses deliveries only): 101")
     c.send_frame(b"s1", TEXT)
     c.send_frame(b"s2", BINARY)
-    t.eq(h.wait_until(lambda: echo.stats().get(f"ws-msg:{path}"), 3.0), 2,
-         "messages up still reach the target (it echoed both)")
+    h.wait_until(lambda: echo.stats().get(f"ws-msg:{path}") == 2, 3.0)
+    t.eq(echo.stats().get(f"ws-msg:{path}"), 2, "messages up still reach the target (it echoed both)")
     time.sleep(0.3)  # let the echoes reach mgate: they must not come out
     c.send_frame(b"still-here", PING)
     frame_eq(t, c.frame(), data(b"still-here", PONG), "the messages down are dropped; a ping is still answered")
@@ -519,8 +534,7 @@ def drain(t, tmp, echo):
     c.close()
 
 
-def tls_listener(t, tmp, echo):
-    pki = h.Pki(tmp)
+def tls_listener(t, tmp, pki, echo):
     port = h.free_port()
     env = listener(TLS, port, echo, pki)
     env["MGATE_MQTT_WITHOUT_TLS_PORT"] = None
@@ -535,6 +549,31 @@ def tls_listener(t, tmp, echo):
          "TLS: the target got X-Forwarded-Proto https")
     c.close()
     t.check(g.alive(), "the TLS listener's mgate still runs")
+
+
+def https_target(t, tmp, pki):
+    port = h.free_port()
+    with open(os.path.join(tmp, "echo-https.log"), "ab") as logf:
+        proc = h.spawn(["/usr/bin/python3", ECHO, "--port", str(port), "--cert", pki["server.crt"],
+                        "--key", pki["server.key"]], stdout=logf, stderr=logf)
+    h.wait_port(port, 10.0, proc)
+    g = gate(tmp, port, TARGET_PROTOCOL="https", TARGET_CA_FILE=pki["ca.crt"])
+    c = WsClient(g.port, f"{BASE}/to-wss?x=1")
+    t.eq(ws_ok(c), GOOD_101, "TARGET_PROTOCOL https: 101 once the target's 101 came over TLS")
+    c.send_frame("über".encode(), TEXT)
+    frame_eq(t, c.frame(), data("über".encode()), "https target: a message there and back")
+    c.send_frame(b"headers?", TEXT)
+    f = c.frame()
+    up = json.loads(f[2]) if isinstance(f, tuple) and f[1] == TEXT else {}
+    t.eq((up.get("path"), up.get("query")), ("/messages/to-wss", "x=1"), "https target: it got the path and query")
+    c.send_frame(close_payload(1000), CLOSE)
+    frame_eq(t, c.frame(), data(close_payload(1000), CLOSE), "https target: closed normally")
+    c.close()
+    untrusted = gate(tmp, port, TARGET_PROTOCOL="https")  # the system's CAs: not the test CA
+    c = WsClient(untrusted.port, f"{BASE}/to-wss-untrusted")
+    t.eq(c.code, 502, "an https target whose certificate mgate cannot verify: 502")
+    c.close()
+    h.stop(proc)
 
 
 def main():
@@ -560,7 +599,9 @@ def main():
         t.case("the target refuses the upgrade: 502, 504", target_refuses, t, tmp, g, g_idle, echo)
         t.case("idle timeout", idle, t, g_idle, echo)
         t.case("drain", drain, t, tmp, echo)
-        t.case("the TLS listener", tls_listener, t, tmp, echo)
+        pki = h.Pki(tmp)
+        t.case("the TLS listener", tls_listener, t, tmp, pki, echo)
+        t.case("an https target", https_target, t, tmp, pki)
         t.check(g.alive() and g_lim.alive() and g_idle.alive(), "mgate still runs")
         rc = h.finish(t)
         echo.stop()

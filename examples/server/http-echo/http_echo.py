@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """A small HTTP echo server: the target the HTTP front end's tests and demo forward to.
 
-    http_echo.py [--host 127.0.0.1] [--port 8888]
+    http_echo.py [--host 127.0.0.1] [--port 8888] [--cert FILE --key FILE]
+
+With --cert and --key it serves HTTPS (and wss) instead of HTTP.
 
 Every request is answered 200 with a JSON description of what arrived (method, path, query,
 headers, body), so a client can see what mgate forwarded.  A few paths behave differently:
@@ -42,6 +44,7 @@ import argparse
 import base64
 import hashlib
 import json
+import ssl
 import struct
 import sys
 import threading
@@ -231,8 +234,14 @@ def main():
     ap = argparse.ArgumentParser(description="HTTP echo server for mgate's HTTP front end")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8888)
+    ap.add_argument("--cert", help="serve HTTPS with this certificate (PEM) ...")
+    ap.add_argument("--key", help="... and this key")
     a = ap.parse_args()
     srv = Server((a.host, a.port), Echo)
+    if a.cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(a.cert, a.key)
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)  # in the thread
     sys.stderr.write(f"http-echo: listening on {a.host}:{a.port}\n")
     sys.stderr.flush()
     try:
