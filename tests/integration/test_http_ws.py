@@ -5,9 +5,10 @@ driven by a hand-framed RFC 6455 client (test_ws.RawWs, over TCP or TLS).
 * The echo target's own WebSocket side, straight: 101, text, binary, 200 KiB, fragmented, ping, close.
 * Through mgate: 101 with the accept of the client's key; text (non-ASCII), binary, 200 KiB and
   fragmented messages both ways byte-exact, each as one frame; a ping between fragments and an
-  unsolicited pong handled by mgate (never seen by the target); the subprotocol the target chose;
-  what the target's upgrade request held (path and query, Authorization, Origin, the offered
-  subprotocols, other headers, X-Forwarded-*, its own key, no Sec-WebSocket-Extensions).
+  unsolicited pong handled by mgate (never seen by the target); frames sent right behind the
+  upgrade request relayed after the 101; the subprotocol the target chose; what the target's
+  upgrade request held (path and query, Authorization, Origin, the offered subprotocols, other
+  headers, X-Forwarded-*, its own key, no Sec-WebSocket-Extensions).
 * Refused at the upgrade, and never a WebSocket at the target: 401 (the three credential
   sources, and a late refusal; a late allowance gives 101), 403 (auth_subscribe on the path,
   Origin), 404 (PATH_PREFIX, TARGET_PATH), 426 (version), 400 (key missing or not 16 bytes); a
@@ -17,7 +18,11 @@ driven by a hand-framed RFC 6455 client (test_ws.RawWs, over TCP or TLS).
   order of 20 messages behind late verdicts ("/slow/"); the target's ping answered by mgate.
 * Endings: close from the client and from the target (code and reason passed on both ways), the
   target dropping the TCP connection (1001 to the client), the client leaving (1001 to the target),
-  bad frames (1002), a message over MAX_BODY_SIZE (1009), IDLE_TIMEOUT (1001), SIGTERM (1001).
+  bad frames from the client (unmasked, RSV, opcode, long or fragmented ping, lone CONT,
+  non-minimal length, bad close: 1002 to it, 1001 to the target) and from the target (masked:
+  1002 to it, 1001 to the client), a message over MAX_BODY_SIZE (1009, exactly the limit passes),
+  IDLE_TIMEOUT (1001; messages and pings keep it open), SIGTERM (1001 both ways, 503 to an
+  upgrade still waiting for the target, exit 0).
 * The target refusing the upgrade: down (502), not 101 (502), a wrong accept (502), too slow
   (TARGET_TIMEOUT, 504).
 * The TLS listener (MGATE_HTTP_WITH_TLS_*): the same round trip, X-Forwarded-Proto https.
@@ -28,7 +33,8 @@ The example handler (examples/handler/custom_handler.c) decides: Basic user "bad
 "deny-password" are refused at auth_connect, a path with "forbidden" at auth_subscribe (403), a
 message whose payload is "deny-payload" at auth_publish, a message down on a path with "secret"
 at delivery; "/slow/" makes auth_publish answer 100 ms later. The echo target's commands
-(headers?, close-me, drop-me, ping-me), special paths and /stats keys are in its docstring.
+(headers?, close-me, drop-me, ping-me, mask-me), special paths, /stats keys and HTTPS mode are
+in its docstring; the first case checks them against the echo directly.
 """
 import base64
 import hashlib
@@ -38,6 +44,7 @@ import signal
 import socket
 import struct
 import tempfile
+import threading
 import time
 
 import harness as h
@@ -53,12 +60,19 @@ def close_payload(code, reason=""):
     return struct.pack("!H", code) + reason.encode()
 
 
+def wire(payload, b0, mask=None):
+    """One masked frame as bytes, its first byte (FIN, RSV, opcode) as given; lengths under 126."""
+    mask = os.urandom(4) if mask is None else mask
+    return bytes([b0, 0x80 | len(payload)]) + mask + bytes(x ^ mask[i & 3] for i, x in enumerate(payload))
+
+
 class WsClient(RawWs):
     """test_ws's hand-framed client, over TCP or TLS (tls: a client SSLContext), with the
     answer's headers (and body, when not 101) parsed. key=False and version=None leave those
-    headers out; key and version given as strings are sent as they are."""
+    headers out; key and version given as strings are sent as they are. early: bytes sent in the
+    same write, right behind the request head (frames before the 101)."""
 
-    def __init__(self, port, path, headers=(), key=None, version="13", tls=None, timeout=5.0):
+    def __init__(self, port, path, headers=(), key=None, version="13", tls=None, timeout=5.0, early=b""):
         s = socket.create_connection((h.HOST, port), timeout=timeout)
         self.s = tls.wrap_socket(s, server_hostname="localhost") if tls else s
         self.key = base64.b64encode(os.urandom(16)).decode() if key is None else key
@@ -68,7 +82,7 @@ class WsClient(RawWs):
         if version is not None:
             req.append(f"Sec-WebSocket-Version: {version}")
         req += [f"{k}: {v}" for k, v in headers]
-        self.s.sendall(("\r\n".join(req) + "\r\n\r\n").encode())
+        self.s.sendall(("\r\n".join(req) + "\r\n\r\n").encode() + early)
         self.buf = b""
         while b"\r\n\r\n" not in self.buf and (chunk := self.s.recv(4096)):
             self.buf += chunk
@@ -202,13 +216,15 @@ def echo_target(t, echo):
     frame_eq(t, c.frame(), data(b"from-target", PING), "ping-me: the echo pings")
     c.send_frame(b"from-target", PONG)
     frame_eq(t, c.frame(), data(b"pong:from-target"), "... and reports the pong")
+    c.send_frame(b"mask-me", TEXT)
+    frame_eq(t, c.frame(), (True, TEXT, b"masked", True), "mask-me: the echo sends a masked frame")
     c.send_frame(b"close-me", TEXT)
     frame_eq(t, c.frame(), data(close_payload(1000, "bye"), CLOSE), "close-me: the echo closes 1000 bye")
     c.send_frame(close_payload(1000, "bye"), CLOSE)
     t.check(c.ended(), "... and ends after the answer")
     seen = echo.stats()
     t.eq([seen.get(k + ":/messages/cmd") for k in ("ws-msg", "ws-pong", "ws-ping", "ws-bad", "ws-close")],
-         [3, 1, None, None, "1000 bye"], "the echo's stats for it")
+         [4, 1, None, None, "1000 bye"], "the echo's stats for it")
     c = WsClient(echo.port, "/messages/cmd-drop")
     c.send_frame(b"drop-me", TEXT)
     t.eq(c.frame(), "eof", "drop-me: the echo drops the connection without a close")
@@ -257,6 +273,14 @@ def round_trip(t, port, echo, path, tls=None, proto="http"):
     t.check(c.ended(), f"{proto}: then the connection ends")
     t.eq(echo_value(echo, f"ws-close:/messages/{path}"), "4000 client-bye",
          f"{proto}: the target got a close with the client's code and reason")
+    c.close()
+
+
+def early_frames(t, g):
+    c = WsClient(g.port, f"{BASE}/early", early=wire(b"early-1", 0x81) + wire(b"early-2", 0x82))
+    t.eq(c.code, 101, "frames sent right behind the upgrade request: 101")
+    frame_eq(t, [c.frame(), c.frame()], [data(b"early-1"), data(b"early-2", BINARY)],
+             "... and those frames are relayed after it, in order")
     c.close()
 
 
@@ -434,21 +458,28 @@ def endings(t, g, echo):
     t.check(isinstance(v, str) and v.startswith("1001"), "the client leaves without a close: the target gets close 1001", v)
 
 
-def bad_frames(t, g, echo):
-    def raw_masked(b0, payload):
-        mask = os.urandom(4)
-        return bytes([b0, 0x80 | len(payload)]) + mask + bytes(x ^ mask[i & 3] for i, x in enumerate(payload))
+def target_bad_frame(t, g, echo):
+    c = WsClient(g.port, f"{BASE}/tmask")
+    c.send_frame(b"mask-me", TEXT)
+    t.eq(close_code(c.frame()), 1001, "a masked frame from the target: close 1001 to the client")
+    v = echo_value(echo, "ws-close:/messages/tmask")
+    t.check(isinstance(v, str) and v.startswith("1002"), "... and close 1002 to the target", v)
+    c.close()
 
-    big_ping = b"p" * 126
-    for what, path, wire in [
+
+def bad_frames(t, g, echo):
+    for what, path, bad in [
             ("an unmasked frame", "bad-unmasked", b"\x81\x02hi"),
-            ("RSV1 set", "bad-rsv", raw_masked(0xC1, b"hi")),
-            ("an unknown opcode (3)", "bad-op", raw_masked(0x83, b"hi")),
-            ("a ping of 126 bytes", "bad-ping",
-             bytes([0x89, 0x80 | 126]) + struct.pack("!H", 126) + b"\0\0\0\0" + big_ping),
-            ("CONT without a message", "bad-cont", raw_masked(0x80, b"hi"))]:
+            ("RSV1 set", "bad-rsv", wire(b"hi", 0xC1)),
+            ("an unknown opcode (3)", "bad-op", wire(b"hi", 0x83)),
+            ("a ping of 126 bytes", "bad-ping", b"\x89\xfe" + struct.pack("!H", 126) + b"\0\0\0\0" + b"p" * 126),
+            ("a fragmented ping", "bad-fping", wire(b"p", 0x09)),
+            ("CONT without a message", "bad-cont", wire(b"hi", 0x80)),
+            ("a length in 16 bits that fits in 7", "bad-len", b"\x81\xfe\x00\x02\0\0\0\0hi"),
+            ("a close of 1 byte", "bad-close1", wire(b"\x03", 0x88)),
+            ("a close with code 1005 (never sent)", "bad-close1005", wire(close_payload(1005), 0x88))]:
         c = WsClient(g.port, f"{BASE}/{path}")
-        c.s.sendall(wire)
+        c.s.sendall(bad)
         t.eq(close_code(c.frame()), 1002, f"{what} from the client: close 1002")
         t.check(c.ended(), f"... ({what}) then the connection ends")
         v = echo_value(echo, f"ws-close:/messages/{path}")
@@ -466,7 +497,7 @@ def oversize(t, g_lim, echo):
     t.eq(close_code(c.frame()), 1009, "a message of MAX_BODY_SIZE + 1: close 1009")
     t.check(c.ended(), "... then the connection ends")
     v = echo_value(echo, "ws-close:/messages/size")
-    t.check(isinstance(v, str) and v[:4].isdigit(), "... and the target gets a close", v)
+    t.check(isinstance(v, str) and v.startswith("1001"), "... and the target gets close 1001", v)
     c.close()
     c = WsClient(g_lim.port, f"{BASE}/size2")
     for i in range(3):
@@ -498,11 +529,12 @@ def idle(t, g_idle, echo):
     c = WsClient(g_idle.port, f"{BASE}/idle")
     t.eq(c.code, 101, "IDLE_TIMEOUT 1s: 101")
     got = []
-    for i in range(5):  # a message every 0.4 s for 2 s: never idle for 1 s
-        c.send_frame(b"i%d" % i, TEXT)
+    for i in range(6):  # a message or a ping every 0.4 s for 2.4 s: never idle for 1 s
+        c.send_frame(b"i%d" % i, TEXT if i % 2 else PING)
         got.append(c.frame())
         time.sleep(0.4)
-    frame_eq(t, got, [data(b"i%d" % i) for i in range(5)], "messages more often than IDLE_TIMEOUT keep the WebSocket open")
+    frame_eq(t, got, [data(b"i%d" % i, TEXT if i % 2 else PONG) for i in range(6)],
+             "messages and pings more often than IDLE_TIMEOUT keep the WebSocket open")
     t0 = time.monotonic()
     f = c.frame(5)
     took = time.monotonic() - t0
@@ -519,12 +551,18 @@ def drain(t, tmp, echo):
     c = WsClient(g.port, f"{BASE}/drain")
     c.send_frame(b"d", TEXT)
     frame_eq(t, c.frame(), data(b"d"), "a WebSocket before SIGTERM")
+    waiting = []
+    th = threading.Thread(target=lambda: waiting.append(WsClient(g.port, f"{BASE}/slow-upgrade?ms=1500").code))
+    th.start()
+    time.sleep(0.3)  # the upgrade is at the target (which answers after 1.5 s)
     t0 = time.monotonic()
     g.proc.send_signal(signal.SIGTERM)
     t.eq(close_code(c.frame(3)), 1001, "SIGTERM: close 1001 to the client")
     c.send_frame(close_payload(1001), CLOSE)
     v = echo_value(echo, "ws-close:/messages/drain")
     t.check(isinstance(v, str) and v.startswith("1001"), "SIGTERM: close 1001 to the target", v)
+    th.join(5)
+    t.eq(waiting, [503], "SIGTERM: an upgrade still waiting for the target's 101 gets 503")
     try:
         rc = g.proc.wait(10)
     except Exception:  # noqa: BLE001 - reported below
@@ -586,6 +624,7 @@ def main():
         g_idle = gate(tmp, echo.port, IDLE_TIMEOUT="1s", TARGET_TIMEOUT="1s")
         t.case("the echo target's WebSocket", echo_target, t, echo)
         t.case("101 and messages both ways", round_trip, t, g.port, echo, "rt")
+        t.case("frames right behind the upgrade request", early_frames, t, g)
         t.case("what the target's upgrade got, subprotocol", headers_and_subprotocol, t, g, echo)
         t.case("refused at the upgrade: 401, 403, 404, 426, 400", refused_at_upgrade, t, g, g_lim, echo)
         t.case("bypass path", bypass, t, g_lim, echo)
@@ -595,6 +634,7 @@ def main():
         t.case("a ping from the target", target_ping, t, g, echo)
         t.case("close from either side, a leg gone", endings, t, g, echo)
         t.case("bad frames from the client: 1002", bad_frames, t, g, echo)
+        t.case("a bad frame from the target", target_bad_frame, t, g, echo)
         t.case("a message over MAX_BODY_SIZE: 1009", oversize, t, g_lim, echo)
         t.case("the target refuses the upgrade: 502, 504", target_refuses, t, tmp, g, g_idle, echo)
         t.case("idle timeout", idle, t, g_idle, echo)

@@ -25,6 +25,7 @@ messages are commands instead of being sent back:
     close-me   a close 1000 "bye" from the echo; then it waits for the peer's close and ends
     drop-me    the TCP connection is closed without a close frame
     ping-me    a ping "from-target"; its pong comes back as the text message "pong:<payload>"
+    mask-me    the text message "masked" in a masked frame (which a server must not send)
 
 and a few upgrade paths are answered otherwise:
 
@@ -171,6 +172,9 @@ class Echo(BaseHTTPRequestHandler):
                     break
                 elif msg_op == 0x1 and msg == b"ping-me":
                     self._send_frame(0x9, b"from-target")
+                elif msg_op == 0x1 and msg == b"mask-me":
+                    self.wfile.write(b"\x81\x86" + b"\0\0\0\0" + b"masked")  # a zero mask: the bytes as they are
+                    self.wfile.flush()
                 else:
                     self._send_frame(msg_op, msg)
         with seen_lock:
