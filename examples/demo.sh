@@ -10,7 +10,7 @@
 #   examples/client/websocket/without_tls.sh
 #   examples/client/websocket/with_tls.sh
 #   examples/client/websocket/with_mtls.sh
-#   examples/client/http/without_tls.sh (and with_tls.sh, with_mtls.sh)
+#   examples/client/http/without_tls.sh (and with_tls.sh, with_mtls.sh, websocket.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,6 +46,7 @@ set +a
 build/mgate &
 mgate=$!
 stop() {
+  trap - INT TERM EXIT
   kill -TERM "$mgate" 2>/dev/null || true
   wait "$mgate" 2>/dev/null || true
   kill -TERM "$responder" 2>/dev/null && wait "$responder" 2>/dev/null
@@ -53,6 +54,8 @@ stop() {
   [ -n "$broker" ] && kill -TERM "$broker" 2>/dev/null && wait "$broker" 2>/dev/null
   exit 0
 }
-trap stop INT TERM
+# EXIT too: a Ctrl-C reaches mgate as well, and its end must not leave the
+# responder and the echo server (which ignore SIGINT as background jobs) behind.
+trap stop INT TERM EXIT
 echo "demo: mgate on 127.0.0.1:${MGATE_MQTT_WITHOUT_TLS_PORT} (MQTT), ${MGATE_MQTT_WITH_TLS_PORT} (TLS), ${MGATE_MQTT_WITH_MTLS_PORT} (mTLS + OCSP), ${MGATE_MQTT_WS_WITHOUT_TLS_PORT} (WebSocket), ${MGATE_MQTT_WS_WITH_TLS_PORT} (WebSocket + TLS), ${MGATE_MQTT_WS_WITH_MTLS_PORT} (WebSocket + mTLS + OCSP) -> mosquitto on 127.0.0.1:$broker_port; metrics on http://127.0.0.1:${MGATE_ADMIN_PORT}/metrics; HTTP ${MGATE_HTTP_WITHOUT_TLS_PORT}/${MGATE_HTTP_WITH_TLS_PORT}/${MGATE_HTTP_WITH_MTLS_PORT} -> http-echo on 127.0.0.1:8888 (Ctrl-C stops all)"
 wait "$mgate"

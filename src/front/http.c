@@ -689,7 +689,6 @@ static int ws_check(struct http_req *r, const struct http_head *h)
     const struct http_hdr *v = http_head_find(h, "sec-websocket-version");
     const struct http_hdr *k = http_head_find(h, "sec-websocket-key");
     char accept[29];
-    r->ws = true;
     if (strcmp(h->method, "GET") || h->minor < 1)
         return r->refuse_why = "a WebSocket upgrade is a GET in HTTP/1.1", 400;
     if (!v || v->value_len != 2 || memcmp(v->value, "13", 2))
@@ -1002,8 +1001,9 @@ static int on_head(void *ctx, const struct http_head *h)
     r->mem = mem;
     r->started = loop_now(hc->loop);
     hc->req = r;
+    r->ws = wants_websocket(h); /* refused or not, the connection ends after it */
     int st = route(hc, r, h, mem);
-    if (!st && wants_websocket(h))
+    if (!st && r->ws)
         st = ws_check(r, h);
     if (st)
         return refuse_early(r, h, st);
