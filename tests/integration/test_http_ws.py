@@ -11,8 +11,8 @@ driven by a hand-framed RFC 6455 client (test_ws.RawWs, over TCP or TLS).
   headers, X-Forwarded-*, its own key, no Sec-WebSocket-Extensions).
 * Refused at the upgrade, and never a WebSocket at the target: 401 (the three credential
   sources, and a late refusal; a late allowance gives 101), 403 (auth_subscribe on the path,
-  Origin), 404 (PATH_PREFIX, TARGET_PATH), 426 (version), 400 (key missing or not 16 bytes); a
-  BYPASS_PATHS path without any handler call.
+  Origin), 404 (PATH_PREFIX, TARGET_PATH), 426 (version), 400 (key missing or not 16 bytes), each
+  with a JSON body and the connection closed after it; a BYPASS_PATHS path without any handler call.
 * The relay: a message auth_publish refuses (payload deny-payload) dropped, the next one passes in
   order; messages down refused by auth_subscribe (a path with "secret") while pings are answered;
   order of 20 messages behind late verdicts ("/slow/"); the target's ping answered by mgate.
@@ -314,50 +314,43 @@ def headers_and_subprotocol(t, g, echo):
 
 def refused_at_upgrade(t, g, g_lim, echo):
     before = {k for k in echo.stats() if k.startswith("ws:")}
-    for what, path, hdrs in [("Authorization header deny-password", "r401a", [("Authorization", "deny-password")]),
-                             ("Basic user baduser", "r401b", basic("baduser")),
-                             ("?authorization=deny-password", "r401c?authorization=deny-password", [])]:
-        c = WsClient(g.port, f"{BASE}/{path}", headers=hdrs)
-        t.eq((c.code, c.json().get("status")), (401, 401), f"upgrade with credentials auth_connect refuses ({what}): 401, JSON")
-        c.close()
-    c = WsClient(g.port, f"{BASE}/late-deny", headers=basic("slowdeny"))
-    t.eq(c.code, 401, "auth_connect refusing 200 ms later: 401")
+    key15, key17 = (base64.b64encode(b"x" * n).decode() for n in (15, 17))
+    for what, gw, path, kw, code in [
+            ("credentials auth_connect refuses (Authorization header deny-password)", g, f"{BASE}/r401a",
+             {"headers": [("Authorization", "deny-password")]}, 401),
+            ("credentials auth_connect refuses (Basic user baduser)", g, f"{BASE}/r401b", {"headers": basic("baduser")}, 401),
+            ("credentials auth_connect refuses (?authorization=deny-password)", g,
+             f"{BASE}/r401c?authorization=deny-password", {}, 401),
+            ("auth_connect refusing 200 ms later", g, f"{BASE}/late-deny", {"headers": basic("slowdeny")}, 401),
+            ("a path auth_subscribe refuses (forbidden)", g, f"{BASE}/forbidden/ws",
+             {"headers": [("Authorization", "TOKEN")]}, 403),
+            ("an Origin outside ALLOWED_ORIGINS", g_lim, f"{BASE}/evil", {"headers": [("Origin", "https://evil.example")]}, 403),
+            ("a path outside PATH_PREFIX", g, "/elsewhere/ws", {}, 404),
+            ("a path under PATH_PREFIX but outside TARGET_PATH", g, f"{PREFIX}/other/ws", {}, 404),
+            ("Sec-WebSocket-Version 8", g, f"{BASE}/v8", {"version": "8"}, 426),
+            ("Sec-WebSocket-Key missing", g, f"{BASE}/key", {"key": False}, 400),
+            ("Sec-WebSocket-Key not base64", g, f"{BASE}/key", {"key": "not base64 at all!"}, 400),
+            ("Sec-WebSocket-Key base64 of 15 bytes", g, f"{BASE}/key", {"key": key15}, 400),
+            ("Sec-WebSocket-Key base64 of 17 bytes", g, f"{BASE}/key", {"key": key17}, 400)]:
+        c = WsClient(gw.port, path, **kw)
+        t.eq((c.code, c.json().get("status")), (code, code), f"upgrade with {what}: {code}, JSON body")
+        if code == 426:
+            t.eq(c.headers.get("sec-websocket-version"), "13", "... (426) with Sec-WebSocket-Version: 13")
+        t.check(c.ended(), f"... ({what}) and the connection is closed")
+    c = WsClient(g.port, f"{BASE}/nov", version=None)
+    t.check(c.code in (400, 426), "no Sec-WebSocket-Version: refused (426 or 400)", str(c.code))
     c.close()
     t0 = time.monotonic()
     c = WsClient(g.port, f"{BASE}/late-allow", headers=basic("slow"))
     t.check(c.code == 101 and time.monotonic() - t0 >= 0.19, "auth_connect allowing 200 ms later: 101",
             f"{c.code} after {time.monotonic() - t0:.2f} s")
     c.close()
-    c = WsClient(g.port, f"{BASE}/forbidden/ws", headers=[("Authorization", "TOKEN")])
-    t.eq((c.code, c.json().get("status")), (403, 403), "upgrade on a path auth_subscribe refuses (forbidden): 403, JSON")
-    c.close()
-    c = WsClient(g_lim.port, f"{BASE}/evil", headers=[("Origin", "https://evil.example")])
-    t.eq(c.code, 403, "upgrade with an Origin outside ALLOWED_ORIGINS: 403")
-    c.close()
     c = WsClient(g_lim.port, f"{BASE}/good", headers=[("Origin", "https://good.example")])
     t.eq(c.code, 101, "upgrade with an allowed Origin: 101")
     c.close()
-    c = WsClient(g.port, "/elsewhere/ws")
-    t.eq((c.code, c.json().get("status")), (404, 404), "upgrade outside PATH_PREFIX: 404, JSON")
-    c.close()
-    c = WsClient(g.port, f"{PREFIX}/other/ws")
-    t.eq(c.code, 404, "upgrade under PATH_PREFIX but outside TARGET_PATH: 404")
-    c.close()
-    c = WsClient(g.port, f"{BASE}/v8", version="8")
-    t.eq((c.code, c.headers.get("sec-websocket-version"), c.json().get("status")), (426, "13", 426),
-         "Sec-WebSocket-Version 8: 426 with Sec-WebSocket-Version: 13, JSON")
-    t.check(c.ended(), "... and the connection is closed")
-    c = WsClient(g.port, f"{BASE}/nov", version=None)
-    t.check(c.code in (400, 426), "no Sec-WebSocket-Version: refused (426 or 400)", str(c.code))
-    c.close()
-    for what, key in [("missing", False), ("not base64", "not base64 at all!"),
-                      ("base64 of 15 bytes", base64.b64encode(b"x" * 15).decode()),
-                      ("base64 of 17 bytes", base64.b64encode(b"x" * 17).decode())]:
-        c = WsClient(g.port, f"{BASE}/key", key=key)
-        t.eq((c.code, c.json().get("status")), (400, 400), f"Sec-WebSocket-Key {what}: 400, JSON")
-        t.check(c.ended(), f"... ({what}) and the connection is closed")
     after = {k for k in echo.stats() if k.startswith("ws:")}
-    t.eq(after - before, {"ws:/messages/good", "ws:/messages/late-allow"}, "none of the refused upgrades became a WebSocket at the target")
+    t.eq(after - before, {"ws:/messages/good", "ws:/messages/late-allow"},
+         "none of the refused upgrades became a WebSocket at the target")
     t.check(g.alive() and g_lim.alive(), "mgate still runs")
 
 
