@@ -15,6 +15,8 @@
  *             topic "slow/..."            -> verdict 100 ms later (allow)
  *             payload "deny-payload"       -> refused (a WebSocket message on the
  *                                            HTTP listener is dropped, the next passes)
+ *             payload "late-payload"       -> verdict 2 s later (allow): longer than a
+ *                                            short REQUEST_TIMEOUT
  *             (HTTP, whose topics are paths: "/slow/" anywhere does the same)
  *   SUBSCRIBE filters containing "forbidden" are refused, the rest go through
  *   delivery  broker PUBLISH on a topic containing "secret" is not delivered
@@ -118,6 +120,8 @@ static enum mgate_verdict auth_publish(mgate_session *s, struct mgate_publish_re
     }
     if (has_prefix(req->topic, "slow/") || contains(req->topic, "/slow/"))
         return answer_later(s, req, 100, MGATE_ALLOW);
+    if (equals(req->payload, "late-payload"))
+        return answer_later(s, req, 2000, MGATE_ALLOW);
     return MGATE_IGNORE; /* no opinion: allowed, unless a later handler objects */
 }
 

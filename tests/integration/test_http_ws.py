@@ -539,6 +539,28 @@ def idle(t, g_idle, echo):
     c.close()
 
 
+def verdict_timeout(t, g_idle, echo):
+    c = WsClient(g_idle.port, f"{BASE}/late")
+    t.eq(c.code, 101, "REQUEST_TIMEOUT 1s: 101")
+    t0 = time.monotonic()
+    c.send_frame(b"late-payload", TEXT)  # the example handler answers 2 s later
+    f = c.frame(5)
+    took = time.monotonic() - t0
+    t.check(close_code(f) == 1011 and 0.8 < took < 1.8, "a verdict pending longer than REQUEST_TIMEOUT: close 1011",
+            f"{close_code(f)!r} after {took:.2f} s")
+    c.send_frame(close_payload(1011), CLOSE)
+    v = echo_value(echo, "ws-close:/messages/late")
+    t.check(isinstance(v, str) and v.startswith("1001"), "... and close 1001 to the target", v)
+    t.eq(echo.stats().get("ws-msg:/messages/late", 0), 0, "... which never got the message")
+    c.close()
+    time.sleep(1.5)  # the verdict arrives after the relay is gone: freed, nothing sent
+    t.check(g_idle.alive(), "mgate takes the late verdict of a closed WebSocket")
+    c = WsClient(g_idle.port, f"{BASE}/after-late")
+    c.send_frame(b"next", TEXT)
+    frame_eq(t, c.frame(), data(b"next"), "... and serves the next WebSocket")
+    c.close()
+
+
 def drain(t, tmp, echo):
     g = gate(tmp, echo.port, MGATE_SHUTDOWN_GRACE="5s")
     c = WsClient(g.port, f"{BASE}/drain")
@@ -614,7 +636,7 @@ def main():
         echo = Echo(tmp)
         g = gate(tmp, echo.port)
         g_lim = gate(tmp, echo.port, MAX_BODY_SIZE="4KiB", BYPASS_PATHS="^/open/", ALLOWED_ORIGINS="https://good.example")
-        g_idle = gate(tmp, echo.port, IDLE_TIMEOUT="1s", TARGET_TIMEOUT="1s")
+        g_idle = gate(tmp, echo.port, IDLE_TIMEOUT="1s", TARGET_TIMEOUT="1s", REQUEST_TIMEOUT="1s")
         t.case("the echo target's WebSocket", echo_target, t, echo)
         t.case("101 and messages both ways", round_trip, t, g.port, echo, "rt")
         t.case("frames right behind the upgrade request", early_frames, t, g)
@@ -631,6 +653,7 @@ def main():
         t.case("a message over MAX_BODY_SIZE: 1009", oversize, t, g_lim, echo)
         t.case("the target refuses the upgrade: 502, 504", target_refuses, t, tmp, g, g_idle, echo)
         t.case("idle timeout", idle, t, g_idle, echo)
+        t.case("a verdict later than REQUEST_TIMEOUT: 1011", verdict_timeout, t, g_idle, echo)
         t.case("drain", drain, t, tmp, echo)
         pki = h.Pki(tmp)
         t.case("the TLS listener", tls_listener, t, tmp, pki, echo)
