@@ -4,14 +4,16 @@ MGATE_HTTP_WITH_MTLS_*), with curl and examples/server/http-echo as the target: 
 ends TLS (the same certificate, client-CA and OCSP rules as the MQTT listeners), a revoked client
 certificate is refused inside the handshake (OCSP, examples/server/ocsp/serve.py as the responder,
 as in test_revocation.py) and never reaches the target, the verified certificate goes with the
-session (USE_CN_AS_USERNAME), and keep-alive works over TLS.
+session (USE_CN_AS_USERNAME), and keep-alive works over TLS.  And the other side: an https target
+(TARGET_PROTOCOL=https, the echo serving TLS), verified with TARGET_CA_FILE, 502 when it cannot be.
 """
 import json
+import os
 import subprocess
 import tempfile
 
 import harness as h
-from test_http import BASE, PREFIX, Echo
+from test_http import BASE, ECHO, PREFIX, Echo, curl as plain_curl, gate
 
 TLS = "MGATE_HTTP_WITH_TLS_"
 MTLS = "MGATE_HTTP_WITH_MTLS_"
@@ -81,6 +83,26 @@ def run_cases(t, tmp, pki, echo):
     t.check(g.alive(), "mgate still runs")
 
 
+def https_target(t, tmp, pki):
+    port = h.free_port()
+    with open(os.path.join(tmp, "echo-https.log"), "ab") as logf:
+        proc = h.spawn(["/usr/bin/python3", ECHO, "--port", str(port), "--cert", pki["server.crt"],
+                        "--key", pki["server.key"]], stdout=logf, stderr=logf)
+    h.wait_port(port, 10.0, proc)
+    g = gate(tmp, port, TARGET_PROTOCOL="https", TARGET_CA_FILE=pki["ca.crt"], MGATE_HANDLER="log")
+    st, body, _ = plain_curl(g.port, f"{BASE}/to-https?q=1", "-H", "Authorization: T", "-d", "over-https")
+    e = json.loads(body) if st == 200 else {}
+    t.eq((st, e.get("path"), e.get("query"), e.get("body")), (200, "/messages/to-https", "q=1", "over-https"),
+         "TARGET_PROTOCOL https: 200, path, query and body reached the target over TLS")
+    st, body, _ = plain_curl(g.port, f"{BASE}/stream?n=3&ms=10", "-H", "Authorization: T")
+    t.eq((st, body.count("chunk")), (200, 3), "https target: a chunked answer streams back whole")
+    untrusted = gate(tmp, port, TARGET_PROTOCOL="https", MGATE_HANDLER="log")  # the system's CAs only
+    st, body, _ = plain_curl(untrusted.port, f"{BASE}/to-https", "-H", "Authorization: T", "-d", "x")
+    t.eq(st, 502, "an https target whose certificate cannot be verified: 502")
+    t.check(g.alive() and untrusted.alive(), "mgate still runs")
+    h.stop(proc)
+
+
 def main():
     h.need_binaries()
     t = h.Checks("http_tls")
@@ -89,6 +111,7 @@ def main():
         h.Responder.root(tmp, pki)
         echo = Echo(tmp)
         t.case("HTTPS and mTLS", run_cases, t, tmp, pki, echo)
+        t.case("an https target", https_target, t, tmp, pki)
         rc = h.finish(t)
         echo.stop()
         return rc
