@@ -8,12 +8,11 @@ session (USE_CN_AS_USERNAME), and keep-alive works over TLS.  And the other side
 (TARGET_PROTOCOL=https, the echo serving TLS), verified with TARGET_CA_FILE, 502 when it cannot be.
 """
 import json
-import os
 import subprocess
 import tempfile
 
 import harness as h
-from test_http import BASE, ECHO, PREFIX, Echo, curl as plain_curl, gate
+from test_http import BASE, PREFIX, Echo, curl as plain_curl, gate
 
 TLS = "MGATE_HTTP_WITH_TLS_"
 MTLS = "MGATE_HTTP_WITH_MTLS_"
@@ -84,11 +83,8 @@ def run_cases(t, tmp, pki, echo):
 
 
 def https_target(t, tmp, pki):
-    port = h.free_port()
-    with open(os.path.join(tmp, "echo-https.log"), "ab") as logf:
-        proc = h.spawn(["/usr/bin/python3", ECHO, "--port", str(port), "--cert", pki["server.crt"],
-                        "--key", pki["server.key"]], stdout=logf, stderr=logf)
-    h.wait_port(port, 10.0, proc)
+    echo = Echo(tmp, pki)
+    port = echo.port
     g = gate(tmp, port, TARGET_PROTOCOL="https", TARGET_CA_FILE=pki["ca.crt"], MGATE_HANDLER="log")
     st, body, _ = plain_curl(g.port, f"{BASE}/to-https?q=1", "-H", "Authorization: T", "-d", "over-https")
     e = json.loads(body) if st == 200 else {}
@@ -100,7 +96,7 @@ def https_target(t, tmp, pki):
     st, body, _ = plain_curl(untrusted.port, f"{BASE}/to-https", "-H", "Authorization: T", "-d", "x")
     t.eq(st, 502, "an https target whose certificate cannot be verified: 502")
     t.check(g.alive() and untrusted.alive(), "mgate still runs")
-    h.stop(proc)
+    echo.stop()
 
 
 def main():

@@ -48,7 +48,7 @@ import threading
 import time
 
 import harness as h
-from test_http import BASE, ECHO, PREFIX, Echo, gate
+from test_http import BASE, PREFIX, Echo, gate
 from test_http_tls import TLS, listener
 from test_ws import RawWs
 
@@ -605,11 +605,8 @@ def tls_listener(t, tmp, pki, echo):
 
 
 def https_target(t, tmp, pki):
-    port = h.free_port()
-    with open(os.path.join(tmp, "echo-https.log"), "ab") as logf:
-        proc = h.spawn(["/usr/bin/python3", ECHO, "--port", str(port), "--cert", pki["server.crt"],
-                        "--key", pki["server.key"]], stdout=logf, stderr=logf)
-    h.wait_port(port, 10.0, proc)
+    echo = Echo(tmp, pki)
+    port = echo.port
     g = gate(tmp, port, TARGET_PROTOCOL="https", TARGET_CA_FILE=pki["ca.crt"])
     c = WsClient(g.port, f"{BASE}/to-wss?x=1")
     t.eq(ws_ok(c), GOOD_101, "TARGET_PROTOCOL https: 101 once the target's 101 came over TLS")
@@ -626,7 +623,7 @@ def https_target(t, tmp, pki):
     c = WsClient(untrusted.port, f"{BASE}/to-wss-untrusted")
     t.eq(c.code, 502, "an https target whose certificate mgate cannot verify: 502")
     c.close()
-    h.stop(proc)
+    echo.stop()
 
 
 def main():
