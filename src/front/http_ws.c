@@ -63,6 +63,7 @@ struct ws_leg {
     bool close_sent; /* our close went out: nothing more is sent */
     bool close_rcvd; /* it closed (or broke): nothing more is read */
     bool blocked;    /* the peer's output is over its bound */
+    bool own_full;   /* its own output is (pongs and closes we answer it with) */
     bool in_frame;   /* fh is a data frame whose payload is arriving */
     struct wsf_head fh;
     uint64_t frame_done;
@@ -388,6 +389,13 @@ static int msg_add(struct ws_leg *leg, const uint8_t *p, size_t n)
     return 0;
 }
 
+/* Read a leg again once nothing holds it: a verdict, the peer's output, its own. */
+static void resume_if_free(struct ws_leg *leg)
+{
+    if (leg->c && !leg->judged && !leg->close_rcvd && !leg->blocked && !leg->own_full)
+        conn_resume_read(leg->c);
+}
+
 /* To the other leg, unless it is closing; reading stops while its output
  * is over the bound (on_drain resumes). */
 static void pass_on(struct ws_leg *from, const uint8_t *p, size_t n)
@@ -433,8 +441,8 @@ static void decided(struct ws_msg *m, bool ok)
         refused(leg);
     free(m);
     msg_reset(leg);
-    if (waited && leg->c && !leg->close_rcvd && !leg->blocked)
-        conn_resume_read(leg->c);
+    if (waited)
+        resume_if_free(leg);
 }
 
 static void ask(struct ws_msg *m, bool again)
@@ -571,7 +579,7 @@ static size_t leg_frames(struct ws_leg *leg, const uint8_t *data, size_t len)
     size_t off = 0;
     int code;
     w->active = loop_now(w->loop);
-    while (off < len && !leg->judged && !leg->close_rcvd && !leg->blocked) {
+    while (off < len && !leg->judged && !leg->close_rcvd && !leg->blocked && !leg->own_full) {
         struct wsf_head *fh = &leg->fh;
         if (!leg->in_frame) {
             int rc = wsf_parse_head(data + off, len - off, leg->client, max_message(w), fh, &code);
@@ -590,6 +598,7 @@ static size_t leg_frames(struct ws_leg *leg, const uint8_t *data, size_t len)
                 }
                 control(leg, data + off + fh->head_len);
                 off += whole;
+                leg->own_full = leg->c && conn_over_high_water(leg->c); /* a ping flood that reads nothing */
                 continue;
             }
             enum wsf_op op;
@@ -620,7 +629,7 @@ static size_t leg_frames(struct ws_leg *leg, const uint8_t *data, size_t len)
     }
     if (leg->close_rcvd)
         return len; /* nothing after a close counts */
-    if (leg->blocked && leg->c)
+    if ((leg->blocked || leg->own_full) && leg->c)
         conn_pause_read(leg->c);
     return off;
 }
@@ -640,12 +649,15 @@ static size_t leg_on_data(struct conn *c, const uint8_t *data, size_t len)
 
 static void leg_on_drain(struct conn *c)
 {
-    struct ws_leg *from = ((struct ws_leg *)c->owner)->peer;
-    if (!from->blocked)
-        return;
-    from->blocked = false;
-    if (from->c && !from->judged && !from->close_rcvd)
-        conn_resume_read(from->c);
+    struct ws_leg *leg = c->owner;
+    if (leg->own_full) {
+        leg->own_full = false;
+        resume_if_free(leg);
+    }
+    if (leg->peer->blocked) {
+        leg->peer->blocked = false;
+        resume_if_free(leg->peer);
+    }
 }
 
 static void leg_on_close(struct conn *c, int err)

@@ -561,6 +561,57 @@ def verdict_timeout(t, g_idle, echo):
     c.close()
 
 
+def send_for(c, blob, seconds):
+    """Send blob until the socket stays blocked for `seconds` (mgate stopped reading): bytes sent."""
+    c.s.settimeout(seconds)
+    sent = 0
+    try:
+        while sent < 64 << 20:
+            c.s.sendall(blob)
+            sent += len(blob)
+    except (socket.timeout, BlockingIOError):
+        pass
+    return sent
+
+
+def reader_stops(t, g, echo):
+    base = g.rss_kib()
+    c = WsClient(g.port, f"{BASE}/stalled")
+    msg = os.urandom(64 * 1024)
+    n = 0
+    c.s.settimeout(2)
+    try:  # messages whose echoes nobody reads: mgate stops reading the target, the target the client
+        while n < 400:
+            c.send_frame(msg, BINARY)
+            n += 1
+    except (socket.timeout, BlockingIOError):
+        pass
+    grown = g.rss_kib() - base
+    t.check(20 < n < 400 and grown < 8 * 1024,
+            "a client that sends 64 KiB messages and reads nothing is stopped; mgate's memory stays bounded",
+            f"{n} messages sent before the block, RSS +{grown} KiB")
+    c.s.settimeout(10)
+    got = 0
+    while got < n:  # now read: every message sent comes back, whole
+        f = c.frame(10)
+        if not (isinstance(f, tuple) and f[1] == BINARY and f[2] == msg):
+            break
+        got += 1
+    t.eq(got, n, "... and once it reads, all of them come back, byte-exact")
+    c.close()
+    c = WsClient(g.port, f"{BASE}/ping-flood")
+    sent = send_for(c, wire(b"p" * 125, 0x80 | PING) * 500, 2)
+    grown = g.rss_kib() - base
+    t.check(sent < 32 << 20 and grown < 8 * 1024,
+            "a client that sends pings and reads no pong is stopped too; memory stays bounded",
+            f"{sent >> 10} KiB of pings sent before the block, RSS +{grown} KiB")
+    c.close()
+    c = WsClient(g.port, f"{BASE}/after-flood")
+    c.send_frame(b"still", TEXT)
+    frame_eq(t, c.frame(), data(b"still"), "mgate serves the next WebSocket")
+    c.close()
+
+
 def drain(t, tmp, echo):
     g = gate(tmp, echo.port, MGATE_SHUTDOWN_GRACE="5s")
     c = WsClient(g.port, f"{BASE}/drain")
@@ -649,6 +700,7 @@ def main():
         t.case("a bad frame from the target", target_bad_frame, t, g, echo)
         t.case("a message over MAX_BODY_SIZE: 1009", oversize, t, g_lim, echo)
         t.case("the target refuses the upgrade: 502, 504", target_refuses, t, tmp, g, g_idle, echo)
+        t.case("a client that reads nothing", reader_stops, t, g, echo)
         t.case("idle timeout", idle, t, g_idle, echo)
         t.case("a verdict later than REQUEST_TIMEOUT: 1011", verdict_timeout, t, g_idle, echo)
         t.case("drain", drain, t, tmp, echo)
