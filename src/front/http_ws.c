@@ -239,12 +239,41 @@ static bool has_token(const char *v, size_t n, const char *token)
     return http_value_has_token(v, (uint32_t)n, token);
 }
 
+/* What the target's 101 said about itself. */
+struct answer_seen {
+    bool upgrade, connection, accept, extension;
+};
+
+/* One header line of the target's 101 (no CRLF): noted in *seen; true when
+ * it goes on to the client (not hop-by-hop, not the key). */
+static bool answer_line(const struct http_ws *w, const char *line, size_t len, struct answer_seen *seen)
+{
+    static const char *const dropped[] = {"connection", "upgrade", "keep-alive", "transfer-encoding",
+                                          "content-length", "te", "trailer", "sec-websocket-accept", NULL};
+    const char *colon = memchr(line, ':', len), *v, *ve = line + len;
+    if (!colon)
+        return false;
+    for (v = colon + 1; v < ve && (*v == ' ' || *v == '\t'); v++)
+        ;
+    while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+        ve--;
+    size_t nl = (size_t)(colon - line), vl = (size_t)(ve - v);
+#define IS(name) (nl == strlen(name) && !strncasecmp(line, name, nl))
+    seen->upgrade |= IS("upgrade") && has_token(v, vl, "websocket");
+    seen->connection |= IS("connection") && has_token(v, vl, "upgrade");
+    seen->accept |= IS("sec-websocket-accept") && vl == 28 && !memcmp(v, w->target_accept, 28);
+    seen->extension |= IS("sec-websocket-extensions");
+    for (const char *const *d = dropped; *d; d++)
+        if (IS(*d))
+            return false;
+#undef IS
+    return true;
+}
+
 /* The target's answer head (CRLF CRLF included): a 101 with our accept
  * key, which becomes the client's 101.  NULL with *why on anything else. */
 static char *target_101(struct http_ws *w, const char *head, size_t n, size_t *outlen, const char **why)
 {
-    static const char *const dropped[] = {"connection", "upgrade", "keep-alive", "transfer-encoding",
-                                          "content-length", "te", "trailer", "sec-websocket-accept", NULL};
     size_t size = n + 256, o;
     char *out = malloc(size);
     const char *sp = memchr(head, ' ', n);
@@ -255,46 +284,24 @@ static char *target_101(struct http_ws *w, const char *head, size_t n, size_t *o
     }
     o = (size_t)snprintf(out, size, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                                     "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n", w->client_accept);
-    bool upgrade = false, connection = false, accept = false;
-    const char *line = memchr(head, '\n', n) + 1, *end = head + n;
-    while (line < end) {
+    struct answer_seen seen = {0};
+    for (const char *line = memchr(head, '\n', n) + 1, *end = head + n; line < end;) {
         const char *eol = memchr(line, '\n', (size_t)(end - line));
-        size_t len = (size_t)(eol - line), nl;
+        size_t len = (size_t)(eol - line);
         if (len && line[len - 1] == '\r')
             len--;
-        const char *colon = memchr(line, ':', len);
-        if (colon) {
-            const char *v = colon + 1, *ve = line + len;
-            while (v < ve && (*v == ' ' || *v == '\t'))
-                v++;
-            while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
-                ve--;
-            nl = (size_t)(colon - line);
-            size_t vl = (size_t)(ve - v);
-#define IS(name) (nl == sizeof(name) - 1 && !strncasecmp(line, name, nl))
-            upgrade |= IS("upgrade") && has_token(v, vl, "websocket");
-            connection |= IS("connection") && has_token(v, vl, "upgrade");
-            accept |= IS("sec-websocket-accept") && vl == 28 && !memcmp(v, w->target_accept, 28);
-            if (IS("sec-websocket-extensions")) {
-                *why = "the target chose a WebSocket extension nobody offered";
-                free(out);
-                return NULL;
-            }
-            bool keep = true;
-            for (const char *const *d = dropped; *d; d++)
-                keep &= !(nl == strlen(*d) && !strncasecmp(line, *d, nl));
-#undef IS
-            if (keep) {
-                memcpy(out + o, line, len);
-                memcpy(out + o + len, "\r\n", 2);
-                o += len + 2;
-            }
+        if (answer_line(w, line, len, &seen)) {
+            memcpy(out + o, line, len);
+            memcpy(out + o + len, "\r\n", 2);
+            o += len + 2;
         }
         line = eol + 1;
     }
-    if (!upgrade || !connection || !accept) {
-        *why = !accept ? "the target's Sec-WebSocket-Accept is wrong or missing"
-                       : "the target's 101 lacks Upgrade: websocket or Connection: upgrade";
+    *why = seen.extension   ? "the target chose a WebSocket extension nobody offered"
+           : !seen.accept   ? "the target's Sec-WebSocket-Accept is wrong or missing"
+           : !seen.upgrade || !seen.connection ? "the target's 101 lacks Upgrade: websocket or Connection: upgrade"
+                                               : NULL;
+    if (*why) {
         free(out);
         return NULL;
     }
