@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/types.h>
 
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -580,44 +581,54 @@ static void control(struct ws_leg *leg, const uint8_t *p)
         closed_by(leg, pl, n);
 }
 
+/* The next frame's head at p: a control frame is taken whole and handled,
+ * a data frame begins.  Returns the bytes used, 0 when more are needed,
+ * -1 when the leg broke the protocol (it is closing). */
+static ssize_t frame_head(struct ws_leg *leg, const uint8_t *p, size_t n)
+{
+    struct wsf_head *fh = &leg->fh;
+    uint64_t max = max_message(leg->w);
+    enum wsf_op op;
+    int code, rc = wsf_parse_head(p, n, leg->client, max, fh, &code);
+    if (rc == 0)
+        return 0;
+    if (rc > 0 && fh->op >= WSF_CLOSE) { /* control frames are taken whole */
+        size_t whole = fh->head_len + (size_t)fh->len;
+        if (n < whole) {
+            leg->c->want = (uint32_t)whole;
+            return 0;
+        }
+        control(leg, p + fh->head_len);
+        leg->own_full = leg->c && conn_over_high_water(leg->c); /* a ping flood that reads nothing */
+        return (ssize_t)whole;
+    }
+    if (rc < 0 || wsf_seq_frame(&leg->seq, fh, max, &op, &code) < 0) {
+        leg_broken(leg, code, code == WSF_CLOSE_TOO_BIG ? "sent a message over MAX_BODY_SIZE"
+                                                        : "broke the WebSocket protocol");
+        return -1;
+    }
+    leg->msg_op = op;
+    leg->in_frame = true;
+    leg->frame_done = 0;
+    return (ssize_t)fh->head_len;
+}
+
 static size_t leg_frames(struct ws_leg *leg, const uint8_t *data, size_t len)
 {
-    struct http_ws *w = leg->w;
+    struct wsf_head *fh = &leg->fh;
     size_t off = 0;
-    int code;
-    w->active = loop_now(w->loop);
+    leg->w->active = loop_now(leg->w->loop);
     while (off < len && !leg->judged && !leg->close_rcvd && !leg->blocked && !leg->own_full) {
-        struct wsf_head *fh = &leg->fh;
         if (!leg->in_frame) {
-            int rc = wsf_parse_head(data + off, len - off, leg->client, max_message(w), fh, &code);
-            if (rc < 0) {
-                leg_broken(leg, code, code == WSF_CLOSE_TOO_BIG ? "sent a message over MAX_BODY_SIZE"
-                                                                : "broke the WebSocket protocol");
-                return len;
-            }
-            if (rc == 0)
+            ssize_t used = frame_head(leg, data + off, len - off);
+            if (used <= 0) {
+                if (used < 0)
+                    return len;
                 break;
-            if (fh->op >= WSF_CLOSE) { /* control frames are taken whole */
-                size_t whole = fh->head_len + (size_t)fh->len;
-                if (len - off < whole) {
-                    leg->c->want = (uint32_t)whole;
-                    break;
-                }
-                control(leg, data + off + fh->head_len);
-                off += whole;
-                leg->own_full = leg->c && conn_over_high_water(leg->c); /* a ping flood that reads nothing */
+            }
+            off += (size_t)used;
+            if (!leg->in_frame)
                 continue;
-            }
-            enum wsf_op op;
-            if (wsf_seq_frame(&leg->seq, fh, max_message(w), &op, &code) < 0) {
-                leg_broken(leg, code, code == WSF_CLOSE_TOO_BIG ? "sent a message over MAX_BODY_SIZE"
-                                                                : "broke the WebSocket fragmentation rules");
-                return len;
-            }
-            leg->msg_op = op;
-            leg->in_frame = true;
-            leg->frame_done = 0;
-            off += fh->head_len;
         }
         size_t take = len - off < fh->len - leg->frame_done ? len - off : (size_t)(fh->len - leg->frame_done);
         if (take && msg_add(leg, data + off, take) < 0) {
