@@ -36,6 +36,7 @@
 #define WS_MSG_MAGIC 0x77736d73u /* "wsms" */
 #define WS_LINGER_MS 2000        /* a closing leg's time to answer our close */
 #define WS_KEEP_BUF 4096         /* a message buffer this small is kept for the next one */
+#define WS_BATCH 16384           /* frames for a leg gathered in one loop turn, then one write */
 
 enum ws_phase { WS_DIALING, WS_SHAKING, WS_OPEN, WS_CLOSING };
 
@@ -73,6 +74,11 @@ struct ws_leg {
     uint8_t *msg;
     size_t msg_len, msg_cap;
     struct ws_msg *judged; /* the verdict awaited; the leg reads nothing meanwhile */
+    uint8_t *batch;        /* frames for this leg not written yet (this loop turn's) */
+    uint32_t batch_len;
+    struct loop_defer flushing;
+    uint8_t masks[64]; /* masking keys for the target's frames, from RAND_bytes 16 at a time */
+    uint8_t masks_left;
 };
 
 struct http_ws {
@@ -105,6 +111,10 @@ static const struct conn_cbs quiet_cbs = {NULL, NULL, NULL, NULL};
 
 static void leg_drop(struct ws_leg *leg)
 {
+    loop_defer_cancel(leg->w->loop, &leg->flushing);
+    free(leg->batch);
+    leg->batch = NULL;
+    leg->batch_len = 0;
     if (leg->c) {
         leg->c->cbs = &quiet_cbs;
         conn_close(leg->c);
@@ -149,27 +159,95 @@ static void maybe_end(struct http_ws *w)
 
 /* ---- frames out ------------------------------------------------------------------------ */
 
-/* One whole frame to a leg, masked with a fresh key towards the target. */
+/* Write what was gathered for a leg (a flush before a close, or the turn's end). */
+static void leg_flush(struct ws_leg *leg)
+{
+    if (leg->batch_len && leg->c)
+        conn_write(leg->c, leg->batch, leg->batch_len);
+    leg->batch_len = 0;
+    free(leg->batch); /* a buffer per turn with output, not per idle connection */
+    leg->batch = NULL;
+}
+
+/* The loop turn is over: one write for the frames it gave the leg; if that
+ * leaves the leg's output over its bound, its peer is not read meanwhile. */
+static void on_flush(struct loop *l, struct loop_defer *d)
+{
+    (void)l;
+    struct ws_leg *leg = (struct ws_leg *)((char *)d - offsetof(struct ws_leg, flushing));
+    struct ws_leg *from = leg->peer;
+    leg_flush(leg);
+    if (leg->c && conn_over_high_water(leg->c) && !from->blocked) {
+        from->blocked = true;
+        METRIC_INC(loop_metrics(leg->w->loop)->backpressure_pauses[from->client ? MGATE_UP : MGATE_DOWN]);
+        if (from->c)
+            conn_pause_read(from->c);
+    }
+}
+
+/* n bytes (at most WS_BATCH) in the leg's batch: gathered until the end of
+ * the loop turn, so the many frames one read brings leave in one write. */
+static uint8_t *leg_room(struct ws_leg *leg, size_t n)
+{
+    if (!leg->c)
+        return NULL;
+    if (leg->batch_len + n > WS_BATCH)
+        leg_flush(leg);
+    if (!leg->batch && !(leg->batch = malloc(WS_BATCH)))
+        return NULL;
+    if (!leg->batch_len)
+        loop_defer(leg->w->loop, &leg->flushing, on_flush);
+    uint8_t *dst = leg->batch + leg->batch_len;
+    leg->batch_len += (uint32_t)n;
+    return dst;
+}
+
+/* Bytes for a leg, in order: small ones gathered, large ones at once. */
+static int leg_out(struct ws_leg *leg, const uint8_t *p, size_t n)
+{
+    if (n > WS_BATCH / 2) {
+        leg_flush(leg);
+        return leg->c ? conn_write(leg->c, p, n) : -1;
+    }
+    uint8_t *dst = leg_room(leg, n);
+    if (!dst)
+        return -1;
+    memcpy(dst, p, n);
+    return 0;
+}
+
+static int next_mask(struct ws_leg *leg, uint8_t mask[4])
+{
+    if (leg->masks_left < 4) {
+        if (RAND_bytes(leg->masks, sizeof(leg->masks)) != 1)
+            return -1;
+        leg->masks_left = sizeof(leg->masks);
+    }
+    leg->masks_left -= 4;
+    memcpy(mask, leg->masks + leg->masks_left, 4);
+    return 0;
+}
+
+/* One whole frame to a leg, masked with a fresh key towards the target
+ * (straight into the batch). */
 static int leg_send(struct ws_leg *leg, enum wsf_op op, const uint8_t *p, size_t n)
 {
-    uint8_t buf[WSF_MAX_HEAD + 8192], mask[4];
+    uint8_t head[WSF_MAX_HEAD], mask[4];
     bool masked = !leg->client;
-    if (!leg->c || (masked && RAND_bytes(mask, sizeof(mask)) != 1))
+    if (!leg->c || (masked && next_mask(leg, mask) < 0))
         return -1;
-    size_t hl = wsf_write_head(buf, 1, op, n, masked ? mask : NULL), off = 0;
-    do {
-        size_t k = n - off < sizeof(buf) - hl ? n - off : sizeof(buf) - hl;
-        if (k)
-            memcpy(buf + hl, p + off, k);
-        if (masked)
-            wsf_mask(buf + hl, k, mask, off);
-        if (conn_write(leg->c, buf, hl + k) < 0)
+    if (leg_out(leg, head, wsf_write_head(head, 1, op, n, masked ? mask : NULL)) < 0)
+        return -1;
+    if (!masked)
+        return n ? leg_out(leg, p, n) : 0;
+    for (size_t off = 0, k; off < n; off += k) {
+        k = n - off < WS_BATCH / 2 ? n - off : WS_BATCH / 2;
+        uint8_t *dst = leg_room(leg, k);
+        if (!dst)
             return -1;
-        off += k;
-        hl = 0;
-        if (!masked && off < n) /* the rest straight from the message */
-            return conn_write(leg->c, p + off, n - off);
-    } while (off < n);
+        memcpy(dst, p + off, k);
+        wsf_mask(dst, k, mask, off);
+    }
     return 0;
 }
 
@@ -180,8 +258,10 @@ static void leg_close(struct ws_leg *leg, const uint8_t *payload, size_t n)
         return;
     leg->close_sent = true;
     leg_send(leg, WSF_CLOSE, payload, n);
-    if (leg->close_rcvd)
+    if (leg->close_rcvd) {
+        leg_flush(leg);
         conn_close_after_flush(leg->c);
+    }
 }
 
 static void leg_close_code(struct ws_leg *leg, int code, const char *why)
@@ -560,8 +640,10 @@ static void closed_by(struct ws_leg *leg, const uint8_t *pl, size_t n)
               leg->close_sent ? "answered the close" : "closed", code, n > 2 ? " " : "", n > 2 ? (int)n - 2 : 0,
               (const char *)pl + 2);
     leg->close_rcvd = true;
-    if (leg->close_sent)
-        conn_close_after_flush(leg->c); /* the answer to ours */
+    if (leg->close_sent) { /* the answer to ours */
+        leg_flush(leg);
+        conn_close_after_flush(leg->c);
+    }
     else
         leg_close(leg, pl, n);
     begin_closing(leg->w);
@@ -575,8 +657,10 @@ static void control(struct ws_leg *leg, const uint8_t *p)
     memcpy(pl, p, n);
     if (leg->fh.masked)
         wsf_mask(pl, n, leg->fh.mask, 0);
-    if (leg->fh.op == WSF_PING && !leg->close_sent)
+    if (leg->fh.op == WSF_PING && !leg->close_sent) {
         leg_send(leg, WSF_PONG, pl, n); /* answered here: a ping checks this leg */
+        leg_flush(leg);                 /* now, so that a flood is seen at once (frame_head) */
+    }
     else if (leg->fh.op == WSF_CLOSE)
         closed_by(leg, pl, n);
 }

@@ -88,7 +88,19 @@ size_t wsf_write_head(uint8_t *out, int fin, enum wsf_op op, uint64_t len, const
 
 void wsf_mask(uint8_t *p, size_t n, const uint8_t mask[4], uint64_t offset)
 {
-    for (size_t i = 0; i < n; i++)
+    size_t i = 0;
+    for (; i < n && ((offset + i) & 3); i++) /* up to a key boundary */
+        p[i] ^= mask[(offset + i) & 3];
+    uint32_t k4;
+    memcpy(&k4, mask, 4); /* the key in memory order: XOR is bytewise, endianness does not matter */
+    uint64_t k8 = (uint64_t)k4 << 32 | k4;
+    for (; i + 8 <= n; i += 8) { /* 8 bytes a step; memcpy for any alignment */
+        uint64_t v;
+        memcpy(&v, p + i, 8);
+        v ^= k8;
+        memcpy(p + i, &v, 8);
+    }
+    for (; i < n; i++)
         p[i] ^= mask[(offset + i) & 3];
 }
 

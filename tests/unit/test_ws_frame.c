@@ -137,6 +137,24 @@ int main(void)
         CHECK_EQ_INT(wsf_accept("dGhlIHNhbXBsZSBub25jZ*==", out), -1);
     }
 
+    /* masking, 8 bytes a step, against the definition: any start, length and phase */
+    {
+        static const uint8_t mkey[4] = {0x37, 0xfa, 0x21, 0x3d};
+        uint8_t buf[80], ref[80];
+        int bad = 0;
+        for (size_t start = 0; start < 8; start++)
+            for (size_t n = 0; n + start <= 64; n++)
+                for (uint64_t off = 0; off < 5; off++) {
+                    for (size_t i = 0; i < sizeof(buf); i++)
+                        buf[i] = ref[i] = (uint8_t)(i * 7 + 3);
+                    for (size_t i = 0; i < n; i++)
+                        ref[start + i] ^= mkey[(off + i) % 4];
+                    wsf_mask(buf + start, n, mkey, off);
+                    bad += memcmp(buf, ref, sizeof(buf)) != 0;
+                }
+        CHECK_EQ_INT(bad, 0);
+    }
+
     /* close payload */
     {
         uint8_t p[125];
