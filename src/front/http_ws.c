@@ -37,20 +37,22 @@
 #define WS_LINGER_MS 2000        /* a closing leg's time to answer our close */
 #define WS_KEEP_BUF 4096         /* a message buffer this small is kept for the next one */
 #define WS_BATCH 16384           /* frames for a leg gathered in one loop turn, then one write */
+#define WS_QUIET_MS 1000         /* buffers kept for a busy leg are released after this long without a frame */
 
 enum ws_phase { WS_DIALING, WS_SHAKING, WS_OPEN, WS_CLOSING };
 
-/* A whole message shown to the handler.  It outlives the relay while its
- * verdict is pending (the handler holds the pointer until mgate_resume). */
+/* A whole message shown to the handler, one at a time per leg and kept in
+ * it (no allocation per message).  The handler holds the pointer until
+ * mgate_resume, so a relay that ends with a verdict pending stays allocated
+ * (ending) until that verdict comes. */
 struct ws_msg {
     union http_auth_req u; /* first, then the magic: see http_ws.h */
     uint32_t magic;
-    struct ws_leg *leg; /* NULL once the relay is gone */
+    struct ws_leg *leg;
     struct mgate_session *s;
     struct loop *loop;
     struct loop_defer defer;
     struct mgate_filter filter; /* a message down: its topic */
-    uint8_t *own;               /* the payload, taken when the relay went away */
     uint64_t started;
     unsigned step;
     enum mgate_verdict verdict;
@@ -73,12 +75,11 @@ struct ws_leg {
     enum wsf_op msg_op;
     uint8_t *msg;
     size_t msg_len, msg_cap;
-    struct ws_msg *judged; /* the verdict awaited; the leg reads nothing meanwhile */
+    struct ws_msg msg_req;  /* what the handler is shown of the message */
+    struct ws_msg *judged; /* &msg_req while its verdict is awaited; the leg reads nothing meanwhile */
     uint8_t *batch;        /* frames for this leg not written yet (this loop turn's) */
     uint32_t batch_len;
     struct loop_defer flushing;
-    uint8_t masks[64]; /* masking keys for the target's frames, from RAND_bytes 16 at a time */
-    uint8_t masks_left;
 };
 
 struct http_ws {
@@ -93,6 +94,8 @@ struct http_ws {
     uint64_t active, refusal_logged; /* loop times */
     char *topic;                     /* NULL: a bypass path, nothing is judged */
     size_t topic_len;
+    uint8_t *masks; /* masking keys for the target's frames, drawn from RAND_bytes 64 at a time */
+    uint16_t masks_left;
     char *request; /* our upgrade request, until it is sent */
     size_t request_len;
     char client_accept[29], target_accept[29];
@@ -122,32 +125,30 @@ static void leg_drop(struct ws_leg *leg)
     }
 }
 
-static void leg_release(struct ws_leg *leg)
+static void relay_free(struct http_ws *w)
 {
-    leg_drop(leg);
-    if (leg->judged) { /* the handler still holds it: the payload goes with it */
-        leg->judged->leg = NULL;
-        leg->judged->own = leg->msg;
-        leg->msg = NULL;
-        leg->judged = NULL;
-    }
-    free(leg->msg);
-    leg->msg = NULL;
+    free(w->cl.msg);
+    free(w->tg.msg);
+    free(w->topic);
+    free(w->request);
+    free(w->masks);
+    free(w);
 }
 
+/* Both legs are gone: the session ends now; the memory goes now, or with
+ * the last pending verdict (on_resumed). */
 static void relay_end(struct http_ws *w)
 {
     if (w->ending)
         return;
     w->ending = true;
     loop_timer_stop(w->loop, &w->timer);
-    leg_release(&w->cl);
-    leg_release(&w->tg);
+    leg_drop(&w->cl);
+    leg_drop(&w->tg);
     void (*ended)(void *) = w->ended;
     void *ctx = w->ctx;
-    free(w->topic);
-    free(w->request);
-    free(w);
+    if (!w->cl.judged && !w->tg.judged)
+        relay_free(w);
     ended(ctx);
 }
 
@@ -159,14 +160,23 @@ static void maybe_end(struct http_ws *w)
 
 /* ---- frames out ------------------------------------------------------------------------ */
 
-/* Write what was gathered for a leg (a flush before a close, or the turn's end). */
+static void spare_kept(struct http_ws *w);
+
+/* Write what was gathered for a leg.  The buffer is kept for the next
+ * turn only while the leg is busy (a quarter full or more), and then only
+ * until a quiet second (on_timer): an idle leg holds none. */
 static void leg_flush(struct ws_leg *leg)
 {
+    bool busy = leg->batch_len >= WS_BATCH / 4;
     if (leg->batch_len && leg->c)
         conn_write(leg->c, leg->batch, leg->batch_len);
     leg->batch_len = 0;
-    free(leg->batch); /* a buffer per turn with output, not per idle connection */
-    leg->batch = NULL;
+    if (busy && leg->c) {
+        spare_kept(leg->w);
+    } else {
+        free(leg->batch);
+        leg->batch = NULL;
+    }
 }
 
 /* The loop turn is over: one write for the frames it gave the leg; if that
@@ -216,15 +226,17 @@ static int leg_out(struct ws_leg *leg, const uint8_t *p, size_t n)
     return 0;
 }
 
-static int next_mask(struct ws_leg *leg, uint8_t mask[4])
+#define WS_MASK_POOL 256 /* bytes: 64 keys per RAND_bytes call */
+
+static int next_mask(struct http_ws *w, uint8_t mask[4])
 {
-    if (leg->masks_left < 4) {
-        if (RAND_bytes(leg->masks, sizeof(leg->masks)) != 1)
+    if (w->masks_left < 4) {
+        if ((!w->masks && !(w->masks = malloc(WS_MASK_POOL))) || RAND_bytes(w->masks, WS_MASK_POOL) != 1)
             return -1;
-        leg->masks_left = sizeof(leg->masks);
+        w->masks_left = WS_MASK_POOL;
     }
-    leg->masks_left -= 4;
-    memcpy(mask, leg->masks + leg->masks_left, 4);
+    w->masks_left -= 4;
+    memcpy(mask, w->masks + w->masks_left, 4);
     return 0;
 }
 
@@ -234,7 +246,7 @@ static int leg_send(struct ws_leg *leg, enum wsf_op op, const uint8_t *p, size_t
 {
     uint8_t head[WSF_MAX_HEAD], mask[4];
     bool masked = !leg->client;
-    if (!leg->c || (masked && next_mask(leg, mask) < 0))
+    if (!leg->c || (masked && next_mask(leg->w, mask) < 0))
         return -1;
     if (leg_out(leg, head, wsf_write_head(head, 1, op, n, masked ? mask : NULL)) < 0)
         return -1;
@@ -251,17 +263,32 @@ static int leg_send(struct ws_leg *leg, enum wsf_op op, const uint8_t *p, size_t
     return 0;
 }
 
+/* A control frame (pong, close) to a leg now, behind what was gathered for
+ * it, without taking a batch buffer for a few bytes. */
+static int leg_send_now(struct ws_leg *leg, enum wsf_op op, const uint8_t *p, size_t n)
+{
+    uint8_t frame[WSF_MAX_HEAD + 125], mask[4];
+    bool masked = !leg->client;
+    if (!leg->c || n > 125 || (masked && next_mask(leg->w, mask) < 0))
+        return -1;
+    leg_flush(leg);
+    size_t hl = wsf_write_head(frame, 1, op, n, masked ? mask : NULL);
+    if (n)
+        memcpy(frame + hl, p, n);
+    if (masked)
+        wsf_mask(frame + hl, n, mask, 0);
+    return conn_write(leg->c, frame, hl + n);
+}
+
 /* Our close to a leg (once); the connection ends when both closes crossed. */
 static void leg_close(struct ws_leg *leg, const uint8_t *payload, size_t n)
 {
     if (!leg->c || leg->close_sent)
         return;
     leg->close_sent = true;
-    leg_send(leg, WSF_CLOSE, payload, n);
-    if (leg->close_rcvd) {
-        leg_flush(leg);
+    leg_send_now(leg, WSF_CLOSE, payload, n);
+    if (leg->close_rcvd)
         conn_close_after_flush(leg->c);
-    }
 }
 
 static void leg_close_code(struct ws_leg *leg, int code, const char *why)
@@ -446,14 +473,19 @@ static void on_target_connected(struct conn *c)
 
 static uint64_t max_message(const struct http_ws *w) { return w->hs->max_body; }
 
+/* Done with a message.  The buffer is kept for the next one when small,
+ * or while messages fill a quarter of it, until a quiet second (on_timer). */
 static void msg_reset(struct ws_leg *leg)
 {
+    size_t used = leg->msg_len;
     leg->msg_len = 0;
-    if (leg->msg_cap > WS_KEEP_BUF) { /* large buffers are not kept idle */
-        free(leg->msg);
-        leg->msg = NULL;
-        leg->msg_cap = 0;
+    if (leg->msg_cap <= WS_KEEP_BUF || used >= leg->msg_cap / 4) {
+        spare_kept(leg->w);
+        return;
     }
+    free(leg->msg);
+    leg->msg = NULL;
+    leg->msg_cap = 0;
 }
 
 /* Payload bytes of the frame in fh, unmasked into the message. */
@@ -527,7 +559,6 @@ static void decided(struct ws_msg *m, bool ok)
     }
     if (!ok)
         refused(leg);
-    free(m);
     msg_reset(leg);
     if (waited)
         resume_if_free(leg);
@@ -553,21 +584,20 @@ static void ask(struct ws_msg *m, bool again)
 }
 
 /* A whole message from a leg. */
-static int message(struct ws_leg *leg)
+static void message(struct ws_leg *leg)
 {
     struct http_ws *w = leg->w;
     if (!leg->peer->c || leg->peer->close_sent) { /* nobody to give it to */
         msg_reset(leg);
-        return 0;
+        return;
     }
     if (!w->topic) {
         pass_on(leg, leg->msg, leg->msg_len);
         msg_reset(leg);
-        return 0;
+        return;
     }
-    struct ws_msg *m = calloc(1, sizeof(*m));
-    if (!m)
-        return -1;
+    struct ws_msg *m = &leg->msg_req;
+    memset(m, 0, sizeof(*m));
     m->magic = WS_MSG_MAGIC;
     m->leg = leg;
     m->s = w->s;
@@ -585,7 +615,6 @@ static int message(struct ws_leg *leg)
         m->u.s.count = 1;
     }
     ask(m, false);
-    return 0;
 }
 
 static void on_resumed(struct loop *l, struct loop_defer *d)
@@ -593,9 +622,11 @@ static void on_resumed(struct loop *l, struct loop_defer *d)
     (void)l;
     struct ws_msg *m = (struct ws_msg *)((char *)d - offsetof(struct ws_msg, defer));
     struct mgate_session *s = m->s;
-    if (!m->leg) { /* the relay went away meanwhile */
-        free(m->own);
-        free(m);
+    struct http_ws *w = m->leg->w;
+    if (w->ending) { /* the relay went away meanwhile */
+        m->leg->judged = NULL;
+        if (!w->cl.judged && !w->tg.judged)
+            relay_free(w);
     } else if (m->verdict == MGATE_IGNORE) {
         ask(m, true);
     } else {
@@ -657,10 +688,8 @@ static void control(struct ws_leg *leg, const uint8_t *p)
     memcpy(pl, p, n);
     if (leg->fh.masked)
         wsf_mask(pl, n, leg->fh.mask, 0);
-    if (leg->fh.op == WSF_PING && !leg->close_sent) {
-        leg_send(leg, WSF_PONG, pl, n); /* answered here: a ping checks this leg */
-        leg_flush(leg);                 /* now, so that a flood is seen at once (frame_head) */
-    }
+    if (leg->fh.op == WSF_PING && !leg->close_sent)
+        leg_send_now(leg, WSF_PONG, pl, n); /* answered here: a ping checks this leg */
     else if (leg->fh.op == WSF_CLOSE)
         closed_by(leg, pl, n);
 }
@@ -724,10 +753,8 @@ static size_t leg_frames(struct ws_leg *leg, const uint8_t *data, size_t len)
         if (leg->frame_done < fh->len)
             break;
         leg->in_frame = false;
-        if (fh->fin && message(leg) < 0) {
-            leg_broken(leg, 1011, "message could not be judged (out of memory)");
-            return len;
-        }
+        if (fh->fin)
+            message(leg);
     }
     if (leg->close_rcvd)
         return len; /* nothing after a close counts */
@@ -791,11 +818,32 @@ static const struct conn_cbs leg_cbs = {leg_on_data, leg_on_drain, on_target_con
 
 /* ---- the timer ------------------------------------------------------------------------------------ */
 
+/* Buffers a leg holds between messages, which a quiet second releases. */
+static bool holds_spare(const struct ws_leg *leg)
+{
+    return (leg->msg && !leg->in_frame && !leg->seq.in_message && !leg->judged) || (leg->batch && !leg->batch_len);
+}
+
+static void release_spare(struct ws_leg *leg)
+{
+    if (leg->msg && !leg->in_frame && !leg->seq.in_message && !leg->judged) {
+        free(leg->msg);
+        leg->msg = NULL;
+        leg->msg_cap = 0;
+    }
+    if (leg->batch && !leg->batch_len) {
+        free(leg->batch);
+        leg->batch = NULL;
+    }
+}
+
 static void rearm(struct http_ws *w)
 {
     if (w->phase != WS_OPEN)
         return;
     uint64_t now = loop_now(w->loop), due = w->active + w->hs->idle_timeout_ms;
+    if ((holds_spare(&w->cl) || holds_spare(&w->tg)) && w->active + WS_QUIET_MS < due)
+        due = w->active + WS_QUIET_MS;
     const struct ws_leg *legs[2] = {&w->cl, &w->tg};
     for (int i = 0; i < 2; i++)
         if (legs[i]->judged && legs[i]->judged->started + w->hs->request_timeout_ms < due)
@@ -818,6 +866,10 @@ static void on_timer(struct loop *l, struct loop_timer *t)
                 shut(w, 1011, 1001, "the handler did not answer in time (REQUEST_TIMEOUT)");
                 return;
             }
+        if (now - w->active >= WS_QUIET_MS) {
+            release_spare(&w->cl);
+            release_spare(&w->tg);
+        }
         if (now - w->active >= w->hs->idle_timeout_ms)
             shut(w, 1001, 1001, "no frame either way for IDLE_TIMEOUT");
         else
@@ -828,6 +880,13 @@ static void on_timer(struct loop *l, struct loop_timer *t)
         leg_drop(&w->tg);
         maybe_end(w);
     }
+}
+
+/* A buffer was kept for a busy leg: the timer must come by a quiet second. */
+static void spare_kept(struct http_ws *w)
+{
+    if (w->phase == WS_OPEN && w->timer.when > loop_now(w->loop) + WS_QUIET_MS)
+        rearm(w);
 }
 
 /* ---- the API ----------------------------------------------------------------------------------------- */
