@@ -202,6 +202,23 @@ static void traffic(const struct status *st, const struct metrics *m0, struct bu
              (unsigned long long)SUM(backpressure_pauses[d]));
 }
 
+static void http(const struct status *st, const struct metrics *m0, struct buf *b)
+{
+    family(b, "mgate_http_responses_total", "counter", "HTTP answers (the target's and mgate's own), by class.");
+    for (int c = 1; c <= 5; c++)
+        outf(b, "mgate_http_responses_total{code=\"%dxx\"} %llu\n", c, (unsigned long long)SUM(http_responses[c]));
+    family(b, "mgate_http_websockets_total", "counter", "WebSockets opened on HTTP listeners (101 given).");
+    outf(b, "mgate_http_websockets_total %llu\n", (unsigned long long)SUM(ws_opened));
+    family(b, "mgate_http_websocket_messages_total", "counter", "WebSocket messages relayed, by direction.");
+    for (int d = 0; d < 2; d++)
+        outf(b, "mgate_http_websocket_messages_total{direction=\"%s\"} %llu\n", dir_names[d],
+             (unsigned long long)SUM(ws_messages[d]));
+    family(b, "mgate_http_websocket_bytes_total", "counter", "WebSocket message bytes relayed, by direction.");
+    for (int d = 0; d < 2; d++)
+        outf(b, "mgate_http_websocket_bytes_total{direction=\"%s\"} %llu\n", dir_names[d],
+             (unsigned long long)SUM(ws_bytes[d]));
+}
+
 static void verdicts(const struct status *st, const struct metrics *m0, struct buf *b)
 {
     static const char *const calls[METRIC_CALLS] = {"auth_connect", "auth_publish", "auth_subscribe"};
@@ -276,6 +293,7 @@ static void metrics_text(const struct status *st, struct buf *b)
     const struct metrics *m0 = loop_metrics(st->src.workers[0].loop);
     sessions(st, m0, b);
     traffic(st, m0, b);
+    http(st, m0, b);
     verdicts(st, m0, b);
     tls(st, m0, b);
     process(st, b);

@@ -50,6 +50,10 @@ struct metrics {
     /* limits */
     uint64_t limit_hits[2];     /* PUBLISH over [0] PUBLISH_RATE_LIMIT, [1] PUBLISH_BANDWIDTH_LIMIT */
     uint64_t conns_refused[2];  /* [0] MAX_CONNECTIONS, [1] CONNECTION_RATE_LIMIT */
+    /* the HTTP front end */
+    uint64_t http_responses[6]; /* by status class: [2] 2xx ... [5] 5xx */
+    uint64_t ws_opened;         /* WebSockets relayed (101 given) */
+    uint64_t ws_messages[2], ws_bytes[2]; /* relayed, by direction; refused ones are publish_refused */
 };
 
 #define METRIC_ADD(field, n) __atomic_store_n(&(field), (field) + (uint64_t)(n), __ATOMIC_RELAXED)

@@ -39,6 +39,7 @@
 
 #include "core/base64.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "front/http_parse.h"
 #include "front/http_util.h"
 #include "front/http_ws.h"
@@ -279,6 +280,8 @@ static void request_done(struct http_conn *hc)
 {
     struct http_req *r = hc->req;
     hc->req = NULL;
+    if (r && r->status >= 100 && r->status <= 599)
+        METRIC_INC(loop_metrics(hc->loop)->http_responses[r->status / 100]);
     if (r) {
         if (log_enabled(LOGL_DEBUG))
             mgate_log(LOGL_DEBUG, hc->s, "http %s %s: %d, %llu bytes, %llu ms", head_of(hc)->method,

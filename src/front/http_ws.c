@@ -333,6 +333,7 @@ static void fail_upgrade(struct http_ws *w, int status, const char *why)
     char out[1024];
     size_t n = http_error_answer(out, sizeof(out), status, why, "", "Connection: close\r\n", true);
     mgate_log(LOGL_WARN, w->s, "http %d: websocket upgrade: %s", status, why);
+    METRIC_INC(loop_metrics(w->loop)->http_responses[status / 100]);
     leg_drop(&w->tg);
     begin_closing(w);
     if (w->cl.c) {
@@ -446,6 +447,7 @@ static size_t target_answer(struct http_ws *w, const uint8_t *data, size_t len)
     mgate_log(LOGL_INFO, w->s, "websocket open%s", w->topic ? "" : " (bypass: messages not checked)");
     w->phase = WS_OPEN;
     w->active = loop_now(w->loop);
+    METRIC_INC(loop_metrics(w->loop)->ws_opened);
     rearm(w);
     conn_resume_read(w->cl.c); /* with what the client sent after its request */
     if (w->draining) {
@@ -523,6 +525,9 @@ static void pass_on(struct ws_leg *from, const uint8_t *p, size_t n)
     struct ws_leg *to = from->peer;
     if (!to->c || to->close_sent)
         return;
+    struct metrics *m = loop_metrics(from->w->loop);
+    METRIC_INC(m->ws_messages[from->client ? MGATE_UP : MGATE_DOWN]);
+    METRIC_ADD(m->ws_bytes[from->client ? MGATE_UP : MGATE_DOWN], n);
     leg_send(to, from->msg_op, p, n);
     if (to->c && conn_over_high_water(to->c) && !from->blocked) {
         from->blocked = true;

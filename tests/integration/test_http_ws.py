@@ -48,6 +48,7 @@ import threading
 import time
 
 import harness as h
+from test_admin import metrics
 from test_http import BASE, PREFIX, Echo, gate
 from test_http_tls import TLS, listener
 from test_ws import RawWs
@@ -612,6 +613,27 @@ def reader_stops(t, g, echo):
     c.close()
 
 
+def counted(t, admin, before):
+    """What the cases above did, in /metrics (test_admin's scraper)."""
+    m = metrics(admin)
+    d = {k: m.get(k, 0) - before.get(k, 0) for k in m}
+    up, down = 'direction="client_to_broker"', 'direction="broker_to_client"'
+    t.check(d.get("mgate_http_websockets_total", 0) >= 10, "/metrics: the WebSockets opened are counted",
+            str(d.get("mgate_http_websockets_total")))
+    t.check(d.get(f"mgate_http_websocket_messages_total{{{up}}}", 0) >= 20 and
+            d.get(f"mgate_http_websocket_messages_total{{{down}}}", 0) >= 20 and
+            d.get(f"mgate_http_websocket_bytes_total{{{up}}}", 0) >= 200 * 1024,
+            "/metrics: messages and bytes relayed both ways", str({k: v for k, v in d.items() if "websocket" in k}))
+    t.check(d.get(f"mgate_publish_refused_total{{{up}}}", 0) >= 3 and
+            d.get(f"mgate_publish_refused_total{{{down}}}", 0) >= 2,
+            "/metrics: messages refused up (deny-payload) and down (secret) are counted",
+            str({k: v for k, v in d.items() if "refused" in k}))
+    t.check(d.get('mgate_http_responses_total{code="4xx"}', 0) >= 5 and
+            d.get('mgate_http_responses_total{code="5xx"}', 0) >= 2,
+            "/metrics: refused upgrades (4xx) and failed targets (5xx) are counted",
+            str({k: v for k, v in d.items() if "responses" in k}))
+
+
 def drain(t, tmp, echo):
     g = gate(tmp, echo.port, MGATE_SHUTDOWN_GRACE="5s")
     c = WsClient(g.port, f"{BASE}/drain")
@@ -682,7 +704,9 @@ def main():
     t = h.Checks("http_ws")
     with tempfile.TemporaryDirectory() as tmp:
         echo = Echo(tmp)
-        g = gate(tmp, echo.port)
+        admin = h.free_port()
+        g = gate(tmp, echo.port, MGATE_ADMIN_PORT=admin)
+        before = metrics(admin)
         g_lim = gate(tmp, echo.port, MAX_BODY_SIZE="4KiB", BYPASS_PATHS="^/open/", ALLOWED_ORIGINS="https://good.example")
         g_idle = gate(tmp, echo.port, IDLE_TIMEOUT="1s", TARGET_TIMEOUT="1s", REQUEST_TIMEOUT="1s")
         t.case("the echo target's WebSocket", echo_target, t, echo)
@@ -701,6 +725,7 @@ def main():
         t.case("a message over MAX_BODY_SIZE: 1009", oversize, t, g_lim, echo)
         t.case("the target refuses the upgrade: 502, 504", target_refuses, t, tmp, g, g_idle, echo)
         t.case("a client that reads nothing", reader_stops, t, g, echo)
+        t.case("counted in /metrics", counted, t, admin, before)
         t.case("idle timeout", idle, t, g_idle, echo)
         t.case("a verdict later than REQUEST_TIMEOUT: 1011", verdict_timeout, t, g_idle, echo)
         t.case("drain", drain, t, tmp, echo)
