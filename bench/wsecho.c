@@ -39,6 +39,7 @@ struct conn {
     bool open;    /* the 101 went out */
     bool closing; /* a close was echoed: end once written */
     bool paused;  /* not reading: the output is over WBUF_PAUSE */
+    uint32_t ev;  /* the events epoll watches */
     uint8_t *r;
     size_t rlen, rcap;
     uint8_t *w;
@@ -70,6 +71,9 @@ static void conn_free(struct conn *c)
 static void watch(struct conn *c)
 {
     uint32_t ev = (c->paused ? 0 : EPOLLIN) | (c->woff < c->wlen ? EPOLLOUT : 0);
+    if (ev == c->ev)
+        return;
+    c->ev = ev;
     struct epoll_event e = {.events = ev, .data.ptr = c};
     epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &e);
 }
@@ -77,7 +81,6 @@ static void watch(struct conn *c)
 /* Writes what is queued; -1: the connection is done (error, or closed after a close). */
 static int flush(struct conn *c)
 {
-    bool had_more = c->woff < c->wlen, was_paused = c->paused;
     if (ws_send_queued(c->fd, c->w, &c->woff, c->wlen) < 0)
         return -1;
     if (c->woff == c->wlen) {
@@ -91,8 +94,7 @@ static int flush(struct conn *c)
         }
     }
     c->paused = c->wlen - c->woff > WBUF_PAUSE;
-    if (had_more != (c->woff < c->wlen) || was_paused != c->paused)
-        watch(c);
+    watch(c);
     return 0;
 }
 
@@ -218,6 +220,7 @@ static void on_accept(int lfd)
             continue;
         }
         c->fd = fd;
+        c->ev = EPOLLIN;
         struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
         if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &e) < 0)
             conn_free(c);
