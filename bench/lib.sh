@@ -27,6 +27,30 @@ wait_listen() { # port pid [seconds]
     return 1
 }
 
+# Runs a load generator bounded in time; prints its result line.  Its exit
+# status 2 (it found lost messages or errors) is logged, any other failure
+# logged and returned; its stderr goes to $run/NAME.log.
+bounded() { # seconds program args...
+    local bound=$1 prog=$2 name rc=0 line
+    shift 2
+    name=$(basename "$prog")
+    line=$(timeout -k 5 "$bound" "$prog" "$@" 2>>"$run/$name.log") || rc=$?
+    if ((rc == 2)); then
+        log "$name $*: messages lost or errors: $line"
+    elif ((rc != 0)); then
+        log "$name $* failed (exit $rc; see $run/$name.log)"
+        return 1
+    fi
+    echo "$line"
+}
+
+# With a coprocess IDLE (a load generator's idle mode): sends it a line
+# (none if empty), then reads its answer into $reply (empty after the timeout).
+ask_idle() { # line seconds
+    if [[ -n $1 ]]; then echo "$1" >&"${IDLE[1]}" || true; fi
+    read -r -t "$2" reply <&"${IDLE[0]}" || reply=""
+}
+
 # "-u NAME" for every MGATE_* variable of the caller's environment (for env).
 unset_mgate_vars() {
     local v

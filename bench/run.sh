@@ -225,18 +225,7 @@ pid_of() {
 }
 
 # Runs the load generator, bounded in time; prints its result line.
-loadgen() { # seconds-bound mode args...
-    local bound=$1 rc=0 line
-    shift
-    line=$(timeout -k 5 "$bound" "$lg" "$@" 2>>"$run/loadgen.log") || rc=$?
-    if ((rc == 2)); then
-        log "loadgen $*: messages lost or errors: $line"
-    elif ((rc != 0)); then
-        log "loadgen $* failed (exit $rc; see $run/loadgen.log)"
-        return 1
-    fi
-    echo "$line"
-}
+loadgen() { bounded "$1" "$lg" "${@:2}"; } # seconds-bound mode args...
 
 # ---- measurements -------------------------------------------------------
 
@@ -286,18 +275,19 @@ restart() {
 }
 
 measure_idle() { # path round
-    local path=$1 r=$2 pid rss0 rss1 rss2 ready closed lgpid
+    local path=$1 r=$2 pid rss0 rss1 rss2 ready closed lgpid reply
     restart "$path"
     pid=$(pid_of "$path")
     sleep "$settle"
     rss0=$(rss_kib "$pid")
     coproc IDLE { exec timeout -k 5 300 "$lg" idle -p "$(port_of "$path")" -n "$conns" -c 256 -H 200 2>>"$run/loadgen.log"; }
     lgpid=$IDLE_PID
-    read -r -t 240 ready <&"${IDLE[0]}" || ready=""
+    ask_idle "" 240
+    ready=$reply
     sleep "$settle"
     rss1=$(rss_kib "$pid")
-    echo go >&"${IDLE[1]}" || true
-    read -r -t 60 closed <&"${IDLE[0]}" || closed=""
+    ask_idle go 60
+    closed=$reply
     wait "$lgpid" 2>/dev/null || true
     sleep "$after_close"
     rss2=$(rss_kib "$pid")
