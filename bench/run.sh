@@ -17,6 +17,8 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 top=$(dirname "$here")
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
 
 rounds=3 duration=5 warmup=1 window=200
 lat_duration=10 lat_rate=1000
@@ -121,24 +123,10 @@ run=$outdir/run-$stamp
 mkdir -p "$run"
 results=$run/results.tsv # metric <tab> path <tab> round <tab> value
 : >"$results"
-log() { printf '%s %s\n' "$(date +%T)" "$*" | tee -a "$run/run.log" >&2; }
 
 # ---- processes ----------------------------------------------------------
 
 broker_pid="" haproxy_pid="" mgate_pid="" mgate2_pid="" cg_pid=""
-
-stop_pid() {
-    local pid=$1 i
-    [[ -n $pid ]] || return 0
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
     local pid
@@ -148,16 +136,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-wait_listen() { # port pid [seconds]
-    local i tries=$((${3:-10} * 20))
-    for ((i = 0; i < tries; i++)); do
-        ss -Hltn "( sport = :$1 )" 2>/dev/null | grep -q . && return 0
-        kill -0 "$2" 2>/dev/null || return 1
-        sleep 0.05
-    done
-    return 1
-}
 
 ports=$("$lg" freeport 5) || { echo "bench/run.sh: no free ports" >&2; exit 1; }
 read -r broker_port haproxy_port mgate_port mgate2_port cg_port <<<"$(echo $ports)"
@@ -208,9 +186,7 @@ start_haproxy() {
 # Runs mgate (or a wrapper such as valgrind, given first) in $run, so no
 # .env of the caller's is read, with no MGATE_* from the caller's environment.
 mgate_env() { # port workers
-    local unset=() v
-    for v in $(compgen -e | grep '^MGATE_' || true); do unset+=(-u "$v"); done
-    echo env "${unset[@]}" MGATE_MQTT_WITHOUT_TLS_HOST=127.0.0.1 MGATE_MQTT_WITHOUT_TLS_PORT="$1" \
+    echo env $(unset_mgate_vars) MGATE_MQTT_WITHOUT_TLS_HOST=127.0.0.1 MGATE_MQTT_WITHOUT_TLS_PORT="$1" \
         MGATE_MQTT_WITHOUT_TLS_TARGET_HOST=127.0.0.1 MGATE_MQTT_WITHOUT_TLS_TARGET_PORT="$broker_port" \
         MGATE_HANDLER="$handler" MGATE_LOG_LEVEL=off MGATE_WORKERS="$2"
 }
@@ -235,17 +211,6 @@ start_mgate2() {
     wait_listen "$mgate2_port" "$mgate2_pid" || { log "mgate (2 workers) did not start"; exit 1; }
 }
 
-# ---- /proc readings -----------------------------------------------------
-
-hz=$(getconf CLK_TCK)
-cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }     # utime+stime
-cpu_split() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12, $13}'; }      # utime stime
-rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-kv() { tr ' ' '\n' <<<"$2" | awk -F= -v k="$1" '$1 == k {print $2}'; } # key line
-
-sum() { awk 'BEGIN {s = 0; for (i = 1; i < ARGC; i++) s += ARGV[i]; print s}' "$@"; }
-record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$results"; }
-
 port_of() {
     case $1 in
     direct) echo "$broker_port" ;; haproxy) echo "$haproxy_port" ;; mgate | mgate1) echo "$mgate_port" ;;
@@ -260,18 +225,7 @@ pid_of() {
 }
 
 # Runs the load generator, bounded in time; prints its result line.
-loadgen() { # seconds-bound mode args...
-    local bound=$1 rc=0 line
-    shift
-    line=$(timeout -k 5 "$bound" "$lg" "$@" 2>>"$run/loadgen.log") || rc=$?
-    if ((rc == 2)); then
-        log "loadgen $*: messages lost or errors: $line"
-    elif ((rc != 0)); then
-        log "loadgen $* failed (exit $rc; see $run/loadgen.log)"
-        return 1
-    fi
-    echo "$line"
-}
+loadgen() { bounded "$1" "$lg" "${@:2}"; } # seconds-bound mode args...
 
 # ---- measurements -------------------------------------------------------
 
@@ -321,18 +275,19 @@ restart() {
 }
 
 measure_idle() { # path round
-    local path=$1 r=$2 pid rss0 rss1 rss2 ready closed lgpid
+    local path=$1 r=$2 pid rss0 rss1 rss2 ready closed lgpid reply
     restart "$path"
     pid=$(pid_of "$path")
     sleep "$settle"
     rss0=$(rss_kib "$pid")
     coproc IDLE { exec timeout -k 5 300 "$lg" idle -p "$(port_of "$path")" -n "$conns" -c 256 -H 200 2>>"$run/loadgen.log"; }
     lgpid=$IDLE_PID
-    read -r -t 240 ready <&"${IDLE[0]}" || ready=""
+    ask_idle "" 240
+    ready=$reply
     sleep "$settle"
     rss1=$(rss_kib "$pid")
-    echo go >&"${IDLE[1]}" || true
-    read -r -t 60 closed <&"${IDLE[0]}" || closed=""
+    ask_idle go 60
+    closed=$reply
     wait "$lgpid" 2>/dev/null || true
     sleep "$after_close"
     rss2=$(rss_kib "$pid")
@@ -366,18 +321,11 @@ measure_connrate() { # path round
 
 # ---- the run ------------------------------------------------------------
 
-machine="$(nproc) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), Linux $(uname -r)"
+machine=$(machine_line)
 mgate_rev=$(git -C "$top" describe --always --dirty 2>/dev/null || echo unknown)
 # Busy CPU of the whole machine over a second before we start: anything else
 # running here competes with the three processes measured.
-busy_before=$(
-    read -r _ a1 b1 c1 d1 e1 f1 g1 h1 _ </proc/stat
-    sleep 1
-    read -r _ a2 b2 c2 d2 e2 f2 g2 h2 _ </proc/stat
-    awk -v busy=$(((a2 + b2 + c2 + f2 + g2 + h2) - (a1 + b1 + c1 + f1 + g1 + h1))) \
-        -v all=$(((a2 + b2 + c2 + d2 + e2 + f2 + g2 + h2) - (a1 + b1 + c1 + d1 + e1 + f1 + g1 + h1))) \
-        'BEGIN {printf "%.0f", all ? 100 * busy / all : 0}'
-)
+busy_before=$(busy_share)
 log "bench: $machine; mgate $mgate_bin ($mgate_rev), handler $handler; results in $run"
 if ((busy_before > 10)); then
     log "warning: the machine was ${busy_before}% busy before the run; figures will be noisy"
@@ -487,7 +435,7 @@ report=$run/report.md
     echo "Each cell: median (min-max) over rounds; a ratio: the median of the ratios within each round."
     echo "The machine was ${busy_before}% busy (all CPUs) in the second before the run."
     echo
-    awk -F'\t' -v workers="$do_workers" -f "$here/report.awk" "$results"
+    awk -F'\t' -v workers="$do_workers" -f "$here/stats.awk" -f "$here/report.awk" "$results"
     if [[ -s $run/syscalls.tsv ]]; then
         echo
         echo "Syscalls per message delivered (QoS 0 64 B, one run, perf stat):"

@@ -1,0 +1,83 @@
+# bench/lib.sh: shell helpers shared by bench/run.sh and bench/http_ws.sh
+# (sourced, not run).  log and record need $run and $results set by the caller.
+
+log() { printf '%s %s\n' "$(date +%T)" "$*" | tee -a "$run/run.log" >&2; }
+
+# Stops a process this script started: TERM, up to 10 s, then KILL.
+stop_pid() {
+    local pid=$1 i
+    [[ -n $pid ]] || return 0
+    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null || true
+}
+
+wait_listen() { # port pid [seconds]
+    local i tries=$((${3:-10} * 20))
+    for ((i = 0; i < tries; i++)); do
+        ss -Hltn "( sport = :$1 )" 2>/dev/null | grep -q . && return 0
+        kill -0 "$2" 2>/dev/null || return 1
+        sleep 0.05
+    done
+    return 1
+}
+
+# Runs a load generator bounded in time; prints its result line.  Its exit
+# status 2 (it found lost messages or errors) is logged, any other failure
+# logged and returned; its stderr goes to $run/NAME.log.
+bounded() { # seconds program args...
+    local bound=$1 prog=$2 name rc=0 line
+    shift 2
+    name=$(basename "$prog")
+    line=$(timeout -k 5 "$bound" "$prog" "$@" 2>>"$run/$name.log") || rc=$?
+    if ((rc == 2)); then
+        log "$name $*: messages lost or errors: $line"
+    elif ((rc != 0)); then
+        log "$name $* failed (exit $rc; see $run/$name.log)"
+        return 1
+    fi
+    echo "$line"
+}
+
+# With a coprocess IDLE (a load generator's idle mode): sends it a line
+# (none if empty), then reads its answer into $reply (empty after the timeout).
+ask_idle() { # line seconds
+    if [[ -n $1 ]]; then echo "$1" >&"${IDLE[1]}" || true; fi
+    read -r -t "$2" reply <&"${IDLE[0]}" || reply=""
+}
+
+# "-u NAME" for every MGATE_* variable of the caller's environment (for env).
+unset_mgate_vars() {
+    local v
+    for v in $(compgen -e | grep '^MGATE_' || true); do printf -- '-u %s ' "$v"; done
+}
+
+# ---- /proc readings -----------------------------------------------------
+
+hz=$(getconf CLK_TCK)
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }     # utime+stime
+cpu_split() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12, $13}'; }      # utime stime
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+kv() { tr ' ' '\n' <<<"$2" | awk -F= -v k="$1" '$1 == k {print $2}'; } # key line
+
+sum() { awk 'BEGIN {s = 0; for (i = 1; i < ARGC; i++) s += ARGV[i]; print s}' "$@"; }
+record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$results"; }
+
+# Busy share (%) of all CPUs over one second: anything else running here
+# competes with the processes measured.
+busy_share() {
+    local a1 b1 c1 d1 e1 f1 g1 h1 a2 b2 c2 d2 e2 f2 g2 h2
+    read -r _ a1 b1 c1 d1 e1 f1 g1 h1 _ </proc/stat
+    sleep 1
+    read -r _ a2 b2 c2 d2 e2 f2 g2 h2 _ </proc/stat
+    awk -v busy=$(((a2 + b2 + c2 + f2 + g2 + h2) - (a1 + b1 + c1 + f1 + g1 + h1))) \
+        -v all=$(((a2 + b2 + c2 + d2 + e2 + f2 + g2 + h2) - (a1 + b1 + c1 + d1 + e1 + f1 + g1 + h1))) \
+        'BEGIN {printf "%.0f", all ? 100 * busy / all : 0}'
+}
+
+machine_line() { echo "$(nproc) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), Linux $(uname -r)"; }
