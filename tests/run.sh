@@ -3,8 +3,9 @@
 # -Werror, run every ctest test, then again under AddressSanitizer +
 # UndefinedBehaviorSanitizer, then the fuzzers (MQTT decoder, WebSocket
 # framing, HTTP parser) for a short while, then
-# a smoke run of the benchmark harness (bench/run.sh --smoke: checks that it
-# still runs and that every path forwards; its figures are not judged).
+# smoke runs of the benchmark harnesses (bench/run.sh and bench/http_ws.sh
+# --smoke: check that they still run and that every path forwards; their
+# figures are not judged).
 #
 #   tests/run.sh            everything
 #   tests/run.sh --quick    one plain build and its tests (no ASan, no fuzzing)
@@ -49,6 +50,15 @@ for t in decode:2 ws_frame:4 http_parse:4; do
 done
 echo "fuzz: no crash in ${fuzz_seconds}s"
 
+# Every path of a bench run measured each metric (a value above 0 in results.tsv).
+measured() { # results.tsv "metric..." "path..."
+  awk -F'\t' -v metrics="$2" -v paths="$3" '$4 > 0 {m[$1, $2]++}
+    END {ok = 1; np = split(paths, p, " "); nk = split(metrics, k, " ")
+      for (i = 1; i <= np; i++) for (j = 1; j <= nk; j++)
+        if (!((k[j], p[i]) in m)) { print "bench smoke: no " k[j] " for " p[i] " in " FILENAME; ok = 0 }
+      exit !ok}' "$1"
+}
+
 step "benchmark harness smoke run (Release build in build-bench)"
 cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DMGATE_TESTS=OFF >/dev/null
 cmake --build build-bench -j"$jobs" --target mgate
@@ -59,12 +69,19 @@ bench_run=$(echo build-bench/smoke/run-*)
 if grep -E 'failed|lost or errors|only [0-9]+ of|did not start' "$bench_run/run.log"; then
   echo "bench smoke: a measurement failed (see $bench_run)"; exit 1
 fi
-awk -F'\t' '$4 > 0 {m[$1, $2]++}
-  END {ok = 1
-    for (i = split("direct haproxy mgate", p, " "); i > 0; i--)
-      for (j = split("thr_q0_64 thr_q0_1024 thr_q1_64 thr_q1_1024 lat_p50 connrate idle_open", k, " "); j > 0; j--)
-        if (!((k[j], p[i]) in m)) { print "bench smoke: no " k[j] " for " p[i]; ok = 0 }
-    if (!m["thr_q0_64", "mgate2"]) { print "bench smoke: no thr_q0_64 for 2 workers"; ok = 0 }
-    exit !ok}' "$bench_run/results.tsv"
+measured "$bench_run/results.tsv" "thr_q0_64 thr_q0_1024 thr_q1_64 thr_q1_1024 lat_p50 connrate idle_open" \
+  "direct haproxy mgate"
+measured "$bench_run/results.tsv" thr_q0_64 mgate2
 [ -s "$bench_run/callgrind.tsv" ] || { echo "bench smoke: no callgrind result"; exit 1; }
 echo "bench smoke: every path measured ($bench_run/report.md)"
+
+step "WebSocket relay benchmark smoke run (bench/http_ws.sh)"
+rm -rf build-bench/ws-smoke
+bench/http_ws.sh --smoke --mgate build-bench/mgate --out build-bench/ws-smoke
+ws_run=$(echo build-bench/ws-smoke/ws-run-*)
+if grep -E 'failed|did not start|(lost|bad|errors) [1-9]' "$ws_run/run.log"; then
+  echo "ws bench smoke: a measurement failed or lost messages (see $ws_run)"; exit 1
+fi
+measured "$ws_run/results.tsv" "thr_1_64 thr_10_1024 lat_p50" "direct haproxy mgate"
+measured "$ws_run/results.tsv" idle_kib mgate
+echo "ws bench smoke: every path measured ($ws_run/report.md)"
