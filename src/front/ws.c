@@ -49,6 +49,31 @@ struct ws_front {
     uint8_t out[LWS_PRE + WS_WRITE_CHUNK];
 };
 
+/* What an adopted socket carries until lws destroys it (opaque user data):
+ * who is really at the other end (behind the TLS bridge or a PROXY header),
+ * and its place in MAX_CONNECTIONS while it upgrades (the session counts it
+ * from then on). */
+struct ws_adopted {
+    bool has_origin;
+    struct ws_origin origin;
+    uint32_t *upgrading; /* the listener's open_sessions, while counted here */
+};
+
+static const struct ws_origin *origin_of(struct lws *wsi)
+{
+    const struct ws_adopted *ad = lws_get_opaque_user_data(wsi);
+    return ad && ad->has_origin ? &ad->origin : NULL;
+}
+
+/* The upgrade is over (a session takes the count, or the socket is gone). */
+static void upgrade_uncounted(struct ws_adopted *ad)
+{
+    if (ad && ad->upgrading) {
+        __atomic_fetch_sub(ad->upgrading, 1, __ATOMIC_RELAXED);
+        ad->upgrading = NULL;
+    }
+}
+
 /* Per WebSocket: lws allocates it for accepted ones (per_session_data_size),
  * we do for the ones we dial (ci.userdata). */
 struct ws_conn {
@@ -218,7 +243,7 @@ static int confirm_upgrade(struct lws *wsi, const char *what)
         return 0;
     struct sockaddr_storage peer;
     socklen_t plen = sizeof(peer);
-    const struct ws_origin *bridged = lws_get_opaque_user_data(wsi);
+    const struct ws_origin *bridged = origin_of(wsi);
     char addr[64] = "?";
     if (bridged)
         sockaddr_format((const struct sockaddr *)&bridged->peer, addr, sizeof(addr));
@@ -237,7 +262,8 @@ static void established(struct lws *wsi, struct ws_conn *wc)
     wc->front = wl->front;
     struct sockaddr_storage peer;
     socklen_t plen = sizeof(peer);
-    const struct ws_origin *bridged = lws_get_opaque_user_data(wsi);
+    const struct ws_origin *bridged = origin_of(wsi);
+    upgrade_uncounted(lws_get_opaque_user_data(wsi));
     if (bridged)
         peer = bridged->peer;
     else if (getpeername(lws_get_socket_fd(wsi), (struct sockaddr *)&peer, &plen) < 0)
@@ -371,10 +397,12 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         /* Some ends reach no callback above (a wss broker refusing our
          * certificate after the TLS 1.3 handshake, during the upgrade). */
         transport_gone(wc, ECONNRESET);
-        if (wc && wc->client)
+        if (wc && wc->client) {
             free(wc);
-        else
-            free(lws_get_opaque_user_data(wsi)); /* a bridged client's address */
+        } else {
+            upgrade_uncounted(lws_get_opaque_user_data(wsi)); /* never upgraded */
+            free(lws_get_opaque_user_data(wsi));
+        }
         return 0;
     default:
         return lws_callback_http_dummy(wsi, reason, user, in, len);
@@ -497,12 +525,18 @@ void ws_accept_peer(struct loop *l, int fd, const struct ws_origin *origin, cons
             close(fd); /* adopting closes it on failure */
         return;
     }
-    if (origin) { /* behind a TLS bridge: the socket's peer is the bridge, not the client */
-        struct ws_origin *copy = malloc(sizeof(*copy));
-        if (copy)
-            *copy = *origin;
-        lws_set_opaque_user_data(wsi, copy);
+    /* behind a TLS bridge the socket's peer is the bridge, not the client;
+     * and until the upgrade no session counts it in MAX_CONNECTIONS */
+    struct ws_adopted *ad = malloc(sizeof(*ad));
+    if (ad) {
+        ad->has_origin = origin != NULL;
+        if (origin)
+            ad->origin = *origin;
+        ad->upgrading = p->open_sessions;
+        if (ad->upgrading)
+            __atomic_fetch_add(ad->upgrading, 1, __ATOMIC_RELAXED);
     }
+    lws_set_opaque_user_data(wsi, ad);
     /* The upgrade must be done within CONNECT_TIMEOUT (then the session's own
      * CONNECT deadline takes over): lws sets no deadline on adopted sockets. */
     lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_KEEPALIVE_IDLE, (int)wl->timeout_secs);

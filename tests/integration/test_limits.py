@@ -10,8 +10,11 @@ import subprocess
 import tempfile
 import time
 
+import socket
+
 import harness as h
 from test_admin import metrics
+from test_ws import RawWs, ws_env
 
 P = "MGATE_MQTT_WITHOUT_TLS_"
 
@@ -122,12 +125,73 @@ def bandwidth(t, tmp, broker):
     sub.close()
 
 
+def ws_upgrades(t, tmp, broker):
+    """MAX_CONNECTIONS on a WebSocket listener counts sockets still upgrading too, and gives
+    their place back however the upgrade ends (refused, timed out, dropped)."""
+    port = h.free_port()
+    ws = "MGATE_MQTT_WS_WITHOUT_TLS_"
+    g = h.Mgate(tmp, broker.port, port=port, MGATE_MQTT_WITHOUT_TLS_PORT=None,
+                **ws_env(broker.port, port), **{ws + "MAX_CONNECTIONS": 2, ws + "CONNECT_TIMEOUT": "1s"})
+    def refused_upgrade(path, protocol):
+        s = socket.create_connection((h.HOST, port), timeout=5)
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                  f"Sec-WebSocket-Protocol: {protocol}\r\n\r\n".encode())
+        try:
+            answer = s.recv(100)
+        except OSError:
+            answer = b""
+        s.close()
+        return answer[:12]
+
+    answers = set()
+    for i in range(3):  # upgrades that end badly: each must give its place back
+        answers.add(refused_upgrade("/elsewhere", "mqtt"))  # 404
+        answers.add(refused_upgrade("/mqtt", "nope"))  # 400
+        socket.create_connection((h.HOST, port), timeout=5).close()  # nothing sent
+        s = socket.create_connection((h.HOST, port), timeout=5)
+        s.sendall(b"GET /mqtt HTTP/1.1\r\nHost: x\r\n")  # half a request, then gone
+        s.close()
+    t.eq(sorted(a[-3:] for a in answers), [b"400", b"404"], "refused upgrades: 404 (path) and 400 (subprotocol)")
+    time.sleep(0.5)
+    ok = []
+    for i in range(2):
+        c = RawWs(port)
+        c.send_frame(h.connect_packet(4, f"lim-ws-{i}"))
+        ok.append(c.recv_mqtt()[:2] == b"\x20\x02")
+        c.s.close()
+    t.eq(ok, [True, True], "MAX_CONNECTIONS=2 on ws://: after 12 failed upgrades, 2 clients still get in")
+    time.sleep(0.3)
+    waiting = [socket.create_connection((h.HOST, port), timeout=5) for _ in range(2)]
+    for s in waiting:  # upgrading: half a request (a silent socket is not even accepted: TCP_DEFER_ACCEPT)
+        s.sendall(b"GET /mqtt HTTP/1.1\r\n")
+    time.sleep(0.3)
+    late = socket.create_connection((h.HOST, port), timeout=5)
+    late.settimeout(3)
+    try:
+        late.sendall(b"GET /mqtt HTTP/1.1\r\nHost: x\r\n\r\n")
+        refused = late.recv(100) == b""
+    except OSError:
+        refused = True
+    t.check(refused, "two sockets still upgrading fill MAX_CONNECTIONS=2: a third is closed at accept")
+    t.check(g.log.search(r"refusing 127\.0\.0\.1:\d+: MAX_CONNECTIONS reached") is not None, "... and logged")
+    late.close()
+    time.sleep(1.5)  # CONNECT_TIMEOUT (1 s) ends the unfinished upgrades
+    c = RawWs(port)
+    c.send_frame(h.connect_packet(4, "lim-ws-after"))
+    t.eq(c.recv_mqtt()[:2], b"\x20\x02", "once they time out, a client gets in again")
+    c.s.close()
+    for s in waiting:
+        s.close()
+
+
 def main():
     h.need_binaries()
     t = h.Checks("limits")
     with tempfile.TemporaryDirectory() as tmp:
         broker = h.start_mosquitto(tmp)
         t.case("connections", connections, t, tmp, broker)
+        t.case("WebSocket upgrades in MAX_CONNECTIONS", ws_upgrades, t, tmp, broker)
         t.case("publish rate", publish_rate, t, tmp, broker)
         t.case("bandwidth", bandwidth, t, tmp, broker)
         return h.finish(t)
