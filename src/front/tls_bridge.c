@@ -22,7 +22,15 @@ struct bridge {
     const struct session_params *p;
     struct session_list *list;
     unsigned open;
+    bool counted; /* holds a place in MAX_CONNECTIONS until lws's socket takes it */
 };
+
+static void uncount(struct bridge *b)
+{
+    if (b->counted)
+        __atomic_fetch_sub(b->p->open_sessions, 1, __ATOMIC_RELAXED);
+    b->counted = false;
+}
 
 static struct conn *other(struct bridge *b, struct conn *c) { return b->side[c == b->side[0]]; }
 
@@ -42,6 +50,7 @@ static bool open_pair(struct bridge *b, struct loop *l)
     b->open = 2;
     b->side[1]->high_water = b->p->output_high_water;
     b->origin.has_cert = tls_peer_info(b->side[0], &b->origin.cert);
+    uncount(b); /* the adopted socket counts itself */
     ws_accept_peer(l, sv[1], &b->origin, b->p, b->list);
     return true;
 }
@@ -77,8 +86,10 @@ static void on_close(struct conn *c, int err)
     b->side[i] = NULL;
     if (b->side[!i])
         conn_close_after_flush(b->side[!i]);
-    if (--b->open == 0)
+    if (--b->open == 0) {
+        uncount(b);
         free(b);
+    }
 }
 
 static const struct conn_cbs bridge_cbs = {on_data, on_drain, NULL, on_close};
@@ -97,8 +108,13 @@ void ws_accept_tls(struct loop *l, int fd, const struct sockaddr *peer, socklen_
     b->list = list;
     b->open = 1;
     b->side[0]->high_water = p->output_high_water;
+    if (p->open_sessions) { /* the TLS handshake counts in MAX_CONNECTIONS too */
+        __atomic_fetch_add(p->open_sessions, 1, __ATOMIC_RELAXED);
+        b->counted = true;
+    }
     if (tls_accept(b->side[0], p->tls) < 0) {
         conn_close(b->side[0]); /* no on_close for this one: we free b here */
+        uncount(b);
         free(b);
     }
 }

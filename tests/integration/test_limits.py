@@ -152,7 +152,10 @@ def ws_upgrades(t, tmp, broker):
         s = socket.create_connection((h.HOST, port), timeout=5)
         s.sendall(b"GET /mqtt HTTP/1.1\r\nHost: x\r\n")  # half a request, then gone
         s.close()
-    t.eq(sorted(a[-3:] for a in answers), [b"400", b"404"], "refused upgrades: 404 (path) and 400 (subprotocol)")
+    # lws sometimes cuts a refused upgrade before its answer arrives (seen under ASan): the count,
+    # not the answer, is what this case is about
+    t.check({b"400", b"404"} <= {a[-3:] for a in answers}, "refused upgrades: 404 (path) and 400 (subprotocol)",
+            str(answers))
     time.sleep(0.5)
     ok = []
     for i in range(2):
@@ -185,6 +188,49 @@ def ws_upgrades(t, tmp, broker):
         s.close()
 
 
+def wss_handshakes(t, tmp, broker):
+    """On a wss:// listener, MAX_CONNECTIONS counts TLS handshakes in progress too (before
+    libwebsockets sees the socket), and a handshake that ends gives its place back."""
+    pki = h.Pki(tmp)
+    port = h.free_port()
+    ws = "MGATE_MQTT_WS_WITH_TLS_"
+    g = h.Mgate(tmp, broker.port, port=port, MGATE_MQTT_WITHOUT_TLS_PORT=None,
+                **{ws + "HOST": h.HOST, ws + "PORT": port, ws + "TARGET_HOST": h.HOST, ws + "TARGET_PORT": broker.port,
+                   ws + "TARGET_PROTOCOL": "mqtt", ws + "CERT_FILE": pki["server.crt"],
+                   ws + "KEY_FILE": pki["server.key"], ws + "MAX_CONNECTIONS": 2})
+
+    def hello():  # a socket in its TLS handshake: the first bytes of a ClientHello record
+        s = socket.create_connection((h.HOST, port), timeout=5)
+        s.sendall(b"\x16\x03\x01\x02\x00\x01")
+        return s
+
+    def kept(s):  # accepted and waiting for the rest, not closed at accept
+        s.settimeout(0.5)
+        try:
+            return s.recv(10) != b""
+        except socket.timeout:
+            return True
+        except OSError:
+            return False
+
+    for i in range(4):  # handshakes that end: each gives its place back
+        hello().close()
+    time.sleep(0.3)
+    held = [hello(), hello()]
+    t.eq([kept(s) for s in held], [True, True], "MAX_CONNECTIONS=2 on wss://: two TLS handshakes in progress")
+    late = hello()
+    t.check(not kept(late), "... fill it: a third socket is closed at accept")
+    late.close()
+    held.pop().close()
+    time.sleep(0.3)
+    again = hello()
+    t.check(kept(again), "one handshake ends: the next socket gets in")
+    again.close()
+    for s in held:
+        s.close()
+    t.check(g.alive(), "mgate still runs")
+
+
 def main():
     h.need_binaries()
     t = h.Checks("limits")
@@ -192,6 +238,7 @@ def main():
         broker = h.start_mosquitto(tmp)
         t.case("connections", connections, t, tmp, broker)
         t.case("WebSocket upgrades in MAX_CONNECTIONS", ws_upgrades, t, tmp, broker)
+        t.case("wss TLS handshakes in MAX_CONNECTIONS", wss_handshakes, t, tmp, broker)
         t.case("publish rate", publish_rate, t, tmp, broker)
         t.case("bandwidth", bandwidth, t, tmp, broker)
         return h.finish(t)
