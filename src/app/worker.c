@@ -160,6 +160,7 @@ int worker_add_listener(struct worker *w, int fd, enum listener_id id,
     struct worker_listener *wl = &w->listeners[w->nlisteners++];
     wl->id = id;
     wl->params = *params;
+    wl->params.log_budget = &wl->log_budget;
     return listener_start(&wl->ls, w->loop, fd, wl->params.listener, on_accept, w);
 }
 

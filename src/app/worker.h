@@ -18,6 +18,7 @@ struct worker_listener {
     struct session_params params;
     enum listener_id id;
     uint64_t next_refusal_log; /* loop ms: admission refusals are logged once a second */
+    struct log_limit log_budget; /* lines its sessions' clients cause (session_log_begin) */
 };
 
 /* Broker addresses resolved again by the control thread (SIGHUP). */

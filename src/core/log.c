@@ -126,3 +126,20 @@ void log_msgf(int level, const char *fmt, ...)
     log_vmsgf(level, NULL, NULL, fmt, ap);
     va_end(ap);
 }
+
+bool log_limit_take(struct log_limit *ll, uint64_t now_ms, uint32_t burst, uint32_t *left_out)
+{
+    uint64_t second = now_ms / 1000;
+    if (second != ll->second) {
+        ll->second = second;
+        ll->passed = 0;
+    }
+    if (ll->passed >= burst) {
+        ll->left_out++;
+        return false;
+    }
+    ll->passed++;
+    *left_out = ll->left_out;
+    ll->left_out = 0;
+    return true;
+}

@@ -42,4 +42,20 @@ void log_end(struct logline *l);
 void log_msgf(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void log_vmsgf(int level, const char *extra_key, const char *extra_val, const char *fmt, va_list ap);
 
+/*
+ * A budget for the lines a peer can cause (refusals, bad input): `burst`
+ * lines a second go out in full, the rest are only counted.  The first line
+ * let through in a later second carries the count of those left out, so a
+ * flood costs one summary a second instead of a line per packet.  Owned by
+ * one loop thread: no locking.
+ */
+struct log_limit {
+    uint64_t second;   /* loop ms / 1000 of the window being counted */
+    uint32_t passed;   /* lines let through in that second */
+    uint32_t left_out; /* lines left out since the last one let through */
+};
+/* Whether a line may be written now; when it may, *left_out is how many
+ * were left out before it (the caller reports them once, then zero). */
+bool log_limit_take(struct log_limit *ll, uint64_t now_ms, uint32_t burst, uint32_t *left_out);
+
 #endif

@@ -130,6 +130,7 @@ static enum pkt_result down_suback(struct pass *ps, struct mqtt_packet *pkt)
     if (!m)
         return PKT_FORWARD;
     *pp = m->next;
+    s->merge_count--;
     uint32_t from = 0;
     for (uint32_t i = 0; i < m->count; i++)
         if (m->codes[i] == SUBACK_FROM_BROKER)

@@ -86,7 +86,9 @@ struct mgate_session {
     uint16_t client_alias_max, broker_alias_max;
     struct alias_map alias_in[2], alias_out[2]; /* by direction */
 
+    struct log_limit log_budget; /* lines this client caused (session_log_begin) */
     struct suback_merge *merges;
+    uint32_t merge_count;        /* entries in merges */
     struct idset refused_qos2;
     struct alloc_block *allocs;
     void *user_data;
@@ -153,6 +155,10 @@ int publish_resolve_alias(struct pass *ps, struct mqtt_publish *pub, mqtt_str *r
 enum pkt_result publish_forward(struct pass *ps, const uint8_t *raw, uint32_t len,
                                 struct mqtt_publish *pub, mqtt_str resolved, mgate_bytes topic,
                                 mgate_bytes payload);
+
+/* client_id.c: the listener's client-id policy, applied to the client id
+ * and identity the handler chain allowed (after session_save_credentials). */
+bool session_client_id_allowed(struct mgate_session *s);
 
 /* reply.c: packets mgate originates */
 void reply_connack(struct mgate_session *s, uint8_t v5_reason);

@@ -79,6 +79,8 @@ void session_unref(struct mgate_session *s)
         session_free(s);
 }
 
+static void session_fields(struct logline *l, const mgate_session *s);
+
 static void session_end(struct mgate_session *s)
 {
     if (s->ended)
@@ -88,7 +90,14 @@ static void session_end(struct mgate_session *s)
     loop_timer_stop(s->loop, &s->timer);
     if (s->connect_called)
         chain_disconnect(s);
-    mgate_log(LOGL_INFO, s, "session closed");
+    if (log_enabled(LOGL_INFO)) {
+        struct logline l;
+        log_begin(&l, LOGL_INFO, "session closed");
+        session_fields(&l, s);
+        if (s->log_budget.left_out) /* lines this session caused that were never written */
+            log_uint(&l, "left_out", s->log_budget.left_out);
+        log_end(&l);
+    }
     METRIC_INC(session_metrics(s)->sessions_closed[s->p->listener_id % METRIC_LISTENERS]);
     if (s->p->open_sessions)
         __atomic_fetch_sub(s->p->open_sessions, 1, __ATOMIC_RELAXED);
@@ -530,6 +539,17 @@ int mgate_after(mgate_session *s, uint32_t ms, void (*fn)(void *arg), void *arg)
     return 0;
 }
 
+static void session_fields(struct logline *l, const mgate_session *s)
+{
+    log_uint(l, "session", s->id);
+    log_str(l, "listener", s->p->listener);
+    log_str(l, "peer", s->peer);
+    if (s->client_id.len)
+        log_bytes(l, "client_id", s->client_id.p, s->client_id.len);
+    if (s->username.len)
+        log_bytes(l, "username", s->username.p, s->username.len);
+}
+
 void mgate_log(int level, const mgate_session *s, const char *fmt, ...)
 {
     if (!log_enabled(level))
@@ -541,14 +561,45 @@ void mgate_log(int level, const mgate_session *s, const char *fmt, ...)
     va_end(ap);
     struct logline l;
     log_begin(&l, level, text);
-    if (s) {
-        log_uint(&l, "session", s->id);
-        log_str(&l, "listener", s->p->listener);
-        log_str(&l, "peer", s->peer);
-        if (s->client_id.len)
-            log_bytes(&l, "client_id", s->client_id.p, s->client_id.len);
-        if (s->username.len)
-            log_bytes(&l, "username", s->username.p, s->username.len);
-    }
+    if (s)
+        session_fields(&l, s);
     log_end(&l);
+}
+
+/* Two budgets: the session's (one client cannot fill the disk) and the
+ * listener's on this worker (nor can many clients together).  The counts
+ * left out ride on the next line let through; metrics keep exact counts. */
+bool session_log_begin(struct mgate_session *s, struct logline *l, int level, const char *msg)
+{
+    if (!log_enabled(level))
+        return false;
+    uint64_t now = loop_now(s->loop);
+    uint32_t mine = 0, listener = 0;
+    if (!log_limit_take(&s->log_budget, now, SESSION_LOG_BURST, &mine))
+        return false;
+    if (s->p->log_budget && !log_limit_take(s->p->log_budget, now, LISTENER_LOG_BURST, &listener)) {
+        s->log_budget.left_out++; /* this session's line was left out after all */
+        return false;
+    }
+    log_begin(l, level, msg);
+    session_fields(l, s);
+    if (mine)
+        log_uint(l, "left_out", mine);
+    if (listener)
+        log_uint(l, "listener_left_out", listener);
+    return true;
+}
+
+void session_log(struct mgate_session *s, int level, const char *fmt, ...)
+{
+    if (!log_enabled(level))
+        return;
+    char text[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    struct logline l;
+    if (session_log_begin(s, &l, level, text))
+        log_end(&l);
 }

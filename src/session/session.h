@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "core/log.h"
 #include "core/loop.h"
 #include "mgate.h"
 #include "net/conn.h"
@@ -54,6 +55,9 @@ struct session_params {
     const char *target_host, *target_path;
     uint16_t target_port;
     const struct http_settings *http; /* HTTP listeners (front/http.h) */
+    /* The listener's log budget on this worker (owned and written by its
+     * loop, like the sessions); NULL: only each session's own. */
+    struct log_limit *log_budget;
 };
 
 /* Every live session of a worker, for shutdown and counting. */
@@ -129,6 +133,19 @@ void session_front_hold(struct mgate_session *s);
 /* A request is over: free what mgate_session_alloc gave for it. */
 void session_front_reset(struct mgate_session *s);
 void session_front_release(struct mgate_session *s);
+
+/*
+ * Log lines a client can cause again and again (refusals, bad input): each
+ * session may write SESSION_LOG_BURST a second and the listener, on each
+ * worker, LISTENER_LOG_BURST; the rest are counted, and the next line let
+ * through (or the session's "session closed") says how many were left out.
+ * session_log_begin starts such a line with the session's fields, or
+ * returns false (filtered by level or over budget); finish it with log_end.
+ */
+#define SESSION_LOG_BURST 5
+#define LISTENER_LOG_BURST 50
+bool session_log_begin(struct mgate_session *s, struct logline *l, int level, const char *msg);
+void session_log(struct mgate_session *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Shutdown: tell 5.0 clients (DISCONNECT 0x8B) and close their pairs now;
  * older clients have no way to be told, they keep going until the grace

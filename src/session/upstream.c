@@ -95,6 +95,12 @@ static enum pkt_result finish_connect(struct pass *ps, struct held *h)
         return PKT_CLOSE;
     }
     session_save_credentials(s, req);
+    if (!session_client_id_allowed(s)) {
+        if (!s->p->refusal_close)
+            reply_connack(s, MQTT_RC_BAD_CLIENT_ID);
+        session_close_as(s, CONN_END_POLICY, CONN_END_NORMAL, "client id refused by the listener's policy");
+        return PKT_CLOSE;
+    }
     if (session_dial(s) < 0) {
         reply_connack(s, MQTT_RC_SERVER_UNAVAILABLE);
         session_close_as(s, CONN_END_UPSTREAM, CONN_END_NORMAL, "cannot dial the broker");
@@ -236,6 +242,7 @@ static int remember_merge(struct mgate_session *s, uint16_t id, const struct mga
         m->codes[i] = req->filters[i].denied ? refusal_code(s, req->reason) : SUBACK_FROM_BROKER;
     m->next = s->merges;
     s->merges = m;
+    s->merge_count++;
     return 0;
 }
 

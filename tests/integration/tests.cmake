@@ -29,6 +29,11 @@ set(MGATE_INTEGRATION_TESTS
   http        120
   http_tls    60
   http_ws     60
+  will        60
+  exhaustion  120
+  log_flood   60
+  acl_flood   120
+  client_id   60
 )
 
 while(MGATE_INTEGRATION_TESTS)
