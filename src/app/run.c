@@ -191,6 +191,7 @@ static int prepare(struct app *a, const struct mgate_handler *const *extra, char
         p->connect_timeout_ms = lc->connect_timeout_ms;
         p->output_high_water = lc->output_high_water;
         p->refusal_close = lc->refusal == REFUSAL_CLOSE;
+        p->client_id_policy = lc->client_id.mode != CLIENT_ID_ANY ? &lc->client_id : NULL;
         p->handlers = a->handlers;
         p->handler_count = a->handler_count;
         p->interceptor = a->interceptor;

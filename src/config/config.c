@@ -19,7 +19,8 @@
 #include "config/config.h"
 
 enum value_type { V_STR, V_PORT, V_UINT, V_SIZE, V_DURATION, V_PROTOCOL, V_METHODS, V_REFUSAL,
-                  V_LOG_LEVEL, V_HANDLER, V_CIPHERS, V_BOOL, V_TLS_VERSION, V_CLIENT_CERT };
+                  V_LOG_LEVEL, V_HANDLER, V_CIPHERS, V_BOOL, V_TLS_VERSION, V_CLIENT_CERT, V_CLIENT_ID,
+                  V_ID_SEPARATORS, V_ID_PATTERN };
 
 struct key {
     const char *name; /* after the prefix: "PORT" */
@@ -57,6 +58,9 @@ static const struct key listener_keys[] = {
     {"CONNECT_TIMEOUT", V_DURATION, L(connect_timeout_ms), "10s", 1, UINT32_MAX},
     {"OUTPUT_HIGH_WATER", V_SIZE, L(output_high_water), "64KiB", 1024, UINT32_MAX},
     {"REFUSAL", V_REFUSAL, L(refusal), "reason", 0, 0},
+    {"CLIENT_ID_POLICY", V_CLIENT_ID, L(client_id.mode), "any", 0, 0},
+    {"CLIENT_ID_SEPARATORS", V_ID_SEPARATORS, L(client_id.separators), NULL, 0, 0}, /* prefix: "-" */
+    {"CLIENT_ID_PATTERN", V_ID_PATTERN, L(client_id.pattern), NULL, 0, 0},
     {"TLS_MIN_VERSION", V_TLS_VERSION, L(tls_min_version), "1.2", 0, 0},
     {"TLS_CIPHERS", V_CIPHERS, L(tls_ciphers), NULL, 0, 0},
     {"TLS_CIPHERSUITES", V_CIPHERS, L(tls_ciphersuites), NULL, 0, 0},
@@ -193,7 +197,7 @@ bool config_known_var(const char *name)
 
 static bool is_string(enum value_type t)
 {
-    return t == V_STR || t == V_HANDLER || t == V_CIPHERS;
+    return t == V_STR || t == V_HANDLER || t == V_CIPHERS || t == V_ID_SEPARATORS || t == V_ID_PATTERN;
 }
 
 /* One value on its way into its field; why says what is wrong with it. */
@@ -328,6 +332,15 @@ static bool parse_string(struct value *v)
                  "is not a cipher list (expected printable ASCII: OpenSSL names separated by colons)");
         return false;
     }
+    /* "" is unset: check_client_id says whether the policy needs it */
+    const char *bad = !*v->s                            ? NULL
+                      : v->key->type == V_ID_PATTERN    ? config_check_client_id_pattern(v->s)
+                      : v->key->type == V_ID_SEPARATORS ? config_check_client_id_separators(v->s)
+                                                        : NULL;
+    if (bad) {
+        snprintf(v->why, sizeof(v->why), "%s", bad);
+        return false;
+    }
     char **field = v->field;
     free(*field);
     if ((*field = strdup(v->s)))
@@ -362,6 +375,10 @@ static bool parse_enum(struct value *v)
         rc = config_parse_client_cert(v->s, v->field);
         expected = "a client certificate mode (expected required or optional)";
         break;
+    case V_CLIENT_ID:
+        rc = config_parse_client_id_mode(v->s, v->field);
+        expected = "a client id policy (expected any, equal, prefix or pattern)";
+        break;
     default: /* V_METHODS */
         rc = config_parse_cert_methods(v->s, v->field);
         expected = "a list of verification methods (expected ocsp, crl or both, comma-separated)";
@@ -378,6 +395,8 @@ static bool value_parse(struct value *v)
     case V_STR:
     case V_HANDLER:
     case V_CIPHERS:
+    case V_ID_SEPARATORS:
+    case V_ID_PATTERN:
         return parse_string(v);
     case V_PORT:
     case V_UINT:
@@ -554,12 +573,61 @@ static int check_client_ca(struct loader *ld, const struct listener_config *lc,
     return 0;
 }
 
-/* Settings that only make sense together. */
-static int check_listener(struct loader *ld, const struct listener_config *lc,
-                          const struct listener_def *d)
+/* A CLIENT_ID_* setting the policy would not use is an error: someone who
+ * sets a pattern and forgets the policy believes in a protection that is
+ * not there. */
+static int check_client_id_keys(struct loader *ld, const struct listener_config *lc,
+                                const struct listener_def *d)
+{
+    static const struct {
+        const char *key;
+        enum client_id_mode user; /* the one policy that reads it */
+    } keys[] = {
+        {"CLIENT_ID_PATTERN", CLIENT_ID_PATTERN},
+        {"CLIENT_ID_SEPARATORS", CLIENT_ID_PREFIX},
+    };
+    char a[160], b[160];
+    enum client_id_mode m = lc->client_id.mode;
+    for (size_t i = 0; i < COUNT(keys); i++)
+        if (m != keys[i].user && key_set(lc, keys[i].key))
+            return fail(ld, NULL, NULL, "%s is set but %s is \"%s\", which does not use it (expected %s)",
+                        label(ld, d, keys[i].key, a, sizeof(a)), label(ld, d, "CLIENT_ID_POLICY", b, sizeof(b)),
+                        client_id_mode_name(m), client_id_mode_name(keys[i].user));
+    if (m == CLIENT_ID_PATTERN && !*lc->client_id.pattern)
+        return fail(ld, NULL, NULL, "%s is required when %s is \"pattern\"",
+                    label(ld, d, "CLIENT_ID_PATTERN", a, sizeof(a)), label(ld, d, "CLIENT_ID_POLICY", b, sizeof(b)));
+    return 0;
+}
+
+/* CLIENT_ID_POLICY: where it can act, and what it needs there. */
+static int check_client_id(struct loader *ld, struct listener_config *lc, const struct listener_def *d)
 {
     char a[160], b[160];
-    if (check_pairs(ld, lc, d) < 0 || check_client_ca(ld, lc, d) < 0)
+    if (check_client_id_keys(ld, lc, d) < 0)
+        return -1;
+    enum client_id_mode m = lc->client_id.mode;
+    if (m != CLIENT_ID_ANY && d->kind != KIND_MQTT && d->kind != KIND_WS)
+        return fail(ld, NULL, NULL, "%s: \"%s\" is not possible for this listener (client ids are MQTT's; "
+                                    "expected any)",
+                    label(ld, d, "CLIENT_ID_POLICY", a, sizeof(a)), client_id_mode_name(m));
+    if (m == CLIENT_ID_PATTERN && client_id_pattern_uses_cn(lc->client_id.pattern) && !*lc->client_ca_file)
+        return fail(ld, NULL, NULL,
+                    "%s uses %%cn and requires %s: the CN comes from the client certificate, and clients are "
+                    "asked for one only when CLIENT_CA_FILE is set",
+                    label(ld, d, "CLIENT_ID_PATTERN", a, sizeof(a)), label(ld, d, "CLIENT_CA_FILE", b, sizeof(b)));
+    if (m == CLIENT_ID_PREFIX && !*lc->client_id.separators) {
+        free(lc->client_id.separators);
+        if (!(lc->client_id.separators = strdup("-")))
+            return fail(ld, NULL, "config", "out of memory");
+    }
+    return 0;
+}
+
+/* Settings that only make sense together. */
+static int check_listener(struct loader *ld, struct listener_config *lc, const struct listener_def *d)
+{
+    char a[160], b[160];
+    if (check_pairs(ld, lc, d) < 0 || check_client_ca(ld, lc, d) < 0 || check_client_id(ld, lc, d) < 0)
         return -1;
     if (!lc->enabled)
         return 0;

@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mgate.h"
+
 enum listener_id {
     LISTENER_MQTT,          /* MGATE_MQTT_WITHOUT_TLS_ */
     LISTENER_MQTT_TLS,      /* MGATE_MQTT_WITH_TLS_ */
@@ -44,6 +46,22 @@ enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR, LOG_OFF };
 enum client_cert_mode {
     CLIENT_CERT_REQUIRED = 0, /* refuse it (default) */
     CLIENT_CERT_OPTIONAL,     /* let it in; a certificate it does send must still verify */
+};
+
+/* CLIENT_ID_POLICY: which client ids a client may use, given the identity
+ * it proved (the username as finally given to the broker, the certificate
+ * CN).  mgate's own; the Go mGate has no such key. */
+enum client_id_mode {
+    CLIENT_ID_ANY = 0, /* any id (default): anyone may take anyone's id */
+    CLIENT_ID_EQUAL,   /* the id is the username */
+    CLIENT_ID_PREFIX,  /* the id's part before its first separator is the username */
+    CLIENT_ID_PATTERN, /* the id matches CLIENT_ID_PATTERN (%u, %cn, a final *) */
+};
+
+struct client_id_policy {
+    enum client_id_mode mode; /* CLIENT_ID_POLICY */
+    char *separators;         /* CLIENT_ID_SEPARATORS; config_load makes it "-" for prefix */
+    char *pattern;            /* CLIENT_ID_PATTERN; required by (and only with) pattern */
 };
 
 /* Values of tls_min_version: OpenSSL's TLS1_2_VERSION and TLS1_3_VERSION,
@@ -85,6 +103,7 @@ struct listener_config {
     uint32_t connect_timeout_ms;    /* CONNECT_TIMEOUT, default 10 s */
     uint32_t output_high_water;     /* OUTPUT_HIGH_WATER, bytes, default 64 KiB */
     enum refusal_mode refusal;      /* REFUSAL = reason | close */
+    struct client_id_policy client_id; /* CLIENT_ID_*: MQTT listeners only */
 
     /* TLS with clients (ours) */
     unsigned tls_min_version;          /* TLS_MIN_VERSION 1.2 (default) | 1.3: CONFIG_TLS1_* */
@@ -203,6 +222,33 @@ int config_parse_bool(const char *s, bool *out); /* true/false, yes/no, on/off, 
 int config_parse_tls_version(const char *s, unsigned *out); /* "1.2", "1.3" -> CONFIG_TLS1_* */
 int config_parse_client_cert(const char *s, enum client_cert_mode *out); /* required|optional */
 int config_check_handler_list(const char *s); /* "log" or "a,b": names of [a-z0-9_] */
+int config_parse_client_id_mode(const char *s, enum client_id_mode *out); /* any|equal|prefix|pattern */
+const char *client_id_mode_name(enum client_id_mode m);
+
+/*
+ * CLIENT_ID_POLICY's grammar (client_id.c), shared by config_load, which
+ * checks the settings, and the session, which applies them at CONNECT.
+ *
+ * A pattern is literal text with placeholders %u (the username) and %cn
+ * (the certificate CN), %% for a literal '%', and at most one '*', as its
+ * last character, standing for any rest of the id.  The shape keeps every
+ * id owned by one identity: at least one placeholder; no two placeholders
+ * side by side; no '*' right after a placeholder (with "%u*", user bob
+ * could take user bobby's ids).  At CONNECT an identity that contains the
+ * character following its placeholder is refused, for the same reason
+ * (with "%u-*", bob-x could otherwise share ids with bob).
+ *
+ * config_check_* return NULL when s is good, else why it is not (for the
+ * message that names the variable).
+ */
+const char *config_check_client_id_pattern(const char *s);
+const char *config_check_client_id_separators(const char *s);
+bool client_id_pattern_uses_cn(const char *pattern);
+/* Whether the policy lets a client that proved username and cn ("" when it
+ * has no certificate) use client_id.  On false, *why (if why is not NULL)
+ * says why, for the log. */
+bool client_id_check(const struct client_id_policy *p, mgate_bytes client_id, mgate_bytes username,
+                     const char *cn, const char **why);
 
 /*
  * Variables read from a file (.env or INI), kept apart from the environment

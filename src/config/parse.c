@@ -79,6 +79,7 @@ static const char *const level_names[] = {"debug", "info", "warn", "error", "off
 static const char *const protocol_names[] = {"none", "mqtt", "mqtts", "ws", "wss", "http", "https"};
 static const char *const refusal_names[] = {"reason", "close"};
 static const char *const client_cert_names[] = {"required", "optional"};
+static const char *const client_id_names[] = {"any", "equal", "prefix", "pattern"};
 /* the first half means false, the second true */
 static const char *const bool_names[] = {"false", "no", "off", "0", "true", "yes", "on", "1"};
 static const char *const tls_version_names[] = {"1.2", "1.3"};
@@ -135,6 +136,19 @@ int config_parse_client_cert(const char *s, enum client_cert_mode *out)
     if (i >= 0)
         *out = (enum client_cert_mode)i;
     return i >= 0 ? 0 : -1;
+}
+
+int config_parse_client_id_mode(const char *s, enum client_id_mode *out)
+{
+    int i = word_index(s, client_id_names, 0, COUNT(client_id_names));
+    if (i >= 0)
+        *out = (enum client_id_mode)i;
+    return i >= 0 ? 0 : -1;
+}
+
+const char *client_id_mode_name(enum client_id_mode m)
+{
+    return (unsigned)m < COUNT(client_id_names) ? client_id_names[m] : "?";
 }
 
 int config_parse_bool(const char *s, bool *out)

@@ -29,6 +29,9 @@ struct session_params {
     uint32_t connect_timeout_ms;
     uint32_t output_high_water;
     bool refusal_close; /* close instead of answering with a reason code */
+    /* CLIENT_ID_POLICY (config/config.h), owned by the configuration;
+     * NULL: any client id (today's behaviour) */
+    const struct client_id_policy *client_id_policy;
     /* MGATE_HANDLER: the chain, asked in order (see mgate.h) */
     const struct mgate_handler *const *handlers;
     unsigned handler_count;

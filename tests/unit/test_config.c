@@ -233,6 +233,20 @@ static const struct bad_value {
     {"MGATE_MQTT_WITH_MTLS_REVOCATION_TIMEOUT", "60001ms", "out of range (expected 100ms to 60s)"},
     {"MGATE_MQTT_WITH_MTLS_REVOCATION_TIMEOUT", "0", "out of range"},
     {"MGATE_MQTT_WITH_MTLS_REVOCATION_TIMEOUT", "1m1s", "not a duration"},
+    {"MGATE_MQTT_WITHOUT_TLS_CLIENT_ID_POLICY", "username",
+     "is not a client id policy (expected any, equal, prefix or pattern)"},
+    {"MGATE_MQTT_WS_WITH_TLS_CLIENT_ID_POLICY", "equal ", "not a client id policy"},
+    {"MGATE_MQTT_WITHOUT_TLS_CLIENT_ID_SEPARATORS", "a", "not a list of separators"},
+    {"MGATE_MQTT_WITHOUT_TLS_CLIENT_ID_SEPARATORS", "- ", "not a list of separators"},
+    {"MGATE_MQTT_WITHOUT_TLS_CLIENT_ID_SEPARATORS", "-_:/.@#+!$&*,;=~|^", "at most 16 characters"},
+    {"MGATE_MQTT_WITHOUT_TLS_CLIENT_ID_PATTERN", "dev-1", "(expected %u or %cn in it"},
+    {"MGATE_MQTT_WITHOUT_TLS_CLIENT_ID_PATTERN", "%u*", "a * right after %u or %cn"},
+    {"MGATE_MQTT_WITHOUT_TLS_CLIENT_ID_PATTERN", "%cn*", "a * right after %u or %cn"},
+    {"MGATE_MQTT_WITHOUT_TLS_CLIENT_ID_PATTERN", "*-%u", "a * may only be its last character"},
+    {"MGATE_MQTT_WITHOUT_TLS_CLIENT_ID_PATTERN", "%u-**", "a * may only be its last character"},
+    {"MGATE_MQTT_WITHOUT_TLS_CLIENT_ID_PATTERN", "%u%cn", "two placeholders side by side"},
+    {"MGATE_MQTT_WITHOUT_TLS_CLIENT_ID_PATTERN", "%c-x", "after % expected u, cn or %"},
+    {"MGATE_MQTT_WITHOUT_TLS_CLIENT_ID_PATTERN", "%u-%", "after % expected u, cn or %"},
     {"MGATE_LOG_LEVEL", "verbose", "(expected debug, info, warn, error or off)"},
     {"MGATE_HANDLER", "Log", "a-z, 0-9 and _"},
     {"MGATE_HANDLER", "log,,audit", "not a handler list"},
@@ -364,6 +378,78 @@ static void test_target_tls_defaults(void)
 }
 
 /* ---- validation: settings that go together ---- */
+
+static void test_client_id_policy(void)
+{
+    const char *def[] = {NULL};
+    struct mgate_config cfg;
+    CHECK_EQ_INT(load(&cfg, def, NULL, NULL), 0);
+    for (int i = 0; i < LISTENER_COUNT; i++)
+        CHECK_EQ_INT(cfg.listeners[i].client_id.mode, CLIENT_ID_ANY);
+    config_free(&cfg);
+
+    const char *good[] = {"MGATE_MQTT_WITHOUT_TLS_CLIENT_ID_POLICY", "Prefix",
+                          "MGATE_MQTT_WITH_TLS_CLIENT_ID_POLICY", "prefix",
+                          "MGATE_MQTT_WITH_TLS_CLIENT_ID_SEPARATORS", ":/",
+                          "MGATE_MQTT_WS_WITHOUT_TLS_CLIENT_ID_POLICY", "EQUAL",
+                          "MGATE_MQTT_WS_WITH_MTLS_CLIENT_ID_POLICY", "pattern",
+                          "MGATE_MQTT_WS_WITH_MTLS_CLIENT_ID_PATTERN", "dev/%cn/%u:*",
+                          "MGATE_MQTT_WS_WITH_MTLS_CLIENT_CA_FILE", "ca.crt",
+                          "MGATE_MQTT_WITH_MTLS_CLIENT_ID_POLICY", "pattern",
+                          "MGATE_MQTT_WITH_MTLS_CLIENT_ID_PATTERN", "100%%-%u",
+                          "MGATE_HTTP_WITHOUT_TLS_CLIENT_ID_POLICY", "any",
+                          NULL};
+    CHECK_EQ_INT(load(&cfg, good, NULL, NULL), 0);
+    const struct listener_config *l = cfg.listeners;
+    CHECK_EQ_INT(l[LISTENER_MQTT].client_id.mode, CLIENT_ID_PREFIX);
+    CHECK_EQ_STR(l[LISTENER_MQTT].client_id.separators, "-"); /* the default */
+    CHECK_EQ_STR(l[LISTENER_MQTT_TLS].client_id.separators, ":/");
+    CHECK_EQ_INT(l[LISTENER_WS].client_id.mode, CLIENT_ID_EQUAL);
+    CHECK_EQ_INT(l[LISTENER_WS_MTLS].client_id.mode, CLIENT_ID_PATTERN);
+    CHECK_EQ_STR(l[LISTENER_WS_MTLS].client_id.pattern, "dev/%cn/%u:*");
+    CHECK_EQ_STR(l[LISTENER_MQTT_MTLS].client_id.pattern, "100%%-%u");
+    CHECK_EQ_INT(l[LISTENER_HTTP].client_id.mode, CLIENT_ID_ANY);
+    CHECK_EQ_INT(l[LISTENER_MQTT_TLS].client_id.mode, CLIENT_ID_PREFIX); /* per listener */
+    CHECK_EQ_INT(l[LISTENER_WS_TLS].client_id.mode, CLIENT_ID_ANY);
+    config_free(&cfg);
+
+    /* A setting the policy would not read: the user believes in a check that is not there. */
+    const char *a[] = {"MGATE_MQTT_WITHOUT_TLS_CLIENT_ID_PATTERN", "%u", NULL};
+    expect_error(a, "MGATE_MQTT_WITHOUT_TLS_CLIENT_ID_PATTERN is set but "
+                    "MGATE_MQTT_WITHOUT_TLS_CLIENT_ID_POLICY is \"any\"", "(expected pattern)");
+    const char *b[] = {"MGATE_MQTT_WITHOUT_TLS_CLIENT_ID_POLICY", "equal",
+                       "MGATE_MQTT_WITHOUT_TLS_CLIENT_ID_SEPARATORS", ":", NULL};
+    expect_error(b, "MGATE_MQTT_WITHOUT_TLS_CLIENT_ID_SEPARATORS is set but", "(expected prefix)");
+    const char *c[] = {"MGATE_MQTT_WITH_TLS_CLIENT_ID_POLICY", "pattern", NULL};
+    expect_error(c, "MGATE_MQTT_WITH_TLS_CLIENT_ID_PATTERN is required when "
+                    "MGATE_MQTT_WITH_TLS_CLIENT_ID_POLICY is \"pattern\"", NULL);
+    const char *d[] = {"MGATE_MQTT_WITH_TLS_CLIENT_ID_POLICY", "pattern",
+                       "MGATE_MQTT_WITH_TLS_CLIENT_ID_PATTERN", "%u-%cn", NULL};
+    expect_error(d, "MGATE_MQTT_WITH_TLS_CLIENT_ID_PATTERN uses %cn and requires "
+                    "MGATE_MQTT_WITH_TLS_CLIENT_CA_FILE", NULL);
+    const char *e[] = {"MGATE_HTTP_WITH_TLS_CLIENT_ID_POLICY", "equal", NULL};
+    expect_error(e, "MGATE_HTTP_WITH_TLS_CLIENT_ID_POLICY: \"equal\" is not possible for this listener",
+                 "expected any");
+    const char *f[] = {"MGATE_COAP_WITHOUT_DTLS_CLIENT_ID_POLICY", "prefix", NULL};
+    expect_error(f, "MGATE_COAP_WITHOUT_DTLS_CLIENT_ID_POLICY", "not possible for this listener");
+
+    /* The INI file: keys in the listener's section, messages with file and key. */
+    const char *ini = tmpfile_with("cid.ini", "[mqtt_without_tls]\nclient_id_policy = pattern\n"
+                                              "client_id_pattern = %u:*\n");
+    CHECK_EQ_INT(load(&cfg, NULL, ini, NULL), 0);
+    CHECK_EQ_INT(cfg.listeners[LISTENER_MQTT].client_id.mode, CLIENT_ID_PATTERN);
+    CHECK_EQ_STR(cfg.listeners[LISTENER_MQTT].client_id.pattern, "%u:*");
+    config_free(&cfg);
+    ini = tmpfile_with("cid-bad.ini", "[mqtt_with_tls]\nclient_id_policy = username\n");
+    CHECK_EQ_INT(load(&cfg, NULL, ini, NULL), -1);
+    CHECK(strstr(err, "cid-bad.ini:2: client_id_policy (MGATE_MQTT_WITH_TLS_CLIENT_ID_POLICY): \"username\"") != NULL);
+    config_free(&cfg);
+    ini = tmpfile_with("cid-unused.ini", "[mqtt_with_tls]\nclient_id_separators = :\n");
+    CHECK_EQ_INT(load(&cfg, NULL, ini, NULL), -1);
+    CHECK(strstr(err, "MGATE_MQTT_WITH_TLS_CLIENT_ID_SEPARATORS (client_id_separators in [mqtt_with_tls]) is set") != NULL);
+    config_free(&cfg);
+    CHECK(config_known_var("MGATE_MQTT_WS_WITH_MTLS_CLIENT_ID_PATTERN"));
+}
 
 static void test_required_together(void)
 {
@@ -856,6 +942,7 @@ int main(void)
     test_good_tls_values();
     test_target_tls_defaults();
     test_required_together();
+    test_client_id_policy();
     test_bad_files();
     test_missing_files();
     test_ini_long_line();
