@@ -2,8 +2,9 @@
  * mgate: an MQTT proxy.  This header is the whole public API: write a handler,
  * register it, and run mgate with it.
  *
- * A handler sees every client's CONNECT, PUBLISH, SUBSCRIBE and UNSUBSCRIBE
- * (and every broker->client PUBLISH, through auth_subscribe) and may allow,
+ * A handler sees every client's CONNECT (and its will, through auth_publish),
+ * PUBLISH, SUBSCRIBE and UNSUBSCRIBE (and every broker->client PUBLISH,
+ * through auth_subscribe) and may allow,
  * deny, or rewrite them.  Every callback runs on the event loop thread that
  * owns the session: never block in one.
  *
@@ -89,13 +90,27 @@ struct mgate_connect_req {
     uint8_t reason; /* enum mgate_reason, on DENY */
 };
 
+/*
+ * A PUBLISH, or a CONNECT's will (`will` set).  The will is a message the
+ * broker publishes for the client later, when it vanishes without a
+ * DISCONNECT: it is judged when the CONNECT is, right after auth_connect
+ * allowed it (the session's username and client id are then those
+ * auth_connect settled on), by every handler's auth_publish, and a refused
+ * will refuses the CONNECT (CONNACK 5 / 0x87, or `reason`).  Its topic,
+ * payload, qos and retain may be rewritten like a PUBLISH's; the CONNECT is
+ * then re-encoded.  No publish hook follows: the will may never be sent.
+ */
 struct mgate_publish_req {
     enum mgate_direction dir;
     mgate_bytes topic; /* an alias is already resolved */
     mgate_bytes payload;
     uint8_t qos;
     bool retain;
-    uint8_t reason; /* on DENY (v5 PUBACK/PUBREC code) */
+    uint8_t reason; /* on DENY (v5 PUBACK/PUBREC code; CONNACK code for a will) */
+    bool will;      /* a CONNECT's will, not a PUBLISH (dir is MGATE_UP) */
+    /* 5.0 wills: the will properties as the client encoded them (the
+     * property list without its length; read-only), else empty. */
+    mgate_bytes will_properties;
 };
 
 struct mgate_filter {

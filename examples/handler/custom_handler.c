@@ -108,6 +108,14 @@ static enum mgate_verdict auth_publish(mgate_session *s, struct mgate_publish_re
 {
     if (contains(req->topic, "forbidden") || equals(req->payload, "deny-payload"))
         return MGATE_DENY;
+    /* A CONNECT's will comes here too (req->will), right after auth_connect:
+     * the broker would publish it later for the client, so it gets the same
+     * rules as a PUBLISH, and a refused will refuses the CONNECT.  This
+     * handler also keeps wills off its "alerts/" topics altogether. */
+    if (req->will && has_prefix(req->topic, "alerts/")) {
+        req->reason = MGATE_REASON_NOT_AUTHORIZED;
+        return MGATE_DENY;
+    }
     if (has_prefix(req->topic, "rewrite/")) {
         /* Memory from mgate_session_alloc lives until the packet is sent. */
         uint32_t rest = req->topic.len - 8;

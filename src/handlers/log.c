@@ -39,7 +39,7 @@ static enum mgate_verdict auth_publish(mgate_session *s, struct mgate_publish_re
 {
     struct logline l;
     if (log_enabled(LOGL_DEBUG)) {
-        begin(&l, LOGL_DEBUG, "auth_publish", s);
+        begin(&l, LOGL_DEBUG, req->will ? "auth_publish (will)" : "auth_publish", s);
         log_bytes(&l, "topic", req->topic.p, req->topic.len);
         log_uint(&l, "bytes", req->payload.len);
         log_int(&l, "qos", req->qos);

@@ -8,7 +8,8 @@
  *   request   {"action":"connect"|"publish"|"subscribe", "listener", "client_id",
  *              "username", "password" (connect only; "password_base64" when it is
  *              not UTF-8), "cn" (a verified client certificate's), "protocol",
- *              "topic", "qos", "retain" (publish), "peer"}
+ *              "topic", "qos", "retain" (publish), "will" (true for a CONNECT's
+ *              will, asked as a publish right after its connect), "peer"}
  *   answer    2xx with {"result":"allow"|"deny"|"ignore"}: that; 2xx without a
  *             result: allow; 4xx: deny; anything else (5xx, a timeout, no
  *             connection, an unreadable answer): MGATE_WEBHOOK_ON_ERROR.
@@ -471,7 +472,7 @@ static void start_next(struct webhook *wh)
 
 /* The JSON body of one item, and its cache key (everything but the peer). */
 static int item_build(struct item *it, mgate_session *s, const char *action, const struct mgate_connect_req *c,
-                      mgate_bytes topic, int qos, int retain)
+                      mgate_bytes topic, int qos, int retain, bool will)
 {
     struct jbuf b = {0};
     puts_(&b, "{\"action\":\"");
@@ -501,6 +502,8 @@ static int item_build(struct item *it, mgate_session *s, const char *action, con
         puts_(&b, num);
         if (retain >= 0)
             puts_(&b, retain ? ",\"retain\":true" : ",\"retain\":false");
+        if (will) /* a CONNECT's will, judged with the CONNECT (mgate.h) */
+            puts_(&b, ",\"will\":true");
     }
     if (!b.oom)
         SHA256((const uint8_t *)b.p, b.len, it->key);
@@ -576,7 +579,7 @@ static enum mgate_verdict no_memory(mgate_session *s, struct group *g)
 static enum mgate_verdict auth_connect(mgate_session *s, struct mgate_connect_req *req)
 {
     struct group *g = group_new(s, req, K_CONNECT, 1);
-    if (!g || item_build(&g->items[0], s, "connect", req, (mgate_bytes){NULL, 0}, 0, -1) < 0)
+    if (!g || item_build(&g->items[0], s, "connect", req, (mgate_bytes){NULL, 0}, 0, -1, false) < 0)
         return no_memory(s, g);
     return group_run(g);
 }
@@ -584,7 +587,7 @@ static enum mgate_verdict auth_connect(mgate_session *s, struct mgate_connect_re
 static enum mgate_verdict auth_publish(mgate_session *s, struct mgate_publish_req *req)
 {
     struct group *g = group_new(s, req, K_PUBLISH, 1);
-    if (!g || item_build(&g->items[0], s, "publish", NULL, req->topic, req->qos, req->retain) < 0)
+    if (!g || item_build(&g->items[0], s, "publish", NULL, req->topic, req->qos, req->retain, req->will) < 0)
         return no_memory(s, g);
     return group_run(g);
 }
@@ -605,7 +608,7 @@ static enum mgate_verdict auth_subscribe(mgate_session *s, struct mgate_subscrib
         if (req->filters[i].denied)
             continue;
         g->items[k].filter = i;
-        if (item_build(&g->items[k++], s, "subscribe", NULL, req->filters[i].filter, req->filters[i].qos, -1) < 0)
+        if (item_build(&g->items[k++], s, "subscribe", NULL, req->filters[i].filter, req->filters[i].qos, -1, false) < 0)
             return no_memory(s, g);
     }
     return group_run(g);

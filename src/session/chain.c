@@ -10,15 +10,17 @@
 
 static enum mgate_verdict ask_one(const struct mgate_handler *hd, struct mgate_session *s, struct held *h)
 {
-    if (h->type == MQTT_CONNECT)
+    if (h->type == MQTT_CONNECT && !h->will_stage)
         return hd->auth_connect ? hd->auth_connect(s, &h->req.connect) : MGATE_IGNORE;
+    if (h->type == MQTT_CONNECT)
+        return hd->auth_publish ? hd->auth_publish(s, &h->will) : MGATE_IGNORE;
     if (h->type == MQTT_PUBLISH && h->dir == MGATE_UP)
         return hd->auth_publish ? hd->auth_publish(s, &h->req.publish) : MGATE_IGNORE;
     /* SUBSCRIBE, and a broker's PUBLISH (checked as a subscription to its topic) */
     return hd->auth_subscribe ? hd->auth_subscribe(s, &h->req.subscribe) : MGATE_IGNORE;
 }
 
-enum mgate_verdict chain_ask(struct mgate_session *s, struct held *h)
+static enum mgate_verdict ask_from_step(struct mgate_session *s, struct held *h)
 {
     const struct session_params *p = s->p;
     for (; h->step < p->handler_count; h->step++) {
@@ -38,6 +40,59 @@ enum mgate_verdict chain_ask(struct mgate_session *s, struct held *h)
         }
     }
     return MGATE_ALLOW;
+}
+
+/* The will is a publish the client causes: it is judged with the identity
+ * auth_connect settled on (saved first, so handlers read it through the
+ * session's accessors), from the first handler of the chain on. */
+static bool begin_will_stage(struct mgate_session *s, struct held *h)
+{
+    if (h->type != MQTT_CONNECT || h->will_stage || !h->pkt.connect.has_will)
+        return false;
+    const struct mqtt_connect *c = &h->pkt.connect;
+    session_save_credentials(s, &h->req.connect);
+    h->will_stage = true;
+    h->step = 0;
+    h->will = (struct mgate_publish_req){
+        .dir = MGATE_UP,
+        .topic = to_bytes(c->will_topic),
+        .payload = to_bytes(c->will_payload),
+        .qos = c->will_qos,
+        .retain = c->will_retain,
+        .will = true,
+        .will_properties = {c->will_props.raw, c->will_props.raw_len},
+    };
+    return true;
+}
+
+/* Out of memory saving the identity: the will would be judged as an
+ * anonymous client's, so it is refused instead (fail closed). */
+static enum mgate_verdict ask_will(struct mgate_session *s, struct held *h)
+{
+    if (s->cred_mem)
+        return ask_from_step(s, h);
+    h->will.reason = MGATE_REASON_SERVER_BUSY;
+    return MGATE_DENY;
+}
+
+enum mgate_verdict chain_ask(struct mgate_session *s, struct held *h)
+{
+    enum mgate_verdict v = ask_from_step(s, h);
+    if (v == MGATE_ALLOW && begin_will_stage(s, h))
+        v = ask_will(s, h);
+    return v;
+}
+
+enum mgate_verdict chain_resume(struct mgate_session *s, struct held *h)
+{
+    h->answered = false; /* in case the request is asked again */
+    if (h->verdict == MGATE_IGNORE) {
+        h->step++;
+        return chain_ask(s, h);
+    }
+    if (h->verdict == MGATE_ALLOW && begin_will_stage(s, h))
+        return ask_will(s, h);
+    return h->verdict;
 }
 
 void chain_connect(struct mgate_session *s)

@@ -183,6 +183,9 @@ enum pkt_result held_pend(struct pass *ps, struct held *h, const uint8_t *raw, u
         rebase(&h->req.connect.client_id, raw, len, copy);
         rebase(&h->req.connect.username, raw, len, copy);
         rebase(&h->req.connect.password, raw, len, copy);
+        rebase(&h->will.topic, raw, len, copy);
+        rebase(&h->will.payload, raw, len, copy);
+        rebase(&h->will.will_properties, raw, len, copy);
     } else if (h->type == MQTT_PUBLISH && ps->dir == MGATE_UP) {
         rebase(&h->req.publish.topic, raw, len, copy);
         rebase(&h->req.publish.payload, raw, len, copy);
@@ -202,14 +205,10 @@ static void finish_held(struct loop *l, struct loop_defer *d)
     struct held *h = (struct held *)((char *)d - offsetof(struct held, resume));
     struct mgate_session *s = h->s;
     int dir = h->dir;
-    if (s->state != SESSION_CLOSING && h->verdict == MGATE_IGNORE) {
-        /* That handler passed: the rest of the chain decides, maybe later
-         * again (the packet stays held, reading stays paused). */
-        h->answered = false;
-        h->step++;
-        if ((h->verdict = chain_ask(s, h)) == MGATE_PENDING)
-            return;
-    }
+    /* A pass, or a CONNECT's will still to judge: the chain goes on, maybe
+     * pending again (the packet stays held, reading stays paused). */
+    if (s->state != SESSION_CLOSING && (h->verdict = chain_resume(s, h)) == MGATE_PENDING)
+        return;
     s->held[dir] = NULL;
     count_verdict(s, h, loop_now(s->loop) - h->since);
     if (s->state != SESSION_CLOSING) {
@@ -236,7 +235,7 @@ void mgate_resume(mgate_session *s, const void *req, enum mgate_verdict v)
     }
     for (int dir = 0; dir < 2; dir++) {
         struct held *h = s->held[dir];
-        if (!h || (const void *)&h->req != req || h->answered)
+        if (!h || h->answered || ((const void *)&h->req != req && (const void *)&h->will != req))
             continue;
         h->answered = true;
         h->verdict = v == MGATE_ALLOW || v == MGATE_IGNORE ? v : MGATE_DENY;

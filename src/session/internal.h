@@ -27,6 +27,10 @@ struct held {
         struct mgate_subscribe_req subscribe;
     } req;
     struct mgate_filter one_filter; /* a broker PUBLISH's topic, for auth_subscribe */
+    /* A CONNECT is asked in two stages: auth_connect, then (when it was
+     * allowed and carries a will) auth_publish with its will (chain.c). */
+    struct mgate_publish_req will;
+    bool will_stage;
     mqtt_str resolved_topic;        /* PUBLISH: the topic after alias resolution */
     struct mgate_session *s;
     uint8_t dir;
@@ -149,6 +153,10 @@ void chain_disconnect(struct mgate_session *s);
 enum pkt_result up_packet(struct pass *ps, const uint8_t *raw, uint32_t len, struct mqtt_packet *pkt);
 enum pkt_result down_packet(struct pass *ps, const uint8_t *raw, uint32_t len, struct mqtt_packet *pkt);
 enum pkt_result up_finish(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len);
+/* A pending verdict came (h->verdict): what follows from it.  A pass asks
+ * the next handler, a CONNECT allowed with a will asks about the will; the
+ * answer may be MGATE_PENDING again. */
+enum mgate_verdict chain_resume(struct mgate_session *s, struct held *h);
 enum pkt_result down_finish(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len);
 /* Common: v5 alias resolution and forwarding of a (maybe rewritten) PUBLISH. */
 int publish_resolve_alias(struct pass *ps, struct mqtt_publish *pub, mqtt_str *resolved);

@@ -578,7 +578,7 @@ bool session_log_begin(struct mgate_session *s, struct logline *l, int level, co
     if (!log_limit_take(&s->log_budget, now, SESSION_LOG_BURST, &mine))
         return false;
     if (s->p->log_budget && !log_limit_take(s->p->log_budget, now, LISTENER_LOG_BURST, &listener)) {
-        s->log_budget.left_out++; /* this session's line was left out after all */
+        s->log_budget.left_out += mine + 1; /* this line was left out after all, and the count it carried waits */
         return false;
     }
     log_begin(l, level, msg);

@@ -29,7 +29,7 @@ static bool cn_as_username(struct mgate_session *s, struct mgate_connect_req *re
     size_t n = strlen(cn);
     char *p = n ? mgate_session_alloc(s, n) : NULL;
     if (!p) {
-        mgate_log(LOGL_INFO, s, "refused: USE_CN_AS_USERNAME and no usable certificate CN");
+        session_log(s, LOGL_INFO, "refused: USE_CN_AS_USERNAME and no usable certificate CN");
         req->reason = MGATE_REASON_BAD_USER_OR_PASSWORD;
         return false;
     }
@@ -75,26 +75,72 @@ static enum pkt_result up_connect(struct pass *ps, const uint8_t *raw, uint32_t 
     return held_decide(ps, h, raw, len);
 }
 
-static bool connect_changed(const struct mgate_connect_req *req, const struct mqtt_connect *c)
+static bool will_changed(const struct held *h)
 {
+    const struct mgate_publish_req *w = &h->will;
+    const struct mqtt_connect *c = &h->pkt.connect;
+    return h->will_stage && (!bytes_same(w->topic, c->will_topic) || !bytes_same(w->payload, c->will_payload) ||
+                             w->qos != c->will_qos || w->retain != c->will_retain);
+}
+
+static bool connect_changed(const struct held *h)
+{
+    const struct mgate_connect_req *req = &h->req.connect;
+    const struct mqtt_connect *c = &h->pkt.connect;
     return !bytes_same(req->client_id, c->client_id) || req->has_username != c->has_username ||
            req->has_password != c->has_password ||
            (req->has_username && !bytes_same(req->username, c->username)) ||
-           (req->has_password && !bytes_same(req->password, c->password));
+           (req->has_password && !bytes_same(req->password, c->password)) || will_changed(h);
+}
+
+/* The CONNECT as the handlers left it: credentials as saved, the will as
+ * rewritten (its properties stay as they came). */
+static void emit_rewritten_connect(struct pass *ps, const struct held *h)
+{
+    struct mgate_session *s = ps->s;
+    const struct mgate_connect_req *req = &h->req.connect;
+    struct mqtt_packet np = h->pkt;
+    struct mqtt_connect *nc = &np.connect;
+    nc->client_id = to_str(s->client_id);
+    nc->has_username = req->has_username;
+    /* before 5.0 a password needs a username: a token then stays with the handler */
+    bool pw = req->has_password && (req->has_username || s->version == MQTT_V5);
+    nc->has_password = pw;
+    nc->username = to_str(s->username);
+    nc->password = to_str(s->password);
+    if (h->will_stage) {
+        nc->will_topic = to_str(h->will.topic);
+        nc->will_payload = to_str(h->will.payload);
+        nc->will_qos = h->will.qos > 2 ? 2 : h->will.qos;
+        nc->will_retain = h->will.retain;
+    }
+    pass_emit_packet(ps, &np);
+}
+
+static enum pkt_result refuse_connect(struct mgate_session *s, const struct held *h)
+{
+    uint8_t reason = h->will_stage ? h->will.reason : h->req.connect.reason;
+    if (!s->p->refusal_close) /* REFUSAL=close: the Go mGate just closes */
+        reply_connack(s, reason ? reason : MQTT_RC_NOT_AUTHORIZED);
+    if (h->will_stage)
+        METRIC_INC(session_metrics(s)->publish_refused[MGATE_UP]);
+    session_close_as(s, CONN_END_POLICY, CONN_END_NORMAL,
+                     h->will_stage ? "CONNECT refused: its will was refused by the handler"
+                                   : "CONNECT refused by the handler");
+    return PKT_CLOSE;
 }
 
 static enum pkt_result finish_connect(struct pass *ps, struct held *h)
 {
     struct mgate_session *s = ps->s;
     struct mgate_connect_req *req = &h->req.connect;
-    struct mqtt_connect *c = &h->pkt.connect;
-    if (h->verdict != MGATE_ALLOW) {
-        if (!s->p->refusal_close) /* REFUSAL=close: the Go mGate just closes */
-            reply_connack(s, req->reason ? req->reason : MQTT_RC_NOT_AUTHORIZED);
-        session_close_as(s, CONN_END_POLICY, CONN_END_NORMAL, "CONNECT refused by the handler");
+    if (h->verdict != MGATE_ALLOW)
+        return refuse_connect(s, h);
+    session_save_credentials(s, req);
+    if (!s->cred_mem) { /* never on with an identity nobody checked */
+        session_close_as(s, CONN_END_INTERNAL, CONN_END_INTERNAL, "out of memory");
         return PKT_CLOSE;
     }
-    session_save_credentials(s, req);
     if (!session_client_id_allowed(s)) {
         if (!s->p->refusal_close)
             reply_connack(s, MQTT_RC_BAD_CLIENT_ID);
@@ -109,20 +155,8 @@ static enum pkt_result finish_connect(struct pass *ps, struct held *h)
     ps->to = s->broker;
     s->state = SESSION_AWAIT_CONNACK;
     enum pkt_result r = PKT_FORWARD;
-    if (connect_changed(req, c)) {
-        struct mqtt_packet np = h->pkt;
-        struct mqtt_connect *nc = &np.connect;
-        nc->client_id = to_str(s->client_id);
-        nc->has_username = req->has_username;
-        /* before 5.0 a password needs a username: a token then stays with the handler */
-        bool pw = req->has_password && (req->has_username || s->version == MQTT_V5);
-        nc->has_password = pw;
-        nc->username = to_str(s->username);
-        nc->password = to_str(s->password);
-        nc->flags = (uint8_t)((nc->flags & ~(CONNECT_FLAG_USERNAME | CONNECT_FLAG_PASSWORD)) |
-                              (req->has_username ? CONNECT_FLAG_USERNAME : 0) |
-                              (pw ? CONNECT_FLAG_PASSWORD : 0));
-        pass_emit_packet(ps, &np);
+    if (connect_changed(h)) {
+        emit_rewritten_connect(ps, h);
         r = PKT_HANDLED;
     }
     chain_connect(s);
@@ -159,11 +193,8 @@ static enum pkt_result refuse_publish(struct pass *ps, const struct mqtt_publish
 {
     METRIC_INC(session_metrics(ps->s)->publish_refused[MGATE_UP]);
     struct mgate_session *s = ps->s;
-    if (log_enabled(LOGL_INFO)) {
-        struct logline l;
-        log_begin(&l, LOGL_INFO, "PUBLISH refused");
-        log_uint(&l, "session", s->id);
-        log_bytes(&l, "client_id", s->client_id.p, s->client_id.len);
+    struct logline l;
+    if (session_log_begin(s, &l, LOGL_INFO, "PUBLISH refused")) {
         log_bytes(&l, "topic", pub->topic.p, pub->topic.len);
         log_end(&l);
     }
@@ -336,7 +367,7 @@ static enum pkt_result finish_subscribe(struct pass *ps, struct held *h)
         return PKT_CLOSE;
     }
     if (denied)
-        mgate_log(LOGL_INFO, s, "SUBSCRIBE: %u of %u filters refused", denied, req->count);
+        session_log(s, LOGL_INFO, "SUBSCRIBE: %u of %u filters refused", denied, req->count);
     if (denied == req->count) {
         answer_all_refused(s, h);
         return PKT_HANDLED;
