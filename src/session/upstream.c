@@ -331,28 +331,28 @@ static bool filters_changed(struct held *h, uint32_t *denied)
     return changed;
 }
 
-static void answer_all_refused(struct mgate_session *s, struct held *h)
+static int answer_all_refused(struct mgate_session *s, struct held *h)
 {
     struct mgate_subscribe_req *req = &h->req.subscribe;
-    uint8_t *codes = malloc(req->count);
-    if (!codes)
-        return;
-    memset(codes, refusal_code(s, req->reason), req->count);
     struct mqtt_packet np = {.type = MQTT_SUBACK};
     np.suback.id = h->pkt.subscribe.id;
-    np.suback.codes = codes;
     np.suback.count = req->count;
-    uint8_t buf[256], *out = buf;
-    size_t need = mqtt_encode(&np, s->version, NULL, 0);
-    if (need > sizeof(buf))
+    size_t need = 0;
+    uint8_t *codes = malloc(req->count), *out = NULL;
+    if (codes) {
+        memset(codes, refusal_code(s, req->reason), req->count);
+        np.suback.codes = codes;
+        need = mqtt_encode(&np, s->version, NULL, 0);
         out = malloc(need);
+    }
+    int rc = out ? 0 : -1;
     if (out) {
         mqtt_encode(&np, s->version, out, need);
         conn_write(s->client, out, need);
     }
-    if (out != buf)
-        free(out);
+    free(out);
     free(codes);
+    return rc;
 }
 
 static enum pkt_result finish_subscribe(struct pass *ps, struct held *h)
@@ -369,8 +369,10 @@ static enum pkt_result finish_subscribe(struct pass *ps, struct held *h)
     if (denied)
         session_log(s, LOGL_INFO, "SUBSCRIBE: %u of %u filters refused", denied, req->count);
     if (denied == req->count) {
-        answer_all_refused(s, h);
-        return PKT_HANDLED;
+        if (answer_all_refused(s, h) == 0)
+            return PKT_HANDLED;
+        session_close_as(s, CONN_END_INTERNAL, CONN_END_INTERNAL, "out of memory");
+        return PKT_CLOSE;
     }
     enum pkt_result r = PKT_FORWARD;
     if (denied || changed) {
