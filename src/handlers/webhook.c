@@ -423,7 +423,8 @@ static void on_answer(void *ctx, const struct fetch_result *res)
     else if (!res->error && res->status >= 400 && res->status < 500)
         r = R_DENY;
     if (r == R_ERROR || log_enabled(LOGL_DEBUG)) {
-        mgate_log(r == R_ERROR ? LOGL_WARN : LOGL_DEBUG, it->g->s, "http: %s %s: %s (%.0f ms)%s",
+        /* budgeted: a client's flood while the service is down is one line per request */
+        session_log(it->g->s, r == R_ERROR ? LOGL_WARN : LOGL_DEBUG, "http: %s %s: %s (%.0f ms)%s",
                   it->g->kind == K_CONNECT ? "connect" : it->g->kind == K_PUBLISH ? "publish" : "subscribe",
                   res->error ? res->error : "answered", result_names[r], res->seconds * 1000,
                   res->error || (res->status >= 200 && res->status < 500) ? "" : " (status not 2xx/4xx)");
