@@ -7,6 +7,7 @@
 #include "check.h"
 #include "core/base64.h"
 #include "core/buf.h"
+#include "core/log.h"
 #include "core/loop.h"
 #include "session/alias.h"
 
@@ -190,8 +191,33 @@ static void test_base64(void)
     CHECK_EQ_INT(base64_decode("dXNlcjpwYXNz", 12, out, 8), -1);    /* does not fit */
 }
 
+/* The log budget: `burst` lines a second, the rest counted and handed to
+ * the next line let through, in a later second. */
+static void test_log_limit(void)
+{
+    struct log_limit ll = {0};
+    uint32_t left = 99;
+    uint64_t t = 5000;
+    for (int i = 0; i < 3; i++) {
+        CHECK(log_limit_take(&ll, t + (uint64_t)i, 3, &left));
+        CHECK_EQ_INT((int)left, 0);
+    }
+    for (int i = 0; i < 10; i++)
+        CHECK(!log_limit_take(&ll, t + 500, 3, &left));
+    CHECK(log_limit_take(&ll, t + 1000, 3, &left)); /* the next second */
+    CHECK_EQ_INT((int)left, 10);
+    CHECK(log_limit_take(&ll, t + 1001, 3, &left));
+    CHECK_EQ_INT((int)left, 0); /* reported once */
+    CHECK(log_limit_take(&ll, t + 1002, 3, &left));
+    CHECK(!log_limit_take(&ll, t + 1999, 3, &left));
+    CHECK(log_limit_take(&ll, t + 9000, 3, &left)); /* seconds later: still reported */
+    CHECK_EQ_INT((int)left, 1);
+    CHECK(!log_limit_take(&ll, t + 9000, 0, &left)); /* a zero budget lets nothing through */
+}
+
 int main(void)
 {
+    test_log_limit();
     test_base64();
     test_timers();
     test_defer();
