@@ -9,8 +9,11 @@
  *              otherwise, with a password file: the user must be in it and
  *              the password must match (refused: CONNACK 4 / 0x86); an
  *              entry costlier than ACL_INLINE_MAX_ITERATIONS is checked on
- *              acl_pool.c's threads while the verdict is pending (pool
- *              full: CONNACK 3 / 0x89, server busy);
+ *              acl_pool.c's threads while the verdict is pending, in
+ *              fair turns per source address (acl_fq.c; the address that
+ *              waits for the most when the queue is full: CONNACK 3 /
+ *              0x89, server busy); a username and password that passed
+ *              such a check lately are let in from acl_cache.c;
  *              without one: passed on (MGATE_IGNORE), so a later handler
  *              may authenticate; if none does, the name is believed, as
  *              mosquitto believes it without a password_file.
@@ -34,7 +37,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
 #include "core/log.h"
+#include "core/loop.h"
 #include "handlers/acl.h"
 #include "handlers/handlers.h"
 #include "session/session.h"
@@ -103,12 +110,59 @@ static void install(struct acl_db *db, struct snapshot *sn)
     pthread_mutex_unlock(&acl.lock);
 }
 
+/* ---- the cache of successful costly checks (acl_cache.h) ------------- */
+
+static struct {
+    pthread_mutex_t lock;
+    struct acl_cache c;
+    uint8_t secret[ACL_CACHE_SECRET]; /* per process, from acl_start */
+    bool ready;
+} cache = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static bool cache_hit(const struct acl_cache_key *k, uint64_t generation, uint64_t now_ms)
+{
+    pthread_mutex_lock(&cache.lock);
+    bool hit = cache.ready && acl_cache_hit(&cache.c, k, generation, now_ms);
+    pthread_mutex_unlock(&cache.lock);
+    return hit;
+}
+
+static void cache_put(const struct acl_cache_key *k, uint64_t generation, uint64_t now_ms)
+{
+    pthread_mutex_lock(&cache.lock);
+    if (cache.ready)
+        acl_cache_put(&cache.c, k, generation, now_ms);
+    pthread_mutex_unlock(&cache.lock);
+}
+
+static int cache_start(void)
+{
+    pthread_mutex_lock(&cache.lock);
+    acl_cache_clear(&cache.c);
+    cache.ready = RAND_bytes(cache.secret, sizeof(cache.secret)) == 1;
+    pthread_mutex_unlock(&cache.lock);
+    return cache.ready ? 0 : -1;
+}
+
+static void cache_clear(bool forget_secret)
+{
+    pthread_mutex_lock(&cache.lock);
+    acl_cache_clear(&cache.c);
+    if (forget_secret) {
+        OPENSSL_cleanse(cache.secret, sizeof(cache.secret));
+        cache.ready = false;
+    }
+    pthread_mutex_unlock(&cache.lock);
+}
+
 /* ---- the handler ------------------------------------------------------- */
 
+/* Within the session's share of the log (session_log): a flood of refused
+ * CONNECTs writes a bounded number of lines, the rest are counted. */
 static enum mgate_verdict refuse_connect(mgate_session *s, struct mgate_connect_req *req, uint8_t reason,
                                          const char *why)
 {
-    mgate_log(LOGL_INFO, s, "acl: CONNECT refused: %s", why);
+    session_log(s, LOGL_INFO, "acl: CONNECT refused: %s", why);
     req->reason = reason;
     return MGATE_DENY;
 }
@@ -126,10 +180,47 @@ static enum mgate_verdict verdict(mgate_session *s, struct mgate_connect_req *re
     return MGATE_ALLOW;
 }
 
-/* A costly hash checked on the pool: back on the session's loop. */
-static void verified(void *s, void *req, int check, bool ok)
+static enum mgate_verdict busy(mgate_session *s, struct mgate_connect_req *req)
 {
-    mgate_resume(s, req, verdict(s, req, (enum check)check, ok));
+    return refuse_connect(s, req, MGATE_REASON_SERVER_BUSY, "too many password checks waiting from this address");
+}
+
+/* A costly hash checked on the pool: back on the session's loop. */
+static void verified(const struct acl_check *c, enum acl_check_result r)
+{
+    mgate_session *s = c->s;
+    struct mgate_connect_req *req = c->req;
+    if (r == ACL_CHECK_BUSY) {
+        mgate_resume(s, req, busy(s, req));
+        return;
+    }
+    bool ok = r == ACL_CHECK_OK;
+    if (ok && c->tag == CHECK_PASSWORD) /* only successes, never a refusal */
+        cache_put(&c->key, c->generation, loop_now(session_loop(s)));
+    mgate_resume(s, req, verdict(s, req, (enum check)c->tag, ok));
+}
+
+static bool costly(const struct acl_password *pw)
+{
+    return pw->kind == ACL_HASH_PBKDF2_SHA512 && pw->iterations > ACL_INLINE_MAX_ITERATIONS;
+}
+
+/* A costly check: answered from the cache when this very username and
+ * password passed lately, else queued on the pool (its source's turn). */
+static enum mgate_verdict check_costly(mgate_session *s, struct mgate_connect_req *req, enum check check,
+                                       const struct acl_password *pw, uint32_t len)
+{
+    struct acl_check c = {.s = s, .req = req, .tag = (int)check, .done = verified, .pw = pw,
+                          .password = req->password.p, .len = len, .simulate = check == CHECK_UNKNOWN,
+                          .source = acl_fq_addr_of(mgate_session_peer(s)), .generation = mine_generation};
+    /* Looked up for every costly check, known user or not: the same work. */
+    bool keyed = acl_cache_key_of(cache.secret, req->username.p, req->username.len, req->password.p, len, &c.key);
+    bool hit = keyed && cache_hit(&c.key, c.generation, loop_now(session_loop(s)));
+    if (hit && check == CHECK_PASSWORD)
+        return MGATE_ALLOW;
+    if (acl_pool_verify(session_loop(s), &c) == 0)
+        return MGATE_PENDING;
+    return busy(s, req);
 }
 
 static enum mgate_verdict auth_connect(mgate_session *s, struct mgate_connect_req *req)
@@ -148,15 +239,13 @@ static enum mgate_verdict auth_connect(mgate_session *s, struct mgate_connect_re
         return MGATE_IGNORE;
     const struct acl_user *u = acl_db_user(db, user.p, user.len);
     bool known = u && u->pw.kind;
-    /* An unknown user costs what a known one does: timing tells no names. */
+    /* An unknown user costs the time a known one does: timing tells no
+     * names (on the pool, that time is slept rather than computed). */
     const struct acl_password *pw = known ? &u->pw : &db->dummy;
     enum check check = !known ? CHECK_UNKNOWN : !req->has_password ? CHECK_NO_PASSWORD : CHECK_PASSWORD;
     uint32_t len = req->has_password ? req->password.len : 0;
-    if (pw->kind == ACL_HASH_PBKDF2_SHA512 && pw->iterations > ACL_INLINE_MAX_ITERATIONS) {
-        if (acl_pool_verify(session_loop(s), s, req, (int)check, pw, req->password.p, len, verified) == 0)
-            return MGATE_PENDING;
-        return refuse_connect(s, req, MGATE_REASON_SERVER_BUSY, "too many password checks in progress");
-    }
+    if (costly(pw))
+        return check_costly(s, req, check, pw, len);
     return verdict(s, req, check, acl_password_verify(pw, req->password.p, len));
 }
 
@@ -185,7 +274,7 @@ static enum mgate_verdict auth_subscribe(mgate_session *s, struct mgate_subscrib
         const struct mgate_filter *f = &req->filters[0];
         if (acl_allowed(db, &who, ACL_READ, f->filter.p, f->filter.len))
             return MGATE_ALLOW;
-        mgate_log(LOGL_DEBUG, s, "acl: delivery on %.*s refused", (int)f->filter.len, (const char *)f->filter.p);
+        session_log(s, LOGL_DEBUG, "acl: delivery on %.*s refused", (int)f->filter.len, (const char *)f->filter.p);
         return MGATE_DENY;
     }
     for (uint32_t i = 0; i < req->count; i++) {
@@ -252,6 +341,12 @@ int acl_start(const struct mgate_config *cfg, char *err, size_t errlen)
         free(sn);
         return -1;
     }
+    if (cache_start() < 0) {
+        acl_db_free(db);
+        free(sn);
+        snprintf(err, errlen, "acl: no random key for the cache of password checks (RAND_bytes failed)");
+        return -1;
+    }
     install(db, sn);
     describe(db, "acl");
     if (!db->have_passwords)
@@ -274,7 +369,8 @@ void acl_reload(void)
         log_msgf(LOGL_ERROR, "SIGHUP: %s; keeping the previous rules", err);
         return;
     }
-    install(db, sn);
+    install(db, sn); /* a new generation: the cache's entries no longer hit */
+    cache_clear(false);
     describe(db, "SIGHUP: acl reloaded");
 }
 
@@ -282,6 +378,7 @@ void acl_reload(void)
 void acl_stop(void)
 {
     acl_pool_stop();
+    cache_clear(true);
     pthread_mutex_lock(&acl.lock);
     while (acl.all) {
         struct snapshot *sn = acl.all;

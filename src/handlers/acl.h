@@ -23,6 +23,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "handlers/acl_cache.h"
+#include "handlers/acl_fq.h"
+
 enum acl_access {
     ACL_DENY = 0, /* `deny`: no access, whatever other rules grant */
     ACL_READ = 1, /* SUBSCRIBE, and deliveries from the broker */
@@ -130,17 +133,45 @@ void acl_stop(void);
 /* $7$ entries with more iterations than this are verified on the pool's
  * threads, not on the loop (101, mosquitto_passwd's count, costs ~45 us). */
 #define ACL_INLINE_MAX_ITERATIONS 200u
-/* Verifications queued or running at once, process-wide; beyond, CONNECT
- * is refused as "server busy" rather than queued without bound. */
-#define ACL_POOL_MAX_JOBS 256u
+/* An unknown user's check is only timed, not computed, when it would take
+ * at least this long: below, a sleep's wake-up jitter (a few us) would be a
+ * noticeable share of it, and the work saved is small. */
+#define ACL_SIMULATE_MIN_NS 1000000u
+/* The simulated time is a recent real check's time per iteration, picked
+ * at random among the last ACL_CALIBRATION_SAMPLES; with fewer samples, or
+ * none in the last ACL_CALIBRATION_MAX_AGE_MS, the check is computed. */
+#define ACL_CALIBRATION_SAMPLES 16u
+#define ACL_CALIBRATION_MIN_SAMPLES 4u
+#define ACL_CALIBRATION_MAX_AGE_MS 1000u
+
+enum acl_check_result { ACL_CHECK_FAIL, ACL_CHECK_OK, ACL_CHECK_BUSY };
 
 struct loop;
-/* Verify password against pw on a pool thread, then call done(s, req, tag,
- * ok) on loop l.  0, or -1 when the pool is full (or out of memory):
- * nothing was started. */
-typedef void acl_verified_fn(void *s, void *req, int tag, bool ok);
-int acl_pool_verify(struct loop *l, void *s, void *req, int tag, const struct acl_password *pw,
-                    const uint8_t *password, size_t len, acl_verified_fn *done);
+struct acl_check;
+typedef void acl_verified_fn(const struct acl_check *c, enum acl_check_result r);
+
+/* A password check for the pool; copied (with the password) when queued. */
+struct acl_check {
+    void *s, *req; /* the session and its CONNECT, for done */
+    int tag;
+    acl_verified_fn *done; /* on the session's loop */
+    const struct acl_password *pw;
+    const uint8_t *password;
+    size_t len;
+    /* The answer is known (an unknown user: refused whatever it sent): only
+     * the time a real check takes is spent, asleep, not the CPU. */
+    bool simulate;
+    struct acl_fq_addr source; /* whose queue it waits in */
+    struct acl_cache_key key;  /* handed back to done, for the cache */
+    uint64_t generation;       /* of the rule set it was checked against */
+};
+
+/* Queue a check, fairly among source addresses (acl_fq.h); done(c, r) is
+ * called on loop l with ACL_CHECK_OK or _FAIL, or _BUSY when a source that
+ * waits for fewer checks took its place.  0, or -1 when it was not queued
+ * (the queue is full and its source waits for the most, or out of memory):
+ * nothing will be called. */
+int acl_pool_verify(struct loop *l, const struct acl_check *c);
 /* A worker's loop is going away: drop its jobs (waiting for running ones). */
 void acl_loop_free(struct loop *l);
 /* Stop the pool's threads (after the workers are gone). */

@@ -5,15 +5,28 @@
  * everyone else; the answer comes back to the session's loop through an
  * eventfd per loop (LOOP_SLOT_ACL), where the callback resumes the session.
  *
- * Bounded: at most ACL_POOL_MAX_JOBS checks queued or running, process-wide;
- * the caller refuses a CONNECT beyond that (server busy) instead of letting
- * a flood of costly logins queue without end.
+ * Fair and bounded: checks wait in acl_fq.c's queues, one per source
+ * address, served round-robin, at most ACL_FQ_MAX in all; when it is full
+ * the source that waits for the most gives up its newest check (refused as
+ * busy).  A flood from a few addresses therefore delays everyone else by
+ * about one round, and never has them refused.
+ *
+ * An unknown user's check (its answer is known: refused) is not computed
+ * but slept: the thread holds its turn for as long as a real check of that
+ * cost takes now (a recent real check's time per iteration, picked at
+ * random so the spread matches), so queueing and answer times are what
+ * they would be, and a flood of unknown names costs no CPU.  Calibration
+ * comes from the real checks; when it is missing or older than
+ * ACL_CALIBRATION_MAX_AGE_MS the check is computed for real, which renews it.
  */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -27,14 +40,12 @@
 struct waker;
 
 struct job {
-    struct job *next;
+    struct acl_fq_item q; /* while queued */
+    struct job *next;     /* in its waker's done list */
     struct waker *w;
-    void *s, *req;
-    int tag;
-    acl_verified_fn *done;
+    struct acl_check c; /* c.pw and c.password point into the job */
     struct acl_password pw;
-    bool ok;
-    size_t len;
+    enum acl_check_result result;
     uint8_t password[]; /* cleansed before it is freed */
 };
 
@@ -49,42 +60,113 @@ struct waker {
 static struct {
     pthread_mutex_t lock;
     pthread_cond_t work, idle;
-    struct job *head, **tail;
-    unsigned jobs; /* queued or running, for the bound */
+    struct acl_fq fq;
+    bool fq_ready;
     pthread_t threads[MAX_THREADS];
-    unsigned nthreads;
+    unsigned nthreads, running;
     bool stopping;
+    /* Real checks' nanoseconds per 1024 iterations, newest at [next - 1]. */
+    uint64_t ns_per_kiter[ACL_CALIBRATION_SAMPLES];
+    unsigned samples, next;
+    uint64_t calibrated_ms; /* when the newest sample was taken */
 } pool = {.lock = PTHREAD_MUTEX_INITIALIZER, .work = PTHREAD_COND_INITIALIZER, .idle = PTHREAD_COND_INITIALIZER};
+
+static struct job *job_of(struct acl_fq_item *it) { return (struct job *)((char *)it - offsetof(struct job, q)); }
 
 static void job_free(struct job *j)
 {
-    OPENSSL_cleanse(j->password, j->len);
+    OPENSSL_cleanse(j->password, j->c.len);
+    OPENSSL_cleanse(&j->c.key, sizeof(j->c.key));
     free(j);
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Under pool.lock: a real check of `iterations` took ns. */
+static void calibrate_locked(uint32_t iterations, uint64_t ns, uint64_t at_ns)
+{
+    pool.ns_per_kiter[pool.next] = ns * 1024 / iterations;
+    pool.next = (pool.next + 1) % ACL_CALIBRATION_SAMPLES;
+    if (pool.samples < ACL_CALIBRATION_SAMPLES)
+        pool.samples++;
+    pool.calibrated_ms = at_ns / 1000000u;
+}
+
+/* Under pool.lock: how long a real check of `iterations` takes now, or 0
+ * when that is not known well enough (or too short to sleep for). */
+static uint64_t estimate_locked(uint32_t iterations, uint64_t at_ns)
+{
+    if (pool.samples < ACL_CALIBRATION_MIN_SAMPLES || at_ns / 1000000u > pool.calibrated_ms + ACL_CALIBRATION_MAX_AGE_MS)
+        return 0;
+    uint32_t pick = 0;
+    if (getrandom(&pick, sizeof(pick), GRND_NONBLOCK) != sizeof(pick))
+        pick = (uint32_t)at_ns;
+    uint64_t ns = pool.ns_per_kiter[pick % pool.samples] * iterations / 1024;
+    return ns >= ACL_SIMULATE_MIN_NS ? ns : 0;
+}
+
+/* On a pool thread, without the lock: the check, computed or slept. */
+static void run(struct job *j)
+{
+    uint64_t t0 = now_ns();
+    pthread_mutex_lock(&pool.lock);
+    uint64_t sleep_ns = j->c.simulate ? estimate_locked(j->pw.iterations, t0) : 0;
+    pthread_mutex_unlock(&pool.lock);
+    if (sleep_ns) {
+        uint64_t until = t0 + sleep_ns;
+        struct timespec ts = {(time_t)(until / 1000000000u), (long)(until % 1000000000u)};
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) != 0) {
+        } /* EINTR: sleep on to the same deadline */
+        j->result = ACL_CHECK_FAIL;
+        return;
+    }
+    bool ok = acl_password_verify(&j->pw, j->password, j->c.len);
+    uint64_t t1 = now_ns();
+    j->result = ok && !j->c.simulate ? ACL_CHECK_OK : ACL_CHECK_FAIL;
+    pthread_mutex_lock(&pool.lock);
+    if (j->pw.kind == ACL_HASH_PBKDF2_SHA512 && j->pw.iterations)
+        calibrate_locked(j->pw.iterations, t1 - t0, t1);
+    pthread_mutex_unlock(&pool.lock);
+}
+
+/* Under pool.lock: j is over; its loop hands it to its session. */
+static void finish_locked(struct job *j, enum acl_check_result r)
+{
+    struct waker *w = j->w;
+    j->result = r;
+    j->next = w->done;
+    w->done = j;
+    uint64_t one = 1;
+    if (write(w->io.fd, &one, sizeof(one)) < 0) { /* a full eventfd counter is still readable */
+    }
 }
 
 static void *pool_main(void *arg)
 {
     (void)arg;
+    /* Sleeps stand for real checks: wake on time, not up to 50 us late. */
+    prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
     pthread_mutex_lock(&pool.lock);
     for (;;) {
-        while (!pool.head && !pool.stopping)
+        struct acl_fq_item *it = NULL;
+        while (!pool.stopping && !(it = acl_fq_pop(&pool.fq)))
             pthread_cond_wait(&pool.work, &pool.lock);
         if (pool.stopping)
-            break;
-        struct job *j = pool.head;
-        if (!(pool.head = j->next))
-            pool.tail = &pool.head;
+            break; /* what is still queued is dropped by acl_loop_free */
+        struct job *j = job_of(it);
         j->w->running++;
+        pool.running++;
         pthread_mutex_unlock(&pool.lock);
-        j->ok = acl_password_verify(&j->pw, j->password, j->len);
+        run(j);
         pthread_mutex_lock(&pool.lock);
-        struct waker *w = j->w;
-        w->running--;
-        j->next = w->done;
-        w->done = j;
-        uint64_t one = 1;
-        if (write(w->io.fd, &one, sizeof(one)) < 0) { /* a full eventfd counter is still readable */
-        }
+        j->w->running--;
+        pool.running--;
+        finish_locked(j, j->result);
         pthread_cond_broadcast(&pool.idle);
     }
     pthread_mutex_unlock(&pool.lock);
@@ -103,13 +185,11 @@ static void on_done(struct loop *l, struct loop_io *io, uint32_t events)
     pthread_mutex_lock(&pool.lock);
     struct job *list = w->done;
     w->done = NULL;
-    for (struct job *j = list; j; j = j->next)
-        pool.jobs--;
     pthread_mutex_unlock(&pool.lock);
     while (list) {
         struct job *j = list;
         list = j->next;
-        j->done(j->s, j->req, j->tag, j->ok);
+        j->c.done(&j->c, j->result);
         job_free(j);
     }
 }
@@ -134,12 +214,13 @@ static struct waker *waker_get(struct loop *l)
 }
 
 /* Under pool.lock: one more thread while there are fewer than CPUs (at most
- * MAX_THREADS).  Threads made from a worker inherit its blocked signals. */
+ * MAX_THREADS) and more checks than threads.  Threads made from a worker
+ * inherit its blocked signals. */
 static void grow_locked(void)
 {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     unsigned want = cpus < 1 ? 1 : cpus > MAX_THREADS ? MAX_THREADS : (unsigned)cpus;
-    if (pool.nthreads >= want || pool.nthreads >= pool.jobs)
+    if (pool.nthreads >= want || pool.nthreads >= pool.fq.queued + pool.running)
         return;
     if (pthread_create(&pool.threads[pool.nthreads], NULL, pool_main, NULL) == 0)
         pool.nthreads++;
@@ -147,40 +228,52 @@ static void grow_locked(void)
         log_msgf(LOGL_ERROR, "acl: cannot start a password-check thread");
 }
 
-int acl_pool_verify(struct loop *l, void *s, void *req, int tag, const struct acl_password *pw,
-                    const uint8_t *password, size_t len, acl_verified_fn *done)
+static struct job *job_new(struct waker *w, const struct acl_check *c)
+{
+    struct job *j = malloc(sizeof(*j) + c->len);
+    if (!j)
+        return NULL;
+    *j = (struct job){.w = w, .c = *c, .pw = *c->pw};
+    if (c->len)
+        memcpy(j->password, c->password, c->len);
+    j->c.pw = &j->pw;
+    j->c.password = j->password;
+    return j;
+}
+
+static bool is_item(const struct acl_fq_item *it, void *ctx) { return it == ctx; }
+
+int acl_pool_verify(struct loop *l, const struct acl_check *c)
 {
     struct waker *w = waker_get(l);
-    struct job *j = w ? malloc(sizeof(*j) + len) : NULL;
+    struct job *j = w ? job_new(w, c) : NULL;
     if (!j)
         return -1;
-    *j = (struct job){.w = w, .s = s, .req = req, .tag = tag, .done = done, .pw = *pw, .len = len};
-    if (len)
-        memcpy(j->password, password, len);
     pthread_mutex_lock(&pool.lock);
-    if (pool.jobs >= ACL_POOL_MAX_JOBS || pool.stopping) {
-        pthread_mutex_unlock(&pool.lock);
-        job_free(j);
-        return -1;
+    if (!pool.fq_ready) {
+        acl_fq_init(&pool.fq);
+        pool.fq_ready = true;
     }
-    if (!pool.tail)
-        pool.tail = &pool.head;
-    *pool.tail = j;
-    pool.tail = &j->next;
-    pool.jobs++;
-    grow_locked();
-    bool ok = pool.nthreads > 0;
-    if (ok)
-        pthread_cond_signal(&pool.work);
-    else { /* no thread at all: take the job back */
-        pool.head = NULL;
-        pool.tail = &pool.head;
-        pool.jobs--;
+    struct acl_fq_item *out = pool.stopping ? &j->q : acl_fq_push(&pool.fq, &c->source, &j->q);
+    bool queued = out != &j->q;
+    if (out && queued) /* another source's newest check made room: refused as busy on its loop */
+        finish_locked(job_of(out), ACL_CHECK_BUSY);
+    if (queued) {
+        grow_locked();
+        if (pool.nthreads)
+            pthread_cond_signal(&pool.work);
+        else /* no thread at all: take the job back */
+            queued = !acl_fq_remove_if(&pool.fq, is_item, &j->q);
     }
     pthread_mutex_unlock(&pool.lock);
-    if (!ok)
+    if (!queued)
         job_free(j);
-    return ok ? 0 : -1;
+    return queued ? 0 : -1;
+}
+
+static bool of_waker(const struct acl_fq_item *it, void *ctx)
+{
+    return ((const struct job *)((const char *)it - offsetof(struct job, q)))->w == ctx;
 }
 
 void acl_loop_free(struct loop *l)
@@ -192,29 +285,18 @@ void acl_loop_free(struct loop *l)
     *slot = NULL;
     pthread_mutex_lock(&pool.lock);
     /* Queued jobs of this loop go; running ones are waited for (a few ms). */
-    struct job **pp = &pool.head, *drop = NULL;
-    while (*pp) {
-        struct job *j = *pp;
-        if (j->w != w) {
-            pp = &j->next;
-            continue;
-        }
-        *pp = j->next;
-        j->next = drop;
-        drop = j;
-    }
-    pool.tail = pp;
+    struct acl_fq_item *queued = pool.fq_ready ? acl_fq_remove_if(&pool.fq, of_waker, w) : NULL;
     while (w->running)
         pthread_cond_wait(&pool.idle, &pool.lock);
-    for (struct job *j = w->done; j;) {
-        struct job *next = j->next;
+    struct job *drop = w->done;
+    w->done = NULL;
+    pthread_mutex_unlock(&pool.lock);
+    while (queued) {
+        struct job *j = job_of(queued);
+        queued = queued->next;
         j->next = drop;
         drop = j;
-        j = next;
     }
-    for (struct job *j = drop; j; j = j->next)
-        pool.jobs--;
-    pthread_mutex_unlock(&pool.lock);
     /* The loop no longer runs: these sessions cannot be resumed. */
     unsigned n = 0;
     while (drop) {

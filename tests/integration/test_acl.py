@@ -484,18 +484,20 @@ def pbkdf2_line(user, password, iterations):
 
 def costly_hashes(t, tmp, broker, pwfile, aclfile):
     """$7$ entries with 50000 iterations (~20 ms each) are checked off the loop: while 30 such CONNECTs
-    are being checked, a connected client's PINGREQ is answered at once."""
+    are being checked, a connected client's PINGREQ is answered at once. The 30 are 30 users, so
+    none is answered from the cache of successful checks."""
+    n = 30
     slow_pw = os.path.join(tmp, "slow.pw")
-    write(slow_pw, open(pwfile).read() + pbkdf2_line("slowhash", "slow-pw", 50000))
+    write(slow_pw, open(pwfile).read() + pbkdf2_line("slowhash", "slow-pw", 50000)
+          + "".join(pbkdf2_line(f"slowhash{i}", "slow-pw", 50000) for i in range(n)))
     g = h.Mgate(tmp, broker.port, MGATE_HANDLER="acl", MGATE_ACL_PASSWORD_FILE=slow_pw, MGATE_ACL_FILE=aclfile,
                 MGATE_WORKERS="1")
     t.eq(connack(g.port, 4, "slow-ok", "slowhash", "slow-pw"), 0, "50000 iterations, right password: CONNACK 0")
     t.eq(connack(g.port, 5, "slow-bad", "slowhash", "slow-pwx"), 0x86, "50000 iterations, wrong password: CONNACK 0x86")
     t0 = time.monotonic()
-    t.eq(connack(g.port, 4, "slow-one", "slowhash", "slow-pw"), 0, "(one check, timed)")
+    t.eq(connack(g.port, 4, "slow-one", "slowhash0", "slow-pw"), 0, "(one check, timed)")
     one = time.monotonic() - t0
     watcher = login(g.port, 4, "dev00001", "slow-watch")
-    n = 30
     ping = {}
 
     def ping_meanwhile():
@@ -503,14 +505,48 @@ def costly_hashes(t, tmp, broker, pwfile, aclfile):
         p0 = time.monotonic()
         ping["ok"] = watcher.ping(5.0)
         ping["s"] = time.monotonic() - p0
-    codes, total = h.connect_burst(g.port, 4, [(f"slow-{i}", "slowhash", b"slow-pw") for i in range(n)],
+    codes, total = h.connect_burst(g.port, 4, [(f"slow-{i}", f"slowhash{i}", b"slow-pw") for i in range(n)],
                                    between=ping_meanwhile)
     pong, ping = ping["ok"], ping["s"]
     t.eq(codes, [0] * n, f"{n} costly CONNECTs at once: all CONNACK 0 ({total * 1000:.0f} ms, one alone {one * 1000:.0f} ms)")
+    t.check(total > n * one / 8, f"(they were checked: {total * 1000:.0f} ms for {n}, not answered from the cache)")
     t.check(pong and ping < max(0.1, total / 4),
             f"meanwhile a PINGREQ on the same worker is answered in {ping * 1000:.0f} ms (the loop is not blocked)",
             f"ping {ping * 1000:.0f} ms, checks {total * 1000:.0f} ms")
     watcher.close()
+    g.stop()
+
+
+def timed_connack(port, cid, user, password):
+    t0 = time.monotonic()
+    rc = connack(port, 5, cid, user, password)
+    return rc, time.monotonic() - t0
+
+
+def check_cache(t, tmp, broker, aclfile):
+    """A username and password that passed a costly check are let in again without one (the cache
+    of successful checks); a wrong password is never answered from it; SIGHUP empties it."""
+    cache_pw = os.path.join(tmp, "cache.pw")
+    write(cache_pw, pbkdf2_line("cached", "cache-pw", 50000) + pbkdf2_line("other", "other-pw", 50000))
+    g = h.Mgate(tmp, broker.port, MGATE_HANDLER="acl", MGATE_ACL_PASSWORD_FILE=cache_pw, MGATE_ACL_FILE=aclfile)
+    rc, one = timed_connack(g.port, "cache-1", "cached", "cache-pw")
+    t.eq(rc, 0, f"first CONNECT: checked ({one * 1000:.1f} ms)")
+    again = [timed_connack(g.port, f"cache-r{i}", "cached", "cache-pw") for i in range(10)]
+    worst = max(s for _, s in again)
+    t.check(all(rc == 0 for rc, _ in again) and worst < one / 4, f"10 reconnects: CONNACK 0 from the cache, "
+            f"the slowest in {worst * 1000:.1f} ms (a check takes {one * 1000:.1f} ms)", str(again))
+    rc, wrong = timed_connack(g.port, "cache-w", "cached", "cache-pwx")
+    t.check(rc == 0x86 and wrong > one / 2, f"a wrong password for a cached user: 0x86 after a full check "
+            f"({wrong * 1000:.1f} ms)", f"{rc:#x}, {wrong * 1000:.1f} ms")
+    rc, other = timed_connack(g.port, "cache-o", "other", "cache-pw")
+    t.check(rc == 0x86 and other > one / 2, f"another user with the cached password: 0x86 after a full check "
+            f"({other * 1000:.1f} ms)", f"{rc:#x}, {other * 1000:.1f} ms")
+    mark = g.log.mark()
+    g.proc.send_signal(signal.SIGHUP)
+    t.check(g.log.wait(r"SIGHUP: acl reloaded", 5.0, mark), "SIGHUP: reloaded")
+    rc, after = timed_connack(g.port, "cache-h", "cached", "cache-pw")
+    t.check(rc == 0 and after > one / 2, f"after SIGHUP the same login is checked again ({after * 1000:.1f} ms)",
+            f"{rc}, {after * 1000:.1f} ms")
     g.stop()
 
 
@@ -535,6 +571,7 @@ def main():
         t.case("start-up errors", startup_errors, t, tmp, broker, pwfile, aclfile)
         t.case("chain", chain, t, tmp, broker, pwfile, aclfile)
         t.case("costly hashes off the loop", costly_hashes, t, tmp, broker, pwfile, aclfile)
+        t.case("the cache of successful checks", check_cache, t, tmp, broker, aclfile)
         t.case("USE_CN_AS_USERNAME", cn_as_username, t, tmp, broker, aclfile, pwfile)
         return h.finish(t)
 
