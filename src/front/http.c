@@ -209,8 +209,9 @@ static void respond(struct http_conn *hc, int status, const char *why, bool clos
     const char *conn = hc->close_after ? "Connection: close\r\n" : h->minor == 0 ? "Connection: keep-alive\r\n" : "";
     size_t n = http_error_answer(out, sizeof(out), status, why, extra, conn, !h->is_head);
     conn_write(hc->c, out, n);
-    mgate_log(status >= 500 ? LOGL_WARN : LOGL_INFO, hc->s, "http %d: %s (%s %s)", status, why,
-              h->method ? h->method : "-", h->target ? h->target : "-");
+    /* a client can cause these at will: within the session's and listener's log budgets */
+    session_log(hc->s, status >= 500 ? LOGL_WARN : LOGL_INFO, "http %d: %s (%s %s)", status, why,
+                h->method ? h->method : "-", h->target ? h->target : "-");
     request_done(hc);
 }
 
@@ -1036,6 +1037,15 @@ static size_t on_data(struct conn *c, const uint8_t *data, size_t len)
     struct http_conn *hc = c->owner;
     size_t off = 0;
     while (off < len && (hc->phase == HC_IDLE || hc->phase == HC_READING)) {
+        if (hc->phase == HC_IDLE && conn_over_high_water(c)) {
+            /* Our own answers (401, 404...) count against OUTPUT_HIGH_WATER like
+             * the target's: a client that pipelines and never reads gets no
+             * next request parsed until it drains (on_drain), or its answers
+             * would pile up here without bound.  (Between requests: a request
+             * begun is read to its end, adding at most one answer.) */
+            conn_pause_read(c);
+            break;
+        }
         if (hc->phase == HC_IDLE) { /* the first byte of a request starts its clock */
             hc->phase = HC_READING;
             arm(hc, hc->hs->request_timeout_ms);
@@ -1075,7 +1085,7 @@ static void on_drain(struct conn *c)
         r->paused = false;
         fetch_resume(r->f);
     } else if (hc->phase == HC_IDLE) {
-        conn_resume_read(c);
+        conn_resume_read(c); /* paused by on_data or request_done at the high-water mark */
     }
 }
 

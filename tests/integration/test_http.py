@@ -467,6 +467,74 @@ def parallel(t, g, results):
         c.close()
 
 
+# Requests mgate answers itself, in order: (request, status).  Over 4000 of them a client that never
+# reads would have mgate hold megabytes of answers without back-pressure.
+OWN_ANSWERS = [(b"GET /elsewhere HTTP/1.1\r\nHost: t\r\n\r\n", 404),
+               (f"GET {BASE}/a/../b HTTP/1.1\r\nHost: t\r\n\r\n".encode(), 400),
+               (f"GET {BASE}/d HTTP/1.1\r\nHost: t\r\nAuthorization: deny-password\r\n\r\n".encode(), 401)]
+FLOOD_RSS_BOUND_KIB = 1024  # OUTPUT_HIGH_WATER (64 KiB) + one read kept (64 KiB) + allocator slack
+
+
+def statuses(c, n, timeout=30.0):
+    """The statuses of the next n answers on c (each with a Content-Length: mgate's own), read in
+    bulk: Raw.response copies its buffer per answer, too slow for 100000 of them."""
+    out, pos, data = [], 0, bytes(c.buf)
+    deadline = time.monotonic() + timeout
+    try:
+        while len(out) < n and time.monotonic() < deadline:
+            end = data.find(b"\r\n\r\n", pos)
+            m = re.search(rb"\r\ncontent-length: *(\d+)", data[pos:end], re.I) if end >= 0 else None
+            if end < 0 or (m and len(data) < end + 4 + int(m.group(1))):
+                more = c.s.recv(1 << 20)
+                if not more:
+                    raise h.Closed()
+                data = data[pos:] + more
+                pos = 0
+                continue
+            out.append(int(data[pos:end].split(b" ", 2)[1]))
+            pos = end + 4 + (int(m.group(1)) if m else 0)
+    except (h.Closed, OSError) as e:
+        out.append(repr(e))
+    c.buf = bytearray(data[pos:])
+    return out
+
+
+def own_answers_flood(t, tmp, echo, results, binary=None):
+    """A client pipelines 100000 requests that mgate answers itself (404, 400, 401) and reads nothing.
+    mgate must stop parsing it at OUTPUT_HIGH_WATER: its RSS grows by less than FLOOD_RSS_BOUND_KIB,
+    another client is served meanwhile, and once the flooder reads it gets every answer, in order."""
+    g = gate(tmp, echo.port, binary=binary)
+    n = 100000
+    expected = [OWN_ANSWERS[i % 3][1] for i in range(n)]
+    blob = b"".join(OWN_ANSWERS[i % 3][0] for i in range(n))
+    time.sleep(0.2)  # mgate's start-up allocations settle
+    rss0 = g.rss_kib()
+    c = Raw(g.port, timeout=30)
+    sender = threading.Thread(target=lambda: c.s.sendall(blob), daemon=True)
+    sender.start()
+    peak = rss0
+    for _ in range(40):  # 2 s of flood, sampled every 50 ms
+        time.sleep(0.05)
+        peak = max(peak, g.rss_kib())
+    growth = peak - rss0
+    results["flood"] = f"{len(blob)} bytes of pipelined requests answered by mgate, never read: RSS +{growth} KiB"
+    print("  measured:", results["flood"])
+    t.check(growth < FLOOD_RSS_BOUND_KIB,
+            f"a pipelined flood of own answers nobody reads: RSS grows under {FLOOD_RSS_BOUND_KIB} KiB",
+            f"+{growth} KiB")
+    st, _, _ = curl(g.port, f"{BASE}/meanwhile", "-d", "x")
+    t.eq(st, 200, "meanwhile another client is served")
+    got = statuses(c, n)
+    sender.join(10)
+    t.check(got == expected, f"once the flooder reads, it gets all {n} answers, in order",
+            f"{len(got)} answers, first difference at "
+            f"{next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b), len(got))}: {got[-3:]}")
+    c.send(post(f"{BASE}/after-flood", b"x"))
+    st, _, body = c.response()
+    t.eq((st, json_of(body).get("body")), (200, "x"), "... and its connection is healthy afterwards")
+    c.close()
+
+
 def drain(t, tmp, echo):
     g = gate(tmp, echo.port, MGATE_SHUTDOWN_GRACE="5s")
     c = Raw(g.port, timeout=10)
@@ -503,6 +571,7 @@ def main():
         t.case("limits and smuggling", limits, t, tmp, echo)
         t.case("target down, slow, streaming", target_down_slow, t, tmp, echo)
         t.case("200 in parallel, rates, memory", parallel, t, g, results)
+        t.case("own answers nobody reads", own_answers_flood, t, tmp, echo, results)
         t.case("drain", drain, t, tmp, echo)
         t.check(g.alive(), "mgate still runs")
         rc = h.finish(t)
