@@ -71,7 +71,11 @@ static enum pkt_result down_connack(struct pass *ps, const uint8_t *raw, uint32_
     s->state = SESSION_OPEN;
     METRIC_INC(session_metrics(s)->connect_accepted);
     mgate_log(LOGL_DEBUG, s, "connected to the broker");
-    return PKT_FORWARD;
+    /* The client's packets behind its CONNECT waited for this (nothing may
+     * reach the client before its CONNACK): send it, then read them. */
+    pass_emit(ps, raw, len); /* a client that is gone is told to the session by its conn */
+    session_resume_reading(s);
+    return PKT_HANDLED;
 }
 
 /* ---- PUBLISH ---------------------------------------------------------- */
@@ -106,7 +110,7 @@ static enum pkt_result finish_publish(struct pass *ps, struct held *h, const uin
         return publish_forward(ps, raw, len, pub, h->resolved_topic, h->one_filter.filter, to_bytes(pub->payload));
     /* Not for this client: complete the broker's QoS flow in its place. */
     METRIC_INC(session_metrics(s)->publish_refused[MGATE_DOWN]);
-    mgate_log(LOGL_DEBUG, s, "broker PUBLISH refused by auth_subscribe");
+    session_log(s, LOGL_DEBUG, "broker PUBLISH refused by auth_subscribe");
     if (pub->qos == 1) {
         reply_ack(s->broker, MQTT_PUBACK, s->version, pub->id, 0);
     } else if (pub->qos == 2) {
@@ -131,6 +135,10 @@ static enum pkt_result down_suback(struct pass *ps, struct mqtt_packet *pkt)
         return PKT_FORWARD;
     *pp = m->next;
     s->merge_count--;
+    /* A client stopped at the bound goes on at once: what it sends next
+     * carries our ACK to the broker, which releases the SUBACKs that Nagle
+     * holds there (waiting for a batch would wait for a delayed ACK each). */
+    session_resume_reading(s);
     uint32_t from = 0;
     for (uint32_t i = 0; i < m->count; i++)
         if (m->codes[i] == SUBACK_FROM_BROKER)

@@ -220,8 +220,8 @@ static void finish_held(struct loop *l, struct loop_defer *d)
             pass_emit(&ps, h->raw, h->raw_len);
         pass_flush(&ps);
         session_alloc_reset(s);
-        if (r != PKT_CLOSE && s->state != SESSION_CLOSING && ps.from)
-            conn_resume_read(ps.from);
+        if (r != PKT_CLOSE)
+            session_resume_reading(s); /* unless another reason still holds it (a CONNACK to wait for) */
     }
     held_put(s, h);
     session_unref(s);
@@ -247,7 +247,88 @@ void mgate_resume(mgate_session *s, const void *req, enum mgate_verdict v)
              (unsigned long long)s->id);
 }
 
+/* ---- when a side is read -------------------------------------------- */
+
+/*
+ * A partly refused SUBSCRIBE leaves an entry (about 40 bytes, and one byte a
+ * filter) until the broker's SUBACK comes back; a client that sends them
+ * faster than the broker answers would grow the list without end.  32
+ * entries cost about 1 KiB, and the walk of the list for each SUBACK stays
+ * short; since reading resumes at the first SUBACK back (downstream.c), a
+ * client that reads its answers keeps the speed it had without a bound.
+ * One SUBSCRIBE may carry a quarter of MAX_PACKET_SIZE in filters, so the
+ * filters they hold are bounded too: 64 Ki bytes, one packet's worth over.
+ */
+static bool merges_full(const struct mgate_session *s)
+{
+    if (s->merge_count >= SESSION_MAX_MERGES)
+        return true;
+    uint32_t filters = 0;
+    for (const struct suback_merge *m = s->merges; m; m = m->next)
+        filters += m->count;
+    return filters >= SESSION_MAX_MERGE_FILTERS;
+}
+
+/* Output at or under half the mark: what the back-pressure waits for. */
+static inline bool drained(const struct conn *c) { return c->out.len <= c->high_water / 2; }
+
+/*
+ * A side is not read while
+ *  - a packet of its direction waits for a verdict (the rest wait in order);
+ *  - the client's CONNECT waits for the broker's CONNACK: the server sends
+ *    nothing before its CONNACK, so no answer to a pipelined packet may be
+ *    made before it;
+ *  - SUBSCRIBEs waiting for their SUBACK merge reached the bound (merges_full);
+ *  - its own output is over the mark (what we send it, forwarded or our own
+ *    answers, is not being read: taking more from it would make more);
+ *  - the other side's output is over the mark (it cannot take what we read).
+ * Pausing happens where the reason arises (session_on_data, held_pend); the
+ * places that remove one call session_resume_reading, which asks all of them.
+ */
+bool session_may_read(const struct mgate_session *s, const struct conn *c)
+{
+    if (!c || s->state == SESSION_CLOSING)
+        return false;
+    bool up = c == s->client;
+    const struct conn *to = up ? s->broker : s->client;
+    if (s->held[up ? MGATE_UP : MGATE_DOWN] || !drained(c) || (to && !drained(to)))
+        return false;
+    return !up || (s->state != SESSION_AUTH_CONNECT && s->state != SESSION_AWAIT_CONNACK &&
+                   !(s->merges && merges_full(s)));
+}
+
+void session_resume_reading(struct mgate_session *s)
+{
+    if (s->client && s->client->read_paused && session_may_read(s, s->client)) {
+        if (s->packet_since) /* its packet in progress could not move while we did not read */
+            s->packet_since = loop_now(s->loop);
+        conn_resume_read(s->client);
+    }
+    if (s->broker && s->broker->read_paused && session_may_read(s, s->broker))
+        conn_resume_read(s->broker);
+}
+
+/* After a client's packet of this type: must reading stop before the next?
+ * Only a CONNECT (now waiting for the CONNACK) and a SUBSCRIBE (one more
+ * merge) can make it so; other packets cost one compare. */
+static inline bool client_must_wait(const struct mgate_session *s, uint8_t type)
+{
+    return (type == MQTT_CONNECT && s->state == SESSION_AWAIT_CONNACK) ||
+           (type == MQTT_SUBSCRIBE && s->merges && merges_full(s));
+}
+
 /* ---- the pass over one side's bytes ---------------------------------- */
+
+/* A SUBSCRIBE whose id is that of one still waiting for its SUBACK merge:
+ * the client reused an id in use ([MQTT-2.2.1-3]), and the two SUBACKs
+ * could not be told apart. */
+static bool merge_waits(const struct mgate_session *s, uint16_t id)
+{
+    for (const struct suback_merge *m = s->merges; m; m = m->next)
+        if (m->id == id)
+            return true;
+    return false;
+}
 
 static enum pkt_result one_packet(struct pass *ps, const uint8_t *raw, uint32_t len)
 {
@@ -280,6 +361,10 @@ static enum pkt_result one_packet(struct pass *ps, const uint8_t *raw, uint32_t 
         reply_connack(s, MQTT_RC_UNSUPPORTED_VERSION);
         return PKT_CLOSE;
     }
+    if (s->merges && pkt.type == MQTT_SUBSCRIBE && ps->dir == MGATE_UP && merge_waits(s, pkt.subscribe.id)) {
+        session_protocol_error(s, MGATE_UP, MQTT_PROTOCOL_ERROR);
+        return PKT_CLOSE;
+    }
     enum pkt_result r = ps->dir == MGATE_UP ? up_packet(ps, raw, len, &pkt)
                                             : down_packet(ps, raw, len, &pkt);
     if (r == PKT_FORWARD)
@@ -299,13 +384,19 @@ size_t session_on_data(struct conn *c, const uint8_t *data, size_t len)
         return len; /* nobody to give it to */
     if (s->held[dir])
         return 0;
+    if (dir == MGATE_UP && s->state == SESSION_AWAIT_CONNACK) {
+        conn_pause_read(c); /* nothing is answered before the CONNACK (session_may_read) */
+        return 0;
+    }
     struct pass ps = {s, dir, c, dir == MGATE_UP ? s->broker : s->client, NULL, 0, session_metrics(s)};
     size_t off = 0;
+    bool partial = false;
     while (off < len) {
         size_t total;
         mqtt_rc rc = mqtt_frame(data + off, len - off, s->p->max_packet_size, &total);
         if (rc == MQTT_NEED_MORE) {
             c->want = (uint32_t)total;
+            partial = true;
             break;
         }
         if (rc != MQTT_OK) {
@@ -322,7 +413,8 @@ size_t session_on_data(struct conn *c, const uint8_t *data, size_t len)
                 continue;
             }
         }
-        METRIC_INC(ps.m->packets[dir][data[off] >> 4]);
+        uint8_t type = data[off] >> 4;
+        METRIC_INC(ps.m->packets[dir][type]);
         METRIC_ADD(ps.m->bytes[dir], total);
         enum pkt_result r = one_packet(&ps, data + off, (uint32_t)total);
         off += total;
@@ -331,7 +423,7 @@ size_t session_on_data(struct conn *c, const uint8_t *data, size_t len)
             return len;
         }
         ps.to = dir == MGATE_UP ? s->broker : s->client; /* CONNECT dials the broker */
-        if (r == PKT_HOLD) {
+        if (r == PKT_HOLD || (dir == MGATE_UP && client_must_wait(s, type))) {
             conn_pause_read(c);
             break;
         }
@@ -339,11 +431,15 @@ size_t session_on_data(struct conn *c, const uint8_t *data, size_t len)
     pass_flush(&ps);
     if (off == len)
         c->want = 0;
-    /* Back-pressure: the other side's unsent output is over its mark, so stop
-     * reading this side until it drains (session.c resumes us). */
-    if (ps.to && conn_over_high_water(ps.to) && !c->read_paused) {
+    /* Back-pressure: this side's own output (what we forwarded to it and
+     * what we answered it ourselves) or the other side's is over its mark,
+     * so stop reading this side until it drains (session_resume_reading).
+     * Checked once per pass: a pass adds at most one read's worth of answers. */
+    if (!c->read_paused && (conn_over_high_water(c) || (ps.to && conn_over_high_water(ps.to)))) {
         METRIC_INC(session_metrics(s)->backpressure_pauses[dir]);
         conn_pause_read(c);
     }
+    if (dir == MGATE_UP && (partial || s->packet_since))
+        session_packet_progress(s, partial, off);
     return off;
 }

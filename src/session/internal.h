@@ -81,6 +81,7 @@ struct mgate_session {
 
     /* Credentials as finally sent to the broker (one allocation). */
     uint8_t *cred_mem;
+    bool identity_lost; /* out of memory keeping it: closed, or (front ends) every request refused */
     char *http_token; /* WebSocket: the upgrade's Authorization token, or NULL */
     struct tls_peer *cert; /* a certificate verified in front of s->client (wss), or NULL */
     mgate_bytes client_id, username, password;
@@ -92,7 +93,10 @@ struct mgate_session {
 
     struct log_limit log_budget; /* lines this client caused (session_log_begin) */
     struct suback_merge *merges;
-    uint32_t merge_count;        /* entries in merges */
+    uint32_t merge_count;        /* entries in merges, at most SESSION_MAX_MERGES */
+    /* OPEN: loop ms at which the client's packet in progress began (its
+     * deadline runs on s->timer while one sits in the input); 0: none. */
+    uint64_t packet_since;
     struct idset refused_qos2;
     struct alloc_block *allocs;
     void *user_data;
@@ -125,6 +129,15 @@ enum pkt_result {
 
 /* flow.c */
 size_t session_on_data(struct conn *c, const uint8_t *data, size_t len);
+/* SUBSCRIBEs whose SUBACK waits to be merged: at this many, or this many
+ * filters among them, the client is not read until the broker's SUBACKs
+ * bring them down (flow.c says why these numbers). */
+#define SESSION_MAX_MERGES 32
+#define SESSION_MAX_MERGE_FILTERS 65536
+/* Whether c may be read now; every reason to stop reading is asked here. */
+bool session_may_read(const struct mgate_session *s, const struct conn *c);
+/* A reason to stop reading went away: resume each side that may read now. */
+void session_resume_reading(struct mgate_session *s);
 void pass_flush(struct pass *ps);
 int pass_emit(struct pass *ps, const uint8_t *pkt, size_t len); /* flushes the run first */
 int pass_emit_packet(struct pass *ps, const struct mqtt_packet *pkt); /* encodes and emits */
@@ -181,7 +194,12 @@ static inline struct metrics *session_metrics(const struct mgate_session *s) { r
 void session_close_as(struct mgate_session *s, enum conn_end client, enum conn_end broker, const char *why);
 void session_protocol_error(struct mgate_session *s, int dir, mqtt_rc rc);
 int session_dial(struct mgate_session *s);
-void session_save_credentials(struct mgate_session *s, const struct mgate_connect_req *req);
+/* Keep the identity the chain allowed; out of memory it closes the session
+ * (never an anonymous one instead) and returns -1. */
+int session_save_credentials(struct mgate_session *s, const struct mgate_connect_req *req);
+/* End of a pass over the client's bytes in OPEN: whether a packet is left
+ * in progress (partial) and whether the pass completed any (consumed). */
+void session_packet_progress(struct mgate_session *s, bool partial, size_t consumed);
 void session_alloc_reset(struct mgate_session *s);
 void session_unref(struct mgate_session *s);
 

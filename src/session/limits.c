@@ -53,8 +53,8 @@ static void on_resume(struct loop *l, struct loop_timer *t)
     (void)l;
     struct session_limits *lim = (struct session_limits *)((char *)t - offsetof(struct session_limits, resume));
     struct mgate_session *s = lim->s;
-    if (s->state != SESSION_CLOSING && s->client == lim->paused && !s->held[MGATE_UP])
-        conn_resume_read(s->client);
+    if (s->state != SESSION_CLOSING && s->client == lim->paused)
+        session_resume_reading(s); /* unless another reason holds it */
 }
 
 /* v5 QoS 1/2: PUBACK/PUBREC with the reason, and the PUBLISH is dropped. */

@@ -30,12 +30,8 @@ void reply_connack(struct mgate_session *s, uint8_t v5_reason)
     uint8_t buf[16];
     size_t n = mqtt_encode_connack(v5 ? MQTT_V5 : MQTT_V311, false, rc, buf, sizeof(buf));
     conn_write(s->client, buf, n);
-    if (log_enabled(LOGL_INFO)) {
-        struct logline l;
-        log_begin(&l, LOGL_INFO, "CONNECT refused");
-        log_uint(&l, "session", s->id);
-        log_str(&l, "listener", s->p->listener);
-        log_str(&l, "peer", s->peer);
+    struct logline l;
+    if (session_log_begin(s, &l, LOGL_INFO, "CONNECT refused")) { /* a flood of CONNECTs: within the budget */
         log_int(&l, "reason", rc);
         log_end(&l);
     }

@@ -16,6 +16,18 @@
 #include "session/limits.h"
 
 #define LINGER_MS 2000 /* how long a closing side may take to flush */
+/*
+ * A client's packet that started arriving must be complete within
+ * CONNECT_TIMEOUT plus its size at PACKET_MIN_RATE.  Without a deadline a
+ * client with keepalive 0 may trickle one packet forever (the broker sees
+ * nothing, so no keepalive of its own fires), holding a buffer up to
+ * MAX_PACKET_SIZE.  CONNECT_TIMEOUT is already what the operator allows for
+ * a client to get one packet across; the rate term lets a large packet cross
+ * a slow link: 1 KiB/s is below the uplink of the slowest cellular IoT links
+ * (NB-IoT: tens of kbit/s), and a client that holds a buffer must keep
+ * paying for it at that rate.
+ */
+#define PACKET_MIN_RATE 1024 /* bytes/s */
 
 static void on_drain(struct conn *c);
 static void on_conn_closed(struct conn *c, int err);
@@ -119,6 +131,46 @@ static void hard_close(struct mgate_session *s)
     session_end(s);
 }
 
+static void on_timer(struct loop *l, struct loop_timer *t);
+
+static uint32_t packet_bound_ms(const struct mgate_session *s)
+{
+    uint64_t want = s->client ? s->client->want : 0; /* the packet's size once its header is in */
+    uint64_t ms = s->p->connect_timeout_ms + want * 1000 / PACKET_MIN_RATE;
+    return ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms;
+}
+
+/* Lazy: the timer is armed once while a packet is in progress and, when it
+ * fires, measures from the start of the packet in progress then. */
+void session_packet_progress(struct mgate_session *s, bool partial, size_t consumed)
+{
+    if (s->state != SESSION_OPEN)
+        return; /* before OPEN the CONNECT deadline bounds everything */
+    if (!partial) {
+        s->packet_since = 0; /* an armed timer finds nothing and rests */
+        return;
+    }
+    if (consumed || !s->packet_since) /* a new packet began in this pass */
+        s->packet_since = loop_now(s->loop);
+    if (!loop_timer_armed(&s->timer))
+        loop_timer_start(s->loop, &s->timer, packet_bound_ms(s), on_timer);
+}
+
+static void packet_deadline(struct mgate_session *s)
+{
+    if (!s->packet_since || !s->client)
+        return;
+    uint64_t now = loop_now(s->loop), bound = packet_bound_ms(s);
+    if (s->client->read_paused)
+        s->packet_since = now; /* we do not read it: its packet cannot move */
+    if (now - s->packet_since < bound) {
+        loop_timer_start(s->loop, &s->timer, (uint32_t)(bound - (now - s->packet_since)), on_timer);
+        return;
+    }
+    reply_disconnect(s, MQTT_RC_KEEPALIVE_TIMEOUT); /* 5.0's nearest: no packet in time */
+    session_close_as(s, CONN_END_POLICY, CONN_END_NORMAL, "a packet was not complete before its deadline");
+}
+
 static void on_timer(struct loop *l, struct loop_timer *t)
 {
     (void)l;
@@ -131,6 +183,9 @@ static void on_timer(struct loop *l, struct loop_timer *t)
     case SESSION_AWAIT_CONNACK:
         reply_connack(s, MQTT_RC_SERVER_UNAVAILABLE);
         session_close_as(s, CONN_END_UPSTREAM, CONN_END_NORMAL, "CONNECT not answered before the deadline");
+        break;
+    case SESSION_OPEN:
+        packet_deadline(s);
         break;
     default:
         hard_close(s); /* the linger ran out */
@@ -157,7 +212,7 @@ void session_close(struct mgate_session *s, const char *why)
 {
     if (s->state != SESSION_CLOSING) {
         s->state = SESSION_CLOSING;
-        mgate_log(LOGL_INFO, s, "closing: %s", why);
+        session_log(s, LOGL_INFO, "closing: %s", why); /* clients cause these: within the budget */
         loop_timer_start(s->loop, &s->timer, LINGER_MS, on_timer);
     }
     /* Each side sends what it was given, then reports back through
@@ -212,13 +267,12 @@ static void on_conn_closed(struct conn *c, int err)
     session_close_as(s, unreachable ? CONN_END_UPSTREAM : CONN_END_NORMAL, CONN_END_NORMAL, why);
 }
 
+/* c's output fell to half its mark: the other side, which was not read
+ * because c could not take more, and c itself, which was not read because
+ * it did not take what we answered, may both be read again. */
 static void on_drain(struct conn *c)
 {
-    struct mgate_session *s = c->owner;
-    struct conn *reader = c == s->client ? s->broker : s->client;
-    int dir = reader == s->client ? MGATE_UP : MGATE_DOWN;
-    if (reader && !s->held[dir] && s->state != SESSION_CLOSING)
-        conn_resume_read(reader);
+    session_resume_reading(c->owner);
 }
 
 /* TARGET_PROXY_PROTOCOL: the client's address, and its TLS facts, go
@@ -262,6 +316,8 @@ static void on_broker_connected(struct conn *c)
 int session_dial(struct mgate_session *s)
 {
     int err = 0;
+    if (s->state == SESSION_CLOSING)
+        return -1; /* closed on the way (out of memory saving its identity): never dial */
     if (s->p->dial)
         s->broker = s->p->dial(s->loop, s->p, &broker_cbs, s), err = s->broker ? 0 : ENOMEM;
     else
@@ -401,6 +457,8 @@ static enum mgate_verdict front_ask_one(const struct mgate_handler *hd, struct m
 enum mgate_verdict session_front_ask(struct mgate_session *s, enum front_ask kind, void *req, unsigned *step)
 {
     const struct session_params *p = s->p;
+    if (s->identity_lost)
+        return MGATE_DENY; /* handlers would judge it as anonymous */
     for (; *step < p->handler_count; (*step)++) {
         const struct mgate_handler *hd = p->handlers[*step];
         enum mgate_verdict v = front_ask_one(hd, s, kind, req);
@@ -421,9 +479,15 @@ void session_front_subscribed(struct mgate_session *s, const struct mgate_subscr
     chain_subscribe(s, req);
 }
 
+static int save_credentials(struct mgate_session *s, const struct mgate_connect_req *req);
+static void lose_identity(struct mgate_session *s);
+
+/* A front end's session is the front end's to end: out of memory it is
+ * not closed here, every later request of it is refused instead. */
 void session_front_credentials(struct mgate_session *s, const struct mgate_connect_req *req)
 {
-    session_save_credentials(s, req);
+    if (save_credentials(s, req) < 0)
+        lose_identity(s);
 }
 
 void session_front_end(struct mgate_session *s)
@@ -438,27 +502,50 @@ void session_front_release(struct mgate_session *s) { session_unref(s); }
 
 /* ---- credentials and scratch memory ---------------------------------- */
 
+/* Out of memory keeping what proves who the client is (its credentials, a
+ * token, a certificate): going on would let the handlers judge it as a
+ * client without them, so an MQTT pair closes and a front end's session
+ * has every later request refused (session_front_ask). */
+static void lose_identity(struct mgate_session *s)
+{
+    s->identity_lost = true;
+    if (!s->front)
+        session_close_as(s, CONN_END_INTERNAL, CONN_END_INTERNAL, "out of memory keeping the client's identity");
+}
+
 void session_set_cert(struct mgate_session *s, const struct tls_peer *cert)
 {
     free(s->cert);
     if ((s->cert = malloc(sizeof(*s->cert))))
         *s->cert = *cert;
+    else
+        lose_identity(s);
 }
 
 void session_set_token(struct mgate_session *s, const char *token, size_t len)
 {
     free(s->http_token);
     s->http_token = len ? strndup(token, len) : NULL;
+    if (len && !s->http_token)
+        lose_identity(s);
 }
 
-void session_save_credentials(struct mgate_session *s, const struct mgate_connect_req *req)
+int session_save_credentials(struct mgate_session *s, const struct mgate_connect_req *req)
+{
+    if (save_credentials(s, req) == 0)
+        return 0;
+    lose_identity(s);
+    return -1;
+}
+
+static int save_credentials(struct mgate_session *s, const struct mgate_connect_req *req)
 {
     uint32_t ul = req->has_username ? req->username.len : 0;
     uint32_t pl = req->has_password ? req->password.len : 0;
     size_t total = (size_t)req->client_id.len + ul + pl;
     uint8_t *mem = malloc(total ? total : 1);
     if (!mem)
-        return; /* the session goes on; its accessors return empty strings */
+        return -1; /* the old identity (none, at CONNECT) must not stand in: the caller fails closed */
     memcpy(mem, req->client_id.p, req->client_id.len);
     if (ul)
         memcpy(mem + req->client_id.len, req->username.p, ul);
@@ -469,6 +556,7 @@ void session_save_credentials(struct mgate_session *s, const struct mgate_connec
     s->client_id = (mgate_bytes){mem, req->client_id.len};
     s->username = (mgate_bytes){mem + req->client_id.len, ul};
     s->password = (mgate_bytes){mem + req->client_id.len + ul, pl};
+    return 0;
 }
 
 void *mgate_session_alloc(mgate_session *s, size_t n)

@@ -81,6 +81,45 @@ def connect_late(t, gate, broker):
     c.close()
 
 
+def nothing_before_connack(t, gate):
+    """Refusals of packets pipelined behind the CONNECT come after the CONNACK, never before it:
+    a server sends nothing before its CONNACK (5.0 and 3.1.1 alike), with an immediate verdict
+    and with a late one (username slow); a refused CONNECT gets its CONNACK and nothing else."""
+    for user in (None, "slow"):
+        who = f"username {user}" if user else "an immediate verdict"
+        c = h.RawClient(gate.port)
+        c.version = 5
+        c.send(h.connect_packet(5, f"nbc-{user}", username=user)
+               + h.publish_packet(5, "nbc/forbidden", b"no", 1, 1)
+               + h.subscribe_packet(5, 2, [("nbc/ok", 1), ("nbc/forbidden", 1)]))
+        got = []
+        try:
+            for _ in range(3):
+                got.append(c.read_packet(3.0))
+        except (TimeoutError, h.Closed):
+            pass
+        order = [h.NAMES.get(p.type) for p in got]
+        t.eq(order, ["CONNACK", "PUBACK", "SUBACK"],
+             f"v5 CONNECT ({who}) + refused QoS 1 PUBLISH + partly refused SUBSCRIBE in one write: CONNACK first")
+        if order == ["CONNACK", "PUBACK", "SUBACK"]:
+            t.eq(got[0].body[1], 0, "CONNACK 0")
+            t.eq((h.ack_id(got[1]), h.ack_reason(5, got[1])), (1, 0x87), "then PUBACK 1 with 0x87")
+            _, off = h.props_decode(got[2].body, 2)
+            t.eq((h.ack_id(got[2]), list(got[2].body[off:])), (2, [1, 0x87]), "then SUBACK 2 with [1, 0x87]")
+        t.check(c.ping(), "and the session works")
+        c.close()
+    c = h.RawClient(gate.port)
+    c.version = 5
+    REFUSED_IDS.append("nbc-slowdeny")
+    c.send(h.connect_packet(5, "nbc-slowdeny", username="slowdeny")
+           + h.publish_packet(5, "nbc/forbidden", b"no", 1, 1)
+           + h.subscribe_packet(5, 2, [("nbc/forbidden", 1)]))
+    t.check(c.expect_closed(3.0), "a late refusal of a CONNECT with packets behind it: closed")
+    t.eq([(h.NAMES.get(p.type), p.body[1]) for p in c.before_close], [("CONNACK", 0x87)],
+         "after its CONNACK 0x87 and nothing else")
+    c.close()
+
+
 def left_while_pending(t, gate, broker):
     """Clients that go away while their verdict is pending: mgate must survive the late answer."""
     mark = broker.log.mark()
@@ -425,6 +464,7 @@ def main():
         t.case("CONNECT refused", connect_refused, t, gate)
         t.case("CONNECT with a late verdict", connect_late, t, gate, broker)
         t.case("CONNECT rewritten", rename, t, gate, broker)
+        t.case("nothing before the CONNACK", nothing_before_connack, t, gate)
         quick = h.Mgate(tmp, broker.port, binary=h.EXAMPLE_BIN, MGATE_MQTT_WITHOUT_TLS_CONNECT_TIMEOUT="100ms")
         t.case("CONNECT verdict later than CONNECT_TIMEOUT", verdict_too_late, t, quick)
         t.case("PUBLISH refused, 5.0", publish_refused_v5, t, gate)
