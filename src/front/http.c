@@ -317,8 +317,8 @@ static void on_timer(struct loop *l, struct loop_timer *t)
         break;
     case HC_BUSY:
         if (r && r->f && r->head_sent) {
-            mgate_log(LOGL_WARN, hc->s, "http: the answer stalled for TARGET_TIMEOUT (%s); connection cut",
-                      r->paused ? "the client does not read" : "the target sends nothing");
+            session_log(hc->s, LOGL_WARN, "http: the answer stalled for TARGET_TIMEOUT (%s); connection cut",
+                        r->paused ? "the client does not read" : "the target sends nothing");
             abort_conn(hc);
         } else if (r && r->f) {
             fetch_cancel(r->f);
@@ -896,14 +896,10 @@ static int route(struct http_conn *hc, struct http_req *r, const struct http_hea
         return r->refuse_why = "outside PATH_PREFIX", 404;
     r->path = *rest ? rest : "/";
     r->path_len = strlen(r->path);
-    const char *origins = hc->p->allowed_origins ? hc->p->allowed_origins : "";
     const struct http_hdr *o = http_head_find(h, "origin");
-    char origin[256];
-    if (*origins && o) {
-        snprintf(origin, sizeof(origin), "%.*s", (int)o->value_len, o->value);
-        if (o->value_len >= sizeof(origin) || !http_value_has_token(origins, (uint32_t)strlen(origins), origin))
-            return r->refuse_why = "origin not allowed (ALLOWED_ORIGINS)", 403;
-    }
+    if (!http_origin_allowed(hc->p->allowed_origins, http_head_count(h, "origin"), o ? o->value : "",
+                             o ? o->value_len : 0))
+        return r->refuse_why = "origin not allowed (ALLOWED_ORIGINS)", 403;
     for (unsigned i = 0; i < hc->hs->nbypass; i++)
         if (regexec(&hc->hs->bypass[i], r->path, 0, NULL, 0) == 0) {
             r->bypass = true;
@@ -918,12 +914,33 @@ static int route(struct http_conn *hc, struct http_req *r, const struct http_hea
     return 0;
 }
 
+/* The authorization query parameter, decoded into out: false when there is
+ * none (or it is broken); *twice when it is given more than once. */
+static bool query_credential(const struct http_req *r, char *out, size_t *n, bool *twice)
+{
+    const char *v;
+    size_t vl;
+    *twice = r->query && http_query_count(r->query, r->query_len, "authorization") > 1;
+    return r->query && http_query_get(r->query, r->query_len, "authorization", &v, &vl) &&
+           http_pct_decode(v, vl, out, n, true) == 0;
+}
+
 /* Basic credentials, else the whole Authorization header as the password,
- * else ?authorization= (the Go mGate's order). */
-static void credentials(struct http_req *r, const struct http_head *h, char *mem)
+ * else ?authorization= (the Go mGate's order).  Two that disagree (the
+ * header and the parameter, or the parameter twice) are refused: only one
+ * would be judged, and the target, which gets the query too, might read
+ * the other.  Returns 0 or 400 with r->refuse_why. */
+static int credentials(struct http_req *r, const struct http_head *h, char *mem)
 {
     struct mgate_connect_req *c = &r->u.c;
     const struct http_hdr *a = http_head_find(h, "authorization");
+    char *qmem = mem + (a ? a->value_len : 0); /* after what Basic may decode */
+    size_t qn = 0;
+    bool twice, in_query = query_credential(r, qmem, &qn, &twice);
+    if (twice)
+        return r->refuse_why = "more than one authorization query parameter", 400;
+    if (a && in_query && (qn != a->value_len || memcmp(qmem, a->value, qn)))
+        return r->refuse_why = "the Authorization header and the authorization parameter disagree", 400;
     if (a && a->value_len > 6 && !strncasecmp(a->value, "basic ", 6)) {
         const char *v = a->value + 6;
         size_t vl = a->value_len - 6;
@@ -937,22 +954,18 @@ static void credentials(struct http_req *r, const struct http_head *h, char *mem
                 c->username = (mgate_bytes){(const uint8_t *)mem, (uint32_t)(colon - mem)};
                 c->password = (mgate_bytes){(const uint8_t *)colon + 1, (uint32_t)(n - (size_t)(colon - mem) - 1)};
                 c->has_username = c->has_password = true;
-                return;
+                return 0;
             }
         }
     }
     if (a) {
         c->password = (mgate_bytes){(const uint8_t *)a->value, a->value_len};
         c->has_password = true;
-        return;
-    }
-    const char *v;
-    size_t vl, n;
-    if (r->query && http_query_get(r->query, r->query_len, "authorization", &v, &vl) &&
-        http_pct_decode(v, vl, mem, &n, true) == 0) {
-        c->password = (mgate_bytes){(const uint8_t *)mem, (uint32_t)n};
+    } else if (in_query) {
+        c->password = (mgate_bytes){(const uint8_t *)qmem, (uint32_t)qn};
         c->has_password = true;
     }
+    return 0;
 }
 
 /* USE_CN_AS_USERNAME: the certificate's CN, or a refusal. */
@@ -1016,7 +1029,8 @@ static int on_head(void *ctx, const struct http_head *h)
         return HTTP_BODY_KEEP;
     }
     char *cred = mem + h->target_len + 1; /* after the decoded path */
-    credentials(r, h, cred);
+    if ((st = credentials(r, h, cred)))
+        return refuse_early(r, h, st);
     r->u.c.client_id = (mgate_bytes){(const uint8_t *)"", 0};
     r->u.c.clean_start = true;
     enum mgate_verdict v = MGATE_DENY;

@@ -7,6 +7,7 @@
  * only the parser itself.
  */
 #include "front/http_parse.h"
+#include "front/http_util.h"
 
 #include <llhttp.h>
 #include <stdlib.h>
@@ -33,8 +34,7 @@ struct http_parser {
     struct http_hdr *hdrs;
     uint32_t nhdrs, cap_hdrs;
     bool in_value; /* the last data was a header value: a field starts a new header */
-    bool value_piece; /* part of the current value came already */
-    const char *feed_start;
+    uint8_t scan;  /* enum head_scan: where the head's raw bytes are */
     uint32_t hosts;
     bool expect_other;
     uint64_t raw_head; /* bytes read of the head so far */
@@ -47,6 +47,15 @@ struct http_parser {
     bool started, head_done, done, failed;
     int status;
     const char *why;
+};
+
+/* Where the raw bytes of a request's head are, for head_folds. */
+enum head_scan {
+    SCAN_START,      /* before the request line (llhttp skips empty lines there) */
+    SCAN_LINE,       /* inside a line */
+    SCAN_LINE_START, /* right after a line's LF */
+    SCAN_END_CR,     /* a CR at the start of a line: the empty line that ends the head */
+    SCAN_DONE,       /* the head is over */
 };
 
 static struct http_parser *of(llhttp_t *ll) { return ll->data; }
@@ -164,7 +173,6 @@ static int on_header_field_complete(llhttp_t *ll)
     struct hdr_off *o = &hp->offs[hp->nhdrs - 1];
     o->name_len = hp->hb_len - o->name;
     o->value = hp->hb_len;
-    hp->value_piece = false;
     return 0;
 }
 
@@ -174,13 +182,6 @@ static int on_header_value(llhttp_t *ll, const char *at, size_t n)
     if (hp->head_done)
         return 0;
     hp->in_value = true;
-    /* llhttp hands a value over in one piece per input buffer; a second
-     * piece from the same buffer means it skipped a CRLF: obsolete line
-     * folding.  (At a buffer boundary the folded value keeps the space
-     * instead, which RFC 9112 allows too.) */
-    if (hp->value_piece && at != hp->feed_start)
-        return fail(hp, 400, "obsolete line folding in a header");
-    hp->value_piece = true;
     return hb_append(hp, at, n);
 }
 
@@ -201,7 +202,7 @@ static int on_header_value_complete(llhttp_t *ll)
         len--; /* trailing whitespace is not part of a field value */
     o->value_len = len;
     if (memchr(hp->hb + o->value, '\r', len) || memchr(hp->hb + o->value, '\n', len))
-        return fail(hp, 400, "obsolete line folding in a header");
+        return fail(hp, 400, "a CR or LF in a header value");
     if (name_is(hp, o, "host"))
         hp->hosts++;
     else if (name_is(hp, o, "expect"))
@@ -245,6 +246,10 @@ static int on_headers_complete(llhttp_t *ll)
         return fail(hp, 505, "HTTP version not supported");
     if (hp->hosts > 1 || (h->minor >= 1 && hp->hosts == 0))
         return fail(hp, 400, hp->hosts ? "more than one Host header" : "no Host header");
+    /* only the first would be judged, and a target reading the last would
+     * see an identity nobody verified */
+    if (http_head_count(h, "authorization") > 1)
+        return fail(hp, 400, "more than one Authorization header");
     if ((ll->flags & F_TRANSFER_ENCODING) && h->minor == 0)
         return fail(hp, 400, "Transfer-Encoding in an HTTP/1.0 request");
     if (ll->method == HTTP_CONNECT)
@@ -330,6 +335,7 @@ static void forget(struct http_parser *hp)
     hp->nhdrs = hp->cap_hdrs = hp->hosts = 0;
     hp->body_len = hp->body_cap = hp->body_seen = 0;
     hp->in_value = hp->expect_other = hp->discard = false;
+    hp->scan = SCAN_START;
     hp->raw_head = 0;
     memset(&hp->head, 0, sizeof(hp->head));
 }
@@ -354,14 +360,49 @@ static int status_of(llhttp_errno_t e)
     }
 }
 
+/* Obsolete line folding (RFC 9112 5.2: a line of the head that begins with
+ * a space or a tab) in the head's raw bytes, whatever the split.  llhttp
+ * takes some forms of it (a fold after an empty value, a fold whose CRLF
+ * and space come in different reads), so the bytes are watched here, from
+ * the request line to the empty line that ends the head. */
+static bool head_folds(struct http_parser *hp, const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n && hp->scan != SCAN_DONE; i++) {
+        uint8_t c = p[i];
+        switch (hp->scan) {
+        case SCAN_START:
+            if (c != '\r' && c != '\n')
+                hp->scan = SCAN_LINE;
+            break;
+        case SCAN_LINE:
+            if (c == '\n')
+                hp->scan = SCAN_LINE_START;
+            break;
+        case SCAN_LINE_START:
+            if (c == ' ' || c == '\t')
+                return true;
+            hp->scan = c == '\r' ? SCAN_END_CR : c == '\n' ? SCAN_DONE : SCAN_LINE;
+            break;
+        default: /* SCAN_END_CR */
+            hp->scan = c == '\n' ? SCAN_DONE : SCAN_LINE;
+        }
+    }
+    return false;
+}
+
 size_t http_parser_feed(struct http_parser *hp, const uint8_t *data, size_t len, enum http_event *ev)
 {
     *ev = hp->failed ? HTTP_EV_ERROR : hp->done ? HTTP_EV_MESSAGE : HTTP_EV_MORE;
     if (*ev != HTTP_EV_MORE || !len)
         return 0;
+    if (head_folds(hp, data, len)) { /* before llhttp sees any of it */
+        fail(hp, 400, "obsolete line folding in a header");
+        hp->failed = true;
+        *ev = HTTP_EV_ERROR;
+        return 0;
+    }
     const char *p = (const char *)data;
     bool in_head = !hp->head_done;
-    hp->feed_start = p;
     llhttp_errno_t e = llhttp_execute(&hp->ll, p, len);
     size_t used = len;
     while (e == HPE_PAUSED_UPGRADE) {
@@ -372,7 +413,6 @@ size_t http_parser_feed(struct http_parser *hp, const uint8_t *data, size_t len,
         llhttp_resume_after_upgrade(&hp->ll);
         if (hp->done)
             break;
-        hp->feed_start = p + used;
         e = used < len ? llhttp_execute(&hp->ll, p + used, len - used) : HPE_OK;
         if (e == HPE_OK)
             used = len;
@@ -446,29 +486,30 @@ void http_parser_next(struct http_parser *hp)
     }
 }
 
+static bool hdr_is(const struct http_hdr *x, const char *name, size_t n)
+{
+    return x->name_len == n && !strncasecmp(x->name, name, n);
+}
+
 const struct http_hdr *http_head_find(const struct http_head *h, const char *name)
 {
     size_t n = strlen(name);
     for (uint32_t i = 0; i < h->nhdrs; i++)
-        if (h->hdrs[i].name_len == n && !strncasecmp(h->hdrs[i].name, name, n))
+        if (hdr_is(&h->hdrs[i], name, n))
             return &h->hdrs[i];
     return NULL;
 }
 
+uint32_t http_head_count(const struct http_head *h, const char *name)
+{
+    size_t n = strlen(name);
+    uint32_t count = 0;
+    for (uint32_t i = 0; i < h->nhdrs; i++)
+        count += hdr_is(&h->hdrs[i], name, n);
+    return count;
+}
+
 bool http_value_has_token(const char *value, uint32_t len, const char *token)
 {
-    size_t n = strlen(token);
-    for (uint32_t i = 0; i < len;) {
-        while (i < len && (value[i] == ' ' || value[i] == '\t' || value[i] == ','))
-            i++;
-        uint32_t start = i;
-        while (i < len && value[i] != ',')
-            i++;
-        uint32_t end = i;
-        while (end > start && (value[end - 1] == ' ' || value[end - 1] == '\t'))
-            end--;
-        if (end - start == n && !strncasecmp(value + start, token, n))
-            return true;
-    }
-    return false;
+    return http_list_has(value, len, token, strlen(token));
 }

@@ -104,6 +104,8 @@ void http_parser_next(struct http_parser *hp);
 
 /* A header's value by name (case-insensitive), the first if repeated. */
 const struct http_hdr *http_head_find(const struct http_head *h, const char *name);
+/* How many times the header is there. */
+uint32_t http_head_count(const struct http_head *h, const char *name);
 /* Whether a comma-separated header value lists token (case-insensitive):
  * "keep-alive, Upgrade" has "upgrade". */
 bool http_value_has_token(const char *value, uint32_t len, const char *token);

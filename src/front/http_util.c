@@ -2,6 +2,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 static int hexval(char c)
 {
@@ -72,21 +73,38 @@ bool http_path_has_dot_segment(const char *p, size_t n)
     return false;
 }
 
-bool http_query_get(const char *q, size_t n, const char *key, const char **val, size_t *vlen)
+/* The next key=value at or after *i in a query string. */
+static bool query_next(const char *q, size_t n, const char *key, size_t *i, const char **val, size_t *vlen)
 {
     size_t klen = strlen(key);
-    for (size_t i = 0; i < n;) {
-        size_t j = i;
+    while (*i < n) {
+        size_t start = *i, j = start;
         while (j < n && q[j] != '&')
             j++;
-        if (j - i > klen && q[i + klen] == '=' && !memcmp(q + i, key, klen)) {
-            *val = q + i + klen + 1;
-            *vlen = j - i - klen - 1;
+        *i = j + 1;
+        if (j - start > klen && q[start + klen] == '=' && !memcmp(q + start, key, klen)) {
+            *val = q + start + klen + 1;
+            *vlen = j - start - klen - 1;
             return true;
         }
-        i = j + 1;
     }
     return false;
+}
+
+bool http_query_get(const char *q, size_t n, const char *key, const char **val, size_t *vlen)
+{
+    size_t i = 0;
+    return query_next(q, n, key, &i, val, vlen);
+}
+
+unsigned http_query_count(const char *q, size_t n, const char *key)
+{
+    size_t i = 0, vlen;
+    const char *val;
+    unsigned count = 0;
+    while (query_next(q, n, key, &i, &val, &vlen))
+        count++;
+    return count;
 }
 
 bool http_path_under(const char *path, size_t n, const char *prefix, const char **rest)
@@ -98,6 +116,30 @@ bool http_path_under(const char *path, size_t n, const char *prefix, const char 
         return false;
     *rest = path + pl;
     return true;
+}
+
+bool http_list_has(const char *list, size_t len, const char *item, size_t n)
+{
+    for (size_t i = 0; i < len;) {
+        while (i < len && (list[i] == ' ' || list[i] == '\t' || list[i] == ','))
+            i++;
+        size_t start = i;
+        while (i < len && list[i] != ',')
+            i++;
+        size_t end = i;
+        while (end > start && (list[end - 1] == ' ' || list[end - 1] == '\t'))
+            end--;
+        if (end > start && end - start == n && !strncasecmp(list + start, item, n))
+            return true;
+    }
+    return false;
+}
+
+bool http_origin_allowed(const char *list, unsigned count, const char *origin, size_t n)
+{
+    if (!list || !*list || !count)
+        return true;
+    return count == 1 && n && http_list_has(list, strlen(list), origin, n);
 }
 
 const char *http_reason_phrase(int status)

@@ -21,9 +21,25 @@ size_t http_pct_encode_path(const char *s, size_t n, char *out);
 bool http_path_has_dot_segment(const char *p, size_t n);
 /* The raw value of the first key=value in a query string ("a=1&b=2"). */
 bool http_query_get(const char *q, size_t n, const char *key, const char **val, size_t *vlen);
-/* Does the path (decoded) lie at or below prefix?  Sets *rest to what
- * follows the prefix (starting with '/', or "" when it is the prefix itself). */
+/* How many key=value there are for key. */
+unsigned http_query_count(const char *q, size_t n, const char *key);
+/* Does the path (decoded, without its query) lie at or below prefix?
+ * Segment-aware: "/mqtt" covers "/mqtt" and "/mqtt/x", never "/mqttx"; a
+ * prefix ending in '/' means the same subtree.  Sets *rest to what follows
+ * the prefix (starting with '/', or "" when it is the prefix itself).  The
+ * one PATH_PREFIX rule of the HTTP and WebSocket listeners. */
 bool http_path_under(const char *path, size_t n, const char *prefix, const char **rest);
+
+/* Whether a comma-separated list ("a, B,c") has item (n bytes), compared
+ * case-insensitively, spaces and tabs around each entry ignored. */
+bool http_list_has(const char *list, size_t len, const char *item, size_t n);
+/* ALLOWED_ORIGINS (list; NULL or "": any origin): may a request go on whose
+ * Origin header is origin (n bytes)?  count: how many Origin headers it had.
+ * A request without Origin passes (devices send none: Origin protects
+ * browsers); an empty Origin is not an allowed origin, nor are several
+ * (whose joined value no listed origin equals).  The one rule of the HTTP
+ * and WebSocket listeners. */
+bool http_origin_allowed(const char *list, unsigned count, const char *origin, size_t n);
 
 /* "Not Found" for 404, ... ("Error" for a status we do not answer). */
 const char *http_reason_phrase(int status);

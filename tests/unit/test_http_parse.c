@@ -178,6 +178,60 @@ static void test_smuggling(void)
     CHECK_EQ_INT(status_of("G\x01T / HTTP/1.1\r\nHost: h\r\n\r\n") >= 400, 1);
 }
 
+/* The status a request ends on when fed step bytes at a time (as TCP may
+ * split it), or 200 for a whole message, 0 when it waits for more. */
+static int status_split(const char *req, size_t step)
+{
+    struct seen s = {0};
+    struct http_parser *hp = http_parser_new(&lim, on_head, &s);
+    enum http_event ev = run(hp, req, step, NULL);
+    int st = ev == HTTP_EV_ERROR ? http_parser_status(hp, NULL) : ev == HTTP_EV_MESSAGE ? 200 : 0;
+    http_parser_free(hp);
+    return st;
+}
+
+/* Obsolete line folding is refused in every form and every split: after a
+ * value, after an empty value, with a tab, right behind the request line,
+ * the fold's CRLF and its space in different reads. */
+static void test_obs_fold(void)
+{
+    static const char *const folded[] = {
+        "GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: h\r\nX:\r\n b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: h\r\nX: \r\n b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n\tb\r\n\r\n",
+        "GET / HTTP/1.1\r\nX:\r\n Host: h\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n \r\n\r\n",
+        "GET / HTTP/1.1\r\n Host: h\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nX: a\r\n  b\r\n\r\nz",
+    };
+    for (size_t i = 0; i < sizeof(folded) / sizeof(folded[0]); i++)
+        for (size_t step = 1; step <= strlen(folded[i]); step++) {
+            int st = status_split(folded[i], step);
+            CHECK_EQ_INT(st, 400);
+            if (st != 400) {
+                fprintf(stderr, "  (request %zu fed %zu bytes at a time)\n", i, step);
+                break;
+            }
+        }
+    /* what looks like a fold in a body, or before the request line, is not one */
+    static const char body[] = "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 6\r\n\r\na\r\n bc";
+    static const char lead[] = "\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n";
+    for (size_t step = 1; step <= sizeof(body); step++) {
+        CHECK_EQ_INT(status_split(body, step), 200);
+        CHECK_EQ_INT(status_split(lead, step), 200);
+    }
+}
+
+/* Two credentials: only the first would be judged, the target might read the second. */
+static void test_two_authorizations(void)
+{
+    CHECK_EQ_INT(status_of("GET / HTTP/1.1\r\nHost: h\r\nAuthorization: a\r\nAuthorization: b\r\n\r\n"), 400);
+    CHECK_EQ_INT(status_of("GET / HTTP/1.1\r\nHost: h\r\nauthorization: a\r\nAUTHORIZATION: a\r\n\r\n"), 400);
+    CHECK_EQ_INT(status_of("GET / HTTP/1.1\r\nHost: h\r\nAuthorization: a\r\nProxy-Authorization: b\r\n\r\n"),
+                 200);
+}
+
 static void test_expect_and_refusal(void)
 {
     struct seen s = {.use = HTTP_BODY_DISCARD};
@@ -230,6 +284,8 @@ int main(void)
     test_pipelined_and_chunked();
     test_limits();
     test_smuggling();
+    test_obs_fold();
+    test_two_authorizations();
     test_expect_and_refusal();
     test_tokens();
     return check_done("test_http_parse");
