@@ -43,15 +43,15 @@ int pass_emit_packet(struct pass *ps, const struct mqtt_packet *pkt)
     size_t need = mqtt_encode(pkt, ps->s->version, NULL, 0);
     if (need == 0) {
         /* A rewrite the protocol cannot carry (e.g. a topic over 64 KiB). */
-        log_msgf(LOGL_WARN, "rewritten %s cannot be encoded; dropped", mqtt_type_name(pkt->type));
+        session_log(ps->s, LOGL_WARN, "rewritten %s cannot be encoded; dropped", mqtt_type_name(pkt->type));
         return 0;
     }
     uint32_t limit = ps->dir == MGATE_UP ? ps->s->broker_max_packet : ps->s->client_max_packet;
     if (limit && need > limit) {
         /* v5: the receiver said it cannot take this; sending it would get the
          * connection closed, so the rewritten packet is dropped instead. */
-        log_msgf(LOGL_WARN, "rewritten %s of %zu bytes exceeds the peer's maximum packet size %u; dropped",
-                 mqtt_type_name(pkt->type), need, limit);
+        session_log(ps->s, LOGL_WARN, "rewritten %s of %zu bytes exceeds the peer's maximum packet size %u; dropped",
+                    mqtt_type_name(pkt->type), need, limit);
         return 0;
     }
     if (!(buf = malloc(need)))

@@ -302,7 +302,7 @@ static void on_broker_connected(struct conn *c)
     struct mgate_session *s = c->owner;
     mgate_log(LOGL_DEBUG, s, "broker connection established");
     if (s->p->target_proxy_protocol && send_proxy_header(s, c) < 0) {
-        mgate_log(LOGL_WARN, s, "cannot send the PROXY protocol header to the broker");
+        session_log(s, LOGL_WARN, "cannot send the PROXY protocol header to the broker");
         conn_close_after_flush(c);
         return;
     }
@@ -325,7 +325,7 @@ int session_dial(struct mgate_session *s)
                                   &broker_cbs, s, &err);
     if (!s->broker) {
         METRIC_INC(session_metrics(s)->broker_dial_failures);
-        mgate_log(LOGL_WARN, s, "cannot dial the broker: %s", strerror(err));
+        session_log(s, LOGL_WARN, "cannot dial the broker: %s", strerror(err)); /* once per client: a flood of them is budgeted */
         return -1;
     }
     s->broker->high_water = s->p->output_high_water;
@@ -466,7 +466,7 @@ enum mgate_verdict session_front_ask(struct mgate_session *s, enum front_ask kin
             continue;
         if (v == MGATE_ALLOW || v == MGATE_DENY || v == MGATE_PENDING)
             return v;
-        mgate_log(LOGL_ERROR, s, "handler %s returned %d, not a verdict; denied", hd->name, (int)v);
+        session_log(s, LOGL_ERROR, "handler %s returned %d, not a verdict; denied", hd->name, (int)v);
         return MGATE_DENY;
     }
     return MGATE_ALLOW;

@@ -120,6 +120,27 @@ def nothing_before_connack(t, gate):
     c.close()
 
 
+def connect_refusal_flood(t, gate):
+    """A flood of refused CONNECTs cannot write a line each: "CONNECT refused" and "closing"
+    go through the listener's log budget (50 a second per worker); the sessions' "session
+    closed" lines say how many were left out."""
+    n = 300
+    logins = [(f"deny-flood-{i}", None, None) for i in range(n)]
+    REFUSED_IDS.extend(cid for cid, _, _ in logins)
+    mark = gate.log.mark()
+    t0 = time.monotonic()
+    codes, _ = h.connect_burst(gate.port, 4, logins)
+    t.eq(codes, [5] * n, f"{n} refused CONNECTs at once: each gets CONNACK 5")
+    h.wait_until(lambda: gate.log.count(r'"msg":"session closed"', mark) >= n, 5.0)
+    budget = 50 * (int(time.monotonic() - t0) + 2)
+    for msg in ("CONNECT refused", "closing: CONNECT refused by the handler"):
+        got = gate.log.count(f'"msg":"{msg}"', mark)
+        t.check(got <= budget, f"'{msg}': {got} lines for {n} refusals (<= {budget}, the listener's budget)")
+    left = sum(line.get("left_out", 0) + line.get("listener_left_out", 0)
+               for line in gate.json_since(mark))
+    t.check(left > 0, f"and the lines left out are counted ({left})")
+
+
 def left_while_pending(t, gate, broker):
     """Clients that go away while their verdict is pending: mgate must survive the late answer."""
     mark = broker.log.mark()
@@ -465,6 +486,7 @@ def main():
         t.case("CONNECT with a late verdict", connect_late, t, gate, broker)
         t.case("CONNECT rewritten", rename, t, gate, broker)
         t.case("nothing before the CONNACK", nothing_before_connack, t, gate)
+        t.case("a flood of refused CONNECTs is logged within a budget", connect_refusal_flood, t, gate)
         quick = h.Mgate(tmp, broker.port, binary=h.EXAMPLE_BIN, MGATE_MQTT_WITHOUT_TLS_CONNECT_TIMEOUT="100ms")
         t.case("CONNECT verdict later than CONNECT_TIMEOUT", verdict_too_late, t, quick)
         t.case("PUBLISH refused, 5.0", publish_refused_v5, t, gate)
