@@ -195,7 +195,7 @@ static void verified(const struct acl_check *c, enum acl_check_result r)
         return;
     }
     bool ok = r == ACL_CHECK_OK;
-    if (ok && c->tag == CHECK_PASSWORD) /* only successes, never a refusal */
+    if (ok && c->cacheable) /* only successes, never a refusal */
         cache_put(&c->key, c->generation, loop_now(session_loop(s)));
     mgate_resume(s, req, verdict(s, req, (enum check)c->tag, ok));
 }
@@ -216,11 +216,10 @@ static enum mgate_verdict check_costly(mgate_session *s, struct mgate_connect_re
     /* Looked up for every costly check, known user or not: the same work. */
     bool keyed = acl_cache_key_of(cache.secret, req->username.p, req->username.len, req->password.p, len, &c.key);
     bool hit = keyed && cache_hit(&c.key, c.generation, loop_now(session_loop(s)));
-    if (hit && check == CHECK_PASSWORD)
-        return MGATE_ALLOW;
-    if (acl_pool_verify(session_loop(s), &c) == 0)
-        return MGATE_PENDING;
-    return busy(s, req);
+    c.cacheable = keyed && check == CHECK_PASSWORD; /* never an all-zero key that OpenSSL failed to make */
+    int queued = hit && check == CHECK_PASSWORD ? 1 : acl_pool_verify(session_loop(s), &c); /* the job has a copy */
+    OPENSSL_cleanse(&c.key, sizeof(c.key));
+    return queued > 0 ? MGATE_ALLOW : queued == 0 ? MGATE_PENDING : busy(s, req);
 }
 
 static enum mgate_verdict auth_connect(mgate_session *s, struct mgate_connect_req *req)

@@ -163,6 +163,7 @@ struct acl_check {
     bool simulate;
     struct acl_fq_addr source; /* whose queue it waits in */
     struct acl_cache_key key;  /* handed back to done, for the cache */
+    bool cacheable;            /* key is good, and a success may be remembered */
     uint64_t generation;       /* of the rule set it was checked against */
 };
 
