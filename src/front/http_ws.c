@@ -94,7 +94,7 @@ struct http_ws {
     struct loop_timer timer;
     uint8_t phase; /* enum ws_phase */
     bool draining, ending;
-    uint64_t active, refusal_logged; /* loop times */
+    uint64_t active; /* loop time of the last frame */
     char *topic;                     /* NULL: a bypass path, nothing is judged */
     size_t topic_len;
     uint8_t *masks; /* masking keys for the target's frames, drawn from RAND_bytes 64 at a time */
@@ -321,7 +321,7 @@ static void shut(struct http_ws *w, int client_code, int target_code, const char
  * answer; the other leg is told the relay is going away. */
 static void leg_broken(struct ws_leg *leg, int code, const char *why)
 {
-    mgate_log(LOGL_INFO, leg->w->s, "websocket: the %s %s; closed with %d", leg_name(leg), why, code);
+    session_log(leg->w->s, LOGL_INFO, "websocket: the %s %s; closed with %d", leg_name(leg), why, code);
     leg->close_rcvd = true;
     begin_closing(leg->w);
     leg_close_code(leg, code, why);
@@ -335,7 +335,7 @@ static void fail_upgrade(struct http_ws *w, int status, const char *why)
 {
     char out[1024];
     size_t n = http_error_answer(out, sizeof(out), status, why, "", "Connection: close\r\n", true);
-    mgate_log(LOGL_WARN, w->s, "http %d: websocket upgrade: %s", status, why);
+    session_log(w->s, LOGL_WARN, "http %d: websocket upgrade: %s", status, why);
     METRIC_INC(loop_metrics(w->loop)->http_responses[status / 100]);
     leg_drop(&w->tg);
     begin_closing(w);
@@ -542,12 +542,8 @@ static void refused(struct ws_leg *leg)
 {
     struct http_ws *w = leg->w;
     METRIC_INC(loop_metrics(w->loop)->publish_refused[leg->client ? MGATE_UP : MGATE_DOWN]);
-    uint64_t now = loop_now(w->loop);
-    if (now - w->refusal_logged >= 1000) { /* a flood of refusals is one line a second */
-        w->refusal_logged = now;
-        mgate_log(LOGL_INFO, w->s, "websocket: a message %s refused by the handler (%s); dropped",
-                  leg->client ? "up" : "down", leg->client ? "auth_publish" : "auth_subscribe");
-    }
+    session_log(w->s, LOGL_INFO, "websocket: a message %s refused by the handler (%s); dropped",
+                leg->client ? "up" : "down", leg->client ? "auth_publish" : "auth_subscribe");
 }
 
 static void decided(struct ws_msg *m, bool ok)

@@ -23,6 +23,7 @@ import threading
 import time
 
 import harness as h
+from test_admin import metrics
 
 HTTP = "MGATE_HTTP_WITHOUT_TLS_"
 ECHO = os.path.join(h.REPO, "examples", "server", "http-echo", "http_echo.py")
@@ -609,6 +610,72 @@ def own_answers_flood(t, tmp, echo, results, binary=None):
     c.close()
 
 
+SESSION_LOG_BURST, LISTENER_LOG_BURST = 5, 50  # src/session/session.h: lines a second
+
+
+def refusal_log_flood(t, tmp, echo, results, binary=None):
+    """A refusal flood writes a bounded number of log lines: one client pipelining 3000 refused
+    requests (and reading the answers) gets at most SESSION_LOG_BURST lines a second, 200 clients
+    with 3 each at most LISTENER_LOG_BURST a second together; the lines left out are counted on the
+    next line (and on "session closed"), and /metrics counts every refusal."""
+    admin = h.free_port()
+    g = gate(tmp, echo.port, binary=binary, MGATE_ADMIN_PORT=admin, MGATE_WORKERS=1)  # the budgets are per worker
+    before = metrics(admin)
+    mark = g.log.mark()
+    n, many, each = 3000, 200, 3
+    blob = b"".join(OWN_ANSWERS[i % 3][0] for i in range(n))
+    t0 = time.monotonic()
+    c = Raw(g.port, timeout=30)
+    sender = threading.Thread(target=lambda: c.s.sendall(blob), daemon=True)
+    sender.start()
+    got = statuses(c, n)
+    sender.join(10)
+    c.close()
+    one_secs = time.monotonic() - t0
+    conns = [Raw(g.port) for _ in range(many)]
+    for k in conns:
+        k.send(OWN_ANSWERS[0][0] * each)
+    got += [st for k in conns for st in statuses(k, each)]
+    for k in conns:
+        k.close()
+    secs = time.monotonic() - t0
+    t.eq(got, [OWN_ANSWERS[i % 3][1] for i in range(n)] + [404] * (many * each), "every refused request answered")
+    sessions = h.wait_until(lambda: g.log.count(r'"msg":"session closed"', mark) >= many + 1, 5.0)
+    lines = [j for j in g.json_since(mark) if j.get("msg", "").startswith("http 4")]
+    first = lines[0]["peer"] if lines else None  # the pipelining client's address
+    mine = [j for j in lines if j["peer"] == first]
+    closed = [j for j in g.json_since(mark) if j.get("msg") == "session closed" and j.get("peer") == first]
+    bound_one = SESSION_LOG_BURST * (int(one_secs) + 2)
+    bound_all = LISTENER_LOG_BURST * (int(secs) + 2)
+    t.check(sessions and len(mine) <= bound_one,
+            f"one client's {n} refusals in {one_secs:.1f} s: at most {bound_one} lines", f"{len(mine)} lines")
+    t.check(len(lines) <= bound_all, f"{n + many * each} refusals from {many + 1} clients in {secs:.1f} s: "
+            f"at most {bound_all} lines", f"{len(lines)} lines")
+    counted = sum(1 + j.get("left_out", 0) for j in mine) + sum(j.get("left_out", 0) for j in closed)
+    t.eq(counted, n, "the client's lines plus the counts left out on them and on its \"session closed\": all its refusals")
+    # the listener's budget left lines of the 200 out: a line in a later second says how many
+    time.sleep(1.05)
+    late = Raw(g.port)
+    late.send(OWN_ANSWERS[0][0])
+    statuses(late, 1)
+    later = h.wait_until(lambda: [j for j in g.json_since(mark) if j.get("msg", "").startswith("http 4")][len(lines):],
+                         5.0)
+    told = later[0].get("listener_left_out", 0) if later else 0
+    t.eq(len(lines) + (counted - len(mine)) + told, n + many * each,
+         "lines written + left out by the client's budget + by the listener's (told on a later line): every refusal")
+    late.close()
+    after = metrics(admin)
+    key = 'mgate_http_responses_total{code="4xx"}'
+    t.eq(after.get(key, 0) - before.get(key, 0), n + many * each + 1, "/metrics counts every refusal")
+    sent = len(blob) + many * each * len(OWN_ANSWERS[0][0])
+    written = g.log.mark() - mark
+    refusal_bytes = sum(len(x) + 1 for x in g.log.text(mark).splitlines() if '"msg":"http 4' in x)
+    results["log"] = f"refusal flood: {written} log bytes in all for {sent} bytes sent ({written / sent:.4f} per " \
+                     f"byte; refusal lines alone {refusal_bytes} bytes, {refusal_bytes / sent:.4f} per byte), " \
+                     f"{len(lines)} refusal lines for {len(got)} refusals"
+    print("  measured:", results["log"])
+
+
 def drain(t, tmp, echo):
     g = gate(tmp, echo.port, MGATE_SHUTDOWN_GRACE="5s")
     c = Raw(g.port, timeout=10)
@@ -648,6 +715,7 @@ def main():
         t.case("target down, slow, streaming", target_down_slow, t, tmp, echo)
         t.case("200 in parallel, rates, memory", parallel, t, g, results)
         t.case("own answers nobody reads", own_answers_flood, t, tmp, echo, results)
+        t.case("a refusal flood's log lines", refusal_log_flood, t, tmp, echo, results)
         t.case("drain", drain, t, tmp, echo)
         t.check(g.alive(), "mgate still runs")
         rc = h.finish(t)

@@ -390,6 +390,39 @@ def refused_up(t, g, echo):
     c.close()
 
 
+SESSION_LOG_BURST = 5  # src/session/session.h: lines a second per session
+
+
+def refusal_flood_up(t, tmp, echo):
+    """A flood of refused messages on one WebSocket is logged within the session's budget
+    (session_log: SESSION_LOG_BURST lines a second), the lines left out counted on a later one;
+    /metrics counts every refused message."""
+    admin, n = h.free_port(), 2000
+    g = gate(tmp, echo.port, MGATE_ADMIN_PORT=admin, MGATE_WORKERS=1)
+    before = metrics(admin)
+    mark = g.log.mark()
+    c = WsClient(g.port, f"{PREFIX}/messages/flood", timeout=20)
+    t.eq(c.code, 101, "a WebSocket for a flood of refusals: 101")
+    t0 = time.monotonic()
+    c.s.sendall(wire(b"deny-payload", 0x80 | TEXT) * n + wire(b"marker", 0x80 | TEXT))
+    frame_eq(t, c.frame(), data(b"marker"), f"{n} refused messages dropped, the next one relayed")
+    secs = time.monotonic() - t0
+    refusal = r'"msg":"websocket: a message up refused'
+    lines = g.log.count(refusal, mark)
+    bound = SESSION_LOG_BURST * (int(secs) + 2)
+    t.check(lines <= bound, f"{n} refusals in {secs:.1f} s: at most {bound} log lines", f"{lines} lines")
+    time.sleep(1.05)  # a later second: its first line says how many were left out
+    c.send_frame(b"deny-payload", TEXT)
+    c.send_frame(b"marker2", TEXT)
+    frame_eq(t, c.frame(), data(b"marker2"), "one more refusal a second later, then a message relayed")
+    late = [json.loads(x) for x in g.log.text(mark).splitlines() if "websocket: a message up refused" in x][lines:]
+    told = late[0].get("left_out", 0) if late else None
+    t.eq(lines + told, n, "the lines written plus the count a later line gives: every refused message")
+    key = 'mgate_publish_refused_total{direction="client_to_broker"}'
+    t.eq(metrics(admin).get(key, 0) - before.get(key, 0), n + 1, "/metrics counts every refused message")
+    c.close()
+
+
 def refused_down(t, g, echo):
     path = "/messages/secret/x"
     c = WsClient(g.port, f"{PREFIX}{path}")
@@ -717,6 +750,7 @@ def main():
         t.case("bypass path", bypass, t, g_lim, echo)
         t.case("messages refused up (auth_publish)", refused_up, t, g, echo)
         t.case("messages refused down (auth_subscribe)", refused_down, t, g, echo)
+        t.case("a flood of refused messages: log lines bounded", refusal_flood_up, t, tmp, echo)
         t.case("order behind late verdicts", order_slow, t, g, echo)
         t.case("a ping from the target", target_ping, t, g, echo)
         t.case("close from either side, a leg gone", endings, t, g, echo)

@@ -6,6 +6,7 @@
 
 #include "check.h"
 #include "front/http_parse.h"
+#include "front/http_util.h"
 
 struct seen {
     int heads;
@@ -278,6 +279,28 @@ static void test_tokens(void)
     CHECK(!http_value_has_token("", 0, "close"));
 }
 
+/* The helpers both listeners share (http_util): PATH_PREFIX by segments, ALLOWED_ORIGINS. */
+static void test_shared_rules(void)
+{
+    const char *rest;
+    CHECK(http_path_under("/mqtt", 5, "/mqtt", &rest) && !strcmp(rest, ""));
+    CHECK(http_path_under("/mqtt/x", 7, "/mqtt", &rest) && !strcmp(rest, "/x"));
+    CHECK(!http_path_under("/mqttx", 6, "/mqtt", &rest));
+    CHECK(!http_path_under("/mqtt-evil/x", 12, "/mqtt", &rest));
+    CHECK(http_path_under("/mqtt/x", 7, "/mqtt/", &rest) && !strcmp(rest, "/x"));
+    CHECK(!http_path_under("/mqttx", 6, "/mqtt/", &rest));
+    CHECK(http_path_under("/anything", 9, "", &rest));
+    CHECK(http_origin_allowed(NULL, 1, "", 0) && http_origin_allowed("", 2, "x", 1)); /* no list: any */
+    CHECK(http_origin_allowed("https://a.example", 0, "", 0));                      /* none sent */
+    CHECK(http_origin_allowed(" https://b.example ,https://A.example", 1, "https://a.example", 17));
+    CHECK(!http_origin_allowed("https://a.example", 1, "", 0));                     /* empty */
+    CHECK(!http_origin_allowed("https://a.example,", 1, "", 0));
+    CHECK(!http_origin_allowed("https://a.example", 2, "https://a.example", 17));  /* two */
+    CHECK(!http_origin_allowed("https://a.example", 1, "https://a.example.evil", 22));
+    CHECK_EQ_INT(http_query_count("authorization=a&x=1&authorization=b", 35, "authorization"), 2);
+    CHECK_EQ_INT(http_query_count("xauthorization=a&authorization", 30, "authorization"), 0);
+}
+
 int main(void)
 {
     test_simple();
@@ -288,5 +311,6 @@ int main(void)
     test_two_authorizations();
     test_expect_and_refusal();
     test_tokens();
+    test_shared_rules();
     return check_done("test_http_parse");
 }
