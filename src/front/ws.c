@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
+#include "front/http_util.h"
 #include "front/uvloop.h"
 #include "net/conn.h"
 
@@ -162,15 +164,18 @@ static const struct conn_ops ws_ops = {ws_read, ws_writev, ws_close, NULL, ws_in
 
 static struct ws_listener *listener_of(struct lws *wsi) { return lws_get_vhost_user(lws_get_vhost(wsi)); }
 
+/* PATH_PREFIX, segment-aware as on the HTTP listener: "/mqtt" admits
+ * "/mqtt" and "/mqtt/x", not "/mqttx". */
 static bool path_allowed(struct lws *wsi, const struct ws_listener *wl)
 {
     const char *prefix = wl->p->path_prefix ? wl->p->path_prefix : "";
     if (!*prefix)
         return true;
-    char uri[512];
+    char uri[WS_MAX_UPGRADE];
     if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) < 0)
         return false;
-    return !strncmp(uri, prefix, strlen(prefix));
+    const char *rest;
+    return http_path_under(uri, strcspn(uri, "?"), prefix, &rest);
 }
 
 /* "Authorization: Bearer T" (or any other scheme, whole) becomes the
@@ -187,28 +192,15 @@ static void take_token(struct lws *wsi, struct mgate_session *s)
     session_set_token(s, tok, strlen(tok));
 }
 
-/* ALLOWED_ORIGINS: browsers send Origin; a page from elsewhere must not
- * use a visitor's credentials here.  Clients that send none (devices,
- * SDKs) pass: Origin protects browsers, not servers. */
+/* ALLOWED_ORIGINS, the HTTP listener's rule (http_origin_allowed): lws
+ * joins repeated Origin headers into one value, and keeps an empty one as a
+ * fragment of length 0 (absent: -1). */
 static bool origin_allowed(struct lws *wsi, const struct ws_listener *wl)
 {
-    const char *list = wl->p->allowed_origins ? wl->p->allowed_origins : "";
-    char origin[256];
-    if (!*list || !lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN))
-        return true;
-    if (lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN) <= 0)
-        return false; /* longer than any origin we could have been told to allow */
-    size_t n = strlen(origin);
-    for (const char *p = list; *p;) {
-        p += strspn(p, " ,");
-        size_t len = strcspn(p, ",");
-        while (len && p[len - 1] == ' ')
-            len--;
-        if (len == n && !strncasecmp(p, origin, n))
-            return true;
-        p += strcspn(p, ",");
-    }
-    return false;
+    char origin[WS_MAX_UPGRADE], probe[1];
+    int n = lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN);
+    bool present = n > 0 || lws_hdr_copy_fragment(wsi, probe, sizeof(probe), WSI_TOKEN_ORIGIN, 0) == 0;
+    return http_origin_allowed(wl->p->allowed_origins, present, origin, n > 0 ? (size_t)n : 0);
 }
 
 /* The subprotocols we speak, as a client may list them: "mqtt, foo". */
@@ -223,6 +215,33 @@ static bool subprotocol_ok(struct lws *wsi)
         if (!strcmp(p, "mqtt") || !strcmp(p, "mqttv3.1"))
             return true;
     return false;
+}
+
+/* A refused upgrade's line.  No session exists yet: the listener's budget
+ * on this worker bounds what a flood of them writes (the count of lines
+ * left out rides on the next one); metrics count every refusal. */
+static void log_refusal(struct lws *wsi, const struct ws_listener *wl, unsigned status, const char *why)
+{
+    uint32_t left_out = 0;
+    struct log_limit *budget = wl->p->log_budget;
+    if (!log_enabled(LOGL_INFO) ||
+        (budget && !log_limit_take(budget, loop_now(wl->front->l), LISTENER_LOG_BURST, &left_out)))
+        return;
+    struct sockaddr_storage peer;
+    socklen_t plen = sizeof(peer);
+    const struct ws_origin *bridged = origin_of(wsi);
+    char addr[64] = "?", text[320];
+    if (bridged)
+        sockaddr_format((const struct sockaddr *)&bridged->peer, addr, sizeof(addr));
+    else if (getpeername(lws_get_socket_fd(wsi), (struct sockaddr *)&peer, &plen) == 0)
+        sockaddr_format((const struct sockaddr *)&peer, addr, sizeof(addr));
+    snprintf(text, sizeof(text), "%s: WebSocket upgrade from %s refused (%u): %s", wl->p->listener, addr, status,
+             why);
+    struct logline l;
+    log_begin(&l, LOGL_INFO, text);
+    if (left_out)
+        log_uint(&l, "listener_left_out", left_out);
+    log_end(&l);
 }
 
 /* An upgrade we refuse gets an HTTP answer that says why, not a hang-up. */
@@ -241,15 +260,8 @@ static int confirm_upgrade(struct lws *wsi, const char *what)
         status = HTTP_STATUS_BAD_REQUEST, why = "no supported subprotocol (mqtt, mqttv3.1)";
     if (!status)
         return 0;
-    struct sockaddr_storage peer;
-    socklen_t plen = sizeof(peer);
-    const struct ws_origin *bridged = origin_of(wsi);
-    char addr[64] = "?";
-    if (bridged)
-        sockaddr_format((const struct sockaddr *)&bridged->peer, addr, sizeof(addr));
-    else if (getpeername(lws_get_socket_fd(wsi), (struct sockaddr *)&peer, &plen) == 0)
-        sockaddr_format((const struct sockaddr *)&peer, addr, sizeof(addr));
-    log_msgf(LOGL_INFO, "%s: WebSocket upgrade from %s refused (%u): %s", wl->p->listener, addr, status, why);
+    METRIC_INC(loop_metrics(wl->front->l)->http_responses[status / 100]);
+    log_refusal(wsi, wl, status, why);
     lws_return_http_status(wsi, status, why);
     return -1;
 }
@@ -361,6 +373,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         wc->wsi = wsi;
     switch (reason) {
     case LWS_CALLBACK_HTTP: /* a plain HTTP request: nothing here but WebSockets */
+        METRIC_INC(loop_metrics(listener_of(wsi)->front->l)->http_responses[4]);
         lws_return_http_status(wsi, HTTP_STATUS_NOT_FOUND, NULL);
         return -1;
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:

@@ -7,6 +7,7 @@ packets in one message (a hand-made WebSocket client); the example handler's ref
 with the core's codes; a wrong path and a plain HTTP request are refused; mgate exits cleanly.
 """
 import base64
+import json
 import os
 import re
 import socket
@@ -18,6 +19,9 @@ import time
 
 sys.dont_write_bytecode = True
 import harness as h  # noqa: E402
+from test_admin import metrics  # noqa: E402
+
+LISTENER_LOG_BURST = 50  # src/session/session.h: lines a second per listener and worker
 
 WS = "MGATE_MQTT_WS_WITHOUT_TLS_"
 N = 200
@@ -250,6 +254,71 @@ def origins(t, tmp, broker):
         if not ok:
             t.check(" 403" in w.status, f"ALLOWED_ORIGINS: Origin {origin} gets 403", w.status)
         w.s.close()
+    # the HTTP listener's rule (http_origin_allowed): an empty Origin is no allowed origin, and two
+    # Origin headers are one joined value, which no listed origin equals
+    for what, hdrs in (("an empty Origin", [("Origin", "")]),
+                       ("an allowed Origin, then another", [("Origin", "https://good.example"),
+                                                            ("Origin", "https://evil.example")])):
+        w = RawWs(port, headers=hdrs)
+        t.check(" 403" in w.status, f"ALLOWED_ORIGINS: {what} gets 403", w.status)
+        w.s.close()
+
+
+def path_prefix(t, tmp, broker):
+    """PATH_PREFIX is segment-aware, as on the HTTP listener (http_path_under): /mqtt admits /mqtt,
+    /mqtt/x and /mqtt?q, never /mqttx or /mqtt-evil/x; a prefix ending in / works as written."""
+    for prefix, cases in (("/mqtt", [("/mqtt", True), ("/mqtt/x", True), ("/mqtt?a=b", True), ("/mqttx", False),
+                                     ("/mqtt-evil/x", False), ("/mq", False), ("/", False)]),
+                          ("/mqtt/", [("/mqtt/", True), ("/mqtt/x", True), ("/mqttx", False),
+                                      ("/mqtt-evil/x", False)])):
+        port = h.free_port()
+        env = ws_env(broker.port, port)
+        env[WS + "PATH_PREFIX"] = prefix
+        g = h.Mgate(tmp, broker.port, port=port, MGATE_MQTT_WITHOUT_TLS_PORT=None, **env)
+        for path, ok in cases:
+            w = RawWs(port, path=path)
+            t.check(("101" in w.status) if ok else (" 404" in w.status),
+                    f"PATH_PREFIX={prefix}: {path} is {'upgraded' if ok else 'refused (404)'}", w.status)
+            w.s.close()
+        w = RawWs(port, path=prefix, headers=[("Origin", "")])
+        t.check("101" in w.status, f"PATH_PREFIX={prefix}, no ALLOWED_ORIGINS: an empty Origin is upgraded",
+                w.status)
+        w.s.close()
+        g.stop()
+
+
+def upgrade_log_flood(t, tmp, broker):
+    """Refused upgrades (logged before any session exists) are logged within the listener's budget:
+    at most LISTENER_LOG_BURST lines a second on a worker, the lines left out counted on a later one;
+    /metrics counts every refused answer (mgate_http_responses_total, 4xx)."""
+    port, admin, n = h.free_port(), h.free_port(), 300
+    g = h.Mgate(tmp, broker.port, port=port, MGATE_MQTT_WITHOUT_TLS_PORT=None, MGATE_WORKERS=1,
+                MGATE_ADMIN_PORT=admin, **ws_env(broker.port, port))
+    before = metrics(admin)
+    mark = g.log.mark()
+    t0 = time.monotonic()
+    statuses = []
+    for _ in range(n):
+        w = RawWs(port, path="/elsewhere")
+        statuses.append(w.status.split(" ")[1] if " " in w.status else w.status)
+        w.s.close()
+    secs = time.monotonic() - t0
+    t.eq(statuses, ["404"] * n, f"{n} upgrades outside PATH_PREFIX: 404 each")
+    refusal = r'"msg":"[^"]*WebSocket upgrade from'
+    h.wait_until(lambda: g.log.count(refusal, mark) >= 1, 2.0)
+    lines = g.log.count(refusal, mark)
+    bound = LISTENER_LOG_BURST * (int(secs) + 2)
+    t.check(lines <= bound, f"{n} refused upgrades in {secs:.1f} s: at most {bound} log lines", f"{lines} lines")
+    time.sleep(1.05)  # a later second: the next line says how many were left out
+    w = RawWs(port, path="/elsewhere")
+    w.s.close()
+    late = h.wait_until(lambda: [json.loads(x) for x in g.log.text(mark).splitlines()
+                                 if "WebSocket upgrade from" in x][lines:], 3.0)
+    told = late[0].get("listener_left_out", 0) if late else None
+    t.eq(lines + told, n, "the lines written plus the count a later line gives: every refused upgrade")
+    after = metrics(admin)
+    key = 'mgate_http_responses_total{code="4xx"}'
+    t.eq(after.get(key, 0) - before.get(key, 0), n + 1, "/metrics counts every refused upgrade")
 
 
 def closed_within(sock, seconds):
@@ -615,6 +684,8 @@ def main():
         t.case("refusals", refusals, t, tmp, broker)
         t.case("Authorization token", token, t, tmp)
         t.case("allowed origins", origins, t, tmp, broker)
+        t.case("PATH_PREFIX by segments", path_prefix, t, tmp, broker)
+        t.case("refused upgrades' log lines", upgrade_log_flood, t, tmp, broker)
         t.case("bad input", bad_input, t, tmp, broker)
         t.case("WebSocket broker", ws_broker, t, tmp)
         t.case("wss", wss, t, tmp, broker)
