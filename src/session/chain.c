@@ -50,7 +50,7 @@ static bool begin_will_stage(struct mgate_session *s, struct held *h)
     if (h->type != MQTT_CONNECT || h->will_stage || !h->pkt.connect.has_will)
         return false;
     const struct mqtt_connect *c = &h->pkt.connect;
-    session_save_credentials(s, &h->req.connect);
+    h->will_lost = session_save_credentials(s, &h->req.connect) < 0;
     h->will_stage = true;
     h->step = 0;
     h->will = (struct mgate_publish_req){
@@ -65,11 +65,11 @@ static bool begin_will_stage(struct mgate_session *s, struct held *h)
     return true;
 }
 
-/* Out of memory saving the identity: the will would be judged as an
- * anonymous client's, so it is refused instead (fail closed). */
+/* Out of memory saving the identity (the session is closing): the will
+ * would be judged as an anonymous client's, so it is refused instead. */
 static enum mgate_verdict ask_will(struct mgate_session *s, struct held *h)
 {
-    if (s->cred_mem)
+    if (!h->will_lost)
         return ask_from_step(s, h);
     h->will.reason = MGATE_REASON_SERVER_BUSY;
     return MGATE_DENY;

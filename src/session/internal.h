@@ -31,6 +31,7 @@ struct held {
      * allowed and carries a will) auth_publish with its will (chain.c). */
     struct mgate_publish_req will;
     bool will_stage;
+    bool will_lost; /* the identity to judge it with could not be kept */
     mqtt_str resolved_topic;        /* PUBLISH: the topic after alias resolution */
     struct mgate_session *s;
     uint8_t dir;

@@ -136,11 +136,8 @@ static enum pkt_result finish_connect(struct pass *ps, struct held *h)
     struct mgate_connect_req *req = &h->req.connect;
     if (h->verdict != MGATE_ALLOW)
         return refuse_connect(s, h);
-    session_save_credentials(s, req);
-    if (!s->cred_mem) { /* never on with an identity nobody checked */
-        session_close_as(s, CONN_END_INTERNAL, CONN_END_INTERNAL, "out of memory");
-        return PKT_CLOSE;
-    }
+    if (session_save_credentials(s, req) < 0)
+        return PKT_CLOSE; /* never on with an identity nobody checked: it closed the session */
     if (!session_client_id_allowed(s)) {
         if (!s->p->refusal_close)
             reply_connack(s, MQTT_RC_BAD_CLIENT_ID);
