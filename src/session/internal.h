@@ -153,8 +153,13 @@ enum pkt_result held_decide(struct pass *ps, struct held *h, const uint8_t *raw,
 
 /* chain.c: MGATE_HANDLER's handlers, in order (see mgate.h) */
 /* Ask the chain from handler h->step on; returns MGATE_ALLOW, MGATE_DENY
- * or MGATE_PENDING (h->step is then the handler that has it). */
+ * or MGATE_PENDING (h->step is then the handler that has it).  A CONNECT
+ * allowed with a will goes on to its will's stage (see struct held). */
 enum mgate_verdict chain_ask(struct mgate_session *s, struct held *h);
+/* A pending verdict came (h->verdict): what follows from it.  A pass asks
+ * the next handler, a CONNECT allowed with a will asks about the will; the
+ * answer may be MGATE_PENDING again. */
+enum mgate_verdict chain_resume(struct mgate_session *s, struct held *h);
 /* The hooks after forwarding, to every handler. */
 void chain_connect(struct mgate_session *s);
 void chain_publish(struct mgate_session *s, const struct mgate_publish_req *req);
@@ -167,10 +172,6 @@ void chain_disconnect(struct mgate_session *s);
 enum pkt_result up_packet(struct pass *ps, const uint8_t *raw, uint32_t len, struct mqtt_packet *pkt);
 enum pkt_result down_packet(struct pass *ps, const uint8_t *raw, uint32_t len, struct mqtt_packet *pkt);
 enum pkt_result up_finish(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len);
-/* A pending verdict came (h->verdict): what follows from it.  A pass asks
- * the next handler, a CONNECT allowed with a will asks about the will; the
- * answer may be MGATE_PENDING again. */
-enum mgate_verdict chain_resume(struct mgate_session *s, struct held *h);
 enum pkt_result down_finish(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len);
 /* Common: v5 alias resolution and forwarding of a (maybe rewritten) PUBLISH. */
 int publish_resolve_alias(struct pass *ps, struct mqtt_publish *pub, mqtt_str *resolved);
