@@ -44,7 +44,7 @@ int pass_emit_packet(struct pass *ps, const struct mqtt_packet *pkt)
     if (need == 0) {
         /* A rewrite the protocol cannot carry (e.g. a topic over 64 KiB). */
         session_log(ps->s, LOGL_WARN, "rewritten %s cannot be encoded; dropped", mqtt_type_name(pkt->type));
-        return 0;
+        return PASS_DROPPED;
     }
     uint32_t limit = ps->dir == MGATE_UP ? ps->s->broker_max_packet : ps->s->client_max_packet;
     if (limit && need > limit) {
@@ -52,7 +52,7 @@ int pass_emit_packet(struct pass *ps, const struct mqtt_packet *pkt)
          * connection closed, so the rewritten packet is dropped instead. */
         session_log(ps->s, LOGL_WARN, "rewritten %s of %zu bytes exceeds the peer's maximum packet size %u; dropped",
                     mqtt_type_name(pkt->type), need, limit);
-        return 0;
+        return PASS_DROPPED;
     }
     if (!(buf = malloc(need)))
         return -1;

@@ -141,7 +141,11 @@ bool session_may_read(const struct mgate_session *s, const struct conn *c);
 void session_resume_reading(struct mgate_session *s);
 void pass_flush(struct pass *ps);
 int pass_emit(struct pass *ps, const uint8_t *pkt, size_t len); /* flushes the run first */
-int pass_emit_packet(struct pass *ps, const struct mqtt_packet *pkt); /* encodes and emits */
+/* Encodes and emits: 0, -1 when out of memory, or PASS_DROPPED when the
+ * packet (a handler's rewrite) cannot be encoded or exceeds what the peer
+ * takes, and was not sent. */
+#define PASS_DROPPED 1
+int pass_emit_packet(struct pass *ps, const struct mqtt_packet *pkt);
 /* A request holder: borrowed for each handler call (no allocation), kept by
  * the session only when the verdict is pending. */
 void held_put(struct mgate_session *s, struct held *h);

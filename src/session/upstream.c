@@ -29,8 +29,9 @@ static bool cn_as_username(struct mgate_session *s, struct mgate_connect_req *re
     size_t n = strlen(cn);
     char *p = n ? mgate_session_alloc(s, n) : NULL;
     if (!p) {
-        session_log(s, LOGL_INFO, "refused: USE_CN_AS_USERNAME and no usable certificate CN");
-        req->reason = MGATE_REASON_BAD_USER_OR_PASSWORD;
+        session_log(s, LOGL_INFO, n ? "refused: out of memory taking the certificate CN as the username"
+                                    : "refused: USE_CN_AS_USERNAME and no usable certificate CN");
+        req->reason = n ? MGATE_REASON_SERVER_BUSY : MGATE_REASON_BAD_USER_OR_PASSWORD;
         return false;
     }
     memcpy(p, cn, n);
@@ -95,7 +96,7 @@ static bool connect_changed(const struct held *h)
 
 /* The CONNECT as the handlers left it: credentials as saved, the will as
  * rewritten (its properties stay as they came). */
-static void emit_rewritten_connect(struct pass *ps, const struct held *h)
+static int emit_rewritten_connect(struct pass *ps, const struct held *h)
 {
     struct mgate_session *s = ps->s;
     const struct mgate_connect_req *req = &h->req.connect;
@@ -114,7 +115,7 @@ static void emit_rewritten_connect(struct pass *ps, const struct held *h)
         nc->will_qos = h->will.qos > 2 ? 2 : h->will.qos;
         nc->will_retain = h->will.retain;
     }
-    pass_emit_packet(ps, &np);
+    return pass_emit_packet(ps, &np);
 }
 
 static enum pkt_result refuse_connect(struct mgate_session *s, const struct held *h)
@@ -153,7 +154,11 @@ static enum pkt_result finish_connect(struct pass *ps, struct held *h)
     s->state = SESSION_AWAIT_CONNACK;
     enum pkt_result r = PKT_FORWARD;
     if (connect_changed(h)) {
-        emit_rewritten_connect(ps, h);
+        if (emit_rewritten_connect(ps, h) != 0) { /* a rewrite the protocol cannot carry, or no memory */
+            reply_connack(s, MQTT_RC_SERVER_UNAVAILABLE);
+            session_close_as(s, CONN_END_INTERNAL, CONN_END_NORMAL, "the rewritten CONNECT cannot be sent");
+            return PKT_CLOSE;
+        }
         r = PKT_HANDLED;
     }
     chain_connect(s);
@@ -373,9 +378,11 @@ static enum pkt_result finish_subscribe(struct pass *ps, struct held *h)
     }
     enum pkt_result r = PKT_FORWARD;
     if (denied || changed) {
+        /* Not sent (no memory, or a rewrite the broker cannot take): the
+         * client would wait for a SUBACK forever, so the session ends. */
         if ((denied && remember_merge(s, h->pkt.subscribe.id, req) < 0) ||
-            emit_filtered_subscribe(ps, h) < 0) {
-            session_close_as(s, CONN_END_INTERNAL, CONN_END_INTERNAL, "out of memory");
+            emit_filtered_subscribe(ps, h) != 0) {
+            session_close_as(s, CONN_END_INTERNAL, CONN_END_INTERNAL, "the SUBSCRIBE cannot be forwarded");
             return PKT_CLOSE;
         }
         r = PKT_HANDLED;
@@ -392,8 +399,10 @@ static enum pkt_result up_unsubscribe(struct mgate_session *s, struct mqtt_packe
         return PKT_FORWARD;
     struct mqtt_subscribe *u = &pkt->subscribe;
     mgate_bytes *topics = calloc(u->count, sizeof(*topics));
-    if (!topics)
-        return PKT_FORWARD;
+    if (!topics) { /* the handlers' view of the subscriptions would go stale */
+        session_close_as(s, CONN_END_INTERNAL, CONN_END_INTERNAL, "out of memory");
+        return PKT_CLOSE;
+    }
     struct mgate_unsubscribe_req req = {topics, 0};
     uint32_t off = 0;
     mqtt_str filter;

@@ -34,13 +34,19 @@ void *malloc(size_t n)
 }
 #endif
 
-/* A transport that takes everything and holds nothing. */
+/* A transport that takes everything and holds nothing; it keeps the first
+ * bytes written to it, to see what a client was told. */
+static uint8_t sunk[64];
+static size_t nsunk;
 static ssize_t sink_writev(struct conn *c, const struct iovec *iov, int n)
 {
     (void)c;
     ssize_t t = 0;
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
+        for (size_t k = 0; k < iov[i].iov_len && nsunk < sizeof(sunk); k++)
+            sunk[nsunk++] = ((const uint8_t *)iov[i].iov_base)[k];
         t += (ssize_t)iov[i].iov_len;
+    }
     return t;
 }
 static void sink_close(struct conn *c) { (void)c; }
@@ -141,6 +147,95 @@ static void test_front(void)
     loop_free(l);
 }
 
+/* ---- through the packet path: a CONNECT with a will --------------------- */
+
+static int publish_asks, dials;
+static bool starve_after_connect, rewrite_huge;
+static enum mgate_verdict allow_connect(mgate_session *s, struct mgate_connect_req *req)
+{
+    if (rewrite_huge) { /* a client id MQTT cannot carry (over 65535 bytes) */
+        static uint8_t big[70000];
+        memset(big, 'x', sizeof(big));
+        req->client_id = (mgate_bytes){big, sizeof(big)};
+    }
+    (void)s;
+    if (starve_after_connect)
+        fail_mallocs = 1; /* the next allocation is keeping the identity */
+    return MGATE_ALLOW;
+}
+static enum mgate_verdict count_publish(mgate_session *s, struct mgate_publish_req *req)
+{
+    (void)s, (void)req;
+    publish_asks++;
+    return MGATE_ALLOW;
+}
+static const struct mgate_handler judge = {.name = "judge", .auth_connect = allow_connect,
+                                           .auth_publish = count_publish};
+static const struct mgate_handler *const chain[] = {&judge};
+
+static struct conn *sink_dial(struct loop *l, const struct session_params *p, const struct conn_cbs *cbs, void *owner)
+{
+    (void)p;
+    dials++;
+    return conn_virtual(l, &sink_ops, NULL, cbs, owner);
+}
+
+/* v4 CONNECT, client id "c", will "w/t" = "x" */
+static const uint8_t connect_with_will[] = {0x10, 21, 0, 4, 'M', 'Q', 'T', 'T', 4, 0x06, 0, 60,
+                                            0, 1, 'c', 0, 3, 'w', '/', 't', 0, 1, 'x'};
+
+static struct mgate_session *judged(struct loop *l, struct session_list *list, struct session_params *p)
+{
+    *p = params;
+    p->handlers = chain;
+    p->handler_count = 1;
+    p->max_packet_size = 1 << 20;
+    p->dial = sink_dial;
+    struct conn *c = conn_virtual(l, &sink_ops, NULL, NULL, NULL);
+    struct mgate_session *s = session_start(l, c, (const struct sockaddr *)&peer, p, list);
+    publish_asks = dials = 0;
+    nsunk = 0;
+    conn_deliver(c, connect_with_will, sizeof(connect_with_will));
+    return s;
+}
+
+/* The will is judged with the identity auth_connect settled on: if that
+ * cannot be kept, the will would be judged as an anonymous client's. */
+static void test_will_identity(void)
+{
+    struct loop *l = loop_new();
+    struct session_list list = {0};
+    struct session_params p;
+    starve_after_connect = true;
+    struct mgate_session *s = judged(l, &list, &p);
+    starve_after_connect = false;
+    fail_mallocs = 0;
+    CHECK_EQ_INT(publish_asks, 0); /* never asked as anonymous */
+    CHECK(mgate_session_closed(s));
+    CHECK_EQ_INT(dials, 0);
+    finish(l);
+    CHECK_EQ_INT(list.count, 0);
+    loop_free(l);
+}
+
+/* A rewrite the protocol cannot carry: the client is told (CONNACK 3), not
+ * left waiting for a CONNACK from a broker that never got its CONNECT. */
+static void test_unsendable_connect(void)
+{
+    struct loop *l = loop_new();
+    struct session_list list = {0};
+    struct session_params p;
+    rewrite_huge = true;
+    struct mgate_session *s = judged(l, &list, &p);
+    rewrite_huge = false;
+    CHECK_EQ_INT(publish_asks, 1); /* the will was judged */
+    CHECK(mgate_session_closed(s));
+    CHECK(nsunk >= 4 && sunk[0] == 0x20 && sunk[3] == 3); /* CONNACK 3, server unavailable */
+    finish(l);
+    CHECK_EQ_INT(list.count, 0);
+    loop_free(l);
+}
+
 int main(void)
 {
     if (!INJECT) {
@@ -150,5 +245,7 @@ int main(void)
     test_pair();
     test_token();
     test_front();
+    test_will_identity();
+    test_unsendable_connect();
     return check_done("test_session_oom");
 }
