@@ -162,7 +162,11 @@ static const struct conn_ops ws_ops = {ws_read, ws_writev, ws_close, NULL, ws_in
 
 /* ---- libwebsockets callbacks -------------------------------------------- */
 
-static struct ws_listener *listener_of(struct lws *wsi) { return lws_get_vhost_user(lws_get_vhost(wsi)); }
+static struct ws_listener *listener_of(struct lws *wsi)
+{
+    struct lws_vhost *vh = lws_get_vhost(wsi);
+    return vh ? lws_get_vhost_user(vh) : NULL;
+}
 
 /* PATH_PREFIX, segment-aware as on the HTTP listener: "/mqtt" admits
  * "/mqtt" and "/mqtt/x", not "/mqttx". */
@@ -217,16 +221,24 @@ static bool subprotocol_ok(struct lws *wsi)
     return false;
 }
 
-/* A refused upgrade's line.  No session exists yet: the listener's budget
- * on this worker bounds what a flood of them writes (the count of lines
- * left out rides on the next one); metrics count every refusal. */
-static void log_refusal(struct lws *wsi, const struct ws_listener *wl, unsigned status, const char *why)
+/* A line a client can cause before (or outside) any session: the
+ * listener's budget on this worker bounds what a flood of them writes (the
+ * count of lines left out rides on the next one); metrics count them all. */
+static bool listener_log_begin(const struct ws_listener *wl, struct logline *l, int level, const char *text)
 {
     uint32_t left_out = 0;
-    struct log_limit *budget = wl->p->log_budget;
-    if (!log_enabled(LOGL_INFO) ||
+    struct log_limit *budget = wl ? wl->p->log_budget : NULL; /* a wsi without our vhost: none */
+    if (!log_enabled(level) ||
         (budget && !log_limit_take(budget, loop_now(wl->front->l), LISTENER_LOG_BURST, &left_out)))
-        return;
+        return false;
+    log_begin(l, level, text);
+    if (left_out)
+        log_uint(l, "listener_left_out", left_out);
+    return true;
+}
+
+static void log_refusal(struct lws *wsi, const struct ws_listener *wl, unsigned status, const char *why)
+{
     struct sockaddr_storage peer;
     socklen_t plen = sizeof(peer);
     const struct ws_origin *bridged = origin_of(wsi);
@@ -238,10 +250,8 @@ static void log_refusal(struct lws *wsi, const struct ws_listener *wl, unsigned 
     snprintf(text, sizeof(text), "%s: WebSocket upgrade from %s refused (%u): %s", wl->p->listener, addr, status,
              why);
     struct logline l;
-    log_begin(&l, LOGL_INFO, text);
-    if (left_out)
-        log_uint(&l, "listener_left_out", left_out);
-    log_end(&l);
+    if (listener_log_begin(wl, &l, LOGL_INFO, text))
+        log_end(&l);
 }
 
 /* An upgrade we refuse gets an HTTP answer that says why, not a hang-up. */
@@ -366,6 +376,16 @@ static void transport_gone(struct ws_conn *wc, int err)
     }
 }
 
+/* Each client connecting while the broker is down causes one of these. */
+static void broker_failed(struct lws *wsi, const void *in)
+{
+    char text[320];
+    struct logline l;
+    snprintf(text, sizeof(text), "WebSocket broker: %s", in ? (const char *)in : "connection failed");
+    if (listener_log_begin(listener_of(wsi), &l, LOGL_WARN, text))
+        log_end(&l);
+}
+
 static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
 {
     struct ws_conn *wc = user;
@@ -403,7 +423,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         conn_transport_connected(wc->c);
         return 0;
     case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
-        log_msgf(LOGL_WARN, "WebSocket broker: %s", in ? (const char *)in : "connection failed");
+        broker_failed(wsi, in);
         transport_gone(wc, ECONNREFUSED);
         return 0;
     case LWS_CALLBACK_WSI_DESTROY:
