@@ -120,10 +120,10 @@ static void test_token(void)
     loop_free(l);
 }
 
-static void front_resume(struct mgate_session *s, const void *req, enum mgate_verdict v) { (void)s, (void)req, (void)v; }
 static void front_drain(struct mgate_session *s) { session_front_end(s); }
 static void front_close(struct mgate_session *s) { session_front_end(s); }
-static const struct session_front front = {front_resume, front_drain, front_close};
+static const struct session_front front = {.drain = front_drain, .close = front_close};
+static void never_done(struct ask *a) { (void)a; }
 
 static void test_front(void)
 {
@@ -131,15 +131,13 @@ static void test_front(void)
     struct session_list list = {0};
     struct mgate_session *s = session_front_start(l, (const struct sockaddr *)&peer, &params, &list, &front, NULL);
     CHECK(s != NULL);
-    struct mgate_publish_req pub = {0};
-    unsigned step = 0;
-    CHECK_EQ_INT(session_front_ask(s, FRONT_PUBLISH, &pub, &step), MGATE_ALLOW); /* no handler: allowed */
+    struct ask pub = {0};
+    CHECK_EQ_INT(verdict_ask(s, &pub, ASK_PUBLISH, never_done), MGATE_ALLOW); /* no handler: allowed */
     struct mgate_connect_req req = login();
     fail_mallocs = 1;
     session_front_credentials(s, &req);
     fail_mallocs = 0;
-    step = 0;
-    CHECK_EQ_INT(session_front_ask(s, FRONT_PUBLISH, &pub, &step), MGATE_DENY); /* never as anonymous */
+    CHECK_EQ_INT(verdict_ask(s, &pub, ASK_PUBLISH, never_done), MGATE_DENY); /* never as anonymous */
     CHECK_EQ_INT(list.count, 1); /* the front end ends it, not us */
     session_front_end(s);
     CHECK_EQ_INT(list.count, 0);
