@@ -141,26 +141,39 @@ static void count_verdict(struct mgate_session *s, const struct held *h, uint64_
 }
 
 static void held_done(struct ask *a);
+static enum pkt_result held_pend(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len);
 
+static inline enum pkt_result held_finish_now(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len)
+{
+    METRIC_INC(ps->m->verdicts[call_of(h)][0]); /* answered now: the first bucket, nothing to add */
+    enum pkt_result r = ps->dir == MGATE_UP ? up_finish(ps, h, raw, len) : down_finish(ps, h, raw, len);
+    held_put(ps->s, h);
+    return r;
+}
+
+/* The hot path: a PUBLISH either way, a SUBSCRIBE. */
 enum pkt_result held_ask(struct pass *ps, struct held *h, enum ask_kind kind, const uint8_t *raw, uint32_t len)
 {
-    enum mgate_verdict v = verdict_ask(ps->s, &h->ask, kind, held_done);
-    if (v == MGATE_ALLOW && kind == ASK_CONNECT)
+    if (verdict_ask(ps->s, &h->ask, kind, held_done) == MGATE_PENDING)
+        return held_pend(ps, h, raw, len);
+    return held_finish_now(ps, h, raw, len);
+}
+
+/* A CONNECT: auth_connect, then its will (up_connect_will). */
+enum pkt_result held_ask_connect(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len)
+{
+    enum mgate_verdict v = verdict_ask(ps->s, &h->ask, ASK_CONNECT, held_done);
+    if (v == MGATE_ALLOW)
         v = up_connect_will(ps->s, h);
     return held_decide(ps, h, v, raw, len);
 }
-
-static enum pkt_result held_pend(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len);
 
 enum pkt_result held_decide(struct pass *ps, struct held *h, enum mgate_verdict v, const uint8_t *raw,
                             uint32_t len)
 {
     if (v == MGATE_PENDING)
         return held_pend(ps, h, raw, len);
-    METRIC_INC(ps->m->verdicts[call_of(h)][0]); /* answered now: the first bucket, nothing to add */
-    enum pkt_result r = ps->dir == MGATE_UP ? up_finish(ps, h, raw, len) : down_finish(ps, h, raw, len);
-    held_put(ps->s, h);
-    return r;
+    return held_finish_now(ps, h, raw, len);
 }
 
 /* A view into the packet follows it to its copy; with no copy (out of

@@ -144,8 +144,10 @@ int pass_emit_packet(struct pass *ps, const struct mqtt_packet *pkt);
 struct held *held_begin(struct pass *ps, const struct mqtt_packet *pkt);
 void held_put(struct mgate_session *s, struct held *h);
 /* Ask the chain about h->ask (kind, request filled in): the packet is
- * finished now, or held until its verdict comes. */
+ * finished now, or held until its verdict comes.  A CONNECT goes on to
+ * its will's stage when auth_connect allows. */
 enum pkt_result held_ask(struct pass *ps, struct held *h, enum ask_kind kind, const uint8_t *raw, uint32_t len);
+enum pkt_result held_ask_connect(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len);
 /* After h->ask.verdict: hold the packet (pending), or finish it now. */
 enum pkt_result held_decide(struct pass *ps, struct held *h, enum mgate_verdict v, const uint8_t *raw,
                             uint32_t len);

@@ -73,7 +73,7 @@ static enum pkt_result up_connect(struct pass *ps, const uint8_t *raw, uint32_t 
         h->ask.verdict = MGATE_DENY;
         return held_decide(ps, h, MGATE_DENY, raw, len);
     }
-    return held_ask(ps, h, ASK_CONNECT, raw, len);
+    return held_ask_connect(ps, h, raw, len);
 }
 
 /* The will is a publish the client causes: it is judged with the identity
@@ -99,7 +99,7 @@ enum mgate_verdict up_connect_will(struct mgate_session *s, struct held *h)
         .will = true,
         .will_properties = {c->will_props.raw, c->will_props.raw_len},
     };
-    return verdict_ask(s, a, ASK_WILL, a->done);
+    return verdict_ask(s, a, ASK_WILL, a->done); /* done: set when auth_connect was asked */
 }
 
 static bool will_changed(const struct held *h)

@@ -23,43 +23,45 @@ static enum mgate_verdict call(const struct mgate_handler *hd, struct mgate_sess
 }
 
 /* From handler a->step on, until one allows, denies or pends (a->step is
- * then that handler); every handler passing allows.  While a handler runs
- * the ask is s->asking, so it may even resume it from inside its call. */
-static enum mgate_verdict walk(struct mgate_session *s, struct ask *a)
+ * then that handler); every handler passing allows.  While the handlers
+ * run the ask is s->asking, so one may even resume it from inside its
+ * call (no walk nests in another on one session: a handler cannot make a
+ * request of its session). */
+enum mgate_verdict verdict_walk(struct mgate_session *s, struct ask *a)
 {
     const struct session_params *p = s->p;
     if (s->identity_lost)
         return MGATE_DENY; /* the handlers would judge it as an anonymous client's */
+    ASSERT(!s->asking);
+    s->asking = a;
+    enum mgate_verdict v = MGATE_ALLOW;
     for (; a->step < p->handler_count; a->step++) {
         const struct mgate_handler *hd = p->handlers[a->step];
-        struct ask *outer = s->asking; /* a handler that asks on this session from inside its call */
         a->answered = false;
-        s->asking = a;
-        enum mgate_verdict v = call(hd, s, a);
-        s->asking = outer;
-        switch (v) {
-        case MGATE_IGNORE:
+        v = call(hd, s, a);
+        if (v == MGATE_IGNORE)
             continue;
-        case MGATE_ALLOW:
-        case MGATE_DENY:
-        case MGATE_PENDING:
-            return v;
-        default:
+        if (v != MGATE_ALLOW && v != MGATE_DENY && v != MGATE_PENDING) {
             /* Fail closed: a handler bug must not let a request through. */
             session_log(s, LOGL_ERROR, "handler %s returned %d, not a verdict; denied", hd->name, (int)v);
-            return MGATE_DENY;
+            v = MGATE_DENY;
         }
+        break;
     }
-    return MGATE_ALLOW;
+    s->asking = NULL;
+    return v == MGATE_IGNORE ? MGATE_ALLOW : v;
 }
 
 static void on_resume(struct loop *l, struct loop_defer *d);
 
 /* The handler keeps the request: the session keeps it listed, and itself
  * allocated, until the verdict comes. */
-static void pend(struct mgate_session *s, struct ask *a)
+void verdict_pend(struct mgate_session *s, struct ask *a)
 {
     ASSERT(!a->pending);
+    a->s = s;
+    a->since = loop_now(s->loop);
+    a->dropped = false;
     a->pending = true;
     a->next = s->asks;
     s->asks = a;
@@ -80,24 +82,6 @@ static void unlist(struct mgate_session *s, struct ask *a)
     a->pending = false;
 }
 
-enum mgate_verdict verdict_ask(struct mgate_session *s, struct ask *a, enum ask_kind kind, ask_done_fn done)
-{
-    ASSERT(!a->pending);
-    a->s = s;
-    a->kind = (uint8_t)kind;
-    a->done = done;
-    a->step = 0;
-    a->dropped = false;
-    enum mgate_verdict v = walk(s, a);
-    if (v == MGATE_PENDING) {
-        a->since = loop_now(s->loop);
-        pend(s, a);
-        return v;
-    }
-    a->verdict = v;
-    return v;
-}
-
 /* The late verdict, outside the handler's call: a pass goes on down the
  * chain (maybe pending again); an answer goes to the owner. */
 static void on_resume(struct loop *l, struct loop_defer *d)
@@ -110,7 +94,7 @@ static void on_resume(struct loop *l, struct loop_defer *d)
     bool wanted = !a->dropped && !mgate_session_closed(s);
     if (v == MGATE_IGNORE && wanted) {
         a->step++;
-        v = walk(s, a);
+        v = verdict_walk(s, a);
         if (v == MGATE_PENDING) { /* the next handler has it now: it stays listed */
             if (a->answered)
                 loop_defer(s->loop, &a->resume, on_resume);

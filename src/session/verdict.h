@@ -59,11 +59,28 @@ struct ask {
     bool dropped;          /* its owner gave up on it: no further handler is asked */
 };
 
+/* verdict.c: the walk from a->step on, and keeping a pending ask. */
+enum mgate_verdict verdict_walk(struct mgate_session *s, struct ask *a);
+void verdict_pend(struct mgate_session *s, struct ask *a);
+
 /* Ask the chain about a->req (or a->will) from its first handler: returns
- * MGATE_ALLOW or MGATE_DENY, or MGATE_PENDING, and then done(a) follows
- * once, from the loop, with the final verdict in a->verdict.  done may ask
- * again (a CONNECT's will after its CONNECT). */
-enum mgate_verdict verdict_ask(struct mgate_session *s, struct ask *a, enum ask_kind kind, ask_done_fn done);
+ * MGATE_ALLOW or MGATE_DENY (also in a->verdict), or MGATE_PENDING, and
+ * then done(a) follows once, from the loop, with the final verdict in
+ * a->verdict.  done may ask again (a CONNECT's will after its CONNECT).
+ * Inline: every packet a handler sees comes here. */
+static inline enum mgate_verdict verdict_ask(struct mgate_session *s, struct ask *a, enum ask_kind kind,
+                                             ask_done_fn done)
+{
+    a->kind = (uint8_t)kind;
+    a->done = done;
+    a->step = 0;
+    enum mgate_verdict v = verdict_walk(s, a);
+    if (v == MGATE_PENDING)
+        verdict_pend(s, a);
+    else
+        a->verdict = v;
+    return v;
+}
 
 /* The owner no longer wants the verdict of a pending ask (its request was
  * answered or its connection went away): the handler still holds it, so
