@@ -126,10 +126,17 @@ static void hard_close(struct mgate_session *s)
         s->front->close(s);
         return;
     }
-    if (s->client)
+    /* A side that failed this turn already has its on_close queued (conn_close
+     * then does nothing): it must not reach the session freed here. */
+    static const struct conn_cbs quiet_cbs = {NULL, NULL, NULL, NULL};
+    if (s->client) {
+        s->client->cbs = &quiet_cbs;
         conn_close(s->client);
-    if (s->broker)
+    }
+    if (s->broker) {
+        s->broker->cbs = &quiet_cbs;
         conn_close(s->broker);
+    }
     s->client = s->broker = NULL;
     session_end(s);
 }
