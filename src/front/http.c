@@ -212,6 +212,7 @@ static void respond(struct http_conn *hc, int status, const char *why, bool clos
 
 static void req_free(struct http_req *r)
 {
+    ASSERT(!r->ask.pending); /* the handler would hold freed memory */
     free(r->mem);
     free(r->body);
     free(r->lines);

@@ -123,6 +123,7 @@ static void leg_drop(struct ws_leg *leg)
 
 static void relay_free(struct http_ws *w)
 {
+    ASSERT(!w->cl.msg_req.ask.pending && !w->tg.msg_req.ask.pending); /* the handler would hold freed memory */
     free(w->cl.msg);
     free(w->tg.msg);
     free(w->topic);
