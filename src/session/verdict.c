@@ -126,7 +126,9 @@ void mgate_resume(mgate_session *s, const void *req, enum mgate_verdict v)
     }
     a->answered = true;
     a->verdict = v == MGATE_ALLOW || v == MGATE_IGNORE ? v : MGATE_DENY;
-    /* Deferred: the handler may call us from inside its own callback. */
-    if (a->pending)
+    /* Deferred: the handler may call us from inside its own callback.  From
+     * inside its auth_* call, the walk defers it once that call returned
+     * MGATE_PENDING (verdict_pend, on_resume), and ignores it otherwise. */
+    if (a->pending && a != s->asking)
         loop_defer(s->loop, &a->resume, on_resume);
 }

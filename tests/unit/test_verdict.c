@@ -411,6 +411,26 @@ static void test_resume_inside(void)
     done();
 }
 
+/* A late pass to a handler that answers from inside its call: the ask is
+ * pending and running at once; its answer still comes once. */
+static void check_inside_late(void)
+{
+    CHECK_EQ_INT(broker.n, sizeof(connect_v4) + sizeof(publish));
+    CHECK(sess->asks == NULL);
+}
+static void test_resume_inside_late(void)
+{
+    reset();
+    open_session(connect_v4, sizeof(connect_v4));
+    pmode[0] = M_PEND;
+    pmode[2] = M_INSIDE;
+    conn_deliver(client.c, publish, sizeof(publish));
+    static const step_fn s[] = {resume0_ignore, nothing, check_inside_late, NULL};
+    run(s);
+    CHECK_EQ_INT(calls[2], 2);
+    done();
+}
+
 static void test_not_a_verdict(void)
 {
     reset();
@@ -433,6 +453,7 @@ int main(void)
     test_will_late();
     test_will_denied_late();
     test_resume_inside();
+    test_resume_inside_late();
     test_not_a_verdict();
     return check_done("test_verdict");
 }
