@@ -13,8 +13,11 @@
  *   - return MGATE_IGNORE to have no opinion: the next handler decides;
  *   - return MGATE_PENDING to answer later, then call mgate_resume(s, req,
  *     verdict) exactly once with the same request pointer, from the same loop
- *     thread (a timer, an I/O callback...).  The late verdict may be
- *     MGATE_ALLOW, MGATE_DENY or MGATE_IGNORE.
+ *     thread (a timer, an I/O callback..., or even the auth_* call itself
+ *     before it returns MGATE_PENDING).  The late verdict may be
+ *     MGATE_ALLOW, MGATE_DENY or MGATE_IGNORE.  mgate finds the request by
+ *     its address among the session's pending ones: a pointer it does not
+ *     know (never pending, or already resumed) is logged and ignored.
  *     Until then the session holds that direction's later packets, in order,
  *     and stops reading from that peer, so memory stays bounded.  The request
  *     structure stays valid (and writable) until mgate_resume; the session
@@ -168,8 +171,11 @@ struct mgate_interceptor {
 };
 
 /* Complete a pending verdict (see the top of this file); `req` is the request
- * the auth_* callback was given.  MGATE_IGNORE hands it to the next handler
- * of the chain (which may answer at once or pend again). */
+ * the auth_* callback was given (for a CONNECT's will, the will's request).
+ * MGATE_IGNORE hands it to the next handler of the chain (which may answer
+ * at once or pend again).  The verdict takes effect after the caller
+ * returns, on the same loop turn; any other value than the three counts as
+ * MGATE_DENY. */
 void mgate_resume(mgate_session *s, const void *req, enum mgate_verdict v);
 
 /* Session facts. Strings are valid for the session's life. */

@@ -18,10 +18,10 @@
  *   connection goes to the relay (http_ws.c) and this file keeps only the
  *   session's context until the relay ends.
  * Either verdict may be pending (mgate_resume); the connection then reads
- * nothing more until it comes.  The struct mgate_connect_req and
- * mgate_publish_req the handler sees sit at the start of struct http_req,
- * so the pointer it resumes with is the request itself; a request whose
- * connection went away meanwhile stays allocated until that resume.
+ * nothing more until it comes.  The request the handler sees is the
+ * struct ask in struct http_req (the session's verdict engine, which finds
+ * it again by pointer); a request whose connection went away meanwhile
+ * stays allocated until that resume.
  *
  * Timers (one per connection, by phase): IDLE_TIMEOUT between requests,
  * REQUEST_TIMEOUT for a request's head and body (408) and for a pending
@@ -39,6 +39,7 @@
 
 #include "core/base64.h"
 #include "core/log.h"
+#include "core/util.h"
 #include "core/metrics.h"
 #include "front/http_parse.h"
 #include "front/http_util.h"
@@ -49,7 +50,6 @@
 #include "net/fetch.h"
 #include "net/tls.h"
 
-#define HTTP_REQ_MAGIC 0x68747470u /* "http" */
 #define HTTP_LINGER_MS 2000        /* a closing connection's time to flush */
 
 enum hc_phase {
@@ -65,16 +65,9 @@ enum req_stage { RQ_CONNECT, RQ_BODY, RQ_PUBLISH, RQ_SUBSCRIBE, RQ_FORWARD };
 struct http_conn;
 
 struct http_req {
-    /* First: the address of the request the handler gets is this struct's. */
-    union http_auth_req u;
-    uint32_t magic;
+    struct ask ask; /* what the handler is shown, and its verdict (session/verdict.h) */
     struct http_conn *hc; /* NULL once the connection is gone while a verdict is pending */
     struct mgate_session *s;
-    struct loop *loop;
-    struct loop_defer defer; /* the resumed verdict, applied outside the handler */
-    bool pending, answered;
-    enum mgate_verdict verdict;
-    unsigned step; /* the handler of the chain that has it */
     uint8_t stage; /* enum req_stage */
     bool bypass, message_done;
     bool ws;                  /* a WebSocket upgrade */
@@ -219,11 +212,11 @@ static void respond(struct http_conn *hc, int status, const char *why, bool clos
 
 static void req_free(struct http_req *r)
 {
+    ASSERT(!r->ask.pending); /* the handler would hold freed memory */
     free(r->mem);
     free(r->body);
     free(r->lines);
     free(r->rh);
-    r->magic = 0;
     free(r);
 }
 
@@ -235,7 +228,9 @@ static void req_release(struct http_req *r)
         r->f = NULL;
     }
     r->hc = NULL;
-    if (!r->pending)
+    if (r->ask.pending) /* the handler holds it: on_verdict frees it */
+        verdict_drop(&r->ask);
+    else
         req_free(r);
 }
 
@@ -305,7 +300,7 @@ static void request_done(struct http_conn *hc)
 static void on_timer(struct loop *l, struct loop_timer *t)
 {
     (void)l;
-    struct http_conn *hc = (struct http_conn *)((char *)t - offsetof(struct http_conn, timer));
+    struct http_conn *hc = container_of(t, struct http_conn, timer);
     struct http_req *r = hc->req;
     switch (hc->phase) {
     case HC_IDLE:
@@ -486,7 +481,7 @@ static void on_target_done(void *ctx, const struct fetch_result *res)
     if (r->chunked)
         conn_write(hc->c, "0\r\n\r\n", 5);
     if (!r->bypass)
-        session_front_published(hc->s, &r->u.p);
+        session_front_published(hc->s, &r->ask.req.publish);
     request_done(hc);
 }
 
@@ -575,10 +570,10 @@ static void forward(struct http_req *r)
     const uint8_t *body = r->body;
     size_t blen = r->body_len;
     if (!r->bypass) {
-        path = (const char *)r->u.p.topic.p;
-        plen = r->u.p.topic.len;
-        body = r->u.p.payload.p;
-        blen = r->u.p.payload.len;
+        path = (const char *)r->ask.req.publish.topic.p;
+        plen = r->ask.req.publish.topic.len;
+        body = r->ask.req.publish.payload.p;
+        blen = r->ask.req.publish.payload.len;
     }
     size_t ulen = strlen(hs->base_url) + 3 * plen + r->query_len + 4;
     char *url = malloc(ulen);
@@ -718,31 +713,20 @@ static void subscribe_decided(struct http_req *r, bool ok)
         respond(r->hc, 403, "refused by the handler (auth_subscribe)", true);
         return;
     }
-    session_front_subscribed(r->s, &r->u.s);
+    session_front_subscribed(r->s, &r->ask.req.subscribe);
     upgrade(r);
 }
 
 /* ---- verdicts ------------------------------------------------------------------------------ */
 
-/* The handler chain's verdict; again: the handler that had it passed
- * (MGATE_IGNORE, late), so the next one is asked. */
-static enum mgate_verdict ask(struct http_req *r, enum req_stage stage, bool again)
+static void on_verdict(struct ask *a);
+
+/* The handler chain's verdict (a late one comes to on_verdict). */
+static enum mgate_verdict ask(struct http_req *r, enum req_stage stage)
 {
-    struct mgate_session *s = r->s;
-    if (again) {
-        r->step++;
-    } else {
-        r->stage = (uint8_t)stage;
-        r->step = 0;
-    }
-    enum front_ask kind = stage == RQ_PUBLISH ? FRONT_PUBLISH : stage == RQ_SUBSCRIBE ? FRONT_SUBSCRIBE : FRONT_CONNECT;
-    enum mgate_verdict v = session_front_ask(s, kind, &r->u, &r->step);
-    if (v == MGATE_PENDING) {
-        r->pending = true;
-        r->answered = false;
-        session_front_hold(s); /* the session outlives the connection until the resume */
-    }
-    return v;
+    r->stage = (uint8_t)stage;
+    enum ask_kind kind = stage == RQ_PUBLISH ? ASK_PUBLISH : stage == RQ_SUBSCRIBE ? ASK_SUBSCRIBE : ASK_CONNECT;
+    return verdict_ask(r->s, &r->ask, kind, on_verdict);
 }
 
 /* auth_connect has spoken.  Returns 0, or the refusal's status. */
@@ -750,11 +734,11 @@ static int connect_decided(struct http_req *r, bool ok)
 {
     struct http_conn *hc = r->hc;
     if (!ok) {
-        r->refuse = r->u.c.reason == MGATE_REASON_SERVER_BUSY ? 503 : 401;
+        r->refuse = r->ask.req.connect.reason == MGATE_REASON_SERVER_BUSY ? 503 : 401;
         r->refuse_why = "refused by the handler (auth_connect)";
         return r->refuse;
     }
-    session_front_credentials(r->s, &r->u.c);
+    session_front_credentials(r->s, &r->ask.req.connect);
     session_front_connected(r->s);
     r->stage = RQ_BODY;
     if (head_of(hc)->expect_continue && !r->message_done)
@@ -775,7 +759,7 @@ static void publish_decided(struct http_req *r, bool ok)
 static void advance(struct http_req *r)
 {
     struct http_conn *hc = r->hc;
-    if (!r->message_done || r->pending)
+    if (!r->message_done || r->ask.pending)
         return;
     if (r->refuse) {
         respond(hc, r->refuse, r->refuse_why, r->ws);
@@ -791,45 +775,38 @@ static void advance(struct http_req *r)
     if (r->stage != RQ_BODY)
         return;
     if (r->ws) { /* auth_subscribe on the path, without the publish hook */
-        struct mgate_subscribe_req *sr = &r->u.s;
+        struct mgate_subscribe_req *sr = &r->ask.req.subscribe;
         memset(sr, 0, sizeof(*sr));
         r->filter = (struct mgate_filter){.filter = {(const uint8_t *)r->path, (uint32_t)r->path_len}};
         sr->dir = MGATE_UP;
         sr->filters = &r->filter;
         sr->count = 1;
-        enum mgate_verdict v = ask(r, RQ_SUBSCRIBE, false);
+        enum mgate_verdict v = ask(r, RQ_SUBSCRIBE);
         if (v != MGATE_PENDING)
             subscribe_decided(r, v == MGATE_ALLOW && !r->filter.denied);
         return;
     }
-    struct mgate_publish_req *p = &r->u.p;
+    struct mgate_publish_req *p = &r->ask.req.publish;
     memset(p, 0, sizeof(*p));
     p->dir = MGATE_UP;
     p->topic = (mgate_bytes){(const uint8_t *)r->path, (uint32_t)r->path_len};
     p->payload = (mgate_bytes){r->body ? r->body : (const uint8_t *)"", (uint32_t)r->body_len};
-    enum mgate_verdict v = ask(r, RQ_PUBLISH, false);
+    enum mgate_verdict v = ask(r, RQ_PUBLISH);
     if (v != MGATE_PENDING)
         publish_decided(r, v == MGATE_ALLOW);
 }
 
-static void on_resumed(struct loop *l, struct loop_defer *d)
+/* A late verdict (the engine asked past any pass): carry on where the
+ * request stopped, or free it if its connection went away meanwhile. */
+static void on_verdict(struct ask *a)
 {
-    (void)l;
-    struct http_req *r = (struct http_req *)((char *)d - offsetof(struct http_req, defer));
-    struct mgate_session *s = r->s;
-    r->pending = false;
-    if (!r->hc) { /* the connection went away meanwhile */
-        req_free(r);
-        session_front_release(s);
-        return;
-    }
+    struct http_req *r = container_of(a, struct http_req, ask);
     struct http_conn *hc = r->hc;
-    enum mgate_verdict v = r->verdict;
-    if (v == MGATE_IGNORE && (v = ask(r, (enum req_stage)r->stage, true)) == MGATE_PENDING) {
-        session_front_release(s); /* the next handler holds it now, and the session */
+    if (!hc) {
+        req_free(r);
         return;
     }
-    bool ok = v == MGATE_ALLOW;
+    bool ok = a->verdict == MGATE_ALLOW;
     if (r->stage == RQ_CONNECT) {
         if (connect_decided(r, ok) && !r->message_done) {
             if (head_of(hc)->expect_continue) /* the client waits for a word before its body */
@@ -844,22 +821,6 @@ static void on_resumed(struct loop *l, struct loop_defer *d)
     } else {
         publish_decided(r, ok);
     }
-    session_front_release(s);
-}
-
-static void front_resume(struct mgate_session *s, const void *req, enum mgate_verdict v)
-{
-    struct http_req *r = (struct http_req *)req;
-    if (http_ws_resume(s, req, v))
-        return;
-    if (!r || r->magic != HTTP_REQ_MAGIC || r->s != s || !r->pending || r->answered) {
-        log_msgf(LOGL_ERROR, "mgate_resume: no pending HTTP request %p on session %llu", req,
-                 (unsigned long long)mgate_session_id(s));
-        return;
-    }
-    r->answered = true;
-    r->verdict = v == MGATE_ALLOW || v == MGATE_IGNORE ? v : MGATE_DENY;
-    loop_defer(r->loop, &r->defer, on_resumed);
 }
 
 /* ---- a request's head ------------------------------------------------------------------- */
@@ -932,7 +893,7 @@ static bool query_credential(const struct http_req *r, char *out, size_t *n, boo
  * the other.  Returns 0 or 400 with r->refuse_why. */
 static int credentials(struct http_req *r, const struct http_head *h, char *mem)
 {
-    struct mgate_connect_req *c = &r->u.c;
+    struct mgate_connect_req *c = &r->ask.req.connect;
     const struct http_hdr *a = http_head_find(h, "authorization");
     char *qmem = mem + (a ? a->value_len : 0); /* after what Basic may decode */
     size_t qn = 0;
@@ -978,8 +939,8 @@ static bool cn_username(struct http_req *r)
     if (!p)
         return false;
     memcpy(p, cn, n);
-    r->u.c.username = (mgate_bytes){(const uint8_t *)p, (uint32_t)n};
-    r->u.c.has_username = true;
+    r->ask.req.connect.username = (mgate_bytes){(const uint8_t *)p, (uint32_t)n};
+    r->ask.req.connect.has_username = true;
     return true;
 }
 
@@ -1011,10 +972,8 @@ static int on_head(void *ctx, const struct http_head *h)
         free(r);
         return 503;
     }
-    r->magic = HTTP_REQ_MAGIC;
     r->hc = hc;
     r->s = hc->s;
-    r->loop = hc->loop;
     r->mem = mem;
     r->started = loop_now(hc->loop);
     hc->req = r;
@@ -1031,11 +990,11 @@ static int on_head(void *ctx, const struct http_head *h)
     char *cred = mem + h->target_len + 1; /* after the decoded path */
     if ((st = credentials(r, h, cred)))
         return refuse_early(r, h, st);
-    r->u.c.client_id = (mgate_bytes){(const uint8_t *)"", 0};
-    r->u.c.clean_start = true;
+    r->ask.req.connect.client_id = (mgate_bytes){(const uint8_t *)"", 0};
+    r->ask.req.connect.clean_start = true;
     enum mgate_verdict v = MGATE_DENY;
     if (!hc->p->cn_as_username || cn_username(r))
-        v = ask(r, RQ_CONNECT, false);
+        v = ask(r, RQ_CONNECT);
     else
         r->stage = RQ_CONNECT;
     if (v == MGATE_PENDING)
@@ -1138,7 +1097,7 @@ static void front_close(struct mgate_session *s)
         close_now(hc);
 }
 
-static const struct session_front http_front = {front_resume, front_drain, front_close};
+static const struct session_front http_front = {.drain = front_drain, .close = front_close};
 
 void http_accept(struct loop *l, int fd, const struct sockaddr *peer, const struct session_params *p,
                  struct session_list *list)

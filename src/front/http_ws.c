@@ -29,6 +29,7 @@
 #include <openssl/rand.h>
 
 #include "core/log.h"
+#include "core/util.h"
 #include "core/metrics.h"
 #include "front/http.h"
 #include "front/http_parse.h"
@@ -36,7 +37,6 @@
 #include "front/ws_frame.h"
 #include "net/tls.h"
 
-#define WS_MSG_MAGIC 0x77736d73u /* "wsms" */
 #define WS_LINGER_MS 2000        /* a closing leg's time to answer our close */
 #define WS_KEEP_BUF 4096         /* a message buffer this small is kept for the next one */
 #define WS_BATCH 16384           /* frames for a leg gathered in one loop turn, then one write */
@@ -46,20 +46,13 @@ enum ws_phase { WS_DIALING, WS_SHAKING, WS_OPEN, WS_CLOSING };
 
 /* A whole message shown to the handler, one at a time per leg and kept in
  * it (no allocation per message).  The handler holds the pointer until
- * mgate_resume, so a relay that ends with a verdict pending stays allocated
- * (ending) until that verdict comes. */
+ * mgate_resume (the session's verdict engine, session/verdict.h), so a
+ * relay that ends with a verdict pending stays allocated (ending) until
+ * that verdict comes. */
 struct ws_msg {
-    union http_auth_req u; /* first, then the magic: see http_ws.h */
-    uint32_t magic;
+    struct ask ask;             /* the request and its verdict */
     struct ws_leg *leg;
-    struct mgate_session *s;
-    struct loop *loop;
-    struct loop_defer defer;
     struct mgate_filter filter; /* a message down: its topic */
-    uint64_t started;
-    unsigned step;
-    enum mgate_verdict verdict;
-    bool answered;
 };
 
 struct ws_leg {
@@ -130,6 +123,7 @@ static void leg_drop(struct ws_leg *leg)
 
 static void relay_free(struct http_ws *w)
 {
+    ASSERT(!w->cl.msg_req.ask.pending && !w->tg.msg_req.ask.pending); /* the handler would hold freed memory */
     free(w->cl.msg);
     free(w->tg.msg);
     free(w->topic);
@@ -150,6 +144,10 @@ static void relay_end(struct http_ws *w)
     leg_drop(&w->tg);
     void (*ended)(void *) = w->ended;
     void *ctx = w->ctx;
+    if (w->cl.judged) /* the handler holds it: on_verdict frees the relay */
+        verdict_drop(&w->cl.judged->ask);
+    if (w->tg.judged)
+        verdict_drop(&w->tg.judged->ask);
     if (!w->cl.judged && !w->tg.judged)
         relay_free(w);
     ended(ctx);
@@ -553,8 +551,8 @@ static void decided(struct ws_msg *m, bool ok)
     leg->judged = NULL;
     if (leg->client) {
         if (ok) {
-            session_front_published(m->s, &m->u.p);
-            pass_on(leg, m->u.p.payload.p, m->u.p.payload.len); /* rewritten or not */
+            session_front_published(leg->w->s, &m->ask.req.publish);
+            pass_on(leg, m->ask.req.publish.payload.p, m->ask.req.publish.payload.len); /* rewritten or not */
         }
     } else {
         ok = ok && !m->filter.denied;
@@ -568,23 +566,19 @@ static void decided(struct ws_msg *m, bool ok)
         resume_if_free(leg);
 }
 
-static void ask(struct ws_msg *m, bool again)
+static void on_verdict(struct ask *a);
+
+static void ask(struct ws_msg *m)
 {
     struct ws_leg *leg = m->leg;
-    m->step = again ? m->step + 1 : 0;
-    m->answered = false;
-    enum mgate_verdict v =
-        session_front_ask(m->s, leg->client ? FRONT_PUBLISH : FRONT_SUBSCRIBE, &m->u, &m->step);
+    enum mgate_verdict v = verdict_ask(leg->w->s, &m->ask, leg->client ? ASK_PUBLISH : ASK_SUBSCRIBE, on_verdict);
     if (v != MGATE_PENDING) {
         decided(m, v == MGATE_ALLOW);
         return;
     }
-    session_front_hold(m->s); /* released at the resume */
-    if (!leg->judged) {
-        leg->judged = m;
-        conn_pause_read(leg->c);
-        rearm(leg->w);
-    }
+    leg->judged = m;
+    conn_pause_read(leg->c);
+    rearm(leg->w);
 }
 
 /* A whole message from a leg. */
@@ -601,55 +595,31 @@ static void message(struct ws_leg *leg)
         return;
     }
     struct ws_msg *m = &leg->msg_req; /* fields set one by one: a memset of it was 8 % of the CPU */
-    m->magic = WS_MSG_MAGIC;
     m->leg = leg;
-    m->s = w->s;
-    m->loop = w->loop;
-    m->started = loop_now(w->loop);
     mgate_bytes topic = {(const uint8_t *)w->topic, (uint32_t)w->topic_len};
     if (leg->client) {
-        m->u.p = (struct mgate_publish_req){
+        m->ask.req.publish = (struct mgate_publish_req){
             .dir = MGATE_UP, .topic = topic,
             .payload = {leg->msg ? leg->msg : (const uint8_t *)"", (uint32_t)leg->msg_len}};
     } else {
         m->filter = (struct mgate_filter){.filter = topic};
-        m->u.s = (struct mgate_subscribe_req){.dir = MGATE_DOWN, .filters = &m->filter, .count = 1};
+        m->ask.req.subscribe = (struct mgate_subscribe_req){.dir = MGATE_DOWN, .filters = &m->filter, .count = 1};
     }
-    ask(m, false);
+    ask(m);
 }
 
-static void on_resumed(struct loop *l, struct loop_defer *d)
+/* A late verdict (the engine asked past any pass). */
+static void on_verdict(struct ask *a)
 {
-    (void)l;
-    struct ws_msg *m = (struct ws_msg *)((char *)d - offsetof(struct ws_msg, defer));
-    struct mgate_session *s = m->s;
+    struct ws_msg *m = container_of(a, struct ws_msg, ask);
     struct http_ws *w = m->leg->w;
     if (w->ending) { /* the relay went away meanwhile */
         m->leg->judged = NULL;
         if (!w->cl.judged && !w->tg.judged)
             relay_free(w);
-    } else if (m->verdict == MGATE_IGNORE) {
-        ask(m, true);
-    } else {
-        decided(m, m->verdict == MGATE_ALLOW);
+        return;
     }
-    session_front_release(s);
-}
-
-bool http_ws_resume(struct mgate_session *s, const void *req, enum mgate_verdict v)
-{
-    struct ws_msg *m = (struct ws_msg *)req;
-    if (!m || m->magic != WS_MSG_MAGIC)
-        return false;
-    if (m->s != s || m->answered) {
-        log_msgf(LOGL_ERROR, "mgate_resume: no pending WebSocket message %p on session %llu", req,
-                 (unsigned long long)mgate_session_id(s));
-        return true;
-    }
-    m->answered = true;
-    m->verdict = v == MGATE_ALLOW || v == MGATE_IGNORE ? v : MGATE_DENY;
-    loop_defer(m->loop, &m->defer, on_resumed);
-    return true;
+    decided(m, a->verdict == MGATE_ALLOW);
 }
 
 /* ---- frames in ---------------------------------------------------------------------------- */
@@ -847,14 +817,14 @@ static void rearm(struct http_ws *w)
         due = w->active + WS_QUIET_MS;
     const struct ws_leg *legs[2] = {&w->cl, &w->tg};
     for (int i = 0; i < 2; i++)
-        if (legs[i]->judged && legs[i]->judged->started + w->hs->request_timeout_ms < due)
-            due = legs[i]->judged->started + w->hs->request_timeout_ms;
+        if (legs[i]->judged && legs[i]->judged->ask.since + w->hs->request_timeout_ms < due)
+            due = legs[i]->judged->ask.since + w->hs->request_timeout_ms;
     loop_timer_start(w->loop, &w->timer, due > now ? (uint32_t)(due - now) : 0, on_timer);
 }
 
 static void on_timer(struct loop *l, struct loop_timer *t)
 {
-    struct http_ws *w = (struct http_ws *)((char *)t - offsetof(struct http_ws, timer));
+    struct http_ws *w = container_of(t, struct http_ws, timer);
     uint64_t now = loop_now(l);
     switch (w->phase) {
     case WS_DIALING:
@@ -863,7 +833,7 @@ static void on_timer(struct loop *l, struct loop_timer *t)
         return;
     case WS_OPEN:
         for (struct ws_leg *leg = &w->cl; leg; leg = leg == &w->cl ? &w->tg : NULL)
-            if (leg->judged && now - leg->judged->started >= w->hs->request_timeout_ms) {
+            if (leg->judged && now - leg->judged->ask.since >= w->hs->request_timeout_ms) {
                 shut(w, 1011, 1001, "the handler did not answer in time (REQUEST_TIMEOUT)");
                 return;
             }

@@ -26,15 +26,6 @@
 struct http_settings;
 struct http_ws;
 
-/* What the handler is shown for a request of the HTTP front end: the first
- * member of http.c's requests and of the relay's messages, followed in both
- * by a uint32_t magic, which tells mgate_resume which one it got. */
-union http_auth_req {
-    struct mgate_connect_req c;
-    struct mgate_publish_req p;
-    struct mgate_subscribe_req s;
-};
-
 struct http_ws_start {
     struct loop *loop;
     struct conn *client; /* taken over: its callbacks become the relay's */
@@ -62,7 +53,5 @@ struct http_ws *http_ws_start(const struct http_ws_start *a);
 void http_ws_drain(struct http_ws *w);
 /* Close both legs now, then ended (from inside this call). */
 void http_ws_close(struct http_ws *w);
-/* mgate_resume for a message of a relay: false when req is not one. */
-bool http_ws_resume(struct mgate_session *s, const void *req, enum mgate_verdict v);
 
 #endif

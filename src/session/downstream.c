@@ -94,19 +94,18 @@ static enum pkt_result down_publish(struct pass *ps, const uint8_t *raw, uint32_
     }
     h->one_filter.filter = to_bytes(h->resolved_topic);
     h->one_filter.qos = h->pkt.publish.qos;
-    struct mgate_subscribe_req *req = &h->req.subscribe;
+    struct mgate_subscribe_req *req = &h->ask.req.subscribe;
     req->dir = MGATE_DOWN;
     req->filters = &h->one_filter;
     req->count = 1;
-    h->verdict = chain_ask(s, h);
-    return held_decide(ps, h, raw, len);
+    return held_ask(ps, h, ASK_SUBSCRIBE, raw, len);
 }
 
 static enum pkt_result finish_publish(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len)
 {
     struct mgate_session *s = ps->s;
     struct mqtt_publish *pub = &h->pkt.publish;
-    if (h->verdict == MGATE_ALLOW && !h->one_filter.denied)
+    if (h->ask.verdict == MGATE_ALLOW && !h->one_filter.denied)
         return publish_forward(ps, raw, len, pub, h->resolved_topic, h->one_filter.filter, to_bytes(pub->payload));
     /* Not for this client: complete the broker's QoS flow in its place. */
     METRIC_INC(session_metrics(s)->publish_refused[MGATE_DOWN]);

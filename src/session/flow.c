@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "core/util.h"
 #include "session/internal.h"
 #include "session/limits.h"
 
@@ -91,10 +92,10 @@ static struct held *held_get(struct mgate_session *s, int dir, const struct mqtt
     h->raw = NULL;
     h->raw_len = 0;
     h->pkt = *pkt;
-    memset(&h->req, 0, sizeof(*h) - offsetof(struct held, req));
-    h->s = s;
+    memset(&h->ask, 0, sizeof(*h) - offsetof(struct held, ask));
     h->dir = (uint8_t)dir;
     h->type = pkt->type;
+    h->will_stage = false;
     return h;
 }
 
@@ -102,10 +103,11 @@ void held_put(struct mgate_session *s, struct held *h)
 {
     if (!h)
         return;
+    ASSERT(!h->ask.pending); /* the handler may still hold it: never reused nor freed */
     if (h->raw) /* only a held (pending) packet has a copy: no free(NULL) per packet */
         free(h->raw);
     if (h->type == MQTT_SUBSCRIBE)
-        free(h->req.subscribe.filters);
+        free(h->ask.req.subscribe.filters);
     h->raw = NULL;
     if (!s->list->spare)
         s->list->spare = h;
@@ -138,38 +140,82 @@ static void count_verdict(struct mgate_session *s, const struct held *h, uint64_
     METRIC_ADD(m->verdict_ms_sum[call_of(h)], ms);
 }
 
-enum pkt_result held_decide(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len)
+static void held_done(struct ask *a);
+static enum pkt_result held_pend(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len);
+
+static inline enum pkt_result held_finish_now(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len)
 {
-    if (h->verdict == MGATE_PENDING) {
-        h->since = loop_now(ps->s->loop);
-        return held_pend(ps, h, raw, len);
-    }
     METRIC_INC(ps->m->verdicts[call_of(h)][0]); /* answered now: the first bucket, nothing to add */
     enum pkt_result r = ps->dir == MGATE_UP ? up_finish(ps, h, raw, len) : down_finish(ps, h, raw, len);
     held_put(ps->s, h);
     return r;
 }
 
+/* The hot path: a PUBLISH either way, a SUBSCRIBE. */
+enum pkt_result held_ask(struct pass *ps, struct held *h, enum ask_kind kind, const uint8_t *raw, uint32_t len)
+{
+    if (verdict_ask(ps->s, &h->ask, kind, held_done) == MGATE_PENDING)
+        return held_pend(ps, h, raw, len);
+    return held_finish_now(ps, h, raw, len);
+}
+
+/* A CONNECT: auth_connect, then its will (up_connect_will). */
+enum pkt_result held_ask_connect(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len)
+{
+    enum mgate_verdict v = verdict_ask(ps->s, &h->ask, ASK_CONNECT, held_done);
+    if (v == MGATE_ALLOW)
+        v = up_connect_will(ps->s, h);
+    return held_decide(ps, h, v, raw, len);
+}
+
+enum pkt_result held_decide(struct pass *ps, struct held *h, enum mgate_verdict v, const uint8_t *raw,
+                            uint32_t len)
+{
+    if (v == MGATE_PENDING)
+        return held_pend(ps, h, raw, len);
+    return held_finish_now(ps, h, raw, len);
+}
+
+/* A view into the packet follows it to its copy; with no copy (out of
+ * memory) it becomes empty, since the input it pointed into is reused. */
 static void rebase(mgate_bytes *b, const uint8_t *from, uint32_t len, const uint8_t *to)
 {
     if (b->p >= from && b->p < from + len)
-        b->p = to + (b->p - from);
+        *b = to ? (mgate_bytes){to + (b->p - from), b->len} : (mgate_bytes){(const uint8_t *)"", 0};
 }
 
-static void rebase_str(mqtt_str *b, const uint8_t *from, uint32_t len, const uint8_t *to)
+static void rebase_req(struct held *h, const uint8_t *raw, uint32_t len, const uint8_t *copy)
 {
-    if (b->p >= from && b->p < from + len)
-        b->p = to + (b->p - from);
+    struct ask *a = &h->ask;
+    rebase(&h->one_filter.filter, raw, len, copy);
+    if (h->type == MQTT_CONNECT) {
+        rebase(&a->req.connect.client_id, raw, len, copy);
+        rebase(&a->req.connect.username, raw, len, copy);
+        rebase(&a->req.connect.password, raw, len, copy);
+        rebase(&a->will.topic, raw, len, copy);
+        rebase(&a->will.payload, raw, len, copy);
+        rebase(&a->will.will_properties, raw, len, copy);
+    } else if (h->type == MQTT_PUBLISH && h->dir == MGATE_UP) {
+        rebase(&a->req.publish.topic, raw, len, copy);
+        rebase(&a->req.publish.payload, raw, len, copy);
+    } else {
+        for (uint32_t i = 0; i < a->req.subscribe.count; i++)
+            rebase(&a->req.subscribe.filters[i].filter, raw, len, copy);
+    }
 }
 
 /* Keep the packet: its bytes move out of the input buffer (which the
- * connection will reuse), so every field that pointed into them follows. */
-enum pkt_result held_pend(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len)
+ * connection will reuse), so every field that pointed into them follows.
+ * The handler holds the request until its resume, whatever happens here:
+ * out of memory the session closes and the holder waits for it empty. */
+static enum pkt_result held_pend(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len)
 {
     struct mgate_session *s = ps->s;
+    ASSERT(h->ask.pending && !s->held[ps->dir]);
     uint8_t *copy = malloc(len);
+    s->held[ps->dir] = h;
+    rebase_req(h, raw, len, copy);
     if (!copy) {
-        held_put(s, h);
         session_close_as(s, CONN_END_INTERNAL, CONN_END_INTERNAL, "out of memory");
         return PKT_CLOSE;
     }
@@ -177,40 +223,28 @@ enum pkt_result held_pend(struct pass *ps, struct held *h, const uint8_t *raw, u
     h->raw = copy;
     h->raw_len = len;
     mqtt_decode(copy, len, s->version, ps->dir == MGATE_UP, &h->pkt);
-    rebase_str(&h->resolved_topic, raw, len, copy);
-    rebase(&h->one_filter.filter, raw, len, copy);
-    if (h->type == MQTT_CONNECT) {
-        rebase(&h->req.connect.client_id, raw, len, copy);
-        rebase(&h->req.connect.username, raw, len, copy);
-        rebase(&h->req.connect.password, raw, len, copy);
-        rebase(&h->will.topic, raw, len, copy);
-        rebase(&h->will.payload, raw, len, copy);
-        rebase(&h->will.will_properties, raw, len, copy);
-    } else if (h->type == MQTT_PUBLISH && ps->dir == MGATE_UP) {
-        rebase(&h->req.publish.topic, raw, len, copy);
-        rebase(&h->req.publish.payload, raw, len, copy);
-    } else {
-        for (uint32_t i = 0; i < h->req.subscribe.count; i++)
-            rebase(&h->req.subscribe.filters[i].filter, raw, len, copy);
-    }
-    s->held[ps->dir] = h;
-    s->refs++;
+    if (h->resolved_topic.p >= raw && h->resolved_topic.p < raw + len)
+        h->resolved_topic.p = copy + (h->resolved_topic.p - raw);
     pass_flush(ps);
     return PKT_HOLD;
 }
 
-static void finish_held(struct loop *l, struct loop_defer *d)
+/* The late verdict (verdict.c's completion): a CONNECT allowed goes on to
+ * its will, maybe pending again; else the packet is finished now. */
+static void held_done(struct ask *a)
 {
-    (void)l;
-    struct held *h = (struct held *)((char *)d - offsetof(struct held, resume));
-    struct mgate_session *s = h->s;
+    struct held *h = container_of(a, struct held, ask);
+    struct mgate_session *s = a->s;
     int dir = h->dir;
-    /* A pass, or a CONNECT's will still to judge: the chain goes on, maybe
-     * pending again (the packet stays held, reading stays paused). */
-    if (s->state != SESSION_CLOSING && (h->verdict = chain_resume(s, h)) == MGATE_PENDING)
-        return;
+    if (a->kind == ASK_CONNECT && a->verdict == MGATE_ALLOW && s->state != SESSION_CLOSING) {
+        uint64_t since = a->since; /* the CONNECT's verdict is timed as one */
+        if (up_connect_will(s, h) == MGATE_PENDING) {
+            a->since = since;
+            return; /* the packet stays held, reading stays paused */
+        }
+    }
     s->held[dir] = NULL;
-    count_verdict(s, h, loop_now(s->loop) - h->since);
+    count_verdict(s, h, loop_now(s->loop) - a->since);
     if (s->state != SESSION_CLOSING) {
         struct pass ps = {s, dir, dir == MGATE_UP ? s->client : s->broker,
                           dir == MGATE_UP ? s->broker : s->client, NULL, 0, session_metrics(s)};
@@ -224,27 +258,6 @@ static void finish_held(struct loop *l, struct loop_defer *d)
             session_resume_reading(s); /* unless another reason still holds it (a CONNACK to wait for) */
     }
     held_put(s, h);
-    session_unref(s);
-}
-
-void mgate_resume(mgate_session *s, const void *req, enum mgate_verdict v)
-{
-    if (s->front) {
-        s->front->resume(s, req, v);
-        return;
-    }
-    for (int dir = 0; dir < 2; dir++) {
-        struct held *h = s->held[dir];
-        if (!h || h->answered || ((const void *)&h->req != req && (const void *)&h->will != req))
-            continue;
-        h->answered = true;
-        h->verdict = v == MGATE_ALLOW || v == MGATE_IGNORE ? v : MGATE_DENY;
-        /* Deferred: the handler may call us from inside its own callback. */
-        loop_defer(s->loop, &h->resume, finish_held);
-        return;
-    }
-    log_msgf(LOGL_ERROR, "mgate_resume: no pending request %p on session %llu", req,
-             (unsigned long long)s->id);
 }
 
 /* ---- when a side is read -------------------------------------------- */

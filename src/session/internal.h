@@ -6,6 +6,7 @@
 #include "mqtt/mqtt.h"
 #include "session/alias.h"
 #include "session/session.h"
+#include "session/verdict.h"
 
 enum session_state {
     SESSION_AWAIT_CONNECT, /* nothing received yet */
@@ -15,31 +16,22 @@ enum session_state {
     SESSION_CLOSING,
 };
 
-/* A packet held while its verdict is pending (see mgate.h). */
+/* An MQTT packet shown to the handler chain: borrowed for each call (a
+ * per-worker spare, no allocation), kept by the session only while its
+ * verdict is pending (see mgate.h), when its bytes are copied out of the
+ * input.  A CONNECT is asked in two stages: auth_connect (ASK_CONNECT),
+ * then, allowed and carrying a will, auth_publish with the will
+ * (ASK_WILL, upstream.c). */
 struct held {
     uint8_t type;
+    uint8_t dir;
+    bool will_stage; /* the CONNECT's will was asked (ask.will is what the handlers left) */
     uint8_t *raw; /* a private copy of the packet; request fields point into it */
     uint32_t raw_len;
     struct mqtt_packet pkt;
-    union {
-        struct mgate_connect_req connect;
-        struct mgate_publish_req publish;
-        struct mgate_subscribe_req subscribe;
-    } req;
+    struct ask ask;                 /* the request and its verdict (verdict.h) */
     struct mgate_filter one_filter; /* a broker PUBLISH's topic, for auth_subscribe */
-    /* A CONNECT is asked in two stages: auth_connect, then (when it was
-     * allowed and carries a will) auth_publish with its will (chain.c). */
-    struct mgate_publish_req will;
-    bool will_stage;
-    bool will_lost; /* the identity to judge it with could not be kept */
     mqtt_str resolved_topic;        /* PUBLISH: the topic after alias resolution */
-    struct mgate_session *s;
-    uint8_t dir;
-    enum mgate_verdict verdict;
-    uint8_t step; /* the handler of the chain that has the request */
-    bool answered;
-    uint64_t since; /* loop ms when the verdict was left pending */
-    struct loop_defer resume;
 };
 
 /* A SUBSCRIBE whose refused filters were answered by us: the broker's
@@ -75,10 +67,12 @@ struct mgate_session {
     uint8_t version; /* from CONNECT */
     bool connect_called;
     bool ended;
-    uint32_t refs; /* pending verdicts hold the session */
+    uint32_t refs; /* being alive, and each pending ask (verdict.c) */
 
     struct loop_timer timer; /* CONNECT deadline, then the closing linger */
-    struct held *held[2];    /* by direction */
+    struct held *held[2];    /* by direction: a packet whose verdict is pending */
+    struct ask *asks;        /* every pending ask of the session, MQTT or a front end's (verdict.c) */
+    struct ask *asking;      /* the ask whose handler runs now */
 
     /* Credentials as finally sent to the broker (one allocation). */
     uint8_t *cred_mem;
@@ -146,24 +140,20 @@ int pass_emit(struct pass *ps, const uint8_t *pkt, size_t len); /* flushes the r
  * takes, and was not sent. */
 #define PASS_DROPPED 1
 int pass_emit_packet(struct pass *ps, const struct mqtt_packet *pkt);
-/* A request holder: borrowed for each handler call (no allocation), kept by
- * the session only when the verdict is pending. */
-void held_put(struct mgate_session *s, struct held *h);
-enum pkt_result held_pend(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len);
 /* A request holder for this pass and packet (closes the session when out of memory). */
 struct held *held_begin(struct pass *ps, const struct mqtt_packet *pkt);
-/* After the auth call set h->verdict: hold the packet, or finish it now. */
-enum pkt_result held_decide(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len);
+void held_put(struct mgate_session *s, struct held *h);
+/* Ask the chain about h->ask (kind, request filled in): the packet is
+ * finished now, or held until its verdict comes.  A CONNECT goes on to
+ * its will's stage when auth_connect allows. */
+enum pkt_result held_ask(struct pass *ps, struct held *h, enum ask_kind kind, const uint8_t *raw, uint32_t len);
+enum pkt_result held_ask_connect(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len);
+/* After h->ask.verdict: hold the packet (pending), or finish it now. */
+enum pkt_result held_decide(struct pass *ps, struct held *h, enum mgate_verdict v, const uint8_t *raw,
+                            uint32_t len);
 
-/* chain.c: MGATE_HANDLER's handlers, in order (see mgate.h) */
-/* Ask the chain from handler h->step on; returns MGATE_ALLOW, MGATE_DENY
- * or MGATE_PENDING (h->step is then the handler that has it).  A CONNECT
- * allowed with a will goes on to its will's stage (see struct held). */
-enum mgate_verdict chain_ask(struct mgate_session *s, struct held *h);
-/* A pending verdict came (h->verdict): what follows from it.  A pass asks
- * the next handler, a CONNECT allowed with a will asks about the will; the
- * answer may be MGATE_PENDING again. */
-enum mgate_verdict chain_resume(struct mgate_session *s, struct held *h);
+/* chain.c: MGATE_HANDLER's handlers, in order (see mgate.h); the auth_*
+ * calls are the verdict engine's (verdict.c). */
 /* The hooks after forwarding, to every handler. */
 void chain_connect(struct mgate_session *s);
 void chain_publish(struct mgate_session *s, const struct mgate_publish_req *req);
@@ -176,6 +166,9 @@ void chain_disconnect(struct mgate_session *s);
 enum pkt_result up_packet(struct pass *ps, const uint8_t *raw, uint32_t len, struct mqtt_packet *pkt);
 enum pkt_result down_packet(struct pass *ps, const uint8_t *raw, uint32_t len, struct mqtt_packet *pkt);
 enum pkt_result up_finish(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len);
+/* A CONNECT allowed by auth_connect: its will's stage (ASK_WILL), or
+ * MGATE_ALLOW when it has none. */
+enum mgate_verdict up_connect_will(struct mgate_session *s, struct held *h);
 enum pkt_result down_finish(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len);
 /* Common: v5 alias resolution and forwarding of a (maybe rewritten) PUBLISH. */
 int publish_resolve_alias(struct pass *ps, struct mqtt_publish *pub, mqtt_str *resolved);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/util.h"
 #include "net/proxy_proto.h"
 #include "net/tls.h"
 #include "session/internal.h"
@@ -66,6 +67,7 @@ static void list_remove(struct session_list *list, struct mgate_session *s)
 
 static void session_free(struct mgate_session *s)
 {
+    ASSERT(!s->asks && !s->asking && !s->held[0] && !s->held[1]); /* each pending ask holds a reference */
     while (s->merges) {
         struct suback_merge *m = s->merges;
         s->merges = m->next;
@@ -87,6 +89,7 @@ static void session_free(struct mgate_session *s)
 
 void session_unref(struct mgate_session *s)
 {
+    ASSERT(s->refs > 0);
     if (--s->refs == 0)
         session_free(s);
 }
@@ -123,10 +126,17 @@ static void hard_close(struct mgate_session *s)
         s->front->close(s);
         return;
     }
-    if (s->client)
+    /* A side that failed this turn already has its on_close queued (conn_close
+     * then does nothing): it must not reach the session freed here. */
+    static const struct conn_cbs quiet_cbs = {NULL, NULL, NULL, NULL};
+    if (s->client) {
+        s->client->cbs = &quiet_cbs;
         conn_close(s->client);
-    if (s->broker)
+    }
+    if (s->broker) {
+        s->broker->cbs = &quiet_cbs;
         conn_close(s->broker);
+    }
     s->client = s->broker = NULL;
     session_end(s);
 }
@@ -174,7 +184,7 @@ static void packet_deadline(struct mgate_session *s)
 static void on_timer(struct loop *l, struct loop_timer *t)
 {
     (void)l;
-    struct mgate_session *s = (struct mgate_session *)((char *)t - offsetof(struct mgate_session, timer));
+    struct mgate_session *s = container_of(t, struct mgate_session, timer);
     switch (s->state) {
     case SESSION_AWAIT_CONNECT:
         session_close_as(s, CONN_END_POLICY, CONN_END_NORMAL, "no CONNECT before the deadline");
@@ -444,34 +454,6 @@ void session_front_connected(struct mgate_session *s)
     chain_connect(s);
 }
 
-static enum mgate_verdict front_ask_one(const struct mgate_handler *hd, struct mgate_session *s,
-                                        enum front_ask kind, void *req)
-{
-    switch (kind) {
-    case FRONT_CONNECT: return hd->auth_connect ? hd->auth_connect(s, req) : MGATE_IGNORE;
-    case FRONT_PUBLISH: return hd->auth_publish ? hd->auth_publish(s, req) : MGATE_IGNORE;
-    default: return hd->auth_subscribe ? hd->auth_subscribe(s, req) : MGATE_IGNORE;
-    }
-}
-
-enum mgate_verdict session_front_ask(struct mgate_session *s, enum front_ask kind, void *req, unsigned *step)
-{
-    const struct session_params *p = s->p;
-    if (s->identity_lost)
-        return MGATE_DENY; /* handlers would judge it as anonymous */
-    for (; *step < p->handler_count; (*step)++) {
-        const struct mgate_handler *hd = p->handlers[*step];
-        enum mgate_verdict v = front_ask_one(hd, s, kind, req);
-        if (v == MGATE_IGNORE)
-            continue;
-        if (v == MGATE_ALLOW || v == MGATE_DENY || v == MGATE_PENDING)
-            return v;
-        session_log(s, LOGL_ERROR, "handler %s returned %d, not a verdict; denied", hd->name, (int)v);
-        return MGATE_DENY;
-    }
-    return MGATE_ALLOW;
-}
-
 void session_front_published(struct mgate_session *s, const struct mgate_publish_req *req) { chain_publish(s, req); }
 
 void session_front_subscribed(struct mgate_session *s, const struct mgate_subscribe_req *req)
@@ -496,16 +478,14 @@ void session_front_end(struct mgate_session *s)
     session_end(s);
 }
 
-void session_front_hold(struct mgate_session *s) { s->refs++; }
 void session_front_reset(struct mgate_session *s) { session_alloc_reset(s); }
-void session_front_release(struct mgate_session *s) { session_unref(s); }
 
 /* ---- credentials and scratch memory ---------------------------------- */
 
 /* Out of memory keeping what proves who the client is (its credentials, a
  * token, a certificate): going on would let the handlers judge it as a
  * client without them, so an MQTT pair closes and a front end's session
- * has every later request refused (session_front_ask). */
+ * has every later request refused (verdict.c). */
 static void lose_identity(struct mgate_session *s)
 {
     s->identity_lost = true;

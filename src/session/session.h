@@ -1,7 +1,8 @@
 /*
  * A session pairs one client connection with one broker connection and
  * moves MQTT packets between them, showing each to the handler.  This is the
- * interface the front ends (tcp now; tls, ws later) and the worker use.
+ * interface the front ends (MQTT over TCP or TLS, over WebSocket, HTTP) and
+ * the worker use.
  */
 #ifndef MGATE_SESSION_H
 #define MGATE_SESSION_H
@@ -15,6 +16,7 @@
 #include "mgate.h"
 #include "net/conn.h"
 #include "net/tls.h"
+#include "session/verdict.h"
 
 #define SESSION_MAX_HANDLERS 8 /* in one MGATE_HANDLER chain */
 
@@ -97,14 +99,12 @@ void session_set_cert(struct mgate_session *s, const struct tls_peer *cert);
 
 /*
  * Sessions of front ends that are not MQTT pairs (an HTTP connection): the
- * front end calls the handler itself with the session, and the session
- * layer only keeps it listed (counted, drained, closed at the end of the
- * grace period) and passes mgate_resume on.
+ * front end asks the handler chain itself, through the verdict engine
+ * (verdict_ask with a struct ask of its own, session/verdict.h, which also
+ * takes mgate_resume), and the session layer keeps it listed (counted,
+ * drained, closed at the end of the grace period).
  */
 struct session_front {
-    /* mgate_resume(s, req, v) for a request of this front end: called as the
-     * handler called it, maybe from inside the handler's own callback. */
-    void (*resume)(struct mgate_session *s, const void *req, enum mgate_verdict v);
     /* Shutdown began: finish what is in flight, then session_front_end. */
     void (*drain)(struct mgate_session *s);
     /* Close now (grace period over, teardown): must call session_front_end. */
@@ -116,26 +116,16 @@ void *session_front_ctx(const struct mgate_session *s);
 /* The front end's request went through auth_connect: the handler's connect
  * hook runs the first time, so that disconnect follows at the end. */
 void session_front_connected(struct mgate_session *s);
-/* Which auth_* call a front end's request is for (req is a struct
- * mgate_connect_req, mgate_publish_req or mgate_subscribe_req). */
-enum front_ask { FRONT_CONNECT, FRONT_PUBLISH, FRONT_SUBSCRIBE };
-/* Ask the handler chain (mgate.h) about a front end's request, from
- * handler *step on: MGATE_ALLOW, MGATE_DENY, or MGATE_PENDING with *step
- * naming the handler that holds it (after a resume with MGATE_IGNORE, ask
- * again from *step + 1). */
-enum mgate_verdict session_front_ask(struct mgate_session *s, enum front_ask kind, void *req, unsigned *step);
 /* The request was forwarded: every handler's publish (subscribe) hook. */
 void session_front_published(struct mgate_session *s, const struct mgate_publish_req *req);
 void session_front_subscribed(struct mgate_session *s, const struct mgate_subscribe_req *req);
 /* Take the credentials an auth_connect left (for the accessors and logs). */
 void session_front_credentials(struct mgate_session *s, const struct mgate_connect_req *req);
 /* The session is over (disconnect hook, unlisted); it stays allocated while
- * a verdict is pending: session_front_hold / session_front_release. */
+ * one of its asks is pending (verdict.h). */
 void session_front_end(struct mgate_session *s);
-void session_front_hold(struct mgate_session *s);
 /* A request is over: free what mgate_session_alloc gave for it. */
 void session_front_reset(struct mgate_session *s);
-void session_front_release(struct mgate_session *s);
 
 /*
  * Log lines a client can cause again and again (refusals, bad input): each

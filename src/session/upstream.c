@@ -55,7 +55,7 @@ static enum pkt_result up_connect(struct pass *ps, const uint8_t *raw, uint32_t 
     struct held *h = held_begin(ps, pkt);
     if (!h)
         return PKT_CLOSE;
-    struct mgate_connect_req *req = &h->req.connect;
+    struct mgate_connect_req *req = &h->ask.req.connect;
     req->client_id = to_bytes(c->client_id);
     req->username = to_bytes(c->username);
     req->password = to_bytes(c->password);
@@ -69,16 +69,42 @@ static enum pkt_result up_connect(struct pass *ps, const uint8_t *raw, uint32_t 
         req->has_password = true;
     }
     s->state = SESSION_AUTH_CONNECT;
-    if (s->p->cn_as_username && !cn_as_username(s, req))
-        h->verdict = MGATE_DENY;
-    else
-        h->verdict = chain_ask(s, h);
-    return held_decide(ps, h, raw, len);
+    if (s->p->cn_as_username && !cn_as_username(s, req)) {
+        h->ask.verdict = MGATE_DENY;
+        return held_decide(ps, h, MGATE_DENY, raw, len);
+    }
+    return held_ask_connect(ps, h, raw, len);
+}
+
+/* The will is a publish the client causes: it is judged with the identity
+ * auth_connect settled on (saved first, so handlers read it through the
+ * session's accessors), from the first handler of the chain on.  Out of
+ * memory saving that identity (the session is closing) the engine refuses
+ * it, as it refuses everything of a session whose identity was lost. */
+enum mgate_verdict up_connect_will(struct mgate_session *s, struct held *h)
+{
+    const struct mqtt_connect *c = &h->pkt.connect;
+    struct ask *a = &h->ask;
+    if (!c->has_will)
+        return MGATE_ALLOW;
+    bool lost = session_save_credentials(s, &a->req.connect) < 0;
+    h->will_stage = true;
+    a->will = (struct mgate_publish_req){
+        .dir = MGATE_UP,
+        .topic = to_bytes(c->will_topic),
+        .payload = to_bytes(c->will_payload),
+        .qos = c->will_qos,
+        .retain = c->will_retain,
+        .reason = lost ? MGATE_REASON_SERVER_BUSY : 0,
+        .will = true,
+        .will_properties = {c->will_props.raw, c->will_props.raw_len},
+    };
+    return verdict_ask(s, a, ASK_WILL, a->done); /* done: set when auth_connect was asked */
 }
 
 static bool will_changed(const struct held *h)
 {
-    const struct mgate_publish_req *w = &h->will;
+    const struct mgate_publish_req *w = &h->ask.will;
     const struct mqtt_connect *c = &h->pkt.connect;
     return h->will_stage && (!bytes_same(w->topic, c->will_topic) || !bytes_same(w->payload, c->will_payload) ||
                              w->qos != c->will_qos || w->retain != c->will_retain);
@@ -86,7 +112,7 @@ static bool will_changed(const struct held *h)
 
 static bool connect_changed(const struct held *h)
 {
-    const struct mgate_connect_req *req = &h->req.connect;
+    const struct mgate_connect_req *req = &h->ask.req.connect;
     const struct mqtt_connect *c = &h->pkt.connect;
     return !bytes_same(req->client_id, c->client_id) || req->has_username != c->has_username ||
            req->has_password != c->has_password ||
@@ -99,7 +125,7 @@ static bool connect_changed(const struct held *h)
 static int emit_rewritten_connect(struct pass *ps, const struct held *h)
 {
     struct mgate_session *s = ps->s;
-    const struct mgate_connect_req *req = &h->req.connect;
+    const struct mgate_connect_req *req = &h->ask.req.connect;
     struct mqtt_packet np = h->pkt;
     struct mqtt_connect *nc = &np.connect;
     nc->client_id = to_str(s->client_id);
@@ -110,17 +136,17 @@ static int emit_rewritten_connect(struct pass *ps, const struct held *h)
     nc->username = to_str(s->username);
     nc->password = to_str(s->password);
     if (h->will_stage) {
-        nc->will_topic = to_str(h->will.topic);
-        nc->will_payload = to_str(h->will.payload);
-        nc->will_qos = h->will.qos > 2 ? 2 : h->will.qos;
-        nc->will_retain = h->will.retain;
+        nc->will_topic = to_str(h->ask.will.topic);
+        nc->will_payload = to_str(h->ask.will.payload);
+        nc->will_qos = h->ask.will.qos > 2 ? 2 : h->ask.will.qos;
+        nc->will_retain = h->ask.will.retain;
     }
     return pass_emit_packet(ps, &np);
 }
 
 static enum pkt_result refuse_connect(struct mgate_session *s, const struct held *h)
 {
-    uint8_t reason = h->will_stage ? h->will.reason : h->req.connect.reason;
+    uint8_t reason = h->will_stage ? h->ask.will.reason : h->ask.req.connect.reason;
     if (!s->p->refusal_close) /* REFUSAL=close: the Go mGate just closes */
         reply_connack(s, reason ? reason : MQTT_RC_NOT_AUTHORIZED);
     if (h->will_stage)
@@ -134,8 +160,8 @@ static enum pkt_result refuse_connect(struct mgate_session *s, const struct held
 static enum pkt_result finish_connect(struct pass *ps, struct held *h)
 {
     struct mgate_session *s = ps->s;
-    struct mgate_connect_req *req = &h->req.connect;
-    if (h->verdict != MGATE_ALLOW)
+    struct mgate_connect_req *req = &h->ask.req.connect;
+    if (h->ask.verdict != MGATE_ALLOW)
         return refuse_connect(s, h);
     if (session_save_credentials(s, req) < 0)
         return PKT_CLOSE; /* never on with an identity nobody checked: it closed the session */
@@ -181,14 +207,13 @@ static enum pkt_result up_publish(struct pass *ps, const uint8_t *raw, uint32_t 
         session_protocol_error(s, MGATE_UP, MQTT_PROTOCOL_ERROR);
         return PKT_CLOSE;
     }
-    struct mgate_publish_req *req = &h->req.publish;
+    struct mgate_publish_req *req = &h->ask.req.publish;
     req->dir = MGATE_UP;
     req->topic = to_bytes(h->resolved_topic);
     req->payload = to_bytes(pub->payload);
     req->qos = pub->qos;
     req->retain = pub->retain;
-    h->verdict = chain_ask(s, h);
-    return held_decide(ps, h, raw, len);
+    return held_ask(ps, h, ASK_PUBLISH, raw, len);
 }
 
 static enum pkt_result refuse_publish(struct pass *ps, const struct mqtt_publish *pub, uint8_t reason)
@@ -214,8 +239,8 @@ static enum pkt_result refuse_publish(struct pass *ps, const struct mqtt_publish
 static enum pkt_result finish_publish(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len)
 {
     struct mgate_session *s = ps->s;
-    struct mgate_publish_req *req = &h->req.publish;
-    if (h->verdict != MGATE_ALLOW)
+    struct mgate_publish_req *req = &h->ask.req.publish;
+    if (h->ask.verdict != MGATE_ALLOW)
         return refuse_publish(ps, &h->pkt.publish, req->reason);
     enum pkt_result r = publish_forward(ps, raw, len, &h->pkt.publish, h->resolved_topic,
                                         req->topic, req->payload);
@@ -247,12 +272,11 @@ static enum pkt_result up_subscribe(struct pass *ps, const uint8_t *raw, uint32_
         f[i].qos = opts & 3u;
         i++;
     }
-    struct mgate_subscribe_req *req = &h->req.subscribe;
+    struct mgate_subscribe_req *req = &h->ask.req.subscribe;
     req->dir = MGATE_UP;
     req->filters = f;
     req->count = i;
-    h->verdict = chain_ask(s, h);
-    return held_decide(ps, h, raw, len);
+    return held_ask(ps, h, ASK_SUBSCRIBE, raw, len);
 }
 
 static uint8_t refusal_code(const struct mgate_session *s, uint8_t reason)
@@ -282,7 +306,7 @@ static int remember_merge(struct mgate_session *s, uint16_t id, const struct mga
 /* A SUBSCRIBE with only the allowed (maybe rewritten) filters. */
 static int emit_filtered_subscribe(struct pass *ps, struct held *h)
 {
-    struct mgate_subscribe_req *req = &h->req.subscribe;
+    struct mgate_subscribe_req *req = &h->ask.req.subscribe;
     struct mqtt_subscribe *sub = &h->pkt.subscribe;
     size_t size = 0;
     for (uint32_t i = 0; i < req->count; i++)
@@ -316,14 +340,14 @@ static int emit_filtered_subscribe(struct pass *ps, struct held *h)
 
 static bool filters_changed(struct held *h, uint32_t *denied)
 {
-    struct mgate_subscribe_req *req = &h->req.subscribe;
+    struct mgate_subscribe_req *req = &h->ask.req.subscribe;
     uint32_t off = 0;
     mqtt_str filter;
     uint8_t opts;
     bool changed = false;
     *denied = 0;
     for (uint32_t i = 0; i < req->count && mqtt_sub_next(&h->pkt.subscribe, &off, &filter, &opts); i++) {
-        if (h->verdict != MGATE_ALLOW)
+        if (h->ask.verdict != MGATE_ALLOW)
             req->filters[i].denied = true;
         if (req->filters[i].denied)
             (*denied)++;
@@ -335,7 +359,7 @@ static bool filters_changed(struct held *h, uint32_t *denied)
 
 static int answer_all_refused(struct mgate_session *s, struct held *h)
 {
-    struct mgate_subscribe_req *req = &h->req.subscribe;
+    struct mgate_subscribe_req *req = &h->ask.req.subscribe;
     struct mqtt_packet np = {.type = MQTT_SUBACK};
     np.suback.id = h->pkt.subscribe.id;
     np.suback.count = req->count;
@@ -360,7 +384,7 @@ static int answer_all_refused(struct mgate_session *s, struct held *h)
 static enum pkt_result finish_subscribe(struct pass *ps, struct held *h)
 {
     struct mgate_session *s = ps->s;
-    struct mgate_subscribe_req *req = &h->req.subscribe;
+    struct mgate_subscribe_req *req = &h->ask.req.subscribe;
     uint32_t denied;
     bool changed = filters_changed(h, &denied);
     METRIC_ADD(session_metrics(s)->subscribe_refused, denied);

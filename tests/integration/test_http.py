@@ -356,6 +356,16 @@ def keepalive_pipelining(t, g):
     got = [c.response() for _ in range(4)]
     t.eq([g_[0] for g_ in got], [200, 403, 200, 200], "pipelined: four answers in order (the third waits for a late verdict)")
     t.eq([json_of(b).get("body") for _, _, b in got], ["1", None, "3", "4"], "pipelined: each answer is its own request's")
+    # several late verdicts one behind the other (the verdict engine): each request waits for the one
+    # before it, and the answers keep the order of the requests
+    t0 = time.monotonic()
+    c.send(post(f"{BASE}/slow/a", b"a") + post(f"{BASE}/slow/b", b"b") + post(f"{BASE}/q", b"q")
+           + post(f"{BASE}/slow/c", b"c"))
+    got = [c.response() for _ in range(4)]
+    t.eq([(g_[0], json_of(g_[2]).get("body")) for g_ in got], [(200, "a"), (200, "b"), (200, "q"), (200, "c")],
+         "pipelined: three late verdicts and one at once, answered in order")
+    t.check(time.monotonic() - t0 >= 0.29, "pipelined: the late verdicts came one after the other (3 x 100 ms)",
+            f"{time.monotonic() - t0:.3f} s")
     c.send(b"GET " + BASE.encode() + b"/last HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
     st, hd, _ = c.response()
     t.check(st == 200 and hd.get("connection") == "close" and c.closed(), "Connection: close: answered, then closed")

@@ -120,10 +120,10 @@ static void test_token(void)
     loop_free(l);
 }
 
-static void front_resume(struct mgate_session *s, const void *req, enum mgate_verdict v) { (void)s, (void)req, (void)v; }
 static void front_drain(struct mgate_session *s) { session_front_end(s); }
 static void front_close(struct mgate_session *s) { session_front_end(s); }
-static const struct session_front front = {front_resume, front_drain, front_close};
+static const struct session_front front = {.drain = front_drain, .close = front_close};
+static void never_done(struct ask *a) { (void)a; }
 
 static void test_front(void)
 {
@@ -131,15 +131,13 @@ static void test_front(void)
     struct session_list list = {0};
     struct mgate_session *s = session_front_start(l, (const struct sockaddr *)&peer, &params, &list, &front, NULL);
     CHECK(s != NULL);
-    struct mgate_publish_req pub = {0};
-    unsigned step = 0;
-    CHECK_EQ_INT(session_front_ask(s, FRONT_PUBLISH, &pub, &step), MGATE_ALLOW); /* no handler: allowed */
+    struct ask pub = {0};
+    CHECK_EQ_INT(verdict_ask(s, &pub, ASK_PUBLISH, never_done), MGATE_ALLOW); /* no handler: allowed */
     struct mgate_connect_req req = login();
     fail_mallocs = 1;
     session_front_credentials(s, &req);
     fail_mallocs = 0;
-    step = 0;
-    CHECK_EQ_INT(session_front_ask(s, FRONT_PUBLISH, &pub, &step), MGATE_DENY); /* never as anonymous */
+    CHECK_EQ_INT(verdict_ask(s, &pub, ASK_PUBLISH, never_done), MGATE_DENY); /* never as anonymous */
     CHECK_EQ_INT(list.count, 1); /* the front end ends it, not us */
     session_front_end(s);
     CHECK_EQ_INT(list.count, 0);
@@ -236,6 +234,64 @@ static void test_unsendable_connect(void)
     loop_free(l);
 }
 
+/* ---- a pending verdict whose packet cannot be copied --------------------- */
+
+/* The handler keeps the request until its resume whatever happens: out of
+ * memory copying the packet, the session closes but the request stays
+ * allocated (its views emptied, since the input they pointed into is
+ * reused) until the resume, which then frees it. */
+static const void *pending_req;
+static mgate_session *pending_s;
+static enum mgate_verdict pend_starved(mgate_session *s, struct mgate_publish_req *req)
+{
+    pending_req = req;
+    pending_s = s;
+    fail_mallocs = 1; /* the next allocation is the packet's copy */
+    return MGATE_PENDING;
+}
+static const struct mgate_handler pender = {.name = "pender", .auth_publish = pend_starved};
+static const struct mgate_handler *const pend_chain[] = {&pender};
+
+static void resume_pending(struct loop *l, struct loop_timer *t)
+{
+    (void)t;
+    const struct mgate_publish_req *req = pending_req;
+    CHECK(mgate_session_closed(pending_s)); /* closed, yet still allocated */
+    CHECK(req->topic.len == 0 && req->payload.len == 0);
+    mgate_resume(pending_s, pending_req, MGATE_ALLOW);
+    static struct loop_timer stop_t;
+    loop_timer_start(l, &stop_t, 5, stop); /* the resume is completed at the end of this turn */
+}
+
+static void test_pending_copy_fails(void)
+{
+    struct loop *l = loop_new();
+    struct session_list list = {0};
+    struct session_params p = params;
+    p.handlers = pend_chain;
+    p.handler_count = 1;
+    p.max_packet_size = 1 << 20;
+    p.dial = sink_dial;
+    struct conn *c = conn_virtual(l, &sink_ops, NULL, NULL, NULL);
+    struct mgate_session *s = session_start(l, c, (const struct sockaddr *)&peer, &p, &list);
+    static const uint8_t connect_v4[] = {0x10, 13, 0, 4, 'M', 'Q', 'T', 'T', 4, 0x02, 0, 60, 0, 1, 'c'};
+    static const uint8_t publish[] = {0x30, 7, 0, 3, 'a', '/', 'b', 'h', 'i'};
+    conn_deliver(c, connect_v4, sizeof(connect_v4));
+    CHECK(s->state == SESSION_AWAIT_CONNACK && s->broker);
+    static const uint8_t connack[] = {0x20, 2, 0, 0};
+    conn_deliver(s->broker, connack, sizeof(connack));
+    conn_deliver(c, publish, sizeof(publish));
+    fail_mallocs = 0;
+    CHECK(mgate_session_closed(s));
+    CHECK(s->asks != NULL); /* the handler still holds it */
+    struct loop_timer t = {0};
+    loop_timer_start(l, &t, 20, resume_pending); /* after the pair closed and was unlisted */
+    loop_run(l);
+    CHECK_EQ_INT(list.count, 0);
+    free(list.spare);
+    loop_free(l);
+}
+
 int main(void)
 {
     if (!INJECT) {
@@ -247,5 +303,6 @@ int main(void)
     test_front();
     test_will_identity();
     test_unsendable_connect();
+    test_pending_copy_fails();
     return check_done("test_session_oom");
 }
