@@ -875,19 +875,28 @@ static int route(struct http_conn *hc, struct http_req *r, const struct http_hea
     return 0;
 }
 
-/* The authorization query parameter, decoded into out: false when there is
- * none (or it is broken); *twice when it is given more than once. */
-static bool query_credential(const struct http_req *r, char *out, size_t *n, bool *twice)
+/* The authorization query parameter, in every spelling a target may read
+ * (http_query_param): *found and its value decoded into out, or not found;
+ * 400 with r->refuse_why when it cannot be the one credential judged. */
+static int query_credential(struct http_req *r, char *out, size_t *n, bool *found)
 {
-    const char *v;
-    size_t vl;
-    *twice = r->query && http_query_count(r->query, r->query_len, "authorization") > 1;
-    return r->query && http_query_get(r->query, r->query_len, "authorization", &v, &vl) &&
-           http_pct_decode(v, vl, out, n, true) == 0;
+    static const char *const why[] = {
+        [HTTP_QPARAM_MANY] = "more than one authorization query parameter (in any spelling)",
+        [HTTP_QPARAM_AMBIGUOUS] = "the authorization query parameter ends at ';' (targets disagree on its value)",
+        [HTTP_QPARAM_BROKEN] = "a broken escape or an encoded NUL in the authorization query parameter",
+    };
+    enum http_qparam q = HTTP_QPARAM_NONE;
+    *n = 0;
+    if (r->query)
+        q = http_query_param(r->query, r->query_len, "authorization", out, n);
+    *found = q == HTTP_QPARAM_ONE;
+    if (q > HTTP_QPARAM_ONE)
+        return r->refuse_why = why[q], 400;
+    return 0;
 }
 
 /* Basic credentials, else the whole Authorization header as the password,
- * else ?authorization= (the Go mGate's order).  Two that disagree (the
+ * else ?authorization= (the Go mGate's order).  Two that could disagree (the
  * header and the parameter, or the parameter twice) are refused: only one
  * would be judged, and the target, which gets the query too, might read
  * the other.  Returns 0 or 400 with r->refuse_why. */
@@ -896,10 +905,11 @@ static int credentials(struct http_req *r, const struct http_head *h, char *mem)
     struct mgate_connect_req *c = &r->ask.req.connect;
     const struct http_hdr *a = http_head_find(h, "authorization");
     char *qmem = mem + (a ? a->value_len : 0); /* after what Basic may decode */
-    size_t qn = 0;
-    bool twice, in_query = query_credential(r, qmem, &qn, &twice);
-    if (twice)
-        return r->refuse_why = "more than one authorization query parameter", 400;
+    size_t qn;
+    bool in_query;
+    int st = query_credential(r, qmem, &qn, &in_query);
+    if (st)
+        return st;
     if (a && in_query && (qn != a->value_len || memcmp(qmem, a->value, qn)))
         return r->refuse_why = "the Authorization header and the authorization parameter disagree", 400;
     if (a && a->value_len > 6 && !strncasecmp(a->value, "basic ", 6)) {

@@ -73,38 +73,103 @@ bool http_path_has_dot_segment(const char *p, size_t n)
     return false;
 }
 
-/* The next key=value at or after *i in a query string. */
-static bool query_next(const char *q, size_t n, const char *key, size_t *i, const char **val, size_t *vlen)
+/* The next byte of a query parameter's name as a form decoder reads it:
+ * "%XX" decoded, '+' a space; a broken escape stands as it is, as lenient
+ * decoders (Python's, browsers') leave it. */
+static unsigned char form_byte(const char *s, size_t n, size_t *i)
 {
-    size_t klen = strlen(key);
-    while (*i < n) {
-        size_t start = *i, j = start;
-        while (j < n && q[j] != '&')
-            j++;
-        *i = j + 1;
-        if (j - start > klen && q[start + klen] == '=' && !memcmp(q + start, key, klen)) {
-            *val = q + start + klen + 1;
-            *vlen = j - start - klen - 1;
+    unsigned char c = (unsigned char)s[(*i)++];
+    if (c == '+')
+        return ' ';
+    if (c == '%' && n - *i >= 2) {
+        int hi = hexval(s[*i]), lo = hexval(s[*i + 1]);
+        if (hi >= 0 && lo >= 0) {
+            *i += 2;
+            return (unsigned char)(hi << 4 | lo);
+        }
+    }
+    return c;
+}
+
+/* The letters outside ASCII whose simple case mapping is an ASCII letter
+ * (in UTF-8): Java's equalsIgnoreCase and .NET's case-blind comparisons take
+ * "authorızation" (dotless i) for "authorization". */
+static const struct {
+    char ascii;
+    const char *utf8;
+} fold[] = {{'i', "\xC4\xB0"}, {'i', "\xC4\xB1"}, {'k', "\xE2\x84\xAA"}, {'s', "\xC5\xBF"}};
+
+/* Does the decoded name at *i go on with c (a lower-case ASCII key byte),
+ * in either case or as one of the letters above?  Moves *i past it. */
+static bool name_has(const char *s, size_t n, size_t *i, char c)
+{
+    size_t at = *i;
+    unsigned char b = form_byte(s, n, i);
+    if ((b >= 'A' && b <= 'Z' ? b + 32 : b) == (unsigned char)c)
+        return true;
+    for (size_t f = 0; f < sizeof(fold) / sizeof(fold[0]); f++) {
+        if (fold[f].ascii != c)
+            continue;
+        const char *u = fold[f].utf8;
+        size_t j = at;
+        while (*u && j < n && form_byte(s, n, &j) == (unsigned char)*u)
+            u++;
+        if (!*u) {
+            *i = j;
             return true;
         }
     }
     return false;
 }
 
-bool http_query_get(const char *q, size_t n, const char *key, const char **val, size_t *vlen)
+bool http_query_name_is(const char *s, size_t n, const char *key)
 {
-    size_t i = 0;
-    return query_next(q, n, key, &i, val, vlen);
+    size_t i = 0, was = 0;
+    while (i < n && form_byte(s, n, &i) == ' ')
+        was = i; /* PHP drops the spaces a name starts with */
+    i = was;
+    for (; *key; key++)
+        if (i >= n || !name_has(s, n, &i, *key))
+            return false;
+    return i == n || form_byte(s, n, &i) == '\0'; /* a C target's name ends at an encoded NUL */
 }
 
-unsigned http_query_count(const char *q, size_t n, const char *key)
+/* The query segment (between '&' or ';') at q[*i]: its raw name and value
+ * (none without '='); *i moves past its separator, *sep is that separator
+ * ('\0' at the end). */
+static void query_segment(const char *q, size_t n, size_t *i, size_t *nlen, const char **val, size_t *vlen,
+                          char *sep)
 {
-    size_t i = 0, vlen;
-    const char *val;
-    unsigned count = 0;
-    while (query_next(q, n, key, &i, &val, &vlen))
-        count++;
-    return count;
+    size_t start = *i, end = start;
+    while (end < n && q[end] != '&' && q[end] != ';')
+        end++;
+    const char *eq = memchr(q + start, '=', end - start);
+    *nlen = eq ? (size_t)(eq - q) - start : end - start;
+    *val = eq ? eq + 1 : q + end;
+    *vlen = (size_t)(q + end - *val);
+    *sep = end < n ? q[end] : '\0';
+    *i = end + 1;
+}
+
+enum http_qparam http_query_param(const char *q, size_t n, const char *key, char *out, size_t *outlen)
+{
+    unsigned seen = 0;
+    const char *val = NULL;
+    size_t vlen = 0;
+    char end = '\0';
+    for (size_t i = 0; i < n;) {
+        const char *v;
+        size_t nlen, vl, at = i;
+        char sep;
+        query_segment(q, n, &i, &nlen, &v, &vl, &sep);
+        if (http_query_name_is(q + at, nlen, key))
+            seen++, val = v, vlen = vl, end = sep;
+    }
+    if (seen != 1)
+        return seen ? HTTP_QPARAM_MANY : HTTP_QPARAM_NONE;
+    if (end == ';')
+        return HTTP_QPARAM_AMBIGUOUS;
+    return http_pct_decode(val, vlen, out, outlen, true) < 0 ? HTTP_QPARAM_BROKEN : HTTP_QPARAM_ONE;
 }
 
 bool http_path_under(const char *path, size_t n, const char *prefix, const char **rest)

@@ -19,10 +19,24 @@ int http_pct_decode(const char *s, size_t n, char *out, size_t *outlen, bool for
 size_t http_pct_encode_path(const char *s, size_t n, char *out);
 /* A "." or ".." segment: the target would resolve it, the handler would not. */
 bool http_path_has_dot_segment(const char *p, size_t n);
-/* The raw value of the first key=value in a query string ("a=1&b=2"). */
-bool http_query_get(const char *q, size_t n, const char *key, const char **val, size_t *vlen);
-/* How many key=value there are for key. */
-unsigned http_query_count(const char *q, size_t n, const char *key);
+/* Is a query parameter's raw name (n bytes, before its '=') key (lower-case
+ * ASCII) as some target would read it?  Percent-decoded with '+' a space,
+ * compared case-blind (also the non-ASCII letters that Java and .NET fold
+ * to ASCII: dotless i...), leading spaces dropped (PHP), ended by an
+ * encoded NUL (C).  Matching too many spellings is safe, too few is not:
+ * a spelling mgate missed is a credential nobody judged. */
+bool http_query_name_is(const char *s, size_t n, const char *key);
+/* What a query holds for the parameter key, '&' and ';' both separating
+ * (some targets split on ';' too).  The one lookup of the credential
+ * parameter, so that what mgate judges is what a target reads. */
+enum http_qparam {
+    HTTP_QPARAM_NONE,      /* absent */
+    HTTP_QPARAM_ONE,       /* once: its value form-decoded into out (room for n bytes) */
+    HTTP_QPARAM_MANY,      /* more than once, in whatever spellings */
+    HTTP_QPARAM_AMBIGUOUS, /* once, ending at ';': a target splitting on '&' only reads more */
+    HTTP_QPARAM_BROKEN,    /* once, its value with a broken escape or an encoded NUL */
+};
+enum http_qparam http_query_param(const char *q, size_t n, const char *key, char *out, size_t *outlen);
 /* Does the path (decoded, without its query) lie at or below prefix?
  * Segment-aware: "/mqtt" covers "/mqtt" and "/mqtt/x", never "/mqttx"; a
  * prefix ending in '/' means the same subtree.  Sets *rest to what follows

@@ -218,6 +218,50 @@ def credentials(t, g):
     t.eq(st, 401, "the query parameter is percent-decoded")
 
 
+# The authorization query parameter in the forms a target's decoder reads as it (Python's parse_qs,
+# Go's url.Query, frameworks that ignore case or split on ';', Java's equalsIgnoreCase, PHP dropping
+# a name's leading spaces, C reading a name up to a NUL): mgate must
+# judge it as the credential, and refuse it beside another one.
+QUERY_FORMS = ["%61uthorization", "Authorization", "AUTHORIZATION", "%41UTHORIZATION", "authori%7Aation",
+               "author%C4%B1zation", "+authorization", "authorization%00"]
+
+
+def query_forms(t, g, echo):
+    """docs/HTTP.md step 6: the parameter's name is compared as a target decodes it, with '&' and
+    ';' both separating; a credential in any such form is judged, and two of them, or one beside a
+    header with another value, are refused (400) and never forwarded.  Raw requests: curl would
+    not send every form as written."""
+    def ask(query, headers=()):
+        c = Raw(g.port)
+        c.send(post(f"{BASE}/qform?{query}", b"x", headers))
+        st, _, body = c.response()
+        c.s.close()
+        return st, body
+    before = echo.stats().get("/messages/qform", 0)
+    fine = [("Authorization", "fine")]
+    for name in QUERY_FORMS:
+        t.eq(ask(f"{name}=deny-password")[0], 401, f"?{name}= alone is the credential judged (401)")
+        st, body = ask(f"{name}=deny-password", fine)
+        t.eq(st, 400, f"?{name}= beside an Authorization header with another value: 400")
+        t.eq(ask(f"{name}=fine", fine)[0], 200, f"?{name}= beside the same Authorization header: 200")
+    t.eq(ask("a=1;authorization=deny-password")[0], 401, "?a=1;authorization= (';' separates) is judged (401)")
+    t.eq(ask("a=1;authorization=deny-password", fine)[0], 400, "?a=1;authorization= beside another header: 400")
+    t.eq(ask("x=1&%61uthorization=deny%2Dpassword")[0], 401, "the value of an encoded name is percent-decoded too")
+    t.eq(ask("authorization=fine&%61uthorization=fine")[0], 400, "the parameter in two forms (same value): 400")
+    t.eq(ask("authorization=fine;authorization=fine")[0], 400, "the parameter twice, ';'-separated: 400")
+    t.eq(ask("Authorization=fine&AUTHORIZATION=deny-password", fine)[0], 400, "two cases, one disagreeing: 400")
+    t.eq(ask("authorization=fine;x=deny-password")[0], 400,
+         "a value ending at ';' (a target splitting on '&' only reads more): 400")
+    t.eq(ask("authorization", fine)[0], 400, "?authorization without '=' (an empty credential) beside a header: 400")
+    t.eq(ask("authorization=%zz")[0], 400, "a broken escape in the credential: 400")
+    t.eq(ask("authorization=a%00b")[0], 400, "an encoded NUL in the credential: 400")
+    t.eq(ask("xauthorization=deny-password&authorizationx=deny-password", fine)[0], 200,
+         "other names that merely contain it are not the credential: 200")
+    t.eq(ask("authorization+=deny-password", fine)[0], 200, "'+' is a space in a name: 'authorization ' is another name")
+    t.eq(echo.stats().get("/messages/qform", 0) - before, len(QUERY_FORMS) + 2,
+         "only the allowed ones reached the target")
+
+
 def two_authorizations(t, g, echo):
     """Two Authorization headers: mgate judged the first, a target reading the last would see an
     identity nobody verified.  Refused (400, closed), never forwarded."""
@@ -720,6 +764,7 @@ def main():
         t.case("allowed and refused", allowed_and_refused, t, g, echo)
         t.case("credentials", credentials, t, g)
         t.case("two Authorization headers", two_authorizations, t, g, echo)
+        t.case("the authorization parameter's forms", query_forms, t, g, echo)
         t.case("obsolete line folding", obs_fold, t, g, echo)
         t.case("pending verdicts", pending, t, g)
         t.case("keep-alive and pipelining", keepalive_pipelining, t, g)
