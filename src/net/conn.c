@@ -240,12 +240,24 @@ void conn_deliver(struct conn *c, const uint8_t *data, size_t len)
     feed_scratch(c, data, len);
 }
 
+/* Room to read into while a partial packet is buffered.  The packet's
+ * announced size (`want`) is a peer's claim, not bytes it sent: reserving
+ * all of it at once would let a peer make us hold MAX_PACKET_SIZE for a
+ * few header bytes.  The room grows with what arrived instead (at most
+ * doubling), so what we hold stays within twice what the peer sent plus a
+ * chunk, and a large packet still costs only a few reallocations. */
+static size_t read_room(const struct conn *c)
+{
+    size_t need = c->want > c->in.len ? c->want - c->in.len : 0;
+    size_t grow = c->in.len > CONN_READ_CHUNK ? c->in.len : CONN_READ_CHUNK;
+    return need > CONN_READ_CHUNK ? (need < grow ? need : grow) : CONN_READ_CHUNK;
+}
+
 static void on_readable(struct conn *c)
 {
     ssize_t n;
     if (c->in.len) {
-        size_t need = c->want > c->in.len ? c->want - c->in.len : 0;
-        if (buf_reserve(&c->in, need > CONN_READ_CHUNK ? need : CONN_READ_CHUNK) < 0) {
+        if (buf_reserve(&c->in, read_room(c)) < 0) {
             fail(c, ENOMEM);
             return;
         }

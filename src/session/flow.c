@@ -389,6 +389,19 @@ static enum pkt_result one_packet(struct pass *ps, const uint8_t *raw, uint32_t 
     return r;
 }
 
+/*
+ * Until its CONNECT was judged a client has proved nothing, so what it can
+ * make mgate hold is bounded by far less than MAX_PACKET_SIZE (1 MiB by
+ * default, per socket, for CONNECT_TIMEOUT).  64 KiB holds a CONNECT with a
+ * long client id, a JWT for a password and a will of tens of KiB.
+ */
+#define CONNECT_MAX_SIZE (64u * 1024u)
+static inline uint32_t frame_limit(const struct mgate_session *s, int dir)
+{
+    uint32_t max = s->p->max_packet_size;
+    return dir == MGATE_UP && s->state == SESSION_AWAIT_CONNECT && max > CONNECT_MAX_SIZE ? CONNECT_MAX_SIZE : max;
+}
+
 size_t session_on_data(struct conn *c, const uint8_t *data, size_t len)
 {
     struct mgate_session *s = c->owner;
@@ -406,7 +419,7 @@ size_t session_on_data(struct conn *c, const uint8_t *data, size_t len)
     bool partial = false;
     while (off < len) {
         size_t total;
-        mqtt_rc rc = mqtt_frame(data + off, len - off, s->p->max_packet_size, &total);
+        mqtt_rc rc = mqtt_frame(data + off, len - off, frame_limit(s, dir), &total);
         if (rc == MQTT_NEED_MORE) {
             c->want = (uint32_t)total;
             partial = true;

@@ -312,12 +312,89 @@ def trickle(t, slow):
         w.close()
 
 
+def vm_data_kib(pid):
+    """Memory mgate asked for (VmData), touched or not: an allocation made for a claimed size
+    shows here before any byte fills it."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmData:"):
+                return int(line.split()[1])
+    return 0
+
+
+def send_until_closed(s, data):
+    try:
+        s.sendall(data)
+        return False
+    except OSError:
+        return True
+
+
+def announced(t, tmp, broker):
+    """A packet's announced size is a claim, not bytes sent: mgate holds what arrived, and before
+    its CONNECT was judged a client cannot make it hold more than 64 KiB."""
+    gate = h.Mgate(tmp, broker.port, binary=h.EXAMPLE_BIN, MGATE_LOG_LEVEL="warn", **flood_env())
+    rss0 = settle(gate)
+    socks = []
+    head = bytes([h.CONNECT << 4]) + h.varint((1 << 20) - 16)  # a CONNECT just under MAX_PACKET_SIZE, announced
+    try:
+        cut = 0
+        for _ in range(100):
+            s = socket.create_connection((h.HOST, gate.port))
+            s.settimeout(2.0)
+            socks.append(s)
+            cut += send_until_closed(s, head + b"\0" * (200 * 1024))
+        time.sleep(0.5)
+        grown = gate.rss_kib() - rss0
+        t.check(grown < 4096, f"100 unauthenticated clients sending 200 KiB of a 1 MiB CONNECT: RSS +{grown} KiB "
+                              f"(bound 4096; held, it would be 20 MiB)")
+        for s in socks:
+            s.settimeout(0.05)
+            try:
+                cut += s.recv(1) == b""
+            except socket.timeout:
+                pass  # still open: mgate holds what it sent
+            except OSError:
+                cut += 1
+        t.eq(cut, 100, "each of them was closed (a CONNECT over 64 KiB is refused)")
+    finally:
+        for s in socks:
+            s.close()
+
+    clients = []
+    try:
+        vm0 = vm_data_kib(gate.proc.pid)
+        pub = bytes([h.PUBLISH << 4]) + h.varint((1 << 20) - 100) + b"\0\x03a/b"
+        for i in range(100):
+            c = h.raw_client(gate.port, 5, f"claim-{i}")
+            clients.append(c)
+            c.send(pub + b"x" * 200)
+        time.sleep(0.3)
+        for c in clients:
+            c.send(b"x" * 200)  # a second read: the packet in progress is buffered
+        time.sleep(0.5)
+        grown = vm_data_kib(gate.proc.pid) - vm0
+        t.check(grown < 16384, f"100 clients announcing a 1 MiB PUBLISH and sending 400 bytes: mgate asked for "
+                               f"+{grown} KiB (bound 16384; the claims would be 100 MiB)")
+    finally:
+        for c in clients:
+            c.close()
+
+    will = {"topic": "big/will", "payload": b"w" * 50000}
+    c = h.RawClient(gate.port)
+    t.eq(c.connect(5, "big-will", will=will), 0, "a CONNECT of 50 KiB (a large will) is still accepted")
+    c.close()
+    t.check(gate.alive(), "mgate still runs")
+    gate.stop()
+
+
 def main():
     h.need_binaries()
     t = h.Checks("exhaustion")
     with tempfile.TemporaryDirectory() as tmp:
         broker = h.Broker(tmp)
         t.case("floods of answers mgate makes itself", floods, t, tmp, broker)
+        t.case("announced sizes: memory follows what arrived", announced, t, tmp, broker)
         gate = h.Mgate(tmp, broker.port, binary=h.EXAMPLE_BIN, MGATE_LOG_LEVEL="warn")
         t.case("SUBSCRIBE id reused while its SUBACK is pending", merge_id_reused, t, gate)
         slow = h.Mgate(tmp, broker.port, binary=h.EXAMPLE_BIN, MGATE_MQTT_WITHOUT_TLS_CONNECT_TIMEOUT="1s")
