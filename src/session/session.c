@@ -96,6 +96,33 @@ void session_unref(struct mgate_session *s)
 
 static void session_fields(struct logline *l, const mgate_session *s);
 
+/*
+ * "session closed" is the audit line of a session the handler let in: it
+ * is always written.  A client that never got in (refused, silent, gone
+ * before its CONNECT) cost nothing but a socket, so a churn of them would
+ * write a line per connection: theirs take from the listener's budget,
+ * like any line a client causes, and what is left out is counted there.
+ */
+static void log_session_closed(struct mgate_session *s)
+{
+    if (!log_enabled(LOGL_INFO))
+        return;
+    uint32_t listener = 0;
+    struct log_limit *budget = s->p->log_budget;
+    if (!s->connect_called && budget && !log_limit_take(budget, loop_now(s->loop), LISTENER_LOG_BURST, &listener)) {
+        budget->left_out += s->log_budget.left_out; /* its own left-out lines are counted there too */
+        return;
+    }
+    struct logline l;
+    log_begin(&l, LOGL_INFO, "session closed");
+    session_fields(&l, s);
+    if (s->log_budget.left_out) /* lines this session caused that were never written */
+        log_uint(&l, "left_out", s->log_budget.left_out);
+    if (listener)
+        log_uint(&l, "listener_left_out", listener);
+    log_end(&l);
+}
+
 static void session_end(struct mgate_session *s)
 {
     if (s->ended)
@@ -105,14 +132,7 @@ static void session_end(struct mgate_session *s)
     loop_timer_stop(s->loop, &s->timer);
     if (s->connect_called)
         chain_disconnect(s);
-    if (log_enabled(LOGL_INFO)) {
-        struct logline l;
-        log_begin(&l, LOGL_INFO, "session closed");
-        session_fields(&l, s);
-        if (s->log_budget.left_out) /* lines this session caused that were never written */
-            log_uint(&l, "left_out", s->log_budget.left_out);
-        log_end(&l);
-    }
+    log_session_closed(s);
     METRIC_INC(session_metrics(s)->sessions_closed[s->p->listener_id % METRIC_LISTENERS]);
     if (s->p->open_sessions)
         __atomic_fetch_sub(s->p->open_sessions, 1, __ATOMIC_RELAXED);

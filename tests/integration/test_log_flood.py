@@ -116,6 +116,35 @@ def ordinary(t, g):
             and "left_out" not in got[0], "it is logged in full, with its topic and client id", got)
 
 
+def connection_churn(t, g):
+    """Clients that never get in (a DISCONNECT as the first packet, a refused CONNECT): their
+    'session closed' lines take from the listener's budget; a session that got in keeps its line."""
+    import socket
+    mark = g.log.mark()
+    n = 0
+    start = time.monotonic()
+    bye = h.packet(h.DISCONNECT, 0, b"")
+    refused = h.connect_packet(4, "deny-churn")  # the example handler refuses client ids "deny..."
+    while time.monotonic() - start < FLOOD_SECONDS and n < 3000:
+        s = socket.create_connection((h.HOST, g.port))
+        s.sendall(bye if n % 2 else refused)
+        s.close()
+        n += 1
+    took = time.monotonic() - start
+    c = h.raw_client(g.port, 4, "churn-legit")
+    c.send(h.disconnect_packet(4))
+    c.close()
+    time.sleep(0.5)
+    got = g.json_since(mark)
+    closed = [j for j in got if j.get("msg") == "session closed"]
+    bound = 50 * (int(took) + 2)
+    t.check(len(got) <= 2 * bound, f"{n} connections that never got in: {len(got)} log lines in {took:.1f} s "
+                                   f"(bound {2 * bound}: 'closing' and 'session closed', 50 a second each at most)")
+    t.check(any(j.get("client_id") == "churn-legit" for j in closed),
+            "the session that got in still has its 'session closed' line")
+    print(f"    measured: {n} connections in {took:.1f} s -> {len(got)} lines")
+
+
 def main():
     h.need_binaries()
     t = h.Checks("log_flood")
@@ -127,6 +156,7 @@ def main():
         t.case("an ordinary refusal", ordinary, t, g)
         t.case("twenty clients at once", many_clients, t, g)
         t.case("a refused SUBSCRIBE flood", subscribe_flood, t, g)
+        t.case("a churn of connections that never get in", connection_churn, t, g)
         return h.finish(t)
 
 
