@@ -60,7 +60,10 @@ struct item;
 struct webhook {
     struct loop *loop;
     unsigned inflight;
-    struct item *queue, **queue_tail; /* waiting for a free slot, in order */
+    /* Requests with items waiting for a free slot, served in turn: one item
+     * of each a round, so one client's large SUBSCRIBE (an item a filter)
+     * delays its own answer, not every other client's CONNECT. */
+    struct group *queue, **queue_tail;
     struct item *active;              /* in flight */
     struct cache_entry *cache;        /* CACHE_SLOTS, when a TTL is set */
 };
@@ -90,8 +93,16 @@ struct group {
     bool any_ignore;
     enum result single; /* CONNECT, PUBLISH: the answer */
     uint32_t n;
+    uint32_t unsent;    /* items[unsent...]: the next to send, when queued */
+    struct group *qnext; /* in wh->queue */
     struct item items[];
 };
+
+/* A SUBSCRIBE is one request a filter: beyond this many, the filters are
+ * refused unasked (0x87), so one packet cannot make a client hold
+ * hundreds of requests' memory (a 1 MiB SUBSCRIBE carries 200,000
+ * filters).  Real clients subscribe a handful at a time. */
+#define MAX_FILTERS_ASKED 1024u
 
 /* ---- JSON out ---------------------------------------------------------- */
 
@@ -458,14 +469,33 @@ static void send_item(struct webhook *wh, struct item *it)
     wh->active = it;
 }
 
+static void queue_push(struct webhook *wh, struct group *g)
+{
+    g->qnext = NULL;
+    *wh->queue_tail = g;
+    wh->queue_tail = &g->qnext;
+}
+
+/* The next unsent item of g (the cache answered some), or NULL. */
+static struct item *next_unsent(struct group *g)
+{
+    while (g->unsent < g->n && !g->items[g->unsent].body)
+        g->unsent++;
+    return g->unsent < g->n ? &g->items[g->unsent++] : NULL;
+}
+
 static void start_next(struct webhook *wh)
 {
     while (wh->queue && wh->inflight < cfg.concurrency) {
-        struct item *it = wh->queue;
-        if (!(wh->queue = it->next))
+        struct group *g = wh->queue;
+        if (!(wh->queue = g->qnext))
             wh->queue_tail = &wh->queue;
-        it->next = NULL;
-        send_item(wh, it);
+        struct item *it = next_unsent(g);
+        bool more = g->unsent < g->n;
+        if (more) /* to the back of the line before sending: sending may free g */
+            queue_push(wh, g);
+        if (it)
+            send_item(wh, it);
     }
 }
 
@@ -553,14 +583,8 @@ static enum mgate_verdict group_run(struct group *g)
         it->body = NULL;
         g->remaining--;
     }
-    for (uint32_t i = 0; i < g->n; i++) {
-        struct item *it = &g->items[i];
-        if (!it->body)
-            continue;
-        it->next = NULL;
-        *wh->queue_tail = it;
-        wh->queue_tail = &it->next;
-    }
+    if (g->remaining > 1)
+        queue_push(wh, g);
     start_next(wh);
     if (--g->remaining)
         return MGATE_PENDING; /* fetch callbacks come later, from the loop */
@@ -598,8 +622,11 @@ static enum mgate_verdict auth_subscribe(mgate_session *s, struct mgate_subscrib
     if (req->dir == MGATE_DOWN)
         return MGATE_IGNORE;
     uint32_t n = 0;
-    for (uint32_t i = 0; i < req->count; i++)
+    for (uint32_t i = 0; i < req->count; i++) {
+        if (!req->filters[i].denied && n == MAX_FILTERS_ASKED)
+            req->filters[i].denied = true;
         n += !req->filters[i].denied;
+    }
     if (!n)
         return MGATE_IGNORE;
     struct group *g = group_new(s, req, K_SUBSCRIBE, n);
@@ -664,16 +691,23 @@ void webhook_loop_free(struct loop *l)
     /* The loop no longer runs, so these sessions cannot be resumed: cancel
      * the requests and drop the groups (each once). */
     unsigned n = 0;
-    struct item *lists[2] = {wh->active, wh->queue};
-    for (int k = 0; k < 2; k++)
-        for (struct item *it = lists[k], *next; it; it = next) {
-            next = it->next;
-            fetch_cancel(it->f);
-            it->f = NULL;
-            if (!--it->g->remaining)
-                group_free(it->g);
-            n++;
-        }
+    /* Unsent items first: a group freed here has none in flight (its
+     * remaining count holds both), so the active list never sees it. */
+    for (struct group *g = wh->queue, *next; g; g = next) {
+        next = g->qnext;
+        while (next_unsent(g))
+            n++, g->remaining--;
+        if (!g->remaining)
+            group_free(g);
+    }
+    for (struct item *it = wh->active, *next; it; it = next) {
+        next = it->next;
+        fetch_cancel(it->f);
+        it->f = NULL;
+        if (!--it->g->remaining)
+            group_free(it->g);
+        n++;
+    }
     if (n)
         log_msgf(LOGL_WARN, "http: %u webhook requests dropped at shutdown", n);
     free(wh->cache);

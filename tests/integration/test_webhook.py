@@ -248,6 +248,34 @@ def cache(t, tmp, broker, svc):
     g.stop()
 
 
+def large_subscribe(t, tmp, broker, svc):
+    """A SUBSCRIBE is one request a filter: at most 1024 are asked (the rest refused unasked), and
+    they are sent in turn with other clients' requests, one of each a round, so a client's large
+    SUBSCRIBE delays its own SUBACK, not everyone's CONNECT."""
+    g = gate(tmp, broker, svc.url, MGATE_WORKERS="1", MGATE_WEBHOOK_CONCURRENCY="4", MGATE_WEBHOOK_TIMEOUT="5s",
+             MGATE_MQTT_WITHOUT_TLS_CONNECT_TIMEOUT="30s")
+    c = h.raw_client(g.port, 5, "big-sub", username="allow-big", password=b"pw")
+    before = svc.count(lambda r: r.get("action") == "subscribe")
+    filters = [(f"t/{i}/slow{i}", 0) for i in range(40)] + [(f"u/{i}/allow{i}", 0) for i in range(1100)]
+    c.send(h.subscribe_packet(5, 9, filters))
+    time.sleep(0.3)  # its requests are queued and the first ones in flight (200 ms each)
+    start = time.monotonic()
+    rc = connack(g.port, 4, "other-client", "allow-other", b"pw", timeout=10.0)
+    took = time.monotonic() - start
+    t.eq(rc, 0, "another client's CONNECT behind the large SUBSCRIBE is allowed")
+    t.check(took < 1.5, f"... within one round of the slow requests ({took:.2f} s; in line behind them, about "
+                        "40 x 200 ms / 4 = 2 s and more)")
+    p = c.expect(h.SUBACK, 30.0)
+    codes = list(p.body[3:]) if len(p.body) > 3 else []
+    t.eq(len(codes), 1140, "the large SUBSCRIBE gets its SUBACK, one code a filter")
+    t.check(codes[:1024] == [0] * 1024 and codes[1024:] == [0x87] * 116,
+            "the first 1024 filters were asked (allowed), the rest refused unasked (0x87)", codes[1020:1030])
+    asked = svc.count(lambda r: r.get("action") == "subscribe") - before
+    t.eq(asked, 1024, "the webhook was asked 1024 times")
+    c.close()
+    g.stop()
+
+
 def chain(t, tmp, broker, svc):
     pwfile = os.path.join(tmp, "passwd")
     subprocess.run(["mosquitto_passwd", "-c", "-b", pwfile, "ignore-carl", "carl-pw"], check=True, capture_output=True)
@@ -289,6 +317,7 @@ def main():
         t.case("many at once, bounded", many_at_once, t, tmp, broker, svc)
         t.case("service down", down_and_on_error, t, tmp, broker)
         t.case("cache", cache, t, tmp, broker, svc)
+        t.case("a large SUBSCRIBE", large_subscribe, t, tmp, broker, svc)
         t.case("chain http,acl", chain, t, tmp, broker, svc)
         t.case("start-up errors", startup, t, tmp, broker, svc)
         code = h.finish(t)
