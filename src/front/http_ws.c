@@ -33,7 +33,7 @@
 #include "front/http.h"
 #include "front/http_parse.h"
 #include "front/http_util.h"
-#include "front/ws_frame.h"
+#include "net/ws_frame.h"
 #include "net/tls.h"
 
 #define WS_MSG_MAGIC 0x77736d73u /* "wsms" */

@@ -1,10 +1,10 @@
-/* RFC 6455 framing for the WebSocket upgrade on the HTTP listener: pure
+/* RFC 6455 framing shared by every WebSocket (net/ws.c, the HTTP listener's relay): pure
  * functions (no I/O, no allocation) that the proxy in http.c is to use on
  * both legs, the client's (frames in masked, out unmasked) and the
  * target's (frames out masked, in unmasked). No extensions are offered, so
  * every RSV bit must be 0. */
-#ifndef MGATE_FRONT_WS_FRAME_H
-#define MGATE_FRONT_WS_FRAME_H
+#ifndef MGATE_NET_WS_FRAME_H
+#define MGATE_NET_WS_FRAME_H
 
 #include <stddef.h>
 #include <stdint.h>

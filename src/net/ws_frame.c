@@ -1,5 +1,5 @@
 /* RFC 6455 framing: see ws_frame.h. */
-#include "front/ws_frame.h"
+#include "net/ws_frame.h"
 
 #include <string.h>
 
