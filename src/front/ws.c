@@ -48,16 +48,34 @@ static void decide(const struct session_params *p, const struct ws_head *h, stru
         v->status = 400, v->why = "no supported subprotocol (mqtt, mqttv3.1)";
 }
 
-/* "Authorization: Bearer T" (or any other scheme, whole) becomes the
- * session's token: browsers cannot put credentials in CONNECT easily. */
-static void take_token(struct mgate_session *s, const struct ws_head *h)
+/* The session's token, which the handler sees as the password of a CONNECT
+ * without one (browsers cannot put credentials in CONNECT easily): the
+ * Authorization header ("Bearer T" gives T, any other scheme is taken
+ * whole), else the authorization query parameter (percent-decoded), as the
+ * HTTP listener takes them.  Both given and different, or the parameter
+ * twice, is refused (400): only one would be judged. */
+static void take_token(struct mgate_session *s, const struct ws_head *h, struct ws_verdict *v)
 {
     struct ws_str a = h->authorization;
-    if (!a.p || !a.n)
-        return;
-    if (a.n >= 7 && !strncasecmp(a.p, "Bearer ", 7))
+    if (a.p && a.n >= 7 && !strncasecmp(a.p, "Bearer ", 7))
         a.p += 7, a.n -= 7;
-    session_set_token(s, a.p, a.n);
+    const char *q = memchr(h->target.p, '?', h->target.n), *qv;
+    size_t qlen = q ? h->target.n - (size_t)(q + 1 - h->target.p) : 0, qvlen, n = 0;
+    char decoded[WS_MAX_HEAD];
+    if (q && http_query_count(q + 1, qlen, "authorization") > 1) {
+        v->status = 400, v->why = "more than one authorization query parameter";
+        return;
+    }
+    bool in_query = q && http_query_get(q + 1, qlen, "authorization", &qv, &qvlen) && qvlen < sizeof(decoded) &&
+                    http_pct_decode(qv, qvlen, decoded, &n, true) == 0;
+    if (a.p && in_query && (a.n != n || memcmp(a.p, decoded, n))) {
+        v->status = 400, v->why = "the Authorization header and the authorization parameter disagree";
+        return;
+    }
+    if (a.p && a.n)
+        session_set_token(s, a.p, a.n);
+    else if (in_query && n)
+        session_set_token(s, decoded, n);
 }
 
 /* An upgrade we refuse gets an HTTP answer that says why, is counted in
@@ -83,10 +101,10 @@ static void check(struct conn *c, const struct ws_head *h, struct ws_verdict *v)
     const struct session_params *p = session_params_of(s);
     if (!v->status)
         decide(p, h, v);
+    if (!v->status)
+        take_token(s, h, v);
     if (v->status)
         refuse(c, p, v);
-    else
-        take_token(s, h);
 }
 
 static const struct ws_server server = {.check = check};

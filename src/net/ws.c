@@ -1,10 +1,10 @@
-/* A WebSocket as a layer of struct conn: see ws.h.  The upgrade is in
- * ws_hs.c's half below (hs_*), the stream in the other (rx_*, tx_*, ctl_*). */
+/* A WebSocket as a layer of struct conn: see ws.h.  The stream first
+ * (output tx_*, control frames ctl_*, input unframe), then the upgrade
+ * (hs_*), which runs as the connection's handshake. */
 #include "net/ws.h"
 
 #include <assert.h>
 #include <errno.h>
-#include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -575,12 +575,8 @@ static int hs_check_answer(struct ws *w, size_t hl)
 static int hs_request(struct ws *w, const char *host, uint16_t port, const char *path)
 {
     struct ws_hs *hs = w->hs;
-    uint8_t raw[16];
     char key[25];
-    if (RAND_bytes(raw, sizeof(raw)) != 1)
-        return -1;
-    EVP_EncodeBlock((unsigned char *)key, raw, sizeof(raw)); /* 24 characters and a NUL */
-    if (wsf_accept(key, hs->accept) < 0)
+    if (wsf_new_key(key, hs->accept) < 0)
         return -1;
     int n = snprintf(hs->out, sizeof(hs->out),
                      "GET %s HTTP/1.1\r\nHost: %s:%u\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

@@ -75,6 +75,11 @@ int wsf_seq_frame(struct wsf_seq *s, const struct wsf_head *h, uint64_t max_mess
  * 16 bytes. */
 int wsf_accept(const char *key, char out[29]);
 
+/* A client's fresh Sec-WebSocket-Key (16 random bytes in base64: 24
+ * characters and a NUL) and the Sec-WebSocket-Accept its server must answer
+ * with.  -1 when no random bytes could be had. */
+int wsf_new_key(char key[25], char accept[29]);
+
 /* The payload of a close frame: the code (big-endian), then the reason cut
  * to fit 125 bytes. Returns its length. */
 size_t wsf_close_payload(uint8_t out[125], int code, const char *reason);

@@ -47,6 +47,13 @@ static void request(void)
     char accept[29];
     CHECK_EQ_INT(wsf_accept("dGhlIHNhbXBsZSBub25jZQ==", accept), 0);
     CHECK_EQ_STR(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    char key[25], key2[25], want[29];
+    CHECK_EQ_INT(wsf_new_key(key, accept), 0);
+    CHECK_EQ_INT(strlen(key), 24);
+    CHECK_EQ_INT(wsf_accept(key, want), 0);
+    CHECK_EQ_STR(accept, want);
+    CHECK_EQ_INT(wsf_new_key(key2, want), 0);
+    CHECK(strcmp(key, key2) != 0); /* fresh each time */
 }
 
 static void refusals(void)
