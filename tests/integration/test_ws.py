@@ -439,7 +439,7 @@ def ws_broker(t, tmp):
 
 def wss(t, tmp, broker):
     """wss:// and wss with client certificates: mgate's own TLS (the same module, the same checks
-    as the MQTT TLS listeners) in front of libwebsockets; the session sees the client's address."""
+    as the MQTT TLS listeners) carrying the WebSocket; the session sees the client's address."""
     pki = h.Pki(tmp)
     mqtt = h.paho()
     for prefix, client_ca in (("MGATE_MQTT_WS_WITH_TLS_", None), ("MGATE_MQTT_WS_WITH_MTLS_", pki["ca.crt"])):
@@ -552,7 +552,7 @@ def wss_revocation(t, tmp, broker):
 def two_listeners(t, tmp):
     """ws:// and wss:// listeners of one process, each to its own broker, with its own
     ALLOWED_ORIGINS: whichever was used first, every connection keeps its own listener's settings
-    (lws re-picks a vhost from the Host header; each listener has a context of its own)."""
+    (whatever the Host header says)."""
     pki = h.Pki(tmp)
     a, b = h.start_mosquitto(tmp), h.start_mosquitto(tmp)
     ws_port, wss_port = h.free_ports(2)
