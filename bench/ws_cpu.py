@@ -12,15 +12,14 @@ libwebsockets build too).
 """
 import argparse
 import os
-import ssl
 import struct
 import sys
 import tempfile
 import time
 
-here = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(here, "..", "tests", "integration"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.dont_write_bytecode = True
+import wsgate  # noqa: E402  (puts tests/integration on the path)
 import harness as h  # noqa: E402
 from test_ws import RawWs  # noqa: E402
 
@@ -68,20 +67,7 @@ def main():
     ap.add_argument("--tls", action="store_true")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        # mosquitto's Nagle (set_tcp_nodelay is off by default) meets the receiver's delayed ACK:
-        # 40 ms stalls that would measure the broker, not mgate
-        broker = h.start_mosquitto(tmp, "set_tcp_nodelay true\n")
-        prefix = "MGATE_MQTT_WS_WITH_TLS_" if a.tls else "MGATE_MQTT_WS_WITHOUT_TLS_"
-        port = h.free_port()
-        env = {prefix + "HOST": h.HOST, prefix + "PORT": port, prefix + "TARGET_HOST": h.HOST,
-               prefix + "TARGET_PORT": broker.port, prefix + "TARGET_PROTOCOL": "mqtt"}
-        ctx = None
-        if a.tls:
-            pki = h.Pki(tmp)
-            env.update({prefix + "CERT_FILE": pki["server.crt"], prefix + "KEY_FILE": pki["server.key"]})
-            ctx = ssl.create_default_context(cafile=pki["ca.crt"])
-        g = h.Mgate(tmp, broker.port, port=port, MGATE_MQTT_WITHOUT_TLS_PORT=None, MGATE_WORKERS=1,
-                    MGATE_LOG_LEVEL="warn", **env)
+        broker, g, port, ctx = wsgate.start(tmp, a.tls)
         sub, pub = RawWs(port, path="/", tls=ctx), RawWs(port, path="/", tls=ctx)
         sub.connect("bench-sub")
         pub.connect("bench-pub")

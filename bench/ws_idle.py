@@ -11,15 +11,13 @@ docs/WEBSOCKET.md).
 """
 import argparse
 import os
-import ssl
 import sys
 import tempfile
 import time
 
-here = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(here, "..", "tests", "integration"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.dont_write_bytecode = True
-import harness as h  # noqa: E402
+import wsgate  # noqa: E402  (puts tests/integration on the path)
 from test_ws import RawWs  # noqa: E402
 
 
@@ -33,19 +31,7 @@ def main():
     ap.add_argument("--tls", action="store_true")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        broker = h.start_mosquitto(tmp)
-        prefix = "MGATE_MQTT_WS_WITH_TLS_" if a.tls else "MGATE_MQTT_WS_WITHOUT_TLS_"
-        port = h.free_port()
-        env = {prefix + "HOST": h.HOST, prefix + "PORT": port, prefix + "TARGET_HOST": h.HOST,
-               prefix + "TARGET_PORT": broker.port, prefix + "TARGET_PROTOCOL": "mqtt",
-               prefix + "CONNECT_TIMEOUT": "60s"}
-        ctx = None
-        if a.tls:
-            pki = h.Pki(tmp)
-            env.update({prefix + "CERT_FILE": pki["server.crt"], prefix + "KEY_FILE": pki["server.key"]})
-            ctx = ssl.create_default_context(cafile=pki["ca.crt"])
-        g = h.Mgate(tmp, broker.port, port=port, MGATE_MQTT_WITHOUT_TLS_PORT=None, MGATE_WORKERS=1,
-                    MGATE_LOG_LEVEL="warn", **env)
+        broker, g, port, ctx = wsgate.start(tmp, a.tls, CONNECT_TIMEOUT="60s")
         warm = [RawWs(port, path="/", tls=ctx) for _ in range(20)]  # the first TLS and allocator state
         for i, w in enumerate(warm):
             w.connect(f"warm-{i}")
