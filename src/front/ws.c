@@ -109,6 +109,13 @@ static void check(struct conn *c, const struct ws_head *h, struct ws_verdict *v)
 
 static const struct ws_server server = {.check = check};
 
+/* WS_PING_INTERVAL and WS_PING_TIMEOUT: on the client's WebSocket and on
+ * the one mgate dials to a ws/wss broker. */
+static struct ws_pings pings_of(const struct session_params *p)
+{
+    return (struct ws_pings){.interval_ms = p->ws_ping_interval_ms, .timeout_ms = p->ws_ping_timeout_ms};
+}
+
 void ws_accept(struct loop *l, int fd, const struct sockaddr *peer, const struct session_params *p,
                struct session_list *list)
 {
@@ -125,7 +132,7 @@ void ws_accept(struct loop *l, int fd, const struct sockaddr *peer, const struct
      * MAX_CONNECTIONS) starts now: it bounds the TLS handshake and the
      * upgrade too. */
     if ((p->tls && tls_accept(c, p->tls) < 0) ||
-        ws_server_start(c, &server, p->ws_ping_interval_ms, p->ws_ping_timeout_ms) < 0 ||
+        ws_server_start(c, &server, pings_of(p)) < 0 ||
         !session_start(l, c, peer, p, list))
         conn_close(c);
 }
@@ -146,5 +153,5 @@ static const struct ws_client client = {.failed = broker_failed};
 int ws_broker_layer(struct conn *c, const struct session_params *p)
 {
     const char *host = p->upstream_tls ? p->target_server_name : p->target_host; /* Host:, as SNI */
-    return ws_client_start(c, &client, host, p->target_port, p->target_path, "mqtt");
+    return ws_client_start(c, &client, host, p->target_port, p->target_path, "mqtt", pings_of(p));
 }

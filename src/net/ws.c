@@ -46,7 +46,7 @@ struct ws {
     struct ws_hs *hs;
     struct ws_ctl *ctl;
     struct loop_timer ping;
-    uint32_t ping_interval_ms, ping_timeout_ms;
+    struct ws_pings pings;
     /* input: the frame being read */
     uint64_t rx_left;
     struct wsf_seq seq;
@@ -281,14 +281,14 @@ static void on_ping_timer(struct loop *l, struct loop_timer *t)
         conn_fail(w->c, errno);
         return;
     }
-    loop_timer_start(l, &w->ping, w->ping_timeout_ms, on_ping_timer);
+    loop_timer_start(l, &w->ping, w->pings.timeout_ms, on_ping_timer);
 }
 
 static void ping_rearm(struct ws *w)
 {
     w->awaiting_pong = false;
-    if (w->ping_interval_ms)
-        loop_timer_start(w->c->loop, &w->ping, w->ping_interval_ms, on_ping_timer);
+    if (w->pings.interval_ms)
+        loop_timer_start(w->c->loop, &w->ping, w->pings.interval_ms, on_ping_timer);
 }
 
 /* ---- input ------------------------------------------------------------ */
@@ -645,26 +645,25 @@ static struct ws *ws_new(struct conn *c)
     return w;
 }
 
-int ws_server_start(struct conn *c, const struct ws_server *srv, uint32_t ping_interval_ms,
-                    uint32_t ping_timeout_ms)
+int ws_server_start(struct conn *c, const struct ws_server *srv, struct ws_pings pings)
 {
     struct ws *w = ws_new(c);
     if (!w)
         return -1;
     w->srv = srv;
-    w->ping_interval_ms = ping_interval_ms;
-    w->ping_timeout_ms = ping_timeout_ms;
+    w->pings = pings;
     conn_set_layer(c, &ws_layer, w);
     return 0;
 }
 
 int ws_client_start(struct conn *c, const struct ws_client *cli, const char *host, uint16_t port, const char *path,
-                    const char *proto)
+                    const char *proto, struct ws_pings pings)
 {
     struct ws *w = ws_new(c);
     if (!w)
         return -1;
     w->cli = cli;
+    w->pings = pings;
     w->hs->proto = proto;
     if (hs_request(w, host, port, path) < 0) {
         free(w->hs);

@@ -43,16 +43,19 @@ struct ws_client {
     void (*failed)(struct conn *c, const char *why);
 };
 
+/* Keep-alive: ping when interval_ms passed without a pong (0: never), give
+ * up timeout_ms after a ping. */
+struct ws_pings {
+    uint32_t interval_ms, timeout_ms;
+};
+
 /* Put a WebSocket over c (a freshly accepted or connected conn, its TLS
- * handshake started if any); srv and cli must outlive c.  A server pings
- * when ping_interval_ms passed without a pong (0: never) and gives up
- * ping_timeout_ms after a ping.  A client asks for path (with Host:
- * host:port) and subprotocol proto (a string that outlives c).  -1: no
- * memory (c untouched). */
-int ws_server_start(struct conn *c, const struct ws_server *srv, uint32_t ping_interval_ms,
-                    uint32_t ping_timeout_ms);
+ * handshake started if any); srv and cli must outlive c.  A client asks
+ * for path (with Host: host:port) and subprotocol proto (a string that
+ * outlives c).  -1: no memory (c untouched). */
+int ws_server_start(struct conn *c, const struct ws_server *srv, struct ws_pings pings);
 int ws_client_start(struct conn *c, const struct ws_client *cli, const char *host, uint16_t port, const char *path,
-                    const char *proto);
+                    const char *proto, struct ws_pings pings);
 
 /* The close code (RFC 6455 7.4.1, IANA: 1014 bad gateway) for conn.end. */
 uint16_t ws_close_code(uint8_t end);

@@ -162,6 +162,11 @@ class PeerBroker:
                 self.headers[-1]["ws_frame"] = (frame[0], frame[1] & 0x80)
                 self.read(s, 4 + (frame[1] & 0x7F))
                 s.sendall(b"\x82\x04\x20\x02\x00\x00")
+                nxt = self.read(s, 2)  # a ping (WS_PING_INTERVAL), or the close frame
+                self.headers[-1]["ws_next"] = (nxt[0], nxt[1] & 0x80)
+                if nxt[0] == 0x89:  # answer it, unmasked, with its payload
+                    body = self.read(s, 4 + (nxt[1] & 0x7F))
+                    s.sendall(bytes([0x8A, len(body) - 4]) + bytes(b ^ body[i % 4] for i, b in enumerate(body[4:])))
             else:
                 first = self.read(s, 2)
                 self.read(s, first[1])  # a CONNECT shorter than 128 bytes
@@ -266,10 +271,11 @@ def outbound_ws(t, tmp, pki):
         peer = PeerBroker(tls=tls, ws=True)
         g = h.Mgate(tmp, peer.port, MGATE_MQTT_WITHOUT_TLS_TARGET_PROXY_PROTOCOL="true",
                     MGATE_MQTT_WITHOUT_TLS_TARGET_PROTOCOL=proto, MGATE_MQTT_WITHOUT_TLS_TARGET_PATH="/mqtt",
-                    MGATE_MQTT_WITHOUT_TLS_TARGET_CA_FILE=pki["ca.crt"])
+                    MGATE_MQTT_WITHOUT_TLS_TARGET_CA_FILE=pki["ca.crt"], MGATE_MQTT_WITHOUT_TLS_WS_PING_INTERVAL="1s")
         c = h.RawClient(g.port, source="127.0.0.23")
         src = f"127.0.0.23:{c.sock.getsockname()[1]}"
         t.eq(c.connect(4, f"pp-out-{proto}"), 0, f"TARGET_PROXY_PROTOCOL + {proto}: CONNACK 0 through the upgrade")
+        time.sleep(1.5)  # WS_PING_INTERVAL=1s: mgate pings the broker meanwhile
         c.close()
         hdr = h.wait_until(lambda: peer.headers[:1], 3.0)
         hdr = hdr[0] if hdr else {}
@@ -277,6 +283,8 @@ def outbound_ws(t, tmp, pki):
                 f"TARGET_PROXY_PROTOCOL + {proto}: the v2 header comes first, with the client's address", hdr)
         t.eq(hdr.get("upgrade"), "GET /mqtt HTTP/1.1", f"... then the upgrade to TARGET_PATH")
         t.eq(hdr.get("ws_frame"), (0x82, 0x80), "... then CONNECT in a masked binary frame")
+        t.eq(h.wait_until(lambda: hdr.get("ws_next"), 2.0), (0x89, 0x80),
+             f"WS_PING_INTERVAL=1s towards a {proto} broker: a masked ping")
         peer.stop()
         g.stop()
 
