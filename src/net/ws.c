@@ -179,8 +179,14 @@ static int ctl_flush(struct ws *w)
  * drains (the connection calls flush or read then). */
 static int ctl_try(struct ws *w)
 {
-    if (ctl_flush(w) == 0)
+    if (ctl_flush(w) == 0) {
+        struct ws_ctl *k = w->ctl;
+        if (k && k->wire_done == k->wire_len && !k->next_op && !(w->rx_frame && w->rx_ctl)) {
+            free(k); /* nothing in flight: an idle WebSocket holds no control buffer */
+            w->ctl = NULL;
+        }
         return 0;
+    }
     if (errno != EAGAIN && errno != EINTR)
         return -1;
     w->c->want_write = true;
