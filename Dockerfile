@@ -5,8 +5,7 @@
 #
 # The build stage installs the same -dev packages as tests/deps.sh (the
 # documented install path); the runtime stage only the shared libraries the
-# binary links, plus libwebsockets' libuv plugin, which lws loads at run time
-# (without it no WebSocket listener starts). Keep both lists in step with
+# binary links. Keep both lists in step with
 # tests/deps.sh: no Docker engine runs where mgate is developed, so this file
 # is checked by keeping it the same as that script, not by building it there.
 
@@ -15,7 +14,7 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential cmake pkg-config ca-certificates \
       libssl-dev libinih-dev libcurl4-openssl-dev \
-      libwebsockets-dev libwebsockets-evlib-uv libuv1-dev node-llhttp \
+      node-llhttp \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY CMakeLists.txt ./
@@ -29,7 +28,7 @@ RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DMGATE_TESTS=OFF \
 FROM debian:12-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      ca-certificates libssl3 libinih1 libcurl4 libwebsockets17 libwebsockets-evlib-uv libuv1 \
+      ca-certificates libssl3 libinih1 libcurl4 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --no-create-home --uid 10001 --shell /usr/sbin/nologin mgate
 COPY --from=build /src/build/mgate /usr/local/bin/mgate

@@ -11,7 +11,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 PACKAGES=(
   build-essential cmake pkg-config clang libclang-rt-14-dev    # build, sanitizers, fuzzer
   libssl-dev libinih-dev libcurl4-openssl-dev                  # run-time libraries
-  libwebsockets-dev libwebsockets-evlib-uv libuv1-dev node-llhttp
+  node-llhttp
   mosquitto mosquitto-clients python3 python3-paho-mqtt python3-yaml  # test peers; YAML: test_packaging
   nodejs npm chromium                                          # MQTT.js and a browser (tests/js)
   haproxy valgrind                                             # bench/run.sh --smoke

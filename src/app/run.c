@@ -141,7 +141,7 @@ static int prepare(struct app *a, const struct mgate_handler *const *extra, char
         }
         struct session_params *p = &a->params[i];
         if (lc->target_protocol == TARGET_WS || lc->target_protocol == TARGET_WSS) {
-            p->dial = ws_dial;
+            p->broker_layer = ws_broker_layer;
         } else if (lc->target_protocol == TARGET_HTTP || lc->target_protocol == TARGET_HTTPS) {
             if (!(p->http = http_settings_new(lc, err, errlen)))
                 return -1;
@@ -180,11 +180,6 @@ static int prepare(struct app *a, const struct mgate_handler *const *extra, char
             snprintf(err, errlen, "%sTARGET_PROXY_PROTOCOL: not possible with TARGET_PROTOCOL %s (libcurl dials "
                                   "the target; it gets X-Forwarded-For instead)", lc->prefix,
                      target_protocol_name(lc->target_protocol));
-            return -1;
-        }
-        if (p->target_proxy_protocol && p->dial) {
-            snprintf(err, errlen, "%sTARGET_PROXY_PROTOCOL: not possible with TARGET_PROTOCOL %s (libwebsockets "
-                                  "dials the broker)", lc->prefix, target_protocol_name(lc->target_protocol));
             return -1;
         }
         p->max_packet_size = lc->max_packet_size;

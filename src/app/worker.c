@@ -50,16 +50,11 @@ static void dispatch(void *ctx, int fd, const struct sockaddr *peer, socklen_t l
         close(fd);
         return;
     }
-    if (wl->id == LISTENER_WS && wl->params.proxy_protocol) {
-        struct ws_origin origin = {.has_cert = false};
-        memcpy(&origin.peer, peer, len < sizeof(origin.peer) ? len : sizeof(origin.peer));
-        ws_accept_peer(w->loop, fd, &origin, &wl->params, &w->sessions);
-    } else if (wl->id == LISTENER_WS)
-        ws_accept(w->loop, fd, &wl->params, &w->sessions);
+    (void)len;
+    if (wl->id == LISTENER_WS || wl->id == LISTENER_WS_TLS || wl->id == LISTENER_WS_MTLS)
+        ws_accept(w->loop, fd, peer, &wl->params, &w->sessions);
     else if (wl->id == LISTENER_HTTP || wl->id == LISTENER_HTTP_TLS || wl->id == LISTENER_HTTP_MTLS)
         http_accept(w->loop, fd, peer, &wl->params, &w->sessions);
-    else if (wl->id == LISTENER_WS_TLS || wl->id == LISTENER_WS_MTLS)
-        ws_accept_tls(w->loop, fd, peer, len, &wl->params, &w->sessions);
     else
         session_accept_tcp(w->loop, fd, peer, &wl->params, &w->sessions);
 }
@@ -199,7 +194,6 @@ void worker_join(struct worker *w)
     pthread_mutex_destroy(&w->lock);
     if (w->ctl.fd >= 0)
         close(w->ctl.fd);
-    ws_loop_free(w->loop);  /* libwebsockets and its libuv loop */
     tls_loop_free(w->loop); /* revocation checks in flight, then libcurl's state */
     webhook_loop_free(w->loop); /* its requests, before libcurl's state goes */
     fetch_loop_free(w->loop);

@@ -5,8 +5,8 @@
  * is called again on the next turn, so back-pressure is just "stop asking for
  * EPOLLIN".
  *
- * Hooks let a foreign event library (libuv under libwebsockets, libcurl's
- * multi-socket API) share the loop: before_poll may shorten the wait, and
+ * Hooks let a foreign event library (libcurl's multi-socket API) share the
+ * loop: before_poll may shorten the wait, and
  * after_poll runs at the end of every turn.
  */
 #ifndef MGATE_LOOP_H
@@ -88,7 +88,7 @@ void *loop_owner(const struct loop *l);
  * multi handle, the TLS module's pending checks): one pointer each, owned
  * and freed by that layer.  A fixed list, so the loop stays ignorant of
  * what they hold. */
-enum loop_slot { LOOP_SLOT_FETCH, LOOP_SLOT_TLS, LOOP_SLOT_UV, LOOP_SLOT_WS, LOOP_SLOT_ACL, LOOP_SLOT_WEBHOOK, LOOP_SLOT_COUNT };
+enum loop_slot { LOOP_SLOT_FETCH, LOOP_SLOT_TLS, LOOP_SLOT_ACL, LOOP_SLOT_WEBHOOK, LOOP_SLOT_COUNT };
 void **loop_slot(struct loop *l, enum loop_slot s);
 
 #endif

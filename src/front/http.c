@@ -44,7 +44,7 @@
 #include "front/http_parse.h"
 #include "front/http_util.h"
 #include "front/http_ws.h"
-#include "front/ws_frame.h"
+#include "net/ws_frame.h"
 #include "mqtt/mqtt.h"
 #include "net/conn.h"
 #include "net/fetch.h"

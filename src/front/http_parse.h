@@ -16,8 +16,8 @@
  * HTTP/1.0, a missing or repeated Host in HTTP/1.1, obsolete line folding,
  * bare CR or LF, spaces before a colon.
  *
- * llhttp.h is included only by http_parse.c: it cannot share a file with
- * libwebsockets.h.
+ * llhttp.h is included only by http_parse.c: its names (HTTP_STATUS_*,
+ * ...) stay out of the rest of mgate.
  */
 #ifndef MGATE_HTTP_PARSE_H
 #define MGATE_HTTP_PARSE_H

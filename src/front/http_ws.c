@@ -34,7 +34,7 @@
 #include "front/http.h"
 #include "front/http_parse.h"
 #include "front/http_util.h"
-#include "front/ws_frame.h"
+#include "net/ws_frame.h"
 #include "net/tls.h"
 
 #define WS_LINGER_MS 2000        /* a closing leg's time to answer our close */
@@ -865,12 +865,8 @@ static void spare_kept(struct http_ws *w)
 /* Our key for the target, and the request that carries it. */
 static int make_request(struct http_ws *w, const struct http_ws_start *a)
 {
-    uint8_t raw[16];
-    char key[32];
-    if (RAND_bytes(raw, sizeof(raw)) != 1)
-        return -1;
-    EVP_EncodeBlock((unsigned char *)key, raw, sizeof(raw));
-    if (wsf_accept(key, w->target_accept) < 0 || wsf_accept(a->client_key, w->client_accept) < 0)
+    char key[25];
+    if (wsf_new_key(key, w->target_accept) < 0 || wsf_accept(a->client_key, w->client_accept) < 0)
         return -1;
     w->request = malloc(a->request_len + 64);
     if (!w->request)

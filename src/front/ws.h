@@ -1,9 +1,11 @@
 /*
- * MQTT over WebSocket (ws://): libwebsockets on the worker's loop (through
- * front/uvloop.c) adopts the sockets our listener accepted, speaks HTTP and
- * WebSocket, and each established WebSocket becomes a connection
- * (conn_virtual) that the session layer treats exactly like a TCP one:
- * MQTT bytes in binary messages, in any split, both ways.
+ * MQTT over WebSocket listeners (ws://, wss://, wss:// with client
+ * certificates) and WebSocket brokers (TARGET_PROTOCOL ws, wss): a plain or
+ * TLS connection with net/ws.c's WebSocket layer over it, under a session
+ * that treats it exactly like TCP.  This file holds what is MQTT's and the
+ * listener's about it: PATH_PREFIX, ALLOWED_ORIGINS, the subprotocols
+ * (mqtt, mqttv3.1), the upgrade's Authorization token, and the refusals'
+ * answers, counts and log lines.
  */
 #ifndef MGATE_WS_H
 #define MGATE_WS_H
@@ -11,31 +13,15 @@
 #include <sys/socket.h>
 
 #include "core/loop.h"
-#include "net/tls.h"
 #include "session/session.h"
 
-/* Take an accepted socket of a WebSocket listener.  The socket is closed on
- * any failure. */
-void ws_accept(struct loop *l, int fd, const struct session_params *p, struct session_list *list);
-/* Who is really at the other end of a bridged socket. */
-struct ws_origin {
-    struct sockaddr_storage peer;
-    bool has_cert;
-    struct tls_peer cert;
-};
-/* The same for a socket whose peer is not the client (the TLS bridge's
- * socketpair): the session gets the client's address and certificate. */
-void ws_accept_peer(struct loop *l, int fd, const struct ws_origin *origin, const struct session_params *p,
-                    struct session_list *list);
-/* wss:// listeners: mgate's TLS, then libwebsockets over a socketpair. */
-void ws_accept_tls(struct loop *l, int fd, const struct sockaddr *peer, socklen_t plen,
-                   const struct session_params *p, struct session_list *list);
+/* Take an accepted socket of a WebSocket listener (peer: the client, from
+ * the PROXY header if there was one).  The socket is closed on any failure. */
+void ws_accept(struct loop *l, int fd, const struct sockaddr *peer, const struct session_params *p,
+               struct session_list *list);
 
-/* Dial the broker's WebSocket listener (session_params.dial): a connection
- * in CONN_CONNECTING until the upgrade is done. */
-struct conn *ws_dial(struct loop *l, const struct session_params *p, const struct conn_cbs *cbs, void *owner);
-
-/* Close every WebSocket and free libwebsockets' state (after loop_run). */
-void ws_loop_free(struct loop *l);
+/* session_params.broker_layer for a WebSocket broker: the upgrade to
+ * TARGET_PATH over the broker connection (TLS already started for wss). */
+int ws_broker_layer(struct conn *c, const struct session_params *p);
 
 #endif

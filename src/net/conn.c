@@ -26,7 +26,23 @@ static ssize_t tcp_writev(struct conn *c, const struct iovec *iov, int n)
 
 static void tcp_close(struct conn *c) { close(c->io.fd); }
 
-static const struct conn_ops tcp_ops = {tcp_read, tcp_writev, tcp_close, NULL, NULL, true};
+static const struct conn_ops tcp_ops = {
+    .read = tcp_read,
+    .writev = tcp_writev,
+    .close = tcp_close,
+    .closes_fd = true,
+};
+
+/* What the owner reads and writes: the layer's stream if there is one. */
+static ssize_t io_read(struct conn *c, void *buf, size_t len)
+{
+    return c->layer ? c->layer->read(c, buf, len) : c->ops->read(c, buf, len);
+}
+
+static ssize_t io_writev(struct conn *c, const struct iovec *iov, int n)
+{
+    return c->layer ? c->layer->writev(c, iov, n) : c->ops->writev(c, iov, n);
+}
 
 /* ---- life cycle ------------------------------------------------------- */
 
@@ -69,6 +85,9 @@ static void shut(struct conn *c)
      * no EPOLL_CTL_DEL needed, except for a transport that keeps it open. */
     if (c->io.fd >= 0 && !c->ops->closes_fd)
         loop_io_del(c->loop, &c->io);
+    if (c->layer)
+        c->layer->close(c); /* its last words (a close frame) go before the transport's */
+    c->layer = NULL;
     c->ops->close(c);
     c->io.fd = -1;
     c->state = CONN_CLOSED;
@@ -93,6 +112,8 @@ static void fail(struct conn *c, int err)
     c->err = err;
     loop_defer(c->loop, &c->defer, notify_closed);
 }
+
+void conn_fail(struct conn *c, int err) { fail(c, err); }
 
 void conn_close(struct conn *c)
 {
@@ -139,29 +160,6 @@ struct conn *conn_virtual(struct loop *l, const struct conn_ops *ops, void *tran
     c->state = CONN_OPEN;
     c->high_water = 64 * 1024;
     return c;
-}
-
-void conn_transport_connected(struct conn *c)
-{
-    if (c->state != CONN_CONNECTING)
-        return;
-    c->state = CONN_OPEN;
-    if (c->cbs->on_connected)
-        c->cbs->on_connected(c);
-    if (c->state == CONN_OPEN)
-        flush_out(c);
-}
-
-void conn_transport_writable(struct conn *c)
-{
-    if (c->state == CONN_OPEN || c->state == CONN_FLUSHING)
-        flush_out(c);
-}
-
-void conn_transport_closed(struct conn *c, int err)
-{
-    c->transport = NULL; /* the transport is gone: close must not touch it */
-    fail(c, err);
 }
 
 static void tune_socket(int fd)
@@ -261,7 +259,7 @@ static void on_readable(struct conn *c)
             fail(c, ENOMEM);
             return;
         }
-        n = c->ops->read(c, buf_tail(&c->in), buf_room(&c->in));
+        n = io_read(c, buf_tail(&c->in), buf_room(&c->in));
         if (n > 0) {
             c->in.len += (uint32_t)n;
             feed_buffered(c);
@@ -270,7 +268,7 @@ static void on_readable(struct conn *c)
     } else {
         size_t size;
         uint8_t *scratch = loop_scratch(c->loop, &size);
-        n = c->ops->read(c, scratch, size);
+        n = io_read(c, scratch, size);
         if (n > 0) {
             feed_scratch(c, scratch, (size_t)n);
             return;
@@ -319,9 +317,13 @@ void conn_resume_read(struct conn *c)
 static void flush_out(struct conn *c)
 {
     c->want_write = false;
+    if (c->layer && c->layer->flush && c->layer->flush(c) < 0) {
+        fail(c, errno);
+        return;
+    }
     while (c->out.len) {
         struct iovec iov = {buf_head(&c->out), c->out.len};
-        ssize_t n = c->ops->writev(c, &iov, 1);
+        ssize_t n = io_writev(c, &iov, 1);
         if (n < 0) {
             if (errno == EAGAIN || errno == EINTR)
                 break;
@@ -351,7 +353,7 @@ int conn_write(struct conn *c, const void *p, size_t n)
         return 0;
     }
     struct iovec iov = {(void *)p, n};
-    ssize_t w = c->ops->writev(c, &iov, 1);
+    ssize_t w = io_writev(c, &iov, 1);
     if (w < 0) {
         if (errno != EAGAIN && errno != EINTR) {
             fail(c, errno);
@@ -436,6 +438,18 @@ void conn_start_handshake(struct conn *c, const struct conn_ops *ops, void *tran
     loop_defer(c->loop, &c->defer, rehandshake);
 }
 
+void conn_set_layer(struct conn *c, const struct conn_layer *layer, void *state)
+{
+    c->layer = layer;
+    c->layer_state = state;
+    if (c->state == CONN_HANDSHAKE)
+        return; /* the transport's handshake runs first, then the layer's */
+    c->transport_ready = true;
+    c->state = CONN_HANDSHAKE;
+    update_events(c);
+    loop_defer(c->loop, &c->defer, rehandshake);
+}
+
 void conn_handshake_wake(struct conn *c)
 {
     if (c->state != CONN_HANDSHAKE || !c->hs_waiting)
@@ -445,10 +459,22 @@ void conn_handshake_wake(struct conn *c)
     loop_defer(c->loop, &c->defer, rehandshake);
 }
 
+/* The transport's handshake, then the layer's: 1 when both are done. */
+static int handshake_step(struct conn *c)
+{
+    if (!c->transport_ready) {
+        int r = c->ops->handshake ? c->ops->handshake(c) : 1;
+        if (r != 1)
+            return r;
+        c->transport_ready = true;
+    }
+    return c->layer && c->layer->handshake ? c->layer->handshake(c) : 1;
+}
+
 static void run_handshake(struct conn *c)
 {
     c->want_write = false;
-    int r = c->ops->handshake(c);
+    int r = handshake_step(c);
     if (r < 0) {
         fail(c, errno ? errno : EPROTO);
         return;

@@ -1,6 +1,8 @@
 /*
- * A connection is one byte stream with a transport underneath (plain TCP
- * now; TLS or a WebSocket later plug in their own conn_ops).  Its owner (a
+ * A connection is one byte stream with a transport underneath (plain TCP,
+ * or TLS with its own conn_ops) and optionally a layer over the transport
+ * (a WebSocket, net/ws.h: it frames what is written and unframes what is
+ * read, so the owner still sees a byte stream).  Its owner (a
  * session) sees only bytes in, bytes out, drain and close.
  *
  * Input is read into the loop's shared scratch buffer and handed to
@@ -35,10 +37,25 @@ struct conn_ops {
     void (*close)(struct conn *c);
     int (*handshake)(struct conn *c);
     /* Transports without a descriptor of ours: what the connection wants
-     * now (EPOLLIN: deliver input; EPOLLOUT: call conn_transport_writable). */
+     * now (EPOLLIN, EPOLLOUT). */
     void (*interest)(struct conn *c, uint32_t events);
     /* close() closes c->io.fd, which takes it out of the epoll set. */
     bool closes_fd;
+};
+
+/* A layer between the transport and the owner (a WebSocket).  It reads and
+ * writes through c->ops (conn_raw_read/conn_raw_writev) and gives the owner
+ * what the transport would: read and writev with recv/sendmsg conventions
+ * in bytes of the owner's stream.  handshake runs after the transport's own,
+ * until it returns 1; flush sends what the layer itself queued (a pong)
+ * before the owner's output; close runs before the transport closes (a
+ * close frame) and frees the layer's state. */
+struct conn_layer {
+    ssize_t (*read)(struct conn *c, void *buf, size_t len);
+    ssize_t (*writev)(struct conn *c, const struct iovec *iov, int n);
+    int (*handshake)(struct conn *c);
+    int (*flush)(struct conn *c);
+    void (*close)(struct conn *c);
 };
 
 struct conn_cbs {
@@ -72,6 +89,8 @@ struct conn {
     struct loop *loop;
     const struct conn_ops *ops;
     void *transport; /* the transport's own state (an SSL *) */
+    const struct conn_layer *layer; /* NULL: the owner reads the transport */
+    void *layer_state;
     const struct conn_cbs *cbs;
     void *owner;
     struct buf in, out;
@@ -85,6 +104,7 @@ struct conn {
     bool in_callback;    /* on_data is running: do not re-enter */
     bool hs_waiting;     /* the handshake waits for something other than the peer */
     bool hs_woken;       /* ... and its answer came: the next step is deferred */
+    bool transport_ready; /* the transport's handshake is done (the layer's may not be) */
     struct loop_defer defer; /* re-delivery after a resume, and the final free */
 };
 
@@ -97,6 +117,19 @@ struct conn *conn_tcp_dial(struct loop *l, const struct sockaddr *sa, socklen_t 
 /* Put a transport with a handshake on an open connection; bytes flow only
  * once the handshake is done (writes queue meanwhile). */
 void conn_start_handshake(struct conn *c, const struct conn_ops *ops, void *transport);
+
+/* Put a layer over the transport (after conn_start_handshake, if any): the
+ * connection is in CONN_HANDSHAKE until the layer's handshake is done. */
+void conn_set_layer(struct conn *c, const struct conn_layer *layer, void *state);
+/* For a layer: the transport's read and writev under it. */
+static inline ssize_t conn_raw_read(struct conn *c, void *buf, size_t len) { return c->ops->read(c, buf, len); }
+static inline ssize_t conn_raw_writev(struct conn *c, const struct iovec *iov, int n)
+{
+    return c->ops->writev(c, iov, n);
+}
+/* End the connection from below (a layer's timeout): the owner gets
+ * on_close(err) from a deferred call, as for a transport failure. */
+void conn_fail(struct conn *c, int err);
 
 /* A transport's handshake waits for an answer from elsewhere (a revocation
  * check): stop polling the socket until conn_handshake_wake, which runs the
@@ -124,21 +157,14 @@ void conn_close(struct conn *c);
  * timer; conn_close ends it early).  The owner gets on_close at the end. */
 void conn_close_after_flush(struct conn *c);
 
-/* A connection over a transport that is not a descriptor of ours (a
- * WebSocket whose socket libwebsockets owns): open at once; the transport
- * feeds input with conn_deliver, says when it can take output with
- * conn_transport_writable, and reports its end with conn_transport_closed
- * (after which ops->close must not touch the transport). */
+/* A connection over a transport that is not a descriptor of ours (a test's
+ * virtual connection): open at once; the transport feeds input with
+ * conn_deliver. */
 struct conn *conn_virtual(struct loop *l, const struct conn_ops *ops, void *transport,
                           const struct conn_cbs *cbs, void *owner);
-void conn_transport_writable(struct conn *c);
-/* A virtual connection made in CONN_CONNECTING (an outgoing WebSocket) is
- * established: on_connected, then what was queued goes out. */
-void conn_transport_connected(struct conn *c);
-void conn_transport_closed(struct conn *c, int err);
 
-/* For transports that are not read from a descriptor (a WebSocket delivers
- * messages): feed bytes as if they had been read. */
+/* For transports that are not read from a descriptor: feed bytes as if
+ * they had been read. */
 void conn_deliver(struct conn *c, const uint8_t *data, size_t len);
 
 /* "1.2.3.4:5" or "[::1]:5" into buf. */

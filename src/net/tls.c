@@ -297,13 +297,6 @@ fail:
     return NULL;
 }
 
-struct ssl_ctx_st *tls_client_ssl_ctx(struct tls_ctx *ctx, bool *verify_peer)
-{
-    *verify_peer = ctx->set.verify_peer;
-    SSL_CTX_up_ref(ctx->ssl); /* client contexts are never swapped by a reload */
-    return ctx->ssl;
-}
-
 /* ---- reload ------------------------------------------------------------- */
 
 int tls_ctx_reload(struct tls_ctx *ctx, char *err, size_t errlen)

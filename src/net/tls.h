@@ -46,10 +46,6 @@ struct tls_ctx;
 struct tls_ctx *tls_ctx_new(const struct tls_settings *t, char *err, size_t errlen);
 struct tls_ctx *tls_client_ctx_new(const struct tls_settings *t, char *err, size_t errlen);
 void tls_ctx_free(struct tls_ctx *ctx);
-/* A new reference to a client context's SSL_CTX, for a library that runs
- * its own TLS client (libwebsockets dialling a wss:// broker): the same
- * CA, certificate and protocol settings as mgate's own dials. */
-struct ssl_ctx_st *tls_client_ssl_ctx(struct tls_ctx *ctx, bool *verify_peer);
 
 /* Read certificates, keys, CAs and the offline CRL again (SIGHUP).  On any
  * error the old ones stay and err says why; connections already open keep

@@ -232,6 +232,12 @@ static void tell_why(struct mgate_session *s, enum conn_end client, enum conn_en
         s->broker->end = (uint8_t)broker;
 }
 
+void session_refused_quietly(struct mgate_session *s)
+{
+    if (s->state == SESSION_AWAIT_CONNECT)
+        s->state = SESSION_CLOSING; /* its connection's end then ends it without a line */
+}
+
 void session_close_as(struct mgate_session *s, enum conn_end client, enum conn_end broker, const char *why)
 {
     tell_why(s, client, broker);
@@ -336,10 +342,11 @@ static void on_broker_connected(struct conn *c)
         conn_close_after_flush(c);
         return;
     }
-    /* TARGET_PROTOCOL mqtts: the CONNECT already queued goes out once the
-     * handshake is done; a failed handshake ends like a refused dial.  (A
-     * dial hook, wss, brings its own TLS.) */
-    if (s->p->upstream_tls && !s->p->dial && tls_connect(c, s->p->upstream_tls, s->p->target_server_name) < 0)
+    /* TARGET_PROTOCOL mqtts, wss: the CONNECT already queued goes out once
+     * the handshake (and a WebSocket's upgrade) is done; a failed handshake
+     * ends like a refused dial. */
+    if ((s->p->upstream_tls && tls_connect(c, s->p->upstream_tls, s->p->target_server_name) < 0) ||
+        (s->p->broker_layer && s->p->broker_layer(c, s->p) < 0))
         conn_close_after_flush(c);
 }
 
@@ -597,6 +604,7 @@ bool mgate_session_cert(const mgate_session *s, struct mgate_cert *out)
 const char *mgate_session_listener(const mgate_session *s) { return s->p->listener; }
 bool session_username_from_cert(const struct mgate_session *s) { return s->p->cn_as_username; }
 struct loop *session_loop(const struct mgate_session *s) { return s->loop; }
+const struct session_params *session_params_of(const struct mgate_session *s) { return s->p; }
 uint64_t mgate_session_id(const mgate_session *s) { return s->id; }
 bool mgate_session_closed(const mgate_session *s) { return s->state == SESSION_CLOSING; }
 void *mgate_session_data(const mgate_session *s) { return s->user_data; }

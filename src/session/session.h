@@ -53,10 +53,13 @@ struct session_params {
     struct admission *admission; /* CONNECTION_RATE_LIMIT (app/admission.h); NULL: none */
     bool proxy_protocol;        /* clients arrive with a PROXY header (read before we get them) */
     bool target_proxy_protocol; /* send the broker a PROXY v2 header with the client's address */
-    /* How to reach the broker when it is not plain TCP/TLS (a WebSocket
-     * broker): a front end's dialler; NULL: TCP to target. */
+    /* How to reach the broker other than TCP to target: a test's virtual
+     * connection; NULL: TCP (then TLS, broker_layer). */
     struct conn *(*dial)(struct loop *l, const struct session_params *p, const struct conn_cbs *cbs,
                          void *owner);
+    /* A layer over the broker connection once TCP (and the PROXY header,
+     * and TLS) are on their way: a WebSocket broker's upgrade; NULL: none. */
+    int (*broker_layer)(struct conn *c, const struct session_params *p);
     const char *target_host, *target_path;
     uint16_t target_port;
     const struct http_settings *http; /* HTTP listeners (front/http.h) */
@@ -89,12 +92,19 @@ void session_set_token(struct mgate_session *s, const char *token, size_t len);
 /* Whether the session's username is its certificate's CN
  * (USE_CN_AS_USERNAME): an identity the TLS handshake proved. */
 bool session_username_from_cert(const struct mgate_session *s);
+/* The front end refused the client before any MQTT (a WebSocket upgrade)
+ * and logged why itself: the session ends when the client's connection
+ * does, without a line of its own (which would take a second place in the
+ * listener's log budget for one refusal). */
+void session_refused_quietly(struct mgate_session *s);
+/* The listener's settings the session was started with. */
+const struct session_params *session_params_of(const struct mgate_session *s);
 /* The loop the session runs on (a handler that answers from another
  * thread wakes it). */
 struct loop *session_loop(const struct mgate_session *s);
 
 /* The client's verified certificate when TLS ended in front of the
- * session's own connection (wss through the TLS bridge). */
+ * session's own connection. */
 void session_set_cert(struct mgate_session *s, const struct tls_peer *cert);
 
 /*

@@ -152,8 +152,8 @@ def ws_upgrades(t, tmp, broker):
         s = socket.create_connection((h.HOST, port), timeout=5)
         s.sendall(b"GET /mqtt HTTP/1.1\r\nHost: x\r\n")  # half a request, then gone
         s.close()
-    # lws sometimes cuts a refused upgrade before its answer arrives (seen under ASan): the count,
-    # not the answer, is what this case is about
+    # a socket may be closed at accept while the places of the ones before are still taken
+    # (MAX_CONNECTIONS=2): the count, not every answer, is what this case is about
     t.check({b"400", b"404"} <= {a[-3:] for a in answers}, "refused upgrades: 404 (path) and 400 (subprotocol)",
             str(answers))
     time.sleep(0.5)
@@ -189,8 +189,8 @@ def ws_upgrades(t, tmp, broker):
 
 
 def wss_handshakes(t, tmp, broker):
-    """On a wss:// listener, MAX_CONNECTIONS counts TLS handshakes in progress too (before
-    libwebsockets sees the socket), and a handshake that ends gives its place back."""
+    """On a wss:// listener, MAX_CONNECTIONS counts TLS handshakes in progress too (before the
+    WebSocket upgrade), and a handshake that ends gives its place back."""
     pki = h.Pki(tmp)
     port = h.free_port()
     ws = "MGATE_MQTT_WS_WITH_TLS_"

@@ -2,7 +2,7 @@
 """Packaging stays true to the code, though no Docker engine or cluster runs here.
 
 * Dockerfile: every shared library the built mgate needs is in a package its runtime stage
-  installs, libwebsockets' libuv plugin too; the build stage installs only packages that
+  installs, and none it does not (libwebsockets and libuv are gone); the build stage installs only packages that
   tests/deps.sh (the documented install path) installs.
 * deploy/kubernetes and deploy/systemd: their MGATE_* settings pass `mgate --check-config`
   (certificate paths pointed at a test PKI), so a renamed key or a bad value fails here.
@@ -43,7 +43,10 @@ def dockerfile(t):
         owner = subprocess.run(["dpkg", "-S", lib], capture_output=True, text=True).stdout
         pkgs = {line.split(":", 1)[0] for line in owner.splitlines() if "-dev" not in line.split(":", 1)[0]}
         t.check(pkgs & (runtime | pulled | {"libc6"}), f"Dockerfile runtime stage installs {lib} ({sorted(pkgs)})")
-    t.check("libwebsockets-evlib-uv" in runtime, "Dockerfile runtime stage installs libwebsockets' libuv plugin")
+    gone = sorted(p for p in build | runtime | set(listed) if re.match(r"libwebsockets|libuv", p))
+    t.eq(gone, [], "Dockerfile and tests/deps.sh: no libwebsockets or libuv packages (docs/WEBSOCKET.md says why)")
+    t.eq([lib for lib in needed if re.match(r"libwebsockets|libuv", lib)], [],
+         "mgate links neither libwebsockets nor libuv")
 
 
 def check_config(t, what, env, pki, broker_port):

@@ -10,6 +10,8 @@ Out: TARGET_PROXY_PROTOCOL=true makes mgate send a v2 header to the broker. A te
 (addresses, and the TLS TLVs with the client certificate's CN), then answers CONNECT like a broker;
 over mqtts the header comes before the TLS handshake.
 """
+import base64
+import hashlib
 import os
 import re
 import socket
@@ -119,7 +121,8 @@ class PeerBroker:
     """Decodes the v2 header mgate sends, then answers CONNECT with CONNACK 0 (over TLS when
     given a server context, after the header)."""
 
-    def __init__(self, tls=None):
+    def __init__(self, tls=None, ws=False):
+        self.ws = ws  # a WebSocket broker: the upgrade, then MQTT in binary frames
         self.srv = socket.socket()
         self.srv.bind((h.HOST, 0))
         self.srv.listen(8)
@@ -153,14 +156,37 @@ class PeerBroker:
             self.headers.append(decode_v2(head, body))
             if self.tls:
                 s = self.tls.wrap_socket(s, server_side=True)
-            first = self.read(s, 2)
-            self.read(s, first[1])  # a CONNECT shorter than 128 bytes
-            s.sendall(b"\x20\x02\x00\x00")
+            if self.ws:
+                self.upgrade(s)
+                frame = self.read(s, 2)  # a masked binary frame of a CONNECT shorter than 126 bytes
+                self.headers[-1]["ws_frame"] = (frame[0], frame[1] & 0x80)
+                self.read(s, 4 + (frame[1] & 0x7F))
+                s.sendall(b"\x82\x04\x20\x02\x00\x00")
+                nxt = self.read(s, 2)  # a ping (WS_PING_INTERVAL), or the close frame
+                self.headers[-1]["ws_next"] = (nxt[0], nxt[1] & 0x80)
+                if nxt[0] == 0x89:  # answer it, unmasked, with its payload
+                    body = self.read(s, 4 + (nxt[1] & 0x7F))
+                    s.sendall(bytes([0x8A, len(body) - 4]) + bytes(b ^ body[i % 4] for i, b in enumerate(body[4:])))
+            else:
+                first = self.read(s, 2)
+                self.read(s, first[1])  # a CONNECT shorter than 128 bytes
+                s.sendall(b"\x20\x02\x00\x00")
             s.recv(100)
         except (OSError, EOFError, ssl.SSLError) as e:
             self.headers.append({"error": repr(e)})
         finally:
             s.close()
+
+    def upgrade(self, s):
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += self.read(s, 1)
+        text = head.decode()
+        self.headers[-1]["upgrade"] = text.split("\r\n")[0]
+        key = re.search(r"(?im)^Sec-WebSocket-Key: *(\S+)", text).group(1)
+        accept = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
+        s.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  b"Sec-WebSocket-Accept: " + accept + b"\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n")
 
     def stop(self):
         self.srv.close()
@@ -236,6 +262,33 @@ def outbound(t, tmp, pki):
     peer.stop()
 
 
+def outbound_ws(t, tmp, pki):
+    """TARGET_PROXY_PROTOCOL with a WebSocket broker (ws and wss): the header first, in clear, then
+    TLS for wss, then the upgrade to TARGET_PATH, then CONNECT in a masked binary frame."""
+    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    sctx.load_cert_chain(pki["server.crt"], pki["server.key"])
+    for proto, tls in (("ws", None), ("wss", sctx)):
+        peer = PeerBroker(tls=tls, ws=True)
+        g = h.Mgate(tmp, peer.port, MGATE_MQTT_WITHOUT_TLS_TARGET_PROXY_PROTOCOL="true",
+                    MGATE_MQTT_WITHOUT_TLS_TARGET_PROTOCOL=proto, MGATE_MQTT_WITHOUT_TLS_TARGET_PATH="/mqtt",
+                    MGATE_MQTT_WITHOUT_TLS_TARGET_CA_FILE=pki["ca.crt"], MGATE_MQTT_WITHOUT_TLS_WS_PING_INTERVAL="1s")
+        c = h.RawClient(g.port, source="127.0.0.23")
+        src = f"127.0.0.23:{c.sock.getsockname()[1]}"
+        t.eq(c.connect(4, f"pp-out-{proto}"), 0, f"TARGET_PROXY_PROTOCOL + {proto}: CONNACK 0 through the upgrade")
+        time.sleep(1.5)  # WS_PING_INTERVAL=1s: mgate pings the broker meanwhile
+        c.close()
+        hdr = h.wait_until(lambda: peer.headers[:1], 3.0)
+        hdr = hdr[0] if hdr else {}
+        t.check(hdr.get("sig") and hdr.get("src") == src,
+                f"TARGET_PROXY_PROTOCOL + {proto}: the v2 header comes first, with the client's address", hdr)
+        t.eq(hdr.get("upgrade"), "GET /mqtt HTTP/1.1", f"... then the upgrade to TARGET_PATH")
+        t.eq(hdr.get("ws_frame"), (0x82, 0x80), "... then CONNECT in a masked binary frame")
+        t.eq(h.wait_until(lambda: hdr.get("ws_next"), 2.0), (0x89, 0x80),
+             f"WS_PING_INTERVAL=1s towards a {proto} broker: a masked ping")
+        peer.stop()
+        g.stop()
+
+
 def main():
     h.need_binaries()
     t = h.Checks("proxy")
@@ -244,6 +297,7 @@ def main():
         broker = h.start_mosquitto(tmp)
         t.case("inbound", inbound, t, tmp, broker, pki)
         t.case("outbound", outbound, t, tmp, pki)
+        t.case("outbound to a WebSocket broker", outbound_ws, t, tmp, pki)
         return h.finish(t)
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""TLS from mgate to the broker (TARGET_PROTOCOL=mqtts, and wss:// through libwebsockets).
+"""TLS from mgate to the broker (TARGET_PROTOCOL=mqtts, and wss:// brokers: the same TLS, then the WebSocket upgrade).
 
 mosquitto gets two TLS listeners on 127.0.0.1 with server.crt from ssl/gen.sh: one that asks for
 nothing, one that requires a client certificate from ca.crt; and the same two as WebSocket

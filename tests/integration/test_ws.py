@@ -11,6 +11,7 @@ import json
 import os
 import re
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -48,8 +49,10 @@ def refused_code(port, client_id, protocol):
 class RawWs:
     """A WebSocket client that frames bytes as the test says (masked, binary)."""
 
-    def __init__(self, port, path="/mqtt", protocol="mqtt", origin=None, host=h.HOST, headers=()):
+    def __init__(self, port, path="/mqtt", protocol="mqtt", origin=None, host=h.HOST, headers=(), tls=None):
         self.s = socket.create_connection((h.HOST, port), timeout=5)
+        if tls:
+            self.s = tls.wrap_socket(self.s, server_hostname="localhost")
         key = base64.b64encode(os.urandom(16)).decode()
         req = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n")
@@ -226,11 +229,13 @@ def token(t, tmp):
     h.Mgate(tmp, broker.port, port=port, MGATE_MQTT_WITHOUT_TLS_PORT=None, **ws_env(broker.port, port))
     mqtt = h.paho()
     try:
-        for name, headers, want in (("with the token", {"Authorization": "Bearer s3cret"}, 0),
-                                    ("without a token", None, 5),
-                                    ("with a wrong token", {"Authorization": "Bearer nope"}, 5)):
+        for name, headers, want, path in (("with the token", {"Authorization": "Bearer s3cret"}, 0, "/mqtt"),
+                                          ("without a token", None, 5, "/mqtt"),
+                                          ("with a wrong token", {"Authorization": "Bearer nope"}, 5, "/mqtt"),
+                                          ("with ?authorization=", None, 0, "/mqtt?authorization=s3cret"),
+                                          ("with a wrong ?authorization=", None, 5, "/mqtt?authorization=no")):
             c = mqtt.Client(f"tok-{want}-{len(name)}", protocol=mqtt.MQTTv311, transport="websockets")
-            c.ws_set_options(path="/mqtt", headers=headers)
+            c.ws_set_options(path=path, headers=headers)
             c.username_pw_set("tok")
             rcs = []
             c.on_connect = lambda client, userdata, flags, rc, props=None: rcs.append(rc)
@@ -239,6 +244,12 @@ def token(t, tmp):
             h.wait_until(lambda: rcs, 5.0)
             c.loop_stop()
             t.eq(rcs[:1], [want], f"Authorization token, user tok {name}: CONNACK {want} from the broker")
+        for what, path, hdrs in (("the header and the parameter disagree", "/mqtt?authorization=a",
+                                  [("Authorization", "Bearer b")]),
+                                 ("the parameter twice", "/mqtt?authorization=a&authorization=b", [])):
+            w = RawWs(port, path=path, headers=hdrs)
+            t.check(" 400" in w.status, f"Authorization token: {what}: 400", w.status)
+            w.s.close()
     finally:
         broker.stop()  # the gate is stopped, and its exit and log checked, by h.finish
 
@@ -428,7 +439,7 @@ def ws_broker(t, tmp):
 
 def wss(t, tmp, broker):
     """wss:// and wss with client certificates: mgate's own TLS (the same module, the same checks
-    as the MQTT TLS listeners) in front of libwebsockets; the session sees the client's address."""
+    as the MQTT TLS listeners) carrying the WebSocket; the session sees the client's address."""
     pki = h.Pki(tmp)
     mqtt = h.paho()
     for prefix, client_ca in (("MGATE_MQTT_WS_WITH_TLS_", None), ("MGATE_MQTT_WS_WITH_MTLS_", pki["ca.crt"])):
@@ -462,12 +473,41 @@ def wss(t, tmp, broker):
                 t.eq((rcs[:1], got[:1]), ([0], [b"over wss"]), f"{what}: CONNACK 0 and its message back")
             else:
                 t.eq(got, [], f"{what}: refused in the TLS handshake, no MQTT")
+        if not client_ca:
+            wss_descriptors(t, g, pki)
         if client_ca:
             t.check(g.log.search(r'"peer":"127\.0\.0\.1:\d+","client_id":"wss\+mTLS-client"') is not None,
                     "wss+mTLS: the session logs the client's own address, not the bridge's")
             cn = pki.cn("client.crt")
             t.check(g.log.search(r'"msg":"connect".*"client_id":"wss\+mTLS-client","username":"' + re.escape(cn) + '"')
                     is not None, f"wss+mTLS, USE_CN_AS_USERNAME: the session's username is the certificate's CN {cn!r}")
+
+
+def open_fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def wss_descriptors(t, g, pki, n=20):
+    """A wss:// client costs mgate two descriptors: its own TLS socket, which carries the
+    WebSocket, and the broker's (no socketpair behind the TLS)."""
+    ctx = ssl.create_default_context(cafile=pki["ca.crt"])
+    before = open_fds(g.proc.pid)
+    clients = []
+    for i in range(n):
+        w = RawWs(g.port, path="/", tls=ctx)
+        if i == 0:
+            t.check("101" in w.status, "wss descriptors: a raw TLS WebSocket client is upgraded", w.status)
+        ack = w.connect(f"wss-fd-{i}")[:4]
+        if i == 0:
+            t.eq(ack, b"\x20\x02\x00\x00", "wss descriptors: ... and gets CONNACK 0")
+        clients.append(w)
+    h.wait_until(lambda: open_fds(g.proc.pid) - before >= 2 * n, 3.0)
+    time.sleep(0.2)  # anything more would have shown up by now
+    grown = open_fds(g.proc.pid) - before
+    print(f"  measured: {n} wss:// clients: {grown} more descriptors in mgate ({grown / n:.1f} each)")
+    t.eq(grown, 2 * n, f"wss:// descriptors: {n} clients hold {2 * n} (2 each: client and broker)")
+    for w in clients:
+        w.s.close()
 
 
 def wss_revocation(t, tmp, broker):
@@ -512,7 +552,7 @@ def wss_revocation(t, tmp, broker):
 def two_listeners(t, tmp):
     """ws:// and wss:// listeners of one process, each to its own broker, with its own
     ALLOWED_ORIGINS: whichever was used first, every connection keeps its own listener's settings
-    (lws re-picks a vhost from the Host header; each listener has a context of its own)."""
+    (whatever the Host header says)."""
     pki = h.Pki(tmp)
     a, b = h.start_mosquitto(tmp), h.start_mosquitto(tmp)
     ws_port, wss_port = h.free_ports(2)

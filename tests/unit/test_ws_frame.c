@@ -5,7 +5,7 @@
 #include <stdint.h>
 
 #include "check.h"
-#include "front/ws_frame.h"
+#include "net/ws_frame.h"
 
 static const uint8_t key[4] = {0x37, 0xfa, 0x21, 0x3d};
 

@@ -1,10 +1,10 @@
-/* RFC 6455 framing for the WebSocket upgrade on the HTTP listener: pure
+/* RFC 6455 framing shared by every WebSocket (net/ws.c, the HTTP listener's relay): pure
  * functions (no I/O, no allocation) that the proxy in http.c is to use on
  * both legs, the client's (frames in masked, out unmasked) and the
  * target's (frames out masked, in unmasked). No extensions are offered, so
  * every RSV bit must be 0. */
-#ifndef MGATE_FRONT_WS_FRAME_H
-#define MGATE_FRONT_WS_FRAME_H
+#ifndef MGATE_NET_WS_FRAME_H
+#define MGATE_NET_WS_FRAME_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -74,6 +74,11 @@ int wsf_seq_frame(struct wsf_seq *s, const struct wsf_head *h, uint64_t max_mess
  * a NUL into out. Returns -1 when the key is not 24 characters of base64 for
  * 16 bytes. */
 int wsf_accept(const char *key, char out[29]);
+
+/* A client's fresh Sec-WebSocket-Key (16 random bytes in base64: 24
+ * characters and a NUL) and the Sec-WebSocket-Accept its server must answer
+ * with.  -1 when no random bytes could be had. */
+int wsf_new_key(char key[25], char accept[29]);
 
 /* The payload of a close frame: the code (big-endian), then the reason cut
  * to fit 125 bytes. Returns its length. */

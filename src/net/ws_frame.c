@@ -1,9 +1,10 @@
 /* RFC 6455 framing: see ws_frame.h. */
-#include "front/ws_frame.h"
+#include "net/ws_frame.h"
 
 #include <string.h>
 
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 
 #include "core/base64.h"
 
@@ -150,6 +151,15 @@ int wsf_accept(const char *key, char out[29])
         return -1;
     EVP_EncodeBlock((unsigned char *)out, md, 20); /* 28 characters and a NUL */
     return 0;
+}
+
+int wsf_new_key(char key[25], char accept[29])
+{
+    uint8_t raw[16];
+    if (RAND_bytes(raw, sizeof(raw)) != 1)
+        return -1;
+    EVP_EncodeBlock((unsigned char *)key, raw, sizeof(raw)); /* 24 characters and a NUL */
+    return wsf_accept(key, accept);
 }
 
 size_t wsf_close_payload(uint8_t out[125], int code, const char *reason)

@@ -1,0 +1,66 @@
+/*
+ * A WebSocket (RFC 6455) as a layer of struct conn, over its transport,
+ * plain TCP or TLS: the owner sees the byte stream that binary messages
+ * carry, as it would over TCP (bytes split across messages, several
+ * packets in one, all fine), with the same buffers and back-pressure.
+ *
+ * The layer does the upgrade (a server reads and checks the request and
+ * answers 101; a client sends its request with its own key and checks the
+ * 101), frames what the owner writes (one binary frame per write; masked
+ * from a client), unframes what it reads (unmasking, continuation frames,
+ * a client's frames must be masked and a server's must not: 1002
+ * otherwise), answers pings, pings a quiet peer when asked to and gives
+ * up on it when no pong comes, and ends with a close frame whose code says
+ * why (conn.end, or the peer's own code echoed).
+ */
+#ifndef MGATE_NET_WS_H
+#define MGATE_NET_WS_H
+
+#include <stdint.h>
+
+#include "net/conn.h"
+#include "net/ws_upgrade.h"
+
+/* What the owner of a server-side WebSocket decides about an upgrade. */
+struct ws_verdict {
+    unsigned status;   /* 0: upgrade; else the HTTP status of the refusal */
+    const char *why;   /* the refusal's reason, for the answer and the log */
+    const char *proto; /* the subprotocol to name in the 101 ("" or NULL: none) */
+    char *answer;      /* a refusal's whole HTTP answer goes here ... */
+    size_t answer_room, answer_len; /* ... within answer_room bytes */
+};
+
+struct ws_server {
+    /* Called once per request: h is NULL when the request could not be
+     * read (v->status and v->why say why: too big, malformed); v->status is
+     * set too when it is no upgrade RFC 6455 allows.  The owner decides
+     * (when status is 0), and writes, counts and logs a refusal. */
+    void (*check)(struct conn *c, const struct ws_head *h, struct ws_verdict *v);
+};
+
+struct ws_client {
+    /* The broker refused the upgrade (why): for the owner's log. */
+    void (*failed)(struct conn *c, const char *why);
+};
+
+/* Keep-alive: ping when interval_ms passed without a pong (0: never), give
+ * up timeout_ms after a ping. */
+struct ws_pings {
+    uint32_t interval_ms, timeout_ms;
+};
+
+/* Put a WebSocket over c (a freshly accepted or connected conn, its TLS
+ * handshake started if any); srv and cli must outlive c.  A client asks
+ * for path (with Host: host:port) and subprotocol proto (a string that
+ * outlives c).  -1: no memory (c untouched). */
+int ws_server_start(struct conn *c, const struct ws_server *srv, struct ws_pings pings);
+int ws_client_start(struct conn *c, const struct ws_client *cli, const char *host, uint16_t port, const char *path,
+                    const char *proto, struct ws_pings pings);
+
+/* The close code (RFC 6455 7.4.1, IANA: 1014 bad gateway) for conn.end. */
+uint16_t ws_close_code(uint8_t end);
+
+/* Whether c carries a WebSocket (its upgrade done or not). */
+bool ws_is_ws(const struct conn *c);
+
+#endif
