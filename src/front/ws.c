@@ -59,15 +59,16 @@ static void take_token(struct mgate_session *s, const struct ws_head *h, struct 
     struct ws_str a = h->authorization;
     if (a.p && a.n >= 7 && !strncasecmp(a.p, "Bearer ", 7))
         a.p += 7, a.n -= 7;
-    const char *q = memchr(h->target.p, '?', h->target.n), *qv;
-    size_t qlen = q ? h->target.n - (size_t)(q + 1 - h->target.p) : 0, qvlen, n = 0;
-    char decoded[WS_MAX_HEAD];
-    if (q && http_query_count(q + 1, qlen, "authorization") > 1) {
-        v->status = 400, v->why = "more than one authorization query parameter";
+    const char *q = memchr(h->target.p, '?', h->target.n);
+    size_t qlen = q ? h->target.n - (size_t)(q + 1 - h->target.p) : 0, n = 0;
+    char decoded[WS_MAX_HEAD]; /* the query is inside the head, and decoding never grows it */
+    enum http_qparam qp = q ? http_query_param(q + 1, qlen, "authorization", decoded, &n) : HTTP_QPARAM_NONE;
+    if (qp > HTTP_QPARAM_ONE) { /* in every spelling a target may read (http_query_param) */
+        v->status = 400, v->why = qp == HTTP_QPARAM_MANY ? "more than one authorization query parameter"
+                                                          : "an authorization query parameter that targets read differently";
         return;
     }
-    bool in_query = q && http_query_get(q + 1, qlen, "authorization", &qv, &qvlen) && qvlen < sizeof(decoded) &&
-                    http_pct_decode(qv, qvlen, decoded, &n, true) == 0;
+    bool in_query = qp == HTTP_QPARAM_ONE;
     if (a.p && in_query && (a.n != n || memcmp(a.p, decoded, n))) {
         v->status = 400, v->why = "the Authorization header and the authorization parameter disagree";
         return;

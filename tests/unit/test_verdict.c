@@ -284,7 +284,7 @@ static void test_unknown_resume(void)
 
 static void client_leaves(void)
 {
-    conn_transport_closed(client.c, 0);
+    conn_fail(client.c, 0);
     client.c = NULL;
 }
 static void check_gone(void)
