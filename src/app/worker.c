@@ -156,6 +156,7 @@ int worker_add_listener(struct worker *w, int fd, enum listener_id id,
     wl->id = id;
     wl->params = *params;
     wl->params.log_budget = &wl->log_budget;
+    wl->params.close_log_budget = &wl->close_log_budget;
     return listener_start(&wl->ls, w->loop, fd, wl->params.listener, on_accept, w);
 }
 

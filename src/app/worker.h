@@ -19,6 +19,7 @@ struct worker_listener {
     enum listener_id id;
     uint64_t next_refusal_log; /* loop ms: admission refusals are logged once a second */
     struct log_limit log_budget; /* lines its sessions' clients cause (session_log_begin) */
+    struct log_limit close_log_budget; /* "session closed" of those that never got in */
 };
 
 /* Broker addresses resolved again by the control thread (SIGHUP). */

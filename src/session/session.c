@@ -101,16 +101,19 @@ static void session_fields(struct logline *l, const mgate_session *s);
  * is always written.  A client that never got in (refused, silent, gone
  * before its CONNECT) cost nothing but a socket, so a churn of them would
  * write a line per connection: theirs take from the listener's budget,
- * like any line a client causes, and what is left out is counted there.
+ * a budget of their own on the listener (LISTENER_LOG_BURST a second, so
+ * the refusal lines keep theirs), and what is left out is counted there.
  */
 static void log_session_closed(struct mgate_session *s)
 {
     if (!log_enabled(LOGL_INFO))
         return;
-    uint32_t listener = 0;
-    struct log_limit *budget = s->p->log_budget;
-    if (!s->connect_called && budget && !log_limit_take(budget, loop_now(s->loop), LISTENER_LOG_BURST, &listener)) {
-        budget->left_out += s->log_budget.left_out; /* its own left-out lines are counted there too */
+    uint32_t closed = 0;
+    struct log_limit *budget = s->p->close_log_budget;
+    if (!s->connect_called && budget && !log_limit_take(budget, loop_now(s->loop), LISTENER_LOG_BURST, &closed)) {
+        /* its own left-out lines are told by the listener's next line instead */
+        if (s->p->log_budget)
+            s->p->log_budget->left_out += s->log_budget.left_out;
         return;
     }
     struct logline l;
@@ -118,8 +121,8 @@ static void log_session_closed(struct mgate_session *s)
     session_fields(&l, s);
     if (s->log_budget.left_out) /* lines this session caused that were never written */
         log_uint(&l, "left_out", s->log_budget.left_out);
-    if (listener)
-        log_uint(&l, "listener_left_out", listener);
+    if (closed) /* "session closed" lines of clients that never got in, left out since the last */
+        log_uint(&l, "closed_left_out", closed);
     log_end(&l);
 }
 
@@ -674,7 +677,7 @@ bool session_log_begin(struct mgate_session *s, struct logline *l, int level, co
     if (!log_limit_take(&s->log_budget, now, SESSION_LOG_BURST, &mine))
         return false;
     if (s->p->log_budget && !log_limit_take(s->p->log_budget, now, LISTENER_LOG_BURST, &listener)) {
-        s->log_budget.left_out += mine + 1; /* this line was left out after all, and the count it carried waits */
+        s->log_budget.left_out += mine; /* the count it carried waits; the listener counted this line */
         return false;
     }
     log_begin(l, level, msg);

@@ -66,6 +66,7 @@ struct session_params {
     /* The listener's log budget on this worker (owned and written by its
      * loop, like the sessions); NULL: only each session's own. */
     struct log_limit *log_budget;
+    struct log_limit *close_log_budget; /* "session closed" of clients that never got in */
 };
 
 /* Every live session of a worker, for shutdown and counting. */
