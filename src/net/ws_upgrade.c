@@ -74,6 +74,9 @@ static int start_line(struct ws_head *h, const char *p, size_t n, bool response)
     if (!sp1 || !sp2 || sp1 == p || sp2 == sp1 + 1 || (size_t)(p + n - sp2 - 1) != 8 ||
         (memcmp(sp2 + 1, "HTTP/1.1", 8) && memcmp(sp2 + 1, "HTTP/1.0", 8)))
         return -1;
+    for (const char *c = p; c < sp2; c++) /* no whitespace or control byte in a method or target */
+        if ((c != sp1 && (unsigned char)*c <= ' ') || *c == 0x7f)
+            return -1;
     h->method = (struct ws_str){p, (size_t)(sp1 - p)};
     h->target = (struct ws_str){sp1 + 1, (size_t)(sp2 - sp1 - 1)};
     return 0;
@@ -94,7 +97,7 @@ int ws_head_parse(const char *p, size_t len, bool response, struct ws_head *h)
             return -1;
         off += n + 2;
     }
-    return response || h->method.p ? 0 : -1;
+    return (response ? h->status != 0 : h->method.p != NULL) ? 0 : -1; /* an empty head has no start line */
 }
 
 bool ws_has_token(struct ws_str v, const char *t)

@@ -99,6 +99,9 @@ static void answer(void)
     CHECK_EQ_INT(h.status, 404);
     CHECK_EQ_INT(parse("HTTP/1.1 10x Bad\r\n\r\n", true, &h), -1);
     CHECK_EQ_INT(parse("SSH-2.0-OpenSSH\r\n\r\n", true, &h), -1);
+    CHECK_EQ_INT(parse("\r\n\r\n", true, &h), -1); /* an empty head: no status line (found by fuzz_ws_upgrade) */
+    CHECK_EQ_INT(parse("\r\n\r\n", false, &h), -1);
+    CHECK_EQ_INT(parse("GET /mqtt\t HTTP/1.1\r\nHost: x\r\n\r\n", false, &h), -1); /* a tab in the target (fuzz) */
 }
 
 int main(void)
