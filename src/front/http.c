@@ -846,15 +846,10 @@ static int route(struct http_conn *hc, struct http_req *r, const struct http_hea
         r->query = q + 1;
         r->query_len = tl - raw - 1;
     }
-    size_t dlen;
-    if (http_pct_decode(t, raw, mem, &dlen, false) < 0)
-        return r->refuse_why = "bad percent-encoding in the path", 400;
-    mem[dlen] = '\0';
-    if (http_path_has_dot_segment(mem, dlen))
-        return r->refuse_why = "\".\" or \"..\" segments in the path", 400;
     const char *rest;
-    if (!http_path_under(mem, dlen, hc->p->path_prefix ? hc->p->path_prefix : "", &rest))
-        return r->refuse_why = "outside PATH_PREFIX", 404;
+    int st = http_path_check(t, raw, hc->p->path_prefix, mem, &rest, &r->refuse_why);
+    if (st)
+        return st;
     r->path = *rest ? rest : "/";
     r->path_len = strlen(r->path);
     const struct http_hdr *o = http_head_find(h, "origin");

@@ -172,6 +172,19 @@ enum http_qparam http_query_param(const char *q, size_t n, const char *key, char
     return http_pct_decode(val, vlen, out, outlen, true) < 0 ? HTTP_QPARAM_BROKEN : HTTP_QPARAM_ONE;
 }
 
+int http_path_check(const char *raw, size_t n, const char *prefix, char *mem, const char **rest, const char **why)
+{
+    size_t dlen;
+    if (http_pct_decode(raw, n, mem, &dlen, false) < 0)
+        return *why = "bad percent-encoding in the path", 400;
+    mem[dlen] = '\0';
+    if (http_path_has_dot_segment(mem, dlen))
+        return *why = "\".\" or \"..\" segments in the path", 400;
+    if (!http_path_under(mem, dlen, prefix ? prefix : "", rest))
+        return *why = "outside PATH_PREFIX", 404;
+    return 0;
+}
+
 bool http_path_under(const char *path, size_t n, const char *prefix, const char **rest)
 {
     size_t pl = strlen(prefix);

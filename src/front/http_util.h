@@ -43,6 +43,14 @@ enum http_qparam http_query_param(const char *q, size_t n, const char *key, char
  * the prefix (starting with '/', or "" when it is the prefix itself).  The
  * one PATH_PREFIX rule of the HTTP and WebSocket listeners. */
 bool http_path_under(const char *path, size_t n, const char *prefix, const char **rest);
+/*
+ * The path rule of every HTTP-based listener: the raw path (n bytes, no
+ * query) is percent-decoded into mem (room for n + 1; NUL-terminated), must
+ * hold no "." or ".." segment (a target would resolve it, PATH_PREFIX would
+ * not) and must lie under prefix.  Returns 0 with *rest set (see
+ * http_path_under), or 400 / 404 with *why.
+ */
+int http_path_check(const char *raw, size_t n, const char *prefix, char *mem, const char **rest, const char **why);
 
 /* Whether a comma-separated list ("a, B,c") has item (n bytes), compared
  * case-insensitively, spaces and tabs around each entry ignored. */

@@ -35,13 +35,15 @@ static bool listener_log_begin(struct loop *l, const struct session_params *p, s
  * rules (http_util.c). */
 static void decide(const struct session_params *p, const struct ws_head *h, struct ws_verdict *v)
 {
-    const char *rest, *prefix = p->path_prefix ? p->path_prefix : "";
+    const char *rest, *why;
     size_t path_len = h->target.n;
     const char *q = memchr(h->target.p, '?', h->target.n);
     if (q)
         path_len = (size_t)(q - h->target.p);
-    if (*prefix && !http_path_under(h->target.p, path_len, prefix, &rest))
-        v->status = 404, v->why = "not found";
+    char mem[WS_MAX_HEAD + 1]; /* the path is inside the head; decoding never grows it */
+    int st = http_path_check(h->target.p, path_len, p->path_prefix, mem, &rest, &why);
+    if (st)
+        v->status = (unsigned)st, v->why = st == 404 ? "not found" : why;
     else if (!http_origin_allowed(p->allowed_origins, h->origins, h->origin.p ? h->origin.p : "", h->origin.n))
         v->status = 403, v->why = "origin not allowed";
     else if (!(v->proto = ws_pick_protocol(h->protocol, mqtt_protocols)))

@@ -276,10 +276,16 @@ def origins(t, tmp, broker):
 
 
 def path_prefix(t, tmp, broker):
-    """PATH_PREFIX is segment-aware, as on the HTTP listener (http_path_under): /mqtt admits /mqtt,
-    /mqtt/x and /mqtt?q, never /mqttx or /mqtt-evil/x; a prefix ending in / works as written."""
+    """PATH_PREFIX is segment-aware, as on the HTTP listener (http_path_check, one rule): /mqtt
+    admits /mqtt, /mqtt/x and /mqtt?q, never /mqttx or /mqtt-evil/x; a prefix ending in / works as
+    written; the path is percent-decoded first and a "." or ".." segment is refused (400)."""
     for prefix, cases in (("/mqtt", [("/mqtt", True), ("/mqtt/x", True), ("/mqtt?a=b", True), ("/mqttx", False),
-                                     ("/mqtt-evil/x", False), ("/mq", False), ("/", False)]),
+                                     ("/mqtt-evil/x", False), ("/mq", False), ("/", False),
+                                     # the HTTP listener's path rule (http_path_check): decoded, then
+                                     # no dot segments (400), then the prefix (404)
+                                     ("/%6Dqtt", True), ("//mqtt", False), ("/x/../mqtt", 400),
+                                     ("/mqtt/../x", 400), ("/./mqtt", 400), ("/mqtt/%2e%2e/x", 400),
+                                     ("/mqtt%zz", 400)]),
                           ("/mqtt/", [("/mqtt/", True), ("/mqtt/x", True), ("/mqttx", False),
                                       ("/mqtt-evil/x", False)])):
         port = h.free_port()
@@ -288,8 +294,9 @@ def path_prefix(t, tmp, broker):
         g = h.Mgate(tmp, broker.port, port=port, MGATE_MQTT_WITHOUT_TLS_PORT=None, **env)
         for path, ok in cases:
             w = RawWs(port, path=path)
-            t.check(("101" in w.status) if ok else (" 404" in w.status),
-                    f"PATH_PREFIX={prefix}: {path} is {'upgraded' if ok else 'refused (404)'}", w.status)
+            want = "101" if ok is True else f" {ok}" if ok else " 404"
+            t.check(want in w.status, f"PATH_PREFIX={prefix}: {path} is "
+                    f"{'upgraded' if ok is True else f'refused ({want.strip()})'}", w.status)
             w.s.close()
         w = RawWs(port, path=prefix, headers=[("Origin", "")])
         t.check("101" in w.status, f"PATH_PREFIX={prefix}, no ALLOWED_ORIGINS: an empty Origin is upgraded",
