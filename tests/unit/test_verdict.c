@@ -96,7 +96,6 @@ static const uint8_t suback_merged[] = {0x90, 5, 0, 1, 0, 0x80, 0};
 /* ---- running -------------------------------------------------------- */
 
 static struct loop *loop;
-static struct loop_timer step_timer;
 static bool closing, ran; /* the run's phase (see run) */
 static struct session_list list;
 static struct session_params params;
@@ -112,7 +111,6 @@ static void reset(void)
     memset(&client, 0, sizeof(client));
     memset(&broker, 0, sizeof(broker));
     dials = 0;
-    step_timer = (struct loop_timer){0};
     closing = ran = false;
     loop = loop_new();
     list = (struct session_list){0};
@@ -121,14 +119,23 @@ static void reset(void)
                                      .dial = rec_dial};
 }
 
-/* The steps of a test run one per loop turn (a late verdict's completion
- * is deferred to the end of the turn it was given in); then every session
- * left is closed and, a turn later, the loop stops (for good: one run per
- * test, so nothing may touch a session or connection after it). */
+/* The steps of a test run one at a time, each once the loop has nothing
+ * left to do at once: no deferred call queued (a late verdict's completion
+ * and a connection's close are deferred, and a close may take several
+ * turns) and no timer due.  A timer-driven step would race them on a slow
+ * machine (a turn longer than the step's period runs the step first).
+ * Then every session left is closed and, when that has settled, the loop
+ * stops (for good: one run per test, so nothing may touch a session or
+ * connection after it). */
 typedef void (*step_fn)(void);
 static const step_fn *steps;
-static void next_step(struct loop *l, struct loop_timer *t)
+static struct loop_hook step_hook;
+
+static int next_step(void *ctx, int timeout_ms)
 {
+    struct loop *l = ctx;
+    if (timeout_ms == 0)
+        return 0; /* work is due now: let it run first */
     if (*steps) {
         (*steps++)();
     } else if (!closing) {
@@ -137,15 +144,15 @@ static void next_step(struct loop *l, struct loop_timer *t)
             session_list_close_all(&list);
     } else {
         loop_stop(l);
-        return;
     }
-    loop_timer_start(l, t, 1, next_step);
+    return 0;
 }
 static void run(const step_fn *s)
 {
     steps = s;
     ran = true;
-    loop_timer_start(loop, &step_timer, 0, next_step);
+    step_hook = (struct loop_hook){.ctx = loop, .before_poll = next_step};
+    loop_hook_add(loop, &step_hook);
     loop_run(loop);
 }
 static void done(void)
