@@ -17,8 +17,7 @@
 #include "app/trim.h"
 #include "app/worker.h"
 #include "core/log.h"
-#include "front/http.h"
-#include "front/ws.h"
+#include "front/front.h"
 #include "handlers/handlers.h"
 #include "net/conn.h"
 #include "net/fetch.h"
@@ -32,6 +31,7 @@ struct app {
     unsigned handler_count;
     const struct mgate_interceptor *interceptor;
     struct session_params params[LISTENER_COUNT];
+    const struct front_ops *fronts[LISTENER_COUNT]; /* of the listeners prepare reached */
     uint32_t open_sessions[LISTENER_COUNT];          /* MAX_CONNECTIONS, all workers */
     struct admission *admissions[LISTENER_COUNT];    /* CONNECTION_RATE_LIMIT */
     struct worker *workers;
@@ -63,13 +63,6 @@ static const char *getenv_cb(void *ctx, const char *name)
 {
     (void)ctx;
     return getenv(name);
-}
-
-static bool listener_supported(enum listener_id id)
-{
-    return id == LISTENER_MQTT || id == LISTENER_MQTT_TLS || id == LISTENER_MQTT_MTLS || id == LISTENER_WS ||
-           id == LISTENER_WS_TLS || id == LISTENER_WS_MTLS || id == LISTENER_HTTP || id == LISTENER_HTTP_TLS ||
-           id == LISTENER_HTTP_MTLS;
 }
 
 /* TLS is on where CERT_FILE and KEY_FILE are set (config_load checked that
@@ -135,21 +128,15 @@ static int prepare(struct app *a, const struct mgate_handler *const *extra, char
         const struct listener_config *lc = &a->cfg.listeners[i];
         if (!lc->enabled)
             continue;
-        if (!listener_supported(lc->id)) {
+        const struct front_ops *front = front_of(lc->id);
+        if (!front) {
             snprintf(err, errlen, "%sPORT: this listener is not available in this version", lc->prefix);
             return -1;
         }
         struct session_params *p = &a->params[i];
-        if (lc->target_protocol == TARGET_WS || lc->target_protocol == TARGET_WSS) {
-            p->broker_layer = ws_broker_layer;
-        } else if (lc->target_protocol == TARGET_HTTP || lc->target_protocol == TARGET_HTTPS) {
-            if (!(p->http = http_settings_new(lc, err, errlen)))
-                return -1;
-        } else if (lc->target_protocol != TARGET_MQTT && lc->target_protocol != TARGET_MQTTS) {
-            snprintf(err, errlen, "%sTARGET_PROTOCOL: \"%s\" is not available in this version (use mqtt, mqtts, ws or wss)",
-                     lc->prefix, target_protocol_name(lc->target_protocol));
+        a->fronts[i] = front; /* free_params frees what its prepare made, even half of it */
+        if (front->prepare(lc, p, err, errlen) < 0)
             return -1;
-        }
         char rerr[256];
         if (resolve_address(lc->target_host, lc->target_port, &p->target, &p->target_len, rerr,
                             sizeof(rerr)) < 0) {
@@ -158,13 +145,6 @@ static int prepare(struct app *a, const struct mgate_handler *const *extra, char
         }
         p->listener = lc->name;
         p->listener_id = (uint8_t)lc->id;
-        p->target_host = lc->target_host;
-        p->target_port = lc->target_port;
-        p->target_path = lc->target_path;
-        p->path_prefix = lc->path_prefix;
-        p->allowed_origins = lc->allowed_origins;
-        p->ws_ping_interval_ms = lc->ws_ping_interval_ms;
-        p->ws_ping_timeout_ms = lc->ws_ping_timeout_ms;
         p->proxy_protocol = lc->proxy_protocol;
         p->publish_rate = lc->publish_rate_limit;
         p->publish_bandwidth = lc->publish_bandwidth_limit;
@@ -176,12 +156,6 @@ static int prepare(struct app *a, const struct mgate_handler *const *extra, char
             return -1;
         }
         p->target_proxy_protocol = lc->target_proxy_protocol;
-        if (p->target_proxy_protocol && p->http) {
-            snprintf(err, errlen, "%sTARGET_PROXY_PROTOCOL: not possible with TARGET_PROTOCOL %s (libcurl dials "
-                                  "the target; it gets X-Forwarded-For instead)", lc->prefix,
-                     target_protocol_name(lc->target_protocol));
-            return -1;
-        }
         p->max_packet_size = lc->max_packet_size;
         p->connect_timeout_ms = lc->connect_timeout_ms;
         p->output_high_water = lc->output_high_water;
@@ -209,8 +183,9 @@ static void free_params(struct app *a)
         tls_ctx_free(a->params[i].upstream_tls);
         admission_free(a->admissions[i]);
         a->admissions[i] = NULL;
-        http_settings_free((struct http_settings *)a->params[i].http);
-        a->params[i].http = NULL;
+        if (a->fronts[i])
+            a->fronts[i]->free(&a->params[i]);
+        a->fronts[i] = NULL;
         a->params[i].tls = NULL;
         a->params[i].upstream_tls = NULL;
     }

@@ -10,8 +10,8 @@
 #include "app/admission.h"
 #include "core/log.h"
 #include "core/metrics.h"
-#include "front/http.h"
-#include "front/ws.h"
+#include "core/util.h"
+#include "front/front.h"
 #include "handlers/acl.h"
 #include "handlers/handlers.h"
 #include "net/fetch.h"
@@ -51,12 +51,7 @@ static void dispatch(void *ctx, int fd, const struct sockaddr *peer, socklen_t l
         return;
     }
     (void)len;
-    if (wl->id == LISTENER_WS || wl->id == LISTENER_WS_TLS || wl->id == LISTENER_WS_MTLS)
-        ws_accept(w->loop, fd, peer, &wl->params, &w->sessions);
-    else if (wl->id == LISTENER_HTTP || wl->id == LISTENER_HTTP_TLS || wl->id == LISTENER_HTTP_MTLS)
-        http_accept(w->loop, fd, peer, &wl->params, &w->sessions);
-    else
-        session_accept_tcp(w->loop, fd, peer, &wl->params, &w->sessions);
+    wl->front->accept(w->loop, fd, peer, &wl->params, &w->sessions);
 }
 
 static void on_accept(struct listener *ls, int fd, const struct sockaddr *peer, socklen_t len)
@@ -154,6 +149,8 @@ int worker_add_listener(struct worker *w, int fd, enum listener_id id,
 {
     struct worker_listener *wl = &w->listeners[w->nlisteners++];
     wl->id = id;
+    wl->front = front_of(id);
+    ASSERT(wl->front); /* run.c prepared only listeners that have one */
     wl->params = *params;
     wl->params.log_budget = &wl->log_budget;
     wl->params.close_log_budget = &wl->close_log_budget;

@@ -13,10 +13,12 @@
 #include "net/proxy_accept.h"
 #include "session/session.h"
 
+struct front_ops;
 struct worker_listener {
     struct listener ls;
     struct session_params params;
     enum listener_id id;
+    const struct front_ops *front; /* front_of(id): what takes its sockets */
     uint64_t next_refusal_log; /* loop ms: admission refusals are logged once a second */
     struct log_limit log_budget; /* lines its sessions' clients cause (session_log_begin) */
     struct log_limit close_log_budget; /* "session closed" of those that never got in */

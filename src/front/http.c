@@ -41,6 +41,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "core/metrics.h"
+#include "front/front.h"
 #include "front/http_parse.h"
 #include "front/http_util.h"
 #include "front/http_ws.h"
@@ -112,7 +113,11 @@ static void request_done(struct http_conn *hc);
 
 /* ---- settings ------------------------------------------------------------------ */
 
-struct http_settings *http_settings_new(const struct listener_config *lc, char *err, size_t errlen)
+static void http_settings_free(struct http_settings *hs);
+
+/* NULL with a message naming the variable (a BYPASS_PATHS entry that is not
+ * a regular expression). */
+static struct http_settings *http_settings_new(const struct listener_config *lc, char *err, size_t errlen)
 {
     struct http_settings *hs = calloc(1, sizeof(*hs));
     if (!hs) {
@@ -120,6 +125,9 @@ struct http_settings *http_settings_new(const struct listener_config *lc, char *
         return NULL;
     }
     hs->https = lc->target_protocol == TARGET_HTTPS;
+    hs->path_prefix = lc->path_prefix;
+    hs->allowed_origins = lc->allowed_origins;
+    hs->target_path = lc->target_path;
     bool v6 = strchr(lc->target_host, ':') && lc->target_host[0] != '[';
     snprintf(hs->authority, sizeof(hs->authority), "%s%s%s:%u", v6 ? "[" : "", lc->target_host, v6 ? "]" : "",
              lc->target_port);
@@ -172,7 +180,7 @@ struct http_settings *http_settings_new(const struct listener_config *lc, char *
     return hs;
 }
 
-void http_settings_free(struct http_settings *hs)
+static void http_settings_free(struct http_settings *hs)
 {
     if (!hs)
         return;
@@ -847,13 +855,13 @@ static int route(struct http_conn *hc, struct http_req *r, const struct http_hea
         r->query_len = tl - raw - 1;
     }
     const char *rest;
-    int st = http_path_check(t, raw, hc->p->path_prefix, mem, &rest, &r->refuse_why);
+    int st = http_path_check(t, raw, hc->hs->path_prefix, mem, &rest, &r->refuse_why);
     if (st)
         return st;
     r->path = *rest ? rest : "/";
     r->path_len = strlen(r->path);
     const struct http_hdr *o = http_head_find(h, "origin");
-    if (!http_origin_allowed(hc->p->allowed_origins, http_head_count(h, "origin"), o ? o->value : "",
+    if (!http_origin_allowed(hc->hs->allowed_origins, http_head_count(h, "origin"), o ? o->value : "",
                              o ? o->value_len : 0))
         return r->refuse_why = "origin not allowed (ALLOWED_ORIGINS)", 403;
     for (unsigned i = 0; i < hc->hs->nbypass; i++)
@@ -861,7 +869,7 @@ static int route(struct http_conn *hc, struct http_req *r, const struct http_hea
             r->bypass = true;
             return 0;
         }
-    const char *tp = hc->p->target_path ? hc->p->target_path : "";
+    const char *tp = hc->hs->target_path ? hc->hs->target_path : "";
     const char *below;
     if (*tp && !http_path_under(r->path, r->path_len, tp, &below))
         return r->refuse_why = "outside TARGET_PATH", 404;
@@ -1104,11 +1112,12 @@ static void front_close(struct mgate_session *s)
 
 static const struct session_front http_front = {.drain = front_drain, .close = front_close};
 
-void http_accept(struct loop *l, int fd, const struct sockaddr *peer, const struct session_params *p,
-                 struct session_list *list)
+static void http_accept(struct loop *l, int fd, const struct sockaddr *peer, const struct session_params *p,
+                        struct session_list *list)
 {
+    const struct http_settings *hs = p->front_settings;
     struct http_conn *hc = list->draining ? NULL : calloc(1, sizeof(*hc));
-    const struct http_limits lim = {p->http->max_header, p->http->max_body};
+    const struct http_limits lim = {hs->max_header, hs->max_body};
     if (hc && !(hc->hp = http_parser_new(&lim, on_head, hc))) {
         free(hc);
         hc = NULL;
@@ -1124,7 +1133,7 @@ void http_accept(struct loop *l, int fd, const struct sockaddr *peer, const stru
     c->high_water = p->output_high_water;
     hc->c = c;
     hc->p = p;
-    hc->hs = p->http;
+    hc->hs = hs;
     hc->loop = l;
     if ((p->tls && tls_accept(c, p->tls) < 0) ||
         !(hc->s = session_front_start(l, peer, p, list, &http_front, hc))) {
@@ -1137,3 +1146,36 @@ void http_accept(struct loop *l, int fd, const struct sockaddr *peer, const stru
     hc->phase = HC_IDLE;
     arm(hc, hc->hs->request_timeout_ms);
 }
+
+/* ---- the front end ------------------------------------------------------------ */
+
+static int http_prepare(const struct listener_config *lc, struct session_params *p, char *err, size_t errlen)
+{
+    if (lc->target_protocol != TARGET_HTTP && lc->target_protocol != TARGET_HTTPS) {
+        snprintf(err, errlen, "%sTARGET_PROTOCOL: \"%s\" is not available in this version (use http or https)",
+                 lc->prefix, target_protocol_name(lc->target_protocol));
+        return -1;
+    }
+    if (!(p->front_settings = http_settings_new(lc, err, errlen)))
+        return -1;
+    if (lc->target_proxy_protocol) {
+        snprintf(err, errlen, "%sTARGET_PROXY_PROTOCOL: not possible with TARGET_PROTOCOL %s (libcurl dials "
+                              "the target; it gets X-Forwarded-For instead)", lc->prefix,
+                 target_protocol_name(lc->target_protocol));
+        return -1;
+    }
+    return 0;
+}
+
+static void http_free(struct session_params *p)
+{
+    http_settings_free((struct http_settings *)p->front_settings);
+    p->front_settings = NULL;
+}
+
+const struct front_ops front_http = {
+    .name = "HTTP",
+    .prepare = http_prepare,
+    .accept = http_accept,
+    .free = http_free,
+};

@@ -21,8 +21,12 @@
 #include "core/loop.h"
 #include "session/session.h"
 
-/* What a listener's HTTP connections share, made once at start. */
+/* What a listener's HTTP connections share, made once at start
+ * (session_params.front_settings of an HTTP listener). */
 struct http_settings {
+    const char *path_prefix;     /* PATH_PREFIX: requests outside it are 404 */
+    const char *allowed_origins; /* ALLOWED_ORIGINS: "a,b" Origin values allowed; "": any */
+    const char *target_path;     /* TARGET_PATH: the topics' root on the target */
     char base_url[320];  /* "http://host:port" */
     char authority[288]; /* "host:port" as in the URL, for CONNECT_TO */
     bool https;
@@ -34,14 +38,7 @@ struct http_settings {
     bool no_verify;
 };
 
-/* NULL with a message naming the variable (a BYPASS_PATHS entry that is not
- * a regular expression, an unusable TARGET_HOST). */
-struct http_settings *http_settings_new(const struct listener_config *lc, char *err, size_t errlen);
-void http_settings_free(struct http_settings *hs);
-
-/* Take an accepted socket of an HTTP listener (TLS on it when p->tls).
- * The socket is closed on any failure. */
-void http_accept(struct loop *l, int fd, const struct sockaddr *peer, const struct session_params *p,
-                 struct session_list *list);
+/* The listeners' front end is front_http (front/front.h): its prepare
+ * makes these settings, its accept takes a socket (TLS on it when p->tls). */
 
 #endif

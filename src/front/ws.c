@@ -1,15 +1,40 @@
 #include "front/ws.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
 
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/util.h"
+#include "front/front.h"
 #include "front/http_util.h"
 #include "net/tls.h"
 #include "net/ws.h"
+
+/* A WebSocket listener's own settings (session_params.front_settings). */
+struct ws_settings {
+    const char *path_prefix;     /* PATH_PREFIX: upgrades outside it are refused */
+    const char *allowed_origins; /* ALLOWED_ORIGINS: "a,b" Origin values allowed; "": any */
+    struct ws_pings pings;       /* WS_PING_INTERVAL, WS_PING_TIMEOUT */
+};
+
+/* A WebSocket broker's (session_params.broker_settings). */
+struct ws_broker {
+    const char *host; /* Host:, as SNI for wss */
+    const char *path; /* TARGET_PATH */
+    uint16_t port;
+    struct ws_pings pings;
+};
+
+/* WS_PING_INTERVAL and WS_PING_TIMEOUT: on the client's WebSocket and on
+ * the one mgate dials to a ws/wss broker. */
+static struct ws_pings pings_of(const struct listener_config *lc)
+{
+    return (struct ws_pings){.interval_ms = lc->ws_ping_interval_ms, .timeout_ms = lc->ws_ping_timeout_ms};
+}
 
 /* "mqtt" (MQTT 3.1.1 and 5.0) and "mqttv3.1" (MQTT 3.1); a client that
  * offers none is upgraded without naming one. */
@@ -33,7 +58,7 @@ static bool listener_log_begin(struct loop *l, const struct session_params *p, s
 
 /* PATH_PREFIX, ALLOWED_ORIGINS and the subprotocol, by the HTTP listener's
  * rules (http_util.c). */
-static void decide(const struct session_params *p, const struct ws_head *h, struct ws_verdict *v)
+static void decide(const struct ws_settings *ws, const struct ws_head *h, struct ws_verdict *v)
 {
     const char *rest, *why;
     size_t path_len = h->target.n;
@@ -41,10 +66,10 @@ static void decide(const struct session_params *p, const struct ws_head *h, stru
     if (q)
         path_len = (size_t)(q - h->target.p);
     char mem[WS_MAX_HEAD + 1]; /* the path is inside the head; decoding never grows it */
-    int st = http_path_check(h->target.p, path_len, p->path_prefix, mem, &rest, &why);
+    int st = http_path_check(h->target.p, path_len, ws->path_prefix, mem, &rest, &why);
     if (st)
         v->status = (unsigned)st, v->why = st == 404 ? "not found" : why;
-    else if (!http_origin_allowed(p->allowed_origins, h->origins, h->origin.p ? h->origin.p : "", h->origin.n))
+    else if (!http_origin_allowed(ws->allowed_origins, h->origins, h->origin.p ? h->origin.p : "", h->origin.n))
         v->status = 403, v->why = "origin not allowed";
     else if (!(v->proto = ws_pick_protocol(h->protocol, mqtt_protocols)))
         v->status = 400, v->why = "no supported subprotocol (mqtt, mqttv3.1)";
@@ -103,7 +128,7 @@ static void check(struct conn *c, const struct ws_head *h, struct ws_verdict *v)
     struct mgate_session *s = c->owner;
     const struct session_params *p = session_params_of(s);
     if (!v->status)
-        decide(p, h, v);
+        decide(p->front_settings, h, v);
     if (!v->status)
         take_token(s, h, v);
     if (v->status)
@@ -112,31 +137,17 @@ static void check(struct conn *c, const struct ws_head *h, struct ws_verdict *v)
 
 static const struct ws_server server = {.check = check};
 
-/* WS_PING_INTERVAL and WS_PING_TIMEOUT: on the client's WebSocket and on
- * the one mgate dials to a ws/wss broker. */
-static struct ws_pings pings_of(const struct session_params *p)
+static void ws_accept(struct loop *l, int fd, const struct sockaddr *peer, const struct session_params *p,
+                      struct session_list *list)
 {
-    return (struct ws_pings){.interval_ms = p->ws_ping_interval_ms, .timeout_ms = p->ws_ping_timeout_ms};
-}
-
-void ws_accept(struct loop *l, int fd, const struct sockaddr *peer, const struct session_params *p,
-               struct session_list *list)
-{
-    if (list->draining) {
-        close(fd);
+    const struct ws_settings *ws = p->front_settings;
+    struct conn *c = front_conn_accept(l, fd, p, list);
+    if (!c)
         return;
-    }
-    struct conn *c = conn_tcp_accept(l, fd, NULL, NULL);
-    if (!c) {
-        close(fd);
-        return;
-    }
     /* The session (and its CONNECT deadline, and its place in
      * MAX_CONNECTIONS) starts now: it bounds the TLS handshake and the
      * upgrade too. */
-    if ((p->tls && tls_accept(c, p->tls) < 0) ||
-        ws_server_start(c, &server, pings_of(p)) < 0 ||
-        !session_start(l, c, peer, p, list))
+    if (ws_server_start(c, &server, ws->pings) < 0 || !session_start(l, c, peer, p, list))
         conn_close(c);
 }
 
@@ -153,8 +164,66 @@ static void broker_failed(struct conn *c, const char *why)
 
 static const struct ws_client client = {.failed = broker_failed};
 
-int ws_broker_layer(struct conn *c, const struct session_params *p)
+static int ws_broker_layer(struct conn *c, const struct session_params *p)
 {
-    const char *host = p->upstream_tls ? p->target_server_name : p->target_host; /* Host:, as SNI */
-    return ws_client_start(c, &client, host, p->target_port, p->target_path, "mqtt", pings_of(p));
+    const struct ws_broker *b = p->broker_settings;
+    return ws_client_start(c, &client, b->host, b->port, b->path, "mqtt", b->pings);
 }
+
+int ws_broker_prepare(const struct listener_config *lc, struct session_params *p, char *err, size_t errlen)
+{
+    struct ws_broker *b = calloc(1, sizeof(*b));
+    if (!b) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    bool wss = lc->target_protocol == TARGET_WSS; /* Host: names what TLS verified (TARGET_SERVER_NAME) */
+    *b = (struct ws_broker){
+        .host = wss && *lc->target_server_name ? lc->target_server_name : lc->target_host,
+        .path = lc->target_path,
+        .port = lc->target_port,
+        .pings = pings_of(lc),
+    };
+    p->broker_layer = ws_broker_layer;
+    p->broker_settings = b;
+    return 0;
+}
+
+void ws_broker_free(struct session_params *p)
+{
+    ASSERT(!p->broker_settings || p->broker_layer == ws_broker_layer);
+    free((void *)p->broker_settings);
+    p->broker_settings = NULL;
+    p->broker_layer = NULL;
+}
+
+/* ---- the front end ------------------------------------------------------ */
+
+static int ws_prepare(const struct listener_config *lc, struct session_params *p, char *err, size_t errlen)
+{
+    if (mqtt_target_prepare(lc, p, err, errlen) < 0)
+        return -1;
+    struct ws_settings *ws = calloc(1, sizeof(*ws));
+    if (!ws) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    *ws = (struct ws_settings){
+        .path_prefix = lc->path_prefix, .allowed_origins = lc->allowed_origins, .pings = pings_of(lc)};
+    p->front_settings = ws;
+    return 0;
+}
+
+static void ws_free(struct session_params *p)
+{
+    mqtt_target_free(p);
+    free((void *)p->front_settings);
+    p->front_settings = NULL;
+}
+
+const struct front_ops front_ws = {
+    .name = "MQTT over WebSocket",
+    .prepare = ws_prepare,
+    .accept = ws_accept,
+    .free = ws_free,
+};

@@ -12,16 +12,17 @@
 
 #include <sys/socket.h>
 
+#include "config/config.h"
 #include "core/loop.h"
 #include "session/session.h"
 
-/* Take an accepted socket of a WebSocket listener (peer: the client, from
- * the PROXY header if there was one).  The socket is closed on any failure. */
-void ws_accept(struct loop *l, int fd, const struct sockaddr *peer, const struct session_params *p,
-               struct session_list *list);
+/* The listeners' front end is front_ws (front/front.h). */
 
-/* session_params.broker_layer for a WebSocket broker: the upgrade to
- * TARGET_PATH over the broker connection (TLS already started for wss). */
-int ws_broker_layer(struct conn *c, const struct session_params *p);
+/* TARGET_PROTOCOL ws, wss behind any MQTT front end: set p->broker_layer to
+ * the upgrade to TARGET_PATH over the broker connection (TLS already
+ * started for wss), with its settings in p->broker_settings; ws_broker_free
+ * frees them (a p without them is fine). */
+int ws_broker_prepare(const struct listener_config *lc, struct session_params *p, char *err, size_t errlen);
+void ws_broker_free(struct session_params *p);
 
 #endif

@@ -407,25 +407,6 @@ struct mgate_session *session_start(struct loop *l, struct conn *client, const s
     return s;
 }
 
-void session_accept_tcp(struct loop *l, int fd, const struct sockaddr *peer,
-                        const struct session_params *p, struct session_list *list)
-{
-    if (list->draining) {
-        close(fd);
-        return;
-    }
-    struct conn *c = conn_tcp_accept(l, fd, &client_cbs, NULL);
-    if (!c) {
-        close(fd);
-        return;
-    }
-    /* The CONNECT deadline starts now, so it bounds a slow handshake too. */
-    if ((p->tls && tls_accept(c, p->tls) < 0) || !session_start(l, c, peer, p, list))
-        conn_close(c);
-    else if (!p->tls)
-        conn_read_now(c); /* CONNECT is usually there already (TCP_DEFER_ACCEPT) */
-}
-
 void session_list_drain(struct session_list *list)
 {
     list->draining = true;

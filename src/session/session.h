@@ -42,9 +42,6 @@ struct session_params {
     bool cn_as_username;          /* the client certificate's CN replaces the username */
     struct tls_ctx *upstream_tls; /* NULL: plain TCP to the broker */
     const char *target_server_name;
-    const char *path_prefix;     /* WebSocket listeners: upgrades outside it are refused */
-    const char *allowed_origins; /* WebSocket: "a,b" Origin values allowed; "": any */
-    uint32_t ws_ping_interval_ms, ws_ping_timeout_ms; /* WebSocket keep-alive; interval 0: none */
     uint8_t listener_id;        /* enum listener_id, for per-listener counters */
     uint32_t publish_rate;      /* PUBLISH_RATE_LIMIT, messages/s per client; 0: none */
     uint32_t publish_bandwidth; /* PUBLISH_BANDWIDTH_LIMIT, bytes/s per client; 0: none */
@@ -58,11 +55,14 @@ struct session_params {
     struct conn *(*dial)(struct loop *l, const struct session_params *p, const struct conn_cbs *cbs,
                          void *owner);
     /* A layer over the broker connection once TCP (and the PROXY header,
-     * and TLS) are on their way: a WebSocket broker's upgrade; NULL: none. */
+     * and TLS) are on their way: a WebSocket broker's upgrade (TARGET_PROTOCOL
+     * ws, wss, behind any MQTT front end); NULL: none.  broker_settings is
+     * the layer's own (front/ws.c). */
     int (*broker_layer)(struct conn *c, const struct session_params *p);
-    const char *target_host, *target_path;
-    uint16_t target_port;
-    const struct http_settings *http; /* HTTP listeners (front/http.h) */
+    const void *broker_settings;
+    /* The listener's front end's own settings, made by its prepare and read
+     * only by it (front/front.h); NULL: it has none (MQTT). */
+    const void *front_settings;
     /* The listener's log budget on this worker (owned and written by its
      * loop, like the sessions); NULL: only each session's own. */
     struct log_limit *log_budget;
@@ -82,9 +82,6 @@ struct session_list {
 struct held;
 struct mgate_session *session_start(struct loop *l, struct conn *client, const struct sockaddr *peer,
                                     const struct session_params *p, struct session_list *list);
-/* Wrap an accepted TCP socket and start a session on it. */
-void session_accept_tcp(struct loop *l, int fd, const struct sockaddr *peer,
-                        const struct session_params *p, struct session_list *list);
 
 /* A front end's credential from outside MQTT (a WebSocket upgrade's
  * Authorization header): the handler sees it as the password of a CONNECT

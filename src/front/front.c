@@ -1,0 +1,40 @@
+/* The one map from listener kind to front end (front.h).  A new front end
+ * is its file with a struct front_ops, and a line here. */
+#include "front/front.h"
+
+#include <unistd.h>
+
+#include "net/conn.h"
+#include "net/tls.h"
+
+static const struct front_ops *const fronts[LISTENER_COUNT] = {
+    [LISTENER_MQTT] = &front_mqtt,
+    [LISTENER_MQTT_TLS] = &front_mqtt,
+    [LISTENER_MQTT_MTLS] = &front_mqtt,
+    [LISTENER_WS] = &front_ws,
+    [LISTENER_WS_TLS] = &front_ws,
+    [LISTENER_WS_MTLS] = &front_ws,
+    [LISTENER_HTTP] = &front_http,
+    [LISTENER_HTTP_TLS] = &front_http,
+    [LISTENER_HTTP_MTLS] = &front_http,
+    /* LISTENER_COAP, LISTENER_COAP_DTLS: configurable, not built yet */
+};
+
+struct conn *front_conn_accept(struct loop *l, int fd, const struct session_params *p, struct session_list *list)
+{
+    struct conn *c = list->draining ? NULL : conn_tcp_accept(l, fd, NULL, NULL);
+    if (!c) {
+        close(fd);
+        return NULL;
+    }
+    if (p->tls && tls_accept(c, p->tls) < 0) {
+        conn_close(c);
+        return NULL;
+    }
+    return c;
+}
+
+const struct front_ops *front_of(enum listener_id id)
+{
+    return (unsigned)id < LISTENER_COUNT ? fronts[id] : NULL;
+}
