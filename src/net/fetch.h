@@ -2,7 +2,8 @@
  * HTTP requests on the loop: libcurl's multi-socket API with its sockets in
  * the loop's epoll set and its timeout on a loop timer.  Nothing here waits:
  * fetch_start returns at once and the callback runs later from the loop.
- * Used for OCSP queries, CRL downloads and (later) auth webhooks.
+ * Used for OCSP queries, CRL downloads, the `http` handler's webhook and
+ * the HTTP front end's requests to its target.
  *
  * One fetcher per loop, made on first use and freed with fetch_loop_free.
  * Use IP literals in URLs where possible: libcurl resolves names in a
