@@ -1116,32 +1116,26 @@ static void http_accept(struct loop *l, int fd, const struct sockaddr *peer, con
                         struct session_list *list)
 {
     const struct http_settings *hs = p->front_settings;
-    struct http_conn *hc = list->draining ? NULL : calloc(1, sizeof(*hc));
     const struct http_limits lim = {hs->max_header, hs->max_body};
-    if (hc && !(hc->hp = http_parser_new(&lim, on_head, hc))) {
-        free(hc);
-        hc = NULL;
-    }
-    struct conn *c = hc ? conn_tcp_accept(l, fd, &http_cbs, hc) : NULL;
-    if (!c) {
+    struct conn *c = front_conn_accept(l, fd, p, list);
+    if (!c)
+        return;
+    struct http_conn *hc = calloc(1, sizeof(*hc));
+    if (!hc || !(hc->hp = http_parser_new(&lim, on_head, hc)) ||
+        !(hc->s = session_front_start(l, peer, p, list, &http_front, hc))) {
+        conn_close(c);
         if (hc)
             http_parser_free(hc->hp);
         free(hc);
-        close(fd);
         return;
     }
+    c->cbs = &http_cbs;
+    c->owner = hc;
     c->high_water = p->output_high_water;
     hc->c = c;
     hc->p = p;
     hc->hs = hs;
     hc->loop = l;
-    if ((p->tls && tls_accept(c, p->tls) < 0) ||
-        !(hc->s = session_front_start(l, peer, p, list, &http_front, hc))) {
-        conn_close(c);
-        http_parser_free(hc->hp);
-        free(hc);
-        return;
-    }
     /* the TLS handshake and the first request within REQUEST_TIMEOUT */
     hc->phase = HC_IDLE;
     arm(hc, hc->hs->request_timeout_ms);
