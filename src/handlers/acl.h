@@ -172,9 +172,9 @@ struct acl_check {
  * waits for fewer checks took its place.  0, or -1 when it was not queued
  * (the queue is full and its source waits for the most, or out of memory):
  * nothing will be called. */
+/* The loop's jobs are dropped when it goes away (waiting for running ones):
+ * its loop slot's destructor. */
 int acl_pool_verify(struct loop *l, const struct acl_check *c);
-/* A worker's loop is going away: drop its jobs (waiting for running ones). */
-void acl_loop_free(struct loop *l);
 /* Stop the pool's threads (after the workers are gone). */
 void acl_pool_stop(void);
 

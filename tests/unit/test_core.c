@@ -1,4 +1,4 @@
-/* Event loop timers and deferred calls, the intrusive list, buffers,
+/* Event loop timers, deferred calls and slots, the intrusive list, buffers,
  * topic alias maps. */
 #include <stdlib.h>
 #include <string.h>
@@ -217,6 +217,64 @@ static void test_log_limit(void)
     CHECK(!log_limit_take(&ll, t + 9000, 0, &left)); /* a zero budget lets nothing through */
 }
 
+/* ---- loop slots ------------------------------------------------------- */
+
+static const char key_low, key_mid, key_high; /* only their addresses matter */
+static char destroyed[LOOP_SLOTS + 2];
+static int ndestroyed;
+
+static void note_destroy(struct loop *l, void *value)
+{
+    (void)l;
+    destroyed[ndestroyed++] = *(const char *)value;
+}
+
+/* A slot that uses an earlier one finds it still there when it goes, and
+ * its own key no longer answers. */
+static void destroy_mid(struct loop *l, void *value)
+{
+    CHECK(loop_slot_get(l, &key_low) != NULL);
+    CHECK(loop_slot_get(l, &key_mid) == NULL);
+    note_destroy(l, value);
+}
+
+static void test_slots(void)
+{
+    struct loop *l = loop_new();
+    static char low = 'L', mid = 'M', high = 'H';
+    CHECK(loop_slot_get(l, &key_low) == NULL);
+    CHECK_EQ_INT(loop_slot_count(l), 0);
+    CHECK_EQ_INT(loop_slot_set(l, &key_low, &low, note_destroy), 0);
+    CHECK_EQ_INT(loop_slot_set(l, &key_mid, &mid, destroy_mid), 0);
+    CHECK_EQ_INT(loop_slot_set(l, &key_high, &high, note_destroy), 0);
+    CHECK(loop_slot_get(l, &key_low) == &low);
+    CHECK(loop_slot_get(l, &key_mid) == &mid);
+    CHECK(loop_slot_get(l, &key_high) == &high);
+    CHECK_EQ_INT(loop_slot_count(l), 3);
+
+    ndestroyed = 0;
+    loop_slots_free(l); /* newest first */
+    CHECK_EQ_INT(ndestroyed, 3);
+    CHECK(!memcmp(destroyed, "HML", 3));
+    CHECK_EQ_INT(loop_slot_count(l), 0);
+    CHECK(loop_slot_get(l, &key_low) == NULL);
+
+    /* A bounded array: the one too many is refused, and the rest are
+     * freed by loop_free itself. */
+    static char keys[LOOP_SLOTS + 1], vals[LOOP_SLOTS + 1];
+    for (int i = 0; i < LOOP_SLOTS; i++) {
+        vals[i] = (char)('a' + i);
+        CHECK_EQ_INT(loop_slot_set(l, &keys[i], &vals[i], note_destroy), 0);
+    }
+    CHECK_EQ_INT(loop_slot_set(l, &keys[LOOP_SLOTS], &vals[LOOP_SLOTS], note_destroy), -1);
+    CHECK(loop_slot_get(l, &keys[LOOP_SLOTS]) == NULL);
+    ndestroyed = 0;
+    loop_free(l);
+    CHECK_EQ_INT(ndestroyed, LOOP_SLOTS);
+    for (int i = 0; i < LOOP_SLOTS && i < ndestroyed; i++)
+        CHECK_EQ_INT(destroyed[i], 'a' + LOOP_SLOTS - 1 - i);
+}
+
 /* ---- the intrusive list -------------------------------------------- */
 
 struct thing {
@@ -295,6 +353,7 @@ int main(void)
     test_timers();
     test_defer();
     test_defer_cancel_in_pass();
+    test_slots();
     test_list();
     test_io();
     test_buf();

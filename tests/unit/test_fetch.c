@@ -290,8 +290,9 @@ static struct loop *setup(void)
 
 static void teardown(struct loop *l)
 {
-    fetch_loop_free(l);
-    CHECK(*loop_slot(l, LOOP_SLOT_FETCH) == NULL);
+    loop_slots_free(l);
+    CHECK_EQ_INT(loop_slot_count(l), 0);
+    CHECK_EQ_INT(fetch_in_flight(l), 0);
     srv_stop(l);
     loop_free(l);
 }
@@ -595,9 +596,9 @@ static void test_free_in_flight(void)
     run(l, 3000);
     CHECK_EQ_INT(server.requests, 3); /* connected and waiting */
     CHECK_EQ_INT(fetch_in_flight(l), 3);
-    fetch_loop_free(l);
+    loop_slots_free(l);
     CHECK_EQ_INT(fetch_in_flight(l), 0);
-    CHECK(*loop_slot(l, LOOP_SLOT_FETCH) == NULL);
+    CHECK_EQ_INT(loop_slot_count(l), 0);
     /* A new fetcher, freed before its request ever ran. */
     get(l, "/hello", (struct fetch_request){0}, &unstarted);
     CHECK_EQ_INT(fetch_in_flight(l), 1);
