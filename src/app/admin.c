@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/list.h"
 #include "core/log.h"
 #include "net/listener.h"
 
@@ -19,7 +20,7 @@ struct admin_conn {
     struct loop_io io;
     struct loop_timer timer;
     struct admin *a;
-    struct admin_conn *prev, *next;
+    struct list_node node; /* in a->conns */
     struct buf out;
     uint32_t len;
     char req[ADMIN_MAX_REQUEST + 1];
@@ -30,7 +31,7 @@ struct admin {
     struct loop *l;
     admin_route route;
     void *ctx;
-    struct admin_conn *conns;
+    struct list_node conns;
     unsigned nconns;
 };
 
@@ -41,12 +42,8 @@ static void conn_free(struct admin_conn *c)
     loop_timer_stop(a->l, &c->timer);
     close(c->io.fd);
     buf_release(&c->out);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        a->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    list_remove(&c->node);
+    ASSERT(a->nconns > 0);
     a->nconns--;
     free(c);
 }
@@ -167,10 +164,7 @@ static void on_accept(struct listener *ls, int fd, const struct sockaddr *peer, 
         return;
     }
     c->a = a;
-    c->next = a->conns;
-    if (a->conns)
-        a->conns->prev = c;
-    a->conns = c;
+    list_push_front(&a->conns, &c->node);
     a->nconns++;
     loop_timer_start(a->l, &c->timer, ADMIN_TIMEOUT_MS, on_timeout);
 }
@@ -200,8 +194,9 @@ void admin_stop(struct admin *a)
 {
     if (!a)
         return;
-    while (a->conns)
-        conn_free(a->conns);
+    struct list_node *n;
+    while ((n = list_first(&a->conns)))
+        conn_free(container_of(n, struct admin_conn, node));
     listener_close(&a->ls);
     free(a);
 }

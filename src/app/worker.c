@@ -192,10 +192,8 @@ void worker_join(struct worker *w)
     pthread_mutex_destroy(&w->lock);
     if (w->ctl.fd >= 0)
         close(w->ctl.fd);
-    tls_loop_free(w->loop); /* revocation checks in flight, then libcurl's state */
-    webhook_loop_free(w->loop); /* its requests, before libcurl's state goes */
-    fetch_loop_free(w->loop);
-    acl_loop_free(w->loop); /* password checks in flight */
+    /* The layers' per-loop state goes first, newest first (core/loop.h):
+     * revocation checks, webhook requests and password checks in flight. */
     loop_free(w->loop);
     w->loop = NULL;
 }

@@ -1,5 +1,6 @@
 #include "core/loop.h"
 #include "core/metrics.h"
+#include "core/util.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -14,6 +15,12 @@
 #define LOOP_MAX_EVENTS 256
 #define LOOP_SCRATCH_SIZE (64 * 1024)
 
+struct loop_slot {
+    const void *key; /* the address of a static object of the owning layer */
+    void *value;
+    loop_slot_destroy destroy;
+};
+
 struct loop {
     int epfd;
     bool stopping;
@@ -24,7 +31,8 @@ struct loop {
     struct loop_defer *pass_head, *pass_tail; /* the deferred calls running now */
     struct loop_hook *hooks;
     void *owner;
-    void *slots[LOOP_SLOT_COUNT];
+    struct loop_slot slots[LOOP_SLOTS]; /* in the order of registration */
+    unsigned nslots;
 
     struct loop_io sigio;
     void (*sig_cb)(struct loop *, int, void *);
@@ -62,6 +70,7 @@ void loop_free(struct loop *l)
 {
     if (!l)
         return;
+    loop_slots_free(l); /* first: their destructors still use the loop */
     if (l->sigio.fd >= 0)
         close(l->sigio.fd);
     close(l->epfd);
@@ -73,7 +82,40 @@ void loop_stop(struct loop *l) { l->stopping = true; }
 uint64_t loop_now(const struct loop *l) { return l->now; }
 void loop_set_owner(struct loop *l, void *owner) { l->owner = owner; }
 void *loop_owner(const struct loop *l) { return l->owner; }
-void **loop_slot(struct loop *l, enum loop_slot s) { return &l->slots[s]; }
+
+/* ---- slots of upper layers -------------------------------------------- */
+
+void *loop_slot_get(struct loop *l, const void *key)
+{
+    for (unsigned i = 0; i < l->nslots; i++)
+        if (l->slots[i].key == key)
+            return l->slots[i].value;
+    return NULL;
+}
+
+int loop_slot_set(struct loop *l, const void *key, void *value, loop_slot_destroy destroy)
+{
+    ASSERT(key && !loop_slot_get(l, key)); /* a layer registers its state once */
+    if (l->nslots == LOOP_SLOTS)
+        return -1;
+    l->slots[l->nslots++] = (struct loop_slot){.key = key, .value = value, .destroy = destroy};
+    return 0;
+}
+
+unsigned loop_slot_count(const struct loop *l) { return l->nslots; }
+
+/* Newest first, each taken off before its destructor runs: the ones it may
+ * use (registered earlier) are still there, and its own is gone, so a
+ * destructor that reaches its own layer's state finds none.  A destructor
+ * that registers a slot (it should not) has it freed in turn here. */
+void loop_slots_free(struct loop *l)
+{
+    while (l->nslots) {
+        struct loop_slot s = l->slots[--l->nslots];
+        if (s.destroy)
+            s.destroy(l, s.value);
+    }
+}
 
 uint8_t *loop_scratch(struct loop *l, size_t *size)
 {

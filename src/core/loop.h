@@ -84,11 +84,28 @@ struct metrics *loop_metrics(struct loop *l);
 void loop_set_owner(struct loop *l, void *owner);
 void *loop_owner(const struct loop *l);
 
-/* Per-loop state of a lower layer that is made on first use (libcurl's
- * multi handle, the TLS module's pending checks): one pointer each, owned
- * and freed by that layer.  A fixed list, so the loop stays ignorant of
- * what they hold. */
-enum loop_slot { LOOP_SLOT_FETCH, LOOP_SLOT_TLS, LOOP_SLOT_ACL, LOOP_SLOT_WEBHOOK, LOOP_SLOT_COUNT };
-void **loop_slot(struct loop *l, enum loop_slot s);
+/*
+ * Per-loop state of an upper layer, made on first use (libcurl's multi
+ * handle, the TLS module's pending checks, the webhook's requests): the
+ * owning layer registers it under a key of its own, the address of a static
+ * object in its file, so the loop names no layer and no global table is
+ * written.  At most LOOP_SLOTS of them.
+ *
+ * The destructors run when the loop is freed (or at loop_slots_free), in the
+ * reverse order of registration, each while the slots registered before it
+ * still exist.  So a layer whose state uses another's (the webhook's and the
+ * TLS checks' requests are fetches, cancelled through the fetcher) gets that
+ * one's slot made before registering its own, and is torn down first by
+ * construction.  A slot's own key reads NULL while its destructor runs.
+ */
+#define LOOP_SLOTS 8
+typedef void (*loop_slot_destroy)(struct loop *l, void *value);
+void *loop_slot_get(struct loop *l, const void *key); /* NULL when not registered */
+/* Register value under key (once); -1 when every slot is taken. */
+int loop_slot_set(struct loop *l, const void *key, void *value, loop_slot_destroy destroy);
+unsigned loop_slot_count(const struct loop *l);
+/* Run every slot's destructor, newest first, and empty the slots (the loop
+ * may register new ones afterwards). */
+void loop_slots_free(struct loop *l);
 
 #endif

@@ -171,10 +171,9 @@ struct acl_check {
  * called on loop l with ACL_CHECK_OK or _FAIL, or _BUSY when a source that
  * waits for fewer checks took its place.  0, or -1 when it was not queued
  * (the queue is full and its source waits for the most, or out of memory):
- * nothing will be called. */
+ * nothing will be called.  When l goes away, its jobs are dropped (running
+ * ones waited for) by its loop slot's destructor, and done is not called. */
 int acl_pool_verify(struct loop *l, const struct acl_check *c);
-/* A worker's loop is going away: drop its jobs (waiting for running ones). */
-void acl_loop_free(struct loop *l);
 /* Stop the pool's threads (after the workers are gone). */
 void acl_pool_stop(void);
 

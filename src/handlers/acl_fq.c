@@ -88,7 +88,7 @@ static struct acl_fq_source *source_new(struct acl_fq *q, const struct acl_fq_ad
 
 static void source_free(struct acl_fq *q, struct acl_fq_source *s)
 {
-    assert(!s->queued && !s->head);
+    assert(!s->queued && list_empty(&s->items));
     struct acl_fq_source **pp = &q->bucket[bucket_of(&s->addr)];
     while (*pp != s)
         pp = &(*pp)->hnext;
@@ -109,15 +109,7 @@ static void source_free(struct acl_fq *q, struct acl_fq_source *s)
 static void unlink_item(struct acl_fq *q, struct acl_fq_item *it)
 {
     struct acl_fq_source *s = it->src;
-    if (it->prev)
-        it->prev->next = it->next;
-    else
-        s->head = it->next;
-    if (it->next)
-        it->next->prev = it->prev;
-    else
-        s->tail = it->prev;
-    it->next = it->prev = NULL;
+    list_remove(&it->node);
     s->queued--;
     q->queued--;
     if (!s->queued)
@@ -146,19 +138,13 @@ struct acl_fq_item *acl_fq_push(struct acl_fq *q, const struct acl_fq_addr *addr
         uint32_t mine = s ? s->queued : 0;
         if (mine + 1 >= victim->queued)
             return it; /* the newcomer's source would be (one of) the longest */
-        out = victim->tail;
+        out = container_of(list_last(&victim->items), struct acl_fq_item, node);
         unlink_item(q, out); /* the victim keeps more than s: neither is freed */
     }
     if (!s)
         s = source_new(q, addr);
     it->src = s;
-    it->next = NULL;
-    it->prev = s->tail;
-    if (s->tail)
-        s->tail->next = it;
-    else
-        s->head = it;
-    s->tail = it;
+    list_push_back(&s->items, &it->node);
     s->queued++;
     q->queued++;
     assert(q->queued <= ACL_FQ_MAX);
@@ -170,30 +156,34 @@ struct acl_fq_item *acl_fq_pop(struct acl_fq *q)
     struct acl_fq_source *s = q->cursor;
     if (!s)
         return NULL;
-    struct acl_fq_item *it = s->head;
+    struct acl_fq_item *it = list_entry(list_first(&s->items), struct acl_fq_item, node);
     assert(it);
     q->cursor = s->ring_next; /* next round's turn goes to the next source */
     unlink_item(q, it);       /* frees s when it was its last */
     return it;
 }
 
-struct acl_fq_item *acl_fq_remove_if(struct acl_fq *q, bool (*drop)(const struct acl_fq_item *, void *), void *ctx)
+uint32_t acl_fq_remove_if(struct acl_fq *q, bool (*drop)(const struct acl_fq_item *, void *), void *ctx,
+                          struct list_node *out)
 {
-    struct acl_fq_item *out = NULL;
+    uint32_t n = 0;
     for (uint32_t i = 0; i < ACL_FQ_MAX; i++) {
         struct acl_fq_source *s = &q->pool[i];
         /* A slot is in use while it has checks; a free one has none. */
-        for (struct acl_fq_item *it = s->queued ? s->head : NULL, *next; it; it = next) {
-            next = it->next;
+        struct list_node *pos, *next;
+        if (!s->queued)
+            continue;
+        list_for_each_safe(pos, next, &s->items) {
+            struct acl_fq_item *it = container_of(pos, struct acl_fq_item, node);
             if (!drop(it, ctx))
                 continue;
             bool last = s->queued == 1;
             unlink_item(q, it);
-            it->next = out;
-            out = it;
+            list_push_back(out, &it->node);
+            n++;
             if (last)
                 break; /* s went back to the free list */
         }
     }
-    return out;
+    return n;
 }

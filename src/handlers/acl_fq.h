@@ -20,6 +20,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "core/list.h"
+
 /* Checks waiting at once (not counting the ones running); the bound that
  * acl_pool.c had before fair queueing. */
 #define ACL_FQ_MAX 256u
@@ -36,13 +38,13 @@ struct acl_fq_source;
 
 /* Embedded in what is queued. */
 struct acl_fq_item {
-    struct acl_fq_item *next, *prev; /* in its source's FIFO */
+    struct list_node node; /* in its source's FIFO; zeroed while not queued */
     struct acl_fq_source *src;
 };
 
 struct acl_fq_source {
     struct acl_fq_addr addr;
-    struct acl_fq_item *head, *tail;
+    struct list_node items; /* oldest first */
     uint32_t queued;
     struct acl_fq_source *ring_next, *ring_prev; /* sources with checks waiting */
     struct acl_fq_source *hnext;                 /* hash chain; free list when unused */
@@ -71,9 +73,9 @@ struct acl_fq_item *acl_fq_push(struct acl_fq *q, const struct acl_fq_addr *addr
 /* The next check to run (round-robin over sources), or NULL. */
 struct acl_fq_item *acl_fq_pop(struct acl_fq *q);
 
-/* Take out every queued check for which drop(it, ctx) is true; they are
- * returned linked through ->next. */
-struct acl_fq_item *acl_fq_remove_if(struct acl_fq *q, bool (*drop)(const struct acl_fq_item *, void *),
-                                     void *ctx);
+/* Take out every queued check for which drop(it, ctx) is true and put them
+ * on `out` (a list of acl_fq_item.node); returns how many. */
+uint32_t acl_fq_remove_if(struct acl_fq *q, bool (*drop)(const struct acl_fq_item *, void *), void *ctx,
+                          struct list_node *out);
 
 #endif

@@ -3,7 +3,7 @@
  * iterations: 10000 take ~4.5 ms) run on a few threads of their own.  The
  * CONNECT's verdict is pending meanwhile, so the worker goes on serving
  * everyone else; the answer comes back to the session's loop through an
- * eventfd per loop (LOOP_SLOT_ACL), where the callback resumes the session.
+ * eventfd per loop (in a loop slot), where the callback resumes the session.
  *
  * Fair and bounded: checks wait in acl_fq.c's queues, one per source
  * address, served round-robin, at most ACL_FQ_MAX in all; when it is full
@@ -157,7 +157,7 @@ static void *pool_main(void *arg)
         while (!pool.stopping && !(it = acl_fq_pop(&pool.fq)))
             pthread_cond_wait(&pool.work, &pool.lock);
         if (pool.stopping)
-            break; /* what is still queued is dropped by acl_loop_free */
+            break; /* what is still queued is dropped by waker_destroy */
         struct job *j = job_of(it);
         j->w->running++;
         pool.running++;
@@ -194,13 +194,18 @@ static void on_done(struct loop *l, struct loop_io *io, uint32_t events)
     }
 }
 
+static const char waker_key; /* of the loop slot; only its address matters */
+
+static void waker_destroy(struct loop *l, void *value);
+
+/* The acl's per-loop state uses no other layer's, so where it stands in
+ * the order of the loop's slots does not matter. */
 static struct waker *waker_get(struct loop *l)
 {
-    struct waker **slot = (struct waker **)loop_slot(l, LOOP_SLOT_ACL);
-    if (*slot)
-        return *slot;
-    struct waker *w = calloc(1, sizeof(*w));
-    if (!w)
+    struct waker *w = loop_slot_get(l, &waker_key);
+    if (w)
+        return w;
+    if (!(w = calloc(1, sizeof(*w))))
         return NULL;
     int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (fd < 0 || loop_io_add(l, &w->io, fd, EPOLLIN, on_done) < 0) {
@@ -209,8 +214,14 @@ static struct waker *waker_get(struct loop *l)
         free(w);
         return NULL;
     }
+    if (loop_slot_set(l, &waker_key, w, waker_destroy) < 0) {
+        loop_io_del(l, &w->io);
+        close(fd);
+        free(w);
+        return NULL;
+    }
     w->loop = l;
-    return *slot = w;
+    return w;
 }
 
 /* Under pool.lock: one more thread while there are fewer than CPUs (at most
@@ -262,8 +273,10 @@ int acl_pool_verify(struct loop *l, const struct acl_check *c)
         grow_locked();
         if (pool.nthreads)
             pthread_cond_signal(&pool.work);
-        else /* no thread at all: take the job back */
-            queued = !acl_fq_remove_if(&pool.fq, is_item, &j->q);
+        else { /* no thread at all: take the job back */
+            struct list_node back = {0};
+            queued = !acl_fq_remove_if(&pool.fq, is_item, &j->q, &back);
+        }
     }
     pthread_mutex_unlock(&pool.lock);
     if (!queued)
@@ -276,24 +289,23 @@ static bool of_waker(const struct acl_fq_item *it, void *ctx)
     return ((const struct job *)((const char *)it - offsetof(struct job, q)))->w == ctx;
 }
 
-void acl_loop_free(struct loop *l)
+/* The slot's destructor (after loop_run has returned). */
+static void waker_destroy(struct loop *l, void *value)
 {
-    struct waker **slot = (struct waker **)loop_slot(l, LOOP_SLOT_ACL);
-    struct waker *w = *slot;
-    if (!w)
-        return;
-    *slot = NULL;
+    struct waker *w = value;
     pthread_mutex_lock(&pool.lock);
     /* Queued jobs of this loop go; running ones are waited for (a few ms). */
-    struct acl_fq_item *queued = pool.fq_ready ? acl_fq_remove_if(&pool.fq, of_waker, w) : NULL;
+    struct list_node queued = {0};
+    if (pool.fq_ready)
+        acl_fq_remove_if(&pool.fq, of_waker, w, &queued);
     while (w->running)
         pthread_cond_wait(&pool.idle, &pool.lock);
     struct job *drop = w->done;
     w->done = NULL;
     pthread_mutex_unlock(&pool.lock);
-    while (queued) {
-        struct job *j = job_of(queued);
-        queued = queued->next;
+    struct list_node *it;
+    while ((it = list_pop_front(&queued))) {
+        struct job *j = job_of(container_of(it, struct acl_fq_item, node));
         j->next = drop;
         drop = j;
     }

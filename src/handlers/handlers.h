@@ -36,10 +36,8 @@ void handlers_reload(void);
 void handlers_stop(void);
 
 /* The `http` handler (webhook.c): start checks MGATE_WEBHOOK_*; a worker's
- * loop going away cancels its requests. */
+ * loop going away cancels its requests (its loop slot's destructor). */
 int webhook_start(const struct mgate_config *cfg, char *err, size_t errlen);
-struct loop;
-void webhook_loop_free(struct loop *l);
 /* The service's 2xx answer (tests): 0 allow, 1 deny, 2 ignore, 3 not an
  * object we understand; *found tells whether it had a "result". */
 int webhook_parse_answer(const uint8_t *body, size_t len, bool *found);

@@ -29,6 +29,7 @@
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 
+#include "core/list.h"
 #include "core/log.h"
 #include "core/loop.h"
 #include "handlers/handlers.h"
@@ -64,7 +65,7 @@ struct webhook {
      * of each a round, so one client's large SUBSCRIBE (an item a filter)
      * delays its own answer, not every other client's CONNECT. */
     struct group *queue, **queue_tail;
-    struct item *active;              /* in flight */
+    struct list_node active;          /* items in flight */
     struct cache_entry *cache;        /* CACHE_SLOTS, when a TTL is set */
 };
 
@@ -77,7 +78,7 @@ struct item {
     struct group *g;
     uint32_t filter; /* SUBSCRIBE: its index */
     struct fetch *f;
-    struct item *next, *prev; /* in the queue or the active list */
+    struct list_node node; /* in the active list while in flight */
     uint8_t key[SHA256_DIGEST_LENGTH];
     char *body;
     size_t len;
@@ -305,21 +306,29 @@ int webhook_parse_answer(const uint8_t *body, size_t len, bool *found)
 
 /* ---- per-worker state -------------------------------------------------- */
 
+static const char webhook_key; /* of the loop slot; only its address matters */
+
+static void webhook_destroy(struct loop *l, void *value);
+
+/* Made on the first request: the fetcher first, so that this slot,
+ * registered after it, is freed before it (core/loop.h) and its requests
+ * are cancelled while libcurl's state is still there. */
 static struct webhook *webhook_get(struct loop *l)
 {
-    struct webhook **slot = (struct webhook **)loop_slot(l, LOOP_SLOT_WEBHOOK);
-    if (*slot)
-        return *slot;
-    struct webhook *wh = calloc(1, sizeof(*wh));
-    if (!wh)
+    struct webhook *wh = loop_slot_get(l, &webhook_key);
+    if (wh)
+        return wh;
+    if (fetch_loop_prepare(l) < 0 || !(wh = calloc(1, sizeof(*wh))))
         return NULL;
-    if (cfg.cache_ttl_ms && !(wh->cache = calloc(CACHE_SLOTS, sizeof(*wh->cache)))) {
+    if ((cfg.cache_ttl_ms && !(wh->cache = calloc(CACHE_SLOTS, sizeof(*wh->cache)))) ||
+        loop_slot_set(l, &webhook_key, wh, webhook_destroy) < 0) {
+        free(wh->cache);
         free(wh);
         return NULL;
     }
     wh->loop = l;
     wh->queue_tail = &wh->queue;
-    return *slot = wh;
+    return wh;
 }
 
 static struct cache_entry *cache_slot(struct webhook *wh, const uint8_t *key)
@@ -409,23 +418,13 @@ static void item_done(struct item *it, enum result r)
     group_free(g);
 }
 
-static void unlink_active(struct webhook *wh, struct item *it)
-{
-    if (it->prev)
-        it->prev->next = it->next;
-    else
-        wh->active = it->next;
-    if (it->next)
-        it->next->prev = it->prev;
-    it->next = it->prev = NULL;
-}
-
 static void on_answer(void *ctx, const struct fetch_result *res)
 {
     struct item *it = ctx;
     struct webhook *wh = it->g->wh;
     it->f = NULL;
-    unlink_active(wh, it);
+    list_remove(&it->node);
+    ASSERT(wh->inflight > 0);
     wh->inflight--;
     enum result r = R_ERROR;
     bool found = false;
@@ -462,11 +461,7 @@ static void send_item(struct webhook *wh, struct item *it)
         return;
     }
     wh->inflight++;
-    it->prev = NULL;
-    it->next = wh->active;
-    if (wh->active)
-        wh->active->prev = it;
-    wh->active = it;
+    list_push_front(&wh->active, &it->node);
 }
 
 static void queue_push(struct webhook *wh, struct group *g)
@@ -681,13 +676,11 @@ int webhook_start(const struct mgate_config *c, char *err, size_t errlen)
     return 0;
 }
 
-void webhook_loop_free(struct loop *l)
+/* The slot's destructor (after loop_run has returned). */
+static void webhook_destroy(struct loop *l, void *value)
 {
-    struct webhook **slot = (struct webhook **)loop_slot(l, LOOP_SLOT_WEBHOOK);
-    struct webhook *wh = *slot;
-    if (!wh)
-        return;
-    *slot = NULL;
+    (void)l;
+    struct webhook *wh = value;
     /* The loop no longer runs, so these sessions cannot be resumed: cancel
      * the requests and drop the groups (each once). */
     unsigned n = 0;
@@ -700,8 +693,11 @@ void webhook_loop_free(struct loop *l)
         if (!g->remaining)
             group_free(g);
     }
-    for (struct item *it = wh->active, *next; it; it = next) {
-        next = it->next;
+    /* A group is freed with its last item here, so the next item (read
+     * before) is never in a freed group. */
+    struct list_node *pos, *tmp;
+    list_for_each_safe(pos, tmp, &wh->active) {
+        struct item *it = container_of(pos, struct item, node);
         fetch_cancel(it->f);
         it->f = NULL;
         if (!--it->g->remaining)

@@ -27,6 +27,8 @@
 #include <sys/epoll.h>
 #include <time.h>
 
+#include "core/list.h"
+
 #define FETCH_DEFAULT_TIMEOUT_MS 5000u
 #define FETCH_DEFAULT_MAX_BODY ((size_t)1024 * 1024)
 #define FETCH_BODY_FIRST_ALLOC ((size_t)4096)
@@ -44,7 +46,7 @@ struct fetch_sock {
 
 struct fetch {
     struct fetcher *fr;
-    struct fetch *prev, *next; /* in fr->fetches while in flight */
+    struct list_node node; /* in fr->fetches while in flight */
     CURL *easy;
     struct curl_slist *headers;
     struct curl_slist *connect_to;
@@ -59,7 +61,7 @@ struct fetch {
     char errbuf[CURL_ERROR_SIZE];
 };
 
-/* Per-loop state, in *loop_slot(l, LOOP_SLOT_FETCH). */
+/* Per-loop state, in the loop's slot under &fetcher_key. */
 struct fetcher {
     struct loop *loop;
     CURLM *multi;
@@ -68,7 +70,7 @@ struct fetcher {
     bool kick_wanted;
     struct loop_defer reap; /* frees dead socket records */
     struct fetch_sock *socks;
-    struct fetch *fetches;
+    struct list_node fetches;
     unsigned in_flight;
 };
 
@@ -243,13 +245,8 @@ static void fetch_free(struct fetch *f)
 static void fetch_unlink(struct fetch *f)
 {
     struct fetcher *fr = f->fr;
-    if (f->prev)
-        f->prev->next = f->next;
-    else
-        fr->fetches = f->next;
-    if (f->next)
-        f->next->prev = f->prev;
-    f->prev = f->next = NULL;
+    list_remove(&f->node);
+    ASSERT(fr->in_flight > 0);
     fr->in_flight--;
 }
 
@@ -532,17 +529,23 @@ static int fetch_setup(struct fetch *f, const struct fetch_request *req)
 
 /* ---- the per-loop fetcher ----------------------------------------------- */
 
+/* The key of the fetcher's loop slot: only its address matters. */
+static const char fetcher_key;
+
+static void fetcher_destroy(struct loop *l, void *value);
+
 static struct fetcher *fetcher_get(struct loop *l)
 {
-    void **slot = loop_slot(l, LOOP_SLOT_FETCH);
-    if (*slot)
-        return *slot;
-    struct fetcher *fr = calloc(1, sizeof(*fr));
-    if (!fr)
+    struct fetcher *fr = loop_slot_get(l, &fetcher_key);
+    if (fr)
+        return fr;
+    if (!(fr = calloc(1, sizeof(*fr))))
         return NULL;
     fr->loop = l;
     fr->multi = curl_multi_init();
-    if (!fr->multi) {
+    if (!fr->multi || loop_slot_set(l, &fetcher_key, fr, fetcher_destroy) < 0) {
+        if (fr->multi)
+            curl_multi_cleanup(fr->multi);
         free(fr);
         return NULL;
     }
@@ -553,7 +556,6 @@ static struct fetcher *fetcher_get(struct loop *l)
     /* Idle connections kept for reuse: enough for a busy target, and not one
      * per request of the last burst (libcurl's default is 4 per handle). */
     curl_multi_setopt(fr->multi, CURLMOPT_MAXCONNECTS, (long)FETCH_MAX_IDLE_CONNECTIONS);
-    *slot = fr;
     return fr;
 }
 
@@ -586,10 +588,7 @@ struct fetch *fetch_start(struct loop *l, const struct fetch_request *req, fetch
         errno = ENOMEM;
         return NULL;
     }
-    f->next = fr->fetches;
-    if (f->next)
-        f->next->prev = f;
-    fr->fetches = f;
+    list_push_front(&fr->fetches, &f->node);
     fr->in_flight++;
     return f;
 }
@@ -605,18 +604,20 @@ void fetch_cancel(struct fetch *f)
 
 unsigned fetch_in_flight(struct loop *l)
 {
-    struct fetcher *fr = *loop_slot(l, LOOP_SLOT_FETCH);
+    struct fetcher *fr = loop_slot_get(l, &fetcher_key);
     return fr ? fr->in_flight : 0;
 }
 
-void fetch_loop_free(struct loop *l)
+int fetch_loop_prepare(struct loop *l) { return fetcher_get(l) ? 0 : -1; }
+
+/* The slot's destructor (after loop_run has returned): cancel everything
+ * and free libcurl's state. */
+static void fetcher_destroy(struct loop *l, void *value)
 {
-    void **slot = loop_slot(l, LOOP_SLOT_FETCH);
-    struct fetcher *fr = *slot;
-    if (!fr)
-        return;
-    while (fr->fetches)
-        fetch_cancel(fr->fetches);
+    struct fetcher *fr = value;
+    while (!list_empty(&fr->fetches))
+        fetch_cancel(container_of(list_first(&fr->fetches), struct fetch, node));
+    ASSERT(fr->in_flight == 0);
     for (struct fetch_sock *fs = fr->socks; fs; fs = fs->next)
         if (!fs->dead)
             sock_retire(fr, fs, true);
@@ -626,5 +627,4 @@ void fetch_loop_free(struct loop *l)
     loop_defer_cancel(l, &fr->reap);
     fetcher_reap(l, &fr->reap); /* every record is dead by now */
     free(fr);
-    *slot = NULL;
 }

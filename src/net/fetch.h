@@ -5,7 +5,8 @@
  * Used for OCSP queries, CRL downloads, the `http` handler's webhook and
  * the HTTP front end's requests to its target.
  *
- * One fetcher per loop, made on first use and freed with fetch_loop_free.
+ * One fetcher per loop, made on first use (in a loop slot, core/loop.h) and
+ * freed with the loop's slots: what is still in flight then is cancelled.
  * Use IP literals in URLs where possible: libcurl resolves names in a
  * thread of its own, never in the loop, but a literal needs no lookup.
  *
@@ -109,9 +110,11 @@ void fetch_cancel(struct fetch *f);
 /* Requests started on l and not finished yet (for tests and metrics). */
 unsigned fetch_in_flight(struct loop *l);
 
-/* Cancel everything on l and free its libcurl state (at loop teardown,
- * after loop_run has returned: not from a loop or fetch callback).  A later
- * fetch_start on l makes a new fetcher. */
-void fetch_loop_free(struct loop *l);
+/* Make l's fetcher now if it is not made yet; -1 when out of memory.  A
+ * layer whose per-loop state holds fetches calls it before registering its
+ * own loop slot: slots are freed newest first, so that state is freed (its
+ * fetches cancelled) while the fetcher still exists.  After
+ * loop_slots_free, a later fetch_start on l makes a new fetcher. */
+int fetch_loop_prepare(struct loop *l);
 
 #endif

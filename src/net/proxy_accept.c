@@ -14,8 +14,7 @@
 struct proxy_wait {
     struct loop_io io;
     struct loop_timer timer;
-    struct proxy_wait *prev, *next;
-    struct proxy_list *list;
+    struct list_node node; /* in its proxy_list */
     struct sockaddr_storage peer; /* the balancer's address, for logs */
     socklen_t peer_len;
     const char *listener;
@@ -27,12 +26,7 @@ static void unlink_wait(struct loop *l, struct proxy_wait *w)
 {
     loop_io_del(l, &w->io);
     loop_timer_stop(l, &w->timer);
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        w->list->head = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
+    list_remove(&w->node);
 }
 
 static void refuse(struct loop *l, struct proxy_wait *w, const char *why)
@@ -95,21 +89,18 @@ void proxy_accept(struct loop *l, struct proxy_list *list, int fd, const struct 
     }
     memcpy(&w->peer, peer, len < sizeof(w->peer) ? len : sizeof(w->peer));
     w->peer_len = len;
-    w->list = list;
     w->listener = listener;
     w->done = done;
     w->ctx = ctx;
-    w->next = list->head;
-    if (list->head)
-        list->head->prev = w;
-    list->head = w;
+    list_push_front(&list->waiting, &w->node);
     loop_timer_start(l, &w->timer, timeout_ms, on_timeout);
 }
 
 void proxy_list_close(struct loop *l, struct proxy_list *list)
 {
-    while (list->head) {
-        struct proxy_wait *w = list->head;
+    struct list_node *n;
+    while ((n = list_first(&list->waiting))) {
+        struct proxy_wait *w = container_of(n, struct proxy_wait, node);
         unlink_wait(l, w);
         close(w->io.fd);
         free(w);

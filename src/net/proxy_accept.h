@@ -11,13 +11,13 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "core/list.h"
 #include "core/loop.h"
 
-struct proxy_wait;
-/* The sockets still waiting for their header, owned by the worker. */
+/* The sockets still waiting for their header, owned by the worker (zeroed:
+ * empty). */
 struct proxy_list {
-    struct proxy_wait *head;
-
+    struct list_node waiting; /* of struct proxy_wait */
 };
 
 typedef void (*proxy_done_cb)(void *ctx, int fd, const struct sockaddr *peer, socklen_t len);

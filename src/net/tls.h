@@ -71,7 +71,4 @@ bool tls_is_tls(const struct conn *c);
 /* "TLSv1.3", or NULL when c is not TLS. A static string. */
 const char *tls_version(const struct conn *c);
 
-/* Cancel this loop's revocation fetches (at worker teardown). */
-void tls_loop_free(struct loop *l);
-
 #endif

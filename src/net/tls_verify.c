@@ -23,6 +23,7 @@
 
 #include "core/metrics.h"
 #include "core/log.h"
+#include "core/list.h"
 #include "net/fetch.h"
 #include "net/tls_int.h"
 
@@ -39,7 +40,7 @@ static void __attribute__((format(printf, 3, 4))) whyf(char *buf, size_t len, co
 
 /* One fetch and the handshakes waiting for it, on one loop. */
 struct tls_wait {
-    struct tls_wait *next;
+    struct list_node node; /* in its loop's waits */
     struct loop *loop;
     struct tls_ctx *ctx;
     int kind; /* CHECK_* */
@@ -57,15 +58,18 @@ struct tls_wait {
     struct loop_defer starter;
 };
 
-static struct tls_wait **waits_of(struct loop *l) { return (struct tls_wait **)loop_slot(l, LOOP_SLOT_TLS); }
+/* Per-loop state, in a loop slot under &waits_key: the fetches under way. */
+struct tls_loop {
+    struct list_node waits;
+};
+
+static const char waits_key; /* only its address matters */
+
+static struct tls_loop *tls_loop_of(struct loop *l) { return loop_slot_get(l, &waits_key); }
 
 static void wait_free(struct tls_wait *w)
 {
-    for (struct tls_wait **p = waits_of(w->loop); *p; p = &(*p)->next)
-        if (*p == w) {
-            *p = w->next;
-            break;
-        }
+    list_remove(&w->node);
     if (w->f)
         fetch_cancel(w->f);
     loop_defer_cancel(w->loop, &w->starter);
@@ -78,10 +82,32 @@ static void wait_free(struct tls_wait *w)
     free(w);
 }
 
-void tls_loop_free(struct loop *l)
+/* The slot's destructor (after loop_run has returned): cancel the fetches. */
+static void tls_loop_destroy(struct loop *l, void *value)
 {
-    while (*waits_of(l))
-        wait_free(*waits_of(l));
+    (void)l;
+    struct tls_loop *tl = value;
+    struct list_node *n;
+    while ((n = list_first(&tl->waits)))
+        wait_free(container_of(n, struct tls_wait, node));
+    free(tl);
+}
+
+/* Made on the first check: the fetcher first, so that this slot, registered
+ * after it, is freed before it (core/loop.h) and its fetches are cancelled
+ * while libcurl's state is still there. */
+static struct tls_loop *tls_loop_get(struct loop *l)
+{
+    struct tls_loop *tl = tls_loop_of(l);
+    if (tl)
+        return tl;
+    if (fetch_loop_prepare(l) < 0 || !(tl = calloc(1, sizeof(*tl))))
+        return NULL;
+    if (loop_slot_set(l, &waits_key, tl, tls_loop_destroy) < 0) {
+        free(tl);
+        return NULL;
+    }
+    return tl;
 }
 
 /* ---- answers arriving --------------------------------------------------- */
@@ -211,15 +237,22 @@ static void join(struct tls_wait *w, struct tls_conn *t)
  * responder URL, trust store and caches are its own), if any. */
 static struct tls_wait *find_wait(const struct tls_conn *t, const uint8_t *key)
 {
-    for (struct tls_wait *w = *waits_of(t->c->loop); w; w = w->next)
+    struct tls_loop *tl = tls_loop_of(t->c->loop);
+    struct list_node *n, *next;
+    if (!tl)
+        return NULL;
+    list_for_each_safe(n, next, &tl->waits) {
+        struct tls_wait *w = container_of(n, struct tls_wait, node);
         if (w->ctx == t->ctx && !memcmp(w->key, key, REV_KEY_LEN))
             return w;
+    }
     return NULL;
 }
 
 static struct tls_wait *wait_new(struct tls_conn *t, int kind, const uint8_t *key, const char *url, X509 *issuer)
 {
-    struct tls_wait *w = calloc(1, sizeof(*w));
+    struct tls_loop *tl = tls_loop_get(t->c->loop);
+    struct tls_wait *w = tl ? calloc(1, sizeof(*w)) : NULL;
     if (!w)
         return NULL;
     w->loop = t->c->loop;
@@ -233,8 +266,7 @@ static struct tls_wait *wait_new(struct tls_conn *t, int kind, const uint8_t *ke
     w->store = t->ctx->store;
     X509_STORE_up_ref(w->store);
     pthread_mutex_unlock(&t->ctx->lock);
-    w->next = *waits_of(w->loop);
-    *waits_of(w->loop) = w;
+    list_push_front(&tl->waits, &w->node);
     return w;
 }
 

@@ -57,7 +57,7 @@ struct alloc_block {
 };
 
 struct mgate_session {
-    struct mgate_session *prev, *next; /* in session_list */
+    struct list_node node; /* in session_list */
     struct session_list *list;
     struct loop *loop;
     const struct session_params *p;

@@ -40,24 +40,17 @@ static const struct conn_cbs broker_cbs = {session_on_data, on_drain, on_broker_
 
 /* ---- list ------------------------------------------------------------- */
 
-static void list_add(struct session_list *list, struct mgate_session *s)
+static void session_list_add(struct session_list *list, struct mgate_session *s)
 {
     s->list = list;
-    s->next = list->head;
-    if (list->head)
-        list->head->prev = s;
-    list->head = s;
+    list_push_front(&list->sessions, &s->node);
     list->count++;
 }
 
-static void list_remove(struct session_list *list, struct mgate_session *s)
+static void session_list_remove(struct session_list *list, struct mgate_session *s)
 {
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        list->head = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
+    list_remove(&s->node);
+    ASSERT(list->count > 0);
     list->count--;
     if (list->draining && !list->count && list->on_empty)
         list->on_empty(list);
@@ -139,7 +132,7 @@ static void session_end(struct mgate_session *s)
     METRIC_INC(session_metrics(s)->sessions_closed[s->p->listener_id % METRIC_LISTENERS]);
     if (s->p->open_sessions)
         __atomic_fetch_sub(s->p->open_sessions, 1, __ATOMIC_RELAXED);
-    list_remove(s->list, s);
+    session_list_remove(s->list, s);
     session_unref(s); /* the reference of being alive */
 }
 
@@ -398,7 +391,7 @@ struct mgate_session *session_start(struct loop *l, struct conn *client, const s
         free(s);
         return NULL;
     }
-    list_add(list, s);
+    session_list_add(list, s);
     if (p->open_sessions)
         __atomic_fetch_add(p->open_sessions, 1, __ATOMIC_RELAXED);
     METRIC_INC(loop_metrics(l)->sessions_opened[p->listener_id % METRIC_LISTENERS]);
@@ -410,8 +403,9 @@ struct mgate_session *session_start(struct loop *l, struct conn *client, const s
 void session_list_drain(struct session_list *list)
 {
     list->draining = true;
-    for (struct mgate_session *s = list->head, *next; s; s = next) {
-        next = s->next;
+    struct list_node *n, *next;
+    list_for_each_safe(n, next, &list->sessions) {
+        struct mgate_session *s = container_of(n, struct mgate_session, node);
         if (s->front)
             s->front->drain(s);
         else if (s->version == MQTT_V5 && s->state == SESSION_OPEN) {
@@ -427,9 +421,11 @@ void session_list_drain(struct session_list *list)
 
 void session_list_close_all(struct session_list *list)
 {
-    while (list->head) {
-        tell_why(list->head, CONN_END_GOING_AWAY, CONN_END_GOING_AWAY);
-        hard_close(list->head);
+    struct list_node *n;
+    while ((n = list_first(&list->sessions))) {
+        struct mgate_session *s = container_of(n, struct mgate_session, node);
+        tell_why(s, CONN_END_GOING_AWAY, CONN_END_GOING_AWAY);
+        hard_close(s);
     }
 }
 
@@ -449,7 +445,7 @@ struct mgate_session *session_front_start(struct loop *l, const struct sockaddr 
     s->front = front;
     s->front_ctx = ctx;
     sockaddr_format(peer, s->peer, sizeof(s->peer));
-    list_add(list, s);
+    session_list_add(list, s);
     METRIC_INC(loop_metrics(l)->sessions_opened[p->listener_id % METRIC_LISTENERS]);
     mgate_log(LOGL_DEBUG, s, "accepted");
     return s;

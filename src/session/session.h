@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "core/list.h"
 #include "core/log.h"
 #include "core/loop.h"
 #include "mgate.h"
@@ -71,7 +72,7 @@ struct session_params {
 
 /* Every live session of a worker, for shutdown and counting. */
 struct session_list {
-    struct mgate_session *head;
+    struct list_node sessions; /* newest first; zeroed: empty */
     uint32_t count;
     uint64_t next_id;
     bool draining;

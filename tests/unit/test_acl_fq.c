@@ -163,8 +163,13 @@ static void test_random(void)
             if (s >= 0)
                 served[s]++;
         } else {
-            for (struct acl_fq_item *x = acl_fq_remove_if(&q, odd, NULL); x; x = x->next)
-                item_of(x)->fate = 3;
+            struct list_node out = {0}, *x;
+            uint32_t n = acl_fq_remove_if(&q, odd, NULL, &out);
+            while ((x = list_pop_front(&out))) {
+                item_of(container_of(x, struct acl_fq_item, node))->fate = 3;
+                n--;
+            }
+            CHECK_EQ_INT(n, 0);
         }
         CHECK(q.queued <= ACL_FQ_MAX);
         CHECK(q.sources <= q.queued);

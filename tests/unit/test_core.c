@@ -1,4 +1,5 @@
-/* Event loop timers and deferred calls, buffers, topic alias maps. */
+/* Event loop timers, deferred calls and slots, the intrusive list, buffers,
+ * topic alias maps. */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -7,6 +8,7 @@
 #include "check.h"
 #include "core/base64.h"
 #include "core/buf.h"
+#include "core/list.h"
 #include "core/log.h"
 #include "core/loop.h"
 #include "session/alias.h"
@@ -215,6 +217,135 @@ static void test_log_limit(void)
     CHECK(!log_limit_take(&ll, t + 9000, 0, &left)); /* a zero budget lets nothing through */
 }
 
+/* ---- loop slots ------------------------------------------------------- */
+
+static const char key_low, key_mid, key_high; /* only their addresses matter */
+static char destroyed[LOOP_SLOTS + 2];
+static int ndestroyed;
+
+static void note_destroy(struct loop *l, void *value)
+{
+    (void)l;
+    destroyed[ndestroyed++] = *(const char *)value;
+}
+
+/* A slot that uses an earlier one finds it still there when it goes, and
+ * its own key no longer answers. */
+static void destroy_mid(struct loop *l, void *value)
+{
+    CHECK(loop_slot_get(l, &key_low) != NULL);
+    CHECK(loop_slot_get(l, &key_mid) == NULL);
+    note_destroy(l, value);
+}
+
+static void test_slots(void)
+{
+    struct loop *l = loop_new();
+    static char low = 'L', mid = 'M', high = 'H';
+    CHECK(loop_slot_get(l, &key_low) == NULL);
+    CHECK_EQ_INT(loop_slot_count(l), 0);
+    CHECK_EQ_INT(loop_slot_set(l, &key_low, &low, note_destroy), 0);
+    CHECK_EQ_INT(loop_slot_set(l, &key_mid, &mid, destroy_mid), 0);
+    CHECK_EQ_INT(loop_slot_set(l, &key_high, &high, note_destroy), 0);
+    CHECK(loop_slot_get(l, &key_low) == &low);
+    CHECK(loop_slot_get(l, &key_mid) == &mid);
+    CHECK(loop_slot_get(l, &key_high) == &high);
+    CHECK_EQ_INT(loop_slot_count(l), 3);
+
+    ndestroyed = 0;
+    loop_slots_free(l); /* newest first */
+    CHECK_EQ_INT(ndestroyed, 3);
+    CHECK(!memcmp(destroyed, "HML", 3));
+    CHECK_EQ_INT(loop_slot_count(l), 0);
+    CHECK(loop_slot_get(l, &key_low) == NULL);
+
+    /* A bounded array: the one too many is refused, and the rest are
+     * freed by loop_free itself. */
+    static char keys[LOOP_SLOTS + 1], vals[LOOP_SLOTS + 1];
+    for (int i = 0; i < LOOP_SLOTS; i++) {
+        vals[i] = (char)('a' + i);
+        CHECK_EQ_INT(loop_slot_set(l, &keys[i], &vals[i], note_destroy), 0);
+    }
+    CHECK_EQ_INT(loop_slot_set(l, &keys[LOOP_SLOTS], &vals[LOOP_SLOTS], note_destroy), -1);
+    CHECK(loop_slot_get(l, &keys[LOOP_SLOTS]) == NULL);
+    ndestroyed = 0;
+    loop_free(l);
+    CHECK_EQ_INT(ndestroyed, LOOP_SLOTS);
+    for (int i = 0; i < LOOP_SLOTS && i < ndestroyed; i++)
+        CHECK_EQ_INT(destroyed[i], 'a' + LOOP_SLOTS - 1 - i);
+}
+
+/* ---- the intrusive list -------------------------------------------- */
+
+struct thing {
+    int v;
+    struct list_node node;
+};
+
+static int values(struct list_node *head, int *out, int max)
+{
+    int n = 0;
+    struct list_node *pos, *tmp;
+    list_for_each_safe(pos, tmp, head) {
+        if (n < max)
+            out[n] = container_of(pos, struct thing, node)->v;
+        n++;
+    }
+    return n;
+}
+
+static void test_list(void)
+{
+    struct list_node head = {0}; /* zeroed: empty, no list_init needed */
+    struct thing t[5] = {{.v = 0}, {.v = 1}, {.v = 2}, {.v = 3}, {.v = 4}};
+    int got[8];
+    CHECK(list_empty(&head));
+    CHECK(list_first(&head) == NULL && list_last(&head) == NULL && list_pop_front(&head) == NULL);
+    CHECK_EQ_INT(values(&head, got, 8), 0);
+    CHECK(!list_linked(&t[0].node));
+
+    list_push_back(&head, &t[1].node);
+    list_push_back(&head, &t[2].node);
+    list_push_front(&head, &t[0].node);
+    list_push_back(&head, &t[3].node);
+    CHECK(!list_empty(&head));
+    CHECK(list_linked(&t[2].node));
+    CHECK_EQ_INT(values(&head, got, 8), 4);
+    for (int i = 0; i < 4; i++)
+        CHECK_EQ_INT(got[i], i);
+    CHECK(list_entry(list_first(&head), struct thing, node) == &t[0]);
+    CHECK(list_entry(list_last(&head), struct thing, node) == &t[3]);
+
+    /* Removing the one being visited is allowed. */
+    struct list_node *pos, *tmp;
+    list_for_each_safe(pos, tmp, &head) {
+        struct thing *x = container_of(pos, struct thing, node);
+        if (x->v % 2)
+            list_remove(pos);
+    }
+    CHECK(!list_linked(&t[1].node) && !list_linked(&t[3].node)); /* zeroed again: may be pushed anew */
+    CHECK_EQ_INT(values(&head, got, 8), 2);
+    CHECK_EQ_INT(got[0], 0);
+    CHECK_EQ_INT(got[1], 2);
+
+    list_push_back(&head, &t[1].node); /* off a list, so it may join again */
+    CHECK(list_pop_front(&head) == &t[0].node);
+    CHECK(!list_linked(&t[0].node));
+    CHECK(list_pop_front(&head) == &t[2].node);
+    CHECK(list_pop_front(&head) == &t[1].node);
+    CHECK(list_empty(&head));
+    CHECK(list_pop_front(&head) == NULL);
+
+    /* An initialised head is as empty as a zeroed one. */
+    struct list_node init;
+    list_init(&init);
+    CHECK(list_empty(&init));
+    list_push_front(&init, &t[4].node);
+    CHECK(list_first(&init) == &t[4].node && list_last(&init) == &t[4].node);
+    list_remove(&t[4].node);
+    CHECK(list_empty(&init));
+}
+
 int main(void)
 {
     test_log_limit();
@@ -222,6 +353,8 @@ int main(void)
     test_timers();
     test_defer();
     test_defer_cancel_in_pass();
+    test_slots();
+    test_list();
     test_io();
     test_buf();
     test_alias();

@@ -290,8 +290,9 @@ static struct loop *setup(void)
 
 static void teardown(struct loop *l)
 {
-    fetch_loop_free(l);
-    CHECK(*loop_slot(l, LOOP_SLOT_FETCH) == NULL);
+    loop_slots_free(l);
+    CHECK_EQ_INT(loop_slot_count(l), 0);
+    CHECK_EQ_INT(fetch_in_flight(l), 0);
     srv_stop(l);
     loop_free(l);
 }
@@ -595,9 +596,9 @@ static void test_free_in_flight(void)
     run(l, 3000);
     CHECK_EQ_INT(server.requests, 3); /* connected and waiting */
     CHECK_EQ_INT(fetch_in_flight(l), 3);
-    fetch_loop_free(l);
+    loop_slots_free(l);
     CHECK_EQ_INT(fetch_in_flight(l), 0);
-    CHECK(*loop_slot(l, LOOP_SLOT_FETCH) == NULL);
+    CHECK_EQ_INT(loop_slot_count(l), 0);
     /* A new fetcher, freed before its request ever ran. */
     get(l, "/hello", (struct fetch_request){0}, &unstarted);
     CHECK_EQ_INT(fetch_in_flight(l), 1);
@@ -605,6 +606,42 @@ static void test_free_in_flight(void)
     for (int i = 0; i < 3; i++)
         CHECK_EQ_INT(silent[i].calls, 0);
     CHECK_EQ_INT(unstarted.calls, 0);
+}
+
+/* A layer whose per-loop state holds fetches (as the webhook and the TLS
+ * checks do): it makes the fetcher before registering its own slot, so its
+ * destructor runs first and cancels its fetch while the fetcher is there. */
+static const char user_key;
+static struct fetch *user_fetch;
+static unsigned user_saw_in_flight;
+
+static void user_destroy(struct loop *l, void *value)
+{
+    (void)value;
+    user_saw_in_flight = fetch_in_flight(l); /* the fetcher is still there */
+    fetch_cancel(user_fetch);
+    user_fetch = NULL;
+}
+
+static void test_slot_order(void)
+{
+    struct loop *l = setup();
+    static struct got silent;
+    CHECK_EQ_INT(fetch_loop_prepare(l), 0);
+    CHECK_EQ_INT(fetch_loop_prepare(l), 0); /* once made, the same one */
+    CHECK_EQ_INT(loop_slot_count(l), 1);
+    CHECK_EQ_INT(loop_slot_set(l, &user_key, &user_fetch, user_destroy), 0);
+    user_fetch = get(l, "/silent", (struct fetch_request){0}, &silent);
+    struct loop_timer t = {0};
+    loop_timer_start(l, &t, 150, stop_loop);
+    run(l, 3000);
+    CHECK_EQ_INT(fetch_in_flight(l), 1);
+    user_saw_in_flight = 0;
+    loop_slots_free(l);
+    CHECK_EQ_INT(user_saw_in_flight, 1);
+    CHECK(user_fetch == NULL);
+    CHECK_EQ_INT(silent.calls, 0);
+    teardown(l);
 }
 
 int main(void)
@@ -624,5 +661,6 @@ int main(void)
     test_chain();
     test_cancel_other_in_batch();
     test_free_in_flight();
+    test_slot_order();
     return check_done("test_fetch");
 }

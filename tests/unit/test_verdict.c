@@ -140,7 +140,7 @@ static int next_step(void *ctx, int timeout_ms)
         (*steps++)();
     } else if (!closing) {
         closing = true;
-        if (list.head)
+        if (list.count)
             session_list_close_all(&list);
     } else {
         loop_stop(l);
