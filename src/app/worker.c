@@ -188,12 +188,15 @@ void worker_join(struct worker *w)
     for (unsigned i = 0; i < w->nlisteners; i++)
         listener_close(&w->listeners[i].ls);
     proxy_list_close(w->loop, &w->proxied);
-    free(w->sessions.spare);
     pthread_mutex_destroy(&w->lock);
     if (w->ctl.fd >= 0)
         close(w->ctl.fd);
     /* The layers' per-loop state goes first, newest first (core/loop.h):
-     * revocation checks, webhook requests and password checks in flight. */
+     * revocation checks, webhook requests and password checks in flight,
+     * each answered, so the sessions they kept end here too (and may give
+     * a request holder back to the spare). */
     loop_free(w->loop);
     w->loop = NULL;
+    free(w->sessions.spare);
+    w->sessions.spare = NULL;
 }

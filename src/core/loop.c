@@ -66,11 +66,21 @@ struct loop *loop_new(void)
     return l;
 }
 
+#define LOOP_FREE_PASSES 64
+static void run_deferred(struct loop *l);
+
 void loop_free(struct loop *l)
 {
     if (!l)
         return;
     loop_slots_free(l); /* first: their destructors still use the loop */
+    /* A destructor answers what its layer can no longer do (a password
+     * check, a webhook request): those answers, and what they set off
+     * (a session's end, its connections' frees), are deferred calls.  Run
+     * them, each pass queueing fewer; the bound only guards against a
+     * callback that requeues itself for ever. */
+    for (int pass = 0; l->defer_head && pass < LOOP_FREE_PASSES; pass++)
+        run_deferred(l);
     if (l->sigio.fd >= 0)
         close(l->sigio.fd);
     close(l->epfd);

@@ -97,6 +97,10 @@ void *loop_owner(const struct loop *l);
  * TLS checks' requests are fetches, cancelled through the fetcher) gets that
  * one's slot made before registering its own, and is torn down first by
  * construction.  A slot's own key reads NULL while its destructor runs.
+ * A destructor answers what its layer can no longer do (a session's pending
+ * check, with a refusal) rather than drop it: loop_free runs the deferred
+ * calls those answers queue, after the destructors, so what they kept (the
+ * session) is freed too.
  */
 #define LOOP_SLOTS 8
 typedef void (*loop_slot_destroy)(struct loop *l, void *value);

@@ -306,19 +306,24 @@ static void waker_destroy(struct loop *l, void *value)
     struct list_node *it;
     while ((it = list_pop_front(&queued))) {
         struct job *j = job_of(container_of(it, struct acl_fq_item, node));
+        j->result = ACL_CHECK_BUSY; /* never made */
         j->next = drop;
         drop = j;
     }
-    /* The loop no longer runs: these sessions cannot be resumed. */
+    /* The loop no longer runs: each check is answered (made ones with their
+     * result, queued ones busy), so its session, which the pending answer
+     * keeps, is released by the deferred calls loop_free runs after the
+     * slots (a check just dropped would keep it for ever). */
     unsigned n = 0;
     while (drop) {
         struct job *j = drop;
         drop = j->next;
+        j->c.done(&j->c, j->result);
         job_free(j);
         n++;
     }
     if (n)
-        log_msgf(LOGL_WARN, "acl: %u password checks dropped at shutdown", n);
+        log_msgf(LOGL_WARN, "acl: %u password checks answered at shutdown (the queued ones as busy)", n);
     loop_io_del(l, &w->io);
     close(w->io.fd);
     free(w);

@@ -676,22 +676,34 @@ int webhook_start(const struct mgate_config *c, char *err, size_t errlen)
     return 0;
 }
 
-/* The slot's destructor (after loop_run has returned). */
+/* Deny g's requests not sent yet; how many.  Its last frees g. */
+static unsigned group_deny_unsent(struct group *g)
+{
+    unsigned n = 0;
+    for (struct item *it; (it = next_unsent(g)); ) {
+        bool last = g->remaining == 1;
+        item_done(it, R_DENY);
+        n++;
+        if (last)
+            break;
+    }
+    return n;
+}
+
+/* The slot's destructor (after loop_run has returned).  The loop no longer
+ * runs, so no answer will come: every request is denied now, which resumes
+ * (and so releases) its session through the deferred calls loop_free runs
+ * after the slots; a request just dropped would keep its session for ever. */
 static void webhook_destroy(struct loop *l, void *value)
 {
     (void)l;
     struct webhook *wh = value;
-    /* The loop no longer runs, so these sessions cannot be resumed: cancel
-     * the requests and drop the groups (each once). */
     unsigned n = 0;
     /* Unsent items first: a group freed here has none in flight (its
      * remaining count holds both), so the active list never sees it. */
     for (struct group *g = wh->queue, *next; g; g = next) {
         next = g->qnext;
-        while (next_unsent(g))
-            n++, g->remaining--;
-        if (!g->remaining)
-            group_free(g);
+        n += group_deny_unsent(g);
     }
     /* A group is freed with its last item here, so the next item (read
      * before) is never in a freed group. */
@@ -700,12 +712,11 @@ static void webhook_destroy(struct loop *l, void *value)
         struct item *it = container_of(pos, struct item, node);
         fetch_cancel(it->f);
         it->f = NULL;
-        if (!--it->g->remaining)
-            group_free(it->g);
+        item_done(it, R_DENY);
         n++;
     }
     if (n)
-        log_msgf(LOGL_WARN, "http: %u webhook requests dropped at shutdown", n);
+        log_msgf(LOGL_WARN, "http: %u webhook requests denied at shutdown (no answer came)", n);
     free(wh->cache);
     free(wh);
 }

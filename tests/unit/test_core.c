@@ -275,6 +275,34 @@ static void test_slots(void)
         CHECK_EQ_INT(destroyed[i], 'a' + LOOP_SLOTS - 1 - i);
 }
 
+/* A destructor that answers what its layer can no longer do: the answer is
+ * a deferred call, which sets off another (a session's end, then its
+ * connections' frees).  loop_free runs them all before the loop goes. */
+static struct loop_defer answer, aftermath;
+static int answered, after;
+static void on_aftermath(struct loop *l, struct loop_defer *d) { (void)l, (void)d; after++; }
+static void on_answer(struct loop *l, struct loop_defer *d)
+{
+    (void)d;
+    answered++;
+    loop_defer(l, &aftermath, on_aftermath);
+}
+static void destroy_answering(struct loop *l, void *value)
+{
+    (void)value;
+    loop_defer(l, &answer, on_answer);
+}
+
+static void test_slot_answers_run(void)
+{
+    static const char key;
+    struct loop *l = loop_new();
+    CHECK_EQ_INT(loop_slot_set(l, &key, (void *)&key, destroy_answering), 0);
+    loop_free(l);
+    CHECK_EQ_INT(answered, 1);
+    CHECK_EQ_INT(after, 1);
+}
+
 /* ---- the intrusive list -------------------------------------------- */
 
 struct thing {
@@ -354,6 +382,7 @@ int main(void)
     test_defer();
     test_defer_cancel_in_pass();
     test_slots();
+    test_slot_answers_run();
     test_list();
     test_io();
     test_buf();
