@@ -388,6 +388,23 @@ def start_mgate(tmpdir, broker_port, binary=None, **env):
     return Mgate(tmpdir, broker_port, binary, **env)
 
 
+def stop_with_connects_in_flight(t, g, connects, wait_s, line, what):
+    """Send each (client id, username, password) as a v5 CONNECT, wait wait_s for the handler to
+    have them pending, then SIGTERM g: it must exit 0, log line (the pending answers given at
+    shutdown) and hold no sanitizer report (a pending answer dropped leaks its session)."""
+    clients = [RawClient(g.port, timeout=5.0) for _ in connects]
+    for c, (cid, user, password) in zip(clients, connects):
+        c.send(connect_packet(5, cid, username=user, password=password))
+    time.sleep(wait_s)
+    rc = g.stop()
+    for c in clients:
+        c.close()
+    text = g.log.text()
+    t.eq(rc, 0, f"mgate exits 0 on SIGTERM with {what} in flight")
+    t.check(line in text, f"the {what} still in flight were answered at shutdown", text[-2000:])
+    t.eq(sanitizer_lines(text), [], f"no sanitizer report (no session left held by one of the {what})")
+
+
 def finish(t):
     """End a test: stop every mgate it started with SIGTERM, check that each one that was still
     running exits 0 and that no log holds a sanitizer report; then print the summary.
