@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: install what is missing, build with
 # -Werror, run every ctest test, then again under AddressSanitizer +
-# UndefinedBehaviorSanitizer, then the fuzzers (MQTT decoder, WebSocket
-# framing and upgrade head, HTTP parser) for a short while, then
+# UndefinedBehaviorSanitizer, then the fuzzers (MQTT decoder, CoAP codec,
+# WebSocket framing and upgrade head, HTTP parser) for a short while, then
 # smoke runs of the benchmark harnesses (bench/run.sh and bench/http_ws.sh
 # --smoke: check that they still run and that every path forwards; their
 # figures are not judged).
@@ -38,14 +38,16 @@ step "tests under ASan + UBSan"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure --timeout 600
 
-step "fuzz the MQTT decoder, the WebSocket framing and upgrade head, and the HTTP parser for ${fuzz_seconds}s (libFuzzer)"
+step "fuzz the MQTT decoder, the CoAP codec, the WebSocket framing and upgrade head, and the HTTP parser for ${fuzz_seconds}s (libFuzzer)"
 CC=clang cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DMGATE_FUZZ=ON -DMGATE_TESTS=OFF >/dev/null
-cmake --build build-fuzz -j"$jobs" --target fuzz_decode fuzz_ws_frame fuzz_ws_upgrade fuzz_http_parse
-# half the time for the MQTT decoder, a quarter each for the others
-for t in decode:2 ws_frame:6 ws_upgrade:6 http_parse:6; do
+cmake --build build-fuzz -j"$jobs" --target fuzz_decode fuzz_coap fuzz_ws_frame fuzz_ws_upgrade fuzz_http_parse
+# a third of the time for the MQTT decoder, a sixth each for the others
+for t in decode:3 coap:6 ws_frame:6 ws_upgrade:6 http_parse:6; do
   name=${t%%:*} share=${t##*:}
+  dict=()
+  [ -f "tests/fuzz/$name.dict" ] && dict=(-dict="tests/fuzz/$name.dict")
   mkdir -p "build-fuzz/corpus_$name"
-  build-fuzz/tests/fuzz/fuzz_$name -max_total_time=$((fuzz_seconds / share)) -print_final_stats=1 \
+  build-fuzz/tests/fuzz/fuzz_$name -max_total_time=$((fuzz_seconds / share)) -print_final_stats=1 "${dict[@]}" \
     "build-fuzz/corpus_$name" "tests/fuzz/corpus_$name" 2>&1 | tail -n 4
 done
 echo "fuzz: no crash in ${fuzz_seconds}s"
