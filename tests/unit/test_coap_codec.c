@@ -505,7 +505,7 @@ static void test_answers(void)
 
 static void test_reject(void)
 {
-    uint8_t buf[64];
+    uint8_t buf[64] = {0x40, 0x01};
     struct coap_msg m;
     uint16_t bad;
 
