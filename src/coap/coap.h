@@ -116,7 +116,7 @@ typedef enum coap_err {
     COAP_ERR_EMPTY_PAYLOAD, /* payload marker with no payload after it */
     COAP_ERR_EMPTY_MSG,     /* code 0.00 with a token, options or payload (§4.1) */
     COAP_ERR_CODE_CLASS,    /* code class 1, 6 or 7 (reserved) */
-    COAP_ERR_TYPE_CODE,     /* a request in an ACK, or a RST that is not empty (§4.2) */
+    COAP_ERR_TYPE_CODE,     /* a request in an ACK, a RST that is not empty, an empty NON */
     COAP_ERR_BAD_OPTION,    /* coap_check_options: critical option unknown, repeated or of a bad length */
 } coap_err;
 
@@ -152,6 +152,9 @@ struct coap_msg {
  * when at most 8) are. */
 coap_err coap_decode(const uint8_t *p, size_t n, struct coap_msg *m);
 const char *coap_err_name(coap_err err);
+/* Whether a message of this type may carry this code: COAP_OK, or
+ * COAP_ERR_CODE_CLASS or COAP_ERR_TYPE_CODE (§4.2, §4.3, §12.1). */
+coap_err coap_check_code(uint8_t type, uint8_t code);
 
 /* option.c: walking the options of a decoded message, in wire order
  * (ascending number, repeats in the order sent). */
@@ -221,9 +224,10 @@ bool coap_uri_query(const struct coap_msg *m, const char *name, coap_view *value
 
 /* encode.c: write m's header, token and payload, and opts (n of them,
  * sorted by number, ascending; repeats in order) into buf[cap].  The
- * length written, or -1 when it does not fit or the message cannot be
- * valid (token over 8 bytes, options out of order, an empty message with
- * anything after the header). */
+ * length written, or -1 when it does not fit or when coap_decode would
+ * refuse the message (token over 8 bytes, options out of order, an empty
+ * message with anything after the header, coap_check_code), so that
+ * whatever it writes decodes to the same message. */
 ssize_t coap_encode(const struct coap_msg *m, const struct coap_opt *opts, size_t n, uint8_t *buf,
                     size_t cap);
 

@@ -52,16 +52,16 @@ static coap_err options(const uint8_t *p, const uint8_t *end, struct coap_msg *m
     return COAP_OK;
 }
 
-/* Rules between type and code, after the bytes parsed (§4.1, §4.2, §12.1). */
-static coap_err semantics(const struct coap_msg *m, size_t n)
+coap_err coap_check_code(uint8_t type, uint8_t code)
 {
-    unsigned cls = COAP_CODE_CLASS(m->code);
+    unsigned cls = COAP_CODE_CLASS(code);
 
-    if (m->code == COAP_EMPTY)
-        return n == COAP_HEADER_LEN ? COAP_OK : COAP_ERR_EMPTY_MSG;
+    if (code == COAP_EMPTY) /* a NON always carries a request or response (§4.3) */
+        return type == COAP_NON ? COAP_ERR_TYPE_CODE : COAP_OK;
     if (cls == 1 || cls >= 6)
         return COAP_ERR_CODE_CLASS;
-    if (m->type == COAP_RST || (m->type == COAP_ACK && cls == 0))
+    /* a RST is always empty, an ACK carries a response or nothing (§4.2) */
+    if (type == COAP_RST || (type == COAP_ACK && cls == 0))
         return COAP_ERR_TYPE_CODE;
     return COAP_OK;
 }
@@ -74,16 +74,16 @@ coap_err coap_decode(const uint8_t *p, size_t n, struct coap_msg *m)
     if ((err = header(p, n, m)) != COAP_OK)
         return err;
     /* an empty message is judged on its length alone: its bytes after the
-     * header are an error whatever they hold */
-    if (m->code != COAP_EMPTY) {
-        err = options(p + COAP_HEADER_LEN + m->tkl, p + n, m);
-        if (err != COAP_OK)
-            return err;
-    } else {
+     * header are an error whatever they hold (§4.1) */
+    if (m->code == COAP_EMPTY) {
+        if (n != COAP_HEADER_LEN)
+            return COAP_ERR_EMPTY_MSG;
         m->options = (coap_view){.p = p + n, .len = 0};
         m->payload = (coap_view){.p = p + n, .len = 0};
+    } else if ((err = options(p + COAP_HEADER_LEN + m->tkl, p + n, m)) != COAP_OK) {
+        return err;
     }
-    return semantics(m, n);
+    return coap_check_code(m->type, m->code);
 }
 
 const char *coap_err_name(coap_err err)

@@ -6,6 +6,7 @@
  */
 #include <string.h>
 
+#include "core/util.h"
 #include "coap/coap.h"
 
 /* A bounded writer: once something did not fit, ok stays false. */
@@ -65,7 +66,10 @@ static bool encodable(const struct coap_msg *m, const struct coap_opt *opts, siz
         return false;
     if (m->code == COAP_EMPTY && (m->tkl || n || m->payload.len))
         return false;
+    if (coap_check_code(m->type, m->code) != COAP_OK)
+        return false;
     for (size_t i = 0; i < n; i++) {
+        ASSERT(opts[i].val || !opts[i].len);
         if (i && opts[i].num < opts[i - 1].num)
             return false;
         if (opts[i].len > UINT16_MAX + 269u)
@@ -80,6 +84,8 @@ ssize_t coap_encode(const struct coap_msg *m, const struct coap_opt *opts, size_
     struct wr w = {.p = buf, .end = buf + cap, .ok = true};
     uint16_t prev = 0;
 
+    ASSERT(m->token || !m->tkl);
+    ASSERT(m->payload.p || !m->payload.len);
     if (!encodable(m, opts, n))
         return -1;
     put_u8(&w, (uint8_t)(COAP_VERSION << 6 | m->type << 4 | m->tkl));

@@ -4,7 +4,9 @@
  * that the option walk agrees with decode, that encoding what was found
  * gives back the same bytes (the wire form of a valid message is unique)
  * and that those decode to the same message.  The helpers the front end
- * uses run on every accepted message too.  Any disagreement aborts.
+ * uses run on every accepted message too.  The same input is also read as
+ * a message to encode (encode_generated), which must decode back to
+ * itself.  Any disagreement aborts.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -146,8 +148,117 @@ static void helpers(const struct coap_msg *m, const uint8_t *p, size_t n)
         fail("answer does not encode and decode", p, n);
 }
 
+/*
+ * The other direction: the input read as a message to encode (what a
+ * handler's rewrite or mgate's own answer hands the encoder), not as wire
+ * bytes.  Byte 0: type << 4 | token length (up to 15, to see the encoder
+ * refuse 9..15); byte 1: code; bytes 2-3: message id; the token; then
+ * options until a 0xFF byte, each one byte x: delta x >> 3 and length
+ * x & 7, a delta of 31 taking two more bytes, a length of 7 two more (so
+ * the extended forms appear), the value following; the rest is payload.
+ */
+#define GEN_OPTS 64
+
+struct gen {
+    const uint8_t *p, *end;
+};
+
+static bool gen_take(struct gen *g, size_t n, const uint8_t **out)
+{
+    if ((size_t)(g->end - g->p) < n)
+        return false;
+    *out = g->p;
+    g->p += n;
+    return true;
+}
+
+static bool gen_u16(struct gen *g, uint32_t *v)
+{
+    const uint8_t *b;
+
+    if (!gen_take(g, 2, &b))
+        return false;
+    *v = (uint32_t)b[0] << 8 | b[1];
+    return true;
+}
+
+/* One option after prev; false at the end of the options. */
+static bool gen_option(struct gen *g, uint32_t prev, struct coap_opt *o)
+{
+    const uint8_t *x;
+    uint32_t delta, len;
+
+    if (!gen_take(g, 1, &x) || *x == 0xFF)
+        return false;
+    delta = *x >> 3;
+    len = *x & 7;
+    if ((delta == 31 && !gen_u16(g, &delta)) || (len == 7 && !gen_u16(g, &len)))
+        return false;
+    if (prev + delta > UINT16_MAX || !gen_take(g, len, &o->val))
+        return false;
+    o->num = (uint16_t)(prev + delta);
+    o->len = len;
+    return true;
+}
+
+static void encode_generated(const uint8_t *data, size_t size)
+{
+    struct gen g = {.p = data, .end = data + size};
+    struct coap_opt opts[GEN_OPTS];
+    const uint8_t *h;
+    size_t n = 0;
+
+    if (!gen_take(&g, 4, &h))
+        return;
+    struct coap_msg m = {.type = h[0] >> 4 & 3, .tkl = h[0] & 0xF, .code = h[1],
+                         .mid = (uint16_t)(h[2] << 8 | h[3])};
+    if (!gen_take(&g, m.tkl, &m.token))
+        return;
+    while (n < GEN_OPTS && gen_option(&g, n ? opts[n - 1].num : 0, &opts[n]))
+        n++;
+    m.payload = (coap_view){.p = g.p, .len = (size_t)(g.end - g.p)};
+
+    bool valid = m.tkl <= COAP_TOKEN_MAX && coap_check_code(m.type, m.code) == COAP_OK &&
+                 (m.code != COAP_EMPTY || (!m.tkl && !n && !m.payload.len));
+    size_t cap = COAP_HEADER_LEN + m.tkl + 1 + m.payload.len;
+    for (size_t i = 0; i < n; i++)
+        cap += 5 + opts[i].len;
+    uint8_t *out = malloc(cap);
+    if (!out)
+        abort();
+    ssize_t len = coap_encode(&m, opts, n, out, cap);
+    if (!valid) {
+        if (len != -1)
+            fail("encoded a message decode refuses", data, size);
+        free(out);
+        return;
+    }
+    if (len < 0)
+        fail("refused to encode a valid message", data, size);
+    if (coap_encode(&m, opts, n, out, (size_t)len - 1) != -1)
+        fail("encoded into one byte too few", data, size);
+
+    struct coap_msg d;
+    struct coap_opt_iter it;
+    struct coap_opt o;
+    if (coap_decode(out, (size_t)len, &d) != COAP_OK)
+        fail("encoded message does not decode", data, size);
+    if (d.type != m.type || d.code != m.code || d.mid != m.mid || d.tkl != m.tkl ||
+        memcmp(d.token, m.token, m.tkl) != 0 || d.opt_count != n || d.payload.len != m.payload.len ||
+        memcmp(d.payload.p, m.payload.p, m.payload.len) != 0)
+        fail("decode(encode(x)) != x: header, token or payload", data, size);
+    coap_opt_begin(&d, &it);
+    for (size_t i = 0; i < n; i++)
+        if (!coap_opt_next(&it, &o) || o.num != opts[i].num || o.len != opts[i].len ||
+            memcmp(o.val, opts[i].val, o.len) != 0)
+            fail("decode(encode(x)) != x: options", data, size);
+    free(out);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    encode_generated(data, size);
+
     struct coap_msg m;
     coap_err err = coap_decode(data, size, &m);
 

@@ -228,6 +228,7 @@ static void test_format_errors(void)
         {"40 e0 00 00", COAP_ERR_CODE_CLASS},
         {"70 45 00 00", COAP_ERR_TYPE_CODE},
         {"60 01 00 00", COAP_ERR_TYPE_CODE},
+        {"50 00 00 00", COAP_ERR_TYPE_CODE},
         {"60 45 00 00", COAP_OK},
         {"50 45 00 00", COAP_OK},
     };
@@ -321,6 +322,14 @@ static void test_option_order(void)
     CHECK_EQ_INT(coap_encode(&bad, NULL, 0, out, sizeof out), -1);
     bad = (struct coap_msg){.type = COAP_CON, .code = COAP_EMPTY};
     CHECK_EQ_INT(coap_encode(&bad, sorted, 1, out, sizeof out), -1);
+    bad = coap_empty(COAP_NON, 1);
+    CHECK_EQ_INT(coap_encode(&bad, NULL, 0, out, sizeof out), -1);
+    bad = (struct coap_msg){.type = COAP_RST, .code = COAP_CONTENT};
+    CHECK_EQ_INT(coap_encode(&bad, NULL, 0, out, sizeof out), -1);
+    bad = (struct coap_msg){.type = COAP_ACK, .code = COAP_GET};
+    CHECK_EQ_INT(coap_encode(&bad, NULL, 0, out, sizeof out), -1);
+    bad = (struct coap_msg){.type = COAP_CON, .code = COAP_CODE(7, 1)};
+    CHECK_EQ_INT(coap_encode(&bad, NULL, 0, out, sizeof out), -1);
 }
 
 static void test_option_bits(void)
