@@ -148,8 +148,8 @@ struct coap_msg {
 };
 
 /* decode.c: parse and validate one datagram.  On COAP_OK every field is
- * set; on an error from COAP_ERR_TOKEN_LEN on, type, code, mid (and tkl
- * when at most 8) are. */
+ * set; on an error from COAP_ERR_TOKEN_LEN on, type, code, mid and tkl
+ * (9..15 with COAP_ERR_TOKEN_LEN) are, enough for coap_reject_how. */
 coap_err coap_decode(const uint8_t *p, size_t n, struct coap_msg *m);
 const char *coap_err_name(coap_err err);
 /* Whether a message of this type may carry this code: COAP_OK, or
