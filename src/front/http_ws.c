@@ -8,8 +8,9 @@
  * loop turn gives a leg leaves in one write at the turn's end (a read
  * brings dozens of messages; a write each cost 25 times the CPU).
  *
- * Phases: DIALING (TCP, then TLS, to the target), SHAKING (our upgrade
- * sent, its 101 awaited), OPEN, CLOSING (close frames sent, their answers
+ * Phases: DIALING (TCP, then TLS, to the target), SHAKING (our upgrade,
+ * net/ws.c's client side with the client's request, sent and its 101
+ * checked there; on_target_101 answers the client), OPEN, CLOSING (close frames sent, their answers
  * awaited for a linger time).  One timer per relay: TARGET_TIMEOUT until
  * OPEN (504), then IDLE_TIMEOUT since the last frame either way,
  * REQUEST_TIMEOUT for a pending verdict and a quiet second for releasing
@@ -34,8 +35,9 @@
 #include "front/http.h"
 #include "front/http_parse.h"
 #include "front/http_util.h"
-#include "net/ws_frame.h"
 #include "net/tls.h"
+#include "net/ws.h"
+#include "net/ws_frame.h"
 
 #define WS_LINGER_MS 2000        /* a closing leg's time to answer our close */
 #define WS_KEEP_BUF 4096         /* a message buffer this small is kept for the next one */
@@ -92,9 +94,10 @@ struct http_ws {
     size_t topic_len;
     uint8_t *masks; /* masking keys for the target's frames, drawn from RAND_bytes 64 at a time */
     uint16_t masks_left;
-    char *request; /* our upgrade request, until it is sent */
+    char *request; /* the upgrade request for the target, until it is connected */
     size_t request_len;
-    char client_accept[29], target_accept[29];
+    char *refused; /* why the target refused the upgrade, until the client is told */
+    char client_accept[29];
     void (*ended)(void *ctx);
     void *ctx;
 };
@@ -128,6 +131,7 @@ static void relay_free(struct http_ws *w)
     free(w->tg.msg);
     free(w->topic);
     free(w->request);
+    free(w->refused);
     free(w->masks);
     free(w);
 }
@@ -344,76 +348,46 @@ static void fail_upgrade(struct http_ws *w, int status, const char *why)
     maybe_end(w);
 }
 
-static bool has_token(const char *v, size_t n, const char *token)
-{
-    return http_value_has_token(v, (uint32_t)n, token);
-}
-
-/* What the target's 101 said about itself. */
-struct answer_seen {
-    bool upgrade, connection, accept, extension;
-};
-
-/* One header line of the target's 101 (no CRLF): noted in *seen; true when
- * it goes on to the client (not hop-by-hop, not the key). */
-static bool answer_line(const struct http_ws *w, const char *line, size_t len, struct answer_seen *seen)
+/* Whether a header line of the target's 101 (no CRLF) goes on to the
+ * client: not hop-by-hop, not what the 101 of ours says itself. */
+static bool passes_on(const char *line, size_t len)
 {
     static const char *const dropped[] = {"connection", "upgrade", "keep-alive", "transfer-encoding",
                                           "content-length", "te", "trailer", "sec-websocket-accept", NULL};
-    const char *colon = memchr(line, ':', len), *v, *ve = line + len;
+    const char *colon = memchr(line, ':', len);
     if (!colon)
         return false;
-    for (v = colon + 1; v < ve && (*v == ' ' || *v == '\t'); v++)
-        ;
-    while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
-        ve--;
-    size_t nl = (size_t)(colon - line), vl = (size_t)(ve - v);
-#define IS(name) (nl == strlen(name) && !strncasecmp(line, name, nl))
-    seen->upgrade |= IS("upgrade") && has_token(v, vl, "websocket");
-    seen->connection |= IS("connection") && has_token(v, vl, "upgrade");
-    seen->accept |= IS("sec-websocket-accept") && vl == 28 && !memcmp(v, w->target_accept, 28);
-    seen->extension |= IS("sec-websocket-extensions");
+    size_t nl = (size_t)(colon - line);
     for (const char *const *d = dropped; *d; d++)
-        if (IS(*d))
+        if (nl == strlen(*d) && !strncasecmp(line, *d, nl))
             return false;
-#undef IS
     return true;
 }
 
-/* The target's answer head (CRLF CRLF included): a 101 with our accept
- * key, which becomes the client's 101.  NULL with *why on anything else. */
-static char *target_101(struct http_ws *w, const char *head, size_t n, size_t *outlen, const char **why)
+/* The client's 101 from the target's (net/ws.c checked it: head is a 101
+ * with our key's accept, n bytes up to CRLF CRLF): our accept for the
+ * client's key, and the target's other end-to-end headers (its
+ * subprotocol, cookies). */
+static char *client_101(const struct http_ws *w, const char *head, size_t n, size_t *outlen)
 {
     size_t size = n + 256, o;
     char *out = malloc(size);
-    const char *sp = memchr(head, ' ', n);
-    if (!out || !sp || atoi(sp + 1) != 101) {
-        *why = out ? "the target answered the upgrade without 101" : "out of memory";
-        free(out);
+    if (!out)
         return NULL;
-    }
     o = (size_t)snprintf(out, size, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                                     "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n", w->client_accept);
-    struct answer_seen seen = {0};
-    for (const char *line = memchr(head, '\n', n) + 1, *end = head + n; line < end;) {
+    const char *end = head + n, *line = memchr(head, '\n', n) + 1;
+    while (line < end) {
         const char *eol = memchr(line, '\n', (size_t)(end - line));
         size_t len = (size_t)(eol - line);
         if (len && line[len - 1] == '\r')
             len--;
-        if (answer_line(w, line, len, &seen)) {
+        if (passes_on(line, len)) {
             memcpy(out + o, line, len);
             memcpy(out + o + len, "\r\n", 2);
             o += len + 2;
         }
         line = eol + 1;
-    }
-    *why = seen.extension   ? "the target chose a WebSocket extension nobody offered"
-           : !seen.accept   ? "the target's Sec-WebSocket-Accept is wrong or missing"
-           : !seen.upgrade || !seen.connection ? "the target's 101 lacks Upgrade: websocket or Connection: upgrade"
-                                               : NULL;
-    if (*why) {
-        free(out);
-        return NULL;
     }
     memcpy(out + o, "\r\n", 2);
     *outlen = o + 2;
@@ -422,28 +396,24 @@ static char *target_101(struct http_ws *w, const char *head, size_t n, size_t *o
 
 static void rearm(struct http_ws *w);
 
-/* The target's answer to our upgrade, as it arrives. */
-static size_t target_answer(struct http_ws *w, const uint8_t *data, size_t len)
+/* The target's 101 (net/ws.c checked it): the client's goes out, and the
+ * relay opens.  Called inside the target's upgrade, which must not be
+ * closed here: a failure returns -1 and the upgrade fails (leg_on_close). */
+static int on_target_101(struct conn *c, const char *head, size_t len)
 {
-    const uint8_t *end = memmem(data, len, "\r\n\r\n", 4);
-    if (!end) {
-        if (len > w->hs->max_header)
-            fail_upgrade(w, 502, "the target's answer head is too large");
-        return 0; /* kept until the rest comes */
-    }
-    size_t head = (size_t)(end - data) + 4, n;
-    const char *why = NULL;
-    char *ok = target_101(w, (const char *)data, head, &n, &why);
+    struct ws_leg *leg = c->owner;
+    struct http_ws *w = leg->w;
+    size_t n;
+    char *ok = client_101(w, head, len, &n);
     if (!ok) {
-        fail_upgrade(w, 502, why);
-        return len;
+        errno = ENOMEM;
+        return -1;
     }
     int rc = conn_write(w->cl.c, ok, n);
     free(ok);
-    if (rc < 0) {
-        leg_drop(&w->tg);
-        maybe_end(w);
-        return len;
+    if (rc < 0) { /* the client is gone: its leg ends, and this one with it */
+        errno = ECONNRESET;
+        return -1;
     }
     mgate_log(LOGL_INFO, w->s, "websocket open%s", w->topic ? "" : " (bypass: messages not checked)");
     w->phase = WS_OPEN;
@@ -451,13 +421,23 @@ static size_t target_answer(struct http_ws *w, const uint8_t *data, size_t len)
     METRIC_INC(loop_metrics(w->loop)->ws_opened);
     rearm(w);
     conn_resume_read(w->cl.c); /* with what the client sent after its request */
-    if (w->draining) {
+    if (w->draining)
         shut(w, 1001, 1001, "shutting down");
-        return len;
-    }
-    return head + leg_frames(&w->tg, data + head, len - head);
+    return 0;
 }
 
+/* The target refused the upgrade (why): the client's 502 says so. */
+static void on_target_refused(struct conn *c, const char *why)
+{
+    struct ws_leg *leg = c->owner;
+    free(leg->w->refused);
+    leg->w->refused = strdup(why);
+}
+
+static const struct ws_client target_ws = {.failed = on_target_refused, .upgraded = on_target_101};
+
+/* Connected to the target: TLS for https, then our upgrade (net/ws.c, with
+ * the client's request, our key, and the relay's own framing after it). */
 static void on_target_connected(struct conn *c)
 {
     struct ws_leg *leg = c->owner;
@@ -466,10 +446,14 @@ static void on_target_connected(struct conn *c)
         fail_upgrade(w, 502, "cannot start TLS with the target");
         return;
     }
-    w->phase = WS_SHAKING;
-    conn_write(c, w->request, w->request_len); /* queued until TLS is up */
+    int rc = ws_client_start_head(c, &target_ws, w->request, w->request_len, true);
     free(w->request);
     w->request = NULL;
+    if (rc < 0) {
+        fail_upgrade(w, 502, "out of memory");
+        return;
+    }
+    w->phase = WS_SHAKING;
 }
 
 /* ---- messages ------------------------------------------------------------------------------ */
@@ -740,8 +724,6 @@ static size_t leg_on_data(struct conn *c, const uint8_t *data, size_t len)
 {
     struct ws_leg *leg = c->owner;
     struct http_ws *w = leg->w;
-    if (w->phase == WS_SHAKING && !leg->client)
-        return target_answer(w, data, len);
     if (w->phase < WS_OPEN)
         return 0;
     return leg_frames(leg, data, len);
@@ -766,10 +748,13 @@ static void leg_on_close(struct conn *c, int err)
     struct http_ws *w = leg->w;
     leg->c = NULL;
     if (w->phase < WS_OPEN) {
-        if (!leg->client) {
+        if (!leg->client && w->cl.c && w->cl.c->state != CONN_CLOSED) {
             char why[160];
-            snprintf(why, sizeof(why), "the target cannot be reached (%s)",
-                     err == EPROTO ? "TLS failure" : err ? strerror(err) : "it closed the connection");
+            if (w->refused)
+                snprintf(why, sizeof(why), "the target refused the upgrade (%s)", w->refused);
+            else
+                snprintf(why, sizeof(why), "the target cannot be reached (%s)",
+                         err == EPROTO ? "TLS failure" : err ? strerror(err) : "it closed the connection");
             fail_upgrade(w, 502, why);
             return;
         }
@@ -862,18 +847,13 @@ static void spare_kept(struct http_ws *w)
 
 /* ---- the API ----------------------------------------------------------------------------------------- */
 
-/* Our key for the target, and the request that carries it. */
+/* The client's accept, and the request for the target (net/ws.c adds our key). */
 static int make_request(struct http_ws *w, const struct http_ws_start *a)
 {
-    char key[25];
-    if (wsf_new_key(key, w->target_accept) < 0 || wsf_accept(a->client_key, w->client_accept) < 0)
-        return -1;
-    w->request = malloc(a->request_len + 64);
-    if (!w->request)
+    if (wsf_accept(a->client_key, w->client_accept) < 0 || !(w->request = malloc(a->request_len)))
         return -1;
     memcpy(w->request, a->request, a->request_len);
     w->request_len = a->request_len;
-    w->request_len += (size_t)sprintf(w->request + w->request_len, "Sec-WebSocket-Key: %s\r\n\r\n", key);
     return 0;
 }
 

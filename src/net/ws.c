@@ -25,11 +25,14 @@ struct ws_hs {
     char in[WS_MAX_HEAD + 1];
     uint16_t in_len;
     uint16_t left_off, left_len; /* bytes read behind the head: the first frames */
-    uint16_t out_len, out_done;  /* our request or answer, being sent */
-    char out[1024];
+    uint32_t out_len, out_done;  /* our request or answer, being sent */
     char accept[29];   /* a client's: the Sec-WebSocket-Accept to expect */
-    const char *proto; /* ... and the subprotocol it asked for */
+    const char *proto; /* ... and the subprotocol it asked for (NULL: any it offered) */
+    uint32_t out_room;
+    char out[];        /* WS_HS_OUT, or what a client's given request needs */
 };
+
+#define WS_HS_OUT 1024 /* a 101, a refusal, or a request we make up */
 
 /* Control frames, made when the first one comes or goes: one on the wire,
  * one waiting (a pong answers only the latest ping, RFC 6455 5.5.3). */
@@ -61,6 +64,7 @@ struct ws {
     uint8_t phase;
     bool awaiting_pong;
     bool peer_closed;    /* its close frame came: we answer it and end */
+    bool raw;            /* after the upgrade, bytes pass as they are: the owner frames them */
     uint16_t close_code; /* what our close frame says, when not conn.end's */
 };
 
@@ -216,8 +220,9 @@ static int ctl_send(struct ws *w, enum wsf_op op, const uint8_t *p, size_t n)
 
 static ssize_t ws_writev(struct conn *c, const struct iovec *iov, int cnt)
 {
-    (void)cnt; /* the connection writes one buffer at a time */
     struct ws *w = c->layer_state;
+    if (w->raw)
+        return conn_raw_writev(c, iov, cnt);
     const uint8_t *p = iov[0].iov_base;
     size_t avail = iov[0].iov_len, done = 0;
     if (ctl_flush(w) < 0)
@@ -415,6 +420,8 @@ static ssize_t raw_read(struct ws *w, void *buf, size_t len)
 static ssize_t ws_read(struct conn *c, void *buf, size_t len)
 {
     struct ws *w = c->layer_state;
+    if (w->raw)
+        return raw_read(w, buf, len);
     if (ctl_try(w) < 0)
         return -1;
     for (;;) {
@@ -444,7 +451,7 @@ static int hs_send(struct ws *w)
             w->c->want_write = true;
             return 0;
         }
-        hs->out_done = (uint16_t)(hs->out_done + n);
+        hs->out_done += (uint32_t)n;
     }
     return 1;
 }
@@ -515,7 +522,7 @@ static int hs_server(struct ws *w)
     if (hl == 0 || (hl < 0 && errno != EMSGSIZE))
         return (int)hl;
     struct ws_head h;
-    struct ws_verdict v = {.answer = hs->out, .answer_room = sizeof(hs->out)};
+    struct ws_verdict v = {.answer = hs->out, .answer_room = hs->out_room};
     bool parsed = hl > 0 && ws_head_parse(hs->in, (size_t)hl, false, &h) == 0;
     if (hl < 0)
         v.status = 431, v.why = "request head over 4 KiB";
@@ -534,12 +541,12 @@ static int hs_server(struct ws *w)
     if (v.status)
         return hs_refuse(w, &v);
     const char *proto = v.proto ? v.proto : "";
-    int n = snprintf(hs->out, sizeof(hs->out),
+    int n = snprintf(hs->out, hs->out_room,
                      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      "Sec-WebSocket-Accept: %s\r\n%s%s%s\r\n",
                      accept, *proto ? "Sec-WebSocket-Protocol: " : "", proto, *proto ? "\r\n" : "");
-    assert(n > 0 && (size_t)n < sizeof(hs->out));
-    hs->out_len = (uint16_t)n;
+    assert(n > 0 && (size_t)n < hs->out_room);
+    hs->out_len = (uint32_t)n;
     hs->left_off = (uint16_t)hl; /* where the head ends, until hs_done */
     int r = hs_send(w);
     return r == 1 ? hs_done(w, (size_t)hl) : r;
@@ -565,16 +572,25 @@ static int hs_check_answer(struct ws *w, size_t hl)
         broker_refused(w, why);
         return -1;
     }
-    if (!ws_has_token(h.upgrade, "websocket") || !ws_has_token(h.connection, "upgrade") || !h.accept.p ||
-        h.accept.n != 28 || memcmp(h.accept.p, w->hs->accept, 28)) {
+    if (!h.accept.p || h.accept.n != 28 || memcmp(h.accept.p, w->hs->accept, 28)) {
         broker_refused(w, "the 101 has no matching Sec-WebSocket-Accept");
         return -1;
     }
+    if (!ws_has_token(h.upgrade, "websocket") || !ws_has_token(h.connection, "upgrade")) {
+        broker_refused(w, "the 101 lacks Upgrade: websocket or Connection: upgrade");
+        return -1;
+    }
+    if (h.extensions.p) { /* we offer none */
+        broker_refused(w, "the 101 chose a WebSocket extension nobody offered");
+        return -1;
+    }
     const char *proto = w->hs->proto;
-    if (h.protocol.p && (h.protocol.n != strlen(proto) || memcmp(h.protocol.p, proto, h.protocol.n))) {
+    if (proto && h.protocol.p && (h.protocol.n != strlen(proto) || memcmp(h.protocol.p, proto, h.protocol.n))) {
         broker_refused(w, "the 101 names another subprotocol");
         return -1;
     }
+    if (w->cli->upgraded && w->cli->upgraded(w->c, w->hs->in, hl) < 0)
+        return -1;
     return hs_done(w, hl);
 }
 
@@ -584,15 +600,29 @@ static int hs_request(struct ws *w, const char *host, uint16_t port, const char 
     char key[25];
     if (wsf_new_key(key, hs->accept) < 0)
         return -1;
-    int n = snprintf(hs->out, sizeof(hs->out),
+    int n = snprintf(hs->out, hs->out_room,
                      "GET %s HTTP/1.1\r\nHost: %s:%u\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: %s\r\n\r\n",
                      path && *path ? path : "/", host, port, key, hs->proto);
-    if (n < 0 || (size_t)n >= sizeof(hs->out)) {
+    if (n < 0 || (size_t)n >= hs->out_room) {
         errno = ENAMETOOLONG;
         return -1;
     }
-    hs->out_len = (uint16_t)n;
+    hs->out_len = (uint32_t)n;
+    return 0;
+}
+
+/* The owner's request line and headers, then our key. */
+static int hs_request_head(struct ws *w, const char *head, size_t len)
+{
+    struct ws_hs *hs = w->hs;
+    char key[25];
+    if (wsf_new_key(key, hs->accept) < 0)
+        return -1;
+    memcpy(hs->out, head, len);
+    int n = snprintf(hs->out + len, hs->out_room - len, "Sec-WebSocket-Key: %s\r\n\r\n", key);
+    assert(n > 0 && (size_t)n < hs->out_room - len);
+    hs->out_len = (uint32_t)(len + (size_t)n);
     return 0;
 }
 
@@ -622,7 +652,7 @@ static int ws_handshake(struct conn *c)
 static void ws_close(struct conn *c)
 {
     struct ws *w = c->layer_state;
-    if (w->phase == WS_OPEN)
+    if (w->phase == WS_OPEN && !w->raw)
         send_close(w);
     loop_timer_stop(c->loop, &w->ping);
     free(w->hs);
@@ -639,21 +669,23 @@ static const struct conn_layer ws_layer = {
     .close = ws_close,
 };
 
-static struct ws *ws_new(struct conn *c)
+static struct ws *ws_new(struct conn *c, size_t out_room)
 {
     struct ws *w = calloc(1, sizeof(*w));
-    if (w && !(w->hs = calloc(1, sizeof(*w->hs)))) {
+    if (w && !(w->hs = calloc(1, sizeof(*w->hs) + out_room))) {
         free(w);
         return NULL;
     }
-    if (w)
+    if (w) {
         w->c = c;
+        w->hs->out_room = (uint32_t)out_room;
+    }
     return w;
 }
 
 int ws_server_start(struct conn *c, const struct ws_server *srv, struct ws_pings pings)
 {
-    struct ws *w = ws_new(c);
+    struct ws *w = ws_new(c, WS_HS_OUT);
     if (!w)
         return -1;
     w->srv = srv;
@@ -665,13 +697,29 @@ int ws_server_start(struct conn *c, const struct ws_server *srv, struct ws_pings
 int ws_client_start(struct conn *c, const struct ws_client *cli, const char *host, uint16_t port, const char *path,
                     const char *proto, struct ws_pings pings)
 {
-    struct ws *w = ws_new(c);
+    struct ws *w = ws_new(c, WS_HS_OUT);
     if (!w)
         return -1;
     w->cli = cli;
     w->pings = pings;
     w->hs->proto = proto;
     if (hs_request(w, host, port, path) < 0) {
+        free(w->hs);
+        free(w);
+        return -1;
+    }
+    conn_set_layer(c, &ws_layer, w);
+    return 0;
+}
+
+int ws_client_start_head(struct conn *c, const struct ws_client *cli, const char *head, size_t len, bool raw)
+{
+    struct ws *w = ws_new(c, len + 64); /* the key's line and the blank line */
+    if (!w)
+        return -1;
+    w->cli = cli;
+    w->raw = raw;
+    if (hs_request_head(w, head, len) < 0) {
         free(w->hs);
         free(w);
         return -1;

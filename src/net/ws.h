@@ -41,6 +41,11 @@ struct ws_server {
 struct ws_client {
     /* The broker refused the upgrade (why): for the owner's log. */
     void (*failed)(struct conn *c, const char *why);
+    /* Optional: the peer's 101 (its whole head, len bytes, CRLF CRLF
+     * included) passed every check, for an owner that passes its headers
+     * on (the HTTP listener's relay).  Bytes behind it come after.  It must
+ * not close c (it may write to it: that waits for the upgrade's end). */
+    int (*upgraded)(struct conn *c, const char *head, size_t len); /* -1 (errno): fail the upgrade */
 };
 
 /* Keep-alive: ping when interval_ms passed without a pong (0: never), give
@@ -56,6 +61,14 @@ struct ws_pings {
 int ws_server_start(struct conn *c, const struct ws_server *srv, struct ws_pings pings);
 int ws_client_start(struct conn *c, const struct ws_client *cli, const char *host, uint16_t port, const char *path,
                     const char *proto, struct ws_pings pings);
+
+/* A client upgrade with the owner's request: head (len bytes) is its
+ * request line and header lines, each ending in CRLF, without
+ * Sec-WebSocket-Key (ours is added) and the blank line; the 101 may name
+ * any subprotocol (the owner offered them) and no extension.  With raw,
+ * bytes pass as they are once the upgrade is done: the owner frames and
+ * unframes them itself (the HTTP listener's relay).  -1: no memory. */
+int ws_client_start_head(struct conn *c, const struct ws_client *cli, const char *head, size_t len, bool raw);
 
 /* The close code (RFC 6455 7.4.1, IANA: 1014 bad gateway) for conn.end. */
 uint16_t ws_close_code(uint8_t end);
