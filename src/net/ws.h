@@ -65,10 +65,46 @@ int ws_client_start(struct conn *c, const struct ws_client *cli, const char *hos
 /* A client upgrade with the owner's request: head (len bytes) is its
  * request line and header lines, each ending in CRLF, without
  * Sec-WebSocket-Key (ours is added) and the blank line; the 101 may name
- * any subprotocol (the owner offered them) and no extension.  With raw,
- * bytes pass as they are once the upgrade is done: the owner frames and
- * unframes them itself (the HTTP listener's relay).  -1: no memory. */
-int ws_client_start_head(struct conn *c, const struct ws_client *cli, const char *head, size_t len, bool raw);
+ * any subprotocol (the owner offered them) and no extension.  -1: no
+ * memory. */
+int ws_client_start_head(struct conn *c, const struct ws_client *cli, const char *head, size_t len);
+/* The server side over a connection whose upgrade request the owner read
+ * and judged itself (the HTTP listener): answer (len bytes, the whole 101)
+ * is sent as the upgrade, then frames flow.  -1: no memory. */
+int ws_server_open(struct conn *c, const char *answer, size_t len, struct ws_pings pings);
+
+/*
+ * Message mode (the HTTP listener's relay), set right after a start: the
+ * owner gets whole messages instead of a byte stream (on_data is not
+ * called) and sends whole messages.  A message over max_message bytes ends
+ * the connection with 1009.  Bytes the connection read before and the
+ * owner left (frames behind an upgrade head it read) are unframed first.
+ */
+struct ws_messages {
+    /* A whole message (WSF_TEXT or WSF_BINARY), n bytes at p, valid during
+     * the call only.  The owner may conn_pause_read(c) (then no message
+     * comes until ws_resume_read) and write anywhere, but not close c. */
+    void (*on_message)(struct conn *c, int op, const uint8_t *p, size_t n);
+    /* Optional: the peer's close frame (its payload: code and reason).
+     * The layer answers it with the same payload (unless ours went first)
+     * and ends the connection (on_close follows); the owner must not close c. */
+    void (*on_close)(struct conn *c, const uint8_t *payload, size_t n);
+};
+int ws_set_messages(struct conn *c, const struct ws_messages *ops, uint64_t max_message);
+/* One message as one frame (op WSF_TEXT or WSF_BINARY); frames sent in one
+ * loop turn leave in one write at its end.  0, or -1 (closed, closing, no
+ * memory: the connection may be closed on return). */
+int ws_send(struct conn *c, int op, const uint8_t *p, size_t n);
+/* Our close frame (a payload as a close frame carries it, or a code and
+ * reason), behind what is queued; the connection closes once it is
+ * written, and on_close follows.  Once only. */
+int ws_close_with(struct conn *c, const uint8_t *payload, size_t n);
+int ws_close_as(struct conn *c, int code, const char *reason);
+/* Resume reading after conn_pause_read: what was read behind the message
+ * the owner paused at comes first (from a deferred call). */
+void ws_resume_read(struct conn *c);
+/* The loop time of the last bytes read (any frame: a ping too). */
+uint64_t ws_last_read(const struct conn *c);
 
 /* The close code (RFC 6455 7.4.1, IANA: 1014 bad gateway) for conn.end. */
 uint16_t ws_close_code(uint8_t end);
