@@ -72,9 +72,11 @@ struct ws {
 
 /* Message mode: whole messages to the owner, whole messages from it.  The
  * owner's conn output holds whole frames, so the layer passes writes
- * through; control frames join it.  Only while a message is split across
- * frames or reads (msg), the owner paused behind one (stash), or frames
- * were gathered in this loop turn (batch) does it hold a buffer. */
+ * through; control frames join it.  It holds a buffer only while a message
+ * is split across frames or reads (msg), the owner paused behind one
+ * (stash), or frames were gathered in this loop turn (batch); msg and
+ * batch stay for the next message while it is busy, and go after a quiet
+ * second (a buffer each message or turn was as costly as it sounds). */
 struct ws_mm {
     const struct ws_messages *ops;
     struct ws *w;
@@ -89,7 +91,9 @@ struct ws_mm {
     uint32_t stash_off, stash_len;
     uint8_t *batch; /* frames for the peer gathered in this loop turn, then one write */
     uint32_t batch_len;
+    bool busy;       /* msg or batch were used since the quiet timer last came */
     struct loop_defer flushing, resuming;
+    struct loop_timer quiet;
 };
 
 #define WS_BATCH (16 * 1024)
@@ -515,6 +519,8 @@ static ssize_t raw_read(struct ws *w, void *buf, size_t len)
 
 /* Write what was gathered (keep: the buffer stays for more of this turn).
  * After a failure (-1) the connection is closed and w freed. */
+static void mm_keep(struct ws_mm *m);
+
 static int mm_flush(struct ws *w, bool keep)
 {
     struct ws_mm *m = w->mm;
@@ -522,12 +528,43 @@ static int mm_flush(struct ws *w, bool keep)
     uint8_t *b = m->batch;
     uint32_t n = m->batch_len;
     m->batch_len = 0;
-    if (!keep)
+    keep = keep || n >= WS_BATCH / 4; /* a busy side: the buffer serves the next turn */
+    if (keep && b)
+        mm_keep(m);
+    else
         m->batch = NULL;
     int r = n ? conn_write(c, b, n) : 0;
     if (!keep)
         free(b);
     return r < 0 || c->state == CONN_CLOSED ? -1 : 0;
+}
+
+/* A quiet second: what no message or turn used since goes. */
+static void on_mm_quiet(struct loop *l, struct loop_timer *t)
+{
+    struct ws_mm *m = container_of(t, struct ws_mm, quiet);
+    if (m->busy) {
+        m->busy = false;
+        loop_timer_start(l, t, 1000, on_mm_quiet);
+        return;
+    }
+    if (!m->batch_len) {
+        free(m->batch);
+        m->batch = NULL;
+    }
+    if (!m->msg_len) {
+        free(m->msg);
+        m->msg = NULL;
+        m->msg_cap = 0;
+    }
+}
+
+/* A buffer stays for the next message or turn: the quiet timer releases it. */
+static void mm_keep(struct ws_mm *m)
+{
+    m->busy = true;
+    if (!loop_timer_armed(&m->quiet))
+        loop_timer_start(m->w->c->loop, &m->quiet, 1000, on_mm_quiet);
 }
 
 /* The loop turn is over: one write for the frames it gave this side. */
@@ -661,9 +698,12 @@ static int mm_gather(struct ws *w, const uint8_t *p, size_t n)
 {
     struct ws_mm *m = w->mm;
     if (m->msg_len + n > m->msg_cap) {
-        size_t cap = m->msg_cap ? m->msg_cap : 1024;
-        while (cap < m->msg_len + n)
-            cap *= 2;
+        /* room for the frame's rest, as far as twice what came: a length
+         * is a peer's claim, not bytes it sent */
+        size_t need = m->msg_len + n, room = need + (size_t)w->rx_left - n;
+        size_t cap = room < 2 * need ? room : 2 * need;
+        if (cap < 1024)
+            cap = 1024;
         uint8_t *b = realloc(m->msg, cap);
         if (!b)
             return (int)protocol_error(w, 1011);
@@ -688,9 +728,9 @@ static int mm_deliver(struct ws *w, const uint8_t *p, size_t n)
         errno = ECONNRESET;
         return -1;
     }
-    free(m->msg); /* an idle WebSocket holds no buffer */
-    m->msg = NULL;
-    m->msg_len = m->msg_cap = 0;
+    if (m->msg) /* kept for the next message, until a quiet second */
+        mm_keep(m);
+    m->msg_len = 0;
     if (c->state != CONN_OPEN) {
         errno = EAGAIN;
         return -1;
@@ -790,6 +830,7 @@ static void mm_close(struct ws *w)
     struct ws_mm *m = w->mm;
     loop_defer_cancel(w->c->loop, &m->flushing);
     loop_defer_cancel(w->c->loop, &m->resuming);
+    loop_timer_stop(w->c->loop, &m->quiet);
     if (m->batch_len && !w->c->out.len) {
         struct iovec iov = {m->batch, m->batch_len};
         if (conn_raw_writev(w->c, &iov, 1) != (ssize_t)m->batch_len)
