@@ -23,7 +23,8 @@ enum ws_phase { WS_UPGRADING, WS_OPEN };
 /* Only while the upgrade runs (and until bytes read behind its head are
  * taken): an idle WebSocket holds none of it. */
 struct ws_hs {
-    char in[WS_MAX_HEAD + 1];
+    char *in;          /* in_room bytes behind out (none where the owner read the request) */
+    uint16_t in_room;
     uint16_t in_len;
     uint16_t left_off, left_len; /* bytes read behind the head: the first frames */
     uint32_t out_len, out_done;  /* our request or answer, being sent */
@@ -66,7 +67,14 @@ struct ws {
     bool awaiting_pong;
     bool peer_closed;    /* its close frame came: we answer it and end */
     bool close_sent;     /* our close frame went (message mode: ws_close_with) */
-    struct ws_mm *mm;    /* message mode (ws_set_messages), or NULL: a byte stream */
+    /* message mode (ws_set_messages; msgs NULL: a byte stream) */
+    const struct ws_messages *msgs;
+    uint64_t msg_max;  /* a message's most bytes */
+    uint64_t read_at;  /* loop time of the last read */
+    uint8_t msg_op;    /* the message being read: its opcode, */
+    bool rx_fin;       /* ... the frame being read ends it, */
+    bool whole;        /* ... and is all of it (so far in place, nothing gathered) */
+    struct ws_mm *mm;  /* message mode's buffers, only while it has any */
     uint16_t close_code; /* what our close frame says, when not conn.end's */
 };
 
@@ -78,13 +86,7 @@ struct ws {
  * batch stay for the next message while it is busy, and go after a quiet
  * second (a buffer each message or turn was as costly as it sounds). */
 struct ws_mm {
-    const struct ws_messages *ops;
     struct ws *w;
-    uint64_t max;     /* a message's most bytes */
-    uint64_t read_at; /* loop time of the last read */
-    uint8_t msg_op;   /* the message being read: its opcode, */
-    bool rx_fin;      /* ... the frame being read ends it, */
-    bool whole;       /* ... and is all of it (so far in place, nothing gathered) */
     uint8_t *msg;     /* a message gathered across frames or reads */
     size_t msg_len, msg_cap;
     uint8_t *stash; /* bytes read behind a message the owner paused at */
@@ -100,6 +102,7 @@ struct ws_mm {
 
 static const struct conn_layer ws_layer;
 static int mm_send_ctl(struct ws *w, enum wsf_op op, const uint8_t *p, size_t n);
+static void mm_maybe_free(struct ws *w);
 static int mm_peer_closed(struct ws *w);
 
 bool ws_is_ws(const struct conn *c) { return c->layer == &ws_layer; }
@@ -238,7 +241,7 @@ static struct ws_ctl *ctl_get(struct ws *w)
 
 static int ctl_send(struct ws *w, enum wsf_op op, const uint8_t *p, size_t n)
 {
-    if (w->mm)
+    if (w->msgs)
         return mm_send_ctl(w, op, p, n);
     struct ws_ctl *k = ctl_get(w);
     if (!k) {
@@ -255,7 +258,7 @@ static int ctl_send(struct ws *w, enum wsf_op op, const uint8_t *p, size_t n)
 static ssize_t ws_writev(struct conn *c, const struct iovec *iov, int cnt)
 {
     struct ws *w = c->layer_state;
-    if (w->mm) /* the owner's output is whole frames already */
+    if (w->msgs) /* the owner's output is whole frames already */
         return conn_raw_writev(c, iov, cnt);
     const uint8_t *p = iov[0].iov_base;
     size_t avail = iov[0].iov_len, done = 0;
@@ -346,7 +349,7 @@ static ssize_t protocol_error(struct ws *w, int code)
 }
 
 /* A message's most bytes: the owner's limit in message mode (1009 beyond). */
-static uint64_t rx_max(const struct ws *w) { return w->mm ? w->mm->max : WS_MAX_PAYLOAD; }
+static uint64_t rx_max(const struct ws *w) { return w->msgs ? w->msg_max : WS_MAX_PAYLOAD; }
 
 static int frame_begin(struct ws *w, const struct wsf_head *h)
 {
@@ -354,10 +357,10 @@ static int frame_begin(struct ws *w, const struct wsf_head *h)
     int code;
     if (wsf_seq_frame(&w->seq, h, rx_max(w), &op, &code) < 0)
         return (int)protocol_error(w, code);
-    if (w->mm && h->op < WSF_CLOSE) {
-        w->mm->whole = h->fin && h->op != WSF_CONT;
-        w->mm->rx_fin = h->fin;
-        w->mm->msg_op = (uint8_t)op;
+    if (w->msgs && h->op < WSF_CLOSE) {
+        w->whole = h->fin && h->op != WSF_CONT;
+        w->rx_fin = h->fin;
+        w->msg_op = (uint8_t)op;
     }
     w->rx_frame = true;
     w->rx_op = (uint8_t)h->op;
@@ -401,7 +404,7 @@ static int control(struct ws *w)
             return (int)protocol_error(w, WSF_CLOSE_PROTOCOL);
         w->peer_closed = true;
         w->close_code = (uint16_t)code;
-        return w->mm ? mm_peer_closed(w) : 0;
+        return w->msgs ? mm_peer_closed(w) : 0;
     }
     }
 }
@@ -499,6 +502,7 @@ static ssize_t raw_read(struct ws *w, void *buf, size_t len)
         if (!m->stash_len) {
             free(m->stash);
             m->stash = NULL;
+            mm_maybe_free(w);
         }
         return (ssize_t)n;
     }
@@ -521,18 +525,33 @@ static ssize_t raw_read(struct ws *w, void *buf, size_t len)
  * After a failure (-1) the connection is closed and w freed. */
 static void mm_keep(struct ws_mm *m);
 
+/* The buffers' holder goes when it holds none and nothing will look at it. */
+static void mm_maybe_free(struct ws *w)
+{
+    struct ws_mm *m = w->mm;
+    if (m && !m->batch && !m->msg && !m->stash && !m->flushing.queued && !m->resuming.queued &&
+        !loop_timer_armed(&m->quiet)) {
+        free(m);
+        w->mm = NULL;
+    }
+}
+
 static int mm_flush(struct ws *w, bool keep)
 {
     struct ws_mm *m = w->mm;
     struct conn *c = w->c;
+    if (!m)
+        return 0;
     uint8_t *b = m->batch;
     uint32_t n = m->batch_len;
     m->batch_len = 0;
     keep = keep || n >= WS_BATCH / 4; /* a busy side: the buffer serves the next turn */
-    if (keep && b)
+    if (keep && b) {
         mm_keep(m);
-    else
+    } else {
         m->batch = NULL;
+        mm_maybe_free(w);
+    }
     int r = n ? conn_write(c, b, n) : 0;
     if (!keep)
         free(b);
@@ -557,9 +576,19 @@ static void on_mm_quiet(struct loop *l, struct loop_timer *t)
         m->msg = NULL;
         m->msg_cap = 0;
     }
+    mm_maybe_free(m->w); /* an idle WebSocket holds none of it */
 }
 
-/* A buffer stays for the next message or turn: the quiet timer releases it. */
+/* Message mode's buffers, made when the first is needed: NULL for no memory. */
+static struct ws_mm *mm_get(struct ws *w)
+{
+    if (!w->mm && (w->mm = calloc(1, sizeof(*w->mm))))
+        w->mm->w = w;
+    return w->mm;
+}
+
+/* A buffer stays for the next message or turn: the quiet timer releases it
+ * (and the buffers' holder when all are gone). */
 static void mm_keep(struct ws_mm *m)
 {
     m->busy = true;
@@ -579,11 +608,15 @@ static void on_mm_flush(struct loop *l, struct loop_defer *d)
  * offset off when we are the client. */
 static int mm_put(struct ws *w, const uint8_t *p, size_t n, const uint8_t *key, size_t off)
 {
-    struct ws_mm *m = w->mm;
+    struct ws_mm *m = mm_get(w);
+    if (!m)
+        return -1;
     if (m->batch_len + n > WS_BATCH && mm_flush(w, true) < 0)
         return -1;
-    if (!m->batch && !(m->batch = malloc(WS_BATCH)))
+    if (!m->batch && !(m->batch = malloc(WS_BATCH))) {
+        mm_keep(m); /* the holder goes with the quiet timer */
         return -1;
+    }
     if (!m->batch_len)
         loop_defer(w->c->loop, &m->flushing, on_mm_flush);
     memcpy(m->batch + m->batch_len, p, n);
@@ -626,7 +659,7 @@ static int mm_send_ctl(struct ws *w, enum wsf_op op, const uint8_t *p, size_t n)
         errno = ENOMEM;
         return -1;
     }
-    if (c->out.len + w->mm->batch_len >= c->high_water)
+    if (c->out.len + (w->mm ? w->mm->batch_len : 0) >= c->high_water)
         conn_pause_read(c);
     return 0;
 }
@@ -664,8 +697,8 @@ static int mm_peer_closed(struct ws *w)
 {
     struct conn *c = w->c;
     struct ws_ctl *k = w->ctl;
-    if (w->mm->ops->on_close)
-        w->mm->ops->on_close(c, k->in, k->in_len);
+    if (w->msgs->on_close)
+        w->msgs->on_close(c, k->in, k->in_len);
     if (c->state != CONN_OPEN)
         return 0;
     if (!w->close_sent)
@@ -678,8 +711,8 @@ static int mm_peer_closed(struct ws *w)
 /* Bytes read behind a message the owner paused at: kept until it resumes. */
 static ssize_t mm_stash(struct ws *w, const uint8_t *p, size_t n)
 {
-    struct ws_mm *m = w->mm;
-    uint8_t *s = malloc(n + m->stash_len);
+    struct ws_mm *m = mm_get(w);
+    uint8_t *s = m ? malloc(n + m->stash_len) : NULL;
     if (!s)
         return protocol_error(w, 1011);
     memcpy(s, p, n);
@@ -696,7 +729,9 @@ static ssize_t mm_stash(struct ws *w, const uint8_t *p, size_t n)
 /* Payload of a message that does not lie whole in one read. */
 static int mm_gather(struct ws *w, const uint8_t *p, size_t n)
 {
-    struct ws_mm *m = w->mm;
+    struct ws_mm *m = mm_get(w);
+    if (!m)
+        return (int)protocol_error(w, 1011);
     if (m->msg_len + n > m->msg_cap) {
         /* room for the frame's rest, as far as twice what came: a length
          * is a peer's claim, not bytes it sent */
@@ -712,7 +747,7 @@ static int mm_gather(struct ws *w, const uint8_t *p, size_t n)
     }
     memcpy(m->msg + m->msg_len, p, n);
     m->msg_len += n;
-    m->whole = false;
+    w->whole = false;
     return 0;
 }
 
@@ -721,16 +756,16 @@ static int mm_gather(struct ws *w, const uint8_t *p, size_t n)
  * or it is closing (nothing more is read). */
 static int mm_deliver(struct ws *w, const uint8_t *p, size_t n)
 {
-    struct ws_mm *m = w->mm;
     struct conn *c = w->c;
-    m->ops->on_message(c, m->msg_op, p, n);
+    w->msgs->on_message(c, w->msg_op, p, n);
     if (c->state == CONN_CLOSED) {
         errno = ECONNRESET;
         return -1;
     }
-    if (m->msg) /* kept for the next message, until a quiet second */
-        mm_keep(m);
-    m->msg_len = 0;
+    if (w->mm && w->mm->msg) { /* kept for the next message, until a quiet second */
+        mm_keep(w->mm);
+        w->mm->msg_len = 0;
+    }
     if (c->state != CONN_OPEN) {
         errno = EAGAIN;
         return -1;
@@ -744,10 +779,9 @@ static int mm_deliver(struct ws *w, const uint8_t *p, size_t n)
  * code). */
 static ssize_t mm_unframe(struct ws *w, uint8_t *p, size_t n)
 {
-    struct ws_mm *m = w->mm;
     struct conn *c = w->c;
     size_t i = 0;
-    m->read_at = loop_now(c->loop);
+    w->read_at = loop_now(c->loop);
     while (i < n) {
         if (c->read_paused)
             return mm_stash(w, p + i, n - i);
@@ -759,7 +793,7 @@ static ssize_t mm_unframe(struct ws *w, uint8_t *p, size_t n)
             continue;
         size_t take = (size_t)n_take;
         const uint8_t *whole = NULL;
-        if (!w->rx_ctl && m->whole && take == w->rx_left)
+        if (!w->rx_ctl && w->whole && take == w->rx_left)
             whole = p + i; /* the whole message lies here: handed over in place */
         else if (!w->rx_ctl && take && mm_gather(w, p + i, take) < 0)
             return -1;
@@ -772,9 +806,14 @@ static ssize_t mm_unframe(struct ws *w, uint8_t *p, size_t n)
                 errno = c->state == CONN_CLOSED ? ECONNRESET : EAGAIN;
                 return -1;
             }
-        } else if (m->rx_fin &&
-                   mm_deliver(w, whole ? whole : m->msg ? m->msg : (const uint8_t *)"", whole ? take : m->msg_len) < 0) {
-            return -1;
+        } else if (w->rx_fin) {
+            const struct ws_mm *m = w->mm;
+            if (!whole) {
+                whole = m && m->msg ? m->msg : (const uint8_t *)"";
+                take = m ? m->msg_len : 0;
+            }
+            if (mm_deliver(w, whole, take) < 0)
+                return -1;
         }
     }
     errno = EAGAIN;
@@ -800,26 +839,23 @@ void ws_resume_read(struct conn *c)
 uint64_t ws_last_read(const struct conn *c)
 {
     const struct ws *w = ws_is_ws(c) ? c->layer_state : NULL;
-    return w && w->mm ? w->mm->read_at : 0;
+    return w && w->msgs ? w->read_at : 0;
 }
 
 int ws_set_messages(struct conn *c, const struct ws_messages *ops, uint64_t max_message)
 {
     struct ws *w = c->layer_state;
-    struct ws_mm *m = calloc(1, sizeof(*m));
-    if (!m)
-        return -1;
-    *m = (struct ws_mm){.ops = ops, .w = w, .max = max_message, .read_at = loop_now(c->loop)};
+    w->msgs = ops;
+    w->msg_max = max_message;
+    w->read_at = loop_now(c->loop);
     if (c->in.len) { /* frames read behind a head the owner read */
-        if (!(m->stash = malloc(c->in.len))) {
-            free(m);
+        struct ws_mm *m = mm_get(w);
+        if (!m || !(m->stash = malloc(c->in.len)))
             return -1;
-        }
         memcpy(m->stash, buf_head(&c->in), c->in.len);
         m->stash_len = c->in.len;
         buf_consume(&c->in, c->in.len);
     }
-    w->mm = m;
     return 0;
 }
 
@@ -828,6 +864,10 @@ int ws_set_messages(struct conn *c, const struct ws_messages *ops, uint64_t max_
 static void mm_close(struct ws *w)
 {
     struct ws_mm *m = w->mm;
+    if (!m) {
+        w->close_sent |= w->c->out.len > 0;
+        return;
+    }
     loop_defer_cancel(w->c->loop, &m->flushing);
     loop_defer_cancel(w->c->loop, &m->resuming);
     loop_timer_stop(w->c->loop, &m->quiet);
@@ -850,7 +890,7 @@ static void mm_close(struct ws *w)
 static ssize_t ws_read(struct conn *c, void *buf, size_t len)
 {
     struct ws *w = c->layer_state;
-    if (w->mm) { /* messages go to the owner; the stream stays empty */
+    if (w->msgs) { /* messages go to the owner; the stream stays empty */
         ssize_t n = raw_read(w, buf, len);
         return n <= 0 ? n : mm_unframe(w, buf, (size_t)n);
     }
@@ -902,7 +942,7 @@ static ssize_t hs_read(struct ws *w)
             errno = EMSGSIZE;
             return -1;
         }
-        ssize_t n = conn_raw_read(w->c, hs->in + hs->in_len, sizeof(hs->in) - hs->in_len);
+        ssize_t n = conn_raw_read(w->c, hs->in + hs->in_len, (size_t)(hs->in_room - hs->in_len));
         if (n == 0) {
             errno = ECONNRESET;
             return -1;
@@ -1084,7 +1124,7 @@ static int ws_handshake(struct conn *c)
 static void ws_close(struct conn *c)
 {
     struct ws *w = c->layer_state;
-    if (w->mm)
+    if (w->msgs)
         mm_close(w);
     if (w->phase == WS_OPEN && !w->close_sent)
         send_close(w);
@@ -1103,23 +1143,27 @@ static const struct conn_layer ws_layer = {
     .close = ws_close,
 };
 
-static struct ws *ws_new(struct conn *c, size_t out_room)
+/* The upgrade's buffers: out_room for what we send, in_room for the
+ * head we read (0: the owner read it). */
+static struct ws *ws_new(struct conn *c, size_t out_room, size_t in_room)
 {
     struct ws *w = calloc(1, sizeof(*w));
-    if (w && !(w->hs = calloc(1, sizeof(*w->hs) + out_room))) {
+    if (w && !(w->hs = calloc(1, sizeof(*w->hs) + out_room + in_room))) {
         free(w);
         return NULL;
     }
     if (w) {
         w->c = c;
         w->hs->out_room = (uint32_t)out_room;
+        w->hs->in = w->hs->out + out_room;
+        w->hs->in_room = (uint16_t)in_room;
     }
     return w;
 }
 
 int ws_server_start(struct conn *c, const struct ws_server *srv, struct ws_pings pings)
 {
-    struct ws *w = ws_new(c, WS_HS_OUT);
+    struct ws *w = ws_new(c, WS_HS_OUT, WS_MAX_HEAD + 1);
     if (!w)
         return -1;
     w->srv = srv;
@@ -1131,7 +1175,7 @@ int ws_server_start(struct conn *c, const struct ws_server *srv, struct ws_pings
 int ws_client_start(struct conn *c, const struct ws_client *cli, const char *host, uint16_t port, const char *path,
                     const char *proto, struct ws_pings pings)
 {
-    struct ws *w = ws_new(c, WS_HS_OUT);
+    struct ws *w = ws_new(c, WS_HS_OUT, WS_MAX_HEAD + 1);
     if (!w)
         return -1;
     w->cli = cli;
@@ -1148,7 +1192,7 @@ int ws_client_start(struct conn *c, const struct ws_client *cli, const char *hos
 
 int ws_server_open(struct conn *c, const char *answer, size_t len, struct ws_pings pings)
 {
-    struct ws *w = ws_new(c, len);
+    struct ws *w = ws_new(c, len, 0);
     if (!w)
         return -1;
     memcpy(w->hs->out, answer, len);
@@ -1160,7 +1204,7 @@ int ws_server_open(struct conn *c, const char *answer, size_t len, struct ws_pin
 
 int ws_client_start_head(struct conn *c, const struct ws_client *cli, const char *head, size_t len)
 {
-    struct ws *w = ws_new(c, len + 64); /* the key's line and the blank line */
+    struct ws *w = ws_new(c, len + 64, WS_MAX_HEAD + 1); /* the key's line and the blank line */
     if (!w)
         return -1;
     w->cli = cli;
