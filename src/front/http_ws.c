@@ -24,13 +24,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/types.h>
 
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/util.h"
 #include "front/http.h"
-#include "front/http_parse.h"
 #include "front/http_util.h"
 #include "net/tls.h"
 #include "net/ws.h"
@@ -254,12 +252,11 @@ static int on_target_101(struct conn *c, const char *head, size_t len)
     }
     size_t n;
     char *ok = client_101(w, head, len, &n);
-    int rc = ok ? ws_server_open(w->cl.c, ok, n, (struct ws_pings){0}) : -1;
+    errno = ENOMEM;
+    int rc = ok ? ws_server_open(w->cl.c, ok, n, (struct ws_pings){0}) : -1; /* ECONNRESET: the client left */
     free(ok);
-    if (rc < 0 || ws_set_messages(w->cl.c, &leg_messages, w->hs->max_body) < 0) {
-        errno = ENOMEM;
+    if (rc < 0 || ws_set_messages(w->cl.c, &leg_messages, w->hs->max_body) < 0)
         return -1;
-    }
     mgate_log(LOGL_INFO, w->s, "websocket open%s", w->topic ? "" : " (bypass: messages not checked)");
     w->phase = WS_OPEN;
     METRIC_INC(loop_metrics(w->loop)->ws_opened);

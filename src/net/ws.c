@@ -1192,6 +1192,10 @@ int ws_client_start(struct conn *c, const struct ws_client *cli, const char *hos
 
 int ws_server_open(struct conn *c, const char *answer, size_t len, struct ws_pings pings)
 {
+    if (c->state != CONN_OPEN) { /* closed (its owner not told yet), or closing */
+        errno = ECONNRESET;
+        return -1;
+    }
     struct ws *w = ws_new(c, len, 0);
     if (!w)
         return -1;

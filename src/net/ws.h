@@ -2,7 +2,9 @@
  * A WebSocket (RFC 6455) as a layer of struct conn, over its transport,
  * plain TCP or TLS: the owner sees the byte stream that binary messages
  * carry, as it would over TCP (bytes split across messages, several
- * packets in one, all fine), with the same buffers and back-pressure.
+ * packets in one, all fine), with the same buffers and back-pressure; or,
+ * in message mode (ws_set_messages, the HTTP listener's relay), whole
+ * messages with their opcode.
  *
  * The layer does the upgrade (a server reads and checks the request and
  * answers 101; a client sends its request with its own key and checks the
@@ -68,9 +70,10 @@ int ws_client_start(struct conn *c, const struct ws_client *cli, const char *hos
  * any subprotocol (the owner offered them) and no extension.  -1: no
  * memory. */
 int ws_client_start_head(struct conn *c, const struct ws_client *cli, const char *head, size_t len);
-/* The server side over a connection whose upgrade request the owner read
- * and judged itself (the HTTP listener): answer (len bytes, the whole 101)
- * is sent as the upgrade, then frames flow.  -1: no memory. */
+/* The server side over an open connection whose upgrade request the owner
+ * read and judged itself (the HTTP listener): answer (len bytes, the whole
+ * 101) is sent as the upgrade, then frames flow.  -1: no memory, or the
+ * connection is not open (errno ECONNRESET). */
 int ws_server_open(struct conn *c, const char *answer, size_t len, struct ws_pings pings);
 
 /*
