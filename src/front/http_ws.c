@@ -57,6 +57,7 @@ struct ws_leg {
     bool close_sent; /* our close went out: nothing more is sent */
     bool close_rcvd; /* it closed (or broke): nothing more is read */
     bool blocked;    /* the peer's output is over its bound */
+    uint16_t broken; /* the close code net/ws.c ended it with (1002, 1009, 1011), for the log */
     uint8_t op;      /* the held message's opcode */
     uint8_t *held;   /* the message whose verdict is awaited (a copy), */
     size_t held_len;
@@ -436,7 +437,16 @@ static void on_peer_close(struct conn *c, const uint8_t *pl, size_t n)
     leg_close(leg->peer, pl, n);
 }
 
-static const struct ws_messages leg_messages = {.on_message = on_message, .on_close = on_peer_close};
+/* net/ws.c ends a leg that broke the protocol or a limit: said in the log
+ * when it closes (leg_on_close). */
+static void on_broken(struct conn *c, int code)
+{
+    struct ws_leg *leg = c->owner;
+    leg->broken = (uint16_t)code;
+}
+
+static const struct ws_messages leg_messages = {
+    .on_message = on_message, .on_close = on_peer_close, .on_broken = on_broken};
 
 /* ---- the legs' connections ------------------------------------------------------------------ */
 
@@ -478,8 +488,11 @@ static void leg_on_close(struct conn *c, int err)
         leg_drop(&w->tg); /* the client left before the target answered */
     } else if (!leg->close_rcvd) {
         if (err == EBADMSG)
-            session_log(w->s, LOGL_INFO, "websocket: the %s broke the WebSocket protocol or a limit; closed",
-                        leg_name(leg));
+            session_log(w->s, LOGL_INFO, "websocket: the %s %s; closed with %u", leg_name(leg),
+                        leg->broken == WSF_CLOSE_TOO_BIG ? "sent a message over MAX_BODY_SIZE"
+                        : leg->broken == 1011            ? "sent a message that could not be held (out of memory)"
+                                                         : "broke the WebSocket protocol",
+                        leg->broken);
         else if (w->phase == WS_OPEN)
             mgate_log(LOGL_INFO, w->s, "websocket: the %s went away without a close", leg_name(leg));
     }

@@ -344,6 +344,8 @@ static void ping_rearm(struct ws *w)
 static ssize_t protocol_error(struct ws *w, int code)
 {
     w->close_code = (uint16_t)code;
+    if (w->msgs && w->msgs->on_broken)
+        w->msgs->on_broken(w->c, code);
     errno = EBADMSG;
     return -1;
 }

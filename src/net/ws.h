@@ -92,6 +92,10 @@ struct ws_messages {
      * The layer answers it with the same payload (unless ours went first)
      * and ends the connection (on_close follows); the owner must not close c. */
     void (*on_close)(struct conn *c, const uint8_t *payload, size_t n);
+    /* Optional, for the owner's log: the peer broke the protocol (1002) or
+     * a limit (1009), or memory ran out (1011); our close says code, and
+     * on_close(EBADMSG) follows.  The owner must not close c. */
+    void (*on_broken)(struct conn *c, int code);
 };
 int ws_set_messages(struct conn *c, const struct ws_messages *ops, uint64_t max_message);
 /* One message as one frame (op WSF_TEXT or WSF_BINARY); frames sent in one
