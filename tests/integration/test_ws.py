@@ -666,6 +666,11 @@ def close_codes(t, tmp, broker):
     t.eq(w.close_code(), 1001, "client close frame 1001: mgate answers with the same code")
     t.check(broker.log.wait(r"Client ws-close-peer (closed its connection|disconnected)", 3.0, mark) is not None,
             "client close frame: the broker side ends too")
+    for what, payload in (("of one byte", b"\x03"), ("with code 1005 (never sent)", struct.pack("!H", 1005))):
+        w = RawWs(port)
+        w.connect(f"ws-close-bad-{len(payload)}")
+        w.send_frame(payload, opcode=8)
+        t.eq(w.close_code(), 1002, f"a client close frame {what}: answered with 1002 (protocol error)")
     dead = h.free_port()
     port2 = h.free_port()
     h.Mgate(tmp, dead, port=port2, MGATE_MQTT_WITHOUT_TLS_PORT=None, **ws_env(dead, port2))
