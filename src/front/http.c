@@ -37,7 +37,6 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "core/base64.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "core/metrics.h"
@@ -878,67 +877,22 @@ static int route(struct http_conn *hc, struct http_req *r, const struct http_hea
     return 0;
 }
 
-/* The authorization query parameter, in every spelling a target may read
- * (http_query_param): *found and its value decoded into out, or not found;
- * 400 with r->refuse_why when it cannot be the one credential judged. */
-static int query_credential(struct http_req *r, char *out, size_t *n, bool *found)
-{
-    static const char *const why[] = {
-        [HTTP_QPARAM_MANY] = "more than one authorization query parameter (in any spelling)",
-        [HTTP_QPARAM_AMBIGUOUS] = "the authorization query parameter ends at ';' (targets disagree on its value)",
-        [HTTP_QPARAM_BROKEN] = "a broken escape or an encoded NUL in the authorization query parameter",
-    };
-    enum http_qparam q = HTTP_QPARAM_NONE;
-    *n = 0;
-    if (r->query)
-        q = http_query_param(r->query, r->query_len, "authorization", out, n);
-    *found = q == HTTP_QPARAM_ONE;
-    if (q > HTTP_QPARAM_ONE)
-        return r->refuse_why = why[q], 400;
-    return 0;
-}
-
 /* Basic credentials, else the whole Authorization header as the password,
- * else ?authorization= (the Go mGate's order).  Two that could disagree (the
- * header and the parameter, or the parameter twice) are refused: only one
- * would be judged, and the target, which gets the query too, might read
- * the other.  Returns 0 or 400 with r->refuse_why. */
+ * else ?authorization= (the Go mGate's order; http_credentials, the rule of
+ * every HTTP-based listener).  Returns 0 or 400 with r->refuse_why. */
 static int credentials(struct http_req *r, const struct http_head *h, char *mem)
 {
     struct mgate_connect_req *c = &r->ask.req.connect;
     const struct http_hdr *a = http_head_find(h, "authorization");
-    char *qmem = mem + (a ? a->value_len : 0); /* after what Basic may decode */
-    size_t qn;
-    bool in_query;
-    int st = query_credential(r, qmem, &qn, &in_query);
+    struct http_cred cr;
+    int st = http_credentials(a ? a->value : NULL, a ? a->value_len : 0, r->query, r->query ? r->query_len : 0,
+                              false, mem, &cr, &r->refuse_why);
     if (st)
         return st;
-    if (a && in_query && (qn != a->value_len || memcmp(qmem, a->value, qn)))
-        return r->refuse_why = "the Authorization header and the authorization parameter disagree", 400;
-    if (a && a->value_len > 6 && !strncasecmp(a->value, "basic ", 6)) {
-        const char *v = a->value + 6;
-        size_t vl = a->value_len - 6;
-        while (vl && *v == ' ')
-            v++, vl--;
-        int decoded = base64_decode(v, vl, (uint8_t *)mem, vl);
-        if (decoded >= 0) {
-            size_t n = (size_t)decoded;
-            char *colon = memchr(mem, ':', n);
-            if (colon) {
-                c->username = (mgate_bytes){(const uint8_t *)mem, (uint32_t)(colon - mem)};
-                c->password = (mgate_bytes){(const uint8_t *)colon + 1, (uint32_t)(n - (size_t)(colon - mem) - 1)};
-                c->has_username = c->has_password = true;
-                return 0;
-            }
-        }
-    }
-    if (a) {
-        c->password = (mgate_bytes){(const uint8_t *)a->value, a->value_len};
-        c->has_password = true;
-    } else if (in_query) {
-        c->password = (mgate_bytes){(const uint8_t *)qmem, (uint32_t)qn};
-        c->has_password = true;
-    }
+    c->username = (mgate_bytes){(const uint8_t *)cr.user, cr.user_len};
+    c->password = (mgate_bytes){(const uint8_t *)cr.pass, cr.pass_len};
+    c->has_username = cr.has_user;
+    c->has_password = cr.has_pass;
     return 0;
 }
 

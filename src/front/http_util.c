@@ -1,8 +1,11 @@
 #include "front/http_util.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+
+#include "core/base64.h"
 
 static int hexval(char c)
 {
@@ -170,6 +173,55 @@ enum http_qparam http_query_param(const char *q, size_t n, const char *key, char
     if (end == ';')
         return HTTP_QPARAM_AMBIGUOUS;
     return http_pct_decode(val, vlen, out, outlen, true) < 0 ? HTTP_QPARAM_BROKEN : HTTP_QPARAM_ONE;
+}
+
+/* Basic credentials in a header value ("Basic dTpw"): user and password
+ * decoded into mem (room for n bytes); false when it is none. */
+static bool basic_credentials(const char *v, size_t n, char *mem, struct http_cred *out)
+{
+    if (n <= 6 || strncasecmp(v, "basic ", 6))
+        return false;
+    v += 6, n -= 6;
+    while (n && *v == ' ')
+        v++, n--;
+    int decoded = base64_decode(v, n, (uint8_t *)mem, n);
+    char *colon = decoded >= 0 ? memchr(mem, ':', (size_t)decoded) : NULL;
+    if (!colon)
+        return false;
+    *out = (struct http_cred){.user = mem, .user_len = (uint32_t)(colon - mem), .pass = colon + 1,
+                              .pass_len = (uint32_t)((size_t)decoded - (size_t)(colon - mem) - 1),
+                              .has_user = true, .has_pass = true};
+    return true;
+}
+
+int http_credentials(const char *auth, size_t auth_len, const char *query, size_t query_len, bool bearer,
+                     char *mem, struct http_cred *out, const char **why)
+{
+    static const char *const query_why[] = {
+        [HTTP_QPARAM_MANY] = "more than one authorization query parameter (in any spelling)",
+        [HTTP_QPARAM_AMBIGUOUS] = "the authorization query parameter ends at ';' (targets disagree on its value)",
+        [HTTP_QPARAM_BROKEN] = "a broken escape or an encoded NUL in the authorization query parameter",
+    };
+    char *qmem = mem + auth_len; /* after what Basic may decode */
+    size_t qn = 0;
+    enum http_qparam q = query ? http_query_param(query, query_len, "authorization", qmem, &qn) : HTTP_QPARAM_NONE;
+    *out = (struct http_cred){0};
+    if (q > HTTP_QPARAM_ONE)
+        return *why = query_why[q], 400;
+    const char *token = auth;
+    size_t token_len = auth_len;
+    bool is_basic = auth && auth_len > 6 && !strncasecmp(auth, "basic ", 6);
+    if (auth && bearer && !is_basic && auth_len >= 7 && !strncasecmp(auth, "bearer ", 7))
+        token += 7, token_len -= 7;
+    if (auth && q == HTTP_QPARAM_ONE && (qn != token_len || memcmp(qmem, token, qn)))
+        return *why = "the Authorization header and the authorization parameter disagree", 400;
+    if (auth && basic_credentials(auth, auth_len, mem, out))
+        return 0;
+    if (auth)
+        *out = (struct http_cred){.pass = token, .pass_len = (uint32_t)token_len, .has_pass = true};
+    else if (q == HTTP_QPARAM_ONE)
+        *out = (struct http_cred){.pass = qmem, .pass_len = (uint32_t)qn, .has_pass = true};
+    return 0;
 }
 
 int http_path_check(const char *raw, size_t n, const char *prefix, char *mem, const char **rest, const char **why)

@@ -37,6 +37,26 @@ enum http_qparam {
     HTTP_QPARAM_BROKEN,    /* once, its value with a broken escape or an encoded NUL */
 };
 enum http_qparam http_query_param(const char *q, size_t n, const char *key, char *out, size_t *outlen);
+/* The client's credentials on every HTTP-based listener (HTTP requests,
+ * their WebSocket upgrades, MQTT over WebSocket), from three sources in
+ * this order: the Authorization header with Basic credentials (username
+ * and password); else the header's value as the password (with bearer, a
+ * "Bearer T" gives T; without, the whole value, the Go mGate's HTTP
+ * listener); else the authorization query parameter (http_query_param).
+ * Two that could disagree are refused, since only one would be judged: the
+ * parameter twice, or beside a header with another value (compared with
+ * the password the header gives when it is no Basic one, with the whole
+ * value when it is).  auth (auth_len bytes) is the header's value, NULL
+ * when there is none; query (without '?') NULL when there is none; mem has
+ * room for auth_len + query_len bytes.  What *out points to lies in auth
+ * or mem.  Returns 0, or 400 with *why. */
+struct http_cred {
+    const char *user, *pass;
+    uint32_t user_len, pass_len;
+    bool has_user, has_pass;
+};
+int http_credentials(const char *auth, size_t auth_len, const char *query, size_t query_len, bool bearer,
+                     char *mem, struct http_cred *out, const char **why);
 /* Does the path (decoded, without its query) lie at or below prefix?
  * Segment-aware: "/mqtt" covers "/mqtt" and "/mqtt/x", never "/mqttx"; a
  * prefix ending in '/' means the same subtree.  Sets *rest to what follows

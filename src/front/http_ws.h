@@ -9,8 +9,8 @@
  * re-framed (one frame per message, masked towards the target).  Pings are
  * answered on their own leg, closes passed on, and each leg's reading
  * stops while the other's output is over its bound or a verdict is
- * pending, so order is kept and memory stays bounded.  Framing is
- * front/ws_frame; docs/HTTP.md says it all.
+ * pending, so order is kept and memory stays bounded.  Both legs are
+ * net/ws.c WebSockets in message mode; docs/HTTP.md says it all.
  */
 #ifndef MGATE_HTTP_WS_H
 #define MGATE_HTTP_WS_H

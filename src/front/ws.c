@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -75,35 +74,25 @@ static void decide(const struct ws_settings *ws, const struct ws_head *h, struct
         v->status = 400, v->why = "no supported subprotocol (mqtt, mqttv3.1)";
 }
 
-/* The session's token, which the handler sees as the password of a CONNECT
- * without one (browsers cannot put credentials in CONNECT easily): the
- * Authorization header ("Bearer T" gives T, any other scheme is taken
- * whole), else the authorization query parameter (percent-decoded), as the
- * HTTP listener takes them.  Both given and different, or the parameter
- * twice, is refused (400): only one would be judged. */
-static void take_token(struct mgate_session *s, const struct ws_head *h, struct ws_verdict *v)
+/* The session's credentials, which the handler sees as the username and
+ * password of a CONNECT without them (browsers cannot put credentials in
+ * CONNECT easily): by the rule of every HTTP-based listener
+ * (http_credentials): Basic credentials in the Authorization header, else
+ * its token ("Bearer T" gives T, any other scheme is taken whole), else
+ * the authorization query parameter.  Two that disagree are refused (400):
+ * only one would be judged. */
+static void take_credentials(struct mgate_session *s, const struct ws_head *h, struct ws_verdict *v)
 {
-    struct ws_str a = h->authorization;
-    if (a.p && a.n >= 7 && !strncasecmp(a.p, "Bearer ", 7))
-        a.p += 7, a.n -= 7;
     const char *q = memchr(h->target.p, '?', h->target.n);
-    size_t qlen = q ? h->target.n - (size_t)(q + 1 - h->target.p) : 0, n = 0;
-    char decoded[WS_MAX_HEAD]; /* the query is inside the head, and decoding never grows it */
-    enum http_qparam qp = q ? http_query_param(q + 1, qlen, "authorization", decoded, &n) : HTTP_QPARAM_NONE;
-    if (qp > HTTP_QPARAM_ONE) { /* in every spelling a target may read (http_query_param) */
-        v->status = 400, v->why = qp == HTTP_QPARAM_MANY ? "more than one authorization query parameter"
-                                                          : "an authorization query parameter that targets read differently";
-        return;
-    }
-    bool in_query = qp == HTTP_QPARAM_ONE;
-    if (a.p && in_query && (a.n != n || memcmp(a.p, decoded, n))) {
-        v->status = 400, v->why = "the Authorization header and the authorization parameter disagree";
-        return;
-    }
-    if (a.p && a.n)
-        session_set_token(s, a.p, a.n);
-    else if (in_query && n)
-        session_set_token(s, decoded, n);
+    size_t qlen = q ? h->target.n - (size_t)(q + 1 - h->target.p) : 0;
+    char mem[2 * WS_MAX_HEAD]; /* the header and the query are inside the head; decoding never grows them */
+    struct http_cred cr;
+    unsigned st = (unsigned)http_credentials(h->authorization.p, h->authorization.n, q ? q + 1 : NULL, qlen, true,
+                                             mem, &cr, &v->why);
+    if (st)
+        v->status = st;
+    else if (cr.has_user || cr.has_pass)
+        session_set_credentials(s, cr.has_user ? cr.user : NULL, cr.user_len, cr.pass, cr.pass_len);
 }
 
 /* An upgrade we refuse gets an HTTP answer that says why, is counted in
@@ -130,7 +119,7 @@ static void check(struct conn *c, const struct ws_head *h, struct ws_verdict *v)
     if (!v->status)
         decide(p->front_settings, h, v);
     if (!v->status)
-        take_token(s, h, v);
+        take_credentials(s, h, v);
     if (v->status)
         refuse(c, p, v);
 }

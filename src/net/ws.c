@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/util.h"
 #include "net/ws_frame.h"
 
 /* Payload bytes of one frame we write: the owner's output goes out in
@@ -22,14 +23,18 @@ enum ws_phase { WS_UPGRADING, WS_OPEN };
 /* Only while the upgrade runs (and until bytes read behind its head are
  * taken): an idle WebSocket holds none of it. */
 struct ws_hs {
-    char in[WS_MAX_HEAD + 1];
+    char *in;          /* in_room bytes behind out (none where the owner read the request) */
+    uint16_t in_room;
     uint16_t in_len;
     uint16_t left_off, left_len; /* bytes read behind the head: the first frames */
-    uint16_t out_len, out_done;  /* our request or answer, being sent */
-    char out[1024];
+    uint32_t out_len, out_done;  /* our request or answer, being sent */
     char accept[29];   /* a client's: the Sec-WebSocket-Accept to expect */
-    const char *proto; /* ... and the subprotocol it asked for */
+    const char *proto; /* ... and the subprotocol it asked for (NULL: any it offered) */
+    uint32_t out_room;
+    char out[];        /* WS_HS_OUT, or what a client's given request needs */
 };
+
+#define WS_HS_OUT 1024 /* a 101, a refusal, or a request we make up */
 
 /* Control frames, made when the first one comes or goes: one on the wire,
  * one waiting (a pong answers only the latest ping, RFC 6455 5.5.3). */
@@ -61,10 +66,44 @@ struct ws {
     uint8_t phase;
     bool awaiting_pong;
     bool peer_closed;    /* its close frame came: we answer it and end */
+    bool close_sent;     /* our close frame went (message mode: ws_close_with) */
+    /* message mode (ws_set_messages; msgs NULL: a byte stream) */
+    const struct ws_messages *msgs;
+    uint64_t msg_max;  /* a message's most bytes */
+    uint64_t read_at;  /* loop time of the last read */
+    uint8_t msg_op;    /* the message being read: its opcode, */
+    bool rx_fin;       /* ... the frame being read ends it, */
+    bool whole;        /* ... and is all of it (so far in place, nothing gathered) */
+    struct ws_mm *mm;  /* message mode's buffers, only while it has any */
     uint16_t close_code; /* what our close frame says, when not conn.end's */
 };
 
+/* Message mode: whole messages to the owner, whole messages from it.  The
+ * owner's conn output holds whole frames, so the layer passes writes
+ * through; control frames join it.  It holds a buffer only while a message
+ * is split across frames or reads (msg), the owner paused behind one
+ * (stash), or frames were gathered in this loop turn (batch); msg and
+ * batch stay for the next message while it is busy, and go after a quiet
+ * second (a buffer each message or turn was as costly as it sounds). */
+struct ws_mm {
+    struct ws *w;
+    uint8_t *msg;     /* a message gathered across frames or reads */
+    size_t msg_len, msg_cap;
+    uint8_t *stash; /* bytes read behind a message the owner paused at */
+    uint32_t stash_off, stash_len;
+    uint8_t *batch; /* frames for the peer gathered in this loop turn, then one write */
+    uint32_t batch_len;
+    bool busy;       /* msg or batch were used since the quiet timer last came */
+    struct loop_defer flushing, resuming;
+    struct loop_timer quiet;
+};
+
+#define WS_BATCH (16 * 1024)
+
 static const struct conn_layer ws_layer;
+static int mm_send_ctl(struct ws *w, enum wsf_op op, const uint8_t *p, size_t n);
+static void mm_maybe_free(struct ws *w);
+static int mm_peer_closed(struct ws *w);
 
 bool ws_is_ws(const struct conn *c) { return c->layer == &ws_layer; }
 
@@ -202,6 +241,8 @@ static struct ws_ctl *ctl_get(struct ws *w)
 
 static int ctl_send(struct ws *w, enum wsf_op op, const uint8_t *p, size_t n)
 {
+    if (w->msgs)
+        return mm_send_ctl(w, op, p, n);
     struct ws_ctl *k = ctl_get(w);
     if (!k) {
         errno = ENOMEM;
@@ -216,8 +257,9 @@ static int ctl_send(struct ws *w, enum wsf_op op, const uint8_t *p, size_t n)
 
 static ssize_t ws_writev(struct conn *c, const struct iovec *iov, int cnt)
 {
-    (void)cnt; /* the connection writes one buffer at a time */
     struct ws *w = c->layer_state;
+    if (w->msgs) /* the owner's output is whole frames already */
+        return conn_raw_writev(c, iov, cnt);
     const uint8_t *p = iov[0].iov_base;
     size_t avail = iov[0].iov_len, done = 0;
     if (ctl_flush(w) < 0)
@@ -302,16 +344,26 @@ static void ping_rearm(struct ws *w)
 static ssize_t protocol_error(struct ws *w, int code)
 {
     w->close_code = (uint16_t)code;
+    if (w->msgs && w->msgs->on_broken)
+        w->msgs->on_broken(w->c, code);
     errno = EBADMSG;
     return -1;
 }
+
+/* A message's most bytes: the owner's limit in message mode (1009 beyond). */
+static uint64_t rx_max(const struct ws *w) { return w->msgs ? w->msg_max : WS_MAX_PAYLOAD; }
 
 static int frame_begin(struct ws *w, const struct wsf_head *h)
 {
     enum wsf_op op;
     int code;
-    if (wsf_seq_frame(&w->seq, h, WS_MAX_PAYLOAD, &op, &code) < 0)
+    if (wsf_seq_frame(&w->seq, h, rx_max(w), &op, &code) < 0)
         return (int)protocol_error(w, code);
+    if (w->msgs && h->op < WSF_CLOSE) {
+        w->whole = h->fin && h->op != WSF_CONT;
+        w->rx_fin = h->fin;
+        w->msg_op = (uint8_t)op;
+    }
     w->rx_frame = true;
     w->rx_op = (uint8_t)h->op;
     w->rx_ctl = h->op >= WSF_CLOSE;
@@ -329,6 +381,14 @@ static int frame_begin(struct ws *w, const struct wsf_head *h)
     return 0;
 }
 
+/* A code a close frame may carry (RFC 6455 7.4: 1005 and 1006 are never
+ * sent, 1004 and 1015 not by an endpoint). */
+static bool close_code_ok(int code)
+{
+    return (code >= 1000 && code <= 1014 && code != 1004 && code != 1005 && code != 1006) ||
+           (code >= 3000 && code <= 4999);
+}
+
 /* A whole control frame is in. */
 static int control(struct ws *w)
 {
@@ -340,11 +400,72 @@ static int control(struct ws *w)
         if (w->awaiting_pong)
             ping_rearm(w);
         return 0;
-    default: /* WSF_CLOSE */
+    default: { /* WSF_CLOSE */
+        int code = k->in_len >= 2 ? k->in[0] << 8 | k->in[1] : 0;
+        if (k->in_len == 1 || (k->in_len >= 2 && !close_code_ok(code)))
+            return (int)protocol_error(w, WSF_CLOSE_PROTOCOL);
         w->peer_closed = true;
-        w->close_code = k->in_len >= 2 ? (uint16_t)(k->in[0] << 8 | k->in[1]) : 0;
+        w->close_code = (uint16_t)code;
+        return w->msgs ? mm_peer_closed(w) : 0;
+    }
+    }
+}
+
+/* The next frame's header from p[*i..n) (its first bytes may have come
+ * before): 1 when the frame begins, 0 when more bytes are needed (all of
+ * these were taken), -1 for a frame the RFC or our limits refuse. */
+static int rx_head(struct ws *w, const uint8_t *p, size_t n, size_t *i)
+{
+    size_t room = sizeof(w->rx_head) - w->rx_head_len, take = n - *i < room ? n - *i : room;
+    memcpy(w->rx_head + w->rx_head_len, p + *i, take);
+    struct wsf_head h;
+    int code, r = wsf_parse_head(w->rx_head, w->rx_head_len + take, !w->cli, rx_max(w), &h, &code);
+    if (r < 0)
+        return (int)protocol_error(w, code);
+    if (r == 0) {
+        w->rx_head_len = (uint8_t)(w->rx_head_len + take);
+        *i += take;
         return 0;
     }
+    *i += h.head_len - w->rx_head_len;
+    w->rx_head_len = 0;
+    return frame_begin(w, &h) < 0 ? -1 : 1;
+}
+
+/* The next piece of the frame being read, at p[*i..n): its header first
+ * when one begins; the piece unmasked in place, a control frame's copied
+ * aside.  Its length, 0 with *more when only header bytes were there (all
+ * taken), or -1. */
+static ssize_t rx_piece(struct ws *w, uint8_t *p, size_t n, size_t *i, bool *more)
+{
+    *more = false;
+    if (!w->rx_frame) {
+        int r = rx_head(w, p, n, i);
+        if (r <= 0) {
+            *more = r == 0;
+            return r;
+        }
+    }
+    size_t take = n - *i < w->rx_left ? n - *i : (size_t)w->rx_left;
+    if (w->rx_masked)
+        wsf_mask(p + *i, take, w->rx_mask, w->rx_off);
+    if (w->rx_ctl) {
+        memcpy(w->ctl->in + w->ctl->in_len, p + *i, take);
+        w->ctl->in_len = (uint8_t)(w->ctl->in_len + take);
+    }
+    return (ssize_t)take;
+}
+
+/* Past the piece: true when its frame ended. */
+static bool rx_advance(struct ws *w, size_t take, size_t *i)
+{
+    *i += take;
+    w->rx_left -= take;
+    w->rx_off = (uint8_t)((w->rx_off + take) & 3);
+    if (w->rx_left)
+        return false;
+    w->rx_frame = false;
+    return true;
 }
 
 /* Frames in p[0..n) into their payload, in place; control frames are
@@ -354,41 +475,18 @@ static ssize_t unframe(struct ws *w, uint8_t *p, size_t n)
 {
     size_t i = 0, o = 0;
     while (i < n && !w->peer_closed) {
-        if (!w->rx_frame) {
-            size_t take = n - i < sizeof(w->rx_head) - w->rx_head_len ? n - i : sizeof(w->rx_head) - w->rx_head_len;
-            memcpy(w->rx_head + w->rx_head_len, p + i, take);
-            struct wsf_head h;
-            int code, r = wsf_parse_head(w->rx_head, w->rx_head_len + take, !w->cli, WS_MAX_PAYLOAD, &h, &code);
-            if (r < 0)
-                return protocol_error(w, code);
-            if (r == 0) {
-                w->rx_head_len = (uint8_t)(w->rx_head_len + take);
-                i += take;
-                continue;
-            }
-            i += h.head_len - w->rx_head_len;
-            w->rx_head_len = 0;
-            if (frame_begin(w, &h) < 0)
-                return -1;
+        bool more;
+        ssize_t take = rx_piece(w, p, n, &i, &more);
+        if (take < 0)
+            return -1;
+        if (more)
+            continue;
+        if (!w->rx_ctl) {
+            memmove(p + o, p + i, (size_t)take);
+            o += (size_t)take;
         }
-        size_t take = n - i < w->rx_left ? n - i : (size_t)w->rx_left;
-        if (w->rx_masked)
-            wsf_mask(p + i, take, w->rx_mask, w->rx_off);
-        if (w->rx_ctl) {
-            memcpy(w->ctl->in + w->ctl->in_len, p + i, take);
-            w->ctl->in_len = (uint8_t)(w->ctl->in_len + take);
-        } else {
-            memmove(p + o, p + i, take);
-            o += take;
-        }
-        i += take;
-        w->rx_left -= take;
-        w->rx_off = (uint8_t)((w->rx_off + take) & 3);
-        if (!w->rx_left) {
-            w->rx_frame = false;
-            if (w->rx_ctl && control(w) < 0)
-                return -1;
-        }
+        if (rx_advance(w, (size_t)take, &i) && w->rx_ctl && control(w) < 0)
+            return -1;
     }
     return (ssize_t)o;
 }
@@ -397,6 +495,19 @@ static ssize_t unframe(struct ws *w, uint8_t *p, size_t n)
 static ssize_t raw_read(struct ws *w, void *buf, size_t len)
 {
     struct ws_hs *hs = w->hs;
+    if (!hs && w->mm && w->mm->stash) { /* then what a paused owner left */
+        struct ws_mm *m = w->mm;
+        size_t n = m->stash_len < len ? m->stash_len : len;
+        memcpy(buf, m->stash + m->stash_off, n);
+        m->stash_off += (uint32_t)n;
+        m->stash_len -= (uint32_t)n;
+        if (!m->stash_len) {
+            free(m->stash);
+            m->stash = NULL;
+            mm_maybe_free(w);
+        }
+        return (ssize_t)n;
+    }
     if (!hs)
         return conn_raw_read(w->c, buf, len);
     size_t n = hs->left_len < len ? hs->left_len : len;
@@ -410,11 +521,381 @@ static ssize_t raw_read(struct ws *w, void *buf, size_t len)
     return (ssize_t)n;
 }
 
+/* ---- message mode ------------------------------------------------------ */
+
+/* Write what was gathered (keep: the buffer stays for more of this turn).
+ * After a failure (-1) the connection is closed and w freed. */
+static void mm_keep(struct ws_mm *m);
+
+/* The buffers' holder goes when it holds none and nothing will look at it. */
+static void mm_maybe_free(struct ws *w)
+{
+    struct ws_mm *m = w->mm;
+    if (m && !m->batch && !m->msg && !m->stash && !m->flushing.queued && !m->resuming.queued &&
+        !loop_timer_armed(&m->quiet)) {
+        free(m);
+        w->mm = NULL;
+    }
+}
+
+static int mm_flush(struct ws *w, bool keep)
+{
+    struct ws_mm *m = w->mm;
+    struct conn *c = w->c;
+    if (!m)
+        return 0;
+    uint8_t *b = m->batch;
+    uint32_t n = m->batch_len;
+    m->batch_len = 0;
+    keep = keep || n >= WS_BATCH / 4; /* a busy side: the buffer serves the next turn */
+    if (keep && b) {
+        mm_keep(m);
+    } else {
+        m->batch = NULL;
+        mm_maybe_free(w);
+    }
+    int r = n ? conn_write(c, b, n) : 0;
+    if (!keep)
+        free(b);
+    return r < 0 || c->state == CONN_CLOSED ? -1 : 0;
+}
+
+/* A quiet second: what no message or turn used since goes. */
+static void on_mm_quiet(struct loop *l, struct loop_timer *t)
+{
+    struct ws_mm *m = container_of(t, struct ws_mm, quiet);
+    if (m->busy) {
+        m->busy = false;
+        loop_timer_start(l, t, 1000, on_mm_quiet);
+        return;
+    }
+    if (!m->batch_len) {
+        free(m->batch);
+        m->batch = NULL;
+    }
+    if (!m->msg_len) {
+        free(m->msg);
+        m->msg = NULL;
+        m->msg_cap = 0;
+    }
+    mm_maybe_free(m->w); /* an idle WebSocket holds none of it */
+}
+
+/* Message mode's buffers, made when the first is needed: NULL for no memory. */
+static struct ws_mm *mm_get(struct ws *w)
+{
+    if (!w->mm && (w->mm = calloc(1, sizeof(*w->mm))))
+        w->mm->w = w;
+    return w->mm;
+}
+
+/* A buffer stays for the next message or turn: the quiet timer releases it
+ * (and the buffers' holder when all are gone). */
+static void mm_keep(struct ws_mm *m)
+{
+    m->busy = true;
+    if (!loop_timer_armed(&m->quiet))
+        loop_timer_start(m->w->c->loop, &m->quiet, 1000, on_mm_quiet);
+}
+
+/* The loop turn is over: one write for the frames it gave this side. */
+static void on_mm_flush(struct loop *l, struct loop_defer *d)
+{
+    (void)l;
+    struct ws_mm *m = container_of(d, struct ws_mm, flushing);
+    (void)mm_flush(m->w, false);
+}
+
+/* n bytes (at most WS_BATCH) into the batch, masked with key from payload
+ * offset off when we are the client. */
+static int mm_put(struct ws *w, const uint8_t *p, size_t n, const uint8_t *key, size_t off)
+{
+    struct ws_mm *m = mm_get(w);
+    if (!m)
+        return -1;
+    if (m->batch_len + n > WS_BATCH && mm_flush(w, true) < 0)
+        return -1;
+    if (!m->batch && !(m->batch = malloc(WS_BATCH))) {
+        mm_keep(m); /* the holder goes with the quiet timer */
+        return -1;
+    }
+    if (!m->batch_len)
+        loop_defer(w->c->loop, &m->flushing, on_mm_flush);
+    memcpy(m->batch + m->batch_len, p, n);
+    if (key)
+        wsf_mask(m->batch + m->batch_len, n, key, off);
+    m->batch_len += (uint32_t)n;
+    return 0;
+}
+
+/* One message as one frame: gathered until the end of the loop turn, so
+ * the many one read brings leave in one write (a write each cost 25
+ * times the CPU); a large unmasked one goes at once, behind them. */
+static int mm_send(struct ws *w, enum wsf_op op, const uint8_t *p, size_t n)
+{
+    uint8_t head[WSF_MAX_HEAD], key[4];
+    struct conn *c = w->c;
+    if (w->cli)
+        mask_key(key);
+    if (mm_put(w, head, wsf_write_head(head, 1, op, n, w->cli ? key : NULL), NULL, 0) < 0)
+        return -1;
+    if (!w->cli && n > WS_BATCH / 2)
+        return mm_flush(w, true) < 0 ? -1 : conn_write(c, p, n);
+    for (size_t off = 0, k; off < n; off += k) {
+        k = n - off < WS_BATCH / 2 ? n - off : WS_BATCH / 2;
+        if (mm_put(w, p + off, k, w->cli ? key : NULL, off) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* A pong (or our ping) joins the output.  A peer that sends pings and
+ * reads no pongs is not read while its output is over the mark (the owner
+ * resumes it on drain, as for its other output). */
+static int mm_send_ctl(struct ws *w, enum wsf_op op, const uint8_t *p, size_t n)
+{
+    struct conn *c = w->c;
+    if (w->close_sent)
+        return 0;
+    if (mm_send(w, op, p, n) < 0) {
+        errno = ENOMEM;
+        return -1;
+    }
+    if (c->out.len + (w->mm ? w->mm->batch_len : 0) >= c->high_water)
+        conn_pause_read(c);
+    return 0;
+}
+
+int ws_send(struct conn *c, int op, const uint8_t *p, size_t n)
+{
+    struct ws *w = c->layer_state;
+    if (c->state == CONN_CLOSED || !ws_is_ws(c) || w->close_sent)
+        return -1;
+    return mm_send(w, (enum wsf_op)op, p, n);
+}
+
+int ws_close_with(struct conn *c, const uint8_t *payload, size_t n)
+{
+    struct ws *w = c->layer_state;
+    if (c->state == CONN_CLOSED || !ws_is_ws(c) || w->close_sent)
+        return -1;
+    w->close_sent = true;
+    if (mm_send(w, WSF_CLOSE, payload, n > 125 ? 125 : n) < 0 || mm_flush(w, false) < 0)
+        return -1;
+    conn_close_after_flush(c);
+    return 0;
+}
+
+int ws_close_as(struct conn *c, int code, const char *reason)
+{
+    uint8_t pl[125];
+    return ws_close_with(c, pl, wsf_close_payload(pl, code, reason));
+}
+
+/* The peer's close: the owner hears it (and passes it on), our answer
+ * echoes it (unless ours went first), and the connection ends once that
+ * is written.  c may be closed on return: the caller looks at c first. */
+static int mm_peer_closed(struct ws *w)
+{
+    struct conn *c = w->c;
+    struct ws_ctl *k = w->ctl;
+    if (w->msgs->on_close)
+        w->msgs->on_close(c, k->in, k->in_len);
+    if (c->state != CONN_OPEN)
+        return 0;
+    if (!w->close_sent)
+        return ws_close_with(c, k->in, k->in_len) < 0 && c->state != CONN_CLOSED ? -1 : 0;
+    if (mm_flush(w, false) == 0)
+        conn_close_after_flush(c);
+    return 0;
+}
+
+/* Bytes read behind a message the owner paused at: kept until it resumes. */
+static ssize_t mm_stash(struct ws *w, const uint8_t *p, size_t n)
+{
+    struct ws_mm *m = mm_get(w);
+    uint8_t *s = m ? malloc(n + m->stash_len) : NULL;
+    if (!s)
+        return protocol_error(w, 1011);
+    memcpy(s, p, n);
+    if (m->stash)
+        memcpy(s + n, m->stash + m->stash_off, m->stash_len);
+    free(m->stash);
+    m->stash = s;
+    m->stash_off = 0;
+    m->stash_len += (uint32_t)n;
+    errno = EAGAIN;
+    return -1;
+}
+
+/* Payload of a message that does not lie whole in one read. */
+static int mm_gather(struct ws *w, const uint8_t *p, size_t n)
+{
+    struct ws_mm *m = mm_get(w);
+    if (!m)
+        return (int)protocol_error(w, 1011);
+    if (m->msg_len + n > m->msg_cap) {
+        /* room for the frame's rest, as far as twice what came: a length
+         * is a peer's claim, not bytes it sent */
+        size_t need = m->msg_len + n, room = need + (size_t)w->rx_left - n;
+        size_t cap = room < 2 * need ? room : 2 * need;
+        if (cap < 1024)
+            cap = 1024;
+        uint8_t *b = realloc(m->msg, cap);
+        if (!b)
+            return (int)protocol_error(w, 1011);
+        m->msg = b;
+        m->msg_cap = cap;
+    }
+    memcpy(m->msg + m->msg_len, p, n);
+    m->msg_len += n;
+    w->whole = false;
+    return 0;
+}
+
+/* A whole message to the owner: in place when one frame of one read held
+ * it, else gathered.  -1 when the owner closed c meanwhile (w is gone),
+ * or it is closing (nothing more is read). */
+static int mm_deliver(struct ws *w, const uint8_t *p, size_t n)
+{
+    struct conn *c = w->c;
+    w->msgs->on_message(c, w->msg_op, p, n);
+    if (c->state == CONN_CLOSED) {
+        errno = ECONNRESET;
+        return -1;
+    }
+    if (w->mm && w->mm->msg) { /* kept for the next message, until a quiet second */
+        mm_keep(w->mm);
+        w->mm->msg_len = 0;
+    }
+    if (c->state != CONN_OPEN) {
+        errno = EAGAIN;
+        return -1;
+    }
+    return 0;
+}
+
+/* Frames in p[0..n) into messages for the owner (unmasked in place).
+ * Returns -1 with errno: EAGAIN when all was taken, or the owner paused
+ * (the rest is stashed), else the error (a protocol error sets the close
+ * code). */
+static ssize_t mm_unframe(struct ws *w, uint8_t *p, size_t n)
+{
+    struct conn *c = w->c;
+    size_t i = 0;
+    w->read_at = loop_now(c->loop);
+    while (i < n) {
+        if (c->read_paused)
+            return mm_stash(w, p + i, n - i);
+        bool more;
+        ssize_t n_take = rx_piece(w, p, n, &i, &more);
+        if (n_take < 0)
+            return -1;
+        if (more)
+            continue;
+        size_t take = (size_t)n_take;
+        const uint8_t *whole = NULL;
+        if (!w->rx_ctl && w->whole && take == w->rx_left)
+            whole = p + i; /* the whole message lies here: handed over in place */
+        else if (!w->rx_ctl && take && mm_gather(w, p + i, take) < 0)
+            return -1;
+        if (!rx_advance(w, take, &i))
+            continue;
+        if (w->rx_ctl) {
+            if (control(w) < 0)
+                return -1;
+            if (c->state != CONN_OPEN) { /* a close: answered, closing (or closed: w is gone) */
+                errno = c->state == CONN_CLOSED ? ECONNRESET : EAGAIN;
+                return -1;
+            }
+        } else if (w->rx_fin) {
+            const struct ws_mm *m = w->mm;
+            if (!whole) {
+                whole = m && m->msg ? m->msg : (const uint8_t *)"";
+                take = m ? m->msg_len : 0;
+            }
+            if (mm_deliver(w, whole, take) < 0)
+                return -1;
+        }
+    }
+    errno = EAGAIN;
+    return -1;
+}
+
+static void on_mm_resume(struct loop *l, struct loop_defer *d)
+{
+    (void)l;
+    struct ws_mm *m = container_of(d, struct ws_mm, resuming);
+    if (m->stash && m->w->c->state == CONN_OPEN && !m->w->c->read_paused)
+        conn_read_now(m->w->c);
+}
+
+void ws_resume_read(struct conn *c)
+{
+    conn_resume_read(c);
+    struct ws *w = ws_is_ws(c) ? c->layer_state : NULL;
+    if (w && w->mm && w->mm->stash && !c->read_paused)
+        loop_defer(c->loop, &w->mm->resuming, on_mm_resume);
+}
+
+uint64_t ws_last_read(const struct conn *c)
+{
+    const struct ws *w = ws_is_ws(c) ? c->layer_state : NULL;
+    return w && w->msgs ? w->read_at : 0;
+}
+
+int ws_set_messages(struct conn *c, const struct ws_messages *ops, uint64_t max_message)
+{
+    struct ws *w = c->layer_state;
+    w->msgs = ops;
+    w->msg_max = max_message;
+    w->read_at = loop_now(c->loop);
+    if (c->in.len) { /* frames read behind a head the owner read */
+        struct ws_mm *m = mm_get(w);
+        if (!m || !(m->stash = malloc(c->in.len)))
+            return -1;
+        memcpy(m->stash, buf_head(&c->in), c->in.len);
+        m->stash_len = c->in.len;
+        buf_consume(&c->in, c->in.len);
+    }
+    return 0;
+}
+
+/* Message mode at the end: a close frame of ours (unless one went) behind
+ * what was gathered, when the output is at a frame's end. */
+static void mm_close(struct ws *w)
+{
+    struct ws_mm *m = w->mm;
+    if (!m) {
+        w->close_sent |= w->c->out.len > 0;
+        return;
+    }
+    loop_defer_cancel(w->c->loop, &m->flushing);
+    loop_defer_cancel(w->c->loop, &m->resuming);
+    loop_timer_stop(w->c->loop, &m->quiet);
+    if (m->batch_len && !w->c->out.len) {
+        struct iovec iov = {m->batch, m->batch_len};
+        if (conn_raw_writev(w->c, &iov, 1) != (ssize_t)m->batch_len)
+            w->close_sent = true; /* cut inside a frame: no close frame can follow */
+    } else if (m->batch_len || w->c->out.len) {
+        w->close_sent = true;
+    }
+    free(m->batch);
+    free(m->msg);
+    free(m->stash);
+    free(m);
+    w->mm = NULL;
+}
+
 /* Each turn takes bytes from the transport, so the loop ends when it has
  * none (EAGAIN) or payload came. */
 static ssize_t ws_read(struct conn *c, void *buf, size_t len)
 {
     struct ws *w = c->layer_state;
+    if (w->msgs) { /* messages go to the owner; the stream stays empty */
+        ssize_t n = raw_read(w, buf, len);
+        return n <= 0 ? n : mm_unframe(w, buf, (size_t)n);
+    }
     if (ctl_try(w) < 0)
         return -1;
     for (;;) {
@@ -444,7 +925,7 @@ static int hs_send(struct ws *w)
             w->c->want_write = true;
             return 0;
         }
-        hs->out_done = (uint16_t)(hs->out_done + n);
+        hs->out_done += (uint32_t)n;
     }
     return 1;
 }
@@ -463,7 +944,7 @@ static ssize_t hs_read(struct ws *w)
             errno = EMSGSIZE;
             return -1;
         }
-        ssize_t n = conn_raw_read(w->c, hs->in + hs->in_len, sizeof(hs->in) - hs->in_len);
+        ssize_t n = conn_raw_read(w->c, hs->in + hs->in_len, (size_t)(hs->in_room - hs->in_len));
         if (n == 0) {
             errno = ECONNRESET;
             return -1;
@@ -515,7 +996,7 @@ static int hs_server(struct ws *w)
     if (hl == 0 || (hl < 0 && errno != EMSGSIZE))
         return (int)hl;
     struct ws_head h;
-    struct ws_verdict v = {.answer = hs->out, .answer_room = sizeof(hs->out)};
+    struct ws_verdict v = {.answer = hs->out, .answer_room = hs->out_room};
     bool parsed = hl > 0 && ws_head_parse(hs->in, (size_t)hl, false, &h) == 0;
     if (hl < 0)
         v.status = 431, v.why = "request head over 4 KiB";
@@ -534,12 +1015,12 @@ static int hs_server(struct ws *w)
     if (v.status)
         return hs_refuse(w, &v);
     const char *proto = v.proto ? v.proto : "";
-    int n = snprintf(hs->out, sizeof(hs->out),
+    int n = snprintf(hs->out, hs->out_room,
                      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      "Sec-WebSocket-Accept: %s\r\n%s%s%s\r\n",
                      accept, *proto ? "Sec-WebSocket-Protocol: " : "", proto, *proto ? "\r\n" : "");
-    assert(n > 0 && (size_t)n < sizeof(hs->out));
-    hs->out_len = (uint16_t)n;
+    assert(n > 0 && (size_t)n < hs->out_room);
+    hs->out_len = (uint32_t)n;
     hs->left_off = (uint16_t)hl; /* where the head ends, until hs_done */
     int r = hs_send(w);
     return r == 1 ? hs_done(w, (size_t)hl) : r;
@@ -565,16 +1046,25 @@ static int hs_check_answer(struct ws *w, size_t hl)
         broker_refused(w, why);
         return -1;
     }
-    if (!ws_has_token(h.upgrade, "websocket") || !ws_has_token(h.connection, "upgrade") || !h.accept.p ||
-        h.accept.n != 28 || memcmp(h.accept.p, w->hs->accept, 28)) {
+    if (!h.accept.p || h.accept.n != 28 || memcmp(h.accept.p, w->hs->accept, 28)) {
         broker_refused(w, "the 101 has no matching Sec-WebSocket-Accept");
         return -1;
     }
+    if (!ws_has_token(h.upgrade, "websocket") || !ws_has_token(h.connection, "upgrade")) {
+        broker_refused(w, "the 101 lacks Upgrade: websocket or Connection: upgrade");
+        return -1;
+    }
+    if (h.extensions.p) { /* we offer none */
+        broker_refused(w, "the 101 chose a WebSocket extension nobody offered");
+        return -1;
+    }
     const char *proto = w->hs->proto;
-    if (h.protocol.p && (h.protocol.n != strlen(proto) || memcmp(h.protocol.p, proto, h.protocol.n))) {
+    if (proto && h.protocol.p && (h.protocol.n != strlen(proto) || memcmp(h.protocol.p, proto, h.protocol.n))) {
         broker_refused(w, "the 101 names another subprotocol");
         return -1;
     }
+    if (w->cli->upgraded && w->cli->upgraded(w->c, w->hs->in, hl) < 0)
+        return -1;
     return hs_done(w, hl);
 }
 
@@ -584,15 +1074,29 @@ static int hs_request(struct ws *w, const char *host, uint16_t port, const char 
     char key[25];
     if (wsf_new_key(key, hs->accept) < 0)
         return -1;
-    int n = snprintf(hs->out, sizeof(hs->out),
+    int n = snprintf(hs->out, hs->out_room,
                      "GET %s HTTP/1.1\r\nHost: %s:%u\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: %s\r\n\r\n",
                      path && *path ? path : "/", host, port, key, hs->proto);
-    if (n < 0 || (size_t)n >= sizeof(hs->out)) {
+    if (n < 0 || (size_t)n >= hs->out_room) {
         errno = ENAMETOOLONG;
         return -1;
     }
-    hs->out_len = (uint16_t)n;
+    hs->out_len = (uint32_t)n;
+    return 0;
+}
+
+/* The owner's request line and headers, then our key. */
+static int hs_request_head(struct ws *w, const char *head, size_t len)
+{
+    struct ws_hs *hs = w->hs;
+    char key[25];
+    if (wsf_new_key(key, hs->accept) < 0)
+        return -1;
+    memcpy(hs->out, head, len);
+    int n = snprintf(hs->out + len, hs->out_room - len, "Sec-WebSocket-Key: %s\r\n\r\n", key);
+    assert(n > 0 && (size_t)n < hs->out_room - len);
+    hs->out_len = (uint32_t)(len + (size_t)n);
     return 0;
 }
 
@@ -622,7 +1126,9 @@ static int ws_handshake(struct conn *c)
 static void ws_close(struct conn *c)
 {
     struct ws *w = c->layer_state;
-    if (w->phase == WS_OPEN)
+    if (w->msgs)
+        mm_close(w);
+    if (w->phase == WS_OPEN && !w->close_sent)
         send_close(w);
     loop_timer_stop(c->loop, &w->ping);
     free(w->hs);
@@ -639,21 +1145,27 @@ static const struct conn_layer ws_layer = {
     .close = ws_close,
 };
 
-static struct ws *ws_new(struct conn *c)
+/* The upgrade's buffers: out_room for what we send, in_room for the
+ * head we read (0: the owner read it). */
+static struct ws *ws_new(struct conn *c, size_t out_room, size_t in_room)
 {
     struct ws *w = calloc(1, sizeof(*w));
-    if (w && !(w->hs = calloc(1, sizeof(*w->hs)))) {
+    if (w && !(w->hs = calloc(1, sizeof(*w->hs) + out_room + in_room))) {
         free(w);
         return NULL;
     }
-    if (w)
+    if (w) {
         w->c = c;
+        w->hs->out_room = (uint32_t)out_room;
+        w->hs->in = w->hs->out + out_room;
+        w->hs->in_room = (uint16_t)in_room;
+    }
     return w;
 }
 
 int ws_server_start(struct conn *c, const struct ws_server *srv, struct ws_pings pings)
 {
-    struct ws *w = ws_new(c);
+    struct ws *w = ws_new(c, WS_HS_OUT, WS_MAX_HEAD + 1);
     if (!w)
         return -1;
     w->srv = srv;
@@ -665,13 +1177,44 @@ int ws_server_start(struct conn *c, const struct ws_server *srv, struct ws_pings
 int ws_client_start(struct conn *c, const struct ws_client *cli, const char *host, uint16_t port, const char *path,
                     const char *proto, struct ws_pings pings)
 {
-    struct ws *w = ws_new(c);
+    struct ws *w = ws_new(c, WS_HS_OUT, WS_MAX_HEAD + 1);
     if (!w)
         return -1;
     w->cli = cli;
     w->pings = pings;
     w->hs->proto = proto;
     if (hs_request(w, host, port, path) < 0) {
+        free(w->hs);
+        free(w);
+        return -1;
+    }
+    conn_set_layer(c, &ws_layer, w);
+    return 0;
+}
+
+int ws_server_open(struct conn *c, const char *answer, size_t len, struct ws_pings pings)
+{
+    if (c->state != CONN_OPEN) { /* closed (its owner not told yet), or closing */
+        errno = ECONNRESET;
+        return -1;
+    }
+    struct ws *w = ws_new(c, len, 0);
+    if (!w)
+        return -1;
+    memcpy(w->hs->out, answer, len);
+    w->hs->out_len = (uint32_t)len; /* hs_server sends it, and is done */
+    w->pings = pings;
+    conn_set_layer(c, &ws_layer, w);
+    return 0;
+}
+
+int ws_client_start_head(struct conn *c, const struct ws_client *cli, const char *head, size_t len)
+{
+    struct ws *w = ws_new(c, len + 64, WS_MAX_HEAD + 1); /* the key's line and the blank line */
+    if (!w)
+        return -1;
+    w->cli = cli;
+    if (hs_request_head(w, head, len) < 0) {
         free(w->hs);
         free(w);
         return -1;

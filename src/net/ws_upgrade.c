@@ -46,6 +46,7 @@ static int header(struct ws_head *h, const char *p, size_t n)
         {"Sec-WebSocket-Accept", offsetof(struct ws_head, accept)},
         {"Origin", offsetof(struct ws_head, origin)},
         {"Authorization", offsetof(struct ws_head, authorization)},
+        {"Sec-WebSocket-Extensions", offsetof(struct ws_head, extensions)},
     };
     if (is(name, "Origin"))
         h->origins++;

@@ -24,7 +24,8 @@ struct ws_str {
 struct ws_head {
     struct ws_str method, target; /* a request's */
     unsigned status;              /* an answer's */
-    struct ws_str host, upgrade, connection, key, version, protocol, origin, authorization, accept;
+    struct ws_str host, upgrade, connection, key, version, protocol, origin, authorization, accept,
+        extensions;
     unsigned origins; /* how many Origin lines (several are refused where origins are checked) */
 };
 

@@ -56,6 +56,14 @@ struct alloc_block {
     max_align_t data[];
 };
 
+/* Credentials a front end found outside MQTT (session_set_credentials):
+ * mem holds the username (user_len bytes) then the password. */
+struct front_cred {
+    uint32_t user_len, pass_len;
+    bool has_user, has_pass;
+    char mem[];
+};
+
 struct mgate_session {
     struct list_node node; /* in session_list */
     struct session_list *list;
@@ -77,7 +85,7 @@ struct mgate_session {
     /* Credentials as finally sent to the broker (one allocation). */
     uint8_t *cred_mem;
     bool identity_lost; /* out of memory keeping it: closed, or (front ends) every request refused */
-    char *http_token; /* WebSocket: the upgrade's Authorization token, or NULL */
+    struct front_cred *front_cred; /* WebSocket: the upgrade's credentials, or NULL */
     struct tls_peer *cert; /* a certificate verified in front of s->client (wss), or NULL */
     mgate_bytes client_id, username, password;
 

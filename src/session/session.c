@@ -73,7 +73,7 @@ static void session_free(struct mgate_session *s)
     free(s->refused_qos2.ids);
     session_alloc_reset(s);
     free(s->cred_mem);
-    free(s->http_token);
+    free(s->front_cred);
     free(s->cert);
     free(s->peer_addr);
     limits_free(s);
@@ -509,12 +509,25 @@ void session_set_cert(struct mgate_session *s, const struct tls_peer *cert)
         lose_identity(s);
 }
 
-void session_set_token(struct mgate_session *s, const char *token, size_t len)
+void session_set_credentials(struct mgate_session *s, const char *user, size_t user_len, const char *pass,
+                             size_t pass_len)
 {
-    free(s->http_token);
-    s->http_token = len ? strndup(token, len) : NULL;
-    if (len && !s->http_token)
+    free(s->front_cred);
+    s->front_cred = NULL;
+    if (!user && !pass_len)
+        return; /* an empty token is no credential */
+    struct front_cred *fc = malloc(sizeof(*fc) + user_len + pass_len);
+    if (!fc) {
         lose_identity(s);
+        return;
+    }
+    *fc = (struct front_cred){.user_len = (uint32_t)user_len, .pass_len = (uint32_t)pass_len,
+                              .has_user = user != NULL, .has_pass = true};
+    if (user_len)
+        memcpy(fc->mem, user, user_len);
+    if (pass_len)
+        memcpy(fc->mem + user_len, pass, pass_len);
+    s->front_cred = fc;
 }
 
 int session_save_credentials(struct mgate_session *s, const struct mgate_connect_req *req)

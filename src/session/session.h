@@ -84,10 +84,13 @@ struct held;
 struct mgate_session *session_start(struct loop *l, struct conn *client, const struct sockaddr *peer,
                                     const struct session_params *p, struct session_list *list);
 
-/* A front end's credential from outside MQTT (a WebSocket upgrade's
- * Authorization header): the handler sees it as the password of a CONNECT
- * that carries none. */
-void session_set_token(struct mgate_session *s, const char *token, size_t len);
+/* A front end's credentials from outside MQTT (a WebSocket upgrade's
+ * Authorization header or query, front/http_util.c's http_credentials):
+ * the handler sees them as the username and password of a CONNECT that
+ * carries none (each filled in only where the CONNECT has none).  user
+ * NULL: a token alone (the password); no user and an empty token: none. */
+void session_set_credentials(struct mgate_session *s, const char *user, size_t user_len, const char *pass,
+                             size_t pass_len);
 /* Whether the session's username is its certificate's CN
  * (USE_CN_AS_USERNAME): an identity the TLS handshake proved. */
 bool session_username_from_cert(const struct mgate_session *s);

@@ -40,6 +40,23 @@ static bool cn_as_username(struct mgate_session *s, struct mgate_connect_req *re
     return true;
 }
 
+/* What the front end took from the upgrade (a WebSocket's Authorization
+ * header or query) fills in what the CONNECT lacks. */
+static void front_credentials(const struct mgate_session *s, struct mgate_connect_req *req)
+{
+    const struct front_cred *fc = s->front_cred;
+    if (!fc)
+        return;
+    if (!req->has_username && fc->has_user) {
+        req->username = (mgate_bytes){(const uint8_t *)fc->mem, fc->user_len};
+        req->has_username = true;
+    }
+    if (!req->has_password && fc->has_pass) {
+        req->password = (mgate_bytes){(const uint8_t *)fc->mem + fc->user_len, fc->pass_len};
+        req->has_password = true;
+    }
+}
+
 static enum pkt_result up_connect(struct pass *ps, const uint8_t *raw, uint32_t len,
                                   struct mqtt_packet *pkt)
 {
@@ -64,10 +81,7 @@ static enum pkt_result up_connect(struct pass *ps, const uint8_t *raw, uint32_t 
     req->version = c->version;
     req->clean_start = c->clean_start;
     req->keepalive = c->keepalive;
-    if (!req->has_password && s->http_token) {
-        req->password = (mgate_bytes){(const uint8_t *)s->http_token, (uint32_t)strlen(s->http_token)};
-        req->has_password = true;
-    }
+    front_credentials(s, req);
     s->state = SESSION_AUTH_CONNECT;
     if (s->p->cn_as_username && !cn_as_username(s, req)) {
         h->ask.verdict = MGATE_DENY;

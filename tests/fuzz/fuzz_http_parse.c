@@ -3,14 +3,18 @@
  * limits and smuggling rules): the input's first byte picks how the rest is
  * cut into reads and whether bodies are kept; the parser must never take
  * more than it was given, must stop at each message until told to go on,
- * and must answer every error with a status between 400 and 505.  Any
- * disagreement aborts.
+ * and must answer every error with a status between 400 and 505.  Each
+ * head's credentials (http_credentials, the rule of every HTTP-based
+ * listener) must lie within the header or the decoding room, or be a 400
+ * with a reason.  Any disagreement aborts.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "front/http_parse.h"
+#include "front/http_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -20,8 +24,37 @@ static void fail(const char *why)
     abort();
 }
 
+static bool within(const char *p, uint32_t n, const char *base, size_t len)
+{
+    return !n || (base && p >= base && p + n <= base + len);
+}
+
+static void credentials(const struct http_head *h)
+{
+    const struct http_hdr *a = http_head_find(h, "authorization");
+    const char *q = memchr(h->target, '?', h->target_len);
+    size_t alen = a ? a->value_len : 0, qlen = q ? h->target_len - (size_t)(q + 1 - h->target) : 0;
+    char *mem = malloc(alen + qlen + 1);
+    if (!mem)
+        return;
+    for (int bearer = 0; bearer < 2; bearer++) {
+        struct http_cred c;
+        const char *why = NULL;
+        int st = http_credentials(a ? a->value : NULL, alen, q ? q + 1 : NULL, qlen, bearer, mem, &c, &why);
+        if (st && (st != 400 || !why))
+            fail("credentials refused without 400 and a reason");
+        const char *av = a ? a->value : NULL;
+        bool user_ok = within(c.user, c.user_len, mem, alen + qlen) || within(c.user, c.user_len, av, alen);
+        bool pass_ok = within(c.pass, c.pass_len, mem, alen + qlen) || within(c.pass, c.pass_len, av, alen);
+        if (!st && (!user_ok || !pass_ok))
+            fail("credentials outside the header and the decoding room");
+    }
+    free(mem);
+}
+
 static int on_head(void *ctx, const struct http_head *h)
 {
+    credentials(h);
     unsigned mode = *(const unsigned *)ctx;
     if (!h->method || !h->target || h->target_len != strlen(h->target))
         fail("a head without method or target");

@@ -16,6 +16,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 import time
 
 sys.dont_write_bytecode = True
@@ -214,9 +215,25 @@ def refusals(t, tmp, broker):
     t.eq(refused_code(port, "deny-me-5", mqtt.MQTTv5), "135", "refusal over WebSocket, 5.0: CONNACK 0x87")
 
 
+def connack(mqtt, port, client_id, path, headers, user):
+    """The CONNACK codes a 3.1.1 client gets (the first), with these upgrade headers and CONNECT credentials."""
+    c = mqtt.Client(client_id, protocol=mqtt.MQTTv311, transport="websockets")
+    c.ws_set_options(path=path, headers=headers)
+    if user:
+        c.username_pw_set(*user)
+    rcs = []
+    c.on_connect = lambda client, userdata, flags, rc, props=None: rcs.append(rc)
+    c.connect(h.HOST, port, 30)
+    c.loop_start()
+    h.wait_until(lambda: rcs, 5.0)
+    c.loop_stop()
+    return rcs[:1]
+
+
 def token(t, tmp):
     """The upgrade's Authorization token is the CONNECT's password when it has none: a broker with
-    a password file lets user tok in with the token, and not without it."""
+    a password file lets user tok in with the token, and not without it; Basic credentials are its
+    username and password."""
     os.chmod(tmp, 0o711)  # mosquitto reads its password file after dropping to user mosquitto
     d = tempfile.mkdtemp(dir=tmp)
     os.chmod(d, 0o755)
@@ -234,16 +251,22 @@ def token(t, tmp):
                                           ("with a wrong token", {"Authorization": "Bearer nope"}, 5, "/mqtt"),
                                           ("with ?authorization=", None, 0, "/mqtt?authorization=s3cret"),
                                           ("with a wrong ?authorization=", None, 5, "/mqtt?authorization=no")):
-            c = mqtt.Client(f"tok-{want}-{len(name)}", protocol=mqtt.MQTTv311, transport="websockets")
-            c.ws_set_options(path=path, headers=headers)
-            c.username_pw_set("tok")
-            rcs = []
-            c.on_connect = lambda client, userdata, flags, rc, props=None: rcs.append(rc)
-            c.connect(h.HOST, port, 30)
-            c.loop_start()
-            h.wait_until(lambda: rcs, 5.0)
-            c.loop_stop()
-            t.eq(rcs[:1], [want], f"Authorization token, user tok {name}: CONNACK {want} from the broker")
+            t.eq(connack(mqtt, port, f"tok-{want}-{len(name)}", path, headers, ("tok",)), [want],
+                 f"Authorization token, user tok {name}: CONNACK {want} from the broker")
+        # Basic credentials are split into the username and password of a CONNECT that has none, as on
+        # the HTTP listener; what the CONNECT carries wins, field by field.
+        basic = lambda cred, scheme="Basic ": {"Authorization": scheme + base64.b64encode(cred).decode()}
+        for name, headers, user, want in (("Basic tok:s3cret, CONNECT without credentials", basic(b"tok:s3cret"), None, 0),
+                                          ("Basic tok:nope, CONNECT without credentials", basic(b"tok:nope"), None, 5),
+                                          ("Basic x:s3cret, CONNECT with user tok", basic(b"x:s3cret"), ("tok",), 0),
+                                          ("Basic tok:nope, CONNECT with tok/s3cret", basic(b"tok:nope"), ("tok", "s3cret"), 0),
+                                          ("basic (any case) tok:s3cret", basic(b"tok:s3cret", "basic  "), None, 0)):
+            t.eq(connack(mqtt, port, f"basic-{want}-{len(name)}", "/mqtt", headers, user), [want],
+                 f"Authorization {name}: CONNACK {want} from the broker")
+        w = RawWs(port, path="/mqtt?authorization=" + urllib.parse.quote(basic(b"tok:s3cret")["Authorization"]),
+                  headers=[("Authorization", basic(b"tok:other")["Authorization"])])
+        t.check(" 400" in w.status, "Authorization token: Basic credentials beside another parameter: 400", w.status)
+        w.s.close()
         for what, path, hdrs in (("the header and the parameter disagree", "/mqtt?authorization=a",
                                   [("Authorization", "Bearer b")]),
                                  ("the parameter twice", "/mqtt?authorization=a&authorization=b", [])):
@@ -643,6 +666,11 @@ def close_codes(t, tmp, broker):
     t.eq(w.close_code(), 1001, "client close frame 1001: mgate answers with the same code")
     t.check(broker.log.wait(r"Client ws-close-peer (closed its connection|disconnected)", 3.0, mark) is not None,
             "client close frame: the broker side ends too")
+    for what, payload in (("of one byte", b"\x03"), ("with code 1005 (never sent)", struct.pack("!H", 1005))):
+        w = RawWs(port)
+        w.connect(f"ws-close-bad-{len(payload)}")
+        w.send_frame(payload, opcode=8)
+        t.eq(w.close_code(), 1002, f"a client close frame {what}: answered with 1002 (protocol error)")
     dead = h.free_port()
     port2 = h.free_port()
     h.Mgate(tmp, dead, port=port2, MGATE_MQTT_WITHOUT_TLS_PORT=None, **ws_env(dead, port2))

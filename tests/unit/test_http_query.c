@@ -3,6 +3,7 @@
  * any case, ';'-separated, dotless i...), its value decoded, and the forms
  * that cannot be one judged credential told apart: more than one, a value
  * ending at ';', a broken value.  docs/HTTP.md, step 6. */
+#include <stdio.h>
 #include <string.h>
 
 #include "check.h"
@@ -68,10 +69,57 @@ static void test_refused(void)
     CHECK_EQ_INT(param("authorization=a%2", out), HTTP_QPARAM_BROKEN);
 }
 
+/* The credentials of every HTTP-based listener (http_credentials): Basic
+ * split into username and password, a Bearer token (where asked for) or
+ * the header whole, else the parameter; two that disagree refused. */
+static int cred(const char *auth, const char *query, bool bearer, char *user, char *pass)
+{
+    char mem[512];
+    struct http_cred c;
+    const char *why = NULL;
+    int st = http_credentials(auth, auth ? strlen(auth) : 0, query, query ? strlen(query) : 0, bearer, mem, &c, &why);
+    snprintf(user, 64, "%s%.*s", c.has_user ? "" : "-", (int)c.user_len, c.user ? c.user : "");
+    snprintf(pass, 64, "%s%.*s", c.has_pass ? "" : "-", (int)c.pass_len, c.pass ? c.pass : "");
+    CHECK(!st || why);
+    return st;
+}
+
+static void test_credentials(void)
+{
+    char u[64], p[64];
+    CHECK_EQ_INT(cred("Basic dG9rOnMzY3JldA==", NULL, true, u, p), 0); /* tok:s3cret */
+    CHECK_EQ_STR(u, "tok");
+    CHECK_EQ_STR(p, "s3cret");
+    CHECK_EQ_INT(cred("basic   dG9rOnMzY3JldA==", "a=1", false, u, p), 0);
+    CHECK_EQ_STR(u, "tok");
+    CHECK_EQ_STR(p, "s3cret");
+    CHECK_EQ_INT(cred("Basic bm9jb2xvbg==", NULL, true, u, p), 0); /* "nocolon": the header whole */
+    CHECK_EQ_STR(u, "-");
+    CHECK_EQ_STR(p, "Basic bm9jb2xvbg==");
+    CHECK_EQ_INT(cred("Bearer T1", NULL, true, u, p), 0);
+    CHECK_EQ_STR(u, "-");
+    CHECK_EQ_STR(p, "T1");
+    CHECK_EQ_INT(cred("Bearer T1", NULL, false, u, p), 0); /* the HTTP listener's: the whole value */
+    CHECK_EQ_STR(p, "Bearer T1");
+    CHECK_EQ_INT(cred(NULL, "x=1&authorization=a%20b", true, u, p), 0);
+    CHECK_EQ_STR(u, "-");
+    CHECK_EQ_STR(p, "a b");
+    CHECK_EQ_INT(cred(NULL, NULL, true, u, p), 0);
+    CHECK_EQ_STR(u, "-");
+    CHECK_EQ_STR(p, "-");
+    CHECK_EQ_INT(cred("Bearer T1", "authorization=T1", true, u, p), 0); /* agreeing */
+    CHECK_EQ_STR(p, "T1");
+    CHECK_EQ_INT(cred("Bearer T1", "authorization=T2", true, u, p), 400);
+    CHECK_EQ_INT(cred("T1", "authorization=T1", false, u, p), 0);
+    CHECK_EQ_INT(cred(NULL, "authorization=a&authorization=a", true, u, p), 400);
+    CHECK_EQ_INT(cred("Basic dG9rOnMzY3JldA==", "authorization=s3cret", true, u, p), 400);
+}
+
 int main(void)
 {
     test_names();
     test_found();
     test_refused();
+    test_credentials();
     return check_done("test_http_query");
 }

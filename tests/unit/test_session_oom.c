@@ -112,7 +112,7 @@ static void test_token(void)
     struct conn *c = conn_virtual(l, &sink_ops, NULL, NULL, NULL);
     struct mgate_session *s = session_start(l, c, (const struct sockaddr *)&peer, &params, &list);
     fail_mallocs = 1;
-    session_set_token(s, "tok", 3); /* a WebSocket's Authorization token */
+    session_set_credentials(s, NULL, 0, "tok", 3); /* a WebSocket's Authorization token */
     fail_mallocs = 0;
     CHECK(mgate_session_closed(s));
     finish(l);

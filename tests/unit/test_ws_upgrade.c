@@ -95,6 +95,12 @@ static void answer(void)
     CHECK_EQ_INT(h.status, 101);
     CHECK(eq(h.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
     CHECK(eq(h.protocol, "mqtt"));
+    CHECK(!h.extensions.p); /* none chosen: a client refuses a 101 that names one it never offered */
+    CHECK_EQ_INT(parse("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                       "Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+                       true, &h),
+                 0);
+    CHECK(eq(h.extensions, "permessage-deflate"));
     CHECK_EQ_INT(parse("HTTP/1.1 404\r\n\r\n", true, &h), 0);
     CHECK_EQ_INT(h.status, 404);
     CHECK_EQ_INT(parse("HTTP/1.1 10x Bad\r\n\r\n", true, &h), -1);
