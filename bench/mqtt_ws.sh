@@ -193,13 +193,17 @@ start_haproxy() {
 # mgate runs in $run (no .env of the caller's is read), with no MGATE_* from
 # the caller's environment: ws:// and wss:// listeners to the broker's
 # WebSocket listener, and mqtt:// and mqtts:// ones to its TCP listener (only
-# for the idle figures: what TLS itself costs per client).
+# for the idle figures: what TLS itself costs per client).  With
+# mgate_ws_target=mqtt (only for one idle figure) the ws:// listener goes to
+# the broker's TCP listener instead.
+mgate_ws_target=ws
 start_mgate() {
     local w=MGATE_MQTT_WS_WITHOUT_TLS_ ws=MGATE_MQTT_WS_WITH_TLS_ m=MGATE_MQTT_WITHOUT_TLS_ ms=MGATE_MQTT_WITH_TLS_
-    # shellcheck disable=SC2046
+    local wtarget="${w}TARGET_PORT=$b_ws ${w}TARGET_PROTOCOL=ws ${w}TARGET_PATH=$wspath"
+    [[ $mgate_ws_target == mqtt ]] && wtarget="${w}TARGET_PORT=$b_tcp ${w}TARGET_PROTOCOL=mqtt"
+    # shellcheck disable=SC2046,SC2086
     env -C "$run" $(unset_mgate_vars) \
-        ${w}HOST=127.0.0.1 ${w}PORT="$m_ws" ${w}TARGET_HOST=127.0.0.1 ${w}TARGET_PORT="$b_ws" \
-        ${w}TARGET_PROTOCOL=ws ${w}TARGET_PATH="$wspath" \
+        ${w}HOST=127.0.0.1 ${w}PORT="$m_ws" ${w}TARGET_HOST=127.0.0.1 $wtarget \
         ${ws}HOST=127.0.0.1 ${ws}PORT="$m_wss" ${ws}TARGET_HOST=127.0.0.1 ${ws}TARGET_PORT="$b_ws" \
         ${ws}TARGET_PROTOCOL=ws ${ws}TARGET_PATH="$wspath" ${ws}CERT_FILE="$run/crt.pem" ${ws}KEY_FILE="$run/key.pem" \
         ${m}HOST=127.0.0.1 ${m}PORT="$m_mqtt" ${m}TARGET_HOST=127.0.0.1 ${m}TARGET_PORT="$b_tcp" \
@@ -215,13 +219,13 @@ port_of() { # path transport
     case $1-$2 in
     direct-ws) echo "$b_ws" ;; direct-wss) echo "$b_wss" ;;
     haproxy-ws) echo "$h_ws" ;; haproxy-wss) echo "$h_wss" ;;
-    mgate-ws) echo "$m_ws" ;; mgate-wss) echo "$m_wss" ;;
+    mgate-ws | mgate-wstcp) echo "$m_ws" ;; mgate-wss) echo "$m_wss" ;;
     mgate-mqtt) echo "$m_mqtt" ;; mgate-mqtts) echo "$m_mqtts" ;;
     esac
 }
 pid_of() { case $1 in direct) echo "$broker_pid" ;; haproxy) echo "$haproxy_pid" ;; mgate) echo "$mgate_pid" ;; esac; }
 # loadgen's transport options for a transport
-lg_opts() { case $1 in ws) echo "--ws $wspath" ;; wss) echo "--ws $wspath --tls" ;; mqtt) echo "" ;; mqtts) echo "--tls" ;; esac; }
+lg_opts() { case $1 in ws | wstcp) echo "--ws $wspath" ;; wss) echo "--ws $wspath --tls" ;; mqtt) echo "" ;; mqtts) echo "--tls" ;; esac; }
 
 # A process that died is a finding: logged (with its log's tail), then restarted.
 check_alive() { # path what
@@ -265,10 +269,13 @@ measure_thr() { # path transport qos size round
 # A fresh proxy for each idle measurement (a previous run's memory in the
 # allocator would hide the growth), 20 clients opened and closed first (the
 # first TLS handshake and allocator state), then RSS and descriptors before
-# and with $idle clients connected and CONNACKed, silent.
+# and with $idle clients connected and CONNACKed, silent.  Transport wstcp:
+# ws:// through an mgate whose ws:// listener goes to the broker's TCP listener.
 measure_idle() { # path transport round
     local path=$1 t=$2 r=$3 pid rss0 rss1 fd0 fd1 ready closed reply
+    [[ $t == wstcp ]] && mgate_ws_target=mqtt
     case $path in haproxy) stop_pid "$haproxy_pid"; start_haproxy ;; mgate) stop_pid "$mgate_pid"; start_mgate ;; esac
+    mgate_ws_target=ws
     pid=$(pid_of "$path")
     # shellcheck disable=SC2046
     timeout -k 5 60 "$lg" idle -p "$(port_of "$path" "$t")" $(lg_opts "$t") -n 20 -c 20 -H 0 </dev/null >/dev/null 2>>"$run/loadgen.log" || true
@@ -285,6 +292,10 @@ measure_idle() { # path transport round
     closed=$reply
     wait "$lgpid" 2>/dev/null || true
     check_alive "$path" "idle $t"
+    if [[ $t == wstcp ]]; then # back to the mgate every other measurement uses
+        stop_pid "$mgate_pid"
+        start_mgate
+    fi
     if [[ $(kv ok "$ready") != "$idle" ]]; then
         log "  idle $path $t: not every client connected: $ready / $closed"
         return 0
@@ -326,7 +337,7 @@ for ((r = 1; r <= rounds; r++)); do
             for p in "${paths[@]}"; do
                 case $p in
                 haproxy) for t in ws wss; do measure_idle haproxy "$t" "$r"; done ;;
-                mgate) for t in ws wss mqtt mqtts; do measure_idle mgate "$t" "$r"; done ;;
+                mgate) for t in ws wss mqtt mqtts wstcp; do measure_idle mgate "$t" "$r"; done ;;
                 esac
             done ;;
         *) log "unknown metric $what (thr idle)"; exit 64 ;;
