@@ -27,7 +27,7 @@ top=$(dirname "$here")
 . "$here/lib.sh"
 
 rounds=3 duration=3 warmup=0.5 window=200
-idle=1000 smoke=0 pin=0 do_perf=0
+idle=1000 idle_parallel=64 smoke=0 pin=0 do_perf=0
 settle=1 # seconds given to a process to finish what a run started
 only="thr idle"
 transports="ws wss"
@@ -44,6 +44,7 @@ usage: bench/mqtt_ws.sh [options]
   --duration SEC       measured seconds of each throughput run ($duration; plus ${warmup}s warm-up)
   --window N           QoS messages in flight per publisher ($window)
   --idle N             idle clients for the memory and descriptor figures ($idle)
+  --idle-parallel N    of which this many upgrade at a time ($idle_parallel)
   --only LIST          metrics to run, from: thr idle ("$only")
   --pin                pin each proxy to CPU 1 and the broker and load generator to CPU 0
   --perf               also perf record mgate during one QoS 0 64 B run on ws:// and on wss://
@@ -64,6 +65,7 @@ while (($#)); do
     --duration) duration=$2; shift ;;
     --window) window=$2; shift ;;
     --idle) idle=$2; shift ;;
+    --idle-parallel) idle_parallel=$2; shift ;;
     --only) only=$2; shift ;;
     --pin) pin=1 ;;
     --perf) do_perf=1 ;;
@@ -282,7 +284,7 @@ measure_idle() { # path transport round
     sleep "$settle"
     rss0=$(rss_kib "$pid") fd0=$(ls "/proc/$pid/fd" | wc -l)
     # shellcheck disable=SC2046
-    coproc IDLE { exec timeout -k 5 200 "${cpu_rest[@]}" "$lg" idle -p "$(port_of "$path" "$t")" $(lg_opts "$t") -n "$idle" -c 64 2>>"$run/loadgen.log"; }
+    coproc IDLE { exec timeout -k 5 200 "${cpu_rest[@]}" "$lg" idle -p "$(port_of "$path" "$t")" $(lg_opts "$t") -n "$idle" -c "$idle_parallel" 2>>"$run/loadgen.log"; }
     local lgpid=$IDLE_PID
     ask_idle "" 120
     ready=$reply
@@ -384,7 +386,7 @@ report=$run/report.md
     echo "Load: bench/loadgen --ws $wspath [--tls]: 4 publishers -> 4 subscribers (topic bench/i each), $window messages in flight per publisher,"
     echo "${warmup}s warm-up then ${duration}s measured; one masked binary frame per MQTT packet. Rounds: $rounds, interleaved, each starting one path later."
     echo "CPU: the proxy's utime+stime (/proc/PID/stat) over the whole run, per message delivered, in CPU-seconds per million messages"
-    echo "(each message crosses the proxy twice: publisher -> broker, broker -> subscriber). Idle: $idle clients past CONNACK, on a fresh proxy."
+    echo "(each message crosses the proxy twice: publisher -> broker, broker -> subscriber). Idle: $idle clients past CONNACK ($idle_parallel upgrading at a time), on a fresh proxy."
     echo "Each cell: median (min–max) over rounds; a ratio: the median of the ratios within each round."
     echo
     awk -F'\t' -v transports="$transports" -v loads="${loads[*]}" -f "$here/stats.awk" -f "$here/mqtt_ws_report.awk" "$results"
