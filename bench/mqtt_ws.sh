@@ -7,6 +7,7 @@
 #   bench/mqtt_ws.sh             the full run (3 rounds), ~8 minutes
 #   bench/mqtt_ws.sh --smoke     everything tiny (< 30 s): checks the harness still runs
 #   bench/mqtt_ws.sh --perf      also where mgate's CPU goes on ws:// and wss:// (perf record)
+#   bench/mqtt_ws.sh --rounds 0 --perf   only that
 #   bench/mqtt_ws.sh --help      every option
 #
 # The broker side is the same for both proxies: mosquitto's WebSocket listener
@@ -47,7 +48,7 @@ usage: bench/mqtt_ws.sh [options]
   --idle-parallel N    of which this many upgrade at a time ($idle_parallel)
   --only LIST          metrics to run, from: thr idle ("$only")
   --pin                pin each proxy to CPU 1 and the broker and load generator to CPU 0
-  --perf               also perf record mgate during one QoS 0 64 B run on ws:// and on wss://
+  --perf               also perf record mgate during one QoS 0 run of 64 B and of 1 KiB on ws:// and on wss://
   --mgate PATH         the mgate binary ($mgate_bin, built (RelWithDebInfo) if missing)
   --out DIR            where results go ($outdir)
 EOF
@@ -351,18 +352,19 @@ run_s=$(($(date +%s) - t_start))
 # ---- where mgate's time goes (perf) --------------------------------------
 
 if ((do_perf)); then
-    for t in ws wss; do
-        log "perf: mgate, $t QoS 0 64 B"
-        perf record -g -F 2000 -p "$mgate_pid" -o "$run/perf-$t.data" 2>>"$run/perf.log" &
+    for ts in ws-64 wss-64 ws-1024 wss-1024; do
+        t=${ts%-*} size=${ts#*-}
+        log "perf: mgate, $t QoS 0 $size B"
+        perf record -g -F 2000 -p "$mgate_pid" -o "$run/perf-$ts.data" 2>>"$run/perf.log" &
         perf_pid=$!
         sleep 0.3
         # shellcheck disable=SC2046
         bounded "$(sum "$duration" "$warmup" 30)" "$lg" throughput -p "$(port_of mgate "$t")" $(lg_opts "$t") \
-            -q 0 -s 64 -W "$window" -d "$duration" -w "$warmup" >/dev/null || true
+            -q 0 -s "$size" -W "$window" -d "$duration" -w "$warmup" >/dev/null || true
         kill -INT "$perf_pid" 2>/dev/null || true
         wait "$perf_pid" 2>/dev/null || true
-        perf report -i "$run/perf-$t.data" --no-children --sort sym --stdio 2>/dev/null |
-            grep -E '^ +[0-9.]+%' | head -25 >"$run/perf-$t.txt" || true
+        perf report -i "$run/perf-$ts.data" --no-children --sort sym --stdio 2>/dev/null |
+            grep -E '^ +[0-9.]+%' | head -25 >"$run/perf-$ts.txt" || true
     done
 fi
 
@@ -390,13 +392,13 @@ report=$run/report.md
     echo "Each cell: median (min–max) over rounds; a ratio: the median of the ratios within each round."
     echo
     awk -F'\t' -v transports="$transports" -v loads="${loads[*]}" -f "$here/stats.awk" -f "$here/mqtt_ws_report.awk" "$results"
-    for t in ws wss; do
-        if [[ -s $run/perf-$t.txt ]]; then
+    for ts in ws-64 wss-64 ws-1024 wss-1024; do
+        if [[ -s $run/perf-$ts.txt ]]; then
             echo
-            echo "mgate's top functions, $t:// QoS 0 64 B (perf, self time, whole process):"
+            echo "mgate's top functions, ${ts%-*}:// QoS 0 ${ts#*-} B (perf, self time, whole process):"
             echo
             echo '```'
-            cat "$run/perf-$t.txt"
+            cat "$run/perf-$ts.txt"
             echo '```'
         fi
     done
