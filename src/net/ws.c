@@ -123,9 +123,10 @@ static ssize_t tx_frame(struct ws *w, const uint8_t *p, size_t avail)
     static __thread uint8_t out[WSF_MAX_HEAD + WS_TX_CHUNK];
     size_t h = w->tx_head_len, n = avail < w->tx_left ? avail : w->tx_left;
     memcpy(out, w->tx_head, h);
-    memcpy(out + h, p, n);
     if (w->cli)
-        wsf_mask(out + h, n, w->tx_mask, w->tx_off);
+        wsf_mask_to(out + h, p, n, w->tx_mask, w->tx_off); /* copied and masked in one pass */
+    else
+        memcpy(out + h, p, n);
     struct iovec iov = {out, h + n};
     ssize_t k = conn_raw_writev(w->c, &iov, 1);
     if (k < 0)
@@ -372,13 +373,16 @@ static ssize_t unframe(struct ws *w, uint8_t *p, size_t n)
                 return -1;
         }
         size_t take = n - i < w->rx_left ? n - i : (size_t)w->rx_left;
-        if (w->rx_masked)
-            wsf_mask(p + i, take, w->rx_mask, w->rx_off);
         if (w->rx_ctl) {
+            if (w->rx_masked)
+                wsf_mask(p + i, take, w->rx_mask, w->rx_off);
             memcpy(w->ctl->in + w->ctl->in_len, p + i, take);
             w->ctl->in_len = (uint8_t)(w->ctl->in_len + take);
         } else {
-            memmove(p + o, p + i, take);
+            if (w->rx_masked) /* unmasked and moved over the frame head in one pass */
+                wsf_mask_to(p + o, p + i, take, w->rx_mask, w->rx_off);
+            else
+                memmove(p + o, p + i, take);
             o += take;
         }
         i += take;
