@@ -2,9 +2,17 @@
  * loadgen: the MQTT 3.1.1 load generator of bench/run.sh.
  *
  * One thread, one epoll loop, non-blocking raw sockets, packets encoded by
- * hand; no dependencies beyond libc.  Every mode is bounded in time (and the
- * message modes in count too).  Each run prints one line of key=value pairs
- * on stdout (idle mode prints two); diagnostics go to stderr.
+ * hand.  Every mode is bounded in time (and the message modes in count too).
+ * Each run prints one line of key=value pairs on stdout (idle mode prints
+ * two); diagnostics go to stderr.
+ *
+ * Transports (any mode): MQTT over TCP (the default), over TLS (--tls), over
+ * WebSocket (--ws PATH: an upgrade with subprotocol "mqtt", then one masked
+ * binary frame per MQTT packet, as MQTT.js and paho send them), and over
+ * WebSocket over TLS (--ws PATH --tls).  Incoming frames may split or join
+ * packets; their payloads are joined into one MQTT byte stream.  TLS is
+ * OpenSSL's with no certificate check (a benchmark on loopback); framing
+ * comes from wsutil.h.
  *
  *   loadgen freeport [N]                    N free TCP ports on 127.0.0.1 (20000-31999)
  *   loadgen throughput -p PORT [options]    publishers -> subscribers, as fast as the window allows
@@ -37,6 +45,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "wsutil.h"
+
 #define MAX_CLIENTS 8
 #define RBUF_SIZE (256 * 1024)
 #define OUT_BATCH (64 * 1024) /* a publisher queues at most this much before writing */
@@ -44,7 +57,7 @@
 #define NS 1000000000ull
 
 enum role { R_PUB, R_SUB, R_IDLE, R_CYCLE };
-enum state { S_CONNECTING, S_CONNACK, S_SUBACK, S_READY, S_CLOSED };
+enum state { S_CONNECTING, S_TLS, S_UPGRADE, S_CONNACK, S_SUBACK, S_READY, S_CLOSED };
 enum phase { P_SETUP, P_RUN, P_DRAIN, P_DONE };
 
 struct cl {
@@ -58,6 +71,12 @@ struct cl {
     uint8_t *out; /* bytes the socket did not take yet */
     uint32_t out_off, out_len, out_cap;
     uint32_t events;
+    SSL *ssl;            /* --tls */
+    uint32_t mask_from;  /* --ws: frames in out from here on are not masked yet */
+    uint64_t ws_left;    /* --ws: payload bytes of the current incoming frame still to come */
+    bool ws_data;        /* --ws: the current incoming frame carries MQTT bytes */
+    uint8_t hlen;        /* --ws: bytes of an incomplete frame head in hbuf */
+    uint8_t hbuf[WS_MAX_HEAD];
 };
 
 /* ---- options and state --------------------------------------------------- */
@@ -70,6 +89,8 @@ static struct {
     double duration, warmup, drain, rate, hold;
     long window, max_msgs, conns, parallel;
     int keepalive;
+    const char *ws; /* WebSocket path, or NULL: MQTT straight over TCP/TLS */
+    bool tls;
 } o = {.host = "127.0.0.1", .qos = 0, .size = 64, .pubs = 4, .subs = 4, .duration = 5, .warmup = 1,
        .drain = 5, .rate = 1000, .max_msgs = -1, .hold = 120, .window = 200, .conns = 1000, .parallel = 64,
        .keepalive = 300};
@@ -86,6 +107,10 @@ static uint32_t *lat;      /* latency samples, ns */
 static size_t lat_len, lat_cap;
 static long ready, failed, completed, active;
 static const char *mode;
+static SSL_CTX *tls_ctx;
+static char ws_accept_want[WS_ACCEPT_LEN + 1]; /* Sec-WebSocket-Accept for ws_key */
+static const char ws_key[] = "bWdhdGUtYmVuY2gta2V5IQ==";
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
 
 static uint64_t now_ns(void)
 {
@@ -122,11 +147,12 @@ static void set_events(struct cl *c, uint32_t ev)
 static uint8_t *out_reserve(struct cl *c, uint32_t n)
 {
     if (c->out_off && c->out_off == c->out_len)
-        c->out_off = c->out_len = 0;
+        c->out_off = c->out_len = c->mask_from = 0;
     if (c->out_len + n > c->out_cap) {
         if (c->out_off) {
             memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
             c->out_len -= c->out_off;
+            c->mask_from -= c->out_off;
             c->out_off = 0;
         }
         if (c->out_len + n > c->out_cap) {
@@ -139,25 +165,95 @@ static uint8_t *out_reserve(struct cl *c, uint32_t n)
     return p;
 }
 
+/* Room for a frame of n payload bytes (--ws: after its head; the payload is
+ * masked when it is flushed); without --ws, room for n bytes. */
+static uint8_t *frame_reserve(struct cl *c, uint8_t op, uint32_t n)
+{
+    if (!o.ws)
+        return out_reserve(c, n);
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17; /* xorshift64: a fresh key per frame */
+    uint8_t head[WS_MAX_HEAD], key[4];
+    memcpy(key, &rng, 4);
+    size_t hl = ws_write_head(head, true, op, n, key);
+    uint8_t *p = out_reserve(c, (uint32_t)hl + n);
+    memcpy(p, head, hl);
+    return p + hl;
+}
+
+static uint8_t *pkt_reserve(struct cl *c, uint32_t n) { return frame_reserve(c, WS_BINARY, n); }
+
+/* --ws: masks the payloads of the frames queued since the last flush. */
+static void mask_queued(struct cl *c)
+{
+    while (c->mask_from < c->out_len) {
+        struct ws_head h;
+        uint8_t *f = c->out + c->mask_from;
+        if (ws_parse_head(f, c->out_len - c->mask_from, &h) != 1)
+            die("internal: bad queued frame");
+        ws_mask(f + h.head_len, (size_t)h.len, h.mask, 0);
+        c->mask_from += (uint32_t)(h.head_len + h.len);
+    }
+}
+
+/* send or SSL_write: bytes taken, or -1 with errno (EAGAIN: try again later). */
+static ssize_t cl_send(struct cl *c, const uint8_t *p, size_t n)
+{
+    if (!c->ssl)
+        return send(c->fd, p, n, MSG_NOSIGNAL);
+    ERR_clear_error();
+    int k = SSL_write(c->ssl, p, (int)(n > INT32_MAX ? INT32_MAX : n));
+    if (k > 0)
+        return k;
+    int e = SSL_get_error(c->ssl, k);
+    errno = e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ ? EAGAIN : EPIPE;
+    return -1;
+}
+
+/* recv or SSL_read: bytes, 0 at the end, -1 with errno (EAGAIN: nothing yet). */
+static ssize_t cl_recv(struct cl *c, uint8_t *p, size_t n)
+{
+    if (!c->ssl)
+        return recv(c->fd, p, n, 0);
+    ERR_clear_error();
+    int k = SSL_read(c->ssl, p, (int)(n > INT32_MAX ? INT32_MAX : n));
+    if (k > 0)
+        return k;
+    int e = SSL_get_error(c->ssl, k);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+        errno = EAGAIN;
+    else if (e == SSL_ERROR_ZERO_RETURN)
+        return 0;
+    else
+        errno = ECONNRESET;
+    return -1;
+}
+
 static void cl_close(struct cl *c)
 {
     if (c->state == S_CLOSED)
         return;
     epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+    if (c->ssl)
+        SSL_free(c->ssl);
+    c->ssl = NULL;
     close(c->fd);
     c->fd = -1;
     c->state = S_CLOSED;
     free(c->in);
     free(c->out);
     c->in = c->out = NULL;
-    c->in_len = c->in_cap = c->out_off = c->out_len = c->out_cap = 0;
+    c->in_len = c->in_cap = c->out_off = c->out_len = c->out_cap = c->mask_from = 0;
 }
 
 /* Write what is queued; returns -1 when the connection failed (and closes it). */
 static int cl_flush(struct cl *c)
 {
+    if (c->state == S_TLS)
+        return 0; /* the handshake drives the socket until it is done */
+    if (o.ws)
+        mask_queued(c);
     while (c->out_off < c->out_len) {
-        ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+        ssize_t n = cl_send(c, c->out + c->out_off, c->out_len - c->out_off);
         if (n > 0) {
             c->out_off += (uint32_t)n;
             continue;
@@ -169,7 +265,7 @@ static int cl_flush(struct cl *c)
         return -1;
     }
     if (c->out_off == c->out_len) {
-        c->out_off = c->out_len = 0;
+        c->out_off = c->out_len = c->mask_from = 0;
         if (c->role == R_IDLE || c->role == R_CYCLE) { /* thousands of them: hold no buffer */
             free(c->out);
             c->out = NULL;
@@ -235,7 +331,7 @@ static void send_connect(struct cl *c)
     char id[32];
     int idl = snprintf(id, sizeof(id), "lg%d-%c%u", (int)getpid() % 100000, "psic"[c->role], c->idx);
     uint32_t rl = 10 + 2 + (uint32_t)idl;
-    uint8_t *p = out_reserve(c, 1 + varint_len(rl) + rl);
+    uint8_t *p = pkt_reserve(c, 1 + varint_len(rl) + rl);
     *p++ = 0x10;
     p += put_varint(p, rl);
     p = put_str(p, "MQTT", 4);
@@ -258,7 +354,7 @@ static void send_subscribe(struct cl *c)
         topic_of(c->idx, topic, sizeof(topic));
     size_t tl = strlen(topic);
     uint32_t rl = 2 + 2 + (uint32_t)tl + 1;
-    uint8_t *p = out_reserve(c, 2 + rl);
+    uint8_t *p = pkt_reserve(c, 2 + rl);
     *p++ = 0x82;
     *p++ = (uint8_t)rl;
     *p++ = 0;
@@ -270,7 +366,7 @@ static void send_subscribe(struct cl *c)
 
 static void send_disconnect(struct cl *c)
 {
-    uint8_t *p = out_reserve(c, 2);
+    uint8_t *p = pkt_reserve(c, 2);
     p[0] = 0xe0;
     p[1] = 0;
 }
@@ -281,7 +377,7 @@ static void queue_publish(struct cl *c)
     topic_of(c->idx, topic, sizeof(topic));
     size_t tl = strlen(topic);
     uint32_t rl = 2 + (uint32_t)tl + (o.qos ? 2 : 0) + (uint32_t)o.size;
-    uint8_t *p = out_reserve(c, 1 + varint_len(rl) + rl);
+    uint8_t *p = pkt_reserve(c, 1 + varint_len(rl) + rl);
     *p++ = (uint8_t)(0x30 | (o.qos << 1));
     p += put_varint(p, rl);
     p = put_str(p, topic, tl);
@@ -312,7 +408,7 @@ static void on_publish(struct cl *c, const uint8_t *p, uint32_t len, uint8_t fla
     if (off + 16 > len)
         goto bad;
     if (qos == 1) {
-        uint8_t *a = out_reserve(c, 4);
+        uint8_t *a = pkt_reserve(c, 4);
         a[0] = 0x40;
         a[1] = 2;
         a[2] = p[2 + tl];
@@ -417,50 +513,223 @@ static long parse(struct cl *c, const uint8_t *data, size_t len, uint64_t now)
     return (long)off;
 }
 
-static void on_readable(struct cl *c)
+/* A connection that ended before it was ready, or was refused: counted and closed. */
+static void fail_handshake(struct cl *c, const char *why)
 {
-    ssize_t n = recv(c->fd, rbuf, sizeof(rbuf), 0);
-    if (n <= 0) {
-        if (n < 0 && (errno == EAGAIN || errno == EINTR))
-            return;
-        if (phase != P_DONE) {
-            fprintf(stderr, "loadgen: connection %c%u closed by the peer%s%s\n", "psic"[c->role], c->idx,
-                    n ? ": " : "", n ? strerror(errno) : "");
-            errors++;
-        }
-        if (c->role == R_IDLE && c->state != S_READY) {
-            failed++;
-            active--;
-        } else if (c->role == R_CYCLE) {
-            active--;
-        }
-        cl_close(c);
+    if (c->role != R_CYCLE || errors < 5)
+        fprintf(stderr, "loadgen: %s\n", why);
+    errors++;
+    cl_close(c);
+    if (c->role == R_IDLE)
+        failed++;
+    if (c->role == R_IDLE || c->role == R_CYCLE)
+        active--;
+}
+
+/* The peer closed the connection (n == 0) or it failed. */
+static void on_lost(struct cl *c, ssize_t n)
+{
+    if (phase != P_DONE) {
+        fprintf(stderr, "loadgen: connection %c%u closed by the peer%s%s\n", "psic"[c->role], c->idx,
+                n ? ": " : "", n ? strerror(errno) : "");
+        errors++;
+    }
+    if (c->role == R_IDLE && c->state != S_READY) {
+        failed++;
+        active--;
+    } else if (c->role == R_CYCLE) {
+        active--;
+    }
+    cl_close(c);
+}
+
+/* The transport is up (TCP, or TLS after its handshake): the upgrade or the CONNECT. */
+static void after_transport(struct cl *c)
+{
+    if (o.ws) {
+        char req[512];
+        int n = snprintf(req, sizeof(req),
+                         "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n",
+                         o.ws, o.host, o.port, ws_key);
+        if (n < 0 || (size_t)n >= sizeof(req))
+            die("--ws path too long");
+        memcpy(out_reserve(c, (uint32_t)n), req, (size_t)n);
+        c->mask_from = c->out_len; /* not a frame */
+        c->state = S_UPGRADE;
+    } else {
+        send_connect(c);
+    }
+    cl_flush(c);
+}
+
+static void tls_step(struct cl *c)
+{
+    ERR_clear_error();
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        c->state = S_CONNACK; /* (lets cl_flush write; after_transport sets the real state) */
+        after_transport(c);
         return;
     }
-    uint64_t now = now_ns();
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ)
+        set_events(c, EPOLLIN);
+    else if (e == SSL_ERROR_WANT_WRITE)
+        set_events(c, EPOLLOUT);
+    else
+        fail_handshake(c, "TLS handshake failed");
+}
+
+/* --ws: the upgrade answer, gathered in c->in.  Once it is complete, the
+ * bytes after it are moved to the start of d and their number returned (the
+ * state is then S_CONNACK); -1 if the upgrade failed (closed). */
+static long on_upgrade(struct cl *c, uint8_t *d, size_t n)
+{
+    if (c->in_len + n + 1 > c->in_cap) {
+        c->in_cap = (uint32_t)(c->in_len + n + 1) * 2;
+        c->in = xrealloc(c->in, c->in_cap);
+    }
+    memcpy(c->in + c->in_len, d, n);
+    c->in_len += (uint32_t)n;
+    c->in[c->in_len] = 0;
+    char *head = (char *)c->in, *end = strstr(head, "\r\n\r\n");
+    if (!end) {
+        if (c->in_len > 8192 || strlen(head) < c->in_len) {
+            fail_handshake(c, "bad WebSocket upgrade answer");
+            return -1;
+        }
+        return 0;
+    }
+    size_t head_len = (size_t)(end + 4 - head), rest = c->in_len - head_len;
+    *end = 0;
+    char *acc = strcasestr(head, "\r\nSec-WebSocket-Accept:");
+    if (strncmp(head, "HTTP/1.1 101", 12) || !acc || !strstr(acc, ws_accept_want)) {
+        char line[96];
+        snprintf(line, sizeof(line), "WebSocket upgrade refused: %.60s", head);
+        *strchrnul(line, '\r') = 0;
+        fail_handshake(c, line);
+        return -1;
+    }
+    memcpy(d, c->in + head_len, rest); /* rest <= n: the head ended in this chunk */
+    free(c->in);
+    c->in = NULL;
+    c->in_len = c->in_cap = 0;
+    send_connect(c);
+    return (long)rest;
+}
+
+/* --ws: strips the frame heads from d[0..n) in place, leaving the MQTT bytes
+ * of data frames at the start of d; returns their number, or -1 if closed. */
+static long ws_unframe(struct cl *c, uint8_t *d, size_t n)
+{
+    size_t r = 0, w = 0;
+    while (r < n) {
+        if (c->ws_left) {
+            size_t k = n - r < c->ws_left ? n - r : (size_t)c->ws_left;
+            if (c->ws_data) {
+                memmove(d + w, d + r, k);
+                w += k;
+            }
+            r += k;
+            c->ws_left -= k;
+            continue;
+        }
+        size_t k = n - r < sizeof(c->hbuf) - c->hlen ? n - r : sizeof(c->hbuf) - c->hlen;
+        memcpy(c->hbuf + c->hlen, d + r, k);
+        struct ws_head h;
+        int rc = ws_parse_head(c->hbuf, c->hlen + k, &h);
+        if (rc == 0) { /* all of d taken: the head is longer than what came */
+            c->hlen = (uint8_t)(c->hlen + k);
+            r += k;
+            continue;
+        }
+        if (rc < 0 || h.masked || (h.op > WS_BINARY && h.op < WS_CLOSE) || h.op > WS_PONG) {
+            fprintf(stderr, "loadgen: bad frame from the server\n");
+            errors++;
+            on_lost(c, 0);
+            return -1;
+        }
+        r += h.head_len - c->hlen;
+        c->hlen = 0;
+        if (h.op == WS_CLOSE) {
+            errno = 0;
+            on_lost(c, 0);
+            return -1;
+        }
+        if (h.op == WS_PING)
+            frame_reserve(c, WS_PONG, 0);
+        c->ws_left = h.len;
+        c->ws_data = h.op <= WS_BINARY;
+    }
+    return (long)w;
+}
+
+/* MQTT bytes: whole packets handled, the rest carried in c->in.  False when closed. */
+static bool on_mqtt_bytes(struct cl *c, const uint8_t *d, size_t n, uint64_t now)
+{
     long used;
     if (c->in_len) {
-        if (c->in_len + (size_t)n > c->in_cap) {
+        if (c->in_len + n > c->in_cap) {
             c->in_cap = (c->in_len + (uint32_t)n) * 2;
             c->in = xrealloc(c->in, c->in_cap);
         }
-        memcpy(c->in + c->in_len, rbuf, (size_t)n);
+        memcpy(c->in + c->in_len, d, n);
         c->in_len += (uint32_t)n;
         if ((used = parse(c, c->in, c->in_len, now)) < 0)
-            return;
+            return false;
         memmove(c->in, c->in + used, c->in_len - (size_t)used);
         c->in_len -= (uint32_t)used;
     } else {
-        if ((used = parse(c, rbuf, (size_t)n, now)) < 0)
-            return;
-        if ((size_t)used < (size_t)n) {
-            c->in_len = (uint32_t)((size_t)n - (size_t)used);
+        if ((used = parse(c, d, n, now)) < 0)
+            return false;
+        if ((size_t)used < n) {
+            c->in_len = (uint32_t)(n - (size_t)used);
             if (c->in_len > c->in_cap) {
                 c->in_cap = c->in_len * 2;
                 c->in = xrealloc(c->in, c->in_cap);
             }
-            memcpy(c->in, rbuf + used, c->in_len);
+            memcpy(c->in, d + used, c->in_len);
         }
+    }
+    return true;
+}
+
+/* Bytes as they came off the transport, in rbuf.  False when closed. */
+static bool on_bytes(struct cl *c, uint8_t *d, size_t n)
+{
+    uint64_t now = now_ns();
+    if (c->state == S_UPGRADE) {
+        long rest = on_upgrade(c, d, n);
+        if (rest < 0)
+            return false;
+        if (c->state == S_UPGRADE || rest == 0)
+            return true;
+        n = (size_t)rest;
+    }
+    if (o.ws) {
+        long k = ws_unframe(c, d, n);
+        if (k < 0)
+            return false;
+        n = (size_t)k;
+    }
+    return on_mqtt_bytes(c, d, n, now);
+}
+
+static void on_readable(struct cl *c)
+{
+    for (;;) { /* plain TCP: one recv a wake-up; TLS: until OpenSSL holds nothing more */
+        ssize_t n = cl_recv(c, rbuf, sizeof(rbuf));
+        if (n <= 0) {
+            if (n < 0 && (errno == EAGAIN || errno == EINTR))
+                break;
+            on_lost(c, n);
+            return;
+        }
+        if (!on_bytes(c, rbuf, (size_t)n))
+            return;
+        if (!c->ssl)
+            break;
     }
     if (c->out_len)
         cl_flush(c);
@@ -475,18 +744,24 @@ static void on_event(struct cl *c, uint32_t ev)
         socklen_t el = sizeof(err);
         getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
         if (err) {
-            if (c->role != R_CYCLE || errors < 5)
-                fprintf(stderr, "loadgen: connect: %s\n", strerror(err));
-            errors++;
-            cl_close(c);
-            if (c->role == R_IDLE)
-                failed++;
-            if (c->role == R_IDLE || c->role == R_CYCLE)
-                active--;
+            char why[120];
+            snprintf(why, sizeof(why), "connect: %s", strerror(err));
+            fail_handshake(c, why);
             return;
         }
-        send_connect(c);
-        cl_flush(c);
+        if (o.tls) {
+            if (!(c->ssl = SSL_new(tls_ctx)) || SSL_set_fd(c->ssl, c->fd) != 1)
+                die("SSL_new");
+            SSL_set_connect_state(c->ssl);
+            c->state = S_TLS;
+            tls_step(c);
+            return;
+        }
+        after_transport(c);
+        return;
+    }
+    if (c->state == S_TLS) {
+        tls_step(c);
         return;
     }
     if (ev & EPOLLOUT)
@@ -913,7 +1188,9 @@ static const char usage[] =
     "  -n, --conns N        idle: connections to open (1000)\n"
     "  -c, --parallel N     idle: handshakes at a time; connrate: connections at a time (64)\n"
     "  -H, --hold SEC       idle: longest hold if stdin says nothing (120)\n"
-    "  -k, --keepalive SEC  MQTT keepalive in CONNECT (300)\n";
+    "  -k, --keepalive SEC  MQTT keepalive in CONNECT (300)\n"
+    "  -u, --ws PATH        MQTT over WebSocket: upgrade at PATH (subprotocol mqtt), one frame a packet\n"
+    "  -t, --tls            TLS (no certificate check); with --ws: wss://\n";
 
 int main(int argc, char **argv)
 {
@@ -929,10 +1206,11 @@ int main(int argc, char **argv)
         {"pubs", 1, 0, 'P'},     {"subs", 1, 0, 'S'},    {"fanout", 0, 0, 'f'},   {"duration", 1, 0, 'd'},
         {"warmup", 1, 0, 'w'},   {"window", 1, 0, 'W'},  {"max", 1, 0, 'm'},      {"drain", 1, 0, 'D'},
         {"rate", 1, 0, 'r'},     {"conns", 1, 0, 'n'},   {"parallel", 1, 0, 'c'}, {"hold", 1, 0, 'H'},
-        {"keepalive", 1, 0, 'k'}, {"help", 0, 0, 'h'},   {0, 0, 0, 0}};
+        {"keepalive", 1, 0, 'k'}, {"ws", 1, 0, 'u'},     {"tls", 0, 0, 't'},      {"help", 0, 0, 'h'},
+        {0, 0, 0, 0}};
     int ch;
     optind = 2;
-    while ((ch = getopt_long(argc, argv, "a:p:q:s:P:S:fd:w:W:m:D:r:n:c:H:k:h", lo, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "a:p:q:s:P:S:fd:w:W:m:D:r:n:c:H:k:u:th", lo, NULL)) != -1) {
         switch (ch) {
         case 'a': o.host = optarg; break;
         case 'p': o.port = atoi(optarg); break;
@@ -951,6 +1229,8 @@ int main(int argc, char **argv)
         case 'c': o.parallel = atol(optarg); break;
         case 'H': o.hold = atof(optarg); break;
         case 'k': o.keepalive = atoi(optarg); break;
+        case 'u': o.ws = optarg; break;
+        case 't': o.tls = true; break;
         default: fputs(usage, ch == 'h' ? stdout : stderr); return ch == 'h' ? 0 : 64;
         }
     }
@@ -967,6 +1247,17 @@ int main(int argc, char **argv)
         return 64;
     }
     signal(SIGPIPE, SIG_IGN);
+    if (o.ws && (o.ws[0] != '/' || strpbrk(o.ws, " \r\n") || ws_accept(ws_key, ws_accept_want) < 0)) {
+        fputs("loadgen: --ws PATH must start with / and hold no space\n", stderr);
+        return 64;
+    }
+    if (o.tls) {
+        if (!(tls_ctx = SSL_CTX_new(TLS_client_method())))
+            die("SSL_CTX_new");
+        SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_NONE, NULL);
+        SSL_CTX_set_mode(tls_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    }
+    rng ^= now_ns() ^ (uint64_t)getpid() << 32;
     if ((ep = epoll_create1(EPOLL_CLOEXEC)) < 0)
         die("epoll_create1");
     if (!strcmp(mode, "throughput"))

@@ -3,9 +3,9 @@
 # -Werror, run every ctest test, then again under AddressSanitizer +
 # UndefinedBehaviorSanitizer, then the fuzzers (MQTT decoder, CoAP codec,
 # WebSocket framing and upgrade head, HTTP parser) for a short while, then
-# smoke runs of the benchmark harnesses (bench/run.sh and bench/http_ws.sh
-# --smoke: check that they still run and that every path forwards; their
-# figures are not judged).
+# smoke runs of the benchmark harnesses (bench/run.sh, bench/http_ws.sh and
+# bench/mqtt_ws.sh --smoke: check that they still run and that every path
+# forwards; their figures are not judged).
 #
 #   tests/run.sh            everything
 #   tests/run.sh --quick    one plain build and its tests (no ASan, no fuzzing)
@@ -87,3 +87,15 @@ fi
 measured "$ws_run/results.tsv" "thr_1_64 thr_10_1024 lat_p50" "direct haproxy mgate"
 measured "$ws_run/results.tsv" idle_kib mgate
 echo "ws bench smoke: every path measured ($ws_run/report.md)"
+
+step "MQTT-over-WebSocket benchmark smoke run (bench/mqtt_ws.sh)"
+rm -rf build-bench/mqtt-ws-smoke
+bench/mqtt_ws.sh --smoke --mgate build-bench/mgate --out build-bench/mqtt-ws-smoke
+mws_run=$(echo build-bench/mqtt-ws-smoke/mqtt-ws-run-*)
+if grep -E 'failed|did not start|BUG|not every|(lost|bad|errors) [1-9]' "$mws_run/run.log"; then
+  echo "mqtt-ws bench smoke: a measurement failed or lost messages (see $mws_run)"; exit 1
+fi
+measured "$mws_run/results.tsv" "thr_ws_q0_64 thr_ws_q1_1024 thr_wss_q0_64 thr_wss_q1_1024" "direct haproxy mgate"
+measured "$mws_run/results.tsv" "cpu_ws_q0_64 cpu_wss_q1_1024 idle_ws_kib idle_wss_kib fds_wss" "haproxy mgate"
+measured "$mws_run/results.tsv" "idle_mqtt_kib idle_mqtts_kib" mgate
+echo "mqtt-ws bench smoke: every path measured ($mws_run/report.md)"

@@ -162,9 +162,10 @@ static ssize_t tx_frame(struct ws *w, const uint8_t *p, size_t avail)
     static __thread uint8_t out[WSF_MAX_HEAD + WS_TX_CHUNK];
     size_t h = w->tx_head_len, n = avail < w->tx_left ? avail : w->tx_left;
     memcpy(out, w->tx_head, h);
-    memcpy(out + h, p, n);
     if (w->cli)
-        wsf_mask(out + h, n, w->tx_mask, w->tx_off);
+        wsf_mask_to(out + h, p, n, w->tx_mask, w->tx_off); /* copied and masked in one pass */
+    else
+        memcpy(out + h, p, n);
     struct iovec iov = {out, h + n};
     ssize_t k = conn_raw_writev(w->c, &iov, 1);
     if (k < 0)
@@ -433,10 +434,11 @@ static int rx_head(struct ws *w, const uint8_t *p, size_t n, size_t *i)
 }
 
 /* The next piece of the frame being read, at p[*i..n): its header first
- * when one begins; the piece unmasked in place, a control frame's copied
- * aside.  Its length, 0 with *more when only header bytes were there (all
- * taken), or -1. */
-static ssize_t rx_piece(struct ws *w, uint8_t *p, size_t n, size_t *i, bool *more)
+ * when one begins; a control frame's piece unmasked in place and copied
+ * aside; a data frame's unmasked in place, or, with dst, unmasked and moved
+ * to dst (dst <= the piece) in one pass.  Its length, 0 with *more when
+ * only header bytes were there (all taken), or -1. */
+static ssize_t rx_piece(struct ws *w, uint8_t *p, size_t n, size_t *i, bool *more, uint8_t *dst)
 {
     *more = false;
     if (!w->rx_frame) {
@@ -447,6 +449,13 @@ static ssize_t rx_piece(struct ws *w, uint8_t *p, size_t n, size_t *i, bool *mor
         }
     }
     size_t take = n - *i < w->rx_left ? n - *i : (size_t)w->rx_left;
+    if (dst && !w->rx_ctl) {
+        if (w->rx_masked)
+            wsf_mask_to(dst, p + *i, take, w->rx_mask, w->rx_off);
+        else if (dst != p + *i)
+            memmove(dst, p + *i, take);
+        return (ssize_t)take;
+    }
     if (w->rx_masked)
         wsf_mask(p + *i, take, w->rx_mask, w->rx_off);
     if (w->rx_ctl) {
@@ -476,15 +485,13 @@ static ssize_t unframe(struct ws *w, uint8_t *p, size_t n)
     size_t i = 0, o = 0;
     while (i < n && !w->peer_closed) {
         bool more;
-        ssize_t take = rx_piece(w, p, n, &i, &more);
+        ssize_t take = rx_piece(w, p, n, &i, &more, p + o); /* payload moved over the frame heads */
         if (take < 0)
             return -1;
         if (more)
             continue;
-        if (!w->rx_ctl) {
-            memmove(p + o, p + i, (size_t)take);
+        if (!w->rx_ctl)
             o += (size_t)take;
-        }
         if (rx_advance(w, (size_t)take, &i) && w->rx_ctl && control(w) < 0)
             return -1;
     }
@@ -788,7 +795,7 @@ static ssize_t mm_unframe(struct ws *w, uint8_t *p, size_t n)
         if (c->read_paused)
             return mm_stash(w, p + i, n - i);
         bool more;
-        ssize_t n_take = rx_piece(w, p, n, &i, &more);
+        ssize_t n_take = rx_piece(w, p, n, &i, &more, NULL);
         if (n_take < 0)
             return -1;
         if (more)

@@ -54,6 +54,11 @@ size_t wsf_write_head(uint8_t *out, int fin, enum wsf_op op, uint64_t len, const
 /* XOR n bytes at p with the key, p being at byte offset of the payload. */
 void wsf_mask(uint8_t *p, size_t n, const uint8_t mask[4], uint64_t offset);
 
+/* The same from src into dst, in one pass (a copy and a mask, or a move
+ * over a frame head and an unmask): dst is src, or before it (they may
+ * overlap), or apart from it. */
+void wsf_mask_to(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t mask[4], uint64_t offset);
+
 /* The sequence of data frames in one direction: a message is a TEXT or
  * BINARY frame and the CONT frames after it up to FIN; control frames may
  * come between them. */

@@ -155,6 +155,30 @@ int main(void)
         CHECK_EQ_INT(bad, 0);
     }
 
+    /* masking into another place: apart, and moved down over (a frame head) */
+    {
+        static const uint8_t mkey[4] = {0x37, 0xfa, 0x21, 0x3d};
+        uint8_t buf[160], ref[160], src[160];
+        int bad = 0;
+        for (size_t gap = 0; gap < 15; gap++) /* dst = src - gap in one buffer; 0: in place */
+            for (size_t n = 0; n + gap <= 140; n++)
+                for (uint64_t off = 0; off < 5; off++) {
+                    for (size_t i = 0; i < sizeof(buf); i++)
+                        buf[i] = ref[i] = src[i] = (uint8_t)(i * 11 + 5);
+                    for (size_t i = 0; i < n; i++)
+                        ref[3 + i] = (uint8_t)(src[3 + gap + i] ^ mkey[(off + i) % 4]);
+                    wsf_mask_to(buf + 3, buf + 3 + gap, n, mkey, off);
+                    bad += memcmp(buf, ref, 3 + n) != 0; /* beyond 3 + n: what the move left */
+                    uint8_t out[160];
+                    memset(out, 0xAA, sizeof(out));
+                    wsf_mask_to(out + 1, src + gap, n, mkey, off);
+                    for (size_t i = 0; i < n; i++)
+                        bad += out[1 + i] != (uint8_t)(src[gap + i] ^ mkey[(off + i) % 4]);
+                    bad += out[0] != 0xAA || out[1 + n] != 0xAA;
+                }
+        CHECK_EQ_INT(bad, 0);
+    }
+
     /* close payload */
     {
         uint8_t p[125];
