@@ -23,7 +23,8 @@ enum ws_phase { WS_UPGRADING, WS_OPEN };
 /* Only while the upgrade runs (and until bytes read behind its head are
  * taken): an idle WebSocket holds none of it. */
 struct ws_hs {
-    char *in;          /* in_room bytes behind out (none where the owner read the request) */
+    char *in;          /* in_room bytes behind out (none where the owner read the request);
+                        * grown as the head arrives, up to WS_MAX_HEAD + 1 */
     uint16_t in_room;
     uint16_t in_len;
     uint16_t left_off, left_len; /* bytes read behind the head: the first frames */
@@ -35,6 +36,7 @@ struct ws_hs {
 };
 
 #define WS_HS_OUT 1024 /* a 101, a refusal, or a request we make up */
+#define HS_IN_FIRST 512 /* the head's first buffer (hs_grow) */
 
 /* Control frames, made when the first one comes or goes: one on the wire,
  * one waiting (a pong answers only the latest ping, RFC 6455 5.5.3). */
@@ -937,6 +939,25 @@ static int hs_send(struct ws *w)
     return 1;
 }
 
+/* Room for more of the head: the buffer doubles, to WS_MAX_HEAD + 1 at
+ * most.  An upgrade starts with HS_IN_FIRST (most heads fit), so the many
+ * upgrades of a burst of clients do not each hold (and leave the heap
+ * fragmented by) a buffer for the largest head. */
+static struct ws_hs *hs_grow(struct ws *w)
+{
+    struct ws_hs *hs = w->hs;
+    size_t room = (size_t)hs->in_room * 2;
+    if (room > WS_MAX_HEAD + 1)
+        room = WS_MAX_HEAD + 1;
+    ASSERT(room > hs->in_room);
+    hs = realloc(hs, sizeof(*hs) + hs->out_room + room);
+    if (!hs)
+        return NULL;
+    hs->in = hs->out + hs->out_room;
+    hs->in_room = (uint16_t)room;
+    return w->hs = hs;
+}
+
 /* Read until the head is in: its length, 0 for not yet, -1 for a peer that
  * left or sent more than WS_MAX_HEAD (errno EMSGSIZE).  Each turn adds to
  * the buffer, so the loop is bounded by its size. */
@@ -951,6 +972,8 @@ static ssize_t hs_read(struct ws *w)
             errno = EMSGSIZE;
             return -1;
         }
+        if (hs->in_len == hs->in_room && !(hs = hs_grow(w)))
+            return -1;
         ssize_t n = conn_raw_read(w->c, hs->in + hs->in_len, (size_t)(hs->in_room - hs->in_len));
         if (n == 0) {
             errno = ECONNRESET;
@@ -1002,6 +1025,7 @@ static int hs_server(struct ws *w)
     ssize_t hl = hs_read(w);
     if (hl == 0 || (hl < 0 && errno != EMSGSIZE))
         return (int)hl;
+    hs = w->hs; /* hs_read may have grown it */
     struct ws_head h;
     struct ws_verdict v = {.answer = hs->out, .answer_room = hs->out_room};
     bool parsed = hl > 0 && ws_head_parse(hs->in, (size_t)hl, false, &h) == 0;
@@ -1172,7 +1196,7 @@ static struct ws *ws_new(struct conn *c, size_t out_room, size_t in_room)
 
 int ws_server_start(struct conn *c, const struct ws_server *srv, struct ws_pings pings)
 {
-    struct ws *w = ws_new(c, WS_HS_OUT, WS_MAX_HEAD + 1);
+    struct ws *w = ws_new(c, WS_HS_OUT, HS_IN_FIRST);
     if (!w)
         return -1;
     w->srv = srv;
@@ -1184,7 +1208,7 @@ int ws_server_start(struct conn *c, const struct ws_server *srv, struct ws_pings
 int ws_client_start(struct conn *c, const struct ws_client *cli, const char *host, uint16_t port, const char *path,
                     const char *proto, struct ws_pings pings)
 {
-    struct ws *w = ws_new(c, WS_HS_OUT, WS_MAX_HEAD + 1);
+    struct ws *w = ws_new(c, WS_HS_OUT, HS_IN_FIRST);
     if (!w)
         return -1;
     w->cli = cli;
@@ -1217,7 +1241,7 @@ int ws_server_open(struct conn *c, const char *answer, size_t len, struct ws_pin
 
 int ws_client_start_head(struct conn *c, const struct ws_client *cli, const char *head, size_t len)
 {
-    struct ws *w = ws_new(c, len + 64, WS_MAX_HEAD + 1); /* the key's line and the blank line */
+    struct ws *w = ws_new(c, len + 64, HS_IN_FIRST); /* the key's line and the blank line */
     if (!w)
         return -1;
     w->cli = cli;

@@ -387,6 +387,21 @@ def bad_input(t, tmp, broker):
     head = s.recv(4096).split(b"\r\n")[0]
     t.check(b" 101" not in head, "an 8 KiB upgrade request is not upgraded", head)
     s.close()
+    # The head's buffer starts small and grows as the head arrives: a 3.5 KiB head in 37 pieces
+    # (grown three times) is upgraded and carries MQTT; a 4.1 KiB one, sent in pieces, is 431.
+    w = RawWs(port, headers=[(f"X-Pad-{i}", "p" * 90) for i in range(36)])
+    t.check(" 101 " in w.status, f"a 3.5 KiB upgrade head is upgraded ({w.status})")
+    w.send_frame(h.connect_packet(4, "ws-big-head"))
+    t.eq(w.recv_mqtt()[:4], b"\x20\x02\x00\x00", "... and its MQTT goes through")
+    w.s.close()
+    s = socket.create_connection((h.HOST, port), timeout=5)
+    req = b"GET /mqtt HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 4160 + b"\r\n\r\n"
+    for i in range(0, len(req), 300):
+        s.sendall(req[i:i + 300])
+        time.sleep(0.002)
+    head = s.recv(4096).split(b"\r\n")[0]
+    t.check(b" 431" in head, f"a head of {len(req)} bytes sent in pieces is refused with 431", head)
+    s.close()
     s = socket.create_connection((h.HOST, port), timeout=5)
     s.sendall(b"GET /mqtt HTTP/1.1\r\nHost: x\r\n")  # never finished
     t0 = time.monotonic()
