@@ -359,6 +359,8 @@ static int frame_begin(struct ws *w, const struct wsf_head *h)
     int code;
     if (wsf_seq_frame(&w->seq, h, rx_max(w), &op, &code) < 0)
         return (int)protocol_error(w, code);
+    if (!w->msgs && h->op == WSF_TEXT) /* MQTT rides in binary messages only [MQTT-6.0.0-1] */
+        return (int)protocol_error(w, WSF_CLOSE_UNSUPPORTED);
     if (w->msgs && h->op < WSF_CLOSE) {
         w->whole = h->fin && h->op != WSF_CONT;
         w->rx_fin = h->fin;
