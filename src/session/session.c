@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/list.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "net/proxy_proto.h"
@@ -603,18 +604,39 @@ bool mgate_session_closed(const mgate_session *s) { return s->state == SESSION_C
 void *mgate_session_data(const mgate_session *s) { return s->user_data; }
 void mgate_session_set_data(mgate_session *s, void *data) { s->user_data = data; }
 
+/* mgate_after's timers, on a list per loop (a slot): one still pending
+ * when the loop is freed (at exit) runs then, as the slots' rule says, so
+ * the handler gives its answer and what that answer keeps (a session, a
+ * relay held by a pending verdict) is freed too. */
 struct after {
     struct loop_timer t;
+    struct list_node node; /* on the loop's list; on none when no slot was had */
     void (*fn)(void *);
     void *arg;
 };
+
+static const char afters_key;
 
 static void after_fired(struct loop *l, struct loop_timer *t)
 {
     (void)l;
     struct after *a = (struct after *)t;
+    if (list_linked(&a->node))
+        list_remove(&a->node);
     a->fn(a->arg);
     free(a);
+}
+
+static void afters_destroy(struct loop *l, void *value)
+{
+    struct list_node *head = value, *n;
+    while ((n = list_pop_front(head))) {
+        struct after *a = container_of(n, struct after, node);
+        loop_timer_stop(l, &a->t);
+        a->fn(a->arg);
+        free(a);
+    }
+    free(head);
 }
 
 int mgate_after(mgate_session *s, uint32_t ms, void (*fn)(void *arg), void *arg)
@@ -624,6 +646,13 @@ int mgate_after(mgate_session *s, uint32_t ms, void (*fn)(void *arg), void *arg)
         return -1;
     a->fn = fn;
     a->arg = arg;
+    struct list_node *head = loop_slot_get(s->loop, &afters_key);
+    if (!head && (head = calloc(1, sizeof(*head))) && loop_slot_set(s->loop, &afters_key, head, afters_destroy) < 0) {
+        free(head);
+        head = NULL;
+    }
+    if (head)
+        list_push_back(head, &a->node);
     loop_timer_start(s->loop, &a->t, ms, after_fired);
     return 0;
 }
