@@ -289,9 +289,13 @@ static void on_conn_closed(struct conn *c, int err)
         return;
     }
     char why[96];
+    /* EPROTO: a handshake failed, TLS's or (past TLS, to a ws/wss broker) the WebSocket upgrade */
+    bool upgrade = broker && s->state == SESSION_AWAIT_CONNACK && s->p->broker_layer && c->transport_ready;
     snprintf(why, sizeof(why), "%s %s%s%s", broker ? "broker" : "client",
              s->state == SESSION_AWAIT_CONNACK && broker ? "unreachable" : "closed", err ? ": " : "",
-             err == EPROTO ? "TLS failure (logged above)" : err ? strerror(err) : "");
+             err != EPROTO ? (err ? strerror(err) : "")
+             : upgrade     ? "WebSocket upgrade failure (logged above)"
+                           : "TLS failure (logged above)");
     bool unreachable = broker && s->state == SESSION_AWAIT_CONNACK;
     if (unreachable) {
         METRIC_INC(session_metrics(s)->broker_dial_failures);
