@@ -51,7 +51,7 @@ import harness as h
 from test_admin import metrics
 from test_http import BASE, PREFIX, Echo, gate
 from test_http_tls import TLS, listener
-from test_ws import RawWs
+from test_ws import RawWs, fake_ws_peer, upgraded
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 TEXT, BINARY, CONT, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
@@ -552,44 +552,18 @@ def target_refuses(t, tmp, g, g_idle, echo):
     down.stop()
 
 
-def quick_target(answer_tail):
-    """A one-shot WebSocket target on a free port: its 101 (the accept of mgate's key) and
-    answer_tail go out in one write, right behind the head; it then waits and ends."""
-    ls = socket.create_server((h.HOST, 0))
-    ls.settimeout(10)
-
-    def serve():
-        try:
-            c, _ = ls.accept()
-        except OSError:
-            return
-        with c:
-            head = b""
-            while b"\r\n\r\n" not in head and (chunk := c.recv(4096)):
-                head += chunk
-            key = [ln.split(b":", 1)[1].strip() for ln in head.split(b"\r\n")
-                   if ln.lower().startswith(b"sec-websocket-key:")][0]
-            accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
-            c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                      b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n" + answer_tail)
-            time.sleep(2)
-        ls.close()
-
-    threading.Thread(target=serve, daemon=True).start()
-    return ls.getsockname()[1]
-
-
 def target_greets_and_closes(t, tmp):
     """A target whose 101, a message and its close frame come in one read (a "server full, bye"):
     the client gets the 101, the message and the close, in that order."""
     bye = close_payload(1013, "full")
-    port = quick_target(b"\x81\x05hello" + b"\x88" + bytes([len(bye)]) + bye)
-    g = gate(tmp, port)
+    ls = fake_ws_peer(lambda accept: upgraded(accept, b"\x81\x05hello" + b"\x88" + bytes([len(bye)]) + bye))
+    g = gate(tmp, ls.getsockname()[1])
     c = WsClient(g.port, f"{BASE}/greet")
     t.eq(ws_ok(c), GOOD_101, "a target's 101, message and close in one read: the client gets its 101")
     frame_eq(t, [c.frame(), c.frame()], [data(b"hello"), data(bye, CLOSE)], "... then the message and the close")
     c.close()
     g.stop()
+    ls.close()
 
 
 def idle(t, g_idle, echo):

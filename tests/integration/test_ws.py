@@ -750,14 +750,13 @@ def subprotocols(t, g):
                                  2.0) is not None, "... and mgate logs the refusal with the peer and why")
 
 
-def hostile_broker(t, tmp):
-    """TARGET_PROTOCOL=ws to a broker that breaks the rules (a fake one): a 101 with a wrong
-    accept, the CONNACK in a text frame (MQTT is binary only) or masked (a server never masks):
-    each client gets CONNACK 3, the log says why, and mgate goes on."""
+def fake_ws_peer(answer):
+    """A fake WebSocket server on a free port, for peers that break the rules: for each
+    connection it reads the upgrade request, sends answer(accept) in one write (accept: the right
+    Sec-WebSocket-Accept for the request's key; the bytes: a 101 and what follows), waits and
+    ends. Returns the listening socket (close it at the end)."""
     import hashlib
     import threading
-    guid = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-    scenario = {"now": ""}
     ls = socket.create_server((h.HOST, 0))
     ls.settimeout(20)
 
@@ -772,19 +771,29 @@ def hostile_broker(t, tmp):
                 while b"\r\n\r\n" not in head and (chunk := c.recv(4096)):
                     head += chunk
                 key = re.search(rb"(?i)sec-websocket-key: *(\S+)", head).group(1)
-                accept = base64.b64encode(hashlib.sha1(key + guid).digest())
-                if scenario["now"] == "accept":
-                    accept = b"A" * 27 + b"="
-                c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                          b"Sec-WebSocket-Protocol: mqtt\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
-                connack = b"\x20\x02\x00\x00"
-                if scenario["now"] == "text":
-                    c.sendall(b"\x81\x04" + connack)
-                elif scenario["now"] == "masked":
-                    c.sendall(b"\x82\x84\x00\x00\x00\x00" + connack)
+                guid = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+                c.sendall(answer(base64.b64encode(hashlib.sha1(key + guid).digest())))
                 time.sleep(0.5)
 
     threading.Thread(target=serve, daemon=True).start()
+    return ls
+
+
+def upgraded(accept, tail=b"", more_headers=b""):
+    """A 101 with accept (and more_headers), then tail."""
+    return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" + more_headers +
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n" + tail)
+
+
+def hostile_broker(t, tmp):
+    """TARGET_PROTOCOL=ws to a broker that breaks the rules (a fake one): a 101 with a wrong
+    accept, the CONNACK in a text frame (MQTT is binary only) or masked (a server never masks):
+    each client gets CONNACK 3, the log says why, and mgate goes on."""
+    connack = b"\x20\x02\x00\x00"
+    tails = {"accept": b"", "text": b"\x81\x04" + connack, "masked": b"\x82\x84\x00\x00\x00\x00" + connack}
+    scenario = {"now": ""}
+    ls = fake_ws_peer(lambda accept: upgraded(b"A" * 27 + b"=" if scenario["now"] == "accept" else accept,
+                                               tails[scenario["now"]], b"Sec-WebSocket-Protocol: mqtt\r\n"))
     port = h.free_port()
     g = h.Mgate(tmp, ls.getsockname()[1], port=port, MGATE_MQTT_WITHOUT_TLS_TARGET_PROTOCOL="ws",
                 MGATE_MQTT_WITHOUT_TLS_TARGET_PATH="/mqtt")
@@ -800,7 +809,8 @@ def hostile_broker(t, tmp):
         t.eq(got, b"\x20\x02\x00\x03", f"a broker's {what} violation: the client gets CONNACK 3")
         c.close()
         if why:
-            t.check(g.log.wait(re.escape("WebSocket broker: " + why), 2.0, mark) is not None, f"... the log says: {why}")
+            said = g.log.wait(re.escape("WebSocket broker: " + why), 2.0, mark)
+            t.check(said is not None, f"... the log says: {why}")
             m = g.log.wait(r"closing: broker unreachable[^\n]*", 2.0, mark)
             line = m.group(0) if m else ""
             t.check(line and "TLS" not in line, "... and does not blame TLS on a plain ws:// broker", line)
