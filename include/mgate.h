@@ -204,7 +204,8 @@ void mgate_session_set_data(mgate_session *s, void *data);
 void *mgate_session_alloc(mgate_session *s, size_t n);
 
 /* Run fn(arg) after ms milliseconds on the session's loop (for handlers that
- * answer later).  Returns 0, or -1 when out of memory. */
+ * answer later); one still pending when mgate exits runs then, so its answer
+ * frees what it holds.  Returns 0, or -1 when out of memory. */
 int mgate_after(mgate_session *s, uint32_t ms, void (*fn)(void *arg), void *arg);
 
 /* Logging in mgate's JSON-lines format; level: 0 debug, 1 info, 2 warn, 3 error. */

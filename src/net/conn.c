@@ -450,6 +450,13 @@ void conn_set_layer(struct conn *c, const struct conn_layer *layer, void *state)
     loop_defer(c->loop, &c->defer, rehandshake);
 }
 
+void conn_set_layer_open(struct conn *c, const struct conn_layer *layer, void *state)
+{
+    c->layer = layer;
+    c->layer_state = state;
+    update_events(c);
+}
+
 void conn_handshake_wake(struct conn *c)
 {
     if (c->state != CONN_HANDSHAKE || !c->hs_waiting)

@@ -121,6 +121,9 @@ void conn_start_handshake(struct conn *c, const struct conn_ops *ops, void *tran
 /* Put a layer over the transport (after conn_start_handshake, if any): the
  * connection is in CONN_HANDSHAKE until the layer's handshake is done. */
 void conn_set_layer(struct conn *c, const struct conn_layer *layer, void *state);
+/* Put a layer whose handshake the owner did over an open connection: it
+ * stays CONN_OPEN, so what it writes and a close after flush go at once. */
+void conn_set_layer_open(struct conn *c, const struct conn_layer *layer, void *state);
 /* For a layer: the transport's read and writev under it. */
 static inline ssize_t conn_raw_read(struct conn *c, void *buf, size_t len) { return c->ops->read(c, buf, len); }
 static inline ssize_t conn_raw_writev(struct conn *c, const struct iovec *iov, int n)

@@ -23,8 +23,8 @@ enum ws_phase { WS_UPGRADING, WS_OPEN };
 /* Only while the upgrade runs (and until bytes read behind its head are
  * taken): an idle WebSocket holds none of it. */
 struct ws_hs {
-    char *in;          /* in_room bytes behind out (none where the owner read the request);
-                        * grown as the head arrives, up to WS_MAX_HEAD + 1 */
+    char *in;          /* in_room bytes behind out, grown as the head arrives (hs_grow),
+                        * up to WS_MAX_HEAD + 1 */
     uint16_t in_room;
     uint16_t in_len;
     uint16_t left_off, left_len; /* bytes read behind the head: the first frames */
@@ -362,6 +362,8 @@ static int frame_begin(struct ws *w, const struct wsf_head *h)
     int code;
     if (wsf_seq_frame(&w->seq, h, rx_max(w), &op, &code) < 0)
         return (int)protocol_error(w, code);
+    if (!w->msgs && h->op == WSF_TEXT) /* MQTT rides in binary messages only [MQTT-6.0.0-1] */
+        return (int)protocol_error(w, WSF_CLOSE_UNSUPPORTED);
     if (w->msgs && h->op < WSF_CLOSE) {
         w->whole = h->fin && h->op != WSF_CONT;
         w->rx_fin = h->fin;
@@ -1177,7 +1179,7 @@ static const struct conn_layer ws_layer = {
 };
 
 /* The upgrade's buffers: out_room for what we send, in_room for the
- * head we read (0: the owner read it). */
+ * head we read. */
 static struct ws *ws_new(struct conn *c, size_t out_room, size_t in_room)
 {
     struct ws *w = calloc(1, sizeof(*w));
@@ -1229,13 +1231,30 @@ int ws_server_open(struct conn *c, const char *answer, size_t len, struct ws_pin
         errno = ECONNRESET;
         return -1;
     }
-    struct ws *w = ws_new(c, len, 0);
+    struct ws *w = calloc(1, sizeof(*w));
     if (!w)
         return -1;
-    memcpy(w->hs->out, answer, len);
-    w->hs->out_len = (uint32_t)len; /* hs_server sends it, and is done */
+    /* The 101 goes now, or waits in c->out (raw: in message mode the
+     * layer passes the output through), and the connection stays open: a
+     * close that comes with the target's 101 flushes it and what follows. */
+    struct iovec iov = {(void *)answer, len};
+    ssize_t k = c->out.len ? 0 : conn_raw_writev(c, &iov, 1);
+    if (k < 0 && errno != EAGAIN && errno != EINTR) {
+        free(w);
+        errno = ECONNRESET;
+        return -1;
+    }
+    k = k < 0 ? 0 : k;
+    if ((size_t)k < len && buf_append(&c->out, (const uint8_t *)answer + k, len - (size_t)k) < 0) {
+        free(w);
+        errno = ENOMEM;
+        return -1;
+    }
+    w->c = c;
     w->pings = pings;
-    conn_set_layer(c, &ws_layer, w);
+    w->phase = WS_OPEN;
+    conn_set_layer_open(c, &ws_layer, w);
+    ping_rearm(w);
     return 0;
 }
 

@@ -72,8 +72,10 @@ int ws_client_start(struct conn *c, const struct ws_client *cli, const char *hos
 int ws_client_start_head(struct conn *c, const struct ws_client *cli, const char *head, size_t len);
 /* The server side over an open connection whose upgrade request the owner
  * read and judged itself (the HTTP listener): answer (len bytes, the whole
- * 101) is sent as the upgrade, then frames flow.  -1: no memory, or the
- * connection is not open (errno ECONNRESET). */
+ * 101) is written at once (what the socket does not take waits in the
+ * output) and the connection stays open; ws_set_messages must follow
+ * before anything else is written.  -1: no memory, or the connection is
+ * not open or failed (errno ECONNRESET). */
 int ws_server_open(struct conn *c, const char *answer, size_t len, struct ws_pings pings);
 
 /*

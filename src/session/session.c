@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/list.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "net/proxy_proto.h"
@@ -288,9 +289,13 @@ static void on_conn_closed(struct conn *c, int err)
         return;
     }
     char why[96];
+    /* EPROTO: a handshake failed, TLS's or (past TLS, to a ws/wss broker) the WebSocket upgrade */
+    bool upgrade = broker && s->state == SESSION_AWAIT_CONNACK && s->p->broker_layer && c->transport_ready;
     snprintf(why, sizeof(why), "%s %s%s%s", broker ? "broker" : "client",
              s->state == SESSION_AWAIT_CONNACK && broker ? "unreachable" : "closed", err ? ": " : "",
-             err == EPROTO ? "TLS failure (logged above)" : err ? strerror(err) : "");
+             err != EPROTO ? (err ? strerror(err) : "")
+             : upgrade     ? "WebSocket upgrade failure (logged above)"
+                           : "TLS failure (logged above)");
     bool unreachable = broker && s->state == SESSION_AWAIT_CONNACK;
     if (unreachable) {
         METRIC_INC(session_metrics(s)->broker_dial_failures);
@@ -603,18 +608,39 @@ bool mgate_session_closed(const mgate_session *s) { return s->state == SESSION_C
 void *mgate_session_data(const mgate_session *s) { return s->user_data; }
 void mgate_session_set_data(mgate_session *s, void *data) { s->user_data = data; }
 
+/* mgate_after's timers, on a list per loop (a slot): one still pending
+ * when the loop is freed (at exit) runs then, as the slots' rule says, so
+ * the handler gives its answer and what that answer keeps (a session, a
+ * relay held by a pending verdict) is freed too. */
 struct after {
     struct loop_timer t;
+    struct list_node node; /* on the loop's list; on none when no slot was had */
     void (*fn)(void *);
     void *arg;
 };
+
+static const char afters_key;
 
 static void after_fired(struct loop *l, struct loop_timer *t)
 {
     (void)l;
     struct after *a = (struct after *)t;
+    if (list_linked(&a->node))
+        list_remove(&a->node);
     a->fn(a->arg);
     free(a);
+}
+
+static void afters_destroy(struct loop *l, void *value)
+{
+    struct list_node *head = value, *n;
+    while ((n = list_pop_front(head))) {
+        struct after *a = container_of(n, struct after, node);
+        loop_timer_stop(l, &a->t);
+        a->fn(a->arg);
+        free(a);
+    }
+    free(head);
 }
 
 int mgate_after(mgate_session *s, uint32_t ms, void (*fn)(void *arg), void *arg)
@@ -624,6 +650,13 @@ int mgate_after(mgate_session *s, uint32_t ms, void (*fn)(void *arg), void *arg)
         return -1;
     a->fn = fn;
     a->arg = arg;
+    struct list_node *head = loop_slot_get(s->loop, &afters_key);
+    if (!head && (head = calloc(1, sizeof(*head))) && loop_slot_set(s->loop, &afters_key, head, afters_destroy) < 0) {
+        free(head);
+        head = NULL;
+    }
+    if (head)
+        list_push_back(head, &a->node);
     loop_timer_start(s->loop, &a->t, ms, after_fired);
     return 0;
 }

@@ -51,7 +51,7 @@ import harness as h
 from test_admin import metrics
 from test_http import BASE, PREFIX, Echo, gate
 from test_http_tls import TLS, listener
-from test_ws import RawWs
+from test_ws import RawWs, fake_ws_peer, upgraded
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 TEXT, BINARY, CONT, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
@@ -552,6 +552,20 @@ def target_refuses(t, tmp, g, g_idle, echo):
     down.stop()
 
 
+def target_greets_and_closes(t, tmp):
+    """A target whose 101, a message and its close frame come in one read (a "server full, bye"):
+    the client gets the 101, the message and the close, in that order."""
+    bye = close_payload(1013, "full")
+    ls = fake_ws_peer(lambda accept: upgraded(accept, b"\x81\x05hello" + b"\x88" + bytes([len(bye)]) + bye))
+    g = gate(tmp, ls.getsockname()[1])
+    c = WsClient(g.port, f"{BASE}/greet")
+    t.eq(ws_ok(c), GOOD_101, "a target's 101, message and close in one read: the client gets its 101")
+    frame_eq(t, [c.frame(), c.frame()], [data(b"hello"), data(bye, CLOSE)], "... then the message and the close")
+    c.close()
+    g.stop()
+    ls.close()
+
+
 def idle(t, g_idle, echo):
     c = WsClient(g_idle.port, f"{BASE}/idle")
     t.eq(c.code, 101, "IDLE_TIMEOUT 1s: 101")
@@ -693,6 +707,21 @@ def drain(t, tmp, echo):
     c.close()
 
 
+def drain_verdict_pending(t, tmp, echo):
+    """SIGTERM while messages wait for a late verdict (the example handler answers "/slow/" with
+    mgate_after): the pending answer runs at shutdown, so neither the relay nor its session is
+    left held (ASan builds: no leak report)."""
+    g = gate(tmp, echo.port)
+    c = WsClient(g.port, f"{BASE}/slow/drain")
+    c.send_frame(b"a", TEXT)
+    c.send_frame(b"b", TEXT)
+    time.sleep(0.02)  # read, and its verdict asked (the handler answers 100 ms later)
+    rc = g.stop()
+    c.close()
+    t.eq(rc, 0, "SIGTERM with a message's verdict pending: mgate exits 0")
+    t.eq(h.sanitizer_lines(g.log.text()), [], "... and holds no sanitizer report (nothing left held)")
+
+
 def tls_listener(t, tmp, pki, echo):
     port = h.free_port()
     env = listener(TLS, port, echo, pki)
@@ -758,11 +787,13 @@ def main():
         t.case("a bad frame from the target", target_bad_frame, t, g, echo)
         t.case("a message over MAX_BODY_SIZE: 1009", oversize, t, g_lim, echo)
         t.case("the target refuses the upgrade: 502, 504", target_refuses, t, tmp, g, g_idle, echo)
+        t.case("a target's 101, message and close in one read", target_greets_and_closes, t, tmp)
         t.case("a client that reads nothing", reader_stops, t, g, echo)
         t.case("counted in /metrics", counted, t, admin, before)
         t.case("idle timeout", idle, t, g_idle, echo)
         t.case("a verdict later than REQUEST_TIMEOUT: 1011", verdict_timeout, t, g_idle, echo)
         t.case("drain", drain, t, tmp, echo)
+        t.case("drain with a verdict pending", drain_verdict_pending, t, tmp, echo)
         pki = h.Pki(tmp)
         t.case("the TLS listener", tls_listener, t, tmp, pki, echo)
         t.case("an https target", https_target, t, tmp, pki)

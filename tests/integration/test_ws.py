@@ -668,6 +668,13 @@ def close_codes(t, tmp, broker):
     w.send_frame(b"\xf0\x00garbage")
     t.eq(w.close_code(), 1002, "close codes: bytes that are not MQTT: 1002 (protocol error)")
     w = RawWs(port)
+    w.send_frame(h.connect_packet(4, "ws-close-text"), opcode=1)
+    t.eq(w.close_code(), 1003, "close codes: a CONNECT in a text frame (MQTT is binary only): 1003")
+    w = RawWs(port)
+    w.connect("ws-close-text2")
+    w.send_frame(h.packet(12, 0, b""), opcode=1)
+    t.eq(w.close_code(), 1003, "close codes: a PINGREQ in a text frame after CONNECT: 1003")
+    w = RawWs(port)
     t.eq(w.close_code(4.0), 1008, "close codes: no CONNECT within CONNECT_TIMEOUT: 1008")
     w = RawWs(port)
     w.connect("ws-close-disc")
@@ -758,6 +765,74 @@ def subprotocols(t, g):
                                  2.0) is not None, "... and mgate logs the refusal with the peer and why")
 
 
+def fake_ws_peer(answer):
+    """A fake WebSocket server on a free port, for peers that break the rules: for each
+    connection it reads the upgrade request, sends answer(accept) in one write (accept: the right
+    Sec-WebSocket-Accept for the request's key; the bytes: a 101 and what follows), waits and
+    ends. Returns the listening socket (close it at the end)."""
+    import hashlib
+    import threading
+    ls = socket.create_server((h.HOST, 0))
+    ls.settimeout(20)
+
+    def serve():
+        while True:
+            try:
+                c, _ = ls.accept()
+            except OSError:
+                return
+            with c:
+                head = b""
+                while b"\r\n\r\n" not in head and (chunk := c.recv(4096)):
+                    head += chunk
+                key = re.search(rb"(?i)sec-websocket-key: *(\S+)", head).group(1)
+                guid = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+                c.sendall(answer(base64.b64encode(hashlib.sha1(key + guid).digest())))
+                time.sleep(0.5)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return ls
+
+
+def upgraded(accept, tail=b"", more_headers=b""):
+    """A 101 with accept (and more_headers), then tail."""
+    return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" + more_headers +
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n" + tail)
+
+
+def hostile_broker(t, tmp):
+    """TARGET_PROTOCOL=ws to a broker that breaks the rules (a fake one): a 101 with a wrong
+    accept, the CONNACK in a text frame (MQTT is binary only) or masked (a server never masks):
+    each client gets CONNACK 3, the log says why, and mgate goes on."""
+    connack = b"\x20\x02\x00\x00"
+    tails = {"accept": b"", "text": b"\x81\x04" + connack, "masked": b"\x82\x84\x00\x00\x00\x00" + connack}
+    scenario = {"now": ""}
+    ls = fake_ws_peer(lambda accept: upgraded(b"A" * 27 + b"=" if scenario["now"] == "accept" else accept,
+                                               tails[scenario["now"]], b"Sec-WebSocket-Protocol: mqtt\r\n"))
+    port = h.free_port()
+    g = h.Mgate(tmp, ls.getsockname()[1], port=port, MGATE_MQTT_WITHOUT_TLS_TARGET_PROTOCOL="ws",
+                MGATE_MQTT_WITHOUT_TLS_TARGET_PATH="/mqtt")
+    for what, why in (("accept", "the 101 has no matching Sec-WebSocket-Accept"), ("text", None), ("masked", None)):
+        scenario["now"] = what
+        mark = g.log.mark()
+        c = h.RawClient(port)
+        c.send(h.connect_packet(4, f"hostile-{what}"))
+        try:
+            got = c.sock.recv(16)
+        except OSError as e:
+            got = repr(e)
+        t.eq(got, b"\x20\x02\x00\x03", f"a broker's {what} violation: the client gets CONNACK 3")
+        c.close()
+        if why:
+            said = g.log.wait(re.escape("WebSocket broker: " + why), 2.0, mark)
+            t.check(said is not None, f"... the log says: {why}")
+            m = g.log.wait(r"closing: broker unreachable[^\n]*", 2.0, mark)
+            line = m.group(0) if m else ""
+            t.check(line and "TLS" not in line, "... and does not blame TLS on a plain ws:// broker", line)
+    t.check(g.alive(), "mgate still runs after a hostile broker")
+    ls.close()
+
+
 def main():
     h.need_binaries()
     t = h.Checks("ws")
@@ -779,6 +854,7 @@ def main():
         t.case("refused upgrades' log lines", upgrade_log_flood, t, tmp, broker)
         t.case("bad input", bad_input, t, tmp, broker)
         t.case("WebSocket broker", ws_broker, t, tmp)
+        t.case("a hostile WebSocket broker", hostile_broker, t, tmp)
         t.case("wss", wss, t, tmp, broker)
         t.case("wss revocation", wss_revocation, t, tmp, broker)
         t.case("two listeners", two_listeners, t, tmp)
