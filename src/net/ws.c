@@ -35,7 +35,7 @@ struct ws_hs {
     char out[];        /* WS_HS_OUT, or what a client's given request needs */
 };
 
-#define WS_HS_OUT 1024 /* a 101, a refusal, or a request we make up */
+#define WS_HS_OUT 1024 /* room for a 101, a refusal, or a request we make up */
 #define HS_IN_FIRST 512 /* the head's first buffer (hs_grow) */
 
 /* Control frames, made when the first one comes or goes: one on the wire,
@@ -1017,6 +1017,25 @@ static int hs_refuse(struct ws *w, const struct ws_verdict *v)
     return -1;
 }
 
+/* What the socket did not take of our 101, kept to send when it can: out
+ * grows in front of the head (a server starts with no out at all; its
+ * answers are made on the stack and nearly always go at once). */
+static struct ws_hs *hs_keep_out(struct ws *w, const char *p, size_t n)
+{
+    struct ws_hs *hs = w->hs;
+    ASSERT(!hs->out_room && n);
+    size_t in_room = hs->in_room;
+    hs = realloc(hs, sizeof(*hs) + n + in_room);
+    if (!hs)
+        return NULL;
+    memmove(hs->out + n, hs->out, in_room); /* the head (and what came behind it) moves up */
+    memcpy(hs->out, p, n);
+    hs->out_room = hs->out_len = (uint32_t)n;
+    hs->out_done = 0;
+    hs->in = hs->out + n;
+    return w->hs = hs;
+}
+
 static int hs_server(struct ws *w)
 {
     struct ws_hs *hs = w->hs;
@@ -1029,7 +1048,8 @@ static int hs_server(struct ws *w)
         return (int)hl;
     hs = w->hs; /* hs_read may have grown it */
     struct ws_head h;
-    struct ws_verdict v = {.answer = hs->out, .answer_room = hs->out_room};
+    char out[WS_HS_OUT];
+    struct ws_verdict v = {.answer = out, .answer_room = sizeof(out)};
     bool parsed = hl > 0 && ws_head_parse(hs->in, (size_t)hl, false, &h) == 0;
     if (hl < 0)
         v.status = 431, v.why = "request head over 4 KiB";
@@ -1048,15 +1068,23 @@ static int hs_server(struct ws *w)
     if (v.status)
         return hs_refuse(w, &v);
     const char *proto = v.proto ? v.proto : "";
-    int n = snprintf(hs->out, hs->out_room,
+    int n = snprintf(out, sizeof(out),
                      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      "Sec-WebSocket-Accept: %s\r\n%s%s%s\r\n",
                      accept, *proto ? "Sec-WebSocket-Protocol: " : "", proto, *proto ? "\r\n" : "");
-    assert(n > 0 && (size_t)n < hs->out_room);
-    hs->out_len = (uint32_t)n;
+    assert(n > 0 && (size_t)n < sizeof(out));
+    struct iovec iov = {out, (size_t)n};
+    ssize_t k = conn_raw_writev(w->c, &iov, 1);
+    if (k < 0 && errno != EAGAIN && errno != EINTR)
+        return -1;
+    if (k == n)
+        return hs_done(w, (size_t)hl);
+    k = k < 0 ? 0 : k;
+    if (!(hs = hs_keep_out(w, out + k, (size_t)(n - k))))
+        return -1;
     hs->left_off = (uint16_t)hl; /* where the head ends, until hs_done */
-    int r = hs_send(w);
-    return r == 1 ? hs_done(w, (size_t)hl) : r;
+    w->c->want_write = true;
+    return 0;
 }
 
 static void broker_refused(struct ws *w, const char *why)
@@ -1198,7 +1226,7 @@ static struct ws *ws_new(struct conn *c, size_t out_room, size_t in_room)
 
 int ws_server_start(struct conn *c, const struct ws_server *srv, struct ws_pings pings)
 {
-    struct ws *w = ws_new(c, WS_HS_OUT, HS_IN_FIRST);
+    struct ws *w = ws_new(c, 0, HS_IN_FIRST); /* its answers are made on the stack */
     if (!w)
         return -1;
     w->srv = srv;
