@@ -31,6 +31,7 @@ struct ws_hs {
     uint32_t out_len, out_done;  /* our request or answer, being sent */
     char accept[29];   /* a client's: the Sec-WebSocket-Accept to expect */
     const char *proto; /* ... and the subprotocol it asked for (NULL: any it offered) */
+    const struct ws_server *srv; /* a server's: who decides the upgrade */
     uint32_t out_room;
     char out[];        /* WS_HS_OUT, or what a client's given request needs */
 };
@@ -46,14 +47,20 @@ struct ws_ctl {
     uint8_t wire[WSF_MAX_HEAD + 125], wire_len, wire_done;
 };
 
+/* Only where WS_PING_INTERVAL is set (the default is none), so an idle
+ * WebSocket without pings does not carry a timer. */
+struct ws_keepalive {
+    struct ws *w;
+    struct loop_timer timer;
+    struct ws_pings pings;
+};
+
 struct ws {
     struct conn *c;
-    const struct ws_server *srv; /* one of the two */
-    const struct ws_client *cli;
+    const struct ws_client *cli; /* a client's; NULL: a server's (its settings are in hs) */
     struct ws_hs *hs;
     struct ws_ctl *ctl;
-    struct loop_timer ping;
-    struct ws_pings pings;
+    struct ws_keepalive *ka; /* WS_PING_INTERVAL set: its timer; NULL: no pings */
     /* input: the frame being read */
     uint64_t rx_left;
     struct wsf_seq seq;
@@ -69,15 +76,15 @@ struct ws {
     bool awaiting_pong;
     bool peer_closed;    /* its close frame came: we answer it and end */
     bool close_sent;     /* our close frame went (message mode: ws_close_with) */
+    uint16_t close_code; /* what our close frame says, when not conn.end's */
     /* message mode (ws_set_messages; msgs NULL: a byte stream) */
-    const struct ws_messages *msgs;
-    uint64_t msg_max;  /* a message's most bytes */
-    uint64_t read_at;  /* loop time of the last read */
     uint8_t msg_op;    /* the message being read: its opcode, */
     bool rx_fin;       /* ... the frame being read ends it, */
     bool whole;        /* ... and is all of it (so far in place, nothing gathered) */
+    uint32_t msg_max;  /* a message's most bytes */
+    const struct ws_messages *msgs;
+    uint64_t read_at;  /* loop time of the last read */
     struct ws_mm *mm;  /* message mode's buffers, only while it has any */
-    uint16_t close_code; /* what our close frame says, when not conn.end's */
 };
 
 /* Message mode: whole messages to the owner, whole messages from it.  The
@@ -322,7 +329,8 @@ static void send_close(struct ws *w)
 
 static void on_ping_timer(struct loop *l, struct loop_timer *t)
 {
-    struct ws *w = (struct ws *)((char *)t - offsetof(struct ws, ping));
+    struct ws_keepalive *ka = container_of(t, struct ws_keepalive, timer);
+    struct ws *w = ka->w;
     if (w->awaiting_pong) {
         conn_fail(w->c, ETIMEDOUT);
         return;
@@ -332,14 +340,26 @@ static void on_ping_timer(struct loop *l, struct loop_timer *t)
         conn_fail(w->c, errno);
         return;
     }
-    loop_timer_start(l, &w->ping, w->pings.timeout_ms, on_ping_timer);
+    loop_timer_start(l, &ka->timer, ka->pings.timeout_ms, on_ping_timer);
 }
 
 static void ping_rearm(struct ws *w)
 {
     w->awaiting_pong = false;
-    if (w->pings.interval_ms)
-        loop_timer_start(w->c->loop, &w->ping, w->pings.interval_ms, on_ping_timer);
+    if (w->ka)
+        loop_timer_start(w->c->loop, &w->ka->timer, w->ka->pings.interval_ms, on_ping_timer);
+}
+
+/* Keep-alive as configured: -1 (ENOMEM) when it cannot be had. */
+static int ka_set(struct ws *w, struct ws_pings pings)
+{
+    if (!pings.interval_ms)
+        return 0;
+    if (!(w->ka = calloc(1, sizeof(*w->ka))))
+        return -1;
+    w->ka->w = w;
+    w->ka->pings = pings;
+    return 0;
 }
 
 /* ---- input ------------------------------------------------------------ */
@@ -859,7 +879,7 @@ int ws_set_messages(struct conn *c, const struct ws_messages *ops, uint64_t max_
 {
     struct ws *w = c->layer_state;
     w->msgs = ops;
-    w->msg_max = max_message;
+    w->msg_max = max_message > UINT32_MAX ? UINT32_MAX : (uint32_t)max_message;
     w->read_at = loop_now(c->loop);
     if (c->in.len) { /* frames read behind a head the owner read */
         struct ws_mm *m = mm_get(w);
@@ -1064,7 +1084,7 @@ static int hs_server(struct ws *w)
         if (wsf_accept(key, accept) < 0)
             v.status = 400, v.why = "no valid Sec-WebSocket-Key";
     }
-    w->srv->check(w->c, parsed ? &h : NULL, &v);
+    hs->srv->check(w->c, parsed ? &h : NULL, &v);
     if (v.status)
         return hs_refuse(w, &v);
     const char *proto = v.proto ? v.proto : "";
@@ -1191,7 +1211,9 @@ static void ws_close(struct conn *c)
         mm_close(w);
     if (w->phase == WS_OPEN && !w->close_sent)
         send_close(w);
-    loop_timer_stop(c->loop, &w->ping);
+    if (w->ka)
+        loop_timer_stop(c->loop, &w->ka->timer);
+    free(w->ka);
     free(w->hs);
     free(w->ctl);
     free(w);
@@ -1229,8 +1251,12 @@ int ws_server_start(struct conn *c, const struct ws_server *srv, struct ws_pings
     struct ws *w = ws_new(c, 0, HS_IN_FIRST); /* its answers are made on the stack */
     if (!w)
         return -1;
-    w->srv = srv;
-    w->pings = pings;
+    w->hs->srv = srv;
+    if (ka_set(w, pings) < 0) {
+        free(w->hs);
+        free(w);
+        return -1;
+    }
     conn_set_layer(c, &ws_layer, w);
     return 0;
 }
@@ -1242,9 +1268,9 @@ int ws_client_start(struct conn *c, const struct ws_client *cli, const char *hos
     if (!w)
         return -1;
     w->cli = cli;
-    w->pings = pings;
     w->hs->proto = proto;
-    if (hs_request(w, host, port, path) < 0) {
+    if (ka_set(w, pings) < 0 || hs_request(w, host, port, path) < 0) {
+        free(w->ka);
         free(w->hs);
         free(w);
         return -1;
@@ -1260,26 +1286,29 @@ int ws_server_open(struct conn *c, const char *answer, size_t len, struct ws_pin
         return -1;
     }
     struct ws *w = calloc(1, sizeof(*w));
-    if (!w)
+    if (!w || ka_set(w, pings) < 0) {
+        free(w);
         return -1;
+    }
     /* The 101 goes now, or waits in c->out (raw: in message mode the
      * layer passes the output through), and the connection stays open: a
      * close that comes with the target's 101 flushes it and what follows. */
     struct iovec iov = {(void *)answer, len};
     ssize_t k = c->out.len ? 0 : conn_raw_writev(c, &iov, 1);
     if (k < 0 && errno != EAGAIN && errno != EINTR) {
+        free(w->ka);
         free(w);
         errno = ECONNRESET;
         return -1;
     }
     k = k < 0 ? 0 : k;
     if ((size_t)k < len && buf_append(&c->out, (const uint8_t *)answer + k, len - (size_t)k) < 0) {
+        free(w->ka);
         free(w);
         errno = ENOMEM;
         return -1;
     }
     w->c = c;
-    w->pings = pings;
     w->phase = WS_OPEN;
     conn_set_layer_open(c, &ws_layer, w);
     ping_rearm(w);

@@ -75,6 +75,7 @@ struct mgate_session {
     uint8_t version; /* from CONNECT */
     bool connect_called;
     bool ended;
+    bool identity_lost; /* out of memory keeping it: closed, or (front ends) every request refused */
     uint32_t refs; /* being alive, and each pending ask (verdict.c) */
 
     struct loop_timer timer; /* CONNECT deadline, then the closing linger */
@@ -84,7 +85,6 @@ struct mgate_session {
 
     /* Credentials as finally sent to the broker (one allocation). */
     uint8_t *cred_mem;
-    bool identity_lost; /* out of memory keeping it: closed, or (front ends) every request refused */
     struct front_cred *front_cred; /* WebSocket: the upgrade's credentials, or NULL */
     struct tls_peer *cert; /* a certificate verified in front of s->client (wss), or NULL */
     mgate_bytes client_id, username, password;
@@ -92,11 +92,11 @@ struct mgate_session {
     /* v5 limits each side advertised: 0 = none. */
     uint32_t client_max_packet, broker_max_packet;
     uint16_t client_alias_max, broker_alias_max;
+    uint32_t merge_count;        /* entries in merges, at most SESSION_MAX_MERGES */
     struct alias_map alias_in[2], alias_out[2]; /* by direction */
 
     struct log_limit log_budget; /* lines this client caused (session_log_begin) */
     struct suback_merge *merges;
-    uint32_t merge_count;        /* entries in merges, at most SESSION_MAX_MERGES */
     /* OPEN: loop ms at which the client's packet in progress began (its
      * deadline runs on s->timer while one sits in the input); 0: none. */
     uint64_t packet_since;
