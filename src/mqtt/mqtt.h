@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/utf8.h"
+
 enum mqtt_type {
     MQTT_CONNECT = 1,
     MQTT_CONNACK = 2,
@@ -297,7 +299,7 @@ bool mqtt_sub_next(const struct mqtt_subscribe *s, uint32_t *off, mqtt_str *filt
 bool mqtt_unsub_next(const struct mqtt_subscribe *s, uint32_t *off, mqtt_str *filter);
 
 /* Validation helpers shared with handlers and ACL code. */
-bool mqtt_utf8_valid(const uint8_t *p, size_t len);
+static inline bool mqtt_utf8_valid(const uint8_t *p, size_t len) { return utf8_valid(p, len, false); }
 bool mqtt_topic_name_valid(const uint8_t *p, size_t len);   /* no wildcards, non-empty */
 bool mqtt_topic_filter_valid(const uint8_t *p, size_t len); /* wildcard placement */
 

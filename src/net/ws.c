@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/utf8.h"
 #include "core/util.h"
 #include "net/ws_frame.h"
 
@@ -429,6 +430,8 @@ static int control(struct ws *w)
         int code = k->in_len >= 2 ? k->in[0] << 8 | k->in[1] : 0;
         if (k->in_len == 1 || (k->in_len >= 2 && !close_code_ok(code)))
             return (int)protocol_error(w, WSF_CLOSE_PROTOCOL);
+        if (k->in_len > 2 && !utf8_valid(k->in + 2, k->in_len - 2u, true)) /* RFC 6455 8.1 */
+            return (int)protocol_error(w, WSF_CLOSE_BAD_DATA);
         w->peer_closed = true;
         w->close_code = (uint16_t)code;
         return w->msgs ? mm_peer_closed(w) : 0;

@@ -693,6 +693,15 @@ def close_codes(t, tmp, broker):
         w.connect(f"ws-close-bad-{len(payload)}")
         w.send_frame(payload, opcode=8)
         t.eq(w.close_code(), 1002, f"a client close frame {what}: answered with 1002 (protocol error)")
+    # RFC 6455 8.1: a close reason that is not UTF-8 fails the connection with 1007; a U+0000 or a
+    # four-byte character in it is fine.
+    for what, reason, want in (("not UTF-8 (a lone continuation byte)", b"bye \x80", 1007),
+                               ("not UTF-8 (a surrogate)", b"\xed\xa0\x80", 1007),
+                               ("with U+0000 and U+1F600", b"a\x00\xf0\x9f\x98\x80", 1000)):
+        w = RawWs(port)
+        w.connect(f"ws-close-utf8-{want}-{len(reason)}")
+        w.send_frame(struct.pack("!H", 1000) + reason, opcode=8)
+        t.eq(w.close_code(), want, f"a client close frame whose reason is {what}: answered with {want}")
     dead = h.free_port()
     port2 = h.free_port()
     h.Mgate(tmp, dead, port=port2, MGATE_MQTT_WITHOUT_TLS_PORT=None, **ws_env(dead, port2))

@@ -124,8 +124,21 @@ static void exhaustive(void)
     CHECK_EQ_INT(wrong, 0);
 }
 
+/* The one validator (core/utf8.c) also serves WebSocket close reasons,
+ * where U+0000 is allowed: only that differs. */
+static void nul_allowed(void)
+{
+    static const uint8_t nul[] = {'a', 0x00, 'b'}, bad[] = {'a', 0x00, 0x80};
+    CHECK(!utf8_valid(nul, sizeof nul, false));
+    CHECK(utf8_valid(nul, sizeof nul, true));
+    CHECK(!utf8_valid(bad, sizeof bad, true)); /* a NUL passes, what follows is still checked */
+    CHECK(utf8_valid((const uint8_t *)"\xf0\x9f\x98\x80", 4, true));
+    CHECK(!utf8_valid((const uint8_t *)"\xed\xa0\x80", 3, true)); /* a surrogate */
+}
+
 int main(void)
 {
+    nul_allowed();
     run("utf8", utf8, sizeof utf8 / sizeof utf8[0], mqtt_utf8_valid);
     run("topic name", names, sizeof names / sizeof names[0], mqtt_topic_name_valid);
     run("topic filter", filters, sizeof filters / sizeof filters[0], mqtt_topic_filter_valid);

@@ -1,5 +1,6 @@
-/* UTF-8 as MQTT wants it: RFC 3629 well-formed, and no U+0000. */
-#include "mqtt/mqtt.h"
+/* UTF-8 (RFC 3629) validation: one implementation for MQTT's strings (no
+ * U+0000) and WebSocket close reasons (any code point). */
+#include "core/utf8.h"
 
 static bool cont(uint8_t b) { return (b & 0xC0) == 0x80; }
 
@@ -36,7 +37,7 @@ static size_t seq_len(const uint8_t *p, size_t left)
     return n;
 }
 
-bool mqtt_utf8_valid(const uint8_t *p, size_t len)
+bool utf8_valid(const uint8_t *p, size_t len, bool allow_nul)
 {
     size_t i = 0;
 
@@ -45,8 +46,12 @@ bool mqtt_utf8_valid(const uint8_t *p, size_t len)
             i++;
             continue;
         }
-        if (p[i] == 0)
-            return false;
+        if (p[i] == 0) {
+            if (!allow_nul)
+                return false;
+            i++;
+            continue;
+        }
         size_t n = seq_len(p + i, len - i);
         if (n == 0)
             return false;
