@@ -80,15 +80,7 @@ if ((do_syscalls)) && ! command -v perf >/dev/null; then
     echo "bench/http_ws.sh: --syscalls needs perf" >&2; exit 1
 fi
 
-# A proxy holds two descriptors per WebSocket: raise the soft limit as far as allowed.
-hard=$(ulimit -Hn)
-[[ $hard == unlimited ]] && hard=1048576
-want=$((hard < 20000 ? hard : 20000))
-ulimit -n "$want"
-if ((idle > (want - 200) / 2)); then
-    echo "bench/http_ws.sh: --idle $idle is more than the fd limit ($want) allows; using $(((want - 200) / 2))" >&2
-    idle=$(((want - 200) / 2))
-fi
+fit_fd_limit bench/http_ws.sh
 
 # ---- build --------------------------------------------------------------
 

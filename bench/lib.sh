@@ -81,3 +81,17 @@ busy_share() {
 }
 
 machine_line() { echo "$(nproc) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), Linux $(uname -r)"; }
+
+# A proxy holds two descriptors per client: raise the soft limit as far as
+# allowed and cap $idle (the idle clients wanted) to what it allows.
+fit_fd_limit() { # script name, for the message
+    local hard want
+    hard=$(ulimit -Hn)
+    [[ $hard == unlimited ]] && hard=1048576
+    want=$((hard < 20000 ? hard : 20000))
+    ulimit -n "$want"
+    if ((idle > (want - 200) / 2)); then
+        echo "$1: --idle $idle is more than the fd limit ($want) allows; using $(((want - 200) / 2))" >&2
+        idle=$(((want - 200) / 2))
+    fi
+}

@@ -88,15 +88,7 @@ if ((pin)) && { ! command -v taskset >/dev/null || (($(nproc) < 2)); }; then
     echo "bench/mqtt_ws.sh: --pin needs taskset and 2 CPUs" >&2; exit 1
 fi
 
-# A proxy holds two descriptors per client: raise the soft limit as far as allowed.
-hard=$(ulimit -Hn)
-[[ $hard == unlimited ]] && hard=1048576
-want=$((hard < 20000 ? hard : 20000))
-ulimit -n "$want"
-if ((idle > (want - 200) / 2)); then
-    echo "bench/mqtt_ws.sh: --idle $idle is more than the fd limit ($want) allows; using $(((want - 200) / 2))" >&2
-    idle=$(((want - 200) / 2))
-fi
+fit_fd_limit bench/mqtt_ws.sh
 
 # ---- build --------------------------------------------------------------
 
