@@ -451,6 +451,8 @@ struct mgate_session *session_front_start(struct loop *l, const struct sockaddr 
     s->front_ctx = ctx;
     sockaddr_format(peer, s->peer, sizeof(s->peer));
     session_list_add(list, s);
+    if (p->open_sessions) /* session_end gives it back */
+        __atomic_fetch_add(p->open_sessions, 1, __ATOMIC_RELAXED);
     METRIC_INC(loop_metrics(l)->sessions_opened[p->listener_id % METRIC_LISTENERS]);
     mgate_log(LOGL_DEBUG, s, "accepted");
     return s;
@@ -471,6 +473,11 @@ void session_front_published(struct mgate_session *s, const struct mgate_publish
 void session_front_subscribed(struct mgate_session *s, const struct mgate_subscribe_req *req)
 {
     chain_subscribe(s, req);
+}
+
+void session_front_unsubscribed(struct mgate_session *s, const struct mgate_unsubscribe_req *req)
+{
+    chain_unsubscribe(s, req);
 }
 
 static int save_credentials(struct mgate_session *s, const struct mgate_connect_req *req);

@@ -231,6 +231,42 @@ def wss_handshakes(t, tmp, broker):
     t.check(g.alive(), "mgate still runs")
 
 
+def http_connections(t, tmp, broker):
+    """MAX_CONNECTIONS on an HTTP listener: a connection that ends gives its place back (its
+    session was not counted when it began, so the first one to end made the count wrap and every
+    later connection was refused)."""
+    port = h.free_port()
+    hp = "MGATE_HTTP_WITHOUT_TLS_"
+    g = h.Mgate(tmp, broker.port, port=port, MGATE_MQTT_WITHOUT_TLS_PORT=None,
+                **{hp + "HOST": h.HOST, hp + "PORT": port, hp + "TARGET_HOST": h.HOST, hp + "TARGET_PORT": 9,
+                   hp + "MAX_CONNECTIONS": 2})
+
+    def request(s):
+        s.sendall(b"GET /elsewhere HTTP/1.1\r\nHost: x\r\n\r\n")  # any answer (here 502: nothing listens at the target)
+        try:
+            return s.recv(100)[:9]
+        except OSError:
+            return b""
+
+    answers = []
+    for _ in range(4):  # one after the other: never more than one open
+        with socket.create_connection((h.HOST, port), timeout=5) as s:
+            answers.append(request(s))
+        time.sleep(0.1)
+    t.eq(answers, [b"HTTP/1.1 "] * 4, "MAX_CONNECTIONS=2 on HTTP: four connections in turn are each answered")
+    held = [socket.create_connection((h.HOST, port), timeout=5) for _ in range(2)]
+    t.eq([request(s) for s in held], [b"HTTP/1.1 "] * 2, "two at once are answered")
+    late = socket.create_connection((h.HOST, port), timeout=5)
+    t.eq(request(late), b"", "... a third at once is closed at accept")
+    late.close()
+    held.pop().close()
+    time.sleep(0.3)
+    with socket.create_connection((h.HOST, port), timeout=5) as s:
+        t.eq(request(s), b"HTTP/1.1 ", "one leaves: the next is answered")
+    for s in held:
+        s.close()
+
+
 def main():
     h.need_binaries()
     t = h.Checks("limits")
@@ -239,6 +275,7 @@ def main():
         t.case("connections", connections, t, tmp, broker)
         t.case("WebSocket upgrades in MAX_CONNECTIONS", ws_upgrades, t, tmp, broker)
         t.case("wss TLS handshakes in MAX_CONNECTIONS", wss_handshakes, t, tmp, broker)
+        t.case("HTTP connections in MAX_CONNECTIONS", http_connections, t, tmp, broker)
         t.case("publish rate", publish_rate, t, tmp, broker)
         t.case("bandwidth", bandwidth, t, tmp, broker)
         return h.finish(t)
