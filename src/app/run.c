@@ -208,12 +208,16 @@ static int start_workers(struct app *a)
             if (!lc->enabled)
                 continue;
             char err[256];
-            int fd = listener_bind(lc->host, lc->port, err, sizeof(err));
+            int fd = a->fronts[i]->datagram ? listener_bind_udp(lc->host, lc->port, err, sizeof(err))
+                                            : listener_bind(lc->host, lc->port, err, sizeof(err));
             if (fd < 0) {
                 fprintf(stderr, "mgate: %sPORT: %s\n", lc->prefix, err);
                 return -1;
             }
-            worker_add_listener(wk, fd, lc->id, &a->params[i]);
+            if (worker_add_listener(wk, fd, lc->id, &a->params[i]) < 0) {
+                fprintf(stderr, "mgate: %sPORT: cannot start the listener: %s\n", lc->prefix, strerror(errno));
+                return -1;
+            }
             if (w == 0)
                 log_msgf(LOGL_INFO, "listening on %s:%u (%s) for %s:%u", *lc->host ? lc->host : "*",
                          lc->port, lc->name, lc->target_host, lc->target_port);

@@ -41,6 +41,13 @@ static bool admitted(struct worker *w, struct worker_listener *wl, const struct 
     return false;
 }
 
+/* A datagram front end's new client (its first datagram). */
+static bool admit_datagram(void *ctx, const struct sockaddr *peer)
+{
+    struct worker_listener *wl = ctx;
+    return admitted(wl->ls.ctx, wl, peer);
+}
+
 /* A client's socket, its PROXY header (if any) read: to its front end. */
 static void dispatch(void *ctx, int fd, const struct sockaddr *peer, socklen_t len)
 {
@@ -81,12 +88,23 @@ static void on_grace_over(struct loop *l, struct loop_timer *t)
     loop_stop(l);
 }
 
+/* Take no new clients (at the drain, and at the end). */
+static void stop_listening(struct worker *w)
+{
+    for (unsigned i = 0; i < w->nlisteners; i++) {
+        struct worker_listener *wl = &w->listeners[i];
+        if (wl->server)
+            wl->front->stop(wl->server);
+        else
+            listener_close(&wl->ls);
+    }
+}
+
 static void drain(struct worker *w)
 {
     if (w->sessions.draining)
         return;
-    for (unsigned i = 0; i < w->nlisteners; i++)
-        listener_close(&w->listeners[i].ls);
+    stop_listening(w);
     proxy_list_close(w->loop, &w->proxied);
     w->sessions.on_empty = on_all_closed;
     loop_timer_start(w->loop, &w->grace, w->grace_ms, on_grace_over);
@@ -154,6 +172,10 @@ int worker_add_listener(struct worker *w, int fd, enum listener_id id,
     wl->params = *params;
     wl->params.log_budget = &wl->log_budget;
     wl->params.close_log_budget = &wl->close_log_budget;
+    wl->ls.io.fd = -1;
+    wl->ls.ctx = w;
+    if (wl->front->datagram)
+        return (wl->server = wl->front->serve(w->loop, fd, &wl->params, &w->sessions, admit_datagram, wl)) ? 0 : -1;
     return listener_start(&wl->ls, w->loop, fd, wl->params.listener, on_accept, w);
 }
 
@@ -185,8 +207,7 @@ void worker_join(struct worker *w)
 {
     if (w->started)
         pthread_join(w->thread, NULL);
-    for (unsigned i = 0; i < w->nlisteners; i++)
-        listener_close(&w->listeners[i].ls);
+    stop_listening(w);
     proxy_list_close(w->loop, &w->proxied);
     pthread_mutex_destroy(&w->lock);
     if (w->ctl.fd >= 0)
@@ -197,6 +218,9 @@ void worker_join(struct worker *w)
      * a request holder back to the spare). */
     loop_free(w->loop);
     w->loop = NULL;
+    for (unsigned i = 0; i < w->nlisteners; i++)
+        if (w->listeners[i].server)
+            w->listeners[i].front->unserve(w->listeners[i].server);
     free(w->sessions.spare);
     w->sessions.spare = NULL;
 }

@@ -19,6 +19,7 @@ struct worker_listener {
     struct session_params params;
     enum listener_id id;
     const struct front_ops *front; /* front_of(id): what takes its sockets */
+    void *server; /* a datagram front end's state (front->serve); ls is then unused */
     uint64_t next_refusal_log; /* loop ms: admission refusals are logged once a second */
     struct log_limit log_budget; /* lines its sessions' clients cause (session_log_begin) */
     struct log_limit close_log_budget; /* "session closed" of those that never got in */

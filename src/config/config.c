@@ -142,8 +142,8 @@ static const struct kind_info {
     [KIND_WS] = {PROTO(TARGET_WS) | PROTO(TARGET_WSS) | PROTO(TARGET_MQTT) | PROTO(TARGET_MQTTS),
                  TARGET_WS},
     [KIND_HTTP] = {PROTO(TARGET_HTTP) | PROTO(TARGET_HTTPS), TARGET_HTTP},
-    /* The Go CoAP proxy's target is not settled here yet: take any, no default. */
-    [KIND_COAP] = {0x7eu, TARGET_NONE},
+    /* coap: the relay (the Go mGate's); mqtt, mqtts: the bridge (front/coap.c says which is built). */
+    [KIND_COAP] = {PROTO(TARGET_COAP) | PROTO(TARGET_MQTT) | PROTO(TARGET_MQTTS), TARGET_COAP},
 };
 
 static const struct listener_def {
@@ -280,7 +280,7 @@ static void protocol_list(unsigned mask, char *buf, size_t size)
 {
     size_t len = 0;
     buf[0] = '\0';
-    for (int p = TARGET_MQTT; p <= TARGET_HTTPS; p++) {
+    for (int p = TARGET_MQTT; p <= TARGET_COAP; p++) { /* the last one */
         if (!(mask & PROTO(p)))
             continue;
         mask &= ~PROTO(p);

@@ -33,7 +33,16 @@ enum listener_id {
     LISTENER_COUNT
 };
 
-enum target_protocol { TARGET_NONE, TARGET_MQTT, TARGET_MQTTS, TARGET_WS, TARGET_WSS, TARGET_HTTP, TARGET_HTTPS };
+enum target_protocol {
+    TARGET_NONE,
+    TARGET_MQTT,
+    TARGET_MQTTS,
+    TARGET_WS,
+    TARGET_WSS,
+    TARGET_HTTP,
+    TARGET_HTTPS,
+    TARGET_COAP, /* a CoAP server over UDP (the CoAP listeners' relay) */
+};
 
 enum refusal_mode {
     REFUSAL_REASON, /* answer with the protocol's reason code (default) */

@@ -76,7 +76,7 @@ int config_parse_size(const char *s, uint32_t *out)
 }
 
 static const char *const level_names[] = {"debug", "info", "warn", "error", "off"};
-static const char *const protocol_names[] = {"none", "mqtt", "mqtts", "ws", "wss", "http", "https"};
+static const char *const protocol_names[] = {"none", "mqtt", "mqtts", "ws", "wss", "http", "https", "coap"};
 static const char *const refusal_names[] = {"reason", "close"};
 static const char *const client_cert_names[] = {"required", "optional"};
 static const char *const client_id_names[] = {"any", "equal", "prefix", "pattern"};

@@ -33,6 +33,18 @@ struct front_ops {
      * PROXY header if there was one); close it on any failure. */
     void (*accept)(struct loop *l, int fd, const struct sockaddr *peer, const struct session_params *p,
                    struct session_list *list);
+    /* Datagram front ends (CoAP) instead of accept: the listener's socket is
+     * UDP (listener_bind_udp) and the front end reads it itself.  serve
+     * takes it on a worker and returns the front end's state for it (NULL:
+     * failed, socket closed); admit(admit_ctx, peer) is the worker's
+     * MAX_CONNECTIONS and CONNECTION_RATE_LIMIT check for a new client.
+     * stop, at the drain, takes no new clients; unserve, once the worker's
+     * loop is freed (every session gone), closes the socket and frees. */
+    bool datagram;
+    void *(*serve)(struct loop *l, int fd, const struct session_params *p, struct session_list *list,
+                   bool (*admit)(void *admit_ctx, const struct sockaddr *peer), void *admit_ctx);
+    void (*stop)(void *server);
+    void (*unserve)(void *server);
     /* At exit, after every worker is gone: free what prepare made (also
      * after a prepare that failed half way, or never ran: fields NULL). */
     void (*free)(struct session_params *p);
@@ -41,9 +53,10 @@ struct front_ops {
 extern const struct front_ops front_mqtt; /* front/mqtt.c: MQTT over TCP or TLS */
 extern const struct front_ops front_ws;   /* front/ws.c: MQTT over WebSocket (ws://, wss://) */
 extern const struct front_ops front_http; /* front/http.c: HTTP requests and their WebSocket relay */
+extern const struct front_ops front_coap; /* front/coap.c: CoAP over UDP */
 
 /* The front end of a listener kind; NULL: not available in this version
- * (CoAP), or not a listener kind at all. */
+ * (CoAP over DTLS), or not a listener kind at all. */
 const struct front_ops *front_of(enum listener_id id);
 
 /* What every front end does first with an accepted socket: a conn (no

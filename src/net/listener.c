@@ -33,13 +33,15 @@ int resolve_address(const char *host, uint16_t port, struct sockaddr_storage *ou
     return 0;
 }
 
-int listener_bind(const char *host, uint16_t port, char *err, size_t errlen)
+/* A socket of type bound to host:port, SO_REUSEPORT so that each worker has
+ * its own (the kernel spreads clients over them by their addresses). */
+static int bind_socket(const char *host, uint16_t port, int type, char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
     socklen_t sslen;
     if (resolve_address(host, port, &ss, &sslen, err, errlen) < 0)
         return -1;
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = socket(ss.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         snprintf(err, errlen, "socket: %s", strerror(errno));
         return -1;
@@ -47,18 +49,37 @@ int listener_bind(const char *host, uint16_t port, char *err, size_t errlen)
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&ss, sslen) < 0) {
+        snprintf(err, errlen, "cannot bind %s:%u: %s", *host ? host : "*", port, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int listener_bind(const char *host, uint16_t port, char *err, size_t errlen)
+{
+    int fd = bind_socket(host, port, SOCK_STREAM, err, errlen);
+    if (fd < 0)
+        return -1;
+    int one = 1;
     /* Accepted sockets inherit these on Linux: two syscalls fewer per client. */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
     /* Every protocol here has the client speak first (CONNECT, a TLS hello,
      * an HTTP request, a PROXY header): accept once it has, and read at once. */
     setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &one, sizeof(one));
-    if (bind(fd, (struct sockaddr *)&ss, sslen) < 0 || listen(fd, 1024) < 0) {
+    if (listen(fd, 1024) < 0) {
         snprintf(err, errlen, "cannot listen on %s:%u: %s", *host ? host : "*", port, strerror(errno));
         close(fd);
         return -1;
     }
     return fd;
+}
+
+int listener_bind_udp(const char *host, uint16_t port, char *err, size_t errlen)
+{
+    return bind_socket(host, port, SOCK_DGRAM, err, errlen);
 }
 
 static void resume_accepting(struct loop *l, struct loop_timer *t)

@@ -30,6 +30,9 @@ struct listener {
 /* Bind and listen on host:port ("" = every address).  SO_REUSEPORT lets each
  * worker have its own socket.  Returns the fd or -1 with a message. */
 int listener_bind(const char *host, uint16_t port, char *err, size_t errlen);
+/* The same for a datagram front end (CoAP): a bound UDP socket, which the
+ * front end reads itself (front/front.h, serve). */
+int listener_bind_udp(const char *host, uint16_t port, char *err, size_t errlen);
 int listener_start(struct listener *ls, struct loop *l, int fd, const char *name,
                    listener_accept_cb cb, void *ctx);
 void listener_close(struct listener *ls);

@@ -131,6 +131,7 @@ void session_front_connected(struct mgate_session *s);
 /* The request was forwarded: every handler's publish (subscribe) hook. */
 void session_front_published(struct mgate_session *s, const struct mgate_publish_req *req);
 void session_front_subscribed(struct mgate_session *s, const struct mgate_subscribe_req *req);
+void session_front_unsubscribed(struct mgate_session *s, const struct mgate_unsubscribe_req *req);
 /* Take the credentials an auth_connect left (for the accessors and logs). */
 void session_front_credentials(struct mgate_session *s, const struct mgate_connect_req *req);
 /* The session is over (disconnect hook, unlisted); it stays allocated while

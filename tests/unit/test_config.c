@@ -128,7 +128,7 @@ static void test_defaults(void)
     CHECK_EQ_INT(cfg.listeners[LISTENER_MQTT_TLS].target_protocol, TARGET_MQTT);
     CHECK_EQ_INT(cfg.listeners[LISTENER_WS].target_protocol, TARGET_WS);
     CHECK_EQ_INT(cfg.listeners[LISTENER_HTTP_MTLS].target_protocol, TARGET_HTTP);
-    CHECK_EQ_INT(cfg.listeners[LISTENER_COAP].target_protocol, TARGET_NONE);
+    CHECK_EQ_INT(cfg.listeners[LISTENER_COAP].target_protocol, TARGET_COAP);
     config_free(&cfg);
 }
 
@@ -207,6 +207,7 @@ static const struct bad_value {
     {"MGATE_MQTT_WITHOUT_TLS_TARGET_PROTOCOL", "http", "not possible for this listener"},
     {"MGATE_HTTP_WITHOUT_TLS_TARGET_PROTOCOL", "mqtt", "(expected http or https)"},
     {"MGATE_MQTT_WS_WITHOUT_TLS_TARGET_PROTOCOL", "https", "(expected mqtt, mqtts, ws or wss)"},
+    {"MGATE_COAP_WITHOUT_DTLS_TARGET_PROTOCOL", "http", "(expected mqtt, mqtts or coap)"},
     {"MGATE_MQTT_WITH_MTLS_CERT_VERIFICATION_METHODS", "ocsp,foo", "ocsp, crl or both"},
     {"MGATE_MQTT_WITH_MTLS_CERT_VERIFICATION_METHODS", "ocsp,,crl", "ocsp, crl or both"},
     {"MGATE_MQTT_WITH_MTLS_OCSP_DEPTH", "two", "not a whole number (expected 0 or more)"},
@@ -275,7 +276,7 @@ static void test_bad_values(void)
 static void test_good_values(void)
 {
     const char *env[] = {"MGATE_MQTT_WS_WITH_TLS_TARGET_PROTOCOL", "MQTTS",
-                         "MGATE_COAP_WITHOUT_DTLS_TARGET_PROTOCOL", "https",
+                         "MGATE_COAP_WITHOUT_DTLS_TARGET_PROTOCOL", "mqtts",
                          "MGATE_HTTP_WITH_TLS_TARGET_PROTOCOL", "https",
                          "MGATE_MQTT_WITH_MTLS_CERT_VERIFICATION_METHODS", " OCSP , crl ",
                          "MGATE_MQTT_WITH_MTLS_CLIENT_CA_FILE", "ca.crt",
@@ -295,7 +296,7 @@ static void test_good_values(void)
     CHECK_EQ_INT(load(&cfg, env, NULL, NULL), 0);
     const struct listener_config *l = cfg.listeners;
     CHECK_EQ_INT(l[LISTENER_WS_TLS].target_protocol, TARGET_MQTTS);
-    CHECK_EQ_INT(l[LISTENER_COAP].target_protocol, TARGET_HTTPS);
+    CHECK_EQ_INT(l[LISTENER_COAP].target_protocol, TARGET_MQTTS);
     CHECK_EQ_INT(l[LISTENER_HTTP_TLS].target_protocol, TARGET_HTTPS);
     CHECK_EQ_INT(l[LISTENER_MQTT_MTLS].cert_verification_methods, CERT_VERIFY_OCSP | CERT_VERIFY_CRL);
     CHECK_EQ_INT(l[LISTENER_MQTT_TLS].cert_verification_methods, CERT_VERIFY_CRL);
@@ -737,7 +738,9 @@ static void test_parse_small(void)
     CHECK_EQ_INT(config_parse_target_protocol("WSS", &p), 0);
     CHECK_EQ_INT(p, TARGET_WSS);
     CHECK_EQ_INT(config_parse_target_protocol("none", &p), -1); /* unset, not a value */
-    CHECK_EQ_INT(config_parse_target_protocol("coap", &p), -1);
+    CHECK_EQ_INT(config_parse_target_protocol("CoAP", &p), 0);
+    CHECK_EQ_INT(p, TARGET_COAP);
+    CHECK_EQ_STR(target_protocol_name(TARGET_COAP), "coap");
     CHECK_EQ_STR(target_protocol_name(TARGET_HTTPS), "https");
     CHECK_EQ_STR(target_protocol_name(TARGET_MQTT), "mqtt");
 
@@ -825,8 +828,8 @@ static void test_go_demo(void)
     check_listener(&cfg, LISTENER_HTTP, 8086, 8888, TARGET_HTTP, "/mgate-http");
     check_listener(&cfg, LISTENER_HTTP_TLS, 8087, 8888, TARGET_HTTP, "/mgate-http");
     check_listener(&cfg, LISTENER_HTTP_MTLS, 8088, 8888, TARGET_HTTP, "/mgate-http");
-    check_listener(&cfg, LISTENER_COAP, 5682, 5683, TARGET_NONE, "");
-    check_listener(&cfg, LISTENER_COAP_DTLS, 5684, 5683, TARGET_NONE, "");
+    check_listener(&cfg, LISTENER_COAP, 5682, 5683, TARGET_COAP, "");
+    check_listener(&cfg, LISTENER_COAP_DTLS, 5684, 5683, TARGET_COAP, "");
     const struct listener_config *m = &cfg.listeners[LISTENER_MQTT_MTLS];
     CHECK_EQ_STR(m->host, "localhost");
     CHECK_EQ_STR(m->cert_file, "ssl/certs/server.crt");

@@ -1,0 +1,145 @@
+/*
+ * The CoAP front end's inside (front/coap.c: the listening socket and its
+ * clients by address; front/coap_relay.c: one client's relay to the CoAP
+ * server).  Not for other files.
+ *
+ * UDP has no connections, so a CoAP client is its source address: the
+ * first request from a new address makes a peer (one session, counted and
+ * drained like any other), and the peer ends IDLE_TIMEOUT after the last
+ * datagram either way.  Each peer that got a request through has its own
+ * UDP socket connected to the server, so the server sees each client as a
+ * distinct endpoint (its Observe and deduplication state are per endpoint)
+ * and its answers come back on a socket that names the client.
+ */
+#ifndef MGATE_FRONT_COAP_INT_H
+#define MGATE_FRONT_COAP_INT_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "coap/coap.h"
+#include "core/loop.h"
+#include "session/session.h"
+#include "session/verdict.h"
+
+/* Per peer: datagrams held behind one waiting for a verdict, per direction
+ * (more are dropped: UDP may lose them, and a CON is sent again), and the
+ * Observe registrations it may have (more get 5.03). */
+#define COAP_HELD_MAX 16
+#define COAP_OBSERVE_MAX 16
+/* Requests sent to the server and not answered yet that mgate remembers,
+ * to answer them 5.03 when the server turns out unreachable. */
+#define COAP_OUTSTANDING 4
+/* Without MAX_CONNECTIONS, a worker keeps at most this many peers per
+ * listener (a flood of new source addresses must stay bounded). */
+#define COAP_DEFAULT_MAX_PEERS 4096
+
+/* What prepare makes from the listener's keys (session_params.front_settings). */
+struct coap_settings {
+    uint32_t max_datagram; /* MAX_PACKET_SIZE, at most a UDP payload (65507) */
+    uint32_t idle_ms;      /* IDLE_TIMEOUT */
+    uint32_t max_peers;    /* per worker: MAX_CONNECTIONS's guard is the worker's admit */
+};
+
+union coap_addr {
+    struct sockaddr sa;
+    struct sockaddr_in in;
+    struct sockaddr_in6 in6;
+};
+
+struct coap_server;
+struct coap_peer;
+
+/* A datagram kept for later: behind a pending verdict, or being judged. */
+struct coap_held {
+    struct coap_held *next;
+    uint32_t len;
+    uint8_t data[];
+};
+
+/* One direction of a peer: the datagram the handler is judging (owned:
+ * the handler may keep pointers into it until its verdict) and the ones
+ * held behind it, in order. */
+struct coap_leg {
+    struct ask ask;
+    struct coap_held *cur;   /* being judged; NULL: idle */
+    struct coap_msg msg;     /* cur decoded */
+    struct coap_held *head, **tail;
+    uint32_t held;
+    struct mgate_filter filter; /* a GET's or a notification's one filter */
+    uint8_t stage;           /* enum in coap_relay.c */
+    uint8_t dir;             /* enum mgate_direction */
+};
+
+struct coap_observe {
+    uint8_t tkl;
+    uint8_t token[COAP_TOKEN_MAX];
+    uint16_t topic_len;
+    char *topic; /* as forwarded: what notifications are judged on */
+};
+
+struct coap_outstanding {
+    uint16_t mid;
+    uint8_t type, tkl;
+    uint8_t token[COAP_TOKEN_MAX];
+    bool used;
+};
+
+struct coap_peer {
+    struct coap_peer *hnext; /* in the server's table */
+    struct coap_server *srv;
+    struct mgate_session *s;
+    union coap_addr addr;
+    socklen_t addr_len;
+    uint32_t hash;
+    struct loop_io up;       /* connected to the server; fd -1 until the first request goes */
+    struct loop_timer idle;
+    uint64_t last_seen;
+    struct coap_leg legs[2]; /* [MGATE_UP] client -> server, [MGATE_DOWN] back */
+    struct coap_observe *obs;
+    uint8_t nobs;
+    bool connected;          /* auth_connect allowed this client's credentials: */
+    bool has_auth;           /* ... its `auth=` query, kept to see whether the next request */
+    uint16_t auth_len;       /* shows the same (then auth_connect is not asked again) */
+    uint8_t *auth;
+    bool ended;              /* gone from the table: freed once no verdict is pending */
+    struct coap_outstanding out[COAP_OUTSTANDING];
+};
+
+struct coap_server {
+    struct loop_io io;
+    struct loop *loop;
+    const struct session_params *p;
+    const struct coap_settings *cs;
+    struct session_list *list;
+    bool (*admit)(void *ctx, const struct sockaddr *peer);
+    void *admit_ctx;
+    struct coap_peer **table;
+    uint32_t table_size; /* a power of two */
+    uint32_t peers;
+    uint8_t *buf;        /* max_datagram + 1: a bigger datagram is seen as too big */
+    uint16_t next_mid;   /* mgate's own NON answers */
+    bool stopped;
+    uint64_t next_refusal_log;
+};
+
+/* coap.c */
+void coap_server_unlink(struct coap_server *srv, struct coap_peer *peer);
+/* Send to the client (mgate's own answers and what the server sent). */
+void coap_to_client(struct coap_peer *peer, const uint8_t *data, size_t len);
+/* Answer msg (a request) with code and no payload. */
+void coap_answer_client(struct coap_peer *peer, const struct coap_msg *req, uint8_t code);
+
+/* coap_relay.c */
+struct coap_peer *coap_peer_new(struct coap_server *srv, const union coap_addr *addr, socklen_t len,
+                                uint32_t hash);
+/* A datagram from the peer's client, in the server's buffer. */
+void coap_peer_from_client(struct coap_peer *peer, const uint8_t *data, size_t len);
+/* Keep a datagram behind the one being judged (bounded: COAP_HELD_MAX). */
+void leg_hold(struct coap_peer *peer, struct coap_leg *leg, const uint8_t *d, size_t n);
+/* End now: unlisted, the socket closed; freed once no verdict is pending. */
+void coap_peer_end(struct coap_peer *peer);
+
+#endif
