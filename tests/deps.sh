@@ -16,6 +16,7 @@ PACKAGES=(
   nodejs npm chromium                                          # MQTT.js and a browser (tests/js)
   haproxy valgrind                                             # bench/run.sh --smoke
   openssl iproute2                                             # PKI, OCSP responder, s_client
+  libcoap3-bin                                                 # CoAP client and server (test_coap)
 )
 
 # A Node.js that did not come from Debian's nodejs (NodeSource's package

@@ -16,12 +16,13 @@
 #define PROBE_EVERY_MS 5000
 #define PROBE_TIMEOUT_MS 2000
 
-/* One TCP connect to a listener's broker. */
+/* One TCP connect to a listener's broker; for a CoAP server (UDP), a CoAP
+ * ping, which a CoAP endpoint answers with a RST (RFC 7252 4.3). */
 struct probe {
     struct loop_io io;
     struct status *st;
     int id; /* enum listener_id */
-    bool ok, done;
+    bool ok, done, udp;
 };
 
 struct status {
@@ -51,6 +52,11 @@ static void on_probe(struct loop *l, struct loop_io *io, uint32_t events)
 {
     (void)l, (void)events;
     struct probe *p = (struct probe *)io;
+    if (p->udp) {
+        uint8_t answer[16];
+        probe_end(p, recv(io->fd, answer, sizeof(answer), 0) >= 4); /* ECONNREFUSED: the port is closed */
+        return;
+    }
     int err = 0;
     socklen_t len = sizeof(err);
     getsockopt(io->fd, SOL_SOCKET, SO_ERROR, &err, &len);
@@ -61,16 +67,20 @@ static void probe_start(struct status *st, int id)
 {
     struct probe *p = &st->probes[id];
     const struct session_params *sp = &st->src.params[id];
-    int fd = socket(sp->target.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    p->udp = st->src.cfg->listeners[id].target_protocol == TARGET_COAP;
+    int fd = socket(sp->target.ss_family, (p->udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return;
+    static const uint8_t ping[4] = {0x40, 0x00, 0x6d, 0x67}; /* CoAP 1, CON, code 0.00, message id "mg" */
     int rc = connect(fd, (const struct sockaddr *)&sp->target, sp->target_len);
+    if (rc == 0 && p->udp)
+        rc = send(fd, ping, sizeof(ping), 0) == (ssize_t)sizeof(ping) ? 0 : -1;
     if (rc < 0 && errno != EINPROGRESS) {
         close(fd);
         probe_end(p, false);
         return;
     }
-    if (loop_io_add(st->l, &p->io, fd, EPOLLOUT, on_probe) < 0) {
+    if (loop_io_add(st->l, &p->io, fd, p->udp ? EPOLLIN : EPOLLOUT, on_probe) < 0) {
         close(fd);
         return;
     }

@@ -35,6 +35,8 @@
 /* Without MAX_CONNECTIONS, a worker keeps at most this many peers per
  * listener (a flood of new source addresses must stay bounded). */
 #define COAP_DEFAULT_MAX_PEERS 4096
+/* Credentials longer than this are asked about with every request. */
+#define COAP_CRED_KEY_MAX 512
 
 /* What prepare makes from the listener's keys (session_params.front_settings). */
 struct coap_settings {
@@ -101,9 +103,8 @@ struct coap_peer {
     struct coap_observe *obs;
     uint8_t nobs;
     bool connected;          /* auth_connect allowed this client's credentials: */
-    bool has_auth;           /* ... its `auth=` query, kept to see whether the next request */
-    uint16_t auth_len;       /* shows the same (then auth_connect is not asked again) */
-    uint8_t *auth;
+    uint16_t auth_len;       /* ... its credentials (coap_relay.c cred_key), kept to see whether */
+    uint8_t *auth;           /* the next request shows the same: then auth_connect is not asked */
     bool ended;              /* gone from the table: freed once no verdict is pending */
     struct coap_outstanding out[COAP_OUTSTANDING];
 };

@@ -397,9 +397,53 @@ static void ask_access(struct coap_peer *peer, struct coap_leg *leg)
         access_decided(peer, leg, v == MGATE_ALLOW);
 }
 
-static bool same_auth(const struct coap_peer *peer, bool has, coap_view v)
+/* The credentials a request carries in its Uri-Query: `auth=` (the Go
+ * mGate's: the password), or EMQX's `username`/`u`, `password`/`p` and
+ * `clientid`/`c`. */
+struct coap_cred {
+    coap_view user, pass, cid;
+    bool has_user, has_pass;
+};
+
+static bool query(const struct coap_msg *m, const char *name, const char *brief, coap_view *v)
 {
-    return peer->connected && has == peer->has_auth && (!has || (v.len == peer->auth_len && !memcmp(v.p, peer->auth, v.len)));
+    return coap_uri_query(m, name, v) || coap_uri_query(m, brief, v);
+}
+
+static void cred_of(const struct coap_msg *m, struct coap_cred *c)
+{
+    *c = (struct coap_cred){0};
+    c->has_pass = coap_uri_query(m, "auth", &c->pass) || query(m, "password", "p", &c->pass);
+    c->has_user = query(m, "username", "u", &c->user);
+    query(m, "clientid", "c", &c->cid);
+}
+
+/* The credentials as one byte string, to keep and compare: the length, or
+ * 0 when they do not fit out[cap] (then they never count as the same). */
+static size_t cred_key(const struct coap_cred *c, uint8_t *out, size_t cap)
+{
+    const coap_view parts[3] = {c->user, c->pass, c->cid};
+    size_t n = 1;
+    if (cap < 1)
+        return 0;
+    out[0] = (uint8_t)(c->has_user | c->has_pass << 1);
+    for (int i = 0; i < 3; i++) {
+        if (n + 2 + parts[i].len > cap)
+            return 0;
+        out[n++] = (uint8_t)(parts[i].len >> 8);
+        out[n++] = (uint8_t)parts[i].len;
+        if (parts[i].len) /* an absent part has no pointer */
+            memcpy(out + n, parts[i].p, parts[i].len);
+        n += parts[i].len;
+    }
+    return n;
+}
+
+static bool same_cred(const struct coap_peer *peer, const struct coap_cred *c)
+{
+    uint8_t key[COAP_CRED_KEY_MAX];
+    size_t n = cred_key(c, key, sizeof(key));
+    return peer->connected && n && n == peer->auth_len && !memcmp(key, peer->auth, n);
 }
 
 static void connect_decided(struct coap_peer *peer, struct coap_leg *leg, bool ok)
@@ -410,19 +454,15 @@ static void connect_decided(struct coap_peer *peer, struct coap_leg *leg, bool o
         refuse(peer, leg, refusal_code(c->reason, COAP_UNAUTHORIZED), "auth_connect");
         return leg_done(peer, leg);
     }
-    coap_view v = {0};
-    bool has = coap_uri_query(&leg->msg, "auth", &v);
+    struct coap_cred cred;
+    uint8_t key[COAP_CRED_KEY_MAX];
+    cred_of(&leg->msg, &cred);
+    size_t n = cred_key(&cred, key, sizeof(key));
     free(peer->auth);
-    peer->auth = NULL;
-    peer->auth_len = 0;
-    if (has && v.len && !(peer->auth = malloc(v.len))) {
-        refuse(peer, leg, COAP_INTERNAL_ERROR, "out of memory");
-        return leg_done(peer, leg);
-    }
-    if (has && v.len)
-        memcpy(peer->auth, v.p, v.len);
-    peer->auth_len = (uint16_t)v.len;
-    peer->has_auth = has;
+    peer->auth = n ? malloc(n) : NULL;
+    peer->auth_len = peer->auth ? (uint16_t)n : 0;
+    if (peer->auth)
+        memcpy(peer->auth, key, n);
     peer->connected = true;
     session_front_credentials(peer->s, c);
     session_front_connected(peer->s);
@@ -487,16 +527,16 @@ static void up_request(struct coap_peer *peer, const uint8_t *d, size_t n, const
         refuse(peer, leg, COAP_SERVICE_UNAVAILABLE, "too many Observe registrations");
         return leg_done(peer, leg);
     }
-    coap_view auth = {0};
-    bool has = coap_uri_query(&leg->msg, "auth", &auth);
-    if (same_auth(peer, has, auth))
+    struct coap_cred cred;
+    cred_of(&leg->msg, &cred);
+    if (same_cred(peer, &cred))
         return ask_access(peer, leg);
     struct mgate_connect_req *c = &leg->ask.req.connect;
-    *c = (struct mgate_connect_req){.client_id = {(const uint8_t *)"", 0}, .clean_start = true};
-    if (has) {
-        c->password = (mgate_bytes){auth.p, (uint32_t)auth.len};
-        c->has_password = true;
-    }
+    *c = (struct mgate_connect_req){
+        .client_id = {cred.cid.p ? cred.cid.p : (const uint8_t *)"", (uint32_t)cred.cid.len},
+        .username = {cred.user.p, (uint32_t)cred.user.len}, .has_username = cred.has_user,
+        .password = {cred.pass.p, (uint32_t)cred.pass.len}, .has_password = cred.has_pass,
+        .clean_start = true};
     leg->stage = ST_CONNECT;
     enum mgate_verdict v = verdict_ask(peer->s, &leg->ask, ASK_CONNECT, on_verdict);
     if (v != MGATE_PENDING)
@@ -552,7 +592,8 @@ static void down_datagram(struct coap_peer *peer, const uint8_t *d, size_t n)
         if (!leg_take(peer, leg, d, n, o->topic_len + 1u))
             return;
         char *topic = (char *)leg->cur->data + n;
-        memcpy(topic, o->topic, o->topic_len);
+        if (o->topic_len)
+            memcpy(topic, o->topic, o->topic_len);
         topic[o->topic_len] = '\0';
         leg->filter = (struct mgate_filter){.filter = topic_of(leg), .qos = m.type == COAP_CON};
         leg->ask.req.subscribe = (struct mgate_subscribe_req){.dir = MGATE_DOWN, .filters = &leg->filter, .count = 1};
@@ -621,7 +662,8 @@ struct coap_peer *coap_peer_new(struct coap_server *srv, const union coap_addr *
         return NULL;
     }
     peer->last_seen = loop_now(srv->loop);
-    loop_timer_start(srv->loop, &peer->idle, srv->p->connect_timeout_ms, on_idle);
+    uint32_t first = srv->p->connect_timeout_ms < srv->cs->idle_ms ? srv->p->connect_timeout_ms : srv->cs->idle_ms;
+    loop_timer_start(srv->loop, &peer->idle, first, on_idle); /* on_idle knows which applies */
     return peer;
 }
 

@@ -50,7 +50,7 @@ static int bind_socket(const char *host, uint16_t port, int type, char *err, siz
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
     if (bind(fd, (struct sockaddr *)&ss, sslen) < 0) {
-        snprintf(err, errlen, "cannot bind %s:%u: %s", *host ? host : "*", port, strerror(errno));
+        snprintf(err, errlen, "cannot listen on %s:%u: %s", *host ? host : "*", port, strerror(errno));
         close(fd);
         return -1;
     }

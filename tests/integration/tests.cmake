@@ -28,6 +28,7 @@ set(MGATE_INTEGRATION_TESTS
   ws_browser  60
   http        120
   http_tls    60
+  coap        90
   http_ws     60
   will        60
   exhaustion  120
