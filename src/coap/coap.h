@@ -214,9 +214,10 @@ bool coap_block_valid(const struct coap_block *b);
 size_t coap_block_put(uint8_t out[3], const struct coap_block *b);
 
 /* uri.c: the request's Uri-Path segments joined with '/' ("a/b/c"), NUL
- * terminated in out[cap]: the length, or -1 when it does not fit or a
+ * terminated in out[cap]: the length, or -1 when it does not fit, a
  * segment holds a '/' or a NUL byte (which would make two topics look
- * alike).  No Uri-Path is "" (length 0). */
+ * alike), or a segment is "." or ".." (which a server may resolve into
+ * another resource than the topic names).  No Uri-Path is "" (length 0). */
 ssize_t coap_uri_path(const struct coap_msg *m, char *out, size_t cap);
 /* The value of the first Uri-Query "name=value" whose name is name; a
  * query "name" alone matches with an empty value. */

@@ -7,10 +7,14 @@
 #include "coap/coap.h"
 
 /* A segment that holds '/' would make "a%2Fb" and "a/b" the same topic,
- * and a NUL would cut the string short. */
+ * and a NUL would cut the string short.  "." and ".." are what a client
+ * removes before it makes the options (RFC 7252 6.4, RFC 3986 5.2.4): sent
+ * anyway, the topic judged ("a/../b") and the resource a server that
+ * resolves them serves ("b") would differ. */
 static bool segment_ok(const struct coap_opt *o)
 {
-    return !memchr(o->val, '/', o->len) && !memchr(o->val, '\0', o->len);
+    bool dots = (o->len == 1 && o->val[0] == '.') || (o->len == 2 && o->val[0] == '.' && o->val[1] == '.');
+    return !dots && !memchr(o->val, '/', o->len) && !memchr(o->val, '\0', o->len);
 }
 
 ssize_t coap_uri_path(const struct coap_msg *m, char *out, size_t cap)

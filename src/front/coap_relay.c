@@ -502,12 +502,18 @@ static void up_request(struct coap_peer *peer, const uint8_t *d, size_t n, const
         coap_answer_client(peer, m, COAP_METHOD_NOT_ALLOWED);
         return;
     }
+    struct coap_opt proxy;
+    if (coap_opt_find(m, COAP_OPT_PROXY_URI, &proxy) || coap_opt_find(m, COAP_OPT_PROXY_SCHEME, &proxy)) {
+        /* the resource would be named by the option, not the Uri-Path the handler judges */
+        coap_answer_client(peer, m, COAP_PROXYING_NOT_SUPPORTED);
+        return;
+    }
     if (!leg_take(peer, leg, d, n, n + 1)) /* the topic is at most the datagram's length */
         return;
     char *topic = (char *)leg->cur->data + n;
     if (coap_uri_path(&leg->msg, topic, n + 1) < 0) {
         *topic = '\0';
-        refuse(peer, leg, COAP_BAD_REQUEST, "a Uri-Path segment holds '/' or NUL");
+        refuse(peer, leg, COAP_BAD_REQUEST, "a Uri-Path segment holds '/' or NUL, or is . or ..");
         return leg_done(peer, leg);
     }
     uint32_t obs;

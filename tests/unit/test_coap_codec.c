@@ -460,6 +460,14 @@ static void test_uri(void)
     CHECK_EQ_INT(coap_uri_path(&m, path, sizeof path), -1);
     CHECK_EQ_INT(decode_hex("40 01 00 01 b1 00", &m, buf, sizeof buf), COAP_OK);
     CHECK_EQ_INT(coap_uri_path(&m, path, sizeof path), -1);
+    /* dot segments: "a/../b" is refused, "a/./b" too; "..." and ".x" are names */
+    CHECK_EQ_INT(decode_hex("40 01 00 01 b1 61 02 2e 2e 01 62", &m, buf, sizeof buf), COAP_OK);
+    CHECK_EQ_INT(coap_uri_path(&m, path, sizeof path), -1);
+    CHECK_EQ_INT(decode_hex("40 01 00 01 b1 61 01 2e 01 62", &m, buf, sizeof buf), COAP_OK);
+    CHECK_EQ_INT(coap_uri_path(&m, path, sizeof path), -1);
+    CHECK_EQ_INT(decode_hex("40 01 00 01 b3 2e 2e 2e 02 2e 78", &m, buf, sizeof buf), COAP_OK);
+    CHECK_EQ_INT(coap_uri_path(&m, path, sizeof path), 6);
+    CHECK_EQ_STR(path, ".../.x");
     /* queries: name=value, a bare name, a longer name that shares the prefix */
     CHECK_EQ_INT(decode_hex("40 01 00 01 d3 02 71 3d 31 06 72 65 74 61 69 6e 01 71 "
                             "06 71 6f 73 3d 32 31",
