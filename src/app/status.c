@@ -229,6 +229,24 @@ static void http(const struct status *st, const struct metrics *m0, struct buf *
              (unsigned long long)SUM(ws_bytes[d]));
 }
 
+static void coap(const struct status *st, const struct metrics *m0, struct buf *b)
+{
+    family(b, "mgate_coap_datagrams_total", "counter", "CoAP datagrams relayed, by direction.");
+    for (int d = 0; d < 2; d++)
+        outf(b, "mgate_coap_datagrams_total{direction=\"%s\"} %llu\n", dir_names[d],
+             (unsigned long long)SUM(coap_datagrams[d]));
+    family(b, "mgate_coap_bytes_total", "counter", "CoAP datagram bytes relayed, by direction.");
+    for (int d = 0; d < 2; d++)
+        outf(b, "mgate_coap_bytes_total{direction=\"%s\"} %llu\n", dir_names[d],
+             (unsigned long long)SUM(coap_bytes[d]));
+    family(b, "mgate_coap_answers_total", "counter", "CoAP answers mgate gave itself (refusals, limits), by class.");
+    for (int c = 4; c <= 5; c++)
+        outf(b, "mgate_coap_answers_total{code=\"%d.xx\"} %llu\n", c, (unsigned long long)SUM(coap_answers[c]));
+    family(b, "mgate_coap_dropped_total", "counter",
+           "CoAP datagrams dropped: malformed, not to be judged (a response from a client), or over a bound.");
+    outf(b, "mgate_coap_dropped_total %llu\n", (unsigned long long)SUM(coap_dropped));
+}
+
 static void verdicts(const struct status *st, const struct metrics *m0, struct buf *b)
 {
     static const char *const calls[METRIC_CALLS] = {"auth_connect", "auth_publish", "auth_subscribe"};
@@ -304,6 +322,7 @@ static void metrics_text(const struct status *st, struct buf *b)
     sessions(st, m0, b);
     traffic(st, m0, b);
     http(st, m0, b);
+    coap(st, m0, b);
     verdicts(st, m0, b);
     tls(st, m0, b);
     process(st, b);

@@ -54,6 +54,10 @@ struct metrics {
     uint64_t http_responses[6]; /* by status class: [2] 2xx ... [5] 5xx */
     uint64_t ws_opened;         /* WebSockets relayed (101 given) */
     uint64_t ws_messages[2], ws_bytes[2]; /* relayed, by direction; refused ones are publish_refused */
+    /* the CoAP front end */
+    uint64_t coap_datagrams[2], coap_bytes[2]; /* relayed, by direction */
+    uint64_t coap_answers[6];                  /* mgate's own answers, by code class: [4] 4.xx, [5] 5.xx */
+    uint64_t coap_dropped;                     /* datagrams dropped: malformed, unjudgeable, over a bound */
 };
 
 #define METRIC_ADD(field, n) __atomic_store_n(&(field), (field) + (uint64_t)(n), __ATOMIC_RELAXED)

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/util.h"
 #include "front/coap_int.h"
 #include "front/front.h"
@@ -116,6 +117,7 @@ static void answer(struct coap_server *srv, const union coap_addr *to, socklen_t
     ssize_t n = coap_encode(&m, opts, nopts, out, sizeof(out));
     if (n > 0)
         send_to(srv, to, len, out, (size_t)n);
+    METRIC_INC(loop_metrics(srv->loop)->coap_answers[COAP_CODE_CLASS(code) % 6]);
 }
 
 void coap_answer_client(struct coap_peer *peer, const struct coap_msg *req, uint8_t code)
@@ -170,6 +172,7 @@ static void from_stranger(struct coap_server *srv, const union coap_addr *from, 
     struct coap_msg m;
     coap_err e = coap_decode(d, n, &m);
     if (e != COAP_OK) {
+        METRIC_INC(loop_metrics(srv->loop)->coap_dropped);
         if (coap_reject_how(&m, e) != COAP_REJECT_DROP)
             reset(srv, from, len, m.mid); /* a CON with a bad option is reset too: there is no server yet */
         return;

@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/util.h"
 #include "front/coap_int.h"
 
@@ -128,6 +129,17 @@ static int open_upstream(struct coap_peer *peer)
     return 0;
 }
 
+static struct metrics *metrics_of(struct coap_peer *peer) { return loop_metrics(peer->srv->loop); }
+
+static void dropped(struct coap_peer *peer) { METRIC_INC(metrics_of(peer)->coap_dropped); }
+
+/* A datagram of the client's or the server's passed on, not one of mgate's. */
+static void relayed(struct coap_peer *peer, int dir, size_t n)
+{
+    METRIC_INC(metrics_of(peer)->coap_datagrams[dir]);
+    METRIC_ADD(metrics_of(peer)->coap_bytes[dir], n);
+}
+
 static void to_server(struct coap_peer *peer, const uint8_t *d, size_t n)
 {
     if (peer->up.fd >= 0 && send(peer->up.fd, d, n, MSG_DONTWAIT) < 0 && errno == ECONNREFUSED)
@@ -164,6 +176,7 @@ void leg_hold(struct coap_peer *peer, struct coap_leg *leg, const uint8_t *d, si
 {
     struct coap_held *h = leg->held < COAP_HELD_MAX ? held_new(d, n, 0) : NULL;
     if (!h) {
+        dropped(peer);
         session_log(peer->s, LOGL_WARN, "coap: %u datagrams wait for a verdict; one more dropped", leg->held);
         return;
     }
@@ -333,6 +346,7 @@ static void forward_request(struct coap_peer *peer, struct coap_leg *leg, mgate_
     } else {
         remember_outstanding(peer, &leg->msg);
         to_server(peer, d, n);
+        relayed(peer, MGATE_UP, n);
     }
     free(re);
 }
@@ -355,6 +369,7 @@ static void access_decided(struct coap_peer *peer, struct coap_leg *leg, bool ok
     struct ask *a = &leg->ask;
     if (a->kind == ASK_PUBLISH) {
         if (!ok) {
+            METRIC_INC(metrics_of(peer)->publish_refused[MGATE_UP]);
             refuse(peer, leg, refusal_code(a->req.publish.reason, COAP_FORBIDDEN), "auth_publish");
             return leg_done(peer, leg);
         }
@@ -364,6 +379,7 @@ static void access_decided(struct coap_peer *peer, struct coap_leg *leg, bool ok
     }
     struct mgate_filter *f = &a->req.subscribe.filters[0];
     if (!ok || f->denied) {
+        METRIC_INC(metrics_of(peer)->subscribe_refused);
         refuse(peer, leg, refusal_code(a->req.subscribe.reason, COAP_FORBIDDEN), "auth_subscribe");
         return leg_done(peer, leg);
     }
@@ -482,9 +498,13 @@ static void on_verdict(struct ask *a)
     }
     bool ok = a->verdict == MGATE_ALLOW;
     if (leg->dir == MGATE_DOWN) {
-        if (ok)
+        if (ok) {
             coap_to_client(peer, leg->cur->data, leg->cur->len);
-        else if (leg->msg.type == COAP_CON) /* refused notification: the server is done with it */
+            relayed(peer, MGATE_DOWN, leg->cur->len);
+            return leg_done(peer, leg);
+        }
+        METRIC_INC(metrics_of(peer)->publish_refused[MGATE_DOWN]);
+        if (leg->msg.type == COAP_CON) /* a refused notification: the server is done with it */
             send_empty(peer, COAP_ACK, leg->msg.mid, false);
         return leg_done(peer, leg);
     }
@@ -526,6 +546,7 @@ static void up_request(struct coap_peer *peer, const uint8_t *d, size_t n, const
             observe_drop(peer, o);
         remember_outstanding(peer, &leg->msg);
         to_server(peer, d, n);
+        relayed(peer, MGATE_UP, n);
         session_front_unsubscribed(peer->s, &u);
         return leg_done(peer, leg);
     }
@@ -556,17 +577,20 @@ static void up_datagram(struct coap_peer *peer, const uint8_t *d, size_t n)
     if (e != COAP_OK) {
         if (coap_reject_how(&m, e) != COAP_REJECT_DROP)
             send_empty(peer, COAP_RST, m.mid, true);
+        dropped(peer);
         session_log(peer->s, LOGL_INFO, "coap: a bad datagram from the client (%s)", coap_err_name(e));
         return;
     }
     if (m.code == COAP_EMPTY) { /* ACK or RST of a notification, a ping: the server's business */
-        if (peer->up.fd >= 0)
+        if (peer->up.fd >= 0) {
             to_server(peer, d, n);
-        else if (m.type == COAP_CON) /* a ping, and no server yet: the answer to a ping is a RST */
+            relayed(peer, MGATE_UP, n);
+        } else if (m.type == COAP_CON) /* a ping, and no server yet: the answer to a ping is a RST */
             send_empty(peer, COAP_RST, m.mid, true);
         return;
     }
     if (COAP_CODE_CLASS(m.code) != 0) {
+        dropped(peer);
         session_log(peer->s, LOGL_INFO, "coap: a response from the client dropped (the server asks it nothing)");
         return;
     }
@@ -579,11 +603,13 @@ static void down_datagram(struct coap_peer *peer, const uint8_t *d, size_t n)
 {
     struct coap_msg m;
     if (coap_decode(d, n, &m) != COAP_OK) {
+        dropped(peer);
         session_log(peer->s, LOGL_WARN, "coap: a bad datagram from the server dropped");
         return;
     }
     settle_outstanding(peer, &m);
     if (m.code != COAP_EMPTY && COAP_CODE_CLASS(m.code) == 0) {
+        dropped(peer);
         session_log(peer->s, LOGL_INFO, "coap: a request from the server dropped (a relay forwards only answers)");
         return;
     }
@@ -616,6 +642,7 @@ static void down_datagram(struct coap_peer *peer, const uint8_t *d, size_t n)
         return;
     }
     coap_to_client(peer, d, n);
+    relayed(peer, MGATE_DOWN, n);
 }
 
 /* ---- the peer ------------------------------------------------------------------------------------ */

@@ -28,6 +28,7 @@ import time
 
 import harness as h
 from test_acl import make_password_file, write
+from test_admin import metrics
 
 C = "MGATE_COAP_WITHOUT_DTLS_"
 CLIENT = "coap-client-openssl"
@@ -261,6 +262,14 @@ def relay(t, tmp, server):
     t.check(all(seen) and any(s_[5] == b"o1" for s_ in seen), "... while another topic's notifications do arrive",
             str(seen))
     c.close()
+    m = metrics(g.admin)
+    up, down = (m.get(f'mgate_coap_datagrams_total{{direction="{d}"}}', 0) for d in ("client_to_broker",
+                                                                                     "broker_to_client"))
+    t.check(up >= 20 and down >= 20, f"/metrics: datagrams relayed each way ({up}, {down})")
+    t.eq(m.get('mgate_coap_answers_total{code="4.xx"}'), 5.0,
+         "/metrics: mgate's own 4.xx answers counted (2 x 4.03, 3 x 4.01)")
+    t.check(m.get('mgate_publish_refused_total{direction="broker_to_client"}', 0) >= 1,
+            "/metrics: the refused notification counted")
 
 
 def limits(t, tmp, server):
