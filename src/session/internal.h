@@ -201,6 +201,15 @@ static inline struct metrics *session_metrics(const struct mgate_session *s) { r
 void session_close_as(struct mgate_session *s, enum conn_end client, enum conn_end broker, const char *why);
 void session_protocol_error(struct mgate_session *s, int dir, mqtt_rc rc);
 int session_dial(struct mgate_session *s);
+/* The listener's broker, for a session and for the MQTT client
+ * (mqtt_client.c): p->dial (a test's virtual connection), else a TCP
+ * connect to p->target, its output mark OUTPUT_HIGH_WATER; NULL with *err.
+ * Once the TCP connect is done (on_connected), broker_connected puts TLS
+ * (mqtts, wss) and the broker's layer (ws, wss) on it; -1: they cannot
+ * start, close it. */
+struct conn *broker_dial(struct loop *l, const struct session_params *p, const struct conn_cbs *cbs, void *owner,
+                         int *err);
+int broker_connected(struct conn *c, const struct session_params *p);
 /* Keep the identity the chain allowed; out of memory it closes the session
  * (never an anonymous one instead) and returns -1. */
 int session_save_credentials(struct mgate_session *s, const struct mgate_connect_req *req);

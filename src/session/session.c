@@ -346,9 +346,29 @@ static void on_broker_connected(struct conn *c)
     /* TARGET_PROTOCOL mqtts, wss: the CONNECT already queued goes out once
      * the handshake (and a WebSocket's upgrade) is done; a failed handshake
      * ends like a refused dial. */
-    if ((s->p->upstream_tls && tls_connect(c, s->p->upstream_tls, s->p->target_server_name) < 0) ||
-        (s->p->broker_layer && s->p->broker_layer(c, s->p) < 0))
+    if (broker_connected(c, s->p) < 0)
         conn_close_after_flush(c);
+}
+
+int broker_connected(struct conn *c, const struct session_params *p)
+{
+    if (p->upstream_tls && tls_connect(c, p->upstream_tls, p->target_server_name) < 0)
+        return -1;
+    return p->broker_layer && p->broker_layer(c, p) < 0 ? -1 : 0;
+}
+
+struct conn *broker_dial(struct loop *l, const struct session_params *p, const struct conn_cbs *cbs, void *owner,
+                         int *err)
+{
+    struct conn *c;
+    *err = 0;
+    if (p->dial)
+        c = p->dial(l, p, cbs, owner), *err = c ? 0 : ENOMEM;
+    else
+        c = conn_tcp_dial(l, (const struct sockaddr *)&p->target, p->target_len, cbs, owner, err);
+    if (c)
+        c->high_water = p->output_high_water;
+    return c;
 }
 
 int session_dial(struct mgate_session *s)
@@ -356,17 +376,12 @@ int session_dial(struct mgate_session *s)
     int err = 0;
     if (s->state == SESSION_CLOSING)
         return -1; /* closed on the way (out of memory saving its identity): never dial */
-    if (s->p->dial)
-        s->broker = s->p->dial(s->loop, s->p, &broker_cbs, s), err = s->broker ? 0 : ENOMEM;
-    else
-        s->broker = conn_tcp_dial(s->loop, (const struct sockaddr *)&s->p->target, s->p->target_len,
-                                  &broker_cbs, s, &err);
+    s->broker = broker_dial(s->loop, s->p, &broker_cbs, s, &err);
     if (!s->broker) {
         METRIC_INC(session_metrics(s)->broker_dial_failures);
         session_log(s, LOGL_WARN, "cannot dial the broker: %s", strerror(err)); /* once per client: a flood of them is budgeted */
         return -1;
     }
-    s->broker->high_water = s->p->output_high_water;
     return 0;
 }
 
