@@ -141,7 +141,7 @@ static const struct kind_info {
     [KIND_MQTT] = {PROTO(TARGET_MQTT) | PROTO(TARGET_MQTTS) | PROTO(TARGET_WS) | PROTO(TARGET_WSS), TARGET_MQTT},
     [KIND_WS] = {PROTO(TARGET_WS) | PROTO(TARGET_WSS) | PROTO(TARGET_MQTT) | PROTO(TARGET_MQTTS),
                  TARGET_WS},
-    [KIND_HTTP] = {PROTO(TARGET_HTTP) | PROTO(TARGET_HTTPS), TARGET_HTTP},
+    [KIND_HTTP] = {PROTO(TARGET_HTTP) | PROTO(TARGET_HTTPS) | PROTO(TARGET_MQTT) | PROTO(TARGET_MQTTS), TARGET_HTTP},
     /* The Go CoAP proxy's target is not settled here yet: take any, no default. */
     [KIND_COAP] = {0x7eu, TARGET_NONE},
 };

@@ -9,6 +9,7 @@
 #include "check.h"
 #include "config/config.h"
 #include "front/front.h"
+#include "front/http.h"
 
 static const char *table_env(void *ctx, const char *name)
 {
@@ -97,11 +98,24 @@ static void test_prepare(void)
     CHECK_EQ_STR(err, "MGATE_MQTT_WS_WITHOUT_TLS_TARGET_PROTOCOL: \"https\" is not available in this version "
                       "(use mqtt, mqtts, ws or wss)");
     front_ws.free(&p);
+    http->target_protocol = TARGET_WS;
+    CHECK_EQ_INT(front_http.prepare(http, &p, err, sizeof(err)), -1);
+    CHECK_EQ_STR(err, "MGATE_HTTP_WITHOUT_TLS_TARGET_PROTOCOL: \"ws\" is not available in this version "
+                      "(use http, https, mqtt or mqtts)");
+    front_http.free(&p);
+
+    /* the bridge to an MQTT broker: no HTTP target for BYPASS_PATHS */
     http->target_protocol = TARGET_MQTT;
     CHECK_EQ_INT(front_http.prepare(http, &p, err, sizeof(err)), -1);
-    CHECK_EQ_STR(err, "MGATE_HTTP_WITHOUT_TLS_TARGET_PROTOCOL: \"mqtt\" is not available in this version "
-                      "(use http or https)");
+    CHECK_EQ_STR(err, "MGATE_HTTP_WITHOUT_TLS_BYPASS_PATHS: not possible with TARGET_PROTOCOL mqtt (there is no "
+                      "HTTP target to pass requests to)");
     front_http.free(&p);
+    char *bypass = http->bypass_paths;
+    http->bypass_paths = "";
+    CHECK_EQ_INT(front_http.prepare(http, &p, err, sizeof(err)), 0);
+    CHECK(p.front_settings && ((const struct http_settings *)p.front_settings)->mqtt);
+    front_http.free(&p);
+    http->bypass_paths = bypass;
 
     /* libcurl dials HTTP targets: no PROXY header; what prepare made is
      * freed all the same. */
