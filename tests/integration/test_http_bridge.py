@@ -12,7 +12,10 @@ is a PUBLISH on the broker, which a mosquitto_sub subscriber receives:
   mosquitto's log); another client id on the same HTTP connection is another MQTT connection.
 * Bad requests: wildcards (raw or percent-encoded), an empty topic, qos 3, query and header that
   disagree: 400; GET: 405 with Allow: POST.
-* Broker down: 502; a broker that accepts TCP and never answers: 504 within TARGET_TIMEOUT.
+* Broker down: 502; a broker that accepts TCP and never answers: 504 within TARGET_TIMEOUT; a
+  broker that refuses the CONNECT: 502 with its code, at QoS 0 too.
+* TARGET_PROTOCOL=mqtts: to mosquitto's TLS listener (TARGET_CA_FILE), to one that requires a
+  client certificate (TARGET_CERT_FILE), and with the wrong CA (502, the broker sees nothing).
 """
 import http.client
 import json
@@ -26,6 +29,7 @@ import time
 sys.dont_write_bytecode = True
 import harness as h  # noqa: E402
 from test_acl import make_password_file, write  # noqa: E402
+from test_tls_upstream import TlsBroker  # noqa: E402
 
 HTTP = "MGATE_HTTP_WITHOUT_TLS_"
 PREFIX = "/mqtt"
@@ -231,6 +235,43 @@ def broker_down_and_slow(t, tmp, pwfile, aclfile):
     silent.close()
 
 
+def broker_refuses(t, tmp, pwfile, aclfile):
+    closed = h.Broker(tmp, "allow_anonymous false\n")  # no password file either: every CONNECT refused
+    g = gate(tmp, closed.port, pwfile, aclfile)
+    for qos in (0, 1):
+        st, body, _ = post(g.port, PREFIX + f"/sensors/x?qos={qos}", b"x", {"Authorization": ALICE})
+        t.eq(st, 502, f"a broker that refuses the CONNECT: 502 at QoS {qos}")
+        t.check(isinstance(body, dict) and "refused the CONNECT (return code 5)" in body.get("message", ""),
+                "saying so, with the CONNACK's code", body)
+    g.stop()
+    closed.stop()
+
+
+def over_tls(t, tmp, pwfile, aclfile):
+    """TARGET_PROTOCOL=mqtts: the broker's TLS listener (test_tls_upstream's mosquitto)."""
+    pki = h.Pki(tmp)
+    broker = TlsBroker(tmp, pki)
+    sub = Sub(tmp, broker, "sensors/#")
+    g = gate(tmp, broker.tls_port, pwfile, aclfile, TARGET_PROTOCOL="mqtts", TARGET_CA_FILE=pki["ca.crt"])
+    st, _, _ = post(g.port, PREFIX + "/sensors/tls?qos=1&clientid=over-tls", b"secret", {"Authorization": ALICE})
+    t.eq(st, 200, "mqtts: POST at QoS 1: 200")
+    sub.wait(1)
+    t.eq(sub.lines(), ["sensors/tls|0|1|secret"], "mqtts: the subscriber got it")
+    g = gate(tmp, broker.mtls_port, pwfile, aclfile, TARGET_PROTOCOL="mqtts", TARGET_CA_FILE=pki["ca.crt"],
+             TARGET_CERT_FILE=pki["client.crt"], TARGET_KEY_FILE=pki["client.key"])
+    st, _, _ = post(g.port, PREFIX + "/sensors/mtls?qos=1", b"with cert", {"Authorization": ALICE})
+    t.eq(st, 200, "mqtts to a broker that requires a client certificate, TARGET_CERT_FILE: 200")
+    mark = broker.log.mark()
+    g = gate(tmp, broker.tls_port, pwfile, aclfile, TARGET_PROTOCOL="mqtts", TARGET_CA_FILE=pki["unknown-ca.crt"])
+    st, body, _ = post(g.port, PREFIX + "/sensors/x?clientid=wrong-ca", b"x", {"Authorization": ALICE})
+    t.eq(st, 502, "mqtts with the wrong TARGET_CA_FILE: 502")
+    t.check(not broker.saw_client("wrong-ca", mark), "... and the broker saw no session")
+    sub.wait(2)
+    t.eq(sub.lines()[1:], ["sensors/mtls|0|1|with cert"], "the subscriber got the mTLS one and nothing else")
+    sub.stop()
+    broker.stop()
+
+
 def main():
     h.need_binaries()
     t = h.Checks("http_bridge")
@@ -247,6 +288,8 @@ def main():
         t.case("one MQTT connection per keep-alive connection and identity", keepalive, t, g, broker, sub)
         t.case("bad requests", bad_requests, t, g, broker)
         t.case("broker down, broker silent", broker_down_and_slow, t, tmp, pwfile, aclfile)
+        t.case("broker refuses the CONNECT", broker_refuses, t, tmp, pwfile, aclfile)
+        t.case("mqtts", over_tls, t, tmp, pwfile, aclfile)
         t.check(g.alive(), "mgate still runs")
         sub.stop()
         rc = h.finish(t)
