@@ -46,6 +46,7 @@ struct mqtt_client {
     bool why_set;
     uint8_t why, why_code; /* enum mqc_end, when found before the connection's end */
     uint16_t keepalive, next_id, max_inflight, inflight;
+    uint16_t send_max; /* 5.0: the broker's Receive Maximum (QoS 1 and 2 PUBLISHes unacknowledged) */
     uint32_t connect_timeout_ms, ping_timeout_ms;
     uint64_t last_tx, ping_at;
     uint32_t qos2_count, qos2_cap; /* the broker's QoS 2 messages awaiting PUBREL */
@@ -135,8 +136,8 @@ static void on_close(struct conn *c, int err)
         return;
     }
     enum mqc_end why = mc->why_set ? mc->why : mc->state == MQC_CONNECTING ? MQC_END_UNREACHABLE : MQC_END_LOST;
-    mgate_log(why == MQC_END_LOST ? LOGL_DEBUG : LOGL_INFO, mc->s, "MQTT client: %s%s%s", end_names[why],
-              err ? ": " : "", err == EPROTO ? "TLS failure" : err ? strerror(err) : "");
+    session_log(mc->s, why == MQC_END_LOST ? LOGL_DEBUG : LOGL_INFO, "MQTT client: %s%s%s", end_names[why],
+                err ? ": " : "", err == EPROTO ? "TLS failure" : err ? strerror(err) : "");
     loop_timer_stop(mc->loop, &mc->timer);
     loop_defer_cancel(mc->loop, &mc->defer);
     for (uint16_t i = 0; i < mc->max_inflight; i++)
@@ -291,6 +292,8 @@ static int got_connack(struct mqtt_client *mc, const struct mqtt_connack *ca)
         fail_with(mc, MQC_END_REFUSED, ca->rc, 0);
         return -1;
     }
+    if (ca->props.has & (1u << MQTT_PROPBIT_RECEIVE_MAX))
+        mc->send_max = ca->props.receive_max;
     mc->state = MQC_READY;
     loop_timer_stop(mc->loop, &mc->timer);
     keepalive_arm(mc);
@@ -372,7 +375,7 @@ static size_t on_data(struct conn *c, const uint8_t *data, size_t len)
         if (rc == MQTT_OK)
             rc = mqtt_decode(data + off, total, mc->version, false, &pkt);
         if (rc != MQTT_OK) {
-            mgate_log(LOGL_WARN, mc->s, "MQTT client: %s from the broker", mqtt_rc_name(rc));
+            session_log(mc->s, LOGL_WARN, "MQTT client: %s from the broker", mqtt_rc_name(rc));
             fail_with(mc, MQC_END_PROTOCOL, 0, EBADMSG);
             return len;
         }
@@ -406,6 +409,15 @@ static struct slot *slot_take(struct mqtt_client *mc, uint8_t wait, mqc_done_fn 
     return free_slot;
 }
 
+/* QoS 1 and 2 PUBLISHes waiting for their acknowledgement. */
+static uint32_t publishes_unacked(const struct mqtt_client *mc)
+{
+    uint32_t n = 0;
+    for (uint16_t i = 0; i < mc->max_inflight; i++)
+        n += mc->slots[i].wait == W_PUBACK || mc->slots[i].wait == W_PUBREC || mc->slots[i].wait == W_PUBCOMP;
+    return n;
+}
+
 static enum mqc_status request(struct mqtt_client *mc, struct mqtt_packet *pkt, uint8_t wait, mqc_done_fn done,
                                void *arg)
 {
@@ -413,6 +425,8 @@ static enum mqc_status request(struct mqtt_client *mc, struct mqtt_packet *pkt, 
         return MQC_INVALID;
     if (!mqtt_encode(pkt, mc->version, NULL, 0))
         return MQC_INVALID;
+    if ((wait == W_PUBACK || wait == W_PUBREC) && publishes_unacked(mc) >= mc->send_max)
+        return MQC_BUSY;
     struct slot *sl = slot_take(mc, wait, done, arg);
     if (!sl)
         return MQC_BUSY;
@@ -517,7 +531,7 @@ struct mqtt_client *mqtt_client_open(struct loop *l, const struct mqtt_client_op
     }
     *mc = (struct mqtt_client){
         .loop = l, .p = o->p, .s = o->s, .cbs = o->cbs, .ctx = o->ctx, .version = version,
-        .keepalive = o->keepalive, .max_inflight = max, .qos2_cap = q2,
+        .keepalive = o->keepalive, .max_inflight = max, .send_max = 65535, .qos2_cap = q2,
         .connect_timeout_ms = o->connect_timeout_ms ? o->connect_timeout_ms : o->p->connect_timeout_ms,
         .ping_timeout_ms = o->ping_timeout_ms ? o->ping_timeout_ms : o->keepalive * 1000u};
     mc->qos2 = (uint16_t *)(mc->slots + max);

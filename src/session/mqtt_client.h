@@ -11,8 +11,9 @@
  * before the CONNACK: they go out behind the CONNECT (MQTT 3.1.1 3.1.4,
  * "the Client MAY send further packets before it receives CONNACK"), and
  * are failed if the broker refuses it.  At most max_inflight requests wait
- * for their acknowledgement; beyond that a request is refused at once
- * (MQC_BUSY).  The client answers the broker's PUBLISHes itself (PUBACK,
+ * for their acknowledgement, and (5.0) no more QoS 1 and 2 PUBLISHes than
+ * the broker's Receive Maximum (known from the CONNACK on); beyond that a
+ * request is refused at once (MQC_BUSY).  The client answers the broker's PUBLISHes itself (PUBACK,
  * PUBREC / PUBCOMP; a QoS 2 message is handed over once, on its PUBLISH),
  * sends PINGREQ when it sent nothing for keepalive seconds and ends the
  * connection when PINGRESP does not follow within ping_timeout_ms.
@@ -76,7 +77,7 @@ struct mqtt_client_cbs {
 
 struct mqtt_client_opts {
     const struct session_params *p; /* the broker: target, upstream TLS, dial; max_packet_size, high water */
-    struct mgate_session *s;        /* for log lines (its fields); may be NULL */
+    struct mgate_session *s;        /* for log lines (its fields and log budgets); may be NULL */
     /* The identity, as the handlers approved it (copied at open). */
     mgate_bytes client_id, username, password;
     bool has_username, has_password;

@@ -737,6 +737,10 @@ void session_log(struct mgate_session *s, int level, const char *fmt, ...)
     vsnprintf(text, sizeof(text), fmt, ap);
     va_end(ap);
     struct logline l;
-    if (session_log_begin(s, &l, level, text))
+    if (!s) { /* a line of no session's: nothing to budget it by */
+        log_begin(&l, level, text);
         log_end(&l);
+    } else if (session_log_begin(s, &l, level, text)) {
+        log_end(&l);
+    }
 }

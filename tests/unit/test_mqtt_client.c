@@ -98,6 +98,8 @@ static void spin(uint32_t ms)
     loop_run(loop);
 }
 
+static uint8_t version; /* of the next start(); 0: 3.1.1 */
+
 static struct mqtt_client *start(uint16_t keepalive, uint16_t max_inflight, uint32_t connect_timeout_ms)
 {
     loop = loop_new();
@@ -111,7 +113,7 @@ static struct mqtt_client *start(uint16_t keepalive, uint16_t max_inflight, uint
         .p = &params, .client_id = {(const uint8_t *)"dev", 3}, .username = {(const uint8_t *)"u", 1},
         .password = {(const uint8_t *)"pw", 2}, .has_username = true, .has_password = true,
         .clean_session = true, .keepalive = keepalive, .connect_timeout_ms = connect_timeout_ms,
-        .ping_timeout_ms = 100, .max_inflight = max_inflight, .cbs = &cbs};
+        .ping_timeout_ms = 100, .max_inflight = max_inflight, .version = version, .cbs = &cbs};
     mc = mqtt_client_open(loop, &o);
     return mc;
 }
@@ -376,6 +378,40 @@ static void test_backpressure(void)
     finish();
 }
 
+/* 5.0: our Receive Maximum in the CONNECT, the broker's honoured, a
+ * PUBACK's failure code, the broker's DISCONNECT. */
+static void test_v5(void)
+{
+    version = MQTT_V5;
+    start(30, 4, 0);
+    version = 0;
+    size_t at = 0;
+    static const uint8_t connect5[] = {0x10, 26, 0, 4, 'M', 'Q', 'T', 'T', 5, 0xC2, 0, 30, 3, 0x21, 0, 24,
+                                       0, 3, 'd', 'e', 'v', 0, 1, 'u', 0, 2, 'p', 'w'};
+    CHECK(sent(&at, connect5, sizeof(connect5)));
+    static const uint8_t connack_rm1[] = {0x20, 6, 0, 0, 3, 0x21, 0, 1}; /* Receive Maximum 1 */
+    conn_deliver(broker.c, connack_rm1, sizeof(connack_rm1));
+    CHECK_EQ_INT(ready, 1);
+    struct result r1 = {0}, r2 = {0}, r0 = {0};
+    CHECK_EQ_INT(mqtt_client_publish(mc, topic, payload, 1, false, done, &r1), MQC_OK);
+    static const uint8_t pub1[] = {0x32, 10, 0, 3, 'a', '/', 'b', 0, 1, 0, 'h', 'i'};
+    CHECK(sent(&at, pub1, sizeof(pub1)));
+    CHECK_EQ_INT(mqtt_client_publish(mc, topic, payload, 2, false, done, &r2), MQC_BUSY);
+    CHECK_EQ_INT(mqtt_client_publish(mc, topic, payload, 0, false, done, &r0), MQC_OK); /* QoS 0 is not counted */
+    static const uint8_t puback_refused[] = {0x40, 3, 0, 1, 0x87};
+    conn_deliver(broker.c, puback_refused, sizeof(puback_refused));
+    CHECK_EQ_INT(r1.calls, 1);
+    CHECK_EQ_INT(r1.st, MQC_REFUSED);
+    CHECK_EQ_INT(r1.code, 0x87);
+    static const uint8_t disconnect[] = {0xE0, 2, 0x8B, 0};
+    conn_deliver(broker.c, disconnect, sizeof(disconnect));
+    spin(5);
+    CHECK_EQ_INT(closed, 1);
+    CHECK_EQ_INT(closed_why, MQC_END_LOST);
+    CHECK_EQ_INT(closed_code, 0x8B);
+    finish();
+}
+
 int main(void)
 {
     test_publish();
@@ -385,5 +421,6 @@ int main(void)
     test_timeouts_and_garbage();
     test_keepalive();
     test_backpressure();
+    test_v5();
     return check_done("test_mqtt_client");
 }
