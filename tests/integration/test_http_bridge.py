@@ -16,6 +16,8 @@ is a PUBLISH on the broker, which a mosquitto_sub subscriber receives:
   broker that refuses the CONNECT: 502 with its code, at QoS 0 too.
 * TARGET_PROTOCOL=mqtts: to mosquitto's TLS listener (TARGET_CA_FILE), to one that requires a
   client certificate (TARGET_CERT_FILE), and with the wrong CA (502, the broker sees nothing).
+* SIGTERM with a bridged keep-alive connection idle, and with a request waiting for a silent broker:
+  exit 0, the idle one's broker connection ends with DISCONNECT, no sanitizer report.
 """
 import http.client
 import json
@@ -272,6 +274,29 @@ def over_tls(t, tmp, pwfile, aclfile):
     broker.stop()
 
 
+def drain(t, tmp, broker, pwfile, aclfile):
+    """SIGTERM with an idle keep-alive connection that holds a broker connection, and with a request
+    waiting for a broker that never answers: both end, mgate exits 0 (finish() checks the sanitizer)."""
+    g = gate(tmp, broker.port, pwfile, aclfile)
+    mark = broker.log.mark()
+    c = http.client.HTTPConnection(h.HOST, g.port, timeout=15)
+    st = post(g.port, PREFIX + "/sensors/drain?qos=1&clientid=drain-idle", b"x", {"Authorization": ALICE}, conn=c)[0]
+    t.eq(st, 200, "a POST on a connection left open: 200")
+    silent = socket.socket()
+    silent.bind((h.HOST, 0))
+    silent.listen(16)
+    g2 = gate(tmp, silent.getsockname()[1], pwfile, aclfile)
+    c2 = http.client.HTTPConnection(h.HOST, g2.port, timeout=15)
+    c2.request("POST", PREFIX + "/sensors/drain?qos=1", body=b"x", headers={"Authorization": ALICE})
+    time.sleep(0.3)
+    t.eq(g.stop(), 0, "SIGTERM with an idle bridged connection: exit 0")
+    t.check(broker.log.wait(r"Client drain-idle disconnected\.", 5.0, mark), "its broker connection ended with DISCONNECT")
+    t.eq(g2.stop(), 0, "SIGTERM with a request waiting for a silent broker: exit 0")
+    c.close()
+    c2.close()
+    silent.close()
+
+
 def main():
     h.need_binaries()
     t = h.Checks("http_bridge")
@@ -290,6 +315,7 @@ def main():
         t.case("broker down, broker silent", broker_down_and_slow, t, tmp, pwfile, aclfile)
         t.case("broker refuses the CONNECT", broker_refuses, t, tmp, pwfile, aclfile)
         t.case("mqtts", over_tls, t, tmp, pwfile, aclfile)
+        t.case("drain", drain, t, tmp, broker, pwfile, aclfile)
         t.check(g.alive(), "mgate still runs")
         sub.stop()
         rc = h.finish(t)
