@@ -182,12 +182,15 @@ static void on_closed(struct mqtt_client *mc, void *ctx, enum mqc_end why, uint8
 
 static const struct mqtt_client_cbs link_cbs = {.on_ready = on_ready, .on_closed = on_closed};
 
+static bool same_bytes(const uint8_t *kept, uint32_t len, mgate_bytes b)
+{
+    return len == b.len && (!len || !memcmp(kept, b.p, len)); /* b.p may be NULL when empty */
+}
+
 static bool same_identity(const struct http_mqtt *k, mgate_bytes id, mgate_bytes user, mgate_bytes pass)
 {
-    const uint8_t *p = k->ident;
-    return k->id_len == id.len && k->user_len == user.len && k->pass_len == pass.len &&
-           !memcmp(p, id.p, id.len) && !memcmp(p + id.len, user.p, user.len) &&
-           !memcmp(p + id.len + user.len, pass.p, pass.len);
+    return same_bytes(k->ident, k->id_len, id) && same_bytes(k->ident + k->id_len, k->user_len, user) &&
+           same_bytes(k->ident + k->id_len + k->user_len, k->pass_len, pass);
 }
 
 static void link_free(struct http_mqtt *k)
@@ -228,8 +231,9 @@ int http_mqtt_publish(struct http_mqtt **link, struct mgate_session *s, mgate_by
     if (!k->mc) {
         struct mqtt_client_opts o = {
             .p = session_params_of(s), .s = s, .client_id = id, .username = user, .password = pass,
-            .has_username = user.len > 0, .has_password = pass.len > 0 && user.len > 0, /* 3.1.1: none without a username */ .clean_session = true,
-            .version = MQTT_V311, .keepalive = LINK_KEEPALIVE, .connect_timeout_ms = timeout_ms,
+            .has_username = user.len > 0,
+            .has_password = pass.len > 0 && user.len > 0, /* 3.1.1: no password without a username */
+            .clean_session = true, .version = MQTT_V311, .keepalive = LINK_KEEPALIVE, .connect_timeout_ms = timeout_ms,
             .max_inflight = LINK_INFLIGHT, .cbs = &link_cbs, .ctx = k};
         if (!(k->mc = mqtt_client_open(session_loop(s), &o))) {
             k->done = NULL;
