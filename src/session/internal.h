@@ -193,6 +193,20 @@ void reply_connack(struct mgate_session *s, uint8_t v5_reason);
 void reply_ack(struct conn *to, uint8_t type, uint8_t version, uint16_t id, uint8_t rc);
 void reply_disconnect(struct mgate_session *s, uint8_t reason);
 
+/* A timer whose fn runs at the latest when the loop is freed (at exit):
+ * mgate_after's, and a layer's own that must not be dropped there (a
+ * closing MQTT client's linger).  Zeroed to start; session_after_stop
+ * before its memory goes away. */
+struct after {
+    struct loop_timer t;
+    struct list_node node; /* on the loop's list; on none when no slot was had */
+    void (*fn)(void *);
+    void *arg;
+    bool owned; /* mgate_after's: freed after it ran */
+};
+void session_after(struct loop *l, struct after *a, uint32_t ms, void (*fn)(void *arg), void *arg);
+void session_after_stop(struct loop *l, struct after *a);
+
 /* session.c */
 void session_close(struct mgate_session *s, const char *why);
 static inline struct metrics *session_metrics(const struct mgate_session *s) { return loop_metrics(s->loop); }

@@ -37,7 +37,8 @@ struct mqtt_client {
     struct conn *c; /* NULL once it ended (during on_close) */
     const struct mqtt_client_cbs *cbs;
     void *ctx;
-    struct loop_timer timer; /* the CONNACK deadline, then keepalive, then the linger */
+    struct loop_timer timer; /* the CONNACK deadline, then keepalive */
+    struct after linger;     /* after mqtt_client_close: the DISCONNECT's time to go (also at exit) */
     struct loop_defer defer; /* QoS 0 completions */
     uint8_t state;           /* enum mqc_state */
     uint8_t version;
@@ -96,6 +97,7 @@ static void send_ack(struct mqtt_client *mc, uint8_t type, uint16_t id)
 static void client_free(struct mqtt_client *mc)
 {
     loop_timer_stop(mc->loop, &mc->timer);
+    session_after_stop(mc->loop, &mc->linger);
     loop_defer_cancel(mc->loop, &mc->defer);
     free(mc);
 }
@@ -148,6 +150,18 @@ static void on_close(struct conn *c, int err)
     client_free(mc);
 }
 
+/* A closed client's connection did not end within the linger, or the loop
+ * is being freed (exit): end it now. */
+static void linger_over(void *arg)
+{
+    struct mqtt_client *mc = arg;
+    if (mc->c) {
+        mc->c->cbs = &quiet_cbs; /* an on_close already queued must not reach mc */
+        conn_close(mc->c);
+    }
+    client_free(mc);
+}
+
 void mqtt_client_close(struct mqtt_client *mc)
 {
     if (!mc || mc->owner_gone)
@@ -161,7 +175,8 @@ void mqtt_client_close(struct mqtt_client *mc)
         size_t n = mqtt_encode_disconnect(mc->version, 0, b, sizeof(b));
         conn_write(mc->c, b, n);
     }
-    loop_timer_start(mc->loop, &mc->timer, MQC_LINGER_MS, on_timer);
+    loop_timer_stop(mc->loop, &mc->timer);
+    session_after(mc->loop, &mc->linger, MQC_LINGER_MS, linger_over, mc);
     conn_close_after_flush(mc->c); /* its on_close frees mc */
 }
 
@@ -180,14 +195,6 @@ static void on_timer(struct loop *l, struct loop_timer *t)
 {
     (void)l;
     struct mqtt_client *mc = container_of(t, struct mqtt_client, timer);
-    if (mc->owner_gone) { /* the linger ran out */
-        if (mc->c) {
-            mc->c->cbs = &quiet_cbs; /* an on_close already queued must not reach mc */
-            conn_close(mc->c);
-        }
-        client_free(mc);
-        return;
-    }
     if (mc->state == MQC_CONNECTING) {
         fail_with(mc, MQC_END_TIMEOUT, 0, ETIMEDOUT);
         return;

@@ -623,27 +623,28 @@ bool mgate_session_closed(const mgate_session *s) { return s->state == SESSION_C
 void *mgate_session_data(const mgate_session *s) { return s->user_data; }
 void mgate_session_set_data(mgate_session *s, void *data) { s->user_data = data; }
 
-/* mgate_after's timers, on a list per loop (a slot): one still pending
- * when the loop is freed (at exit) runs then, as the slots' rule says, so
- * the handler gives its answer and what that answer keeps (a session, a
- * relay held by a pending verdict) is freed too. */
-struct after {
-    struct loop_timer t;
-    struct list_node node; /* on the loop's list; on none when no slot was had */
-    void (*fn)(void *);
-    void *arg;
-};
-
+/* mgate_after's timers, and the session layer's own (session_after), on a
+ * list per loop (a slot): one still pending when the loop is freed (at
+ * exit) runs then, as the slots' rule says, so the handler gives its answer
+ * and what that answer keeps (a session, a relay held by a pending verdict)
+ * is freed too, and a closing MQTT client (mqtt_client.c) is let go. */
 static const char afters_key;
+
+static void after_run(struct after *a)
+{
+    bool owned = a->owned; /* fn may free an after it does not own */
+    a->fn(a->arg);
+    if (owned)
+        free(a);
+}
 
 static void after_fired(struct loop *l, struct loop_timer *t)
 {
     (void)l;
-    struct after *a = (struct after *)t;
+    struct after *a = container_of(t, struct after, t);
     if (list_linked(&a->node))
         list_remove(&a->node);
-    a->fn(a->arg);
-    free(a);
+    after_run(a);
 }
 
 static void afters_destroy(struct loop *l, void *value)
@@ -652,10 +653,31 @@ static void afters_destroy(struct loop *l, void *value)
     while ((n = list_pop_front(head))) {
         struct after *a = container_of(n, struct after, node);
         loop_timer_stop(l, &a->t);
-        a->fn(a->arg);
-        free(a);
+        after_run(a);
     }
     free(head);
+}
+
+void session_after(struct loop *l, struct after *a, uint32_t ms, void (*fn)(void *arg), void *arg)
+{
+    session_after_stop(l, a);
+    a->fn = fn;
+    a->arg = arg;
+    struct list_node *head = loop_slot_get(l, &afters_key);
+    if (!head && (head = calloc(1, sizeof(*head))) && loop_slot_set(l, &afters_key, head, afters_destroy) < 0) {
+        free(head);
+        head = NULL;
+    }
+    if (head)
+        list_push_back(head, &a->node);
+    loop_timer_start(l, &a->t, ms, after_fired);
+}
+
+void session_after_stop(struct loop *l, struct after *a)
+{
+    loop_timer_stop(l, &a->t);
+    if (list_linked(&a->node))
+        list_remove(&a->node);
 }
 
 int mgate_after(mgate_session *s, uint32_t ms, void (*fn)(void *arg), void *arg)
@@ -663,16 +685,8 @@ int mgate_after(mgate_session *s, uint32_t ms, void (*fn)(void *arg), void *arg)
     struct after *a = calloc(1, sizeof(*a));
     if (!a)
         return -1;
-    a->fn = fn;
-    a->arg = arg;
-    struct list_node *head = loop_slot_get(s->loop, &afters_key);
-    if (!head && (head = calloc(1, sizeof(*head))) && loop_slot_set(s->loop, &afters_key, head, afters_destroy) < 0) {
-        free(head);
-        head = NULL;
-    }
-    if (head)
-        list_push_back(head, &a->node);
-    loop_timer_start(s->loop, &a->t, ms, after_fired);
+    a->owned = true;
+    session_after(s->loop, a, ms, fn, arg);
     return 0;
 }
 

@@ -16,6 +16,7 @@ struct rec {
     uint8_t buf[8192];
     size_t n;
     bool stall;
+    bool closed; /* the connection closed its transport */
 };
 
 static ssize_t rec_writev(struct conn *c, const struct iovec *iov, int n)
@@ -33,7 +34,7 @@ static ssize_t rec_writev(struct conn *c, const struct iovec *iov, int n)
     }
     return t;
 }
-static void rec_close(struct conn *c) { (void)c; }
+static void rec_close(struct conn *c) { ((struct rec *)c->transport)->closed = true; }
 static void rec_interest(struct conn *c, uint32_t ev) { (void)c, (void)ev; }
 static const struct conn_ops rec_ops = {NULL, rec_writev, rec_close, NULL, rec_interest, false};
 

@@ -412,6 +412,24 @@ static void test_v5(void)
     finish();
 }
 
+/* A closed client whose DISCONNECT cannot leave waits out its linger; the
+ * loop freed meanwhile (exit) ends it then (ASan: nothing leaks). */
+static void test_exit_while_closing(void)
+{
+    start(0, 0, 0);
+    conn_deliver(broker.c, connack_ok, sizeof(connack_ok));
+    broker.stall = true;
+    uint8_t big[300] = {0};
+    CHECK_EQ_INT(mqtt_client_publish(mc, topic, (mgate_bytes){big, sizeof(big)}, 0, false, NULL, NULL), MQC_OK);
+    mqtt_client_close(mc);
+    mc = NULL;
+    spin(20);
+    CHECK(!broker.closed); /* still flushing */
+    loop_timer_stop(loop, &stop_timer);
+    loop_free(loop);
+    CHECK(broker.closed);
+}
+
 int main(void)
 {
     test_publish();
@@ -422,5 +440,6 @@ int main(void)
     test_keepalive();
     test_backpressure();
     test_v5();
+    test_exit_while_closing();
     return check_done("test_mqtt_client");
 }
