@@ -366,5 +366,6 @@ int loop_run(struct loop *l)
             if (h->after_poll)
                 h->after_poll(h->ctx);
     }
+    l->stopping = false; /* it may be run again */
     return 0;
 }

@@ -51,7 +51,7 @@ struct loop_hook {
 
 struct loop *loop_new(void);
 void loop_free(struct loop *l);
-int loop_run(struct loop *l); /* until loop_stop; returns 0 or -1 on epoll failure */
+int loop_run(struct loop *l); /* until loop_stop (then it may run again); 0, or -1 on epoll failure */
 void loop_stop(struct loop *l);
 uint64_t loop_now(const struct loop *l); /* monotonic ms, updated once per turn */
 

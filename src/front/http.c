@@ -42,6 +42,7 @@
 #include "core/metrics.h"
 #include "front/front.h"
 #include "front/http_parse.h"
+#include "front/http_mqtt.h"
 #include "front/http_util.h"
 #include "front/http_ws.h"
 #include "net/ws_frame.h"
@@ -80,6 +81,8 @@ struct http_req {
     size_t path_len;
     const char *query;        /* raw, after '?' */
     size_t query_len;
+    uint8_t qos;              /* the bridge's (TARGET_PROTOCOL mqtt): ?qos=, MQTT-QoS */
+    bool retain, bridging;    /* bridging: with the broker (http_mqtt.c) */
     uint8_t *body;
     size_t body_len;
     struct fetch *f;
@@ -102,6 +105,8 @@ struct http_conn {
     struct loop_timer timer;
     struct http_req *req;
     struct http_ws *ws; /* after an upgrade */
+    struct http_mqtt *link; /* the bridge's broker connection, or NULL */
+    char gen_id[28];        /* the bridge's generated client id, made on first use */
     uint8_t phase; /* enum hc_phase */
     bool close_after; /* the answer being given is the last one */
     bool draining, cert_done;
@@ -124,6 +129,7 @@ static struct http_settings *http_settings_new(const struct listener_config *lc,
         return NULL;
     }
     hs->https = lc->target_protocol == TARGET_HTTPS;
+    hs->mqtt = lc->target_protocol == TARGET_MQTT || lc->target_protocol == TARGET_MQTTS;
     hs->path_prefix = lc->path_prefix;
     hs->allowed_origins = lc->allowed_origins;
     hs->target_path = lc->target_path;
@@ -205,13 +211,16 @@ static void respond(struct http_conn *hc, int status, const char *why, bool clos
     char out[1024];
     const char *extra = status == 401 ? "WWW-Authenticate: Basic realm=\"mgate\"\r\n"
                         : status == 426 ? "Sec-WebSocket-Version: 13\r\n"
+                        : status == 405 ? "Allow: POST\r\n"
                                         : "";
     const char *conn = hc->close_after ? "Connection: close\r\n" : h->minor == 0 ? "Connection: keep-alive\r\n" : "";
     size_t n = http_error_answer(out, sizeof(out), status, why, extra, conn, !h->is_head);
     conn_write(hc->c, out, n);
-    /* a client can cause these at will: within the session's and listener's log budgets */
-    session_log(hc->s, status >= 500 ? LOGL_WARN : LOGL_INFO, "http %d: %s (%s %s)", status, why,
-                h->method ? h->method : "-", h->target ? h->target : "-");
+    /* a client can cause these at will: within the session's and listener's log budgets
+     * (a success, the bridge's 200, is request_done's debug line) */
+    if (status >= 400)
+        session_log(hc->s, status >= 500 ? LOGL_WARN : LOGL_INFO, "http %d: %s (%s %s)", status, why,
+                    h->method ? h->method : "-", h->target ? h->target : "-");
     request_done(hc);
 }
 
@@ -248,6 +257,7 @@ static void hc_free(struct http_conn *hc)
         req_release(hc->req);
     hc->req = NULL;
     http_parser_free(hc->hp);
+    http_mqtt_close(&hc->link);
     session_front_end(hc->s);
     free(hc);
 }
@@ -326,6 +336,10 @@ static void on_timer(struct loop *l, struct loop_timer *t)
             fetch_cancel(r->f);
             r->f = NULL;
             respond(hc, 504, "the target did not answer in time (TARGET_TIMEOUT)", false);
+        } else if (r && r->bridging) {
+            r->bridging = false;
+            http_mqtt_close(&hc->link); /* its done is not called; the next POST dials again */
+            respond(hc, 504, "the broker did not answer in time (TARGET_TIMEOUT)", false);
         } else {
             respond(hc, 503, "the handler did not answer in time (REQUEST_TIMEOUT)", false);
         }
@@ -753,13 +767,46 @@ static int connect_decided(struct http_req *r, bool ok)
     return 0;
 }
 
+/* The broker's answer to the bridge's PUBLISH (http_mqtt.c, from the loop). */
+static void bridged(void *ctx, int status, const char *why)
+{
+    struct http_req *r = ctx;
+    r->bridging = false;
+    if (status == 200)
+        session_front_published(r->s, &r->ask.req.publish);
+    respond(r->hc, status, why, false);
+}
+
+/* TARGET_PROTOCOL mqtt, mqtts: the message the handler allowed, as a PUBLISH. */
+static void bridge(struct http_req *r)
+{
+    struct http_conn *hc = r->hc;
+    const struct mgate_publish_req *p = &r->ask.req.publish;
+    r->stage = RQ_FORWARD;
+    r->bridging = true;
+    int st = http_mqtt_publish(&hc->link, hc->s, p->topic, p->payload, p->qos > 2 ? 2 : p->qos, p->retain,
+                               hc->hs->target_timeout_ms, bridged, r);
+    if (st) {
+        r->bridging = false;
+        respond(hc, st, st == 400   ? "the topic is not a valid topic name"
+                        : st == 502 ? "the broker cannot be reached"
+                                    : "out of memory",
+                false);
+        return;
+    }
+    arm(hc, hc->hs->target_timeout_ms);
+}
+
 static void publish_decided(struct http_req *r, bool ok)
 {
     if (!ok) {
         respond(r->hc, 403, "refused by the handler (auth_publish)", false);
         return;
     }
-    forward(r);
+    if (r->hc->hs->mqtt)
+        bridge(r);
+    else
+        forward(r);
 }
 
 /* Everything that waits for the whole body. */
@@ -798,6 +845,8 @@ static void advance(struct http_req *r)
     p->dir = MGATE_UP;
     p->topic = (mgate_bytes){(const uint8_t *)r->path, (uint32_t)r->path_len};
     p->payload = (mgate_bytes){r->body ? r->body : (const uint8_t *)"", (uint32_t)r->body_len};
+    p->qos = r->qos;
+    p->retain = r->retain;
     enum mgate_verdict v = ask(r, RQ_PUBLISH);
     if (v != MGATE_PENDING)
         publish_decided(r, v == MGATE_ALLOW);
@@ -872,6 +921,10 @@ static int route(struct http_conn *hc, struct http_req *r, const struct http_hea
     const char *below;
     if (*tp && !http_path_under(r->path, r->path_len, tp, &below))
         return r->refuse_why = "outside TARGET_PATH", 404;
+    if (hc->hs->mqtt) { /* the bridge's topic: the path below the prefix, without its first '/' */
+        r->path++;
+        r->path_len--;
+    }
     if (!mqtt_topic_name_valid((const uint8_t *)r->path, r->path_len))
         return r->refuse_why = "the path is not a valid topic (UTF-8, no + or #)", 400;
     return 0;
@@ -911,6 +964,24 @@ static bool cn_username(struct http_req *r)
     return true;
 }
 
+/* The bridge takes a POST only; its qos and retain. */
+static int bridge_check(struct http_req *r, const struct http_head *h)
+{
+    if (strcmp(h->method, "POST"))
+        return r->refuse_why = "only POST is bridged to the broker", 405;
+    return http_mqtt_options(r->query, r->query_len, h, &r->qos, &r->retain, &r->refuse_why);
+}
+
+/* The client id auth_connect sees: ?clientid=, else the connection's own. */
+static int bridge_client_id(struct http_req *r)
+{
+    char *mem = mgate_session_alloc(r->s, r->query_len + 1);
+    if (!mem)
+        return r->refuse_why = "out of memory", 503;
+    return http_mqtt_client_id(r->query, r->query_len, mem, r->hc->gen_id, &r->ask.req.connect.client_id,
+                               &r->refuse_why);
+}
+
 /* A refusal known before the body: answer now and close when the client
  * waits for 100 Continue, else read the body, drop it, answer after. */
 static int refuse_early(struct http_req *r, const struct http_head *h, int status)
@@ -946,6 +1017,8 @@ static int on_head(void *ctx, const struct http_head *h)
     hc->req = r;
     r->ws = wants_websocket(h); /* refused or not, the connection ends after it */
     int st = route(hc, r, h, mem);
+    if (!st && hc->hs->mqtt)
+        st = bridge_check(r, h);
     if (!st && r->ws)
         st = ws_check(r, h);
     if (st)
@@ -959,6 +1032,8 @@ static int on_head(void *ctx, const struct http_head *h)
         return refuse_early(r, h, st);
     r->ask.req.connect.client_id = (mgate_bytes){(const uint8_t *)"", 0};
     r->ask.req.connect.clean_start = true;
+    if (hc->hs->mqtt && (st = bridge_client_id(r)))
+        return refuse_early(r, h, st);
     enum mgate_verdict v = MGATE_DENY;
     if (!hc->p->cn_as_username || cn_username(r))
         v = ask(r, RQ_CONNECT);
@@ -1099,16 +1174,23 @@ static void http_accept(struct loop *l, int fd, const struct sockaddr *peer, con
 
 static int http_prepare(const struct listener_config *lc, struct session_params *p, char *err, size_t errlen)
 {
-    if (lc->target_protocol != TARGET_HTTP && lc->target_protocol != TARGET_HTTPS) {
-        snprintf(err, errlen, "%sTARGET_PROTOCOL: \"%s\" is not available in this version (use http or https)",
+    bool mqtt = lc->target_protocol == TARGET_MQTT || lc->target_protocol == TARGET_MQTTS;
+    if (lc->target_protocol != TARGET_HTTP && lc->target_protocol != TARGET_HTTPS && !mqtt) {
+        snprintf(err, errlen,
+                 "%sTARGET_PROTOCOL: \"%s\" is not available in this version (use http, https, mqtt or mqtts)",
                  lc->prefix, target_protocol_name(lc->target_protocol));
+        return -1;
+    }
+    if (mqtt && *lc->bypass_paths) {
+        snprintf(err, errlen, "%sBYPASS_PATHS: not possible with TARGET_PROTOCOL %s (there is no HTTP target "
+                              "to pass requests to)", lc->prefix, target_protocol_name(lc->target_protocol));
         return -1;
     }
     if (!(p->front_settings = http_settings_new(lc, err, errlen)))
         return -1;
     if (lc->target_proxy_protocol) {
-        snprintf(err, errlen, "%sTARGET_PROXY_PROTOCOL: not possible with TARGET_PROTOCOL %s (libcurl dials "
-                              "the target; it gets X-Forwarded-For instead)", lc->prefix,
+        snprintf(err, errlen, "%sTARGET_PROXY_PROTOCOL: not possible with TARGET_PROTOCOL %s (HTTP targets get "
+                              "X-Forwarded-For instead; the bridge's broker connection carries no header)", lc->prefix,
                  target_protocol_name(lc->target_protocol));
         return -1;
     }

@@ -30,6 +30,7 @@ struct http_settings {
     char base_url[320];  /* "http://host:port" */
     char authority[288]; /* "host:port" as in the URL, for CONNECT_TO */
     bool https;
+    bool mqtt;           /* TARGET_PROTOCOL mqtt, mqtts: the bridge (front/http_mqtt.h) */
     regex_t *bypass;     /* BYPASS_PATHS */
     unsigned nbypass;
     uint32_t max_header, max_body;

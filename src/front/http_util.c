@@ -275,6 +275,7 @@ bool http_origin_allowed(const char *list, unsigned count, const char *origin, s
 const char *http_reason_phrase(int status)
 {
     switch (status) {
+    case 200: return "OK";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
     case 403: return "Forbidden";
@@ -317,8 +318,9 @@ size_t http_error_answer(char *out, size_t size, int status, const char *why, co
 {
     char text[256], json[384];
     json_text(text, sizeof(text), why);
-    int blen = snprintf(json, sizeof(json), "{\"status\":%d,\"error\":\"%s\",\"message\":\"%s\"}\n", status,
-                        http_reason_phrase(status), text);
+    int blen = status < 400 ? snprintf(json, sizeof(json), "{\"status\":%d,\"message\":\"%s\"}\n", status, text)
+                            : snprintf(json, sizeof(json), "{\"status\":%d,\"error\":\"%s\",\"message\":\"%s\"}\n",
+                                       status, http_reason_phrase(status), text);
     int n = snprintf(out, size, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s%s\r\n%s",
                      status, http_reason_phrase(status), blen, extra, conn, body ? json : "");
     return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;

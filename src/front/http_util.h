@@ -86,8 +86,9 @@ bool http_origin_allowed(const char *list, unsigned count, const char *origin, s
 /* "Not Found" for 404, ... ("Error" for a status we do not answer). */
 const char *http_reason_phrase(int status);
 /* One of our own answers: the status line, extra and conn (header lines,
- * each ending in CRLF, or ""), and a JSON body saying why (left out, its
- * length kept, when !body: HEAD).  Returns its length (< size). */
+ * each ending in CRLF, or ""), and a JSON body saying why ({"status",
+ * "error", "message"}; no "error" below 400: the bridge's 200) (left out,
+ * its length kept, when !body: HEAD).  Returns its length (< size). */
 size_t http_error_answer(char *out, size_t size, int status, const char *why, const char *extra,
                          const char *conn, bool body);
 

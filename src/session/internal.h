@@ -193,6 +193,20 @@ void reply_connack(struct mgate_session *s, uint8_t v5_reason);
 void reply_ack(struct conn *to, uint8_t type, uint8_t version, uint16_t id, uint8_t rc);
 void reply_disconnect(struct mgate_session *s, uint8_t reason);
 
+/* A timer whose fn runs at the latest when the loop is freed (at exit):
+ * mgate_after's, and a layer's own that must not be dropped there (a
+ * closing MQTT client's linger).  Zeroed to start; session_after_stop
+ * before its memory goes away. */
+struct after {
+    struct loop_timer t;
+    struct list_node node; /* on the loop's list; on none when no slot was had */
+    void (*fn)(void *);
+    void *arg;
+    bool owned; /* mgate_after's: freed after it ran */
+};
+void session_after(struct loop *l, struct after *a, uint32_t ms, void (*fn)(void *arg), void *arg);
+void session_after_stop(struct loop *l, struct after *a);
+
 /* session.c */
 void session_close(struct mgate_session *s, const char *why);
 static inline struct metrics *session_metrics(const struct mgate_session *s) { return loop_metrics(s->loop); }
@@ -201,6 +215,15 @@ static inline struct metrics *session_metrics(const struct mgate_session *s) { r
 void session_close_as(struct mgate_session *s, enum conn_end client, enum conn_end broker, const char *why);
 void session_protocol_error(struct mgate_session *s, int dir, mqtt_rc rc);
 int session_dial(struct mgate_session *s);
+/* The listener's broker, for a session and for the MQTT client
+ * (mqtt_client.c): p->dial (a test's virtual connection), else a TCP
+ * connect to p->target, its output mark OUTPUT_HIGH_WATER; NULL with *err.
+ * Once the TCP connect is done (on_connected), broker_connected puts TLS
+ * (mqtts, wss) and the broker's layer (ws, wss) on it; -1: they cannot
+ * start, close it. */
+struct conn *broker_dial(struct loop *l, const struct session_params *p, const struct conn_cbs *cbs, void *owner,
+                         int *err);
+int broker_connected(struct conn *c, const struct session_params *p);
 /* Keep the identity the chain allowed; out of memory it closes the session
  * (never an anonymous one instead) and returns -1. */
 int session_save_credentials(struct mgate_session *s, const struct mgate_connect_req *req);

@@ -346,9 +346,29 @@ static void on_broker_connected(struct conn *c)
     /* TARGET_PROTOCOL mqtts, wss: the CONNECT already queued goes out once
      * the handshake (and a WebSocket's upgrade) is done; a failed handshake
      * ends like a refused dial. */
-    if ((s->p->upstream_tls && tls_connect(c, s->p->upstream_tls, s->p->target_server_name) < 0) ||
-        (s->p->broker_layer && s->p->broker_layer(c, s->p) < 0))
+    if (broker_connected(c, s->p) < 0)
         conn_close_after_flush(c);
+}
+
+int broker_connected(struct conn *c, const struct session_params *p)
+{
+    if (p->upstream_tls && tls_connect(c, p->upstream_tls, p->target_server_name) < 0)
+        return -1;
+    return p->broker_layer && p->broker_layer(c, p) < 0 ? -1 : 0;
+}
+
+struct conn *broker_dial(struct loop *l, const struct session_params *p, const struct conn_cbs *cbs, void *owner,
+                         int *err)
+{
+    struct conn *c;
+    *err = 0;
+    if (p->dial)
+        c = p->dial(l, p, cbs, owner), *err = c ? 0 : ENOMEM;
+    else
+        c = conn_tcp_dial(l, (const struct sockaddr *)&p->target, p->target_len, cbs, owner, err);
+    if (c)
+        c->high_water = p->output_high_water;
+    return c;
 }
 
 int session_dial(struct mgate_session *s)
@@ -356,17 +376,12 @@ int session_dial(struct mgate_session *s)
     int err = 0;
     if (s->state == SESSION_CLOSING)
         return -1; /* closed on the way (out of memory saving its identity): never dial */
-    if (s->p->dial)
-        s->broker = s->p->dial(s->loop, s->p, &broker_cbs, s), err = s->broker ? 0 : ENOMEM;
-    else
-        s->broker = conn_tcp_dial(s->loop, (const struct sockaddr *)&s->p->target, s->p->target_len,
-                                  &broker_cbs, s, &err);
+    s->broker = broker_dial(s->loop, s->p, &broker_cbs, s, &err);
     if (!s->broker) {
         METRIC_INC(session_metrics(s)->broker_dial_failures);
         session_log(s, LOGL_WARN, "cannot dial the broker: %s", strerror(err)); /* once per client: a flood of them is budgeted */
         return -1;
     }
-    s->broker->high_water = s->p->output_high_water;
     return 0;
 }
 
@@ -615,27 +630,28 @@ bool mgate_session_closed(const mgate_session *s) { return s->state == SESSION_C
 void *mgate_session_data(const mgate_session *s) { return s->user_data; }
 void mgate_session_set_data(mgate_session *s, void *data) { s->user_data = data; }
 
-/* mgate_after's timers, on a list per loop (a slot): one still pending
- * when the loop is freed (at exit) runs then, as the slots' rule says, so
- * the handler gives its answer and what that answer keeps (a session, a
- * relay held by a pending verdict) is freed too. */
-struct after {
-    struct loop_timer t;
-    struct list_node node; /* on the loop's list; on none when no slot was had */
-    void (*fn)(void *);
-    void *arg;
-};
-
+/* mgate_after's timers, and the session layer's own (session_after), on a
+ * list per loop (a slot): one still pending when the loop is freed (at
+ * exit) runs then, as the slots' rule says, so the handler gives its answer
+ * and what that answer keeps (a session, a relay held by a pending verdict)
+ * is freed too, and a closing MQTT client (mqtt_client.c) is let go. */
 static const char afters_key;
+
+static void after_run(struct after *a)
+{
+    bool owned = a->owned; /* fn may free an after it does not own */
+    a->fn(a->arg);
+    if (owned)
+        free(a);
+}
 
 static void after_fired(struct loop *l, struct loop_timer *t)
 {
     (void)l;
-    struct after *a = (struct after *)t;
+    struct after *a = container_of(t, struct after, t);
     if (list_linked(&a->node))
         list_remove(&a->node);
-    a->fn(a->arg);
-    free(a);
+    after_run(a);
 }
 
 static void afters_destroy(struct loop *l, void *value)
@@ -644,10 +660,31 @@ static void afters_destroy(struct loop *l, void *value)
     while ((n = list_pop_front(head))) {
         struct after *a = container_of(n, struct after, node);
         loop_timer_stop(l, &a->t);
-        a->fn(a->arg);
-        free(a);
+        after_run(a);
     }
     free(head);
+}
+
+void session_after(struct loop *l, struct after *a, uint32_t ms, void (*fn)(void *arg), void *arg)
+{
+    session_after_stop(l, a);
+    a->fn = fn;
+    a->arg = arg;
+    struct list_node *head = loop_slot_get(l, &afters_key);
+    if (!head && (head = calloc(1, sizeof(*head))) && loop_slot_set(l, &afters_key, head, afters_destroy) < 0) {
+        free(head);
+        head = NULL;
+    }
+    if (head)
+        list_push_back(head, &a->node);
+    loop_timer_start(l, &a->t, ms, after_fired);
+}
+
+void session_after_stop(struct loop *l, struct after *a)
+{
+    loop_timer_stop(l, &a->t);
+    if (list_linked(&a->node))
+        list_remove(&a->node);
 }
 
 int mgate_after(mgate_session *s, uint32_t ms, void (*fn)(void *arg), void *arg)
@@ -655,16 +692,8 @@ int mgate_after(mgate_session *s, uint32_t ms, void (*fn)(void *arg), void *arg)
     struct after *a = calloc(1, sizeof(*a));
     if (!a)
         return -1;
-    a->fn = fn;
-    a->arg = arg;
-    struct list_node *head = loop_slot_get(s->loop, &afters_key);
-    if (!head && (head = calloc(1, sizeof(*head))) && loop_slot_set(s->loop, &afters_key, head, afters_destroy) < 0) {
-        free(head);
-        head = NULL;
-    }
-    if (head)
-        list_push_back(head, &a->node);
-    loop_timer_start(s->loop, &a->t, ms, after_fired);
+    a->owned = true;
+    session_after(s->loop, a, ms, fn, arg);
     return 0;
 }
 
@@ -729,6 +758,10 @@ void session_log(struct mgate_session *s, int level, const char *fmt, ...)
     vsnprintf(text, sizeof(text), fmt, ap);
     va_end(ap);
     struct logline l;
-    if (session_log_begin(s, &l, level, text))
+    if (!s) { /* a line of no session's: nothing to budget it by */
+        log_begin(&l, level, text);
         log_end(&l);
+    } else if (session_log_begin(s, &l, level, text)) {
+        log_end(&l);
+    }
 }

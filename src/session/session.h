@@ -151,6 +151,7 @@ void session_front_reset(struct mgate_session *s);
 #define SESSION_LOG_BURST 5
 #define LISTENER_LOG_BURST 50
 bool session_log_begin(struct mgate_session *s, struct logline *l, int level, const char *msg);
+/* The same in one call; s NULL: a plain line (no session fields, no budget). */
 void session_log(struct mgate_session *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Shutdown: tell 5.0 clients (DISCONNECT 0x8B) and close their pairs now;

@@ -30,6 +30,7 @@ set(MGATE_INTEGRATION_TESTS
   http_tls    60
   coap        90
   http_ws     60
+  http_bridge 90
   will        60
   exhaustion  120
   log_flood   60

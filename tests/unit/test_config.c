@@ -205,7 +205,7 @@ static const struct bad_value {
     {"MGATE_MQTT_WITHOUT_TLS_TARGET_PORT", "-1", "not a port"},
     {"MGATE_MQTT_WITHOUT_TLS_TARGET_PROTOCOL", "ftp", "not a protocol (expected mqtt, mqtts, ws or wss)"},
     {"MGATE_MQTT_WITHOUT_TLS_TARGET_PROTOCOL", "http", "not possible for this listener"},
-    {"MGATE_HTTP_WITHOUT_TLS_TARGET_PROTOCOL", "mqtt", "(expected http or https)"},
+    {"MGATE_HTTP_WITHOUT_TLS_TARGET_PROTOCOL", "ws", "(expected mqtt, mqtts, http or https)"},
     {"MGATE_MQTT_WS_WITHOUT_TLS_TARGET_PROTOCOL", "https", "(expected mqtt, mqtts, ws or wss)"},
     {"MGATE_COAP_WITHOUT_DTLS_TARGET_PROTOCOL", "http", "(expected mqtt, mqtts or coap)"},
     {"MGATE_MQTT_WITH_MTLS_CERT_VERIFICATION_METHODS", "ocsp,foo", "ocsp, crl or both"},

@@ -45,6 +45,11 @@ static void test_timers(void)
     int want[5] = {5, 10, 20, 30, 50};
     for (int i = 0; i < 5 && i < norder; i++)
         CHECK_EQ_INT(order[i], (int)((base + (uint64_t)want[i]) % 1000));
+    /* a stopped loop runs again */
+    loop_timer_start(l, &t[0], 5, note_timer);
+    loop_timer_start(l, &stopper, 20, stop_loop);
+    CHECK_EQ_INT(loop_run(l), 0);
+    CHECK_EQ_INT(norder, 6);
     loop_free(l);
 }
 

@@ -8,7 +8,9 @@
 
 #include "check.h"
 #include "config/config.h"
+#include "front/coap_int.h"
 #include "front/front.h"
+#include "front/http.h"
 
 static const char *table_env(void *ctx, const char *name)
 {
@@ -27,15 +29,16 @@ static void test_lookup(void)
         {LISTENER_MQTT, &front_mqtt}, {LISTENER_MQTT_TLS, &front_mqtt}, {LISTENER_MQTT_MTLS, &front_mqtt},
         {LISTENER_WS, &front_ws},     {LISTENER_WS_TLS, &front_ws},     {LISTENER_WS_MTLS, &front_ws},
         {LISTENER_HTTP, &front_http}, {LISTENER_HTTP_TLS, &front_http}, {LISTENER_HTTP_MTLS, &front_http},
-        {LISTENER_COAP, NULL},        {LISTENER_COAP_DTLS, NULL},       {LISTENER_COUNT, NULL},
+        {LISTENER_COAP, &front_coap}, {LISTENER_COAP_DTLS, NULL},       {LISTENER_COUNT, NULL},
         {(enum listener_id)-1, NULL}, {(enum listener_id)1000, NULL},
     };
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
         CHECK(front_of(want[i].id) == want[i].ops);
     for (int id = 0; id < LISTENER_COUNT; id++) {
         const struct front_ops *f = front_of((enum listener_id)id);
-        if (f)
-            CHECK(f->name && *f->name && f->prepare && f->accept && f->free);
+        if (f) /* a stream front end accepts; a datagram one serves its socket */
+            CHECK(f->name && *f->name && f->prepare && f->free &&
+                  (f->datagram ? !f->accept && f->serve && f->stop && f->unserve : f->accept && !f->serve));
     }
 }
 
@@ -48,6 +51,8 @@ static const char *const env[] = {
     "MGATE_MQTT_WS_WITHOUT_TLS_TARGET_PORT", "1883", "MGATE_MQTT_WS_WITHOUT_TLS_TARGET_PROTOCOL", "mqtt",
     "MGATE_HTTP_WITHOUT_TLS_PORT", "8086", "MGATE_HTTP_WITHOUT_TLS_TARGET_HOST", "127.0.0.1",
     "MGATE_HTTP_WITHOUT_TLS_TARGET_PORT", "8000", "MGATE_HTTP_WITHOUT_TLS_BYPASS_PATHS", "^/health$",
+    "MGATE_COAP_WITHOUT_DTLS_PORT", "5682", "MGATE_COAP_WITHOUT_DTLS_TARGET_HOST", "127.0.0.1",
+    "MGATE_COAP_WITHOUT_DTLS_TARGET_PORT", "5683", "MGATE_COAP_WITHOUT_DTLS_MAX_PACKET_SIZE", "1MiB",
     NULL,
 };
 
@@ -97,11 +102,24 @@ static void test_prepare(void)
     CHECK_EQ_STR(err, "MGATE_MQTT_WS_WITHOUT_TLS_TARGET_PROTOCOL: \"https\" is not available in this version "
                       "(use mqtt, mqtts, ws or wss)");
     front_ws.free(&p);
+    http->target_protocol = TARGET_WS;
+    CHECK_EQ_INT(front_http.prepare(http, &p, err, sizeof(err)), -1);
+    CHECK_EQ_STR(err, "MGATE_HTTP_WITHOUT_TLS_TARGET_PROTOCOL: \"ws\" is not available in this version "
+                      "(use http, https, mqtt or mqtts)");
+    front_http.free(&p);
+
+    /* the bridge to an MQTT broker: no HTTP target for BYPASS_PATHS */
     http->target_protocol = TARGET_MQTT;
     CHECK_EQ_INT(front_http.prepare(http, &p, err, sizeof(err)), -1);
-    CHECK_EQ_STR(err, "MGATE_HTTP_WITHOUT_TLS_TARGET_PROTOCOL: \"mqtt\" is not available in this version "
-                      "(use http or https)");
+    CHECK_EQ_STR(err, "MGATE_HTTP_WITHOUT_TLS_BYPASS_PATHS: not possible with TARGET_PROTOCOL mqtt (there is no "
+                      "HTTP target to pass requests to)");
     front_http.free(&p);
+    char *bypass = http->bypass_paths;
+    http->bypass_paths = "";
+    CHECK_EQ_INT(front_http.prepare(http, &p, err, sizeof(err)), 0);
+    CHECK(p.front_settings && ((const struct http_settings *)p.front_settings)->mqtt);
+    front_http.free(&p);
+    http->bypass_paths = bypass;
 
     /* libcurl dials HTTP targets: no PROXY header; what prepare made is
      * freed all the same. */
@@ -112,11 +130,27 @@ static void test_prepare(void)
     front_http.free(&p);
     CHECK(!p.front_settings);
 
+    /* CoAP: the relay, its datagrams at most a UDP payload; the bridge is not built yet */
+    struct listener_config *coap = &cfg.listeners[LISTENER_COAP];
+    CHECK_EQ_INT(front_coap.prepare(coap, &p, err, sizeof(err)), 0);
+    CHECK(p.front_settings && ((const struct coap_settings *)p.front_settings)->max_datagram == 65507);
+    front_coap.free(&p);
+    CHECK(!p.front_settings);
+    coap->target_protocol = TARGET_MQTT;
+    CHECK_EQ_INT(front_coap.prepare(coap, &p, err, sizeof(err)), -1);
+    CHECK_EQ_STR(err, "MGATE_COAP_WITHOUT_DTLS_TARGET_PROTOCOL: \"mqtt\" is not available in this version (use coap)");
+    coap->target_protocol = TARGET_COAP;
+    coap->proxy_protocol = true;
+    CHECK_EQ_INT(front_coap.prepare(coap, &p, err, sizeof(err)), -1);
+    CHECK_EQ_STR(err, "MGATE_COAP_WITHOUT_DTLS_PROXY_PROTOCOL: not possible on a CoAP listener (UDP has no such header)");
+    front_coap.free(&p);
+
     /* free is safe on what no prepare touched */
     p = (struct session_params){0};
     front_mqtt.free(&p);
     front_ws.free(&p);
     front_http.free(&p);
+    front_coap.free(&p);
     config_free(&cfg);
 }
 

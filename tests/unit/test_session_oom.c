@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "rec_conn.h"
 #include "session/internal.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -34,24 +35,9 @@ void *malloc(size_t n)
 }
 #endif
 
-/* A transport that takes everything and holds nothing; it keeps the first
- * bytes written to it, to see what a client was told. */
-static uint8_t sunk[64];
-static size_t nsunk;
-static ssize_t sink_writev(struct conn *c, const struct iovec *iov, int n)
-{
-    (void)c;
-    ssize_t t = 0;
-    for (int i = 0; i < n; i++) {
-        for (size_t k = 0; k < iov[i].iov_len && nsunk < sizeof(sunk); k++)
-            sunk[nsunk++] = ((const uint8_t *)iov[i].iov_base)[k];
-        t += (ssize_t)iov[i].iov_len;
-    }
-    return t;
-}
-static void sink_close(struct conn *c) { (void)c; }
-static void sink_interest(struct conn *c, uint32_t ev) { (void)c, (void)ev; }
-static const struct conn_ops sink_ops = {NULL, sink_writev, sink_close, NULL, sink_interest, false};
+/* Everything written to any connection here: the first bytes tell what a
+ * client was told. */
+static struct rec sink;
 
 static void stop(struct loop *l, struct loop_timer *t)
 {
@@ -60,7 +46,7 @@ static void stop(struct loop *l, struct loop_timer *t)
 }
 
 /* Run the loop for a turn or so (the deferred closes and frees), then free
- * it (a stopped loop does not run again). */
+ * it. */
 static void finish(struct loop *l)
 {
     struct loop_timer t = {0};
@@ -86,7 +72,7 @@ static void test_pair(void)
 {
     struct loop *l = loop_new();
     struct session_list list = {0};
-    struct conn *c = conn_virtual(l, &sink_ops, NULL, NULL, NULL);
+    struct conn *c = conn_virtual(l, &rec_ops, &sink, NULL, NULL);
     struct mgate_session *s = session_start(l, c, (const struct sockaddr *)&peer, &params, &list);
     CHECK(s != NULL);
     struct mgate_connect_req req = login();
@@ -109,7 +95,7 @@ static void test_token(void)
 {
     struct loop *l = loop_new();
     struct session_list list = {0};
-    struct conn *c = conn_virtual(l, &sink_ops, NULL, NULL, NULL);
+    struct conn *c = conn_virtual(l, &rec_ops, &sink, NULL, NULL);
     struct mgate_session *s = session_start(l, c, (const struct sockaddr *)&peer, &params, &list);
     fail_mallocs = 1;
     session_set_credentials(s, NULL, 0, "tok", 3); /* a WebSocket's Authorization token */
@@ -175,7 +161,7 @@ static struct conn *sink_dial(struct loop *l, const struct session_params *p, co
 {
     (void)p;
     dials++;
-    return conn_virtual(l, &sink_ops, NULL, cbs, owner);
+    return conn_virtual(l, &rec_ops, &sink, cbs, owner);
 }
 
 /* v4 CONNECT, client id "c", will "w/t" = "x" */
@@ -189,10 +175,10 @@ static struct mgate_session *judged(struct loop *l, struct session_list *list, s
     p->handler_count = 1;
     p->max_packet_size = 1 << 20;
     p->dial = sink_dial;
-    struct conn *c = conn_virtual(l, &sink_ops, NULL, NULL, NULL);
+    struct conn *c = conn_virtual(l, &rec_ops, &sink, NULL, NULL);
     struct mgate_session *s = session_start(l, c, (const struct sockaddr *)&peer, p, list);
     publish_asks = dials = 0;
-    nsunk = 0;
+    sink.n = 0;
     conn_deliver(c, connect_with_will, sizeof(connect_with_will));
     return s;
 }
@@ -228,7 +214,7 @@ static void test_unsendable_connect(void)
     rewrite_huge = false;
     CHECK_EQ_INT(publish_asks, 1); /* the will was judged */
     CHECK(mgate_session_closed(s));
-    CHECK(nsunk >= 4 && sunk[0] == 0x20 && sunk[3] == 3); /* CONNACK 3, server unavailable */
+    CHECK(sink.n >= 4 && sink.buf[0] == 0x20 && sink.buf[3] == 3); /* CONNACK 3, server unavailable */
     finish(l);
     CHECK_EQ_INT(list.count, 0);
     loop_free(l);
@@ -272,7 +258,7 @@ static void test_pending_copy_fails(void)
     p.handler_count = 1;
     p.max_packet_size = 1 << 20;
     p.dial = sink_dial;
-    struct conn *c = conn_virtual(l, &sink_ops, NULL, NULL, NULL);
+    struct conn *c = conn_virtual(l, &rec_ops, &sink, NULL, NULL);
     struct mgate_session *s = session_start(l, c, (const struct sockaddr *)&peer, &p, &list);
     static const uint8_t connect_v4[] = {0x10, 13, 0, 4, 'M', 'Q', 'T', 'T', 4, 0x02, 0, 60, 0, 1, 'c'};
     static const uint8_t publish[] = {0x30, 7, 0, 3, 'a', '/', 'b', 'h', 'i'};

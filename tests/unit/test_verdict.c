@@ -7,39 +7,19 @@
 #include <string.h>
 
 #include "check.h"
+#include "rec_conn.h"
 #include "session/internal.h"
 
 /* ---- two recording connections --------------------------------------- */
 
-struct rec {
-    struct conn *c;
-    uint8_t buf[4096];
-    size_t n;
-};
 static struct rec client, broker;
 static int dials;
-
-static ssize_t rec_writev(struct conn *c, const struct iovec *iov, int n)
-{
-    struct rec *r = c == client.c ? &client : &broker;
-    ssize_t t = 0;
-    for (int i = 0; i < n; i++) {
-        for (size_t k = 0; k < iov[i].iov_len && r->n < sizeof(r->buf); k++)
-            r->buf[r->n++] = ((const uint8_t *)iov[i].iov_base)[k];
-        t += (ssize_t)iov[i].iov_len;
-    }
-    return t;
-}
-static void rec_close(struct conn *c) { (void)c; }
-static void rec_interest(struct conn *c, uint32_t ev) { (void)c, (void)ev; }
-static const struct conn_ops rec_ops = {NULL, rec_writev, rec_close, NULL, rec_interest, false};
 
 static struct conn *rec_dial(struct loop *l, const struct session_params *p, const struct conn_cbs *cbs, void *owner)
 {
     (void)p;
     dials++;
-    broker.c = conn_virtual(l, &rec_ops, NULL, cbs, owner);
-    return broker.c;
+    return rec_open(l, &broker, cbs, owner);
 }
 
 /* Whether r's last bytes are pkt. */
@@ -171,7 +151,7 @@ static struct mgate_session *sess;
 /* A session whose CONNECT went through (the broker answered). */
 static struct mgate_session *open_session(const uint8_t *connect, size_t len)
 {
-    client.c = conn_virtual(loop, &rec_ops, NULL, NULL, NULL);
+    rec_open(loop, &client, NULL, NULL);
     sess = session_start(loop, client.c, (const struct sockaddr *)&peer, &params, &list);
     conn_deliver(client.c, connect, len);
     if (broker.c && sess->state == SESSION_AWAIT_CONNACK)
