@@ -59,6 +59,8 @@ static void session_list_remove(struct session_list *list, struct mgate_session 
 
 /* ---- end of life ------------------------------------------------------ */
 
+static void alloc_free_all(struct mgate_session *s);
+
 static void session_free(struct mgate_session *s)
 {
     ASSERT(!s->asks && !s->asking && !s->held[0] && !s->held[1]); /* each pending ask holds a reference */
@@ -72,7 +74,7 @@ static void session_free(struct mgate_session *s)
         alias_free(&s->alias_out[d]);
     }
     free(s->refused_qos2.ids);
-    session_alloc_reset(s);
+    alloc_free_all(s);
     free(s->cred_mem);
     free(s->front_cred);
     free(s->cert);
@@ -596,7 +598,17 @@ void *mgate_session_alloc(mgate_session *s, size_t n)
     return b->data;
 }
 
+/* While any ask of the session is pending, a handler's rewrite in it may
+ * point into these blocks (a late verdict in one direction while packets
+ * flow the other way, or a front end's other leg): they go with the next
+ * reset that finds nothing pending, or with the session. */
 void session_alloc_reset(struct mgate_session *s)
+{
+    if (!s->asks)
+        alloc_free_all(s);
+}
+
+static void alloc_free_all(struct mgate_session *s)
 {
     while (s->allocs) {
         struct alloc_block *b = s->allocs;

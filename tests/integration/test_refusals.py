@@ -307,6 +307,24 @@ def rewrite(t, gate):
         w.close()
 
 
+def rewrite_while_delivering(t, gate):
+    """A rewrite whose verdict comes later (rewrite/slow/...: the handler rewrites, then answers
+    100 ms later) while messages flow the other way to the same client: the rewritten topic must
+    outlive the deliveries' handling (it was freed by the first delivery: a use after free)."""
+    w = watcher(gate, "watch-cross", 4, "rewritten/slow/#")
+    c = h.raw_client(gate.port, 5, "cross-rewriter")
+    t.eq(c.subscribe(1, [("cross/in", 0)]), [0], "setup: the client subscribes to cross/in")
+    p = h.raw_client(gate.port, 4, "cross-feeder")
+    c.send(h.publish_packet(5, "rewrite/slow/cross", b"up", 1, 7))
+    for i in range(20):  # deliveries to c while its PUBLISH waits for its verdict
+        p.publish("cross/in", f"d{i}".encode(), 0)
+    got = [m.topic for m in w.collect(1, 5.0)]
+    t.eq(got, ["rewritten/slow/cross"], "the late rewritten PUBLISH arrives with its rewritten topic")
+    p.close()
+    c.close()
+    w.close()
+
+
 def slow_order(t, gate):
     for version in (4, 5):
         w = watcher(gate, f"watch-slow-{version}", 4, "+/order" + str(version) + "/#")
@@ -497,6 +515,7 @@ def main():
         t.case("PUBLISH refused, 3.1 and 3.1.1", publish_refused_v3, t, gate)
         t.case("REFUSAL=close", refusal_close, t, gate_close)
         t.case("PUBLISH rewritten", rewrite, t, gate)
+        t.case("a late rewrite while deliveries flow", rewrite_while_delivering, t, gate)
         t.case("PUBLISH with a late verdict keeps order", slow_order, t, gate)
         t.case("many packets held behind a late verdict", pipelined_behind_slow, t, gate)
         t.case("clients that leave while a verdict is pending", left_while_pending, t, gate, broker)
