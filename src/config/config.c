@@ -606,8 +606,12 @@ static int check_client_id(struct loader *ld, struct listener_config *lc, const 
     if (check_client_id_keys(ld, lc, d) < 0)
         return -1;
     enum client_id_mode m = lc->client_id.mode;
-    if (m != CLIENT_ID_ANY && d->kind != KIND_MQTT && d->kind != KIND_WS)
-        return fail(ld, NULL, NULL, "%s: \"%s\" is not possible for this listener (client ids are MQTT's; "
+    /* Client ids exist where a client names one: MQTT, and the CoAP and HTTP
+     * front ends that speak to a broker or take `clientid` from the query. */
+    bool ids = d->kind == KIND_MQTT || d->kind == KIND_WS || d->kind == KIND_COAP ||
+               (d->kind == KIND_HTTP && (lc->target_protocol == TARGET_MQTT || lc->target_protocol == TARGET_MQTTS));
+    if (m != CLIENT_ID_ANY && !ids)
+        return fail(ld, NULL, NULL, "%s: \"%s\" is not possible for this listener (it has no client ids; "
                                     "expected any)",
                     label(ld, d, "CLIENT_ID_POLICY", a, sizeof(a)), client_id_mode_name(m));
     if (m == CLIENT_ID_PATTERN && client_id_pattern_uses_cn(lc->client_id.pattern) && !*lc->client_ca_file)

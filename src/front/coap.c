@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -191,7 +192,8 @@ static void from_stranger(struct coap_server *srv, const union coap_addr *from, 
     if (srv->stopped)
         why = "shutting down";
     else if (srv->peers >= srv->cs->max_peers)
-        why = "the listener's peers are at their bound (MAX_CONNECTIONS or 4096 per worker)";
+        why = "the listener's peers are at their bound (MAX_CONNECTIONS, or per worker 4096 and a quarter of "
+              "the descriptor limit)";
     else if (!srv->admit(srv->admit_ctx, &from->sa))
         why = ""; /* the worker counted and logged it */
     struct coap_peer *peer = why ? NULL : coap_peer_new(srv, from, len, hash);
@@ -286,6 +288,19 @@ static void coap_unserve(void *server)
     free(srv);
 }
 
+/* Each peer that got in holds a socket to the server: without MAX_CONNECTIONS,
+ * a worker keeps at most COAP_DEFAULT_MAX_PEERS, and no more than a quarter
+ * of the descriptors the process may open, so that a flood of CoAP clients
+ * cannot take every descriptor from the other listeners. */
+static uint32_t default_max_peers(void)
+{
+    struct rlimit rl;
+    uint32_t n = COAP_DEFAULT_MAX_PEERS;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur / 4 < n)
+        n = rl.rlim_cur / 4 > 16 ? (uint32_t)(rl.rlim_cur / 4) : 16;
+    return n;
+}
+
 static int coap_prepare(const struct listener_config *lc, struct session_params *p, char *err, size_t errlen)
 {
     if (lc->target_protocol != TARGET_COAP) {
@@ -305,7 +320,7 @@ static int coap_prepare(const struct listener_config *lc, struct session_params 
     }
     cs->max_datagram = lc->max_packet_size < UDP_PAYLOAD_MAX ? lc->max_packet_size : UDP_PAYLOAD_MAX;
     cs->idle_ms = lc->idle_timeout_ms;
-    cs->max_peers = lc->max_connections ? lc->max_connections : COAP_DEFAULT_MAX_PEERS;
+    cs->max_peers = lc->max_connections ? lc->max_connections : default_max_peers();
     p->front_settings = cs;
     return 0;
 }

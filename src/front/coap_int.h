@@ -28,6 +28,8 @@
  * (more are dropped: UDP may lose them, and a CON is sent again), and the
  * Observe registrations it may have (more get 5.03). */
 #define COAP_HELD_MAX 16
+#define COAP_HELD_BYTES (64u << 10)         /* ... and bytes, per direction of a peer */
+#define COAP_HELD_SERVER_BYTES (16u << 20)  /* ... and bytes, all peers of a worker's listener */
 #define COAP_OBSERVE_MAX 16
 /* Requests sent to the server and not answered yet that mgate remembers,
  * to answer them 5.03 when the server turns out unreachable. */
@@ -35,6 +37,8 @@
 /* Without MAX_CONNECTIONS, a worker keeps at most this many peers per
  * listener (a flood of new source addresses must stay bounded). */
 #define COAP_DEFAULT_MAX_PEERS 4096
+/* A request with more options is refused (4.00): the relay walks them a few times. */
+#define COAP_OPTIONS_MAX 256
 /* Credentials longer than this are asked about with every request. */
 #define COAP_CRED_KEY_MAX 512
 
@@ -69,7 +73,7 @@ struct coap_leg {
     struct coap_held *cur;   /* being judged; NULL: idle */
     struct coap_msg msg;     /* cur decoded */
     struct coap_held *head, **tail;
-    uint32_t held;
+    uint32_t held, held_bytes;
     struct mgate_filter filter; /* a GET's or a notification's one filter */
     uint8_t stage;           /* enum in coap_relay.c */
     uint8_t dir;             /* enum mgate_direction */
@@ -80,6 +84,7 @@ struct coap_observe {
     uint8_t token[COAP_TOKEN_MAX];
     uint16_t topic_len;
     char *topic; /* as forwarded: what notifications are judged on */
+    char *asked; /* as the client asked (before a rewrite): a token names one resource */
 };
 
 struct coap_outstanding {
@@ -106,6 +111,8 @@ struct coap_peer {
     uint16_t auth_len;       /* ... its credentials (coap_relay.c cred_key), kept to see whether */
     uint8_t *auth;           /* the next request shows the same: then auth_connect is not asked */
     bool ended;              /* gone from the table: freed once no verdict is pending */
+    bool doomed;             /* refused its credentials: ends on the next loop turn, takes nothing more */
+    struct loop_defer end_soon;
     struct coap_outstanding out[COAP_OUTSTANDING];
 };
 
@@ -120,6 +127,7 @@ struct coap_server {
     struct coap_peer **table;
     uint32_t table_size; /* a power of two */
     uint32_t peers;
+    size_t held_bytes;   /* every peer's held datagrams (COAP_HELD_SERVER_BYTES) */
     uint8_t *buf;        /* max_datagram + 1: a bigger datagram is seen as too big */
     uint16_t next_mid;   /* mgate's own NON answers */
     bool stopped;

@@ -174,26 +174,39 @@ static struct coap_held *held_new(const uint8_t *d, size_t n, size_t extra)
 
 void leg_hold(struct coap_peer *peer, struct coap_leg *leg, const uint8_t *d, size_t n)
 {
-    struct coap_held *h = leg->held < COAP_HELD_MAX ? held_new(d, n, 0) : NULL;
+    struct coap_server *srv = peer->srv;
+    bool room = leg->held < COAP_HELD_MAX && leg->held_bytes + n <= COAP_HELD_BYTES &&
+                srv->held_bytes + n <= COAP_HELD_SERVER_BYTES;
+    struct coap_held *h = room ? held_new(d, n, 0) : NULL;
     if (!h) {
         dropped(peer);
-        session_log(peer->s, LOGL_WARN, "coap: %u datagrams wait for a verdict; one more dropped", leg->held);
+        session_log(peer->s, LOGL_WARN, "coap: %u datagrams (%u bytes) wait for a verdict; one more dropped", leg->held,
+                    leg->held_bytes);
         return;
     }
     *leg->tail = h;
     leg->tail = &h->next;
     leg->held++;
+    leg->held_bytes += (uint32_t)n;
+    srv->held_bytes += n;
 }
 
-static void held_free_all(struct coap_leg *leg)
+/* The first held datagram, taken out of the count. */
+static struct coap_held *held_pop(struct coap_peer *peer, struct coap_leg *leg)
 {
-    for (struct coap_held *h = leg->head, *next; h; h = next) {
-        next = h->next;
-        free(h);
-    }
-    leg->head = NULL;
-    leg->tail = &leg->head;
-    leg->held = 0;
+    struct coap_held *h = leg->head;
+    if (!(leg->head = h->next))
+        leg->tail = &leg->head;
+    leg->held--;
+    leg->held_bytes -= h->len;
+    peer->srv->held_bytes -= h->len;
+    return h;
+}
+
+static void held_free_all(struct coap_peer *peer, struct coap_leg *leg)
+{
+    while (leg->head)
+        free(held_pop(peer, leg));
 }
 
 /* The datagram being judged is done with: the next ones waiting behind it
@@ -209,11 +222,8 @@ static void leg_done(struct coap_peer *peer, struct coap_leg *leg)
 
 static void leg_next(struct coap_peer *peer, struct coap_leg *leg)
 {
-    while (!peer->ended && !leg->cur && leg->head) {
-        struct coap_held *h = leg->head;
-        if (!(leg->head = h->next))
-            leg->tail = &leg->head;
-        leg->held--;
+    while (!peer->ended && !peer->doomed && !leg->cur && leg->head) {
+        struct coap_held *h = held_pop(peer, leg);
         if (leg->dir == MGATE_UP)
             up_datagram(peer, h->data, h->len);
         else
@@ -250,6 +260,7 @@ static struct coap_observe *observe_find(struct coap_peer *peer, const struct co
 static void observe_drop(struct coap_peer *peer, struct coap_observe *o)
 {
     free(o->topic);
+    free(o->asked);
     *o = peer->obs[--peer->nobs];
     if (!peer->nobs) {
         free(peer->obs);
@@ -257,22 +268,37 @@ static void observe_drop(struct coap_peer *peer, struct coap_observe *o)
     }
 }
 
-static void observe_add(struct coap_peer *peer, const struct coap_msg *m, mgate_bytes topic)
+static char *dup_bytes(mgate_bytes b)
+{
+    char *s = malloc(b.len + 1u);
+    if (s) {
+        if (b.len)
+            memcpy(s, b.p, b.len);
+        s[b.len] = '\0';
+    }
+    return s;
+}
+
+/* A registration (or its refresh: the same token, the same resource) was
+ * forwarded: notifications with its token are judged on topic.  Out of
+ * memory it is not kept, and its notifications are reset (down_datagram). */
+static void observe_add(struct coap_peer *peer, const struct coap_msg *m, mgate_bytes topic, mgate_bytes asked)
 {
     struct coap_observe *o = observe_find(peer, m);
-    if (!o) {
-        if (!peer->obs && !(peer->obs = calloc(COAP_OBSERVE_MAX, sizeof(*peer->obs))))
-            return;
-        o = &peer->obs[peer->nobs++];
-        o->tkl = m->tkl;
-        memcpy(o->token, m->token, m->tkl);
-    } else {
+    if (o)
+        observe_drop(peer, o);
+    if (!peer->obs && !(peer->obs = calloc(COAP_OBSERVE_MAX, sizeof(*peer->obs))))
+        return;
+    o = &peer->obs[peer->nobs];
+    *o = (struct coap_observe){.tkl = m->tkl, .topic = dup_bytes(topic), .asked = dup_bytes(asked)};
+    memcpy(o->token, m->token, m->tkl);
+    if (!o->topic || !o->asked) {
         free(o->topic);
+        free(o->asked);
+        return;
     }
-    o->topic = malloc(topic.len + 1u);
-    if (o->topic)
-        memcpy(o->topic, topic.p, topic.len);
-    o->topic_len = o->topic ? (uint16_t)topic.len : 0;
+    o->topic_len = (uint16_t)topic.len;
+    peer->nobs++;
 }
 
 /* ---- client -> server ------------------------------------------------------------------------ */
@@ -320,8 +346,9 @@ static ssize_t reencode(struct coap_leg *leg, mgate_bytes topic, mgate_bytes pay
     return coap_encode(&m, all, k, out, cap);
 }
 
-/* Allowed: forward (re-encoded when a handler changed the request). */
-static void forward_request(struct coap_peer *peer, struct coap_leg *leg, mgate_bytes topic, mgate_bytes payload)
+/* Allowed: forward (re-encoded when a handler changed the request).  false:
+ * it could not go, and the client was answered. */
+static bool forward_request(struct coap_peer *peer, struct coap_leg *leg, mgate_bytes topic, mgate_bytes payload)
 {
     mgate_bytes orig = topic_of(leg);
     const uint8_t *d = leg->cur->data;
@@ -336,11 +363,12 @@ static void forward_request(struct coap_peer *peer, struct coap_leg *leg, mgate_
             free(re);
             session_log(peer->s, LOGL_WARN, "coap: the handler's rewrite does not make a CoAP message; refused");
             coap_answer_client(peer, &leg->msg, COAP_INTERNAL_ERROR);
-            return;
+            return false;
         }
         d = re, n = (size_t)r;
     }
-    if (open_upstream(peer) < 0) {
+    bool sent = open_upstream(peer) == 0;
+    if (!sent) {
         session_log(peer->s, LOGL_WARN, "coap: cannot open a socket to the server: %s", strerror(errno));
         coap_answer_client(peer, &leg->msg, COAP_SERVICE_UNAVAILABLE);
     } else {
@@ -349,6 +377,7 @@ static void forward_request(struct coap_peer *peer, struct coap_leg *leg, mgate_
         relayed(peer, MGATE_UP, n);
     }
     free(re);
+    return sent;
 }
 
 static void refuse(struct coap_peer *peer, struct coap_leg *leg, uint8_t code, const char *why)
@@ -373,8 +402,8 @@ static void access_decided(struct coap_peer *peer, struct coap_leg *leg, bool ok
             refuse(peer, leg, refusal_code(a->req.publish.reason, COAP_FORBIDDEN), "auth_publish");
             return leg_done(peer, leg);
         }
-        forward_request(peer, leg, a->req.publish.topic, a->req.publish.payload);
-        session_front_published(peer->s, &a->req.publish);
+        if (forward_request(peer, leg, a->req.publish.topic, a->req.publish.payload))
+            session_front_published(peer->s, &a->req.publish);
         return leg_done(peer, leg);
     }
     struct mgate_filter *f = &a->req.subscribe.filters[0];
@@ -383,11 +412,21 @@ static void access_decided(struct coap_peer *peer, struct coap_leg *leg, bool ok
         refuse(peer, leg, refusal_code(a->req.subscribe.reason, COAP_FORBIDDEN), "auth_subscribe");
         return leg_done(peer, leg);
     }
-    forward_request(peer, leg, f->filter, (mgate_bytes){leg->msg.payload.p, (uint32_t)leg->msg.payload.len});
+    if (!forward_request(peer, leg, f->filter, (mgate_bytes){leg->msg.payload.p, (uint32_t)leg->msg.payload.len}))
+        return leg_done(peer, leg);
     uint32_t obs;
-    if (coap_opt_uint(&leg->msg, COAP_OPT_OBSERVE, &obs) && obs == 0)
-        observe_add(peer, &leg->msg, f->filter);
-    session_front_subscribed(peer->s, &a->req.subscribe);
+    if (!coap_opt_uint(&leg->msg, COAP_OPT_OBSERVE, &obs) || obs > 1) {
+        session_front_subscribed(peer->s, &a->req.subscribe);
+    } else if (obs == 0) {
+        observe_add(peer, &leg->msg, f->filter, topic_of(leg));
+        session_front_subscribed(peer->s, &a->req.subscribe);
+    } else { /* a deregistration: still a GET, judged as one, and the end of an observation */
+        struct coap_observe *o = observe_find(peer, &leg->msg);
+        struct mgate_unsubscribe_req u = {.topics = &f->filter, .count = 1};
+        if (o)
+            observe_drop(peer, o);
+        session_front_unsubscribed(peer->s, &u);
+    }
     leg_done(peer, leg);
 }
 
@@ -462,12 +501,28 @@ static bool same_cred(const struct coap_peer *peer, const struct coap_cred *c)
     return peer->connected && n && n == peer->auth_len && !memcmp(key, peer->auth, n);
 }
 
+static void on_end_soon(struct loop *l, struct loop_defer *d)
+{
+    (void)l;
+    coap_peer_end(container_of(d, struct coap_peer, end_soon));
+}
+
+/* Credentials refused: the peer ends (on the next turn, out of the calls
+ * that hold it), so that another guess is a new client, under the worker's
+ * admission (CONNECTION_RATE_LIMIT) like a new MQTT connection. */
+static void doom(struct coap_peer *peer)
+{
+    peer->doomed = true;
+    peer->connected = false;
+    loop_defer(peer->srv->loop, &peer->end_soon, on_end_soon);
+}
+
 static void connect_decided(struct coap_peer *peer, struct coap_leg *leg, bool ok)
 {
     struct mgate_connect_req *c = &leg->ask.req.connect;
     if (!ok) {
-        peer->connected = false;
         refuse(peer, leg, refusal_code(c->reason, COAP_UNAUTHORIZED), "auth_connect");
+        doom(peer);
         return leg_done(peer, leg);
     }
     struct coap_cred cred;
@@ -479,8 +534,13 @@ static void connect_decided(struct coap_peer *peer, struct coap_leg *leg, bool o
     peer->auth_len = peer->auth ? (uint16_t)n : 0;
     if (peer->auth)
         memcpy(peer->auth, key, n);
-    peer->connected = true;
     session_front_credentials(peer->s, c);
+    if (!session_client_id_allowed(peer->s)) { /* CLIENT_ID_POLICY: the id is not this user's */
+        refuse(peer, leg, COAP_UNAUTHORIZED, "CLIENT_ID_POLICY");
+        doom(peer);
+        return leg_done(peer, leg);
+    }
+    peer->connected = true;
     session_front_connected(peer->s);
     ask_access(peer, leg);
 }
@@ -514,6 +574,14 @@ static void on_verdict(struct ask *a)
         access_decided(peer, leg, ok);
 }
 
+/* "$share/..." and "$queue/...": an MQTT handler (acl) reads them as a shared
+ * subscription and judges the rest, while a CoAP server serves the path as
+ * it is. */
+static bool shared_prefix(const char *topic)
+{
+    return !strncmp(topic, "$share/", 7) || !strncmp(topic, "$queue/", 7);
+}
+
 /* A request: judged, then forwarded or answered. */
 static void up_request(struct coap_peer *peer, const uint8_t *d, size_t n, const struct coap_msg *m)
 {
@@ -538,19 +606,15 @@ static void up_request(struct coap_peer *peer, const uint8_t *d, size_t n, const
     }
     uint32_t obs;
     bool observe = coap_opt_uint(&leg->msg, COAP_OPT_OBSERVE, &obs) && !is_publish(m->code);
-    if (observe && obs == 1 && peer->connected) { /* deregistration: nothing new is read or written */
-        struct coap_observe *o = observe_find(peer, &leg->msg);
-        mgate_bytes t = topic_of(leg);
-        struct mgate_unsubscribe_req u = {.topics = &t, .count = 1};
-        if (o)
-            observe_drop(peer, o);
-        remember_outstanding(peer, &leg->msg);
-        to_server(peer, d, n);
-        relayed(peer, MGATE_UP, n);
-        session_front_unsubscribed(peer->s, &u);
+    const char *bad = shared_prefix(topic) ? "a path that an MQTT handler would read as a shared subscription" : NULL;
+    struct coap_observe *o = observe ? observe_find(peer, &leg->msg) : NULL;
+    if (!bad && o && obs == 0 && strcmp(o->asked, topic))
+        bad = "an Observe token that names another registration";
+    if (bad) {
+        refuse(peer, leg, COAP_BAD_REQUEST, bad);
         return leg_done(peer, leg);
     }
-    if (observe && obs == 0 && peer->nobs >= COAP_OBSERVE_MAX && !observe_find(peer, &leg->msg)) {
+    if (observe && obs == 0 && peer->nobs >= COAP_OBSERVE_MAX && !o) {
         refuse(peer, leg, COAP_SERVICE_UNAVAILABLE, "too many Observe registrations");
         return leg_done(peer, leg);
     }
@@ -594,6 +658,10 @@ static void up_datagram(struct coap_peer *peer, const uint8_t *d, size_t n)
         session_log(peer->s, LOGL_INFO, "coap: a response from the client dropped (the server asks it nothing)");
         return;
     }
+    if (m.opt_count > COAP_OPTIONS_MAX) { /* each is walked several times: bound the work */
+        coap_answer_client(peer, &m, COAP_BAD_REQUEST);
+        return;
+    }
     up_request(peer, d, n, &m);
 }
 
@@ -624,8 +692,7 @@ static void down_datagram(struct coap_peer *peer, const uint8_t *d, size_t n)
         if (!leg_take(peer, leg, d, n, o->topic_len + 1u))
             return;
         char *topic = (char *)leg->cur->data + n;
-        if (o->topic_len)
-            memcpy(topic, o->topic, o->topic_len);
+        memcpy(topic, o->topic, o->topic_len);
         topic[o->topic_len] = '\0';
         leg->filter = (struct mgate_filter){.filter = topic_of(leg), .qos = m.type == COAP_CON};
         leg->ask.req.subscribe = (struct mgate_subscribe_req){.dir = MGATE_DOWN, .filters = &leg->filter, .count = 1};
@@ -703,6 +770,10 @@ struct coap_peer *coap_peer_new(struct coap_server *srv, const union coap_addr *
 void coap_peer_from_client(struct coap_peer *peer, const uint8_t *data, size_t len)
 {
     struct coap_leg *leg = &peer->legs[MGATE_UP];
+    if (peer->doomed) { /* its credentials were refused a moment ago */
+        dropped(peer);
+        return;
+    }
     peer->last_seen = loop_now(peer->srv->loop);
     if (leg->cur || leg->head)
         leg_hold(peer, leg, data, len);
@@ -715,7 +786,7 @@ static void peer_free(struct coap_peer *peer)
     ASSERT(peer->ended && !pending(peer));
     for (int d = 0; d < 2; d++) {
         free(peer->legs[d].cur);
-        held_free_all(&peer->legs[d]);
+        held_free_all(peer, &peer->legs[d]);
     }
     while (peer->nobs)
         observe_drop(peer, &peer->obs[0]);
@@ -731,6 +802,7 @@ void coap_peer_end(struct coap_peer *peer)
     struct loop *l = peer->srv->loop;
     coap_server_unlink(peer->srv, peer);
     loop_timer_stop(l, &peer->idle);
+    loop_defer_cancel(l, &peer->end_soon);
     if (peer->up.fd >= 0) {
         loop_io_del(l, &peer->up);
         close(peer->up.fd);
@@ -738,7 +810,7 @@ void coap_peer_end(struct coap_peer *peer)
     }
     session_front_end(peer->s);
     for (int d = 0; d < 2; d++) {
-        held_free_all(&peer->legs[d]);
+        held_free_all(peer, &peer->legs[d]);
         if (peer->legs[d].ask.pending)
             verdict_drop(&peer->legs[d].ask);
     }

@@ -760,6 +760,10 @@ static int connect_decided(struct http_req *r, bool ok)
         return r->refuse;
     }
     session_front_credentials(r->s, &r->ask.req.connect);
+    if (hc->hs->mqtt && !session_client_id_allowed(r->s)) { /* the bridge's ?clientid= is not this user's */
+        r->refuse_why = "client id not allowed by CLIENT_ID_POLICY";
+        return r->refuse = 403;
+    }
     session_front_connected(r->s);
     r->stage = RQ_BODY;
     if (head_of(hc)->expect_continue && !r->message_done)

@@ -186,7 +186,6 @@ enum pkt_result publish_forward(struct pass *ps, const uint8_t *raw, uint32_t le
 
 /* client_id.c: the listener's client-id policy, applied to the client id
  * and identity the handler chain allowed (after session_save_credentials). */
-bool session_client_id_allowed(struct mgate_session *s);
 
 /* reply.c: packets mgate originates */
 void reply_connack(struct mgate_session *s, uint8_t v5_reason);

@@ -132,6 +132,9 @@ void session_front_connected(struct mgate_session *s);
 void session_front_published(struct mgate_session *s, const struct mgate_publish_req *req);
 void session_front_subscribed(struct mgate_session *s, const struct mgate_subscribe_req *req);
 void session_front_unsubscribed(struct mgate_session *s, const struct mgate_unsubscribe_req *req);
+/* CLIENT_ID_POLICY against the session's client id and username (after
+ * session_front_credentials); false is logged. */
+bool session_client_id_allowed(struct mgate_session *s);
 /* Take the credentials an auth_connect left (for the accessors and logs). */
 void session_front_credentials(struct mgate_session *s, const struct mgate_connect_req *req);
 /* The session is over (disconnect hook, unlisted); it stays allocated while

@@ -223,6 +223,13 @@ def relay(t, tmp, server):
     t.check("4.03" in out, "a PUBLISH the handler refuses: 4.03 Forbidden", out)
     rc, out = tool(g.coap, "relay/x", "-m", "put", "-e", "deny-payload")
     t.check("4.03" in out, "a payload the handler refuses: 4.03", out)
+    c = Raw(g.coap)
+    mid = c.request(NON, PUT, "forbidden/non", b"no", token=b"\x1f\x2e")
+    r = c.recv()
+    t.eq((r[0], r[1], r[3]) if r else None, (NON, code(4, 3), b"\x1f\x2e"),
+         "a NON request refused: a NON 4.03 with its token (not an ACK)")
+    t.check(r is not None and r[2] != mid, "... under mgate's own message id")
+    c.close()
     time.sleep(0.2)
     t.check(not server.saw("forbidden", mark) and not server.log.search("deny-payload", mark),
             "... neither reached the server")
@@ -281,10 +288,21 @@ def relay(t, tmp, server):
     up, down = (m.get(f'mgate_coap_datagrams_total{{direction="{d}"}}', 0) for d in ("client_to_broker",
                                                                                      "broker_to_client"))
     t.check(up >= 20 and down >= 20, f"/metrics: datagrams relayed each way ({up}, {down})")
-    t.eq(m.get('mgate_coap_answers_total{code="4.xx"}'), 5.0,
-         "/metrics: mgate's own 4.xx answers counted (2 x 4.03, 3 x 4.01)")
+    t.eq(m.get('mgate_coap_answers_total{code="4.xx"}'), 6.0,
+         "/metrics: mgate's own 4.xx answers counted (3 x 4.03, 3 x 4.01)")
     t.check(m.get('mgate_publish_refused_total{direction="broker_to_client"}', 0) >= 1,
             "/metrics: the refused notification counted")
+
+    # datagrams held behind a late verdict are bounded in bytes too (64 KiB a direction)
+    before = metrics(g.admin).get("mgate_coap_dropped_total", 0)
+    c = Raw(g.coap)
+    c.request(CON, PUT, "relay/late", b"late-payload")  # the handler answers in 2 s
+    for i in range(15):  # fewer than the 16 datagrams that may wait, but 90 KB
+        c.request(NON, PUT, "relay/held", b"h" * 6000)
+    time.sleep(0.3)
+    dropped = metrics(g.admin).get("mgate_coap_dropped_total", 0) - before
+    t.eq(dropped, 5.0, "15 datagrams of 6 KB behind a late verdict: 10 wait (64 KiB), 5 are dropped")
+    c.close()
 
 
 def limits(t, tmp, server):
@@ -322,6 +340,35 @@ def limits(t, tmp, server):
     time.sleep(0.2)
     t.check(not server.saw("dots") and not server.saw("p"), "... neither reached the server")
     c.close()
+
+    # found by the attack round: each of these reached the server unjudged, or judged wrongly
+    tool(server.port, "forbidden/dereg", "-m", "put", "-e", "TOP-SECRET")
+    c = Raw(g.coap)
+    c.request(CON, GET, "time")
+    c.recv()  # allowed: the client is in, its socket to the server open
+    mid = c.request(CON, GET, "forbidden/dereg", token=b"\x34", opts=[(OBSERVE, b"\x01")])
+    r = c.recv()
+    t.eq((r[1], r[2], r[5]) if r else None, (code(4, 3), mid, b""),
+         "a GET with Observe=1 (deregistration) is a GET: judged, 4.03 on a forbidden topic")
+    tool(server.port, "secret/reuse", "-m", "put", "-e", "s0")
+    tool(server.port, "limits/pub", "-m", "put", "-e", "p0")
+    c.request(CON, GET, "secret/reuse", token=b"\x35", opts=[(OBSERVE, b"")])
+    c.recv(1.0)  # its notifications are refused: nothing comes
+    mid = c.request(CON, GET, "limits/pub", token=b"\x35", opts=[(OBSERVE, b"")])
+    r = c.recv()
+    t.eq((r[1], r[2]) if r else None, (code(4, 0), mid),
+         "the same Observe token registered again on another resource: 4.00")
+    tool(server.port, "secret/reuse", "-m", "put", "-e", "s1")
+    t.eq(c.recv(1.0), None, "... and the first resource's notifications still do not come through")
+    mid = c.request(CON, GET, "$share/g/time")
+    r = c.recv()
+    t.eq((r[1], r[2]) if r else None, (code(4, 0), mid), "a path starting with $share/ (an MQTT handler strips it): 4.00")
+    many = [(URI_QUERY, b"") for _ in range(300)]
+    mid = c.request(CON, GET, "time", opts=many)
+    r = c.recv()
+    t.eq((r[1], r[2]) if r else None, (code(4, 0), mid), "a request with 300 options: 4.00")
+    c.close()
+
     c = Raw(g.coap)
     c.send(bytes([0x40, 0x00, 0x22, 0x22]))  # ping from a new address
     r = c.recv()
@@ -389,6 +436,37 @@ def acl(t, tmp, server):
     t.check("4.01" in out, "no credentials: 4.01", out)
     time.sleep(0.2)
     t.check(not any(server.saw(d, mark) for d in ("dev2", "dev3", "dev4")), "... none of them reached the server")
+
+    # a peer whose credentials are refused ends: every guess is a new client, under
+    # CONNECTION_RATE_LIMIT
+    g2 = gate(tmp, server.port, binary=h.MGATE_BIN, MGATE_HANDLER="acl", MGATE_ACL_PASSWORD_FILE=pwfile,
+              MGATE_ACL_FILE=aclfile, CONNECTION_RATE_LIMIT=2, CLIENT_ID_POLICY="prefix")
+    c = Raw(g2.coap)
+    got = []
+    for i in range(10):
+        c.request(CON, PUT, "dev/dev1/guess", b"x", opts=[(URI_QUERY, "u=dev1"), (URI_QUERY, f"p=guess{i}")])
+        r = c.recv(1.0)
+        got.append(r[1] if r else None)
+        time.sleep(0.01)
+    t.check(got.count(code(4, 1)) <= 4 and got.count(code(5, 3)) >= 6,
+            f"10 quick password guesses from one address, CONNECTION_RATE_LIMIT=2: a few 4.01, the rest 5.03 ({got})")
+    c.close()
+    time.sleep(1.1)
+    ok = Raw(g2.coap)
+    ok.request(CON, PUT, "dev/dev1/cid", b"x", opts=[(URI_QUERY, "u=dev1"), (URI_QUERY, "p=dev1-secret"),
+                                                     (URI_QUERY, "c=dev1-a")])
+    r = ok.recv()
+    t.check(r is not None and r[1] >> 5 == 2, "CLIENT_ID_POLICY=prefix: dev1 as dev1-a gets in", str(r))
+    ok.close()
+    bad = Raw(g2.coap)
+    mark = server.log.mark()
+    bad.request(CON, PUT, "dev/dev1/cid2", b"x", opts=[(URI_QUERY, "u=dev1"), (URI_QUERY, "p=dev1-secret"),
+                                                       (URI_QUERY, "c=dev2-a")])
+    r = bad.recv()
+    t.eq(r[1] if r else None, code(4, 1), "dev1 as dev2-a (another user's id): 4.01")
+    time.sleep(0.2)
+    t.check(not server.saw("cid2", mark), "... and it never reached the server")
+    bad.close()
 
     # a rule taken away stops the notifications of an Observe that is running
     c = Raw(g.coap)

@@ -297,6 +297,20 @@ def drain(t, tmp, broker, pwfile, aclfile):
     silent.close()
 
 
+def client_id_policy(t, tmp, broker, pwfile, aclfile):
+    """CLIENT_ID_POLICY on the bridge: ?clientid= must be the user's (else broker ACLs on %c could
+    be borrowed by naming another client's id)."""
+    g = gate(tmp, broker.port, pwfile, aclfile, CLIENT_ID_POLICY="prefix")
+    mark = broker.log.mark()
+    st, _, _ = post(g.port, PREFIX + "/sensors/p?clientid=alice-phone", b"mine", {"Authorization": ALICE})
+    t.eq(st, 200, "CLIENT_ID_POLICY=prefix: alice as alice-phone: 200")
+    st, _, _ = post(g.port, PREFIX + "/sensors/p?clientid=bob-phone", b"not mine", {"Authorization": ALICE})
+    t.eq(st, 403, "alice as bob-phone: 403")
+    time.sleep(0.2)
+    t.eq(connects(broker, "bob-phone", mark), 0, "... and the broker never saw bob-phone")
+    g.stop()
+
+
 def main():
     h.need_binaries()
     t = h.Checks("http_bridge")
@@ -315,6 +329,7 @@ def main():
         t.case("broker down, broker silent", broker_down_and_slow, t, tmp, pwfile, aclfile)
         t.case("broker refuses the CONNECT", broker_refuses, t, tmp, pwfile, aclfile)
         t.case("mqtts", over_tls, t, tmp, pwfile, aclfile)
+        t.case("CLIENT_ID_POLICY", client_id_policy, t, tmp, broker, pwfile, aclfile)
         t.case("drain", drain, t, tmp, broker, pwfile, aclfile)
         t.check(g.alive(), "mgate still runs")
         sub.stop()

@@ -431,8 +431,14 @@ static void test_client_id_policy(void)
     const char *e[] = {"MGATE_HTTP_WITH_TLS_CLIENT_ID_POLICY", "equal", NULL};
     expect_error(e, "MGATE_HTTP_WITH_TLS_CLIENT_ID_POLICY: \"equal\" is not possible for this listener",
                  "expected any");
-    const char *f[] = {"MGATE_COAP_WITHOUT_DTLS_CLIENT_ID_POLICY", "prefix", NULL};
-    expect_error(f, "MGATE_COAP_WITHOUT_DTLS_CLIENT_ID_POLICY", "not possible for this listener");
+    /* CoAP clients name a client id in the query, and so do the HTTP bridge's */
+    const char *f[] = {"MGATE_COAP_WITHOUT_DTLS_CLIENT_ID_POLICY", "prefix",
+                       "MGATE_HTTP_WITHOUT_TLS_CLIENT_ID_POLICY", "equal",
+                       "MGATE_HTTP_WITHOUT_TLS_TARGET_PROTOCOL", "mqtt", NULL};
+    CHECK_EQ_INT(load(&cfg, f, NULL, NULL), 0);
+    CHECK_EQ_INT(cfg.listeners[LISTENER_COAP].client_id.mode, CLIENT_ID_PREFIX);
+    CHECK_EQ_INT(cfg.listeners[LISTENER_HTTP].client_id.mode, CLIENT_ID_EQUAL);
+    config_free(&cfg);
 
     /* The INI file: keys in the listener's section, messages with file and key. */
     const char *ini = tmpfile_with("cid.ini", "[mqtt_without_tls]\nclient_id_policy = pattern\n"
