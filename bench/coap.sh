@@ -154,17 +154,20 @@ check_alive() { # path what
     done
 }
 
+# Datagrams the kernel dropped for a full receive buffer, all UDP sockets of the machine.
+udp_drops() { awk '/^Udp:/ && ++n == 1 {for (i = 1; i <= NF; i++) if ($i == "RcvbufErrors") k = i} /^Udp:/ && n == 2 {print $k}' /proc/net/snmp; }
+
 us_per() { awk -v a="$1" -v b="$2" -v n="$3" -v hz="$hz" 'BEGIN {printf "%.2f", n ? (b - a) / hz / n * 1e6 : 0}'; } # CPU-µs each
 
 # ---- measurements -------------------------------------------------------
 
 measure_load() { # path load round
-    local path=$1 l=$2 r=$3 m0 m1 s0 s1 line total
-    m0=$(cpu_ticks "$mgate_pid") s0=$(cpu_ticks "$server_pid")
+    local path=$1 l=$2 r=$3 m0 m1 s0 s1 d0 d1 line total
+    m0=$(cpu_ticks "$mgate_pid") s0=$(cpu_ticks "$server_pid") d0=$(udp_drops)
     # shellcheck disable=SC2046
     line=$(bounded "$(sum "$duration" "$warmup" 20)" "$cl" load -p "$(port_of "$path")" $(load_opts "$l") \
         -n "$clients" -W "$window" -s "$size" -P bench -d "$duration" -w "$warmup") || { check_alive "$path" "load $l"; return 0; }
-    m1=$(cpu_ticks "$mgate_pid") s1=$(cpu_ticks "$server_pid")
+    m1=$(cpu_ticks "$mgate_pid") s1=$(cpu_ticks "$server_pid") d1=$(udp_drops)
     total=$(kv recv_total "$line")
     record "thr_$l" "$path" "$r" "$(kv rate "$line")"
     record "p50_$l" "$path" "$r" "$(kv p50_us "$line")"
@@ -174,7 +177,7 @@ measure_load() { # path load round
         record "lcpu_$l" "$path" "$r" "$(awk -v c="$(kv cpu_s "$line")" -v n="$(kv recv "$line")" 'BEGIN {printf "%.2f", n ? c / n * 1e6 : 0}')"
         [[ $path == mgate ]] && record "cpu_$l" "$path" "$r" "$(us_per "$m0" "$m1" "$total")"
     fi
-    log "  $path $l: $(kv rate "$line") req/s, p50 $(kv p50_us "$line") µs, p99 $(kv p99_us "$line") µs; mgate $((m1 - m0)) ticks, server $((s1 - s0)) ticks for $total requests (timeouts $(kv timeouts "$line"), lost $(kv lost "$line"), not 2.xx $(kv not_2xx "$line"), errors $(kv errors "$line"))"
+    log "  $path $l: $(kv rate "$line") req/s, p50 $(kv p50_us "$line") µs, p99 $(kv p99_us "$line") µs; mgate $((m1 - m0)) ticks, server $((s1 - s0)) ticks for $total requests (timeouts $(kv timeouts "$line"), lost $(kv lost "$line"), not 2.xx $(kv not_2xx "$line"), errors $(kv errors "$line"); UDP receive-buffer drops $((d1 - d0)))"
     check_alive "$path" "load $l"
 }
 
