@@ -51,6 +51,24 @@ ask_idle() { # line seconds
     read -r -t "$2" reply <&"${IDLE[0]}" || reply=""
 }
 
+# Exits naming the first tool that is missing and the packages that bring them.
+need_tools() { # script "packages" tool...
+    local script=$1 pkgs=$2 tool
+    shift 2
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || { echo "$script: $tool is missing (apt-get install $pkgs)" >&2; exit 1; }
+    done
+}
+
+# When $mgate_bin is missing: builds it (RelWithDebInfo, in $top/build) and points $mgate_bin there.
+build_mgate_if_missing() { # script
+    [[ -x $mgate_bin ]] && return 0
+    echo "$1: building $mgate_bin" >&2
+    cmake -S "$top" -B "$top/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+    cmake --build "$top/build" -j2 --target mgate >/dev/null
+    mgate_bin=$top/build/mgate
+}
+
 # "-u NAME" for every MGATE_* variable of the caller's environment (for env).
 unset_mgate_vars() {
     local v
@@ -65,6 +83,7 @@ cpu_split() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12, $13}'; }      #
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 kv() { tr ' ' '\n' <<<"$2" | awk -F= -v k="$1" '$1 == k {print $2}'; } # key line
 
+per_each() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN {printf "%.3f", n ? (b - a) / n : 0}'; } # before after n: growth per one
 sum() { awk 'BEGIN {s = 0; for (i = 1; i < ARGC; i++) s += ARGV[i]; print s}' "$@"; }
 record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$results"; }
 
@@ -81,6 +100,15 @@ busy_share() {
 }
 
 machine_line() { echo "$(nproc) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), Linux $(uname -r)"; }
+
+# Sets machine, mgate_rev and busy_before and logs them: the first lines of a run's log.
+log_run_start() { # name
+    machine=$(machine_line)
+    mgate_rev=$(git -C "$top" describe --always --dirty 2>/dev/null || echo unknown)
+    busy_before=$(busy_share)
+    log "bench $1: $machine; mgate $mgate_bin ($mgate_rev); results in $run"
+    if ((busy_before > 10)); then log "warning: the machine was ${busy_before}% busy before the run; figures will be noisy"; fi
+}
 
 # A proxy holds two descriptors per client: raise the soft limit as far as
 # allowed and cap $idle (the idle clients wanted) to what it allows.

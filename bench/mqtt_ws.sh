@@ -78,9 +78,7 @@ while (($#)); do
     shift
 done
 
-for tool in mosquitto haproxy openssl ss awk make timeout; do
-    command -v "$tool" >/dev/null || { echo "bench/mqtt_ws.sh: $tool is missing (apt-get install mosquitto haproxy openssl iproute2 gawk make coreutils)" >&2; exit 1; }
-done
+need_tools bench/mqtt_ws.sh "mosquitto haproxy openssl iproute2 gawk make coreutils" mosquitto haproxy openssl ss awk make timeout
 if ((do_perf)) && ! command -v perf >/dev/null; then
     echo "bench/mqtt_ws.sh: --perf needs perf" >&2; exit 1
 fi
@@ -94,12 +92,7 @@ fit_fd_limit bench/mqtt_ws.sh
 
 make -s -C "$here" OUT="$here/out" >/dev/null
 lg=$here/out/loadgen
-if [[ ! -x $mgate_bin ]]; then
-    echo "bench/mqtt_ws.sh: building $mgate_bin" >&2
-    cmake -S "$top" -B "$top/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-    cmake --build "$top/build" -j2 --target mgate >/dev/null
-    mgate_bin=$top/build/mgate
-fi
+build_mgate_if_missing bench/mqtt_ws.sh
 
 stamp=$(date +%Y%m%d-%H%M%S)
 run=$outdir/mqtt-ws-run-$stamp
@@ -295,18 +288,14 @@ measure_idle() { # path transport round
         log "  idle $path $t: not every client connected: $ready / $closed"
         return 0
     fi
-    record "idle_${t}_kib" "$path" "$r" "$(awk -v a="$rss0" -v b="$rss1" -v n="$idle" 'BEGIN {printf "%.3f", (b - a) / n}')"
-    record "fds_${t}" "$path" "$r" "$(awk -v a="$fd0" -v b="$fd1" -v n="$idle" 'BEGIN {printf "%.3f", (b - a) / n}')"
+    record "idle_${t}_kib" "$path" "$r" "$(per_each "$rss0" "$rss1" "$idle")"
+    record "fds_${t}" "$path" "$r" "$(per_each "$fd0" "$fd1" "$idle")"
     log "  idle $path $t: RSS $rss0 -> $rss1 KiB, descriptors $fd0 -> $fd1 with $idle clients ($(kv open_s "$ready") s to open)"
 }
 
 # ---- the run ------------------------------------------------------------
 
-machine=$(machine_line)
-mgate_rev=$(git -C "$top" describe --always --dirty 2>/dev/null || echo unknown)
-busy_before=$(busy_share)
-log "bench mqtt_ws: $machine; mgate $mgate_bin ($mgate_rev); results in $run"
-((busy_before > 10)) && log "warning: the machine was ${busy_before}% busy before the run; figures will be noisy"
+log_run_start mqtt_ws
 log "ports: broker tcp $b_tcp ws $b_ws wss $b_wss, haproxy ws $h_ws wss $h_wss, mgate ws $m_ws wss $m_wss mqtt $m_mqtt mqtts $m_mqtts"
 start_broker
 start_haproxy

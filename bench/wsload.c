@@ -41,9 +41,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "wsutil.h"
 
-#define NS 1000000000ull
 #define MAX_HEAD 8192
 #define PAT_LEN 256
 
@@ -83,20 +83,6 @@ static uint64_t *samples; /* latency: round trips in ns */
 static size_t n_samples, max_samples;
 static bool measuring;
 static size_t rchunk = 256 * 1024; /* room for a read; idle mode: 4 KiB */
-
-static uint64_t now_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (uint64_t)t.tv_sec * NS + (uint64_t)t.tv_nsec;
-}
-
-static double cpu_s(void)
-{
-    struct rusage u;
-    getrusage(RUSAGE_SELF, &u);
-    return (double)(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + (double)(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
-}
 
 static uint64_t rnd(struct cl *c) /* xorshift64 */
 {

@@ -3,8 +3,8 @@
 # -Werror, run every ctest test, then again under AddressSanitizer +
 # UndefinedBehaviorSanitizer, then the fuzzers (MQTT decoder, CoAP codec,
 # WebSocket framing and upgrade head, HTTP parser) for a short while, then
-# smoke runs of the benchmark harnesses (bench/run.sh, bench/http_ws.sh and
-# bench/mqtt_ws.sh --smoke: check that they still run and that every path
+# smoke runs of the benchmark harnesses (bench/run.sh, bench/http_ws.sh,
+# bench/mqtt_ws.sh and bench/coap.sh --smoke: check that they still run and that every path
 # forwards; their figures are not judged).
 #
 #   tests/run.sh            everything
@@ -99,3 +99,14 @@ measured "$mws_run/results.tsv" "thr_ws_q0_64 thr_ws_q1_1024 thr_wss_q0_64 thr_w
 measured "$mws_run/results.tsv" "cpu_ws_q0_64 cpu_wss_q1_1024 idle_ws_kib idle_wss_kib fds_wss" "haproxy mgate"
 measured "$mws_run/results.tsv" "idle_mqtt_kib idle_mqtts_kib" mgate
 echo "mqtt-ws bench smoke: every path measured ($mws_run/report.md)"
+
+step "CoAP relay benchmark smoke run (bench/coap.sh)"
+rm -rf build-bench/coap-smoke
+bench/coap.sh --smoke --mgate build-bench/mgate --out build-bench/coap-smoke
+coap_run=$(echo build-bench/coap-smoke/coap-run-*)
+if grep -E 'failed|did not start|BUG|not every|(timeouts|lost|not 2.xx|errors) [1-9]' "$coap_run/run.log"; then
+  echo "coap bench smoke: a measurement failed or lost requests (see $coap_run)"; exit 1
+fi
+measured "$coap_run/results.tsv" "thr_con thr_non p50_con scpu_con" "direct mgate"
+measured "$coap_run/results.tsv" "cpu_con cpu_non idle_kib" mgate
+echo "coap bench smoke: every path measured ($coap_run/report.md)"

@@ -1,0 +1,287 @@
+#!/usr/bin/env bash
+# bench/coap.sh: CoAP requests through mgate's CoAP relay (MGATE_COAP_WITHOUT_DTLS_*,
+# TARGET_PROTOCOL=coap) side by side with the same load sent to libcoap's
+# coap-server-openssl directly, and the memory of an idle CoAP session in mgate
+# (issue 16, "Speed").  See docs/PERFORMANCE.md, "CoAP relay (issue 16)".
+#
+#   bench/coap.sh             the full run (3 rounds), ~1 minute
+#   bench/coap.sh --smoke     everything tiny (< 15 s): checks the harness still runs
+#   bench/coap.sh --perf      also where mgate's CPU goes (perf record during a CON load)
+#   bench/coap.sh --help      every option
+#
+# The load generator is bench/coapload: N UDP clients (each its own source
+# port, so each is one peer and session in mgate), each keeping W POSTs with a
+# small payload in flight to /bench (the server runs with -d, so the first POST
+# creates the resource and the rest get 2.04), confirmable (CON) and, as a
+# second load, non-confirmable (NON).  mgate runs one worker, handler noop,
+# log level warn.  CPU is each process's utime+stime (/proc/PID/stat) over a
+# whole load run, per request answered.  Paths are measured interleaved (each
+# round starts with the other path); each figure is the median over rounds
+# with min-max, each ratio the median of the ratios within a round.
+# Everything listens on 127.0.0.1 on free ports; every process this script
+# starts is stopped by its PID.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+top=$(dirname "$here")
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
+
+rounds=3 duration=3 warmup=0.5 clients=16 window=4 size=32
+idle=2000 idle_parallel=64 do_perf=0
+settle=1 # seconds given to a process to finish what a run started
+loads="con non"
+mgate_bin=${MGATE_BIN:-$top/build/mgate}
+outdir=$here/out
+
+usage() {
+    cat <<EOF
+usage: bench/coap.sh [options]
+  --smoke              tiny and fast (1 round, 0.3 s runs, 50 idle clients); for CI
+  --rounds N           rounds of interleaved measurements ($rounds)
+  --duration SEC       measured seconds of each load run ($duration; plus ${warmup}s warm-up)
+  --clients N          CoAP clients (source ports) of a load run ($clients)
+  --window N           requests in flight per client ($window)
+  --size BYTES         payload of each POST ($size)
+  --loads LIST         from: con non ("$loads")
+  --idle N             idle CoAP sessions for the memory figure ($idle; 0: none)
+  --perf               also perf record mgate during one CON load
+  --mgate PATH         the mgate binary ($mgate_bin, built (RelWithDebInfo) if missing)
+  --out DIR            where results go ($outdir)
+EOF
+}
+
+for a in "$@"; do
+    if [[ $a == --smoke ]]; then
+        rounds=1 duration=0.3 warmup=0.1 idle=50 settle=0.2
+    fi
+done
+while (($#)); do
+    case $1 in
+    --smoke) ;;
+    --rounds) rounds=$2; shift ;;
+    --duration) duration=$2; shift ;;
+    --clients) clients=$2; shift ;;
+    --window) window=$2; shift ;;
+    --size) size=$2; shift ;;
+    --loads) loads=$2; shift ;;
+    --idle) idle=$2; shift ;;
+    --perf) do_perf=1 ;;
+    --mgate) mgate_bin=$(realpath -m -- "$2"); shift ;;
+    --out) outdir=$(realpath -m -- "$2"); shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "bench/coap.sh: unknown option $1" >&2; usage >&2; exit 64 ;;
+    esac
+    shift
+done
+
+need_tools bench/coap.sh "libcoap3-bin iproute2 gawk make coreutils" coap-server-openssl ss awk make timeout
+if ((do_perf)) && ! command -v perf >/dev/null; then
+    echo "bench/coap.sh: --perf needs perf" >&2; exit 1
+fi
+
+# One descriptor per idle client here and one per session in mgate (its socket to the server).
+fit_fd_limit bench/coap.sh
+
+# ---- build --------------------------------------------------------------
+
+make -s -C "$here" OUT="$here/out" coap >/dev/null
+cl=$here/out/coapload
+build_mgate_if_missing bench/coap.sh
+
+stamp=$(date +%Y%m%d-%H%M%S)
+run=$outdir/coap-run-$stamp
+mkdir -p "$run"
+results=$run/results.tsv # metric <tab> path <tab> round <tab> value
+: >"$results"
+
+# ---- processes ----------------------------------------------------------
+
+server_pid="" mgate_pid=""
+cleanup() {
+    stop_pid "$mgate_pid"
+    stop_pid "$server_pid"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+ports=$("$cl" freeport 3) || { echo "bench/coap.sh: no free ports" >&2; exit 1; }
+read -r s_port m_port admin_port <<<"$(echo $ports)"
+
+# -d: POST to /bench creates it (2.01), later ones change it (2.04).  The
+# server listens on TCP too, which wait_listen sees.
+start_server() {
+    coap-server-openssl -A 127.0.0.1 -p "$s_port" -d 10 -v 3 >>"$run/coap-server.log" 2>&1 &
+    server_pid=$!
+    wait_listen "$s_port" "$server_pid" || { log "coap-server-openssl did not start (see $run/coap-server.log)"; exit 1; }
+}
+
+# mgate runs in $run (no .env of the caller's is read), with no MGATE_* from
+# the caller's environment: one CoAP listener to the server, sessions that
+# outlive the run (IDLE_TIMEOUT 1h) and room for every idle client; its admin
+# listener tells when it is up.
+start_mgate() {
+    local c=MGATE_COAP_WITHOUT_DTLS_
+    # shellcheck disable=SC2046
+    env -C "$run" $(unset_mgate_vars) \
+        ${c}HOST=127.0.0.1 ${c}PORT="$m_port" ${c}TARGET_HOST=127.0.0.1 ${c}TARGET_PORT="$s_port" \
+        ${c}IDLE_TIMEOUT=1h ${c}MAX_CONNECTIONS=$((idle + 1000)) MGATE_ADMIN_PORT="$admin_port" \
+        MGATE_HANDLER=noop MGATE_WORKERS=1 MGATE_LOG_LEVEL=warn "$mgate_bin" 2>>"$run/mgate.log" &
+    mgate_pid=$!
+    wait_listen "$admin_port" "$mgate_pid" || { log "mgate did not start (see $run/mgate.log)"; exit 1; }
+    [[ $(cat "/proc/$mgate_pid/comm") == mgate ]] || log "warning: pid $mgate_pid is not mgate: CPU and RSS readings are wrong"
+}
+
+port_of() { case $1 in direct) echo "$s_port" ;; mgate) echo "$m_port" ;; esac; }
+pid_of() { case $1 in direct) echo "$server_pid" ;; mgate) echo "$mgate_pid" ;; esac; }
+load_opts() { case $1 in con) echo "" ;; non) echo "-N" ;; esac; }
+
+# A process that died is a finding: logged (with its log's tail), then restarted.
+check_alive() { # path what
+    local pid rc
+    for pid in "$server_pid" "$mgate_pid"; do
+        kill -0 "$pid" 2>/dev/null && continue
+        wait "$pid" 2>/dev/null && rc=0 || rc=$?
+        if [[ $pid == "$server_pid" ]]; then
+            log "BUG? coap-server-openssl (pid $pid) exited with status $rc during $2; restarting it"
+            tail -5 "$run/coap-server.log" | sed 's/^/    /' >&2
+            start_server
+        else
+            log "BUG? mgate (pid $pid) exited with status $rc during $2; restarting it"
+            tail -5 "$run/mgate.log" | sed 's/^/    /' >&2
+            start_mgate
+        fi
+    done
+}
+
+# Datagrams the kernel dropped for a full receive buffer, all UDP sockets of the machine.
+udp_drops() { awk '/^Udp:/ && ++n == 1 {for (i = 1; i <= NF; i++) if ($i == "RcvbufErrors") k = i} /^Udp:/ && n == 2 {print $k}' /proc/net/snmp; }
+
+us_per() { awk -v a="$1" -v b="$2" -v n="$3" -v hz="$hz" 'BEGIN {printf "%.2f", n ? (b - a) / hz / n * 1e6 : 0}'; } # CPU-µs each
+
+# ---- measurements -------------------------------------------------------
+
+measure_load() { # path load round
+    local path=$1 l=$2 r=$3 m0 m1 s0 s1 d0 d1 line total
+    m0=$(cpu_ticks "$mgate_pid") s0=$(cpu_ticks "$server_pid") d0=$(udp_drops)
+    # shellcheck disable=SC2046
+    line=$(bounded "$(sum "$duration" "$warmup" 20)" "$cl" load -p "$(port_of "$path")" $(load_opts "$l") \
+        -n "$clients" -W "$window" -s "$size" -P bench -d "$duration" -w "$warmup") || { check_alive "$path" "load $l"; return 0; }
+    m1=$(cpu_ticks "$mgate_pid") s1=$(cpu_ticks "$server_pid") d1=$(udp_drops)
+    total=$(kv recv_total "$line")
+    record "thr_$l" "$path" "$r" "$(kv rate "$line")"
+    record "p50_$l" "$path" "$r" "$(kv p50_us "$line")"
+    record "p99_$l" "$path" "$r" "$(kv p99_us "$line")"
+    if ((${total:-0} > 0)); then
+        record "scpu_$l" "$path" "$r" "$(us_per "$s0" "$s1" "$total")"
+        record "lcpu_$l" "$path" "$r" "$(awk -v c="$(kv cpu_s "$line")" -v n="$(kv recv "$line")" 'BEGIN {printf "%.2f", n ? c / n * 1e6 : 0}')"
+        [[ $path == mgate ]] && record "cpu_$l" "$path" "$r" "$(us_per "$m0" "$m1" "$total")"
+    fi
+    log "  $path $l: $(kv rate "$line") req/s, p50 $(kv p50_us "$line") µs, p99 $(kv p99_us "$line") µs; mgate $((m1 - m0)) ticks, server $((s1 - s0)) ticks for $total requests (timeouts $(kv timeouts "$line"), lost $(kv lost "$line"), not 2.xx $(kv not_2xx "$line"), errors $(kv errors "$line"); UDP receive-buffer drops $((d1 - d0)))"
+    check_alive "$path" "load $l"
+}
+
+# A fresh mgate (a previous run's memory in the allocator would hide the
+# growth), 20 clients through it first (allocator state, the server's first
+# resource), then RSS and descriptors before and after $idle more clients
+# have each had one POST answered and gone quiet (their sessions stay:
+# IDLE_TIMEOUT is 1h).  The same for the server directly, for reference.
+measure_idle() { # path round
+    local path=$1 r=$2 pid rss0 rss1 fd0 fd1 ready reply
+    case $path in direct) stop_pid "$server_pid"; start_server ;; mgate) stop_pid "$mgate_pid"; start_mgate ;; esac
+    pid=$(pid_of "$path")
+    timeout -k 5 60 "$cl" idle -p "$(port_of "$path")" -n 20 -c 20 -s "$size" </dev/null >/dev/null 2>>"$run/coapload.log" || true
+    sleep "$settle"
+    rss0=$(rss_kib "$pid") fd0=$(ls "/proc/$pid/fd" | wc -l)
+    coproc IDLE { exec timeout -k 5 120 "$cl" idle -p "$(port_of "$path")" -n "$idle" -c "$idle_parallel" -s "$size" 2>>"$run/coapload.log"; }
+    local clpid=$IDLE_PID
+    ask_idle "" 90
+    ready=$reply
+    sleep "$settle"
+    rss1=$(rss_kib "$pid") fd1=$(ls "/proc/$pid/fd" | wc -l)
+    ask_idle close 30
+    wait "$clpid" 2>/dev/null || true
+    check_alive "$path" "idle"
+    if [[ $path == mgate ]]; then # the idle sessions out of the way of the next round's loads
+        stop_pid "$mgate_pid"
+        start_mgate
+    fi
+    if [[ $(kv ok "$ready") != "$idle" ]]; then
+        log "  idle $path: not every client was answered: $ready"
+        return 0
+    fi
+    record idle_kib "$path" "$r" "$(per_each "$rss0" "$rss1" "$idle")"
+    record idle_fds "$path" "$r" "$(per_each "$fd0" "$fd1" "$idle")"
+    log "  idle $path: RSS $rss0 -> $rss1 KiB, descriptors $fd0 -> $fd1 with $idle clients ($(kv open_s "$ready") s to open)"
+}
+
+# ---- the run ------------------------------------------------------------
+
+log_run_start coap
+log "ports: coap-server $s_port, mgate CoAP $m_port, admin $admin_port"
+start_server
+start_mgate
+
+all_paths=(direct mgate)
+t_start=$(date +%s)
+for ((r = 1; r <= rounds; r++)); do
+    log "round $r of $rounds"
+    k=$(((r - 1) % 2))
+    paths=("${all_paths[@]:k}" "${all_paths[@]:0:k}")
+    for l in $loads; do
+        for p in "${paths[@]}"; do measure_load "$p" "$l" "$r"; done
+    done
+    if ((idle > 0)); then
+        for p in "${paths[@]}"; do measure_idle "$p" "$r"; done
+    fi
+done
+run_s=$(($(date +%s) - t_start))
+
+# ---- where mgate's time goes (perf) --------------------------------------
+
+if ((do_perf)); then
+    log "perf: mgate, CON load"
+    perf record -g -p "$mgate_pid" -o "$run/perf.data" -- sleep "$duration" 2>>"$run/perf.log" &
+    perf_pid=$!
+    bounded "$(sum "$duration" "$warmup" 20)" "$cl" load -p "$m_port" -n "$clients" -W "$window" -s "$size" -P bench \
+        -d "$duration" -w 0.2 >/dev/null || true
+    wait "$perf_pid" 2>/dev/null || true
+    perf report -i "$run/perf.data" --no-children --sort sym --stdio 2>/dev/null |
+        grep -E '^ +[0-9.]+%' | head -25 >"$run/perf-self.txt" || true
+    perf report -i "$run/perf.data" --stdio 2>/dev/null | head -60 >"$run/perf-report.txt" || true
+fi
+
+# ---- the report ---------------------------------------------------------
+
+report=$run/report.md
+{
+    echo "# CoAP relay: mgate against libcoap's server directly, $(date -u +'%Y-%m-%d %H:%M UTC')"
+    echo
+    echo "Machine: $machine; shared with other engineers' builds and tests while it ran."
+    echo "Nothing pinned: load generator, server and mgate share the CPUs."
+    echo "The machine was ${busy_before}% busy (all CPUs) in the second before the run; the run took ${run_s} s."
+    echo "mgate $mgate_rev ($(basename "$(dirname "$mgate_bin")")), one CoAP listener (relay, TARGET_PROTOCOL=coap), handler \`noop\`, MGATE_LOG_LEVEL=warn, 1 worker."
+    echo "Server: coap-server-openssl $(coap-server-openssl -? 2>&1 | awk '/^coap-server-openssl v[0-9]/ {print $2; exit}') (-d 10: POST /bench creates it, then changes it)."
+    echo "Load: bench/coapload load -n $clients -W $window -s $size -P bench: $clients clients (source ports), $window POSTs in flight each,"
+    echo "${warmup}s warm-up then ${duration}s measured; con: confirmable (piggybacked 2.04 ACK), non: non-confirmable (NON 2.04)."
+    echo "CPU: utime+stime (/proc/PID/stat) of mgate and of the server over each whole load run, per request answered, in CPU-µs."
+    echo "Idle: RSS and descriptors before and after $idle clients ($idle_parallel at a time) each had one POST answered, then stayed quiet; a fresh process each time."
+    echo "Rounds: $rounds, interleaved. Each cell: median (min–max) over rounds; a ratio: the median of the ratios within each round."
+    echo
+    awk -F'\t' -v loads="$loads" -f "$here/stats.awk" -f "$here/coap_report.awk" "$results"
+    if [[ -s $run/perf-self.txt ]]; then
+        echo
+        echo "mgate's top functions, CON load (perf, self time, whole process):"
+        echo
+        echo '```'
+        cat "$run/perf-self.txt"
+        echo '```'
+    fi
+    warns=$(grep -c . "$run/mgate.log" || true)
+    echo
+    echo "mgate log (level warn): $warns lines$( ((warns)) && echo "; first: $(head -1 "$run/mgate.log")")."
+} >"$report"
+
+cat "$report"
+cp "$report" "$outdir/coap-latest.md"
+log "report: $report (and $outdir/coap-latest.md)"
