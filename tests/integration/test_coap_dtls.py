@@ -1,0 +1,291 @@
+#!/usr/bin/python3
+"""CoAP over DTLS 1.2 (MGATE_COAP_WITH_DTLS_*) in front of the relay: libcoap's coap-client-openssl
+over coaps:// through mgate to coap-server-openssl over plain UDP.
+
+* Certificates (ssl/gen.sh's PKI, CLIENT_CA_FILE set: a client certificate is required): a good
+  one works, and with USE_CN_AS_USERNAME its CN is the username the handler sees; one from an
+  unknown CA, none at all, and a revoked one (OFFLINE_CRL_FILE; and OCSP, through the same
+  non-blocking check as the TLS listeners, with examples/server/ocsp/serve.py) fail the handshake.
+* Pre-shared keys (PSK_FILE): the right key works and the identity is the username; a wrong key and
+  an unknown identity fail; a SIGHUP reads the file again; a bad file is exit 2 naming the variable
+  and the line.
+* Many clients at once on the one port, each its own DTLS session.
+* A ClientHello flood from many source ports that never answers the cookie: each gets a
+  HelloVerifyRequest, and mgate keeps nothing (no session, RSS about the same); a real client
+  still gets in.
+* The acl handler refusing a PUT over DTLS: 4.03, and the server never sees it.
+"""
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+import harness as h
+from test_acl import make_password_file, write
+from test_admin import metrics
+from test_coap import ACL, Server, free_coap_port, gate, tool
+
+D = "MGATE_COAP_WITH_DTLS_"
+PSK_KEY = "dtls-psk-secret"  # libcoap 4.3.1 takes -k as text; PSK_FILE holds its bytes in hex
+
+
+def dgate(tmp, server, pki, binary=None, **settings):
+    env = {"CERT_FILE": pki["server.crt"], "KEY_FILE": pki["server.key"]}
+    env.update(settings)
+    return gate(tmp, server.port, binary=binary, prefix=D, **env)
+
+
+def coaps(g, path, *args, timeout=20):
+    return tool(g.coap, path, *args, timeout=timeout, scheme="coaps")
+
+
+def cert_args(pki, name):
+    return ["-c", pki[f"{name}.crt"], "-j", pki[f"{name}.key"], "-C", pki["ca.crt"]]
+
+
+def psk_args(identity, key=PSK_KEY):
+    return ["-u", identity, "-k", key]
+
+
+def answered_time(rc, out):
+    """The server's /time answer and nothing else (libcoap's error lines carry a time too)."""
+    return rc == 0 and re.fullmatch(r"\w{3} \d\d \d\d:\d\d:\d\d", out.strip()) is not None
+
+
+def failures(g, since):
+    return [j for j in g.json_since(since) if j.get("msg") == "TLS handshake failed"]
+
+
+def sessions(g):
+    m = metrics(g.admin)
+    return m.get('mgate_connections{listener="coap_with_dtls"}', 0)
+
+
+def certificates(t, tmp, server, pki):
+    g = dgate(tmp, server, pki, binary=h.MGATE_BIN, CLIENT_CA_FILE=pki["ca.crt"], USE_CN_AS_USERNAME="true")
+    mark = g.log.mark()
+    rc, out = coaps(g, "time", *cert_args(pki, "client"))
+    t.check(answered_time(rc, out), "client.crt: GET /time over DTLS is answered by the server", out)
+    cn = pki.cn("client.crt")
+    t.check(h.wait_until(lambda: any(j.get("msg") == "auth_connect" and j.get("username") == cn
+                                     for j in g.json_since(mark)), 3.0),
+            f"USE_CN_AS_USERNAME: the handler's auth_connect has the CN {cn!r} as the username")
+    tool(g.coap, "example_data", "-m", "put", "-e", "over dtls", *cert_args(pki, "client"), scheme="coaps")
+    t.eq(coaps(g, "example_data", *cert_args(pki, "client"))[1], "over dtls", "PUT, then GET over DTLS")
+
+    for name, what, error in (("unknown", "a certificate from an unknown CA", "unable to get local issuer"),
+                              (None, "no client certificate", "did not return a certificate")):
+        mark = g.log.mark()
+        args = cert_args(pki, name) if name else ["-R", pki["ca.crt"]]
+        rc, out = coaps(g, "time", *args)
+        t.check(not answered_time(rc, out), f"{what}: no answer", out)
+        line = h.wait_until(lambda: failures(g, mark), 3.0)
+        t.check(line and error in line[0].get("error", ""), f"{what}: mgate logs the handshake failure ({error})",
+                str(line))
+    t.check(sessions(g) == 0, "no session is left from the refused handshakes")
+
+
+def revocation(t, tmp, server, pki):
+    g = dgate(tmp, server, pki, CLIENT_CA_FILE=pki["ca.crt"], CERT_VERIFICATION_METHODS="crl",
+              OFFLINE_CRL_FILE=pki["crl.pem"])
+    t.check(answered_time(*coaps(g, "time", *cert_args(pki, "client"))), "CRL: client.crt gets in")
+    mark = g.log.mark()
+    rc, out = coaps(g, "time", *cert_args(pki, "revoked"))
+    t.check(not answered_time(rc, out) and "revoked" in out, "CRL: revoked.crt fails with a certificate_revoked "
+            "alert", out)
+    line = h.wait_until(lambda: failures(g, mark), 3.0)
+    t.check(line and "revoked" in line[0].get("error", ""), "CRL: mgate logs \"certificate revoked\"", str(line))
+
+    root = h.Responder.root(tmp, pki)
+    try:
+        g = dgate(tmp, server, pki, CLIENT_CA_FILE=pki["ca.crt"], CERT_VERIFICATION_METHODS="ocsp")
+        rm = root.log.mark()
+        t.check(answered_time(*coaps(g, "time", *cert_args(pki, "client"))), "OCSP: client.crt gets in")
+        t.check(root.ocsp_requests(rm) >= 1, "OCSP: the responder in the certificate's AIA was asked")
+        mark = g.log.mark()
+        rc, out = coaps(g, "time", *cert_args(pki, "revoked"))
+        t.check(not answered_time(rc, out) and "revoked" in out, "OCSP: revoked.crt fails with certificate_revoked",
+                out)
+        line = h.wait_until(lambda: failures(g, mark), 3.0)
+        t.check(line and "revoked" in line[0].get("error", ""), "OCSP: mgate logs \"certificate revoked\"",
+                str(line))
+    finally:
+        root.stop()
+
+
+def psk_file(path, entries):
+    write(path, "# identity:key in hex\n" + "".join(f"{i}:{k.encode().hex()}\n" for i, k in entries))
+
+
+def psk(t, tmp, server, pki):
+    path = os.path.join(tmp, "psk.txt")
+    psk_file(path, [("dev1", PSK_KEY), ("dev2", "another-key")])
+    g = dgate(tmp, server, pki, binary=h.MGATE_BIN, PSK_FILE=path)
+    mark = g.log.mark()
+    rc, out = coaps(g, "time", *psk_args("dev1"))
+    t.check(answered_time(rc, out), "PSK dev1 with its key: GET /time is answered", out)
+    t.check(h.wait_until(lambda: any(j.get("msg") == "auth_connect" and j.get("username") == "dev1"
+                                     for j in g.json_since(mark)), 3.0),
+            "PSK: the handler's auth_connect has the identity dev1 as the username")
+    rc, out = coaps(g, "time", *psk_args("dev1", "not-the-key"))
+    t.check(not answered_time(rc, out), "PSK dev1 with a wrong key: no answer", out)
+    rc, out = coaps(g, "time", *psk_args("nobody"))
+    t.check(not answered_time(rc, out), "PSK with an unknown identity: no answer", out)
+
+    psk_file(path, [("dev1", "rotated-key")])
+    os.kill(g.pid, signal.SIGHUP)
+    t.check(g.log.wait(r"coap_with_dtls reloaded", 3.0, mark) is not None, "SIGHUP: the listener reloads")
+    t.check(answered_time(*coaps(g, "time", *psk_args("dev1", "rotated-key"))), "after SIGHUP: the new key works")
+    t.check(not answered_time(*coaps(g, "time", *psk_args("dev1"))), "after SIGHUP: the old key fails")
+
+    # PSK only: no certificate needed
+    g2 = gate(tmp, server.port, prefix=D, PSK_FILE=path)
+    t.check(answered_time(*coaps(g2, "time", *psk_args("dev1", "rotated-key"))),
+            "PSK_FILE without CERT_FILE: a PSK client gets in")
+
+    # bad files: exit 2, naming the variable and the line
+    def start_fails(what, variable, needle, **keys):
+        env = h.clean_env()
+        env.update({D + "HOST": h.HOST, D + "PORT": str(free_coap_port()), D + "TARGET_HOST": h.HOST,
+                    D + "TARGET_PORT": str(server.port), "MGATE_MQTT_WITHOUT_TLS_PORT": ""})
+        env.update({D + k: v for k, v in keys.items()})
+        r = subprocess.run([h.MGATE_BIN], env=env, capture_output=True, text=True, timeout=10)
+        out = r.stdout + r.stderr
+        t.check(r.returncode == 2 and D + variable in out and needle in out,
+                f"{what}: exit 2 naming {D + variable} and {needle!r}", f"exit {r.returncode}: {out.strip()[-300:]}")
+
+    bad = os.path.join(tmp, "bad-psk.txt")
+    for text, why in (("dev1:00ff\nbroken line\n", "line 2"), ("dev1:0g\n", "line 1"),
+                      ("dev1:00\ndev1:01\n", "appears twice"), ("# nothing\n", "no identity")):
+        write(bad, text)
+        start_fails(f"a PSK file with {why}", "PSK_FILE", why, PSK_FILE=bad)
+    start_fails("a PSK file that does not exist", "PSK_FILE", "No such file", PSK_FILE=bad + ".missing")
+    start_fails("TLS_MIN_VERSION=1.3 (no DTLS 1.3)", "TLS_MIN_VERSION", "DTLS", PSK_FILE=path, TLS_MIN_VERSION="1.3")
+
+
+def many(t, tmp, server, pki):
+    path = os.path.join(tmp, "psk-many.txt")
+    psk_file(path, [(f"dev{i}", f"key-{i}") for i in range(8)])
+    g = dgate(tmp, server, pki, PSK_FILE=path)
+    results = [None] * 8
+
+    def one(i):
+        results[i] = coaps(g, "time", *psk_args(f"dev{i}", f"key-{i}"))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    ok = sum(1 for r in results if r and answered_time(*r))
+    t.eq(ok, 8, "eight PSK clients at once on one port: each is answered")
+
+
+def client_hello():
+    """The first datagram coap-client-openssl sends to a coaps:// server: a ClientHello without cookie."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((h.HOST, 0))
+    s.settimeout(5)
+    p = subprocess.Popen(["coap-client-openssl", "-B", "2", *psk_args("x"),
+                          f"coaps://{h.HOST}:{s.getsockname()[1]}/x"], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    h.register(p)
+    try:
+        data = s.recv(4096)
+    finally:
+        h.stop(p)
+        s.close()
+    return data
+
+
+def open_fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def sanitized(pid):
+    with open(f"/proc/{pid}/maps") as f:
+        return "libasan" in f.read()
+
+
+def flood(t, tmp, server, pki):
+    path = os.path.join(tmp, "psk-flood.txt")
+    psk_file(path, [("dev1", PSK_KEY)])
+    g = dgate(tmp, server, pki, PSK_FILE=path)
+    t.check(answered_time(*coaps(g, "time", *psk_args("dev1"))), "flood: a client gets in before")
+    hello = client_hello()
+    t.check(hello[0] == 22 and hello[13] == 1, "flood: a ClientHello captured from coap-client-openssl")
+    time.sleep(0.5)
+    rss0, fds0 = g.rss_kib(), open_fds(g.pid)
+    verify, sent = 0, 0
+    for _ in range(10):  # 2000 source ports, 200 at a time
+        socks = []
+        for _ in range(200):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind((h.HOST, 0))
+            s.sendto(hello, (h.HOST, g.coap))
+            socks.append(s)
+            sent += 1
+        for s in socks:
+            s.settimeout(2)
+            try:
+                d = s.recv(4096)
+                verify += d[0] == 22 and d[13] == 3
+            except socket.timeout:
+                pass
+            s.close()
+    t.check(verify >= sent * 9 // 10, f"flood: {verify} of {sent} ClientHellos got a HelloVerifyRequest")
+    time.sleep(0.5)
+    rss1, fds1 = g.rss_kib(), open_fds(g.pid)
+    t.eq(sessions(g), 0, "flood: no session was made")
+    t.eq(fds1, fds0, "flood: no socket was opened for any of them (mgate's open descriptors)")
+    if sanitized(g.pid):  # ASan keeps freed memory in quarantine: RSS says nothing there
+        t.check(True, f"flood: RSS not judged under a sanitizer (grew {rss1 - rss0} KiB)")
+    else:
+        t.check(rss1 - rss0 < 2048, f"flood: mgate's RSS grew {rss1 - rss0} KiB (less than 2 MiB for 2000 hellos)")
+    t.check(answered_time(*coaps(g, "time", *psk_args("dev1"))), "flood: a client still gets in after")
+
+
+def acl(t, tmp, server, pki):
+    pwfile, aclfile, path = (os.path.join(tmp, n) for n in ("dtls.passwd", "dtls.acl", "psk-acl.txt"))
+    make_password_file(pwfile, {"dev1": ("dev1-secret", "sha512-pbkdf2")})
+    write(aclfile, ACL)
+    psk_file(path, [("dev1", PSK_KEY)])
+    g = dgate(tmp, server, pki, binary=h.MGATE_BIN, PSK_FILE=path, MGATE_HANDLER="acl",
+              MGATE_ACL_PASSWORD_FILE=pwfile, MGATE_ACL_FILE=aclfile)
+    mark = server.log.mark()
+    pw = ["-O", "15,p=dev1-secret"]
+    rc, out = coaps(g, "dev/dev1/temp", "-m", "put", "-e", "21", *psk_args("dev1"), *pw)
+    t.check(rc == 0 and server.saw("dev1", mark) and "4." not in out, "acl: PSK dev1 publishes on dev/dev1/temp",
+            out)
+    rc, out = coaps(g, "dev/dev2/temp", "-m", "put", "-e", "22", *psk_args("dev1"), *pw)
+    t.check("4.03" in out, "acl: PSK dev1 on dev/dev2/temp: 4.03 over DTLS", out)
+    rc, out = coaps(g, "dev/dev1/other", "-m", "put", "-e", "23", *psk_args("dev1"), "-O", "15,u=dev2",
+                    "-O", "15,p=dev1-secret")
+    t.check(rc == 0 and server.saw("other", mark) and "4." not in out,
+            "acl: a u=dev2 query does not change the PSK identity (still dev1)", out)
+    time.sleep(0.2)
+    t.check(not server.saw("dev2", mark), "acl: the refused PUT never reached the server")
+
+
+def main():
+    h.need_binaries()
+    t = h.Checks("coap_dtls")
+    with tempfile.TemporaryDirectory() as tmp:
+        pki = h.Pki(tmp)
+        server = Server(tmp)
+        t.case("certificates", certificates, t, tmp, server, pki)
+        t.case("revocation", revocation, t, tmp, server, pki)
+        t.case("pre-shared keys", psk, t, tmp, server, pki)
+        t.case("many clients", many, t, tmp, server, pki)
+        t.case("ClientHello flood", flood, t, tmp, server, pki)
+        t.case("acl", acl, t, tmp, server, pki)
+        h.stop(server.proc)
+        return h.finish(t)
+
+
+if __name__ == "__main__":
+    h.run_main(main)
