@@ -9,10 +9,15 @@ over coaps:// through mgate to coap-server-openssl over plain UDP.
 * Pre-shared keys (PSK_FILE): the right key works and the identity is the username; a wrong key and
   an unknown identity fail; a SIGHUP reads the file again; a bad file is exit 2 naming the variable
   and the line.
-* Many clients at once on the one port, each its own DTLS session.
+* Many clients at once on the one port, each its own DTLS session; with one worker, a handshake
+  paused in an OCSP check (a responder that never answers) while PSK clients are served at once,
+  then refused at REVOCATION_TIMEOUT.
+* Observe notifications and block-wise transfer over DTLS.
+* SIGTERM with a handshake paused in its OCSP check, one just past its cookie (a ClientHello made
+  here with the cookie: it gets a ServerHello) and an Observe session: exit 0, no sanitizer report.
 * A ClientHello flood from many source ports that never answers the cookie: each gets a
-  HelloVerifyRequest, and mgate keeps nothing (no session, RSS about the same); a real client
-  still gets in.
+  HelloVerifyRequest, and mgate keeps nothing (no session, no descriptor, RSS about the same); a
+  cookie sent back from another source port is not taken; a real client still gets in.
 * The acl handler refusing a PUT over DTLS: 4.03, and the server never sees it.
 """
 import os
@@ -117,6 +122,93 @@ def revocation(t, tmp, server, pki):
         root.stop()
 
 
+def waiting_check(t, tmp, server, pki):
+    """One worker; a client certificate whose OCSP responder never answers (REVOCATION_TIMEOUT=3s):
+    while its handshake waits, a PSK client on the same port is served at once, again and again;
+    then the waiting one is refused (fail-closed)."""
+    path = os.path.join(tmp, "psk-wait.txt")
+    psk_file(path, [("dev1", PSK_KEY)])
+    silent = h.SilentServer()
+    try:
+        g = dgate(tmp, server, pki, binary=h.MGATE_BIN, PSK_FILE=path, CLIENT_CA_FILE=pki["ca.crt"],
+                  CERT_VERIFICATION_METHODS="ocsp", OCSP_RESPONDER_URL=silent.url, REVOCATION_TIMEOUT="3s",
+                  MGATE_WORKERS="1")
+        mark = g.log.mark()
+        result = {}
+
+        def attempt():
+            t0 = time.monotonic()
+            result["r"] = coaps(g, "time", *cert_args(pki, "client"))
+            result["took"] = time.monotonic() - t0
+        th = threading.Thread(target=attempt, daemon=True)
+        th.start()
+        asked = h.wait_until(lambda: silent.accepted >= 1, 3.0)
+        t.check(asked, "OCSP wait: mgate asked the silent responder")
+        took, alive = [], []
+        for _ in range(3):
+            t0 = time.monotonic()
+            ok = answered_time(*coaps(g, "time", *psk_args("dev1")))
+            took.append(round(time.monotonic() - t0, 2) if ok else 99)
+            alive.append(th.is_alive())
+        t.check(max(took) < 1.0, "OCSP wait: meanwhile a PSK client is answered at once, three times", str(took))
+        t.check(all(alive), "OCSP wait: ... while the certificate's handshake still waited", str(alive))
+        th.join(20)
+        t.check(not answered_time(*result.get("r", (1, ""))), "OCSP wait: the waiting client is refused "
+                "(REVOCATION_TIMEOUT, fail-closed)", str(result))
+        line = h.wait_until(lambda: failures(g, mark), 3.0)
+        t.check(line and "unavailable" in line[0].get("error", ""),
+                "OCSP wait: mgate logs \"revocation status unavailable\"", str(line))
+    finally:
+        silent.close()
+
+
+def stop_midway(t, tmp, server, pki):
+    """SIGTERM with a handshake paused in its OCSP check, one that has just had its cookie, and a
+    session with an Observe running: exit 0, nothing left for a sanitizer to report."""
+    path = os.path.join(tmp, "psk-stop.txt")
+    psk_file(path, [("dev1", PSK_KEY)])
+    silent = h.SilentServer()
+    procs = []
+    try:
+        g = dgate(tmp, server, pki, binary=h.MGATE_BIN, PSK_FILE=path, CLIENT_CA_FILE=pki["ca.crt"],
+                  CERT_VERIFICATION_METHODS="ocsp", OCSP_RESPONDER_URL=silent.url, REVOCATION_TIMEOUT="20s",
+                  MGATE_WORKERS="1")
+        url = f"coaps://{h.HOST}:{g.coap}/time"
+        for args in ([*cert_args(pki, "client")], ["-s", "20", *psk_args("dev1")]):
+            p = subprocess.Popen(["coap-client-openssl", "-B", "20", *args, url], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+            h.register(p)
+            procs.append(p)
+        t.check(h.wait_until(lambda: silent.accepted >= 1 and sessions(g) == 1, 5.0),
+                "stop midway: one handshake waits for OCSP, one Observe session is open")
+        hello = client_hello()
+        s = udp()
+        s.sendto(hello, (h.HOST, g.coap))
+        s.sendto(with_cookie(hello, s.recv(4096)), (h.HOST, g.coap))
+        t.eq(handshake_type(s), 2, "stop midway: a ClientHello with the cookie gets a ServerHello (its handshake "
+             "goes on on a socket of its own)")
+        rc = g.stop(timeout=10.0)
+        t.eq(rc, 0, "stop midway: SIGTERM, exit 0")
+        t.eq(h.sanitizer_lines(g.log.text()), [], "stop midway: no sanitizer report")
+        s.close()
+    finally:
+        silent.close()
+        for p in procs:
+            h.stop(p)
+
+
+def observe(t, tmp, server, pki):
+    path = os.path.join(tmp, "psk-observe.txt")
+    psk_file(path, [("dev1", PSK_KEY)])
+    g = dgate(tmp, server, pki, PSK_FILE=path)
+    rc, out = coaps(g, "time", "-s", "4", *psk_args("dev1"))
+    n = len(re.findall(r"\w{3} \d\d \d\d:\d\d:\d\d(?![.\d])", out))
+    t.check(rc == 0 and n >= 3, f"Observe /time for 4 s over DTLS: {n} notifications", out[-300:])
+    rc, out = coaps(g, "example_data", "-m", "put", "-b", "64", "-e", "x" * 1000, *psk_args("dev1"))
+    rc, out = coaps(g, "example_data", "-b", "64", *psk_args("dev1"))
+    t.eq(out, "x" * 1000, "block-wise PUT and GET (64-byte blocks) over DTLS")
+
+
 def psk_file(path, entries):
     write(path, "# identity:key in hex\n" + "".join(f"{i}:{k.encode().hex()}\n" for i, k in entries))
 
@@ -185,6 +277,36 @@ def many(t, tmp, server, pki):
     t.eq(ok, 8, "eight PSK clients at once on one port: each is answered")
 
 
+def udp():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((h.HOST, 0))
+    s.settimeout(3)
+    return s
+
+
+def handshake_type(s):
+    """The handshake message type of the first record mgate sends s (3 HelloVerifyRequest, 2 ServerHello)."""
+    try:
+        d = s.recv(4096)
+    except socket.timeout:
+        return None
+    return d[13] if d[:1] == b"\x16" and len(d) > 13 else None
+
+
+def with_cookie(hello, verify):
+    """hello (a first ClientHello, record sequence 0, message sequence 0) sent again with the cookie of
+    the HelloVerifyRequest verify, as a client does (RFC 6347 4.2.1)."""
+    clen = verify[27]  # record header 13, handshake header 12, server version 2, then the cookie
+    cookie = verify[28:28 + clen]
+    body = bytearray(hello[25:])  # client version 2, random 32, session id, cookie, ...
+    at = 35 + body[34]
+    assert body[at] == 0, "a first ClientHello has an empty cookie"
+    body = body[:at] + bytes([clen]) + cookie + body[at + 1:]
+    n = len(body).to_bytes(3, "big")
+    hs = b"\x01" + n + (1).to_bytes(2, "big") + (0).to_bytes(3, "big") + n + bytes(body)
+    return hello[:3] + (0).to_bytes(2, "big") + (1).to_bytes(6, "big") + len(hs).to_bytes(2, "big") + hs
+
+
 def client_hello():
     """The first datagram coap-client-openssl sends to a coaps:// server: a ClientHello without cookie."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -238,6 +360,13 @@ def flood(t, tmp, server, pki):
                 pass
             s.close()
     t.check(verify >= sent * 9 // 10, f"flood: {verify} of {sent} ClientHellos got a HelloVerifyRequest")
+    a, b = udp(), udp()
+    a.sendto(hello, (h.HOST, g.coap))
+    b.sendto(with_cookie(hello, a.recv(4096)), (h.HOST, g.coap))
+    t.eq(handshake_type(b), 3, "flood: a cookie given to another source port is not taken (a new "
+         "HelloVerifyRequest, no ServerHello)")
+    a.close()
+    b.close()
     time.sleep(0.5)
     rss1, fds1 = g.rss_kib(), open_fds(g.pid)
     t.eq(sessions(g), 0, "flood: no session was made")
@@ -281,6 +410,9 @@ def main():
         t.case("revocation", revocation, t, tmp, server, pki)
         t.case("pre-shared keys", psk, t, tmp, server, pki)
         t.case("many clients", many, t, tmp, server, pki)
+        t.case("a handshake waiting for OCSP", waiting_check, t, tmp, server, pki)
+        t.case("Observe and block-wise", observe, t, tmp, server, pki)
+        t.case("SIGTERM midway", stop_midway, t, tmp, server, pki)
         t.case("ClientHello flood", flood, t, tmp, server, pki)
         t.case("acl", acl, t, tmp, server, pki)
         h.stop(server.proc)
