@@ -153,21 +153,46 @@ static bool start_peer(struct dtls_client *dc)
     return true;
 }
 
-static size_t on_data(struct conn *c, const uint8_t *data, size_t len)
+/* One record: one datagram for the peer.  false: the client is gone (dc
+ * freed; c stays readable until the loop frees it). */
+static bool from_client(struct dtls_client *dc, struct conn *c, const uint8_t *data, size_t len)
 {
-    struct dtls_client *dc = c->owner;
     struct coap_server *srv = &dc->ds->srv;
     if (!dc->peer && !start_peer(dc)) {
         client_close(dc);
-        return len;
+        return false;
     }
     if (len > srv->cs->max_datagram) {
         METRIC_INC(loop_metrics(srv->loop)->coap_dropped);
         session_log(dc->peer->s, LOGL_INFO, "coap: %zu bytes from the client, over MAX_PACKET_SIZE; dropped", len);
-        return len;
+        return true;
     }
     memcpy(srv->buf, data, len); /* where the relay expects a client's datagram */
     coap_peer_from_client(dc->peer, srv->buf, len);
+    return c->state != CONN_CLOSED; /* the relay may have ended the peer, and the client with it */
+}
+
+static size_t on_data(struct conn *c, const uint8_t *data, size_t len)
+{
+    struct dtls_client *dc = c->owner;
+    if (!from_client(dc, c, data, len))
+        return len;
+    /* The other records of the same datagram: the connection reads one a
+     * time and epoll will not report them.  data (the loop's scratch) is
+     * done with, so they are read into it. */
+    size_t room;
+    uint8_t *buf = loop_scratch(c->loop, &room);
+    while (tls_dtls_has_pending(c)) {
+        ssize_t n = conn_raw_read(c, buf, room);
+        if (n > 0) {
+            if (!from_client(dc, c, buf, (size_t)n))
+                break;
+        } else {
+            if (n == 0 || errno != EAGAIN)
+                conn_fail(c, n == 0 ? 0 : errno); /* a close_notify or an error after the record */
+            break;
+        }
+    }
     return len;
 }
 

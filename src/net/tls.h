@@ -83,6 +83,9 @@ void tls_dtls_pending_free(struct tls_dtls_pending *pending);
 /* During a handshake: resend our last flight if its timer ran out.  The
  * milliseconds until the next check (0: no timer running). */
 uint32_t tls_dtls_timer(struct conn *c);
+/* DTLS: records already read from the socket and not yet returned (a
+ * datagram may carry several; epoll cannot see them). */
+bool tls_dtls_has_pending(const struct conn *c);
 /* The identity a client's pre-shared key was found for, or NULL. */
 const char *tls_psk_identity(const struct conn *c);
 

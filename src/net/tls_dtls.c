@@ -372,6 +372,11 @@ uint32_t tls_dtls_timer(struct conn *c)
     return ms ? (uint32_t)(ms < 60000 ? ms : 60000) : 1;
 }
 
+bool tls_dtls_has_pending(const struct conn *c)
+{
+    return tls_is_tls(c) && SSL_has_pending(((struct tls_conn *)c->transport)->ssl);
+}
+
 const char *tls_psk_identity(const struct conn *c)
 {
     return tls_is_tls(c) ? SSL_get_psk_identity(((struct tls_conn *)c->transport)->ssl) : NULL;

@@ -12,7 +12,8 @@ over coaps:// through mgate to coap-server-openssl over plain UDP.
 * Many clients at once on the one port, each its own DTLS session; with one worker, a handshake
   paused in an OCSP check (a responder that never answers) while PSK clients are served at once,
   then refused at REVOCATION_TIMEOUT.
-* Observe notifications and block-wise transfer over DTLS.
+* Observe notifications and block-wise transfer over DTLS; two requests as two records in one
+  datagram (a client of our own, dtls_psk.py) are both answered.
 * SIGTERM with a handshake paused in its OCSP check, one just past its cookie (a ClientHello made
   here with the cookie: it gets a ServerHello) and an Observe session: exit 0, no sanitizer report.
 * A ClientHello flood from many source ports that never answers the cookie: each gets a
@@ -32,7 +33,8 @@ import time
 import harness as h
 from test_acl import make_password_file, write
 from test_admin import metrics
-from test_coap import ACL, Server, free_coap_port, gate, tool
+from dtls_psk import PskClient
+from test_coap import ACL, CON, GET, URI_PATH, Server, decode, encode, free_coap_port, gate, tool
 
 D = "MGATE_COAP_WITH_DTLS_"
 PSK_KEY = "dtls-psk-secret"  # libcoap 4.3.1 takes -k as text; PSK_FILE holds its bytes in hex
@@ -207,6 +209,22 @@ def observe(t, tmp, server, pki):
     rc, out = coaps(g, "example_data", "-m", "put", "-b", "64", "-e", "x" * 1000, *psk_args("dev1"))
     rc, out = coaps(g, "example_data", "-b", "64", *psk_args("dev1"))
     t.eq(out, "x" * 1000, "block-wise PUT and GET (64-byte blocks) over DTLS")
+
+
+def packed(t, tmp, server, pki):
+    """Two requests as two records in one datagram (some DTLS stacks pack them): both answered."""
+    path = os.path.join(tmp, "psk-packed.txt")
+    psk_file(path, [("dev1", PSK_KEY)])
+    g = dgate(tmp, server, pki, PSK_FILE=path)
+    c = PskClient(h.HOST, g.coap, b"dev1", PSK_KEY.encode())
+    try:
+        t.check(c.handshake(), "packed: a DTLS PSK handshake of our own (libssl through ctypes)")
+        size = c.send_records(encode(CON, GET, 0x101, b"\x01", [(URI_PATH, "time")]),
+                              encode(CON, GET, 0x102, b"\x02", [(URI_PATH, "time")]))
+        got = sorted(decode(r)[2] for r in (c.recv(), c.recv()) if r)
+        t.eq(got, [0x101, 0x102], f"packed: two GETs in one {size}-byte datagram are both answered")
+    finally:
+        c.close()
 
 
 def psk_file(path, entries):
@@ -412,6 +430,7 @@ def main():
         t.case("many clients", many, t, tmp, server, pki)
         t.case("a handshake waiting for OCSP", waiting_check, t, tmp, server, pki)
         t.case("Observe and block-wise", observe, t, tmp, server, pki)
+        t.case("two records in one datagram", packed, t, tmp, server, pki)
         t.case("SIGTERM midway", stop_midway, t, tmp, server, pki)
         t.case("ClientHello flood", flood, t, tmp, server, pki)
         t.case("acl", acl, t, tmp, server, pki)
