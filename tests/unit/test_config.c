@@ -41,13 +41,7 @@ static const char *tmpfile_with(const char *name, const char *text)
     static int next;
     char *path = paths[next++ % 4];
     snprintf(path, sizeof(paths[0]), "%s/%s", tmpdir, name);
-    FILE *f = fopen(path, "w");
-    if (!f) {
-        perror(path);
-        exit(1);
-    }
-    fputs(text, f);
-    fclose(f);
+    check_write_file(path, text);
     return path;
 }
 

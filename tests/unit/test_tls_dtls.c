@@ -10,22 +10,11 @@
 
 static char path[] = "/tmp/mgate-test-psk-XXXXXX";
 
-static void write_file(const char *text)
-{
-    FILE *f = fopen(path, "w");
-    if (!f) {
-        perror(path);
-        exit(1);
-    }
-    fputs(text, f);
-    fclose(f);
-}
-
 /* tls_ctx_new on a DTLS listener with PSK_FILE holding text: NULL when it
  * failed, with its message in err. */
 static struct tls_ctx *load(const char *text, char *err, size_t errlen)
 {
-    write_file(text);
+    check_write_file(path, text);
     struct tls_settings t = {.name = "coap_with_dtls", .dtls = true, .psk_file = path};
     err[0] = '\0';
     return tls_ctx_new(&t, err, errlen);
@@ -93,7 +82,7 @@ static void test_psk_file(void)
     CHECK(strstr(err, "PSK_FILE \"/nonexistent/psk.txt\": No such file") != NULL);
 
     /* DTLS has no 1.3 */
-    write_file("dev1:00\n");
+    check_write_file(path, "dev1:00\n");
     t = (struct tls_settings){.name = "coap_with_dtls", .dtls = true, .psk_file = path, .min_version = 0x0304};
     CHECK(tls_ctx_new(&t, err, sizeof(err)) == NULL);
     CHECK(strstr(err, "TLS_MIN_VERSION") != NULL);
