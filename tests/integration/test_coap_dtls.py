@@ -14,6 +14,8 @@ over coaps:// through mgate to coap-server-openssl over plain UDP.
   then refused at REVOCATION_TIMEOUT.
 * Observe notifications and block-wise transfer over DTLS; two requests as two records in one
   datagram (a client of our own, dtls_psk.py) are both answered.
+* MAX_CONNECTIONS=1 refuses a second client while the first has its session, not after; IDLE_TIMEOUT
+  ends a quiet session with a close_notify and leaves no socket.
 * SIGTERM with a handshake paused in its OCSP check, one just past its cookie (a ClientHello made
   here with the cookie: it gets a ServerHello) and an Observe session: exit 0, no sanitizer report.
 * A ClientHello flood from many source ports that never answers the cookie: each gets a
@@ -227,6 +229,29 @@ def packed(t, tmp, server, pki):
         c.close()
 
 
+def idle(t, tmp, server, pki):
+    """IDLE_TIMEOUT=1s: a quiet session ends with a close_notify to the client, and its socket closes."""
+    path = os.path.join(tmp, "psk-idle.txt")
+    psk_file(path, [("dev1", PSK_KEY)])
+    g = dgate(tmp, server, pki, PSK_FILE=path, IDLE_TIMEOUT="1s", MGATE_WORKERS="1")
+    fds0 = open_fds(g.pid)
+    c = PskClient(h.HOST, g.coap, b"dev1", PSK_KEY.encode())
+    try:
+        t.check(c.handshake(), "idle: handshake")
+        c.send_records(encode(CON, GET, 0x201, b"\x01", [(URI_PATH, "time")]))
+        r = c.recv()
+        t.check(r is not None and decode(r)[2] == 0x201, "idle: a GET is answered")
+        t.eq(sessions(g), 1, "idle: one session")
+        t0 = time.monotonic()
+        r = c.recv()  # nothing until mgate ends the session
+        t.check(r == b"" and 0.5 < time.monotonic() - t0 < 2.9, "idle: after about IDLE_TIMEOUT the client gets "
+                "a close_notify", f"{r!r} after {time.monotonic() - t0:.2f} s")
+        t.check(h.wait_until(lambda: sessions(g) == 0 and open_fds(g.pid) == fds0, 2.0),
+                "idle: no session and no socket left")
+    finally:
+        c.close()
+
+
 def psk_file(path, entries):
     write(path, "# identity:key in hex\n" + "".join(f"{i}:{k.encode().hex()}\n" for i, k in entries))
 
@@ -323,6 +348,30 @@ def with_cookie(hello, verify):
     n = len(body).to_bytes(3, "big")
     hs = b"\x01" + n + (1).to_bytes(2, "big") + (0).to_bytes(3, "big") + n + bytes(body)
     return hello[:3] + (0).to_bytes(2, "big") + (1).to_bytes(6, "big") + len(hs).to_bytes(2, "big") + hs
+
+
+def max_connections(t, tmp, server, pki):
+    """MAX_CONNECTIONS=1: while one DTLS client has its session, a second is refused after its cookie
+    (no handshake: no ServerHello, nothing kept); once the first is gone, the second gets in."""
+    path = os.path.join(tmp, "psk-max.txt")
+    psk_file(path, [("dev1", PSK_KEY), ("dev2", PSK_KEY)])
+    g = dgate(tmp, server, pki, PSK_FILE=path, MAX_CONNECTIONS="1")
+    p = subprocess.Popen(["coap-client-openssl", "-B", "20", "-s", "20", *psk_args("dev1"),
+                          f"coaps://{h.HOST}:{g.coap}/time"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    h.register(p)
+    try:
+        t.check(h.wait_until(lambda: sessions(g) == 1, 5.0), "MAX_CONNECTIONS=1: the first client has its session")
+        mark = g.log.mark()
+        rc, out = coaps(g, "time", *psk_args("dev2"))
+        t.check(not answered_time(rc, out), "MAX_CONNECTIONS=1: a second client is not answered", out)
+        t.check(g.log.search(r"refusing 127\.0\.0\.1:\d+: (MAX_CONNECTIONS|the listener's peers)", mark) is not None,
+                "MAX_CONNECTIONS=1: mgate logs the refusal")
+        t.eq(sessions(g), 1, "MAX_CONNECTIONS=1: still one session")
+    finally:
+        h.stop(p)
+    t.check(h.wait_until(lambda: sessions(g) == 0, 5.0), "MAX_CONNECTIONS=1: the first client's session ends with "
+            "its close_notify")
+    t.check(answered_time(*coaps(g, "time", *psk_args("dev2"))), "MAX_CONNECTIONS=1: then the second gets in")
 
 
 def client_hello():
@@ -431,7 +480,9 @@ def main():
         t.case("a handshake waiting for OCSP", waiting_check, t, tmp, server, pki)
         t.case("Observe and block-wise", observe, t, tmp, server, pki)
         t.case("two records in one datagram", packed, t, tmp, server, pki)
+        t.case("IDLE_TIMEOUT", idle, t, tmp, server, pki)
         t.case("SIGTERM midway", stop_midway, t, tmp, server, pki)
+        t.case("MAX_CONNECTIONS", max_connections, t, tmp, server, pki)
         t.case("ClientHello flood", flood, t, tmp, server, pki)
         t.case("acl", acl, t, tmp, server, pki)
         h.stop(server.proc)
