@@ -23,7 +23,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
+#include "core/log.h"
 #include "net/tls_int.h"
 
 /* ---- cookies ------------------------------------------------------------- */
@@ -33,24 +35,29 @@ static bool cookie_secret_ok;
 static pthread_once_t cookie_once = PTHREAD_ONCE_INIT;
 static void make_secret(void) { cookie_secret_ok = RAND_bytes(cookie_secret, sizeof(cookie_secret)) == 1; }
 
-/* The HMAC of the address the datagram came from; 0 or -1. */
-static int cookie_of(SSL *ssl, unsigned char *out, size_t cap, size_t *len)
+/* The cookie for peer's address; 0 or -1. */
+static int cookie_for(const BIO_ADDR *peer, unsigned char *out, size_t cap, size_t *len)
 {
     pthread_once(&cookie_once, make_secret);
-    BIO_ADDR *peer = BIO_ADDR_new();
     uint8_t msg[1 + 16 + 2];
     size_t alen = 0;
-    int ok = cookie_secret_ok && peer && BIO_dgram_get_peer(SSL_get_rbio(ssl), peer) > 0 &&
-             BIO_ADDR_rawaddress(peer, NULL, &alen) && alen <= 16 && BIO_ADDR_rawaddress(peer, msg + 1, &alen);
-    if (ok) {
-        unsigned short port = BIO_ADDR_rawport(peer);
-        msg[0] = (uint8_t)BIO_ADDR_family(peer);
-        memcpy(msg + 1 + alen, &port, 2);
-        ok = EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, cookie_secret, sizeof(cookie_secret), msg, 3 + alen,
-                       out, cap, len) != NULL;
-    }
+    if (!cookie_secret_ok || !BIO_ADDR_rawaddress(peer, NULL, &alen) || alen > 16 ||
+        !BIO_ADDR_rawaddress(peer, msg + 1, &alen))
+        return -1;
+    unsigned short port = BIO_ADDR_rawport(peer);
+    msg[0] = (uint8_t)BIO_ADDR_family(peer);
+    memcpy(msg + 1 + alen, &port, 2);
+    return EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, cookie_secret, sizeof(cookie_secret), msg, 3 + alen, out,
+                     cap, len) ? 0 : -1;
+}
+
+/* The cookie for the address the datagram in ssl's BIO came from. */
+static int cookie_of(SSL *ssl, unsigned char *out, size_t cap, size_t *len)
+{
+    BIO_ADDR *peer = BIO_ADDR_new();
+    int rc = peer && BIO_dgram_get_peer(SSL_get_rbio(ssl), peer) > 0 ? cookie_for(peer, out, cap, len) : -1;
     BIO_ADDR_free(peer);
-    return ok ? 0 : -1;
+    return rc;
 }
 
 static int cookie_generate(SSL *ssl, unsigned char *cookie, unsigned int *cookie_len)
@@ -62,11 +69,16 @@ static int cookie_generate(SSL *ssl, unsigned char *cookie, unsigned int *cookie
     return 1;
 }
 
+static bool cookie_good(const unsigned char *want, size_t n, const unsigned char *cookie, size_t cookie_len)
+{
+    return n == cookie_len && !CRYPTO_memcmp(want, cookie, n);
+}
+
 static int cookie_verify(SSL *ssl, const unsigned char *cookie, unsigned int cookie_len)
 {
     unsigned char want[EVP_MAX_MD_SIZE];
     size_t n;
-    return cookie_of(ssl, want, sizeof(want), &n) == 0 && n == cookie_len && !CRYPTO_memcmp(want, cookie, n);
+    return cookie_of(ssl, want, sizeof(want), &n) == 0 && cookie_good(want, n, cookie, cookie_len);
 }
 
 /* ---- pre-shared keys ----------------------------------------------------- */
@@ -337,6 +349,81 @@ enum tls_listen_result tls_dtls_listen(struct tls_ctx *ctx, struct tls_dtls_pend
     return again ? TLS_LISTEN_AGAIN : TLS_LISTEN_HANDLED;
 }
 
+/* ---- a client that starts again from the same address ------------------------ */
+
+/*
+ * A device that restarts keeps its address and port more often than not
+ * (a fixed source port, a NAT mapping), and its new ClientHello reaches the
+ * socket of its old session, where DTLS drops it (epoch 0).  RFC 6347
+ * 4.2.8: answer it with a cookie, as the listener would, and once it comes
+ * back with a valid one, end the old session: the client sends its
+ * ClientHello again, and the listener takes it.  A read callback on the
+ * client's datagram BIO sees each datagram before DTLS does.
+ */
+
+#define REC_HDR 13 /* type, version, epoch, sequence, length */
+#define HS_HDR 12  /* type, length, message sequence, fragment offset and length */
+
+/* A ClientHello of epoch 0 at d: its cookie in *cookie (length *clen). */
+static bool new_client_hello(const uint8_t *d, size_t n, const uint8_t **cookie, size_t *clen)
+{
+    if (n < REC_HDR + HS_HDR + 2 + 32 + 1 || d[0] != SSL3_RT_HANDSHAKE || d[3] || d[4] ||
+        d[REC_HDR] != SSL3_MT_CLIENT_HELLO)
+        return false;
+    const uint8_t *body = d + REC_HDR + HS_HDR, *end = d + n;
+    const uint8_t *at = body + 2 + 32; /* client_version, random */
+    at += 1 + *at;                      /* session id */
+    if (at >= end || at + 1 + *at > end)
+        return false;
+    *clen = *at;
+    *cookie = at + 1;
+    return true;
+}
+
+/* The HelloVerifyRequest for a ClientHello (its record sequence echoed). */
+static void send_cookie(BIO *bio, const uint8_t *hello, const unsigned char *cookie, size_t clen)
+{
+    uint8_t out[REC_HDR + HS_HDR + 3 + EVP_MAX_MD_SIZE];
+    size_t body = 3 + clen, rec = HS_HDR + body;
+    memcpy(out, hello, 11); /* type, version, epoch, sequence */
+    out[1] = DTLS1_VERSION >> 8, out[2] = DTLS1_VERSION & 0xFF;
+    out[11] = (uint8_t)(rec >> 8), out[12] = (uint8_t)rec;
+    uint8_t *h = out + REC_HDR;
+    memset(h, 0, HS_HDR);
+    h[0] = DTLS1_MT_HELLO_VERIFY_REQUEST;
+    h[3] = h[11] = (uint8_t)body; /* length and fragment length: < 256 */
+    h[HS_HDR] = DTLS1_VERSION >> 8, h[HS_HDR + 1] = DTLS1_VERSION & 0xFF, h[HS_HDR + 2] = (uint8_t)clen;
+    memcpy(h + HS_HDR + 3, cookie, clen);
+    (void)!send(BIO_get_fd(bio, NULL), out, REC_HDR + rec, MSG_DONTWAIT);
+}
+
+static long on_client_datagram(BIO *bio, int oper, const char *argp, size_t len, int argi, long argl, int ret,
+                               size_t *processed)
+{
+    (void)len, (void)argi, (void)argl;
+    struct tls_conn *t = (struct tls_conn *)BIO_get_callback_arg(bio);
+    const uint8_t *cookie;
+    size_t clen;
+    if (oper != (BIO_CB_READ | BIO_CB_RETURN) || ret <= 0 || !t || !SSL_is_init_finished(t->ssl) ||
+        !new_client_hello((const uint8_t *)argp, *processed, &cookie, &clen))
+        return ret;
+    unsigned char want[EVP_MAX_MD_SIZE];
+    size_t n;
+    BIO_ADDR *peer = BIO_ADDR_new();
+    bool ok = peer && BIO_dgram_get_peer(bio, peer) > 0 && cookie_for(peer, want, sizeof(want), &n) == 0;
+    BIO_ADDR_free(peer);
+    if (ok && cookie_good(want, n, cookie, clen)) {
+        log_msgf(LOGL_INFO, "%s: a DTLS client started a new session from the address of an open one; the "
+                 "old one ends", t->ctx->name);
+        errno = ECONNRESET; /* the connection fails; the client's next ClientHello reaches the listener */
+        return -1;
+    }
+    if (ok)
+        send_cookie(bio, (const uint8_t *)argp, want, n);
+    BIO_set_retry_read(bio); /* as if nothing had come */
+    return -1;
+}
+
 int tls_dtls_accept(struct conn *c, struct tls_ctx *ctx, struct tls_dtls_pending **pending)
 {
     struct tls_dtls_pending *pd = *pending;
@@ -351,6 +438,8 @@ int tls_dtls_accept(struct conn *c, struct tls_ctx *ctx, struct tls_dtls_pending
     }
     pd->ssl = NULL;
     tls_dtls_pending_free(pd);
+    BIO_set_callback_arg(bio, (char *)t);
+    BIO_set_callback_ex(bio, on_client_datagram);
     tls_start_accept(c, t);
     return 0;
 }

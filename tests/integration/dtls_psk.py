@@ -1,6 +1,6 @@
 """A minimal DTLS 1.2 PSK client on the system's libssl (ctypes, memory BIOs), for what
 coap-client-openssl cannot do: put several records in one datagram. Loopback only; no
-retransmission (a lost datagram fails the handshake)."""
+retransmission but one flight resent after each second of silence."""
 import ctypes
 import socket
 
@@ -20,11 +20,11 @@ _PSK_CB = ctypes.CFUNCTYPE(ctypes.c_uint, _P, ctypes.c_char_p, _P, ctypes.c_uint
 _ssl.SSL_CTX_set_psk_client_callback.argtypes = [_P, _PSK_CB]
 _ssl.SSL_CTX_set_psk_client_callback.restype = None
 
-SSL_OP_NO_QUERY_MTU, SSL_CTRL_SET_MTU, SSL_ERROR_WANT_READ = 0x1000, 17, 2
+SSL_OP_NO_QUERY_MTU, SSL_CTRL_SET_MTU, DTLS_CTRL_HANDLE_TIMEOUT, SSL_ERROR_WANT_READ = 0x1000, 17, 74, 2
 
 
 class PskClient:
-    def __init__(self, host, port, identity, key):
+    def __init__(self, host, port, identity, key, local_port=0):
         self.addr = (host, port)
         self.ctx = _ssl.SSL_CTX_new(_ssl.DTLS_client_method())
         _ssl.SSL_CTX_set_cipher_list(self.ctx, b"PSK")
@@ -44,7 +44,9 @@ class PskClient:
         _ssl.SSL_ctrl(self.ssl, SSL_CTRL_SET_MTU, 1400, None)
         _ssl.SSL_set_connect_state(self.ssl)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((host, 0))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, local_port))
+        self.port = self.sock.getsockname()[1]
         self.sock.settimeout(3)
         self.buf = ctypes.create_string_buffer(65536)
 
@@ -59,19 +61,28 @@ class PskClient:
         d = self.sock.recv(65536)
         _ssl.BIO_write(self.rbio, d, len(d))
 
-    def handshake(self):
-        for _ in range(16):
-            r = _ssl.SSL_do_handshake(self.ssl)
-            self._flush()
-            if r == 1:
-                return True
-            if _ssl.SSL_get_error(self.ssl, r) != SSL_ERROR_WANT_READ:
-                return False
-            try:
-                self._feed()
-            except socket.timeout:
-                return False
-        return False
+    def handshake(self, resends=0):
+        """resends: how many times a flight may be sent again after a second of silence."""
+        self.sock.settimeout(1.2 if resends else 3)
+        try:
+            for _ in range(16):
+                r = _ssl.SSL_do_handshake(self.ssl)
+                self._flush()
+                if r == 1:
+                    return True
+                if _ssl.SSL_get_error(self.ssl, r) != SSL_ERROR_WANT_READ:
+                    return False
+                try:
+                    self._feed()
+                except socket.timeout:
+                    if not resends:
+                        return False
+                    resends -= 1
+                    _ssl.SSL_ctrl(self.ssl, DTLS_CTRL_HANDLE_TIMEOUT, 0, None)  # its timer ran out: resend
+                    self._flush()
+            return False
+        finally:
+            self.sock.settimeout(3)
 
     def send_records(self, *payloads):
         """Each payload its own record, all of them in one datagram; its size."""

@@ -14,6 +14,8 @@ over coaps:// through mgate to coap-server-openssl over plain UDP.
   then refused at REVOCATION_TIMEOUT.
 * Observe notifications and block-wise transfer over DTLS; two requests as two records in one
   datagram (a client of our own, dtls_psk.py) are both answered.
+* A client that starts again from the address and port of its open session: a cookie there, then
+  the old session ends and the new one is made; without the cookie back the old one goes on.
 * MAX_CONNECTIONS=1 refuses a second client while the first has its session, not after; IDLE_TIMEOUT
   ends a quiet session with a close_notify and leaves no socket.
 * SIGTERM with a handshake paused in its OCSP check, one just past its cookie (a ClientHello made
@@ -252,6 +254,46 @@ def idle(t, tmp, server, pki):
         c.close()
 
 
+def restart(t, tmp, server, pki):
+    """A client that starts again from the same address and port while its old session is open (a
+    device that rebooted): its new ClientHello gets a cookie on the old session's socket, and with the
+    cookie the old session ends and the new one is made; an old session's peer that sends a
+    ClientHello without coming back with the cookie keeps its session."""
+    path = os.path.join(tmp, "psk-restart.txt")
+    psk_file(path, [("dev1", PSK_KEY)])
+    g = dgate(tmp, server, pki, PSK_FILE=path, MGATE_WORKERS="1")
+    get = encode(CON, GET, 0x301, b"\x01", [(URI_PATH, "time")])
+    old = PskClient(h.HOST, g.coap, b"dev1", PSK_KEY.encode())
+    port = old.port
+    t.check(old.handshake(), "restart: the first session")
+    old.send_records(get)
+    t.check(old.recv() is not None, "restart: ... answers a GET")
+    hello = client_hello()
+    old.sock.sendto(hello, (h.HOST, g.coap))  # a ClientHello on the open session's socket
+    d = old.sock.recv(4096)
+    t.check(d[0] == 22 and d[13] == 3, "restart: a ClientHello from the same address gets a HelloVerifyRequest")
+    old.send_records(get)
+    r = old.recv()
+    t.check(r is not None and decode(r)[2] == 0x301, "restart: without the cookie coming back, the old session "
+            "goes on")
+    old.sock.close()
+    new = PskClient(h.HOST, g.coap, b"dev1", PSK_KEY.encode(), local_port=port)
+    try:
+        t0 = time.monotonic()
+        ok = new.handshake(resends=3)
+        t.check(ok, f"restart: a new handshake from the same address and port succeeds "
+                f"({time.monotonic() - t0:.1f} s)")
+        if ok:
+            new.send_records(get)
+            r = new.recv()
+            t.check(r is not None and decode(r)[2] == 0x301, "restart: ... and its GET is answered")
+        t.eq(sessions(g), 1, "restart: one session (the old one ended)")
+        t.check(g.log.search(r"started a new session from the address of an open one") is not None,
+                "restart: mgate logs that the old session ends")
+    finally:
+        new.close()
+
+
 def psk_file(path, entries):
     write(path, "# identity:key in hex\n" + "".join(f"{i}:{k.encode().hex()}\n" for i, k in entries))
 
@@ -481,6 +523,7 @@ def main():
         t.case("Observe and block-wise", observe, t, tmp, server, pki)
         t.case("two records in one datagram", packed, t, tmp, server, pki)
         t.case("IDLE_TIMEOUT", idle, t, tmp, server, pki)
+        t.case("a client restarting from the same address", restart, t, tmp, server, pki)
         t.case("SIGTERM midway", stop_midway, t, tmp, server, pki)
         t.case("MAX_CONNECTIONS", max_connections, t, tmp, server, pki)
         t.case("ClientHello flood", flood, t, tmp, server, pki)
