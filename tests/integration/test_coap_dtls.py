@@ -38,7 +38,7 @@ import harness as h
 from test_acl import make_password_file, write
 from test_admin import metrics
 from dtls_psk import PskClient
-from test_coap import ACL, CON, GET, URI_PATH, Server, decode, encode, free_coap_port, gate, tool
+from test_coap import ACL, CON, GET, URI_PATH, Server, decode, encode, free_coap_port, gate, readyz, tool
 
 D = "MGATE_COAP_WITH_DTLS_"
 PSK_KEY = "dtls-psk-secret"  # libcoap 4.3.1 takes -k as text; PSK_FILE holds its bytes in hex
@@ -78,6 +78,8 @@ def sessions(g):
 
 def certificates(t, tmp, server, pki):
     g = dgate(tmp, server, pki, binary=h.MGATE_BIN, CLIENT_CA_FILE=pki["ca.crt"], USE_CN_AS_USERNAME="true")
+    t.check(h.wait_until(lambda: readyz(g.admin)[0] == 200, 8.0), "/readyz: 200, the CoAP server behind the "
+            "DTLS listener answers a CoAP ping", readyz(g.admin)[1])
     mark = g.log.mark()
     rc, out = coaps(g, "time", *cert_args(pki, "client"))
     t.check(answered_time(rc, out), "client.crt: GET /time over DTLS is answered by the server", out)
