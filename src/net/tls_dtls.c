@@ -10,6 +10,9 @@
  * Pre-shared keys: PSK_FILE, one "identity:hexkey" a line ('#' comments and
  * blank lines allowed), read with the context (so a SIGHUP reads it again,
  * and handshakes keep the table of the context they started on).
+ *
+ * A client that starts a new handshake from the address of an open session
+ * is answered on that session's socket (on_client_datagram, below).
  */
 #include <ctype.h>
 #include <errno.h>
