@@ -6,6 +6,8 @@ over coaps:// through mgate to coap-server-openssl over plain UDP.
   one works, and with USE_CN_AS_USERNAME its CN is the username the handler sees; one from an
   unknown CA, none at all, and a revoked one (OFFLINE_CRL_FILE; and OCSP, through the same
   non-blocking check as the TLS listeners, with examples/server/ocsp/serve.py) fail the handshake.
+  CLIENT_CERT=optional lets in clients without one, still refusing a bad one; a SIGHUP with new
+  certificate files serves the new certificate to new handshakes.
 * Pre-shared keys (PSK_FILE): the right key works and the identity is the username; a wrong key and
   an unknown identity fail; a SIGHUP reads the file again; a bad file is exit 2 naming the variable
   and the line.
@@ -27,6 +29,7 @@ over coaps:// through mgate to coap-server-openssl over plain UDP.
 """
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -100,6 +103,40 @@ def certificates(t, tmp, server, pki):
         t.check(line and error in line[0].get("error", ""), f"{what}: mgate logs the handshake failure ({error})",
                 str(line))
     t.check(sessions(g) == 0, "no session is left from the refused handshakes")
+
+
+def optional_and_reload(t, tmp, server, pki):
+    """CLIENT_CERT=optional: a client without a certificate and a PSK client get in, a certificate
+    that is sent must still verify. SIGHUP with new certificate files: new handshakes see them."""
+    path = os.path.join(tmp, "psk-optional.txt")
+    psk_file(path, [("dev1", PSK_KEY)])
+    certs = os.path.join(tmp, "reload")
+    os.makedirs(certs, exist_ok=True)
+    crt, key = os.path.join(certs, "server.crt"), os.path.join(certs, "server.key")
+    shutil.copy(pki["server.crt"], crt)
+    shutil.copy(pki["server.key"], key)
+    g = dgate(tmp, server, pki, CERT_FILE=crt, KEY_FILE=key, CLIENT_CA_FILE=pki["ca.crt"], CLIENT_CERT="optional",
+              PSK_FILE=path)
+    t.check(answered_time(*coaps(g, "time", "-R", pki["ca.crt"])), "CLIENT_CERT=optional: no certificate, let in")
+    t.check(answered_time(*coaps(g, "time", *psk_args("dev1"))), "CLIENT_CERT=optional: a PSK client, let in")
+    t.check(answered_time(*coaps(g, "time", *cert_args(pki, "client"))), "CLIENT_CERT=optional: client.crt, let in")
+    t.check(not answered_time(*coaps(g, "time", *cert_args(pki, "unknown"))),
+            "CLIENT_CERT=optional: a certificate from an unknown CA is still refused")
+
+    def served_serial():
+        r = h.openssl_out("s_client", "-dtls1_2", "-connect", f"{h.HOST}:{g.coap}", "-CAfile", pki["ca.crt"],
+                          input="", timeout=10)
+        m = re.search(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\n", r.stdout, re.S)
+        return h.openssl_out("x509", "-noout", "-serial", input=m.group(0)).stdout.strip() if m else r.stdout[-200:]
+    t.eq(served_serial(), "serial=" + pki.serial("server.crt"), "before SIGHUP: openssl s_client -dtls1_2 sees "
+         "server.crt")
+    mark = g.log.mark()
+    shutil.copy(pki["server2.crt"], crt)
+    shutil.copy(pki["server2.key"], key)
+    os.kill(g.pid, signal.SIGHUP)
+    t.check(g.log.wait(r"coap_with_dtls reloaded", 3.0, mark) is not None, "SIGHUP: the DTLS listener reloads")
+    t.eq(served_serial(), "serial=" + pki.serial("server2.crt"), "after SIGHUP: new handshakes see server2.crt")
+    t.check(answered_time(*coaps(g, "time", *cert_args(pki, "client"))), "after SIGHUP: client.crt still gets in")
 
 
 def revocation(t, tmp, server, pki):
@@ -518,6 +555,7 @@ def main():
         pki = h.Pki(tmp)
         server = Server(tmp)
         t.case("certificates", certificates, t, tmp, server, pki)
+        t.case("CLIENT_CERT=optional, SIGHUP with new certificates", optional_and_reload, t, tmp, server, pki)
         t.case("revocation", revocation, t, tmp, server, pki)
         t.case("pre-shared keys", psk, t, tmp, server, pki)
         t.case("many clients", many, t, tmp, server, pki)
