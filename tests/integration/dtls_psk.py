@@ -24,10 +24,10 @@ SSL_OP_NO_QUERY_MTU, SSL_CTRL_SET_MTU, DTLS_CTRL_HANDLE_TIMEOUT, SSL_ERROR_WANT_
 
 
 class PskClient:
-    def __init__(self, host, port, identity, key, local_port=0):
+    def __init__(self, host, port, identity, key, local_port=0, ciphers=b"PSK"):
         self.addr = (host, port)
         self.ctx = _ssl.SSL_CTX_new(_ssl.DTLS_client_method())
-        _ssl.SSL_CTX_set_cipher_list(self.ctx, b"PSK")
+        _ssl.SSL_CTX_set_cipher_list(self.ctx, ciphers)
 
         def cb(_s, _hint, ident, max_ident, psk, max_psk):
             if len(identity) + 1 > max_ident or len(key) > max_psk:

@@ -14,6 +14,9 @@ over coaps:// through mgate to coap-server-openssl over plain UDP.
 * Many clients at once on the one port, each its own DTLS session; with one worker, a handshake
   paused in an OCSP check (a responder that never answers) while PSK clients are served at once,
   then refused at REVOCATION_TIMEOUT.
+* Datagrams from a client's address that are not its (empty, records too short for the cipher,
+  random records) do not end its session, under each AEAD suite (CoAP's CCM_8 among them); a
+  client offering only CBC is refused (none by default).
 * Observe notifications and block-wise transfer over DTLS; two requests as two records in one
   datagram (a client of our own, dtls_psk.py) are both answered.
 * A client that starts again from the address and port of its open session: a cookie there, then
@@ -24,10 +27,13 @@ over coaps:// through mgate to coap-server-openssl over plain UDP.
   here with the cookie: it gets a ServerHello) and an Observe session: exit 0, no sanitizer report.
 * A ClientHello flood from many source ports that never answers the cookie: each gets a
   HelloVerifyRequest, and mgate keeps nothing (no session, no descriptor, RSS about the same); a
-  cookie sent back from another source port is not taken; a real client still gets in.
+  cookie sent back from another source port is not taken; a real client still gets in. Then
+  malformed datagrams (empty, random, truncated or bit-flipped ClientHellos, 65507 bytes): nothing
+  breaks.
 * The acl handler refusing a PUT over DTLS: 4.03, and the server never sees it.
 """
 import os
+import random
 import re
 import shutil
 import signal
@@ -266,8 +272,59 @@ def packed(t, tmp, server, pki):
                               encode(CON, GET, 0x102, b"\x02", [(URI_PATH, "time")]))
         got = sorted(decode(r)[2] for r in (c.recv(), c.recv()) if r)
         t.eq(got, [0x101, 0x102], f"packed: two GETs in one {size}-byte datagram are both answered")
+        # garbage into the open session from its own address: ClientHello-shaped records of epoch 0 cut
+        # anywhere (read before DTLS sees them), random bytes, empty datagrams
+        hello = client_hello()
+        rnd = random.Random(7)
+        junk = [hello[:n] for n in range(0, len(hello), 3)] + [b""]
+        junk += [bytes(rnd.getrandbits(8) for _ in range(rnd.randrange(1, 200))) for _ in range(100)]
+        for d in junk:
+            c.sock.sendto(d, (h.HOST, g.coap))
+        time.sleep(0.3)
+        while True:  # the cookies for the whole ClientHellos among them
+            c.sock.settimeout(0.2)
+            try:
+                c.sock.recv(4096)
+            except socket.timeout:
+                break
+        c.send_records(encode(CON, GET, 0x103, b"\x03", [(URI_PATH, "time")]))
+        r = c.recv()
+        t.check(r is not None and decode(r)[2] == 0x103, f"packed: after {len(junk)} malformed datagrams from its "
+                "own address the session still answers")
     finally:
         c.close()
+
+
+def spoofed_records(t, tmp, server, pki):
+    """Datagrams from a client's address that are not its (an empty one, records too short for the
+    cipher, random records): the session goes on, for each AEAD suite, CoAP's PSK-AES128-CCM8 among
+    them; a CBC suite is not offered by default."""
+    path = os.path.join(tmp, "psk-spoof.txt")
+    psk_file(path, [("dev1", PSK_KEY)])
+    g = dgate(tmp, server, pki, PSK_FILE=path)
+    get = encode(CON, GET, 0x401, b"\x04", [(URI_PATH, "time")])
+    rnd = random.Random(4)
+    for suite in (b"PSK-AES128-GCM-SHA256", b"PSK-CHACHA20-POLY1305", b"PSK-AES128-CCM8", b"PSK-AES128-CCM",
+                  b"ECDHE-PSK-CHACHA20-POLY1305"):
+        c = PskClient(h.HOST, g.coap, b"dev1", PSK_KEY.encode(), ciphers=suite)
+        try:
+            if not c.handshake():
+                t.check(False, f"{suite.decode()}: handshake")
+                continue
+            for n in (0, 1, 8, 15, 16, 23, 24, 40):
+                rec = bytes([23, 0xFE, 0xFD, 0, 1, 0, 0, 0, 0, 0, rnd.randrange(2, 250), 0, n])
+                c.sock.sendto(rec + bytes(rnd.getrandbits(8) for _ in range(n)), (h.HOST, g.coap))
+            c.sock.sendto(b"", (h.HOST, g.coap))
+            time.sleep(0.1)
+            c.send_records(get)
+            r = c.recv()
+            t.check(r is not None and decode(r)[2] == 0x401, f"{suite.decode()}: after an empty datagram and "
+                    "eight forged records from its address, the session still answers")
+        finally:
+            c.close()
+    c = PskClient(h.HOST, g.coap, b"dev1", PSK_KEY.encode(), ciphers=b"PSK-AES128-CBC-SHA256")
+    t.check(not c.handshake(), "a client offering only a CBC suite is refused (no CBC suite by default)")
+    c.close()
 
 
 def idle(t, tmp, server, pki):
@@ -525,6 +582,20 @@ def flood(t, tmp, server, pki):
         t.check(rss1 - rss0 < 2048, f"flood: mgate's RSS grew {rss1 - rss0} KiB (less than 2 MiB for 2000 hellos)")
     t.check(answered_time(*coaps(g, "time", *psk_args("dev1"))), "flood: a client still gets in after")
 
+    # garbage: empty, short, random, a truncated or bit-flipped ClientHello, the largest UDP payload
+    rnd = random.Random(16)
+    junk = [b"", b"\x16", b"\x16\xfe\xfd" + bytes(10), hello[:40], hello[:-1], bytes(65507)]
+    junk += [bytes(rnd.getrandbits(8) for _ in range(rnd.randrange(1, 300))) for _ in range(300)]
+    junk += [bytes(b ^ (1 << rnd.randrange(8)) if rnd.random() < 0.02 else b for b in hello) for _ in range(200)]
+    s = udp()
+    for d in junk:
+        s.sendto(d, (h.HOST, g.coap))
+    s.close()
+    time.sleep(0.5)
+    t.check(g.alive() and answered_time(*coaps(g, "time", *psk_args("dev1"))),
+            f"garbage: after {len(junk)} malformed datagrams mgate runs and a client gets in")
+    t.eq(sessions(g), 0, "garbage: no session was made")
+
 
 def acl(t, tmp, server, pki):
     pwfile, aclfile, path = (os.path.join(tmp, n) for n in ("dtls.passwd", "dtls.acl", "psk-acl.txt"))
@@ -562,6 +633,7 @@ def main():
         t.case("a handshake waiting for OCSP", waiting_check, t, tmp, server, pki)
         t.case("Observe and block-wise", observe, t, tmp, server, pki)
         t.case("two records in one datagram", packed, t, tmp, server, pki)
+        t.case("forged datagrams from a client's address", spoofed_records, t, tmp, server, pki)
         t.case("IDLE_TIMEOUT", idle, t, tmp, server, pki)
         t.case("a client restarting from the same address", restart, t, tmp, server, pki)
         t.case("SIGTERM midway", stop_midway, t, tmp, server, pki)
