@@ -564,9 +564,10 @@ static void up_request(struct coap_peer *peer, const uint8_t *d, size_t n, const
         .username = {cred.user.p, (uint32_t)cred.user.len}, .has_username = cred.has_user,
         .password = {cred.pass.p, (uint32_t)cred.pass.len}, .has_password = cred.has_pass,
         .clean_start = true};
-    if (peer->username) /* DTLS: the identity the handshake proved, whatever the query says */
-        c->username = (mgate_bytes){(const uint8_t *)peer->username, (uint32_t)strlen(peer->username)},
+    if (peer->username) { /* DTLS: the identity the handshake proved, whatever the query says */
+        c->username = (mgate_bytes){(const uint8_t *)peer->username, (uint32_t)strlen(peer->username)};
         c->has_username = true;
+    }
     leg->stage = ST_CONNECT;
     enum mgate_verdict v = verdict_ask(peer->s, &leg->ask, ASK_CONNECT, on_verdict);
     if (v != MGATE_PENDING)
