@@ -66,10 +66,11 @@ static const char *getenv_cb(void *ctx, const char *name)
 }
 
 /* TLS is on where CERT_FILE and KEY_FILE are set (config_load checked that
- * they come in pairs and that the TLS listeners have them). */
+ * they come in pairs and that the TLS listeners have them), and DTLS where
+ * PSK_FILE is. */
 static int prepare_tls(const struct listener_config *lc, struct session_params *p, char *err, size_t errlen)
 {
-    if (!*lc->cert_file)
+    if (!*lc->cert_file && !*lc->psk_file)
         return 0;
     struct tls_settings t = {
         .name = lc->name, .cert_file = lc->cert_file, .key_file = lc->key_file, .ca_file = lc->client_ca_file,
@@ -81,6 +82,7 @@ static int prepare_tls(const struct listener_config *lc, struct session_params *
         .crl_url = lc->crl_distribution_points, .crl_url_issuer_file = lc->crl_distribution_points_issuer_cert_file,
         .offline_crl_file = lc->offline_crl_file, .offline_crl_issuer_file = lc->offline_crl_issuer_cert_file,
         .soft_fail = lc->revocation_soft_fail, .timeout_ms = lc->revocation_timeout_ms,
+        .dtls = lc->id == LISTENER_COAP_DTLS, .psk_file = lc->psk_file,
     };
     char why[384];
     if (!(p->tls = tls_ctx_new(&t, why, sizeof(why)))) {

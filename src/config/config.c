@@ -69,6 +69,7 @@ static const struct key listener_keys[] = {
     {"USE_CN_AS_USERNAME", V_BOOL, L(use_cn_as_username), "false", 0, 0},
     {"REVOCATION_SOFT_FAIL", V_BOOL, L(revocation_soft_fail), "false", 0, 0},
     {"REVOCATION_TIMEOUT", V_DURATION, L(revocation_timeout_ms), "5s", 100, 60000},
+    LSTR("PSK_FILE", psk_file),
     LSTR("TARGET_CA_FILE", target_ca_file), /* default: inherited[] */
     LSTR("TARGET_CERT_FILE", target_cert_file),
     LSTR("TARGET_KEY_FILE", target_key_file),
@@ -633,16 +634,20 @@ static int check_listener(struct loader *ld, struct listener_config *lc, const s
     char a[160], b[160];
     if (check_pairs(ld, lc, d) < 0 || check_client_ca(ld, lc, d) < 0 || check_client_id(ld, lc, d) < 0)
         return -1;
+    bool dtls = d->tls && d->kind == KIND_COAP;
+    if (*lc->psk_file && !dtls)
+        return fail(ld, NULL, NULL, "%s: pre-shared keys are for the CoAP over DTLS listener only",
+                    label(ld, d, "PSK_FILE", a, sizeof(a)));
     if (!lc->enabled)
         return 0;
     const char *need = !*lc->target_host ? "TARGET_HOST" : !lc->target_port ? "TARGET_PORT" : NULL;
     if (need)
         return fail(ld, NULL, NULL, "%s is required: the listener is on because its PORT is set",
                     label(ld, d, need, a, sizeof(a)));
-    if (d->tls && !*lc->cert_file)
+    if (d->tls && !*lc->cert_file && !(dtls && *lc->psk_file))
         return fail(ld, NULL, NULL, "%s and %s are required: this listener speaks %s",
                     label(ld, d, "CERT_FILE", a, sizeof(a)), label(ld, d, "KEY_FILE", b, sizeof(b)),
-                    d->kind == KIND_COAP ? "DTLS" : "TLS");
+                    dtls ? "DTLS (or set PSK_FILE)" : "TLS");
     if (d->mtls && !*lc->client_ca_file)
         return fail(ld, NULL, NULL,
                     "%s is required: this listener verifies client certificates (mTLS)",

@@ -123,6 +123,8 @@ struct listener_config {
     bool use_cn_as_username;           /* USE_CN_AS_USERNAME; needs CLIENT_CA_FILE */
     bool revocation_soft_fail;         /* REVOCATION_SOFT_FAIL: OCSP/CRL unreachable -> allow */
     uint32_t revocation_timeout_ms;    /* REVOCATION_TIMEOUT, 100 ms - 60 s, default 5 s */
+    char *psk_file;                    /* PSK_FILE: DTLS pre-shared keys, "identity:hexkey" lines;
+                                        * the CoAP DTLS listener only (read by net/tls_dtls.c) */
 
     /* TLS with the broker, for TARGET_PROTOCOL mqtts (ours).  config_load
      * fills in the defaults, so these are final: an empty target_ca_file

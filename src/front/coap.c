@@ -31,7 +31,7 @@
 
 /* ---- clients by address ---------------------------------------------------------------- */
 
-static uint32_t addr_hash(const union coap_addr *a)
+uint32_t coap_addr_hash(const union coap_addr *a)
 {
     const uint8_t *p;
     size_t n;
@@ -48,7 +48,7 @@ static uint32_t addr_hash(const union coap_addr *a)
     return (h ^ (port >> 8)) * 16777619u;
 }
 
-static bool addr_equal(const union coap_addr *a, const union coap_addr *b)
+bool coap_addr_equal(const union coap_addr *a, const union coap_addr *b)
 {
     if (a->sa.sa_family != b->sa.sa_family)
         return false;
@@ -61,7 +61,7 @@ static bool addr_equal(const union coap_addr *a, const union coap_addr *b)
 static struct coap_peer *find(struct coap_server *srv, const union coap_addr *a, uint32_t hash)
 {
     for (struct coap_peer *p = srv->table[hash & (srv->table_size - 1)]; p; p = p->hnext)
-        if (p->hash == hash && addr_equal(&p->addr, a))
+        if (p->hash == hash && coap_addr_equal(&p->addr, a))
             return p;
     return NULL;
 }
@@ -83,6 +83,15 @@ static void grow(struct coap_server *srv)
     free(srv->table);
     srv->table = t;
     srv->table_size = size;
+}
+
+void coap_server_add(struct coap_server *srv, struct coap_peer *peer)
+{
+    uint32_t slot = peer->hash & (srv->table_size - 1);
+    peer->hnext = srv->table[slot];
+    srv->table[slot] = peer;
+    if (++srv->peers > srv->table_size)
+        grow(srv);
 }
 
 void coap_server_unlink(struct coap_server *srv, struct coap_peer *peer)
@@ -107,23 +116,38 @@ static void send_to(struct coap_server *srv, const union coap_addr *to, socklen_
 
 void coap_to_client(struct coap_peer *peer, const uint8_t *data, size_t len)
 {
-    send_to(peer->srv, &peer->addr, peer->addr_len, data, len);
+    if (peer->srv->dtls) /* never in the clear */
+        coap_dtls_to_client(peer, data, len);
+    else
+        send_to(peer->srv, &peer->addr, peer->addr_len, data, len);
+}
+
+#define ANSWER_MAX 64
+
+/* mgate's own answer to req into out[ANSWER_MAX]: its length, or <= 0. */
+static ssize_t answer_encode(struct coap_server *srv, const struct coap_msg *req, uint8_t code,
+                             const struct coap_opt *opts, size_t nopts, uint8_t *out)
+{
+    struct coap_msg m = coap_answer(req, code, srv->next_mid++);
+    METRIC_INC(loop_metrics(srv->loop)->coap_answers[COAP_CODE_CLASS(code) % 6]);
+    return coap_encode(&m, opts, nopts, out, ANSWER_MAX);
 }
 
 static void answer(struct coap_server *srv, const union coap_addr *to, socklen_t len, const struct coap_msg *req,
                    uint8_t code, const struct coap_opt *opts, size_t nopts)
 {
-    uint8_t out[64];
-    struct coap_msg m = coap_answer(req, code, srv->next_mid++);
-    ssize_t n = coap_encode(&m, opts, nopts, out, sizeof(out));
+    uint8_t out[ANSWER_MAX];
+    ssize_t n = answer_encode(srv, req, code, opts, nopts, out);
     if (n > 0)
         send_to(srv, to, len, out, (size_t)n);
-    METRIC_INC(loop_metrics(srv->loop)->coap_answers[COAP_CODE_CLASS(code) % 6]);
 }
 
 void coap_answer_client(struct coap_peer *peer, const struct coap_msg *req, uint8_t code)
 {
-    answer(peer->srv, &peer->addr, peer->addr_len, req, code, NULL, 0);
+    uint8_t out[ANSWER_MAX];
+    ssize_t n = answer_encode(peer->srv, req, code, NULL, 0, out);
+    if (n > 0)
+        coap_to_client(peer, out, (size_t)n);
 }
 
 static void reset(struct coap_server *srv, const union coap_addr *to, socklen_t len, uint16_t mid)
@@ -155,7 +179,7 @@ static void too_big(struct coap_server *srv, const union coap_addr *from, sockle
 
 /* ---- new clients ------------------------------------------------------------------------- */
 
-static void log_refusal(struct coap_server *srv, const union coap_addr *from, const char *why)
+void coap_log_refusal(struct coap_server *srv, const union coap_addr *from, const char *why)
 {
     if (loop_now(srv->loop) < srv->next_refusal_log)
         return;
@@ -199,16 +223,12 @@ static void from_stranger(struct coap_server *srv, const union coap_addr *from, 
     struct coap_peer *peer = why ? NULL : coap_peer_new(srv, from, len, hash);
     if (!peer) {
         if (why && *why)
-            log_refusal(srv, from, why);
+            coap_log_refusal(srv, from, why);
         if (m.type == COAP_CON) /* stateless, and no bigger than the request */
             answer(srv, from, len, &m, COAP_SERVICE_UNAVAILABLE, NULL, 0);
         return;
     }
-    uint32_t slot = hash & (srv->table_size - 1);
-    peer->hnext = srv->table[slot];
-    srv->table[slot] = peer;
-    if (++srv->peers > srv->table_size)
-        grow(srv);
+    coap_server_add(srv, peer);
     coap_peer_from_client(peer, d, n);
 }
 
@@ -229,7 +249,7 @@ static void on_readable(struct loop *l, struct loop_io *io, uint32_t events)
             too_big(srv, &from, len, srv->buf, srv->cs->max_datagram);
             continue;
         }
-        uint32_t hash = addr_hash(&from);
+        uint32_t hash = coap_addr_hash(&from);
         struct coap_peer *peer = find(srv, &from, hash);
         if (peer)
             coap_peer_from_client(peer, srv->buf, (size_t)n);
@@ -240,29 +260,48 @@ static void on_readable(struct loop *l, struct loop_io *io, uint32_t events)
 
 /* ---- the front end ----------------------------------------------------------------------- */
 
+int coap_server_init(struct coap_server *srv, struct loop *l, int fd, const struct session_params *p,
+                     struct session_list *list, bool (*admit)(void *, const struct sockaddr *), void *admit_ctx,
+                     loop_io_cb readable)
+{
+    srv->io.fd = -1;
+    srv->loop = l;
+    srv->p = p;
+    srv->cs = p->front_settings;
+    srv->list = list;
+    srv->admit = admit;
+    srv->admit_ctx = admit_ctx;
+    srv->table_size = 64;
+    srv->next_mid = (uint16_t)(random() & 0xFFFF);
+    srv->table = calloc(srv->table_size, sizeof(*srv->table));
+    srv->buf = malloc(srv->cs->max_datagram);
+    if (!srv->table || !srv->buf || loop_io_add(l, &srv->io, fd, EPOLLIN, readable) < 0) {
+        close(fd);
+        free(srv->table);
+        free(srv->buf);
+        return -1;
+    }
+    return 0;
+}
+
+void coap_server_fini(struct coap_server *srv)
+{
+    ASSERT(srv->peers == 0); /* every session ended before the worker's loop was freed */
+    if (srv->io.fd >= 0)
+        close(srv->io.fd); /* the loop is gone: no epoll set to leave */
+    free(srv->table);
+    free(srv->buf);
+}
+
 static void *coap_serve(struct loop *l, int fd, const struct session_params *p, struct session_list *list,
                         bool (*admit)(void *, const struct sockaddr *), void *admit_ctx)
 {
     struct coap_server *srv = calloc(1, sizeof(*srv));
-    if (srv) {
-        srv->io.fd = -1;
-        srv->loop = l;
-        srv->p = p;
-        srv->cs = p->front_settings;
-        srv->list = list;
-        srv->admit = admit;
-        srv->admit_ctx = admit_ctx;
-        srv->table_size = 64;
-        srv->next_mid = (uint16_t)(random() & 0xFFFF);
-        srv->table = calloc(srv->table_size, sizeof(*srv->table));
-        srv->buf = malloc(srv->cs->max_datagram);
-    }
-    if (!srv || !srv->table || !srv->buf || loop_io_add(l, &srv->io, fd, EPOLLIN, on_readable) < 0) {
+    if (!srv) {
         close(fd);
-        if (srv) {
-            free(srv->table);
-            free(srv->buf);
-        }
+        return NULL;
+    }
+    if (coap_server_init(srv, l, fd, p, list, admit, admit_ctx, on_readable) < 0) {
         free(srv);
         return NULL;
     }
@@ -279,13 +318,8 @@ static void coap_stop(void *server)
 
 static void coap_unserve(void *server)
 {
-    struct coap_server *srv = server;
-    ASSERT(srv->peers == 0); /* every session ended before the worker's loop was freed */
-    if (srv->io.fd >= 0)
-        close(srv->io.fd); /* the loop is gone: no epoll set to leave */
-    free(srv->table);
-    free(srv->buf);
-    free(srv);
+    coap_server_fini(server);
+    free(server);
 }
 
 /* Each peer that got in holds a socket to the server: without MAX_CONNECTIONS,

@@ -114,6 +114,9 @@ struct coap_peer {
     bool doomed;             /* refused its credentials: ends on the next loop turn, takes nothing more */
     struct loop_defer end_soon;
     struct coap_outstanding out[COAP_OUTSTANDING];
+    void *dtls;              /* over DTLS: its connection (front/coap_dtls.c); NULL once ended */
+    char *username;          /* over DTLS: the PSK identity or the certificate's CN, which auth_connect
+                              * sees instead of the query's username; owned */
 };
 
 struct coap_server {
@@ -131,10 +134,23 @@ struct coap_server {
     uint8_t *buf;        /* max_datagram + 1: a bigger datagram is seen as too big */
     uint16_t next_mid;   /* mgate's own NON answers */
     bool stopped;
+    bool dtls;           /* front/coap_dtls.c reads the socket; peers' datagrams go through DTLS */
     uint64_t next_refusal_log;
 };
 
 /* coap.c */
+/* The server's table and buffer, and fd read by on_readable; -1 (fd closed). */
+int coap_server_init(struct coap_server *srv, struct loop *l, int fd, const struct session_params *p,
+                     struct session_list *list, bool (*admit)(void *, const struct sockaddr *), void *admit_ctx,
+                     loop_io_cb on_readable);
+/* Once every peer is gone (the loop is freed): close the socket, free the table. */
+void coap_server_fini(struct coap_server *srv);
+/* List a new peer under its address. */
+void coap_server_add(struct coap_server *srv, struct coap_peer *peer);
+uint32_t coap_addr_hash(const union coap_addr *a);
+bool coap_addr_equal(const union coap_addr *a, const union coap_addr *b);
+/* A new client refused (at most one line a second). */
+void coap_log_refusal(struct coap_server *srv, const union coap_addr *from, const char *why);
 void coap_server_unlink(struct coap_server *srv, struct coap_peer *peer);
 /* Send to the client (mgate's own answers and what the server sent). */
 void coap_to_client(struct coap_peer *peer, const uint8_t *data, size_t len);
@@ -150,5 +166,10 @@ void coap_peer_from_client(struct coap_peer *peer, const uint8_t *data, size_t l
 void leg_hold(struct coap_peer *peer, struct coap_leg *leg, const uint8_t *d, size_t n);
 /* End now: unlisted, the socket closed; freed once no verdict is pending. */
 void coap_peer_end(struct coap_peer *peer);
+
+/* coap_dtls.c: a DTLS peer's datagram to its client (encrypted), and its
+ * connection closed when the peer ends. */
+void coap_dtls_to_client(struct coap_peer *peer, const uint8_t *data, size_t len);
+void coap_dtls_peer_end(struct coap_peer *peer);
 
 #endif

@@ -628,6 +628,10 @@ static void up_request(struct coap_peer *peer, const uint8_t *d, size_t n, const
         .username = {cred.user.p, (uint32_t)cred.user.len}, .has_username = cred.has_user,
         .password = {cred.pass.p, (uint32_t)cred.pass.len}, .has_password = cred.has_pass,
         .clean_start = true};
+    if (peer->username) { /* DTLS: the identity the handshake proved, whatever the query says */
+        c->username = (mgate_bytes){(const uint8_t *)peer->username, (uint32_t)strlen(peer->username)};
+        c->has_username = true;
+    }
     leg->stage = ST_CONNECT;
     enum mgate_verdict v = verdict_ask(peer->s, &leg->ask, ASK_CONNECT, on_verdict);
     if (v != MGATE_PENDING)
@@ -791,6 +795,7 @@ static void peer_free(struct coap_peer *peer)
     while (peer->nobs)
         observe_drop(peer, &peer->obs[0]);
     free(peer->auth);
+    free(peer->username);
     free(peer);
 }
 
@@ -808,6 +813,8 @@ void coap_peer_end(struct coap_peer *peer)
         close(peer->up.fd);
         peer->up.fd = -1;
     }
+    if (peer->dtls)
+        coap_dtls_peer_end(peer);
     session_front_end(peer->s);
     for (int d = 0; d < 2; d++) {
         held_free_all(peer, &peer->legs[d]);

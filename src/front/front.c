@@ -18,7 +18,7 @@ static const struct front_ops *const fronts[LISTENER_COUNT] = {
     [LISTENER_HTTP_TLS] = &front_http,
     [LISTENER_HTTP_MTLS] = &front_http,
     [LISTENER_COAP] = &front_coap,
-    /* LISTENER_COAP_DTLS: configurable, not built yet */
+    [LISTENER_COAP_DTLS] = &front_coap_dtls,
 };
 
 struct conn *front_conn_accept(struct loop *l, int fd, const struct session_params *p, struct session_list *list)

@@ -54,9 +54,9 @@ extern const struct front_ops front_mqtt; /* front/mqtt.c: MQTT over TCP or TLS 
 extern const struct front_ops front_ws;   /* front/ws.c: MQTT over WebSocket (ws://, wss://) */
 extern const struct front_ops front_http; /* front/http.c: HTTP requests and their WebSocket relay */
 extern const struct front_ops front_coap; /* front/coap.c: CoAP over UDP */
+extern const struct front_ops front_coap_dtls; /* front/coap_dtls.c: CoAP over DTLS */
 
-/* The front end of a listener kind; NULL: not available in this version
- * (CoAP over DTLS), or not a listener kind at all. */
+/* The front end of a listener kind; NULL: not a listener kind at all. */
 const struct front_ops *front_of(enum listener_id id);
 
 /* What every front end does first with an accepted socket: a conn (no

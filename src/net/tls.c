@@ -60,7 +60,15 @@ static int load_own_cert(SSL_CTX *ssl, const struct tls_settings *t, char *err, 
 
 static int set_protocol(SSL_CTX *ssl, const struct tls_settings *t, char *err, size_t errlen)
 {
-    SSL_CTX_set_min_proto_version(ssl, t->min_version ? (int)t->min_version : TLS1_2_VERSION);
+    if (t->dtls) { /* DTLS 1.2 only: OpenSSL has no DTLS 1.3 */
+        if (t->min_version > TLS1_2_VERSION) {
+            snprintf(err, errlen, "TLS_MIN_VERSION: DTLS has no version above 1.2");
+            return -1;
+        }
+        SSL_CTX_set_min_proto_version(ssl, DTLS1_2_VERSION);
+    } else {
+        SSL_CTX_set_min_proto_version(ssl, t->min_version ? (int)t->min_version : TLS1_2_VERSION);
+    }
     if (t->ciphers && *t->ciphers && SSL_CTX_set_cipher_list(ssl, t->ciphers) != 1)
         return fail_with(err, errlen, "TLS_CIPHERS", t->ciphers);
     if (t->ciphersuites && *t->ciphersuites && SSL_CTX_set_ciphersuites(ssl, t->ciphersuites) != 1)
@@ -103,13 +111,13 @@ static int set_client_verify(SSL_CTX *ssl, struct tls_ctx *ctx, const struct tls
 
 static SSL_CTX *server_ssl_ctx(struct tls_ctx *ctx, const struct tls_settings *t, char *err, size_t errlen)
 {
-    SSL_CTX *ssl = SSL_CTX_new(TLS_server_method());
+    SSL_CTX *ssl = SSL_CTX_new(t->dtls ? DTLS_server_method() : TLS_server_method());
     if (!ssl) {
         snprintf(err, errlen, "cannot create a TLS context");
         return NULL;
     }
     if (set_protocol(ssl, t, err, errlen) < 0 || load_own_cert(ssl, t, err, errlen) < 0 ||
-        set_client_verify(ssl, ctx, t, err, errlen) < 0) {
+        set_client_verify(ssl, ctx, t, err, errlen) < 0 || (t->dtls && dtls_ctx_setup(ssl, t, err, errlen) < 0)) {
         SSL_CTX_free(ssl);
         return NULL;
     }
@@ -123,7 +131,7 @@ static int copy_settings(struct tls_settings *dst, const struct tls_settings *sr
     *dst = *src;
     const char **fields[] = {&dst->name, &dst->cert_file, &dst->key_file, &dst->ca_file, &dst->ciphers,
                              &dst->ciphersuites, &dst->ocsp_url, &dst->crl_url, &dst->crl_url_issuer_file,
-                             &dst->offline_crl_file, &dst->offline_crl_issuer_file};
+                             &dst->offline_crl_file, &dst->offline_crl_issuer_file, &dst->psk_file};
     int rc = 0;
     for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
         if (!(*fields[i] = dup_or_empty(*fields[i])))
@@ -135,7 +143,7 @@ static void free_settings(struct tls_settings *t)
 {
     const char *fields[] = {t->name, t->cert_file, t->key_file, t->ca_file, t->ciphers, t->ciphersuites,
                             t->ocsp_url, t->crl_url, t->crl_url_issuer_file, t->offline_crl_file,
-                            t->offline_crl_issuer_file};
+                            t->offline_crl_issuer_file, t->psk_file};
     for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
         free((char *)fields[i]);
 }
@@ -488,14 +496,18 @@ static int tls_handshake(struct conn *c)
 
 static const struct conn_ops tls_ops = {tls_read, tls_writev, tls_close, tls_handshake, NULL, true};
 
-static struct tls_conn *tls_conn_new(struct conn *c, struct tls_ctx *ctx)
+SSL *tls_ssl_new(struct tls_ctx *ctx)
+{
+    pthread_mutex_lock(&ctx->lock);
+    SSL *ssl = SSL_new(ctx->ssl); /* takes its own reference to the current context */
+    pthread_mutex_unlock(&ctx->lock);
+    return ssl;
+}
+
+struct tls_conn *tls_conn_wrap(struct conn *c, struct tls_ctx *ctx, SSL *ssl)
 {
     struct tls_conn *t = calloc(1, sizeof(*t));
-    pthread_mutex_lock(&ctx->lock);
-    SSL *ssl = t ? SSL_new(ctx->ssl) : NULL; /* takes its own reference to the current context */
-    pthread_mutex_unlock(&ctx->lock);
-    if (!ssl || SSL_set_fd(ssl, c->io.fd) != 1 || !SSL_set_ex_data(ssl, tls_conn_index(), t)) {
-        SSL_free(ssl);
+    if (!t || !SSL_set_ex_data(ssl, tls_conn_index(), t)) {
         free(t);
         return NULL;
     }
@@ -505,15 +517,29 @@ static struct tls_conn *tls_conn_new(struct conn *c, struct tls_ctx *ctx)
     return t;
 }
 
+static struct tls_conn *tls_conn_new(struct conn *c, struct tls_ctx *ctx)
+{
+    SSL *ssl = tls_ssl_new(ctx);
+    struct tls_conn *t = ssl && SSL_set_fd(ssl, c->io.fd) == 1 ? tls_conn_wrap(c, ctx, ssl) : NULL;
+    if (!t)
+        SSL_free(ssl);
+    return t;
+}
+
+void tls_start_accept(struct conn *c, struct tls_conn *t)
+{
+    if (t->ctx->pol.methods)
+        SSL_set_mode(t->ssl, SSL_MODE_ASYNC);
+    conn_start_handshake(c, &tls_ops, t);
+}
+
 int tls_accept(struct conn *c, struct tls_ctx *ctx)
 {
     struct tls_conn *t = tls_conn_new(c, ctx);
     if (!t)
         return -1;
-    if (ctx->pol.methods)
-        SSL_set_mode(t->ssl, SSL_MODE_ASYNC);
     SSL_set_accept_state(t->ssl);
-    conn_start_handshake(c, &tls_ops, t);
+    tls_start_accept(c, t);
     return 0;
 }
 

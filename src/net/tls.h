@@ -38,6 +38,9 @@ struct tls_settings {
     uint32_t timeout_ms;
     /* client side: verify the broker's certificate for this name */
     bool verify_peer;
+    /* DTLS 1.2 instead of TLS (a CoAP listener): net/tls_dtls.c */
+    bool dtls;
+    const char *psk_file; /* DTLS: pre-shared keys, lines "identity:hexkey"; optional */
 };
 
 struct tls_ctx;
@@ -56,6 +59,35 @@ int tls_ctx_reload(struct tls_ctx *ctx, char *err, size_t errlen);
 int tls_accept(struct conn *c, struct tls_ctx *ctx);
 /* Start a client-side handshake (SNI and verified name: server_name). */
 int tls_connect(struct conn *c, struct tls_ctx *ctx, const char *server_name);
+
+/*
+ * DTLS (net/tls_dtls.c).  One UDP socket per listener and worker takes new
+ * clients: tls_dtls_listen answers each ClientHello with a cookie (an HMAC
+ * of the client's address under a per-process secret), keeps no state for
+ * a client until it comes back with a valid cookie, and then hands the
+ * handshake over (*pending) to tls_dtls_accept on a socket of the client's
+ * own (connected to it).
+ */
+enum tls_listen_result {
+    TLS_LISTEN_AGAIN,   /* nothing more to read now */
+    TLS_LISTEN_HANDLED, /* one datagram dealt with (a cookie sent, or dropped): call again */
+    TLS_LISTEN_CLIENT,  /* a ClientHello with a valid cookie from *peer: call tls_dtls_accept */
+};
+struct tls_dtls_pending;
+enum tls_listen_result tls_dtls_listen(struct tls_ctx *ctx, struct tls_dtls_pending **pending, int fd,
+                                       struct sockaddr_storage *peer, socklen_t *peer_len);
+/* Continue the handshake tls_dtls_listen began, on c (its socket connected
+ * to the client); *pending is taken either way.  0 or -1. */
+int tls_dtls_accept(struct conn *c, struct tls_ctx *ctx, struct tls_dtls_pending **pending);
+void tls_dtls_pending_free(struct tls_dtls_pending *pending);
+/* During a handshake: resend our last flight if its timer ran out.  The
+ * milliseconds until the next check (0: no timer running). */
+uint32_t tls_dtls_timer(struct conn *c);
+/* DTLS: records already read from the socket and not yet returned (a
+ * datagram may carry several; epoll cannot see them). */
+bool tls_dtls_has_pending(const struct conn *c);
+/* The identity a client's pre-shared key was found for, or NULL. */
+const char *tls_psk_identity(const struct conn *c);
 
 /* The verified peer certificate, for handlers and logs. */
 struct tls_peer {

@@ -106,6 +106,16 @@ struct tls_conn {
 };
 
 int tls_conn_index(void); /* SSL ex_data index of the struct tls_conn */
+/* The transport's state for an SSL made elsewhere (DTLS), and the start of
+ * a server-side handshake on it (in the accept state already).  NULL / -1: ssl is not taken. */
+struct tls_conn *tls_conn_wrap(struct conn *c, struct tls_ctx *ctx, SSL *ssl);
+void tls_start_accept(struct conn *c, struct tls_conn *t);
+/* SSL_new on the context's current SSL_CTX (a reload swaps it). */
+SSL *tls_ssl_new(struct tls_ctx *ctx);
+
+/* DTLS (tls_dtls.c): what a DTLS server context adds (cookies, pre-shared
+ * keys from t->psk_file, no renegotiation).  -1 with err naming the key. */
+int dtls_ctx_setup(SSL_CTX *ssl, const struct tls_settings *t, char *err, size_t errlen);
 
 /* The cert_verify_callback of every server context (arg: the tls_ctx). */
 int tls_verify_cb(X509_STORE_CTX *x, void *arg);

@@ -75,21 +75,21 @@ class Server:
         return self.log.search(r"Uri-Path:" + re.escape(segment) + r"[,\] ]", since) is not None
 
 
-def gate(tmp, target_port, binary=None, **settings):
-    """An mgate with one CoAP listener on a free UDP port to target_port, and its admin listener
-    (g.admin: when it listens, mgate is up)."""
+def gate(tmp, target_port, binary=None, prefix=C, **settings):
+    """An mgate with one CoAP listener (prefix: MGATE_COAP_WITHOUT_DTLS_ or _WITH_DTLS_) on a free
+    UDP port to target_port, and its admin listener (g.admin: when it listens, mgate is up)."""
     port, admin = free_coap_port(), h.free_port()
-    env = {C + "HOST": h.HOST, C + "PORT": port, C + "TARGET_HOST": h.HOST, C + "TARGET_PORT": target_port,
-           "MGATE_ADMIN_PORT": admin, "MGATE_MQTT_WITHOUT_TLS_PORT": None}
-    env.update({(k if k.startswith("MGATE_") else C + k): v for k, v in settings.items()})
+    env = {prefix + "HOST": h.HOST, prefix + "PORT": port, prefix + "TARGET_HOST": h.HOST,
+           prefix + "TARGET_PORT": target_port, "MGATE_ADMIN_PORT": admin, "MGATE_MQTT_WITHOUT_TLS_PORT": None}
+    env.update({(k if k.startswith("MGATE_") else prefix + k): v for k, v in settings.items()})
     g = h.Mgate(tmp, 1, binary=binary or h.EXAMPLE_BIN, port=admin, **env)
     g.coap, g.admin = port, admin
     return g
 
 
-def tool(port, path, *args, timeout=15):
+def tool(port, path, *args, timeout=15, scheme="coap"):
     """(exit code, output) of one coap-client-openssl run against 127.0.0.1:port."""
-    r = subprocess.run([CLIENT, "-B", "3", *args, f"coap://{h.HOST}:{port}/{path}"], capture_output=True,
+    r = subprocess.run([CLIENT, "-B", "3", *args, f"{scheme}://{h.HOST}:{port}/{path}"], capture_output=True,
                        timeout=timeout)
     out = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
     return r.returncode, out[:-1] if out.endswith("\n") else out  # the tool ends with a newline

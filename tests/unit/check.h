@@ -5,6 +5,7 @@
 #define MGATE_CHECK_H
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int check_failures;
@@ -40,6 +41,16 @@ static int check_count;
                     __LINE__, #a, #b, check_a_, check_b_);                             \
         }                                                                              \
     } while (0)
+
+/* A test's input file: path holds text afterwards, or the test exits. */
+static inline void check_write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    if (!f || fputs(text, f) < 0 || fclose(f) != 0) {
+        perror(path);
+        exit(1);
+    }
+}
 
 static inline int check_done(const char *name)
 {

@@ -119,9 +119,7 @@ static const char *write_file(const char *name, const char *text)
     static int next;
     char *p = path[next++ % 4];
     snprintf(p, 256, "%s/%s", dir, name);
-    FILE *f = fopen(p, "w");
-    fputs(text, f);
-    fclose(f);
+    check_write_file(p, text);
     return p;
 }
 

@@ -41,13 +41,7 @@ static const char *tmpfile_with(const char *name, const char *text)
     static int next;
     char *path = paths[next++ % 4];
     snprintf(path, sizeof(paths[0]), "%s/%s", tmpdir, name);
-    FILE *f = fopen(path, "w");
-    if (!f) {
-        perror(path);
-        exit(1);
-    }
-    fputs(text, f);
-    fclose(f);
+    check_write_file(path, text);
     return path;
 }
 
@@ -485,6 +479,8 @@ static void test_required_together(void)
     const char *e[] = {"MGATE_COAP_WITH_DTLS_PORT", "5684", "MGATE_COAP_WITH_DTLS_TARGET_HOST", "h",
                        "MGATE_COAP_WITH_DTLS_TARGET_PORT", "5683", NULL};
     expect_error(e, "MGATE_COAP_WITH_DTLS_CERT_FILE", "DTLS");
+    const char *psk_elsewhere[] = {"MGATE_MQTT_WITH_TLS_PSK_FILE", "keys", NULL};
+    expect_error(psk_elsewhere, "MGATE_MQTT_WITH_TLS_PSK_FILE", "CoAP over DTLS listener only");
 
     /* Client-certificate settings without a client CA, on or off. */
     const char *j[] = {"MGATE_MQTT_WITH_TLS_CERT_VERIFICATION_METHODS", "ocsp", NULL};
@@ -502,6 +498,14 @@ static void test_required_together(void)
     struct mgate_config cfg;
     CHECK_EQ_INT(load(&cfg, ok, NULL, NULL), 0);
     CHECK(!cfg.listeners[LISTENER_MQTT_MTLS].enabled);
+    config_free(&cfg);
+
+    /* DTLS with pre-shared keys only needs no certificate (the file is read by prepare). */
+    const char *psk[] = {"MGATE_COAP_WITH_DTLS_PORT", "5684", "MGATE_COAP_WITH_DTLS_TARGET_HOST", "h",
+                         "MGATE_COAP_WITH_DTLS_TARGET_PORT", "5683", "MGATE_COAP_WITH_DTLS_PSK_FILE", "keys", NULL};
+    CHECK_EQ_INT(load(&cfg, psk, NULL, NULL), 0);
+    CHECK(cfg.listeners[LISTENER_COAP_DTLS].enabled);
+    CHECK_EQ_STR(cfg.listeners[LISTENER_COAP_DTLS].psk_file, "keys");
     config_free(&cfg);
 }
 

@@ -29,7 +29,7 @@ static void test_lookup(void)
         {LISTENER_MQTT, &front_mqtt}, {LISTENER_MQTT_TLS, &front_mqtt}, {LISTENER_MQTT_MTLS, &front_mqtt},
         {LISTENER_WS, &front_ws},     {LISTENER_WS_TLS, &front_ws},     {LISTENER_WS_MTLS, &front_ws},
         {LISTENER_HTTP, &front_http}, {LISTENER_HTTP_TLS, &front_http}, {LISTENER_HTTP_MTLS, &front_http},
-        {LISTENER_COAP, &front_coap}, {LISTENER_COAP_DTLS, NULL},       {LISTENER_COUNT, NULL},
+        {LISTENER_COAP, &front_coap}, {LISTENER_COAP_DTLS, &front_coap_dtls}, {LISTENER_COUNT, NULL},
         {(enum listener_id)-1, NULL}, {(enum listener_id)1000, NULL},
     };
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
