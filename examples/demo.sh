@@ -11,7 +11,7 @@
 #   examples/client/websocket/with_tls.sh
 #   examples/client/websocket/with_mtls.sh
 #   examples/client/http/without_tls.sh (and with_tls.sh, with_mtls.sh, websocket.sh)
-#   examples/client/coap/without_dtls.sh
+#   examples/client/coap/without_dtls.sh (and with_dtls.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,9 +40,10 @@ for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null && break; s
 examples/server/http-echo/http_echo.py --port 8888 &
 echo_server=$!
 
-# The CoAP listener's target: libcoap's example server on 5683 (its clock at
-# /time, and resources made by PUT).
-coap-server-openssl -A 127.0.0.1 -p 5683 -d 20 &
+# The CoAP listeners' target: libcoap's example server on 5683 (its clock at
+# /time, and resources made by PUT), built without DTLS so that it leaves 5684
+# (its DTLS port) to mgate's CoAP over DTLS listener.
+coap-server-notls -A 127.0.0.1 -p 5683 -d 20 &
 coap_server=$!
 
 set -a
@@ -65,5 +66,5 @@ stop() {
 # responder, the echo server and the CoAP server (which ignore SIGINT as
 # background jobs) behind.
 trap stop INT TERM EXIT
-echo "demo: mgate on 127.0.0.1:${MGATE_MQTT_WITHOUT_TLS_PORT} (MQTT), ${MGATE_MQTT_WITH_TLS_PORT} (TLS), ${MGATE_MQTT_WITH_MTLS_PORT} (mTLS + OCSP), ${MGATE_MQTT_WS_WITHOUT_TLS_PORT} (WebSocket), ${MGATE_MQTT_WS_WITH_TLS_PORT} (WebSocket + TLS), ${MGATE_MQTT_WS_WITH_MTLS_PORT} (WebSocket + mTLS + OCSP) -> mosquitto on 127.0.0.1:$broker_port; metrics on http://127.0.0.1:${MGATE_ADMIN_PORT}/metrics; HTTP ${MGATE_HTTP_WITHOUT_TLS_PORT}/${MGATE_HTTP_WITH_TLS_PORT}/${MGATE_HTTP_WITH_MTLS_PORT} -> http-echo on 127.0.0.1:8888; CoAP ${MGATE_COAP_WITHOUT_DTLS_PORT}/udp -> coap-server on 127.0.0.1:5683 (Ctrl-C stops all)"
+echo "demo: mgate on 127.0.0.1:${MGATE_MQTT_WITHOUT_TLS_PORT} (MQTT), ${MGATE_MQTT_WITH_TLS_PORT} (TLS), ${MGATE_MQTT_WITH_MTLS_PORT} (mTLS + OCSP), ${MGATE_MQTT_WS_WITHOUT_TLS_PORT} (WebSocket), ${MGATE_MQTT_WS_WITH_TLS_PORT} (WebSocket + TLS), ${MGATE_MQTT_WS_WITH_MTLS_PORT} (WebSocket + mTLS + OCSP) -> mosquitto on 127.0.0.1:$broker_port; metrics on http://127.0.0.1:${MGATE_ADMIN_PORT}/metrics; HTTP ${MGATE_HTTP_WITHOUT_TLS_PORT}/${MGATE_HTTP_WITH_TLS_PORT}/${MGATE_HTTP_WITH_MTLS_PORT} -> http-echo on 127.0.0.1:8888; CoAP ${MGATE_COAP_WITHOUT_DTLS_PORT}/udp, DTLS ${MGATE_COAP_WITH_DTLS_PORT}/udp -> coap-server on 127.0.0.1:5683 (Ctrl-C stops all)"
 wait "$mgate"
