@@ -31,7 +31,6 @@ struct ws_hs {
     uint16_t left_off, left_len; /* bytes read behind the head: the first frames */
     uint32_t out_len, out_done;  /* our request or answer, being sent */
     char accept[29];   /* a client's: the Sec-WebSocket-Accept to expect */
-    const char *proto; /* ... and the subprotocol it asked for (NULL: any it offered) */
     const struct ws_server *srv; /* a server's: who decides the upgrade */
     uint32_t out_room;
     char out[];        /* WS_HS_OUT, or what a client's given request needs */
@@ -1142,9 +1141,8 @@ static int hs_check_answer(struct ws *w, size_t hl)
         broker_refused(w, "the 101 chose a WebSocket extension nobody offered");
         return -1;
     }
-    const char *proto = w->hs->proto;
-    if (proto && h.protocol.p && (h.protocol.n != strlen(proto) || memcmp(h.protocol.p, proto, h.protocol.n))) {
-        broker_refused(w, "the 101 names another subprotocol");
+    if (h.protocol.p && !ws_head_offers(w->hs->out, w->hs->out_len, h.protocol)) {
+        broker_refused(w, "the 101 names a subprotocol that was not offered");
         return -1;
     }
     if (w->cli->upgraded && w->cli->upgraded(w->c, w->hs->in, hl) < 0)
@@ -1152,7 +1150,7 @@ static int hs_check_answer(struct ws *w, size_t hl)
     return hs_done(w, hl);
 }
 
-static int hs_request(struct ws *w, const char *host, uint16_t port, const char *path)
+static int hs_request(struct ws *w, const char *host, uint16_t port, const char *path, const char *proto)
 {
     struct ws_hs *hs = w->hs;
     char key[25];
@@ -1161,7 +1159,7 @@ static int hs_request(struct ws *w, const char *host, uint16_t port, const char 
     int n = snprintf(hs->out, hs->out_room,
                      "GET %s HTTP/1.1\r\nHost: %s:%u\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: %s\r\n\r\n",
-                     path && *path ? path : "/", host, port, key, hs->proto);
+                     path && *path ? path : "/", host, port, key, proto);
     if (n < 0 || (size_t)n >= hs->out_room) {
         errno = ENAMETOOLONG;
         return -1;
@@ -1271,8 +1269,7 @@ int ws_client_start(struct conn *c, const struct ws_client *cli, const char *hos
     if (!w)
         return -1;
     w->cli = cli;
-    w->hs->proto = proto;
-    if (ka_set(w, pings) < 0 || hs_request(w, host, port, path) < 0) {
+    if (ka_set(w, pings) < 0 || hs_request(w, host, port, path, proto) < 0) {
         free(w->ka);
         free(w->hs);
         free(w);
