@@ -18,7 +18,8 @@
  * frames of at most this, copied (and masked, from a client) once.  With
  * its head (8 bytes at this size when masked, 4 when not) a frame fits one
  * TLS record (16 KiB of plaintext): a 16 KiB payload made a full record
- * and one of 14 bytes, each its own write and TCP segment. */
+ * and one of the 4 bytes left over (26 on the wire), each its own write
+ * and TCP segment. */
 #define WS_TX_CHUNK (16 * 1024 - 8)
 #define WS_MAX_PAYLOAD ((uint64_t)INT64_MAX)
 
