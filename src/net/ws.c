@@ -15,30 +15,37 @@
 #include "net/ws_frame.h"
 
 /* Payload bytes of one frame we write: the owner's output goes out in
- * frames of at most this, copied (and masked, from a client) once. */
-#define WS_TX_CHUNK (16 * 1024)
+ * frames of at most this, copied (and masked, from a client) once.  With
+ * its head (8 bytes at this size when masked, 4 when not) a frame fits one
+ * TLS record (16 KiB of plaintext): a 16 KiB payload made a full record
+ * and one of the 4 bytes left over (26 on the wire), each its own write
+ * and TCP segment. */
+#define WS_TX_CHUNK (16 * 1024 - 8)
 #define WS_MAX_PAYLOAD ((uint64_t)INT64_MAX)
 
 enum ws_phase { WS_UPGRADING, WS_OPEN };
 
 /* Only while the upgrade runs (and until bytes read behind its head are
- * taken): an idle WebSocket holds none of it. */
+ * taken): an idle WebSocket holds none of it.  The peer's head is read
+ * into the loop's scratch and parsed there; in only holds one that came in
+ * pieces, or the bytes that came behind it. */
 struct ws_hs {
-    char *in;          /* in_room bytes behind out, grown as the head arrives (hs_grow),
-                        * up to WS_MAX_HEAD + 1 */
+    char *in;          /* in_room bytes behind out (none at first), grown as a head
+                        * arrives in pieces (hs_grow), up to WS_MAX_HEAD + 1 */
     uint16_t in_room;
     uint16_t in_len;
-    uint16_t left_off, left_len; /* bytes read behind the head: the first frames */
+    uint16_t left_off, left_len; /* in in: bytes read behind the head, the first frames */
     uint32_t out_len, out_done;  /* our request or answer, being sent */
     char accept[29];   /* a client's: the Sec-WebSocket-Accept to expect */
-    const char *proto; /* ... and the subprotocol it asked for (NULL: any it offered) */
     const struct ws_server *srv; /* a server's: who decides the upgrade */
+    const struct ws_client *cli; /* a client's: who hears how it went */
     uint32_t out_room;
-    char out[];        /* WS_HS_OUT, or what a client's given request needs */
+    char out[];        /* a client's request (made to measure), or what the socket did
+                        * not take of a server's answer (hs_keep_out) */
 };
 
 #define WS_HS_OUT 1024 /* room for a 101, a refusal, or a request we make up */
-#define HS_IN_FIRST 512 /* the head's first buffer (hs_grow) */
+#define HS_IN_FIRST 512 /* the first buffer for a head that comes in pieces (hs_grow) */
 
 /* Control frames, made when the first one comes or goes: one on the wire,
  * one waiting (a pong answers only the latest ping, RFC 6455 5.5.3). */
@@ -56,12 +63,25 @@ struct ws_keepalive {
     struct ws_pings pings;
 };
 
+/* Message mode's state, from ws_set_messages to the end, so that a
+ * WebSocket carrying a byte stream (MQTT) does not hold it. */
+struct ws_msgs {
+    const struct ws_messages *ops;
+    struct ws_mm *mm; /* message mode's buffers, only while it has any */
+    uint64_t read_at; /* loop time of the last read */
+    uint32_t max;     /* a message's most bytes */
+    uint8_t op;       /* the message being read: its opcode, */
+    bool fin;         /* ... the frame being read ends it, */
+    bool whole;       /* ... and is all of it (so far in place, nothing gathered) */
+};
+
+/* 120 bytes, a 128-byte malloc chunk: two per WebSocket pair. */
 struct ws {
     struct conn *c;
-    const struct ws_client *cli; /* a client's; NULL: a server's (its settings are in hs) */
     struct ws_hs *hs;
     struct ws_ctl *ctl;
     struct ws_keepalive *ka; /* WS_PING_INTERVAL set: its timer; NULL: no pings */
+    struct ws_msgs *msgs;    /* message mode (ws_set_messages); NULL: a byte stream */
     /* input: the frame being read */
     uint64_t rx_left;
     struct wsf_seq seq;
@@ -74,19 +94,13 @@ struct ws {
     uint8_t tx_head[WSF_MAX_HEAD], tx_head_len;
     uint8_t tx_mask[4], tx_off;
     uint8_t phase;
+    bool client; /* a client's (it masks; its ws_client is in hs); else a server's */
     bool awaiting_pong;
     bool peer_closed;    /* its close frame came: we answer it and end */
     bool close_sent;     /* our close frame went (message mode: ws_close_with) */
     uint16_t close_code; /* what our close frame says, when not conn.end's */
-    /* message mode (ws_set_messages; msgs NULL: a byte stream) */
-    uint8_t msg_op;    /* the message being read: its opcode, */
-    bool rx_fin;       /* ... the frame being read ends it, */
-    bool whole;        /* ... and is all of it (so far in place, nothing gathered) */
-    uint32_t msg_max;  /* a message's most bytes */
-    const struct ws_messages *msgs;
-    uint64_t read_at;  /* loop time of the last read */
-    struct ws_mm *mm;  /* message mode's buffers, only while it has any */
 };
+_Static_assert(sizeof(void *) != 8 || sizeof(struct ws) <= 120, "struct ws outgrew its 128-byte chunk");
 
 /* Message mode: whole messages to the owner, whole messages from it.  The
  * owner's conn output holds whole frames, so the layer passes writes
@@ -157,9 +171,9 @@ static bool tx_idle(const struct ws *w) { return !w->tx_head_len && !w->tx_left;
 static void tx_begin(struct ws *w, size_t len)
 {
     assert(tx_idle(w) && len <= WS_TX_CHUNK);
-    if (w->cli)
+    if (w->client)
         mask_key(w->tx_mask);
-    w->tx_head_len = (uint8_t)wsf_write_head(w->tx_head, 1, WSF_BINARY, len, w->cli ? w->tx_mask : NULL);
+    w->tx_head_len = (uint8_t)wsf_write_head(w->tx_head, 1, WSF_BINARY, len, w->client ? w->tx_mask : NULL);
     w->tx_left = (uint32_t)len;
     w->tx_off = 0;
 }
@@ -172,7 +186,7 @@ static ssize_t tx_frame(struct ws *w, const uint8_t *p, size_t avail)
     static __thread uint8_t out[WSF_MAX_HEAD + WS_TX_CHUNK];
     size_t h = w->tx_head_len, n = avail < w->tx_left ? avail : w->tx_left;
     memcpy(out, w->tx_head, h);
-    if (w->cli)
+    if (w->client)
         wsf_mask_to(out + h, p, n, w->tx_mask, w->tx_off); /* copied and masked in one pass */
     else
         memcpy(out + h, p, n);
@@ -202,11 +216,11 @@ static int ctl_flush(struct ws *w)
             if (!k->next_op || !tx_idle(w))
                 return 0;
             uint8_t key[4];
-            if (w->cli)
+            if (w->client)
                 mask_key(key);
-            k->wire_len = (uint8_t)wsf_write_head(k->wire, 1, k->next_op, k->next_len, w->cli ? key : NULL);
+            k->wire_len = (uint8_t)wsf_write_head(k->wire, 1, k->next_op, k->next_len, w->client ? key : NULL);
             memcpy(k->wire + k->wire_len, k->next, k->next_len);
-            if (w->cli)
+            if (w->client)
                 wsf_mask(k->wire + k->wire_len, k->next_len, key, 0);
             k->wire_len = (uint8_t)(k->wire_len + k->next_len);
             k->wire_done = 0;
@@ -316,11 +330,11 @@ static void send_close(struct ws *w)
     (void)ctl_flush(w);
     if (!tx_idle(w) || (w->ctl && w->ctl->wire_done < w->ctl->wire_len))
         return; /* in the middle of a frame: the close frame cannot go */
-    if (w->cli)
+    if (w->client)
         mask_key(key);
-    size_t h = wsf_write_head(frame, 1, WSF_CLOSE, n, w->cli ? key : NULL);
+    size_t h = wsf_write_head(frame, 1, WSF_CLOSE, n, w->client ? key : NULL);
     memcpy(frame + h, pl, n);
-    if (w->cli)
+    if (w->client)
         wsf_mask(frame + h, n, key, 0);
     struct iovec iov = {frame, h + n};
     (void)conn_raw_writev(w->c, &iov, 1);
@@ -368,14 +382,14 @@ static int ka_set(struct ws *w, struct ws_pings pings)
 static ssize_t protocol_error(struct ws *w, int code)
 {
     w->close_code = (uint16_t)code;
-    if (w->msgs && w->msgs->on_broken)
-        w->msgs->on_broken(w->c, code);
+    if (w->msgs && w->msgs->ops->on_broken)
+        w->msgs->ops->on_broken(w->c, code);
     errno = EBADMSG;
     return -1;
 }
 
 /* A message's most bytes: the owner's limit in message mode (1009 beyond). */
-static uint64_t rx_max(const struct ws *w) { return w->msgs ? w->msg_max : WS_MAX_PAYLOAD; }
+static uint64_t rx_max(const struct ws *w) { return w->msgs ? w->msgs->max : WS_MAX_PAYLOAD; }
 
 static int frame_begin(struct ws *w, const struct wsf_head *h)
 {
@@ -386,9 +400,9 @@ static int frame_begin(struct ws *w, const struct wsf_head *h)
     if (!w->msgs && h->op == WSF_TEXT) /* MQTT rides in binary messages only [MQTT-6.0.0-1] */
         return (int)protocol_error(w, WSF_CLOSE_UNSUPPORTED);
     if (w->msgs && h->op < WSF_CLOSE) {
-        w->whole = h->fin && h->op != WSF_CONT;
-        w->rx_fin = h->fin;
-        w->msg_op = (uint8_t)op;
+        w->msgs->whole = h->fin && h->op != WSF_CONT;
+        w->msgs->fin = h->fin;
+        w->msgs->op = (uint8_t)op;
     }
     w->rx_frame = true;
     w->rx_op = (uint8_t)h->op;
@@ -447,7 +461,7 @@ static int rx_head(struct ws *w, const uint8_t *p, size_t n, size_t *i)
     size_t room = sizeof(w->rx_head) - w->rx_head_len, take = n - *i < room ? n - *i : room;
     memcpy(w->rx_head + w->rx_head_len, p + *i, take);
     struct wsf_head h;
-    int code, r = wsf_parse_head(w->rx_head, w->rx_head_len + take, !w->cli, rx_max(w), &h, &code);
+    int code, r = wsf_parse_head(w->rx_head, w->rx_head_len + take, !w->client, rx_max(w), &h, &code);
     if (r < 0)
         return (int)protocol_error(w, code);
     if (r == 0) {
@@ -529,8 +543,8 @@ static ssize_t unframe(struct ws *w, uint8_t *p, size_t n)
 static ssize_t raw_read(struct ws *w, void *buf, size_t len)
 {
     struct ws_hs *hs = w->hs;
-    if (!hs && w->mm && w->mm->stash) { /* then what a paused owner left */
-        struct ws_mm *m = w->mm;
+    if (!hs && w->msgs && w->msgs->mm && w->msgs->mm->stash) { /* then what a paused owner left */
+        struct ws_mm *m = w->msgs->mm;
         size_t n = m->stash_len < len ? m->stash_len : len;
         memcpy(buf, m->stash + m->stash_off, n);
         m->stash_off += (uint32_t)n;
@@ -564,17 +578,17 @@ static void mm_keep(struct ws_mm *m);
 /* The buffers' holder goes when it holds none and nothing will look at it. */
 static void mm_maybe_free(struct ws *w)
 {
-    struct ws_mm *m = w->mm;
+    struct ws_mm *m = w->msgs->mm;
     if (m && !m->batch && !m->msg && !m->stash && !m->flushing.queued && !m->resuming.queued &&
         !loop_timer_armed(&m->quiet)) {
         free(m);
-        w->mm = NULL;
+        w->msgs->mm = NULL;
     }
 }
 
 static int mm_flush(struct ws *w, bool keep)
 {
-    struct ws_mm *m = w->mm;
+    struct ws_mm *m = w->msgs->mm;
     struct conn *c = w->c;
     if (!m)
         return 0;
@@ -618,9 +632,9 @@ static void on_mm_quiet(struct loop *l, struct loop_timer *t)
 /* Message mode's buffers, made when the first is needed: NULL for no memory. */
 static struct ws_mm *mm_get(struct ws *w)
 {
-    if (!w->mm && (w->mm = calloc(1, sizeof(*w->mm))))
-        w->mm->w = w;
-    return w->mm;
+    if (!w->msgs->mm && (w->msgs->mm = calloc(1, sizeof(*w->msgs->mm))))
+        w->msgs->mm->w = w;
+    return w->msgs->mm;
 }
 
 /* A buffer stays for the next message or turn: the quiet timer releases it
@@ -669,15 +683,15 @@ static int mm_send(struct ws *w, enum wsf_op op, const uint8_t *p, size_t n)
 {
     uint8_t head[WSF_MAX_HEAD], key[4];
     struct conn *c = w->c;
-    if (w->cli)
+    if (w->client)
         mask_key(key);
-    if (mm_put(w, head, wsf_write_head(head, 1, op, n, w->cli ? key : NULL), NULL, 0) < 0)
+    if (mm_put(w, head, wsf_write_head(head, 1, op, n, w->client ? key : NULL), NULL, 0) < 0)
         return -1;
-    if (!w->cli && n > WS_BATCH / 2)
+    if (!w->client && n > WS_BATCH / 2)
         return mm_flush(w, true) < 0 ? -1 : conn_write(c, p, n);
     for (size_t off = 0, k; off < n; off += k) {
         k = n - off < WS_BATCH / 2 ? n - off : WS_BATCH / 2;
-        if (mm_put(w, p + off, k, w->cli ? key : NULL, off) < 0)
+        if (mm_put(w, p + off, k, w->client ? key : NULL, off) < 0)
             return -1;
     }
     return 0;
@@ -695,7 +709,7 @@ static int mm_send_ctl(struct ws *w, enum wsf_op op, const uint8_t *p, size_t n)
         errno = ENOMEM;
         return -1;
     }
-    if (c->out.len + (w->mm ? w->mm->batch_len : 0) >= c->high_water)
+    if (c->out.len + (w->msgs->mm ? w->msgs->mm->batch_len : 0) >= c->high_water)
         conn_pause_read(c);
     return 0;
 }
@@ -703,7 +717,7 @@ static int mm_send_ctl(struct ws *w, enum wsf_op op, const uint8_t *p, size_t n)
 int ws_send(struct conn *c, int op, const uint8_t *p, size_t n)
 {
     struct ws *w = c->layer_state;
-    if (c->state == CONN_CLOSED || !ws_is_ws(c) || w->close_sent)
+    if (c->state == CONN_CLOSED || !ws_is_ws(c) || !w->msgs || w->close_sent)
         return -1;
     return mm_send(w, (enum wsf_op)op, p, n);
 }
@@ -711,7 +725,7 @@ int ws_send(struct conn *c, int op, const uint8_t *p, size_t n)
 int ws_close_with(struct conn *c, const uint8_t *payload, size_t n)
 {
     struct ws *w = c->layer_state;
-    if (c->state == CONN_CLOSED || !ws_is_ws(c) || w->close_sent)
+    if (c->state == CONN_CLOSED || !ws_is_ws(c) || !w->msgs || w->close_sent)
         return -1;
     w->close_sent = true;
     if (mm_send(w, WSF_CLOSE, payload, n > 125 ? 125 : n) < 0 || mm_flush(w, false) < 0)
@@ -733,8 +747,8 @@ static int mm_peer_closed(struct ws *w)
 {
     struct conn *c = w->c;
     struct ws_ctl *k = w->ctl;
-    if (w->msgs->on_close)
-        w->msgs->on_close(c, k->in, k->in_len);
+    if (w->msgs->ops->on_close)
+        w->msgs->ops->on_close(c, k->in, k->in_len);
     if (c->state != CONN_OPEN)
         return 0;
     if (!w->close_sent)
@@ -783,7 +797,7 @@ static int mm_gather(struct ws *w, const uint8_t *p, size_t n)
     }
     memcpy(m->msg + m->msg_len, p, n);
     m->msg_len += n;
-    w->whole = false;
+    w->msgs->whole = false;
     return 0;
 }
 
@@ -793,14 +807,14 @@ static int mm_gather(struct ws *w, const uint8_t *p, size_t n)
 static int mm_deliver(struct ws *w, const uint8_t *p, size_t n)
 {
     struct conn *c = w->c;
-    w->msgs->on_message(c, w->msg_op, p, n);
+    w->msgs->ops->on_message(c, w->msgs->op, p, n);
     if (c->state == CONN_CLOSED) {
         errno = ECONNRESET;
         return -1;
     }
-    if (w->mm && w->mm->msg) { /* kept for the next message, until a quiet second */
-        mm_keep(w->mm);
-        w->mm->msg_len = 0;
+    if (w->msgs->mm && w->msgs->mm->msg) { /* kept for the next message, until a quiet second */
+        mm_keep(w->msgs->mm);
+        w->msgs->mm->msg_len = 0;
     }
     if (c->state != CONN_OPEN) {
         errno = EAGAIN;
@@ -817,7 +831,7 @@ static ssize_t mm_unframe(struct ws *w, uint8_t *p, size_t n)
 {
     struct conn *c = w->c;
     size_t i = 0;
-    w->read_at = loop_now(c->loop);
+    w->msgs->read_at = loop_now(c->loop);
     while (i < n) {
         if (c->read_paused)
             return mm_stash(w, p + i, n - i);
@@ -829,7 +843,7 @@ static ssize_t mm_unframe(struct ws *w, uint8_t *p, size_t n)
             continue;
         size_t take = (size_t)n_take;
         const uint8_t *whole = NULL;
-        if (!w->rx_ctl && w->whole && take == w->rx_left)
+        if (!w->rx_ctl && w->msgs->whole && take == w->rx_left)
             whole = p + i; /* the whole message lies here: handed over in place */
         else if (!w->rx_ctl && take && mm_gather(w, p + i, take) < 0)
             return -1;
@@ -842,8 +856,8 @@ static ssize_t mm_unframe(struct ws *w, uint8_t *p, size_t n)
                 errno = c->state == CONN_CLOSED ? ECONNRESET : EAGAIN;
                 return -1;
             }
-        } else if (w->rx_fin) {
-            const struct ws_mm *m = w->mm;
+        } else if (w->msgs->fin) {
+            const struct ws_mm *m = w->msgs->mm;
             if (!whole) {
                 whole = m && m->msg ? m->msg : (const uint8_t *)"";
                 take = m ? m->msg_len : 0;
@@ -868,22 +882,25 @@ void ws_resume_read(struct conn *c)
 {
     conn_resume_read(c);
     struct ws *w = ws_is_ws(c) ? c->layer_state : NULL;
-    if (w && w->mm && w->mm->stash && !c->read_paused)
-        loop_defer(c->loop, &w->mm->resuming, on_mm_resume);
+    struct ws_mm *m = w && w->msgs ? w->msgs->mm : NULL;
+    if (m && m->stash && !c->read_paused)
+        loop_defer(c->loop, &m->resuming, on_mm_resume);
 }
 
 uint64_t ws_last_read(const struct conn *c)
 {
     const struct ws *w = ws_is_ws(c) ? c->layer_state : NULL;
-    return w && w->msgs ? w->read_at : 0;
+    return w && w->msgs ? w->msgs->read_at : 0;
 }
 
 int ws_set_messages(struct conn *c, const struct ws_messages *ops, uint64_t max_message)
 {
     struct ws *w = c->layer_state;
-    w->msgs = ops;
-    w->msg_max = max_message > UINT32_MAX ? UINT32_MAX : (uint32_t)max_message;
-    w->read_at = loop_now(c->loop);
+    if (!w->msgs && !(w->msgs = calloc(1, sizeof(*w->msgs))))
+        return -1;
+    w->msgs->ops = ops;
+    w->msgs->max = max_message > UINT32_MAX ? UINT32_MAX : (uint32_t)max_message;
+    w->msgs->read_at = loop_now(c->loop);
     if (c->in.len) { /* frames read behind a head the owner read */
         struct ws_mm *m = mm_get(w);
         if (!m || !(m->stash = malloc(c->in.len)))
@@ -899,7 +916,7 @@ int ws_set_messages(struct conn *c, const struct ws_messages *ops, uint64_t max_
  * what was gathered, when the output is at a frame's end. */
 static void mm_close(struct ws *w)
 {
-    struct ws_mm *m = w->mm;
+    struct ws_mm *m = w->msgs->mm;
     if (!m) {
         w->close_sent |= w->c->out.len > 0;
         return;
@@ -918,7 +935,7 @@ static void mm_close(struct ws *w)
     free(m->msg);
     free(m->stash);
     free(m);
-    w->mm = NULL;
+    w->msgs->mm = NULL;
 }
 
 /* Each turn takes bytes from the transport, so the loop ends when it has
@@ -964,17 +981,19 @@ static int hs_send(struct ws *w)
     return 1;
 }
 
-/* Room for more of the head: the buffer doubles, to WS_MAX_HEAD + 1 at
- * most.  An upgrade starts with HS_IN_FIRST (most heads fit), so the many
- * upgrades of a burst of clients do not each hold (and leave the heap
+/* Room for more of the head, at least need bytes in all: the buffer
+ * starts at HS_IN_FIRST and doubles, to WS_MAX_HEAD + 1 at most, so the
+ * many upgrades of a burst of clients do not each hold (and leave the heap
  * fragmented by) a buffer for the largest head. */
-static struct ws_hs *hs_grow(struct ws *w)
+static struct ws_hs *hs_grow(struct ws *w, size_t need)
 {
     struct ws_hs *hs = w->hs;
-    size_t room = (size_t)hs->in_room * 2;
+    size_t room = hs->in_room ? (size_t)hs->in_room * 2 : HS_IN_FIRST;
+    while (room < need)
+        room *= 2;
     if (room > WS_MAX_HEAD + 1)
         room = WS_MAX_HEAD + 1;
-    ASSERT(room > hs->in_room);
+    ASSERT(room > hs->in_room && room >= need);
     hs = realloc(hs, sizeof(*hs) + hs->out_room + room);
     if (!hs)
         return NULL;
@@ -983,41 +1002,89 @@ static struct ws_hs *hs_grow(struct ws *w)
     return w->hs = hs;
 }
 
-/* Read until the head is in: its length, 0 for not yet, -1 for a peer that
- * left or sent more than WS_MAX_HEAD (errno EMSGSIZE).  Each turn adds to
- * the buffer, so the loop is bounded by its size. */
-static ssize_t hs_read(struct ws *w)
+static ssize_t hs_read_failed(ssize_t n)
+{
+    if (n == 0)
+        errno = ECONNRESET;
+    return n < 0 && (errno == EAGAIN || errno == EINTR) ? 0 : -1;
+}
+
+/* Read until the head is in: its length, with where it starts (*p, in the
+ * loop's scratch or in hs->in) and the bytes read from there (*n: the head
+ * and what came behind it); 0 for not yet, -1 for a peer that left or sent
+ * more than WS_MAX_HEAD (errno EMSGSIZE).  A head that comes in one read
+ * (nearly every one) is never copied; one that comes in pieces is kept in
+ * hs->in.  Each turn adds to that buffer, so the loop is bounded by its
+ * size. */
+static ssize_t hs_read(struct ws *w, const char **p, size_t *n)
 {
     struct ws_hs *hs = w->hs;
+    if (!hs->in_len) {
+        size_t size;
+        char *s = (char *)loop_scratch(w->c->loop, &size);
+        if (size > WS_MAX_HEAD + 1)
+            size = WS_MAX_HEAD + 1;
+        ssize_t k = conn_raw_read(w->c, s, size);
+        if (k <= 0)
+            return hs_read_failed(k);
+        size_t hl = ws_head_len(s, (size_t)k);
+        if (hl) {
+            *p = s;
+            *n = (size_t)k;
+            return (ssize_t)hl;
+        }
+        if (!(hs = hs_grow(w, (size_t)k)))
+            return -1;
+        memcpy(hs->in, s, (size_t)k);
+        hs->in_len = (uint16_t)k;
+    }
     for (;;) {
         size_t hl = ws_head_len(hs->in, hs->in_len);
-        if (hl)
+        if (hl) {
+            *p = hs->in;
+            *n = hs->in_len;
             return (ssize_t)hl;
+        }
         if (hs->in_len > WS_MAX_HEAD) {
             errno = EMSGSIZE;
             return -1;
         }
-        if (hs->in_len == hs->in_room && !(hs = hs_grow(w)))
+        if (hs->in_len == hs->in_room && !(hs = hs_grow(w, (size_t)hs->in_len + 1)))
             return -1;
-        ssize_t n = conn_raw_read(w->c, hs->in + hs->in_len, (size_t)(hs->in_room - hs->in_len));
-        if (n == 0) {
-            errno = ECONNRESET;
-            return -1;
-        }
-        if (n < 0)
-            return errno == EAGAIN || errno == EINTR ? 0 : -1;
-        hs->in_len = (uint16_t)(hs->in_len + n);
+        ssize_t k = conn_raw_read(w->c, hs->in + hs->in_len, (size_t)(hs->in_room - hs->in_len));
+        if (k <= 0)
+            return hs_read_failed(k);
+        hs->in_len = (uint16_t)(hs->in_len + k);
     }
 }
 
-/* The upgrade is done: what was read behind the head waits for ws_read. */
-static int hs_done(struct ws *w, size_t head_len)
+/* The head (hl of the n bytes at p, hs_read) is read: what came behind it
+ * waits in hs->in for ws_read (copied there from the scratch). */
+static struct ws_hs *hs_keep_left(struct ws *w, const char *p, size_t hl, size_t n)
 {
     struct ws_hs *hs = w->hs;
-    hs->left_off = (uint16_t)head_len;
-    hs->left_len = (uint16_t)(hs->in_len - head_len);
-    if (!hs->left_len) {
-        free(hs);
+    if (p == hs->in) {
+        hs->left_off = (uint16_t)hl;
+        hs->left_len = (uint16_t)(n - hl);
+        return hs;
+    }
+    hs->left_off = 0;
+    hs->left_len = (uint16_t)(n - hl);
+    if (n == hl)
+        return hs;
+    if (!(hs = hs_grow(w, n - hl)))
+        return NULL;
+    memcpy(hs->in, p + hl, n - hl);
+    hs->in_len = (uint16_t)(n - hl);
+    return hs;
+}
+
+/* The upgrade is done: what was read behind the head (hs_keep_left)
+ * waits for ws_read. */
+static int hs_done(struct ws *w)
+{
+    if (!w->hs->left_len) {
+        free(w->hs);
         w->hs = NULL;
     }
     w->phase = WS_OPEN;
@@ -1041,8 +1108,8 @@ static int hs_refuse(struct ws *w, const struct ws_verdict *v)
 }
 
 /* What the socket did not take of our 101, kept to send when it can: out
- * grows in front of the head (a server starts with no out at all; its
- * answers are made on the stack and nearly always go at once). */
+ * grows in front of in (a server starts with no out at all; its answers
+ * are made on the stack and nearly always go at once). */
 static struct ws_hs *hs_keep_out(struct ws *w, const char *p, size_t n)
 {
     struct ws_hs *hs = w->hs;
@@ -1051,7 +1118,7 @@ static struct ws_hs *hs_keep_out(struct ws *w, const char *p, size_t n)
     hs = realloc(hs, sizeof(*hs) + n + in_room);
     if (!hs)
         return NULL;
-    memmove(hs->out + n, hs->out, in_room); /* the head (and what came behind it) moves up */
+    memmove(hs->out + n, hs->out, in_room); /* what came behind the head moves up */
     memcpy(hs->out, p, n);
     hs->out_room = hs->out_len = (uint32_t)n;
     hs->out_done = 0;
@@ -1064,16 +1131,18 @@ static int hs_server(struct ws *w)
     struct ws_hs *hs = w->hs;
     if (hs->out_len) { /* our 101 is on its way */
         int r = hs_send(w);
-        return r == 1 ? hs_done(w, (size_t)hs->left_off) : r;
+        return r == 1 ? hs_done(w) : r;
     }
-    ssize_t hl = hs_read(w);
+    const char *head = NULL;
+    size_t got = 0;
+    ssize_t hl = hs_read(w, &head, &got);
     if (hl == 0 || (hl < 0 && errno != EMSGSIZE))
         return (int)hl;
     hs = w->hs; /* hs_read may have grown it */
     struct ws_head h;
     char out[WS_HS_OUT];
     struct ws_verdict v = {.answer = out, .answer_room = sizeof(out)};
-    bool parsed = hl > 0 && ws_head_parse(hs->in, (size_t)hl, false, &h) == 0;
+    bool parsed = hl > 0 && ws_head_parse(head, (size_t)hl, false, &h) == 0;
     if (hl < 0)
         v.status = 431, v.why = "request head over 4 KiB";
     else if (!parsed)
@@ -1098,30 +1167,29 @@ static int hs_server(struct ws *w)
     assert(n > 0 && (size_t)n < sizeof(out));
     struct iovec iov = {out, (size_t)n};
     ssize_t k = conn_raw_writev(w->c, &iov, 1);
-    if (k < 0 && errno != EAGAIN && errno != EINTR)
+    if ((k < 0 && errno != EAGAIN && errno != EINTR) || !hs_keep_left(w, head, (size_t)hl, got))
         return -1;
     if (k == n)
-        return hs_done(w, (size_t)hl);
+        return hs_done(w);
     k = k < 0 ? 0 : k;
-    if (!(hs = hs_keep_out(w, out + k, (size_t)(n - k))))
+    if (!hs_keep_out(w, out + k, (size_t)(n - k)))
         return -1;
-    hs->left_off = (uint16_t)hl; /* where the head ends, until hs_done */
     w->c->want_write = true;
     return 0;
 }
 
 static void broker_refused(struct ws *w, const char *why)
 {
-    if (w->cli->failed)
-        w->cli->failed(w->c, why);
+    if (w->hs->cli->failed)
+        w->hs->cli->failed(w->c, why);
     errno = EPROTO;
 }
 
-static int hs_check_answer(struct ws *w, size_t hl)
+static int hs_check_answer(struct ws *w, const char *head, size_t hl, size_t got)
 {
     struct ws_head h;
     char why[96];
-    if (ws_head_parse(w->hs->in, hl, true, &h) < 0) {
+    if (ws_head_parse(head, hl, true, &h) < 0) {
         broker_refused(w, "the upgrade's answer is not HTTP/1.1");
         return -1;
     }
@@ -1142,32 +1210,32 @@ static int hs_check_answer(struct ws *w, size_t hl)
         broker_refused(w, "the 101 chose a WebSocket extension nobody offered");
         return -1;
     }
-    const char *proto = w->hs->proto;
-    if (proto && h.protocol.p && (h.protocol.n != strlen(proto) || memcmp(h.protocol.p, proto, h.protocol.n))) {
-        broker_refused(w, "the 101 names another subprotocol");
+    if (h.protocol.p && !ws_head_offers(w->hs->out, w->hs->out_len, h.protocol)) {
+        broker_refused(w, "the 101 names a subprotocol that was not offered");
         return -1;
     }
-    if (w->cli->upgraded && w->cli->upgraded(w->c, w->hs->in, hl) < 0)
+    if (w->hs->cli->upgraded && w->hs->cli->upgraded(w->c, head, hl) < 0)
         return -1;
-    return hs_done(w, hl);
+    return hs_keep_left(w, head, hl, got) ? hs_done(w) : -1;
 }
 
-static int hs_request(struct ws *w, const char *host, uint16_t port, const char *path)
+/* Our request (into out, WS_HS_OUT bytes) and the accept its key wants:
+ * its length, or -1. */
+static int hs_request(char *out, char accept[29], const char *host, uint16_t port, const char *path,
+                      const char *proto)
 {
-    struct ws_hs *hs = w->hs;
     char key[25];
-    if (wsf_new_key(key, hs->accept) < 0)
+    if (wsf_new_key(key, accept) < 0)
         return -1;
-    int n = snprintf(hs->out, hs->out_room,
+    int n = snprintf(out, WS_HS_OUT,
                      "GET %s HTTP/1.1\r\nHost: %s:%u\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: %s\r\n\r\n",
-                     path && *path ? path : "/", host, port, key, hs->proto);
-    if (n < 0 || (size_t)n >= hs->out_room) {
+                     path && *path ? path : "/", host, port, key, proto);
+    if (n < 0 || n >= WS_HS_OUT) {
         errno = ENAMETOOLONG;
         return -1;
     }
-    hs->out_len = (uint32_t)n;
-    return 0;
+    return n;
 }
 
 /* The owner's request line and headers, then our key. */
@@ -1189,12 +1257,14 @@ static int hs_client(struct ws *w)
     int r = hs_send(w);
     if (r != 1)
         return r;
-    ssize_t hl = hs_read(w);
+    const char *head = NULL;
+    size_t got = 0;
+    ssize_t hl = hs_read(w, &head, &got);
     if (hl < 0 && errno == EMSGSIZE)
         broker_refused(w, "the upgrade's answer is over 4 KiB");
     if (hl <= 0)
         return (int)hl;
-    return hs_check_answer(w, (size_t)hl);
+    return hs_check_answer(w, head, (size_t)hl, got);
 }
 
 static int ws_handshake(struct conn *c)
@@ -1202,7 +1272,7 @@ static int ws_handshake(struct conn *c)
     struct ws *w = c->layer_state;
     if (w->phase == WS_OPEN)
         return 1;
-    return w->cli ? hs_client(w) : hs_server(w);
+    return w->client ? hs_client(w) : hs_server(w);
 }
 
 /* ---- life cycle ------------------------------------------------------- */
@@ -1219,6 +1289,7 @@ static void ws_close(struct conn *c)
     free(w->ka);
     free(w->hs);
     free(w->ctl);
+    free(w->msgs);
     free(w);
     c->layer_state = NULL;
 }
@@ -1233,25 +1304,23 @@ static const struct conn_layer ws_layer = {
 
 /* The upgrade's buffers: out_room for what we send, in_room for the
  * head we read. */
-static struct ws *ws_new(struct conn *c, size_t out_room, size_t in_room)
+static struct ws *ws_new(struct conn *c, size_t out_room)
 {
     struct ws *w = calloc(1, sizeof(*w));
-    if (w && !(w->hs = calloc(1, sizeof(*w->hs) + out_room + in_room))) {
+    if (w && !(w->hs = calloc(1, sizeof(*w->hs) + out_room))) {
         free(w);
         return NULL;
     }
     if (w) {
         w->c = c;
         w->hs->out_room = (uint32_t)out_room;
-        w->hs->in = w->hs->out + out_room;
-        w->hs->in_room = (uint16_t)in_room;
     }
     return w;
 }
 
 int ws_server_start(struct conn *c, const struct ws_server *srv, struct ws_pings pings)
 {
-    struct ws *w = ws_new(c, 0, HS_IN_FIRST); /* its answers are made on the stack */
+    struct ws *w = ws_new(c, 0); /* its answers are made on the stack */
     if (!w)
         return -1;
     w->hs->srv = srv;
@@ -1267,13 +1336,17 @@ int ws_server_start(struct conn *c, const struct ws_server *srv, struct ws_pings
 int ws_client_start(struct conn *c, const struct ws_client *cli, const char *host, uint16_t port, const char *path,
                     const char *proto, struct ws_pings pings)
 {
-    struct ws *w = ws_new(c, WS_HS_OUT, HS_IN_FIRST);
+    char out[WS_HS_OUT], accept[29];
+    int n = hs_request(out, accept, host, port, path, proto);
+    struct ws *w = n < 0 ? NULL : ws_new(c, (size_t)n); /* the request, to measure */
     if (!w)
         return -1;
-    w->cli = cli;
-    w->hs->proto = proto;
-    if (ka_set(w, pings) < 0 || hs_request(w, host, port, path) < 0) {
-        free(w->ka);
+    w->client = true;
+    w->hs->cli = cli;
+    memcpy(w->hs->out, out, (size_t)n);
+    w->hs->out_len = (uint32_t)n;
+    memcpy(w->hs->accept, accept, sizeof(accept));
+    if (ka_set(w, pings) < 0) {
         free(w->hs);
         free(w);
         return -1;
@@ -1320,10 +1393,11 @@ int ws_server_open(struct conn *c, const char *answer, size_t len, struct ws_pin
 
 int ws_client_start_head(struct conn *c, const struct ws_client *cli, const char *head, size_t len)
 {
-    struct ws *w = ws_new(c, len + 64, HS_IN_FIRST); /* the key's line and the blank line */
+    struct ws *w = ws_new(c, len + 48); /* the key's line (19 + 24 + 2) and the blank line */
     if (!w)
         return -1;
-    w->cli = cli;
+    w->client = true;
+    w->hs->cli = cli;
     if (hs_request_head(w, head, len) < 0) {
         free(w->hs);
         free(w);

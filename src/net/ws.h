@@ -58,17 +58,17 @@ struct ws_pings {
 
 /* Put a WebSocket over c (a freshly accepted or connected conn, its TLS
  * handshake started if any); srv and cli must outlive c.  A client asks
- * for path (with Host: host:port) and subprotocol proto (a string that
- * outlives c).  -1: no memory (c untouched). */
+ * for path (with Host: host:port) and subprotocol proto.  -1: no memory
+ * (c untouched). */
 int ws_server_start(struct conn *c, const struct ws_server *srv, struct ws_pings pings);
 int ws_client_start(struct conn *c, const struct ws_client *cli, const char *host, uint16_t port, const char *path,
                     const char *proto, struct ws_pings pings);
 
 /* A client upgrade with the owner's request: head (len bytes) is its
  * request line and header lines, each ending in CRLF, without
- * Sec-WebSocket-Key (ours is added) and the blank line; the 101 may name
- * any subprotocol (the owner offered them) and no extension.  -1: no
- * memory. */
+ * Sec-WebSocket-Key (ours is added) and the blank line.  Either way the
+ * 101 may name only a subprotocol the request offered (RFC 6455 4.1), and
+ * no extension.  -1: no memory. */
 int ws_client_start_head(struct conn *c, const struct ws_client *cli, const char *head, size_t len);
 /* The server side over an open connection whose upgrade request the owner
  * read and judged itself (the HTTP listener): answer (len bytes, the whole

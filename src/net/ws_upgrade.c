@@ -101,16 +101,35 @@ int ws_head_parse(const char *p, size_t len, bool response, struct ws_head *h)
     return (response ? h->status != 0 : h->method.p != NULL) ? 0 : -1; /* an empty head has no start line */
 }
 
-bool ws_has_token(struct ws_str v, const char *t)
+/* Whether comma-separated value v has the item t (tn bytes), in any case
+ * or exactly. */
+static bool has_item(struct ws_str v, const char *t, size_t tn, bool any_case)
 {
-    size_t tn = strlen(t);
     for (size_t i = 0; v.p && i <= v.n;) {
         const char *comma = memchr(v.p + i, ',', v.n - i);
         size_t end = comma ? (size_t)(comma - v.p) : v.n;
         struct ws_str item = trim(v.p + i, end - i);
-        if (item.n == tn && !strncasecmp(item.p, t, tn))
+        if (item.n == tn && !(any_case ? strncasecmp(item.p, t, tn) : memcmp(item.p, t, tn)))
             return true;
         i = end + 1;
+    }
+    return false;
+}
+
+bool ws_has_token(struct ws_str v, const char *t) { return has_item(v, t, strlen(t), true); }
+
+bool ws_head_offers(const char *p, size_t len, struct ws_str proto)
+{
+    const char *end = p + len, *line = memchr(p, '\n', len);
+    while (line && ++line < end) {
+        const char *eol = memchr(line, '\n', (size_t)(end - line));
+        size_t n = eol ? (size_t)(eol - line) : (size_t)(end - line);
+        const char *colon = memchr(line, ':', n);
+        if (colon && is((struct ws_str){line, (size_t)(colon - line)}, "Sec-WebSocket-Protocol") &&
+            has_item(trim(colon + 1, n - (size_t)(colon + 1 - line) - (n && line[n - 1] == '\r')), proto.p,
+                     proto.n, false))
+            return true;
+        line = eol;
     }
     return false;
 }

@@ -40,6 +40,11 @@ int ws_head_parse(const char *p, size_t len, bool response, struct ws_head *h);
 /* Whether a comma-separated header value has token t (any case). */
 bool ws_has_token(struct ws_str v, const char *t);
 
+/* Whether the request head p (len bytes, ws_head_len) offers subprotocol
+ * proto, exactly, in any of its Sec-WebSocket-Protocol lines (RFC 6455
+ * 4.1: a client fails an answer that names one it did not offer). */
+bool ws_head_offers(const char *p, size_t len, struct ws_str proto);
+
 /* The first entry of protos (NULL-terminated) that the client's
  * Sec-WebSocket-Protocol offers, in the client's order; "" when it offers
  * none (the answer names none); NULL when it offers only others. */

@@ -535,10 +535,15 @@ def oversize(t, g_lim, echo):
 
 def target_refuses(t, tmp, g, g_idle, echo):
     down = gate(tmp, h.free_port())
-    for what, port, path, code in [("the target down", down.port, "down", 502),
-                                   ("the target answering 403 as plain HTTP", g.port, "no-upgrade", 502),
-                                   ("the target's 101 with a wrong Sec-WebSocket-Accept", g.port, "bad-accept", 502)]:
-        c = WsClient(port, f"{BASE}/{path}")
+    offer = [("Sec-WebSocket-Protocol", "chat, superchat")]
+    for what, port, path, code, hd in [
+            ("the target down", down.port, "down", 502, ()),
+            ("the target answering 403 as plain HTTP", g.port, "no-upgrade", 502, ()),
+            ("the target's 101 with a wrong Sec-WebSocket-Accept", g.port, "bad-accept", 502, ()),
+            ("the target's 101 naming a subprotocol the client did not offer (RFC 6455 4.1)", g.port,
+             "bad-protocol", 502, offer),
+            ("the target's 101 naming a subprotocol when the client offered none", g.port, "bad-protocol", 502, ())]:
+        c = WsClient(port, f"{BASE}/{path}", headers=hd)
         t.eq((c.code, c.json().get("status"), c.headers.get("connection", "").lower()), (code, code, "close"),
              f"{what}: {code}, JSON, Connection: close")
         t.check(c.ended(), f"... ({what}) and the connection is closed")

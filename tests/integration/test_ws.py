@@ -50,7 +50,8 @@ def refused_code(port, client_id, protocol):
 class RawWs:
     """A WebSocket client that frames bytes as the test says (masked, binary)."""
 
-    def __init__(self, port, path="/mqtt", protocol="mqtt", origin=None, host=h.HOST, headers=(), tls=None):
+    def __init__(self, port, path="/mqtt", protocol="mqtt", origin=None, host=h.HOST, headers=(), tls=None,
+                 early=b""):
         self.s = socket.create_connection((h.HOST, port), timeout=5)
         if tls:
             self.s = tls.wrap_socket(self.s, server_hostname="localhost")
@@ -63,7 +64,7 @@ class RawWs:
             req += f"Origin: {origin}\r\n"
         req += "".join(f"{k}: {v}\r\n" for k, v in headers)
         self.key = key
-        self.s.sendall((req + "\r\n").encode())
+        self.s.sendall((req + "\r\n").encode() + early)  # early: frames in the same write
         self.buf = b""
         while b"\r\n\r\n" not in self.buf:
             chunk = self.s.recv(4096)
@@ -75,6 +76,10 @@ class RawWs:
         self.status = self.head.split("\r\n")[0]
 
     def send_frame(self, payload, opcode=2, fin=True):
+        self.s.sendall(RawWs.frame(payload, opcode, fin))
+
+    @staticmethod
+    def frame(payload, opcode=2, fin=True):
         mask = os.urandom(4)
         n = len(payload)
         hdr = bytes([(0x80 if fin else 0) | opcode])
@@ -84,7 +89,7 @@ class RawWs:
             hdr += bytes([0x80 | 126]) + struct.pack("!H", n)
         else:
             hdr += bytes([0x80 | 127]) + struct.pack("!Q", n)
-        self.s.sendall(hdr + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+        return hdr + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
     def _need(self, n):
         while len(self.buf) < n:
@@ -193,6 +198,10 @@ def framing(t, port, broker):
     w.send_frame(conn[5:])  # one CONNECT in two WebSocket messages
     p = w.recv_mqtt()
     t.eq(p[:4], b"\x20\x02\x00\x00", "framing: CONNECT split over two messages gets CONNACK 0")
+    early = RawWs(port, early=RawWs.frame(h.connect_packet(4, "ws-frame-early")))
+    t.eq(early.recv_mqtt()[:4], b"\x20\x02\x00\x00",
+         "framing: a CONNECT frame in the same write as the upgrade request gets CONNACK 0")
+    early.s.close()
     two = h.publish_packet(4, "ws/frame/a", b"one") + h.publish_packet(4, "ws/frame/b", b"two")
     w.send_frame(two[:7])
     w.send_frame(two[7:])  # the first PUBLISH split, the second behind it in the same message

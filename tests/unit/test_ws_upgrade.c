@@ -2,7 +2,8 @@
  * header names in any case, values trimmed, several Origin lines counted,
  * broken heads refused; an answer's status; what ws_request_check refuses
  * (plain requests 404, other upgrades 400, version 426, no key 400); the
- * subprotocol picked in the client's order; and the accept key a client
+ * subprotocol picked in the client's order, and which ones an answer may
+ * name; and the accept key a client
  * expects (RFC 6455's own example, through wsf_accept). */
 #include <string.h>
 
@@ -110,10 +111,29 @@ static void answer(void)
     CHECK_EQ_INT(parse("GET /mqtt\t HTTP/1.1\r\nHost: x\r\n\r\n", false, &h), -1); /* a tab in the target (fuzz) */
 }
 
+/* What a client's 101 may name (RFC 6455 4.1): only a subprotocol its
+ * request offered, exactly, in any of its Sec-WebSocket-Protocol lines. */
+static void offered(void)
+{
+    const char *req = "GET / HTTP/1.1\r\nHost: x\r\nSec-WebSocket-Protocol: chat , superchat\r\n"
+                      "X-Sec-WebSocket-Protocol: fake\r\nsec-websocket-protocol:v2\r\n\r\n";
+    size_t n = strlen(req);
+    CHECK(ws_head_offers(req, n, (struct ws_str){"chat", 4}));
+    CHECK(ws_head_offers(req, n, (struct ws_str){"superchat", 9}));
+    CHECK(ws_head_offers(req, n, (struct ws_str){"v2", 2})); /* a second line counts too */
+    CHECK(!ws_head_offers(req, n, (struct ws_str){"Chat", 4})); /* subprotocols are case-sensitive */
+    CHECK(!ws_head_offers(req, n, (struct ws_str){"fake", 4}));
+    CHECK(!ws_head_offers(req, n, (struct ws_str){"chat, superchat", 15})); /* one is chosen, not a list */
+    CHECK(!ws_head_offers(req, n, (struct ws_str){"", 0}));
+    const char *none = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    CHECK(!ws_head_offers(none, strlen(none), (struct ws_str){"mqtt", 4}));
+}
+
 int main(void)
 {
     request();
     refusals();
     answer();
+    offered();
     return check_done("test_ws_upgrade");
 }

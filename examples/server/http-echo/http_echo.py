@@ -31,6 +31,7 @@ and a few upgrade paths are answered otherwise:
 
     .../no-upgrade...     403 as plain HTTP (no WebSocket)
     .../bad-accept...     101 with a wrong Sec-WebSocket-Accept
+    .../bad-protocol...   101 naming the subprotocol "not-offered", whatever was offered
     .../slow-upgrade?ms=N the 101 after N milliseconds
 
 /stats counts, per path: "ws:PATH" WebSockets opened, "ws-msg:PATH" whole messages received,
@@ -126,7 +127,9 @@ class Echo(BaseHTTPRequestHandler):
         self.send_header("Upgrade", "websocket")
         self.send_header("Connection", "Upgrade")
         self.send_header("Sec-WebSocket-Accept", accept.decode())
-        if offered:
+        if "/bad-protocol" in path:
+            self.send_header("Sec-WebSocket-Protocol", "not-offered")
+        elif offered:
             self.send_header("Sec-WebSocket-Protocol", offered[0])
         self.end_headers()
         self.wfile.flush()
