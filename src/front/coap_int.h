@@ -43,6 +43,7 @@ struct coap_settings {
     uint32_t max_datagram; /* MAX_PACKET_SIZE, at most a UDP payload (65507) */
     uint32_t idle_ms;      /* IDLE_TIMEOUT */
     uint32_t max_peers;    /* per worker: MAX_CONNECTIONS's guard is the worker's admit */
+    bool bridge;           /* TARGET_PROTOCOL mqtt or mqtts: coap_bridge.c, not the relay */
 };
 
 union coap_addr {
@@ -107,6 +108,7 @@ struct coap_peer {
     uint8_t *auth;           /* the next request shows the same: then auth_connect is not asked */
     bool ended;              /* gone from the table: freed once no verdict is pending */
     struct coap_outstanding out[COAP_OUTSTANDING];
+    struct coap_bridge *br;  /* the bridge's state (coap_bridge.c); NULL in a relay */
 };
 
 struct coap_server {
@@ -142,5 +144,38 @@ void coap_peer_from_client(struct coap_peer *peer, const uint8_t *data, size_t l
 void leg_hold(struct coap_peer *peer, struct coap_leg *leg, const uint8_t *d, size_t n);
 /* End now: unlisted, the socket closed; freed once no verdict is pending. */
 void coap_peer_end(struct coap_peer *peer);
+/* A verdict for an ended peer came: free it once none is pending. */
+void coap_peer_unpend(struct coap_peer *peer);
+/* The datagram being judged is done with: the ones held behind it go. */
+void leg_done(struct coap_peer *peer, struct coap_leg *leg);
+/* Keep a copy of the datagram to judge in leg->cur, with extra bytes after
+ * it, decoded again into leg->msg.  False: out of memory (logged). */
+bool leg_take(struct coap_peer *peer, struct coap_leg *leg, const uint8_t *d, size_t n, size_t extra);
+/* The code for a refusal: 5.03 when a handler said the server is busy or
+ * unavailable, otherwise `otherwise`. */
+uint8_t refusal_code(uint8_t reason, uint8_t otherwise);
+
+/* The credentials a request carries in its Uri-Query: `auth=` (the Go
+ * mGate's: the password), or EMQX's `username`/`u`, `password`/`p` and
+ * `clientid`/`c`. */
+struct coap_cred {
+    coap_view user, pass, cid;
+    bool has_user, has_pass;
+};
+void cred_of(const struct coap_msg *m, struct coap_cred *c);
+/* The credentials as one byte string, to keep and compare: the length, or
+ * 0 when they do not fit out[cap] (then they never count as the same). */
+size_t cred_key(const struct coap_cred *c, uint8_t *out, size_t cap);
+/* Whether the peer got in with these very credentials. */
+bool same_cred(const struct coap_peer *peer, const struct coap_cred *c);
+/* auth_connect allowed them: the peer is in, with them (peer->auth). */
+void accept_cred(struct coap_peer *peer, const struct coap_cred *c);
+
+/* coap_bridge.c (TARGET_PROTOCOL mqtt, mqtts) */
+/* A datagram from the client when no verdict is pending (the relay's
+ * holding keeps the order). */
+void coap_bridge_datagram(struct coap_peer *peer, const uint8_t *d, size_t n);
+/* The peer ends: its broker connection is closed, its state freed. */
+void coap_bridge_end(struct coap_peer *peer);
 
 #endif

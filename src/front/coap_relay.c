@@ -198,7 +198,7 @@ static void held_free_all(struct coap_leg *leg)
 
 /* The datagram being judged is done with: the next ones waiting behind it
  * go, until one has to wait again. */
-static void leg_done(struct coap_peer *peer, struct coap_leg *leg)
+void leg_done(struct coap_peer *peer, struct coap_leg *leg)
 {
     free(leg->cur);
     leg->cur = NULL;
@@ -224,7 +224,7 @@ static void leg_next(struct coap_peer *peer, struct coap_leg *leg)
 
 /* Keep a copy of the datagram to judge (with room after it for its topic)
  * and decode it again there. */
-static bool leg_take(struct coap_peer *peer, struct coap_leg *leg, const uint8_t *d, size_t n, size_t extra)
+bool leg_take(struct coap_peer *peer, struct coap_leg *leg, const uint8_t *d, size_t n, size_t extra)
 {
     ASSERT(!leg->cur);
     if (!(leg->cur = held_new(d, n, extra))) {
@@ -358,7 +358,7 @@ static void refuse(struct coap_peer *peer, struct coap_leg *leg, uint8_t code, c
     coap_answer_client(peer, &leg->msg, code);
 }
 
-static uint8_t refusal_code(uint8_t reason, uint8_t otherwise)
+uint8_t refusal_code(uint8_t reason, uint8_t otherwise)
 {
     return reason == MGATE_REASON_SERVER_BUSY || reason == MGATE_REASON_SERVER_UNAVAILABLE ? COAP_SERVICE_UNAVAILABLE
                                                                                           : otherwise;
@@ -413,20 +413,12 @@ static void ask_access(struct coap_peer *peer, struct coap_leg *leg)
         access_decided(peer, leg, v == MGATE_ALLOW);
 }
 
-/* The credentials a request carries in its Uri-Query: `auth=` (the Go
- * mGate's: the password), or EMQX's `username`/`u`, `password`/`p` and
- * `clientid`/`c`. */
-struct coap_cred {
-    coap_view user, pass, cid;
-    bool has_user, has_pass;
-};
-
 static bool query(const struct coap_msg *m, const char *name, const char *brief, coap_view *v)
 {
     return coap_uri_query(m, name, v) || coap_uri_query(m, brief, v);
 }
 
-static void cred_of(const struct coap_msg *m, struct coap_cred *c)
+void cred_of(const struct coap_msg *m, struct coap_cred *c)
 {
     *c = (struct coap_cred){0};
     c->has_pass = coap_uri_query(m, "auth", &c->pass) || query(m, "password", "p", &c->pass);
@@ -436,7 +428,7 @@ static void cred_of(const struct coap_msg *m, struct coap_cred *c)
 
 /* The credentials as one byte string, to keep and compare: the length, or
  * 0 when they do not fit out[cap] (then they never count as the same). */
-static size_t cred_key(const struct coap_cred *c, uint8_t *out, size_t cap)
+size_t cred_key(const struct coap_cred *c, uint8_t *out, size_t cap)
 {
     const coap_view parts[3] = {c->user, c->pass, c->cid};
     size_t n = 1;
@@ -455,11 +447,23 @@ static size_t cred_key(const struct coap_cred *c, uint8_t *out, size_t cap)
     return n;
 }
 
-static bool same_cred(const struct coap_peer *peer, const struct coap_cred *c)
+bool same_cred(const struct coap_peer *peer, const struct coap_cred *c)
 {
     uint8_t key[COAP_CRED_KEY_MAX];
     size_t n = cred_key(c, key, sizeof(key));
     return peer->connected && n && n == peer->auth_len && !memcmp(key, peer->auth, n);
+}
+
+void accept_cred(struct coap_peer *peer, const struct coap_cred *c)
+{
+    uint8_t key[COAP_CRED_KEY_MAX];
+    size_t n = cred_key(c, key, sizeof(key));
+    free(peer->auth);
+    peer->auth = n ? malloc(n) : NULL;
+    peer->auth_len = peer->auth ? (uint16_t)n : 0;
+    if (peer->auth)
+        memcpy(peer->auth, key, n);
+    peer->connected = true;
 }
 
 static void connect_decided(struct coap_peer *peer, struct coap_leg *leg, bool ok)
@@ -471,15 +475,8 @@ static void connect_decided(struct coap_peer *peer, struct coap_leg *leg, bool o
         return leg_done(peer, leg);
     }
     struct coap_cred cred;
-    uint8_t key[COAP_CRED_KEY_MAX];
     cred_of(&leg->msg, &cred);
-    size_t n = cred_key(&cred, key, sizeof(key));
-    free(peer->auth);
-    peer->auth = n ? malloc(n) : NULL;
-    peer->auth_len = peer->auth ? (uint16_t)n : 0;
-    if (peer->auth)
-        memcpy(peer->auth, key, n);
-    peer->connected = true;
+    accept_cred(peer, &cred);
     session_front_credentials(peer->s, c);
     session_front_connected(peer->s);
     ask_access(peer, leg);
@@ -572,6 +569,8 @@ static void up_request(struct coap_peer *peer, const uint8_t *d, size_t n, const
 
 static void up_datagram(struct coap_peer *peer, const uint8_t *d, size_t n)
 {
+    if (peer->srv->cs->bridge)
+        return coap_bridge_datagram(peer, d, n);
     struct coap_msg m;
     coap_err e = coap_decode(d, n, &m);
     if (e != COAP_OK) {
@@ -736,6 +735,7 @@ void coap_peer_end(struct coap_peer *peer)
         close(peer->up.fd);
         peer->up.fd = -1;
     }
+    coap_bridge_end(peer);
     session_front_end(peer->s);
     for (int d = 0; d < 2; d++) {
         held_free_all(&peer->legs[d]);
@@ -743,5 +743,11 @@ void coap_peer_end(struct coap_peer *peer)
             verdict_drop(&peer->legs[d].ask);
     }
     if (!pending(peer))
+        peer_free(peer);
+}
+
+void coap_peer_unpend(struct coap_peer *peer)
+{
+    if (peer->ended && !pending(peer))
         peer_free(peer);
 }
