@@ -11,7 +11,8 @@ libcoap's coap-client-openssl and raw datagrams (exact types, codes, message ids
   unsubscribes (mosquitto logs the UNSUBSCRIBE, nothing more arrives); a RST for a notification
   cancels the observation and unsubscribes.
 * The acl handler: 2.04 where the rules allow, 4.03 elsewhere (and for an Observe it refuses), 4.01
-  for a wrong or no password, and the broker never sees a refused client.
+  for a wrong or no password, and the broker never sees a refused client; a broker message under a
+  deny rule is not notified (auth_subscribe going down).
 * A CON POST sent three times with the same message id is published once, each copy answered 2.04
   with that id.
 * A client that never acknowledges confirmable notifications: one CON at a time, retransmitted 4
@@ -187,7 +188,7 @@ def observe(t, g, broker, tmp):
 def acl(t, tmp, broker):
     pwfile, aclfile = os.path.join(tmp, "bridge.passwd"), os.path.join(tmp, "bridge.acl")
     make_password_file(pwfile, {"dev1": ("dev1-secret", "sha512-pbkdf2")})
-    write(aclfile, "user dev1\ntopic readwrite dev/dev1/#\n")
+    write(aclfile, "user dev1\ntopic readwrite dev/dev1/#\ntopic deny dev/dev1/secret\n")
     g = bridge(tmp, broker.port, MGATE_HANDLER="acl", MGATE_ACL_PASSWORD_FILE=pwfile, MGATE_ACL_FILE=aclfile)
     sub = Sub(tmp, broker, "dev/#")
     mark = broker.log.mark()
@@ -204,9 +205,18 @@ def acl(t, tmp, broker):
         r = answer_of(w, w.request(CON, POST, "ps/dev/dev1/temp", b"23", opts=q))
         t.check(r and r[1] == code(4, 1), f"{cid}: 4.01", r)
         w.close()
+    # each broker message is judged going down: the filter only overlaps the deny, so it is granted,
+    # and the messages under the deny are not notified
+    r = answer_of(c, c.request(CON, GET, "ps/dev/dev1/#", token=b"\x91", opts=[(OBSERVE, b"")] + cred))
+    t.check(r and r[1] == CONTENT, "dev1 observing dev/dev1/#: 2.05", r)
+    pub(broker, "dev/dev1/secret", ["hidden"], qos=1)
+    pub(broker, "dev/dev1/open", ["shown"], qos=1)
+    got = notifications(c, 2, timeout=3.0)
+    t.eq([x[5] for x in got], [b"shown"], "a message on dev/dev1/secret (denied) is not notified, the next one is")
     sub.wait(1)
     time.sleep(0.3)
-    t.eq(sub.lines(), ["dev/dev1/temp|0|1|21"], "the subscriber got only the allowed message")
+    t.eq(sub.lines()[:1], ["dev/dev1/temp|0|1|21"], "the subscriber got the allowed message")
+    t.check(not any(x.startswith("dev/dev2") for x in sub.lines()), "and none of the refused ones", sub.lines())
     t.check(broker.saw_client("acl-ok", mark), "the broker saw the allowed client")
     for cid in ("acl-wrong", "acl-none"):
         t.check(not broker.saw_client(cid, mark), f"the broker never saw {cid}")
