@@ -645,8 +645,8 @@ static void connect_decided(struct coap_bridge *br, bool ok)
 
 static void on_verdict(struct ask *a)
 {
-    struct coap_peer *peer = session_front_ctx(a->s);
-    struct coap_leg *leg = &peer->legs[a == &peer->legs[MGATE_UP].ask ? MGATE_UP : MGATE_DOWN];
+    struct coap_leg *leg = container_of(a, struct coap_leg, ask); /* the session no longer knows an ended peer */
+    struct coap_peer *peer = container_of(leg - leg->dir, struct coap_peer, legs[0]);
     if (peer->ended) {
         free(leg->cur);
         leg->cur = NULL;

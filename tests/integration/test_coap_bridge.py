@@ -13,6 +13,8 @@ libcoap's coap-client-openssl and raw datagrams (exact types, codes, message ids
 * The acl handler: 2.04 where the rules allow, 4.03 elsewhere (and for an Observe it refuses), 4.01
   for a wrong or no password, and the broker never sees a refused client; a broker message under a
   deny rule is not notified (auth_subscribe going down).
+* Verdicts given later (the example handler): a CONNECT allowed or refused late, requests behind a
+  late verdict in order, notifications judged late in order, SIGTERM while one is out.
 * A CON POST sent three times with the same message id is published once, each copy answered 2.04
   with that id.
 * A client that never acknowledges confirmable notifications: one CON at a time, retransmitted 4
@@ -337,6 +339,47 @@ def over_tls(t, tmp):
     broker.stop()
 
 
+def late(t, tmp, broker):
+    """The example handler: verdicts given later, either way; the peer ending while one is out."""
+    g = gate(tmp, broker.port, binary=h.EXAMPLE_BIN, TARGET_PROTOCOL="mqtt", IDLE_TIMEOUT="300s")
+    sub = Sub(tmp, broker, "late/#")
+    c = Raw(g.coap)
+    r = answer_of(c, c.request(CON, POST, "ps/late/who", b"w", opts=query(u="slow", c="late-slow")))
+    t.check(r and r[1] == CHANGED, "a CONNECT allowed 200 ms later: 2.04", r)
+    d = Raw(g.coap)
+    r = answer_of(d, d.request(CON, POST, "ps/late/who", b"d", opts=query(u="slowdeny", c="late-deny")))
+    t.check(r and r[1] == code(4, 1), "a CONNECT refused 200 ms later: 4.01", r)
+    d.close()
+    # requests behind a late verdict (slow/...: 100 ms) wait for it, in order
+    m1 = c.request(CON, POST, "ps/late/slow/1", b"first", opts=query(u="slow", c="late-slow", q=1))
+    m2 = c.request(CON, POST, "ps/late/2", b"second", opts=query(u="slow", c="late-slow", q=1))
+    a1, a2 = answer_of(c, m1), answer_of(c, m2)
+    t.check(a1 and a2 and a1[1] == CHANGED and a2[1] == CHANGED, "two POSTs, the first one judged late: 2.04 each")
+    sub.wait(3)
+    t.eq([x.split("|")[3] for x in sub.lines()], ["w", "first", "second"], "published in order; the refused one not")
+    sub.stop()
+    # notifications judged late (latedown: 100 ms) keep their order; "secret" is refused
+    mid = c.request(CON, GET, "ps/late/latedown/+", token=b"\xa1", opts=[(OBSERVE, b"")]
+                    + query(u="slow", c="late-slow", q=1))
+    t.check((answer_of(c, mid) or [0, 0])[1] == CONTENT, "an observation whose notifications are judged late")
+    pub(broker, "late/latedown/a", [f"n{i}" for i in range(5)], qos=1)
+    pub(broker, "late/latedown/secret", ["hidden"], qos=1)
+    pub(broker, "late/latedown/b", ["last"], qos=1)
+    got = notifications(c, 6, timeout=5.0)
+    t.eq([x[5] for x in got], [f"n{i}".encode() for i in range(5)] + [b"last"],
+         "notified in order once judged; the one the handler refuses is not")
+    # SIGTERM while a notification waits for its verdict
+    mid = c.request(CON, GET, "ps/late/stuckdown", token=b"\xa2", opts=[(OBSERVE, b"")]
+                    + query(u="slow", c="late-slow", q=1))
+    t.check((answer_of(c, mid) or [0, 0])[1] == CONTENT, "an observation whose notifications are judged 2 s late")
+    mark = broker.log.mark()
+    pub(broker, "late/stuckdown", ["pending"], qos=1)
+    t.check(broker.log.wait(r"Sending PUBLISH to late-slow", 2.0, mark), "a message for the observer went out")
+    time.sleep(0.3)  # at mgate, with the handler
+    t.eq(g.stop(), 0, "SIGTERM while its verdict is out: exit 0")
+    c.close()
+
+
 def idle(t, broker, tmp):
     g = bridge(tmp, broker.port, IDLE_TIMEOUT="2s")
     quiet, busy = Raw(g.coap), Raw(g.coap)
@@ -374,6 +417,7 @@ def main():
         t.case("acl", acl, t, tmp, broker)
         t.case("broker down", broker_down, t, tmp)
         t.case("idle timeout", idle, t, broker, tmp)
+        t.case("late verdicts", late, t, tmp, broker)
         t.case("mqtts", over_tls, t, tmp)
         t.case("a client that never acknowledges", deaf, t, g, broker, tmp)
         t.check(g.alive(), "mgate still runs")
