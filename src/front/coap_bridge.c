@@ -6,7 +6,7 @@
  * URIs as EMQX's CoAP gateway has them: `ps/{topic}` with the Uri-Query
  * parameters clientid/c, username/u, password/p or token/t (or the Go
  * mGate's auth=), qos/q and retain/r.  POST and PUT publish (2.04 once
- * written at QoS 0, once acknowledged at QoS 1 and 2); GET with Observe 0
+ * written at QoS 0, after the CONNACK; once acknowledged at QoS 1 and 2); GET with Observe 0
  * subscribes (2.05 with Observe once SUBACKed), Observe 1 unsubscribes.
  *
  * Requests are judged one at a time, in order, through the relay's
@@ -61,6 +61,7 @@ struct br_exchange {
     uint16_t mid;
     uint8_t state, type, tkl, qos, len;
     bool retain;
+    bool wait_ready; /* a QoS 0 PUBLISH written behind the CONNECT: answered on the CONNACK */
     uint8_t token[COAP_TOKEN_MAX];
     uint8_t answer[BR_ANSWER_MAX];
     char *filter; /* a registration's, until its SUBACK */
@@ -438,10 +439,26 @@ static void link_gone(struct coap_bridge *br)
     br->held = false;
 }
 
+/* The CONNACK came (ok) or the connection ended first: the QoS 0
+ * PUBLISHes written behind the CONNECT are answered. */
+static void settle_written(struct coap_bridge *br, bool ok)
+{
+    for (unsigned i = 0; i < BR_EXCHANGES; i++)
+        if (br->ex[i].state == EX_BUSY && br->ex[i].wait_ready)
+            answer(&br->ex[i], ok ? COAP_CHANGED : COAP_SERVICE_UNAVAILABLE, NULL);
+}
+
+static void on_ready(struct mqtt_client *mc, void *ctx)
+{
+    (void)mc;
+    settle_written(ctx, true);
+}
+
 static void on_closed(struct mqtt_client *mc, void *ctx, enum mqc_end why, uint8_t code)
 {
     (void)mc;
     struct coap_bridge *br = ctx;
+    settle_written(br, false);
     br->mc = NULL; /* the requests waiting were answered 5.03 (MQC_FAILED) */
     session_log(br->peer->s, why == MQC_END_LOST ? LOGL_DEBUG : LOGL_WARN,
                 "coap: the broker connection ended (%s%u); observations end with 5.03",
@@ -449,7 +466,7 @@ static void on_closed(struct mqtt_client *mc, void *ctx, enum mqc_end why, uint8
     link_gone(br);
 }
 
-static const struct mqtt_client_cbs link_cbs = {.on_closed = on_closed, .on_message = on_message};
+static const struct mqtt_client_cbs link_cbs = {.on_ready = on_ready, .on_closed = on_closed, .on_message = on_message};
 
 /* The broker connection, dialled now when there is none. */
 static bool link_up(struct coap_bridge *br)
@@ -491,7 +508,11 @@ static uint8_t code_of(enum mqc_status st, uint8_t ok)
 static void pub_done(void *arg, enum mqc_status st, uint8_t code, const uint8_t *codes, uint32_t n)
 {
     (void)code, (void)codes, (void)n;
-    answer(arg, code_of(st, COAP_CHANGED), NULL);
+    struct br_exchange *x = arg;
+    if (st == MQC_OK && !mqtt_client_ready(x->br->mc)) /* QoS 0: written, but the broker may refuse us */
+        x->wait_ready = true;
+    else
+        answer(x, code_of(st, COAP_CHANGED), NULL);
 }
 
 static void sub_done(void *arg, enum mqc_status st, uint8_t code, const uint8_t *codes, uint32_t n)

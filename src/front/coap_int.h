@@ -1,7 +1,8 @@
 /*
  * The CoAP front end's inside (front/coap.c: the listening socket and its
  * clients by address; front/coap_relay.c: one client's relay to the CoAP
- * server).  Not for other files.
+ * server; front/coap_bridge.c: one client's bridge to an MQTT broker).
+ * Not for other files.
  *
  * UDP has no connections, so a CoAP client is its source address: the
  * first request from a new address makes a peer (one session, counted and
@@ -9,7 +10,9 @@
  * datagram either way.  Each peer that got a request through has its own
  * UDP socket connected to the server, so the server sees each client as a
  * distinct endpoint (its Observe and deduplication state are per endpoint)
- * and its answers come back on a socket that names the client.
+ * and its answers come back on a socket that names the client.  In a
+ * bridge (TARGET_PROTOCOL mqtt, mqtts) the peer has no such socket but an
+ * MQTT session on the broker instead (front/coap_bridge.c, peer->br).
  */
 #ifndef MGATE_FRONT_COAP_INT_H
 #define MGATE_FRONT_COAP_INT_H

@@ -23,11 +23,13 @@ libcoap's coap-client-openssl and raw datagrams (exact types, codes, message ids
 * IDLE_TIMEOUT ends a quiet observer (a 5.03 notification, DISCONNECT on the broker) but not one
   that is getting notifications.
 * Bad requests: a wildcard, an empty or non-UTF-8 topic 4.00; a path not under ps/ 4.04; DELETE
-  4.05; an unknown critical option 4.02; a GET without Observe 4.00.  Broker down: 5.03.
+  4.05; an unknown critical option 4.02; a GET without Observe 4.00.  Broker down, refusing the
+  CONNECT, or silent past CONNECT_TIMEOUT: 5.03.
 * TARGET_PROTOCOL=mqtts (TARGET_CA_FILE): POST and Observe through TLS; the wrong CA is 5.03 and
   the broker sees no session.
 """
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -310,6 +312,35 @@ def broker_down(t, tmp):
     r = answer_of(c, c.request(CON, POST, "ps/down/x", b"x", opts=query(clientid="down", qos=1)))
     t.check(r and r[1] == code(5, 3), "broker down: 5.03", r)
     c.close()
+
+    closed = h.Broker(tmp, "allow_anonymous false\n")  # no password file either: every CONNECT refused
+    g = bridge(tmp, closed.port)
+    c = Raw(g.coap)
+    for q in (0, 1):
+        r = answer_of(c, c.request(CON, POST, "ps/refused/x", b"x", opts=query(clientid="refused", q=q)))
+        t.check(r and r[1] == code(5, 3), f"a broker that refuses the CONNECT: 5.03 at QoS {q}", r)
+    r = answer_of(c, c.request(CON, GET, "ps/refused/x", opts=[(OBSERVE, b"")] + query(clientid="refused")))
+    t.check(r and r[1] == code(5, 3), "... and to an Observe registration", r)
+    c.close()
+    closed.stop()
+
+    silent = socket.socket()
+    silent.bind((h.HOST, 0))
+    silent.listen(16)  # the kernel completes the handshake; nobody ever answers
+    g = bridge(tmp, silent.getsockname()[1], CONNECT_TIMEOUT="1s")
+    c = Raw(g.coap)
+    t0 = time.monotonic()
+    mid = c.request(CON, POST, "ps/silent/x", b"x", opts=query(clientid="silent", q=1))
+    r = answer_of(c, mid)
+    took = time.monotonic() - t0
+    t.check(r and r[1] == code(5, 3) and 0.8 <= took < 3.0,
+            f"a broker that never sends its CONNACK: 5.03 after CONNECT_TIMEOUT (1 s; took {took:.2f} s)", r)
+    c.send(encode(CON, POST, mid, b"\x01", [(URI_PATH, "ps"), (URI_PATH, "silent"), (URI_PATH, "x")]
+                  + query(clientid="silent", q=1), b"x"))
+    r2 = answer_of(c, mid)
+    t.check(r2 and r2[1] == code(5, 3), "its retransmission gets the same answer from the cache", r2)
+    c.close()
+    silent.close()
 
 
 def over_tls(t, tmp):
