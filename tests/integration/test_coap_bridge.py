@@ -39,7 +39,7 @@ sys.dont_write_bytecode = True
 import harness as h  # noqa: E402
 from test_acl import make_password_file, write  # noqa: E402
 from test_coap import (ACK, CON, DELETE, GET, NON, OBSERVE, POST, RST, URI_PATH, URI_QUERY, Raw, code,  # noqa: E402
-                       encode, gate, tool)
+                       encode, gate, readyz, tool)
 from test_http_bridge import Sub, connects  # noqa: E402
 from test_tls_upstream import TlsBroker  # noqa: E402
 
@@ -88,6 +88,8 @@ def seq(r):
 
 
 def publish(t, g, broker, tmp):
+    t.check(h.wait_until(lambda: readyz(g.admin)[0] == 200, 8.0), "/readyz: 200, the broker accepts TCP",
+            readyz(g.admin)[1])
     sub = Sub(tmp, broker, "coap/#")
     rc, out = tool(g.coap, "ps/coap/q0?clientid=coap-q0", "-m", "post", "-e", "21.5")
     t.check(rc == 0 and "4." not in out and "5." not in out, "coap-client POST at QoS 0: no error", out)
@@ -311,6 +313,8 @@ def broker_down(t, tmp):
     c = Raw(g.coap)
     r = answer_of(c, c.request(CON, POST, "ps/down/x", b"x", opts=query(clientid="down", qos=1)))
     t.check(r and r[1] == code(5, 3), "broker down: 5.03", r)
+    t.check(h.wait_until(lambda: readyz(g.admin)[0] == 503, 8.0), "/readyz: 503, the broker's port is closed",
+            readyz(g.admin)[1])
     c.close()
 
     closed = h.Broker(tmp, "allow_anonymous false\n")  # no password file either: every CONNECT refused
