@@ -523,19 +523,24 @@ static void sub_done(void *arg, enum mqc_status st, uint8_t code, const uint8_t 
     if (st == MQC_OK && (!n || codes[0] >= 0x80))
         st = MQC_REFUSED;
     struct br_observe *o = st == MQC_OK ? observe_of(br, x->tkl, x->token) : NULL;
+    char *old = o ? o->filter : NULL; /* registered again: the same token, maybe another filter */
     if (st == MQC_OK && !o && br->nobs < COAP_OBSERVE_MAX) {
         o = &br->obs[br->nobs++];
-        *o = (struct br_observe){.tkl = x->tkl, .seq = 1};
+        *o = (struct br_observe){.tkl = x->tkl};
         memcpy(o->token, x->token, x->tkl);
-    } else if (o) { /* registered again: the same token, maybe another filter */
-        free(o->filter);
-    } else if (st == MQC_OK) {
+    } else if (st == MQC_OK && !o) {
         st = MQC_BUSY;
     }
     if (!o)
         return answer(x, code_of(st, 0), NULL);
     o->filter = x->filter;
     x->filter = NULL;
+    o->seq = (o->seq + 1) & BR_OBSERVE_MASK;
+    if (old && strcmp(old, o->filter) && !filter_used(br, old) && br->mc) {
+        mgate_bytes f = {(const uint8_t *)old, (uint32_t)strlen(old)};
+        (void)mqtt_client_unsubscribe(br->mc, &f, 1, NULL, NULL);
+    }
+    free(old);
     answer(x, COAP_CONTENT, &o->seq);
 }
 

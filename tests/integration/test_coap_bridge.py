@@ -145,6 +145,18 @@ def observe(t, g, broker, tmp):
     got = notifications(c, 2, timeout=2.0)
     t.check(len(got) == 1 and got[0][0] == NON and got[0][5] == b"q0",
             "a QoS 0 message is a NON notification; a topic the filter does not match is none", got)
+    # registered again with the same token on another filter: the old one is unsubscribed
+    mark = broker.log.mark()
+    mid = c.request(CON, GET, "ps/obs/again", token=b"\x31", opts=[(OBSERVE, b"")] + query(clientid="obs-1", qos=1))
+    r = answer_of(c, mid)
+    t.check(r and r[1] == CONTENT and seq(r) > seqs[-1], "registered again (same token, another filter): 2.05, "
+            "a fresh Observe number", r)
+    t.check(broker.log.wait(r"Received UNSUBSCRIBE from obs-1", 5.0, mark), "the old filter is unsubscribed")
+    pub(broker, "obs/a/v", ["old filter"], qos=1)
+    pub(broker, "obs/again", ["new filter"], qos=1)
+    t.eq([x[5] for x in notifications(c, 2, timeout=2.0)], [b"new filter"], "only the new filter's messages come")
+    mid = c.request(CON, GET, "ps/obs/+/v", token=b"\x31", opts=[(OBSERVE, b"")] + query(clientid="obs-1", qos=1))
+    t.check((answer_of(c, mid) or [0, 0])[1] == CONTENT, "and back to obs/+/v")
     # deregistration
     mark = broker.log.mark()
     mid = c.request(CON, GET, "ps/obs/+/v", token=b"\x31", opts=[(OBSERVE, b"\x01")] + query(clientid="obs-1", qos=1))
