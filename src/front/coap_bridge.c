@@ -191,7 +191,8 @@ static void answer(struct br_exchange *x, uint8_t code, const uint32_t *observe)
     x->len = n > 0 ? (uint8_t)n : 0;
     if (x->len)
         coap_to_client(br->peer, x->answer, x->len);
-    METRIC_INC(metrics_of(br)->coap_answers[COAP_CODE_CLASS(code) % 6]);
+    if (COAP_CODE_CLASS(code) >= 4) /* the metric counts refusals */
+        METRIC_INC(metrics_of(br)->coap_answers[COAP_CODE_CLASS(code) % 6]);
     free(x->filter);
     x->filter = NULL;
     x->at = loop_now(loop_of(br));

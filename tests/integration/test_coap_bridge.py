@@ -40,6 +40,7 @@ import harness as h  # noqa: E402
 from test_acl import make_password_file, write  # noqa: E402
 from test_coap import (ACK, CON, DELETE, GET, NON, OBSERVE, POST, RST, URI_PATH, URI_QUERY, Raw, code,  # noqa: E402
                        encode, gate, readyz, tool)
+from test_admin import metrics  # noqa: E402
 from test_http_bridge import Sub, connects  # noqa: E402
 from test_tls_upstream import TlsBroker  # noqa: E402
 
@@ -288,6 +289,13 @@ def deaf(t, g, broker, tmp):
     t.check(len(gaps) == 4 and all(1.6 <= gaps[i] / 2 ** i <= 3.4 for i in range(4)),
             "waits of 2-3 s, doubling each time", gaps)
     t.check(broker.log.search(r"Received UNSUBSCRIBE from deaf-1", mark), "then the observation is unsubscribed")
+    m = metrics(g.admin)
+    t.check(m.get("mgate_coap_dropped_total", 0) >= 1, "/metrics: the unacknowledged notification counted as dropped",
+            {k: v for k, v in m.items() if "coap" in k})
+    t.check(m.get('mgate_coap_datagrams_total{direction="broker_to_client"}', 0) >= 30
+            and m.get('mgate_coap_answers_total{code="4.xx"}', 0) >= 8,
+            "/metrics: notifications and the 4.xx answers of the bad requests counted",
+            {k: v for k, v in m.items() if "coap" in k})
     t.eq(notifications(c, 1, timeout=1.5, ack=False), [], "and nothing more is sent to the deaf client")
     t.check(g.rss_kib() - rss0 < 4096, f"mgate's memory stayed bounded ({rss0} -> {g.rss_kib()} KiB)")
     pub(broker, "live/t", ["c"], qos=1)
