@@ -652,6 +652,17 @@ static void bridge_cred(struct coap_bridge *br, const struct coap_msg *m, struct
         c->cid = (coap_view){(const uint8_t *)br->gen_id, strlen(br->gen_id)};
 }
 
+/* The session's identity, as the handlers left it, as one byte string
+ * (coap_relay.c cred_key): its length, 0 when too long to compare. */
+static size_t identity_key(const struct coap_bridge *br, uint8_t *out)
+{
+    const struct mgate_session *s = br->peer->s;
+    mgate_bytes id = mgate_session_client_id(s), user = mgate_session_username(s), pass = mgate_session_password(s);
+    struct coap_cred c = {.user = {user.p, user.len}, .pass = {pass.p, pass.len}, .cid = {id.p, id.len},
+                          .has_user = user.len > 0, .has_pass = pass.len > 0};
+    return cred_key(&c, out, COAP_CRED_KEY_MAX);
+}
+
 static void connect_decided(struct coap_bridge *br, bool ok)
 {
     struct coap_peer *peer = br->peer;
@@ -664,8 +675,12 @@ static void connect_decided(struct coap_bridge *br, bool ok)
     struct coap_cred cred;
     bridge_cred(br, &leg->msg, &cred);
     accept_cred(peer, &cred);
-    link_close(br); /* another identity: another MQTT session */
+    uint8_t before[COAP_CRED_KEY_MAX], after[COAP_CRED_KEY_MAX];
+    size_t nb = identity_key(br, before); /* what the broker session (if any) was opened with */
     session_front_credentials(peer->s, c);
+    size_t na = identity_key(br, after);
+    if (!nb || nb != na || memcmp(before, after, na))
+        link_close(br); /* another identity: another MQTT session */
     session_front_connected(peer->s);
     ask_access(br);
 }

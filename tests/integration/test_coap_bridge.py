@@ -232,9 +232,20 @@ def acl(t, tmp, broker):
     pub(broker, "dev/dev1/open", ["shown"], qos=1)
     got = notifications(c, 2, timeout=3.0)
     t.eq([x[5] for x in got], [b"shown"], "a message on dev/dev1/secret (denied) is not notified, the next one is")
+    # one request with a wrong password, then the right one again: the same identity keeps its MQTT
+    # session and its observation
+    r = answer_of(c, c.request(CON, POST, "ps/dev/dev1/temp", b"x", opts=query(u="dev1", p="wrong", c="acl-ok")))
+    t.check(r and r[1] == code(4, 1), "the observer sends a wrong password once: 4.01", r)
+    r = answer_of(c, c.request(CON, POST, "ps/dev/dev1/again", b"again", opts=cred))
+    t.check(r and r[1] == CHANGED, "then the right one: 2.04", r)
+    pub(broker, "dev/dev1/open", ["still"], qos=1)
+    got = notifications(c, 2, timeout=3.0)
+    t.eq([x[5] for x in got], [b"again", b"still"], "its observation goes on (its own message, then the next)")
+    t.eq(connects(broker, "acl-ok", mark), 1, "on one MQTT session (one CONNECT)")
     sub.wait(1)
     time.sleep(0.3)
     t.eq(sub.lines()[:1], ["dev/dev1/temp|0|1|21"], "the subscriber got the allowed message")
+    t.check("dev/dev1/again|0|1|again" in sub.lines(), "and the one after the wrong password", sub.lines())
     t.check(not any(x.startswith("dev/dev2") for x in sub.lines()), "and none of the refused ones", sub.lines())
     t.check(broker.saw_client("acl-ok", mark), "the broker saw the allowed client")
     for cid in ("acl-wrong", "acl-none"):
