@@ -20,6 +20,8 @@
  *             (HTTP, whose topics are paths: "/slow/" anywhere does the same)
  *   SUBSCRIBE filters containing "forbidden" are refused, the rest go through
  *   delivery  broker PUBLISH on a topic containing "secret" is not delivered
+ *             topic containing "latedown"  -> verdict 100 ms later (allow), unless "secret" too
+ *             topic containing "stuckdown" -> verdict 2 s later (allow)
  *   Any other PUBLISH, SUBSCRIBE or delivery: no opinion (MGATE_IGNORE), so
  *             alone it goes through, and in a chain the next handler decides.
  *   interceptor (before the handler): a client PUBLISH whose payload is
@@ -135,9 +137,12 @@ static enum mgate_verdict auth_publish(mgate_session *s, struct mgate_publish_re
 
 static enum mgate_verdict auth_subscribe(mgate_session *s, struct mgate_subscribe_req *req)
 {
-    (void)s;
+    if (req->dir == MGATE_DOWN && contains(req->filters[0].filter, "secret"))
+        return MGATE_DENY;
+    if (req->dir == MGATE_DOWN && contains(req->filters[0].filter, "stuckdown"))
+        return answer_later(s, req, 2000, MGATE_ALLOW);
     if (req->dir == MGATE_DOWN)
-        return contains(req->filters[0].filter, "secret") ? MGATE_DENY : MGATE_IGNORE;
+        return contains(req->filters[0].filter, "latedown") ? answer_later(s, req, 100, MGATE_ALLOW) : MGATE_IGNORE;
     for (uint32_t i = 0; i < req->count; i++)
         if (contains(req->filters[i].filter, "forbidden"))
             req->filters[i].denied = true;

@@ -1,8 +1,9 @@
 /*
  * CoAP over UDP (MGATE_COAP_WITHOUT_DTLS_): the front end's listening
  * socket, its clients by source address, and mgate's own answers.  A
- * client's relay to the CoAP server is front/coap_relay.c; the datagram
- * codec is coap/.  docs/COAP.md says what a client and a handler see.
+ * client's relay to the CoAP server is front/coap_relay.c, its bridge to
+ * an MQTT broker (TARGET_PROTOCOL mqtt, mqtts) front/coap_bridge.c; the
+ * datagram codec is coap/.  docs/COAP.md says what a client and a handler see.
  *
  * The socket is read here for every client of this worker (SO_REUSEPORT
  * spreads clients over the workers by address, so a client stays on one).
@@ -337,9 +338,10 @@ static uint32_t default_max_peers(void)
 
 static int coap_prepare(const struct listener_config *lc, struct session_params *p, char *err, size_t errlen)
 {
-    if (lc->target_protocol != TARGET_COAP) {
-        snprintf(err, errlen, "%sTARGET_PROTOCOL: \"%s\" is not available in this version (use coap)", lc->prefix,
-                 target_protocol_name(lc->target_protocol));
+    bool bridge = lc->target_protocol == TARGET_MQTT || lc->target_protocol == TARGET_MQTTS;
+    if (lc->target_protocol != TARGET_COAP && !bridge) {
+        snprintf(err, errlen, "%sTARGET_PROTOCOL: \"%s\" is not available on a CoAP listener (use coap, mqtt or mqtts)",
+                 lc->prefix, target_protocol_name(lc->target_protocol));
         return -1;
     }
     if (lc->proxy_protocol || lc->target_proxy_protocol) {
@@ -355,6 +357,7 @@ static int coap_prepare(const struct listener_config *lc, struct session_params 
     cs->max_datagram = lc->max_packet_size < UDP_PAYLOAD_MAX ? lc->max_packet_size : UDP_PAYLOAD_MAX;
     cs->idle_ms = lc->idle_timeout_ms;
     cs->max_peers = lc->max_connections ? lc->max_connections : default_max_peers();
+    cs->bridge = bridge;
     p->front_settings = cs;
     return 0;
 }

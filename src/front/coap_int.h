@@ -1,7 +1,8 @@
 /*
  * The CoAP front end's inside (front/coap.c: the listening socket and its
  * clients by address; front/coap_relay.c: one client's relay to the CoAP
- * server).  Not for other files.
+ * server; front/coap_bridge.c: one client's bridge to an MQTT broker).
+ * Not for other files.
  *
  * UDP has no connections, so a CoAP client is its source address: the
  * first request from a new address makes a peer (one session, counted and
@@ -9,7 +10,9 @@
  * datagram either way.  Each peer that got a request through has its own
  * UDP socket connected to the server, so the server sees each client as a
  * distinct endpoint (its Observe and deduplication state are per endpoint)
- * and its answers come back on a socket that names the client.
+ * and its answers come back on a socket that names the client.  In a
+ * bridge (TARGET_PROTOCOL mqtt, mqtts) the peer has no such socket but an
+ * MQTT session on the broker instead (front/coap_bridge.c, peer->br).
  */
 #ifndef MGATE_FRONT_COAP_INT_H
 #define MGATE_FRONT_COAP_INT_H
@@ -47,6 +50,7 @@ struct coap_settings {
     uint32_t max_datagram; /* MAX_PACKET_SIZE, at most a UDP payload (65507) */
     uint32_t idle_ms;      /* IDLE_TIMEOUT */
     uint32_t max_peers;    /* per worker: MAX_CONNECTIONS's guard is the worker's admit */
+    bool bridge;           /* TARGET_PROTOCOL mqtt or mqtts: coap_bridge.c, not the relay */
 };
 
 union coap_addr {
@@ -111,12 +115,13 @@ struct coap_peer {
     uint16_t auth_len;       /* ... its credentials (coap_relay.c cred_key), kept to see whether */
     uint8_t *auth;           /* the next request shows the same: then auth_connect is not asked */
     bool ended;              /* gone from the table: freed once no verdict is pending */
-    bool doomed;             /* refused its credentials: ends on the next loop turn, takes nothing more */
-    struct loop_defer end_soon;
+    uint8_t auth_refusals;   /* refused credentials in a row: new ones wait until auth_retry_at */
+    uint64_t auth_retry_at;
     struct coap_outstanding out[COAP_OUTSTANDING];
     void *dtls;              /* over DTLS: its connection (front/coap_dtls.c); NULL once ended */
     char *username;          /* over DTLS: the PSK identity or the certificate's CN, which auth_connect
                               * sees instead of the query's username; owned */
+    struct coap_bridge *br;  /* the bridge's state (coap_bridge.c); NULL in a relay */
 };
 
 struct coap_server {
@@ -166,6 +171,51 @@ void coap_peer_from_client(struct coap_peer *peer, const uint8_t *data, size_t l
 void leg_hold(struct coap_peer *peer, struct coap_leg *leg, const uint8_t *d, size_t n);
 /* End now: unlisted, the socket closed; freed once no verdict is pending. */
 void coap_peer_end(struct coap_peer *peer);
+/* A verdict for an ended peer came: free it once none is pending. */
+void coap_peer_unpend(struct coap_peer *peer);
+/* The datagram being judged is done with: the ones held behind it go. */
+void leg_done(struct coap_peer *peer, struct coap_leg *leg);
+/* Keep a copy of the datagram to judge in leg->cur, with extra bytes after
+ * it, decoded again into leg->msg.  False: out of memory (logged). */
+bool leg_take(struct coap_peer *peer, struct coap_leg *leg, const uint8_t *d, size_t n, size_t extra);
+/* The code for a refusal: 5.03 when a handler said the server is busy or
+ * unavailable, otherwise `otherwise`. */
+uint8_t refusal_code(uint8_t reason, uint8_t otherwise);
+
+/* The credentials a request carries in its Uri-Query: `auth=` (the Go
+ * mGate's: the password), or EMQX's `username`/`u`, `password`/`p` and
+ * `clientid`/`c`. */
+struct coap_cred {
+    coap_view user, pass, cid;
+    bool has_user, has_pass;
+};
+void cred_of(const struct coap_msg *m, struct coap_cred *c);
+/* The credentials as one byte string, to keep and compare: the length, or
+ * 0 when they do not fit out[cap] (then they never count as the same). */
+size_t cred_key(const struct coap_cred *c, uint8_t *out, size_t cap);
+/* Whether the peer got in with these very credentials. */
+bool same_cred(const struct coap_peer *peer, const struct coap_cred *c);
+/* auth_connect allowed them: the peer is in, with them (peer->auth). */
+void accept_cred(struct coap_peer *peer, const struct coap_cred *c);
+/* The auth_connect request for these credentials; over DTLS the username
+ * is the identity the handshake proved, whatever the query says. */
+void coap_connect_req(const struct coap_peer *peer, const struct coap_cred *cred, struct mgate_connect_req *c);
+/* Refused credentials: new ones from this client wait (1 s, doubling to
+ * 30 s), so that it cannot guess at the rate it sends; coap_auth_wait says
+ * whether they must still wait (then answer 4.01 without asking). */
+void coap_auth_refused(struct coap_peer *peer);
+bool coap_auth_wait(const struct coap_peer *peer);
+/* auth_connect allowed c: accept the credentials, give them to the session
+ * and check CLIENT_ID_POLICY; false (refused, and counted as such): the
+ * client id is not this user's. */
+bool coap_auth_accept(struct coap_peer *peer, const struct coap_cred *cred, const struct mgate_connect_req *c);
+
+/* coap_bridge.c (TARGET_PROTOCOL mqtt, mqtts) */
+/* A datagram from the client when no verdict is pending (the relay's
+ * holding keeps the order). */
+void coap_bridge_datagram(struct coap_peer *peer, const uint8_t *d, size_t n);
+/* The peer ends: its broker connection is closed, its state freed. */
+void coap_bridge_end(struct coap_peer *peer);
 
 /* coap_dtls.c: a DTLS peer's datagram to its client (encrypted), and its
  * connection closed when the peer ends. */

@@ -211,7 +211,7 @@ static void held_free_all(struct coap_peer *peer, struct coap_leg *leg)
 
 /* The datagram being judged is done with: the next ones waiting behind it
  * go, until one has to wait again. */
-static void leg_done(struct coap_peer *peer, struct coap_leg *leg)
+void leg_done(struct coap_peer *peer, struct coap_leg *leg)
 {
     free(leg->cur);
     leg->cur = NULL;
@@ -222,7 +222,7 @@ static void leg_done(struct coap_peer *peer, struct coap_leg *leg)
 
 static void leg_next(struct coap_peer *peer, struct coap_leg *leg)
 {
-    while (!peer->ended && !peer->doomed && !leg->cur && leg->head) {
+    while (!peer->ended && !leg->cur && leg->head) {
         struct coap_held *h = held_pop(peer, leg);
         if (leg->dir == MGATE_UP)
             up_datagram(peer, h->data, h->len);
@@ -234,7 +234,7 @@ static void leg_next(struct coap_peer *peer, struct coap_leg *leg)
 
 /* Keep a copy of the datagram to judge (with room after it for its topic)
  * and decode it again there. */
-static bool leg_take(struct coap_peer *peer, struct coap_leg *leg, const uint8_t *d, size_t n, size_t extra)
+bool leg_take(struct coap_peer *peer, struct coap_leg *leg, const uint8_t *d, size_t n, size_t extra)
 {
     ASSERT(!leg->cur);
     if (!(leg->cur = held_new(d, n, extra))) {
@@ -387,7 +387,7 @@ static void refuse(struct coap_peer *peer, struct coap_leg *leg, uint8_t code, c
     coap_answer_client(peer, &leg->msg, code);
 }
 
-static uint8_t refusal_code(uint8_t reason, uint8_t otherwise)
+uint8_t refusal_code(uint8_t reason, uint8_t otherwise)
 {
     return reason == MGATE_REASON_SERVER_BUSY || reason == MGATE_REASON_SERVER_UNAVAILABLE ? COAP_SERVICE_UNAVAILABLE
                                                                                           : otherwise;
@@ -452,20 +452,12 @@ static void ask_access(struct coap_peer *peer, struct coap_leg *leg)
         access_decided(peer, leg, v == MGATE_ALLOW);
 }
 
-/* The credentials a request carries in its Uri-Query: `auth=` (the Go
- * mGate's: the password), or EMQX's `username`/`u`, `password`/`p` and
- * `clientid`/`c`. */
-struct coap_cred {
-    coap_view user, pass, cid;
-    bool has_user, has_pass;
-};
-
 static bool query(const struct coap_msg *m, const char *name, const char *brief, coap_view *v)
 {
     return coap_uri_query(m, name, v) || coap_uri_query(m, brief, v);
 }
 
-static void cred_of(const struct coap_msg *m, struct coap_cred *c)
+void cred_of(const struct coap_msg *m, struct coap_cred *c)
 {
     *c = (struct coap_cred){0};
     c->has_pass = coap_uri_query(m, "auth", &c->pass) || query(m, "password", "p", &c->pass);
@@ -475,7 +467,7 @@ static void cred_of(const struct coap_msg *m, struct coap_cred *c)
 
 /* The credentials as one byte string, to keep and compare: the length, or
  * 0 when they do not fit out[cap] (then they never count as the same). */
-static size_t cred_key(const struct coap_cred *c, uint8_t *out, size_t cap)
+size_t cred_key(const struct coap_cred *c, uint8_t *out, size_t cap)
 {
     const coap_view parts[3] = {c->user, c->pass, c->cid};
     size_t n = 1;
@@ -494,53 +486,86 @@ static size_t cred_key(const struct coap_cred *c, uint8_t *out, size_t cap)
     return n;
 }
 
-static bool same_cred(const struct coap_peer *peer, const struct coap_cred *c)
+bool same_cred(const struct coap_peer *peer, const struct coap_cred *c)
 {
     uint8_t key[COAP_CRED_KEY_MAX];
     size_t n = cred_key(c, key, sizeof(key));
     return peer->connected && n && n == peer->auth_len && !memcmp(key, peer->auth, n);
 }
 
-static void on_end_soon(struct loop *l, struct loop_defer *d)
+/* After refused credentials, new ones from the same client wait a moment
+ * (1 s, doubling to 30 s while refusals go on), so that a client cannot
+ * guess passwords at the rate it sends datagrams; the credentials it got in
+ * with still stand (a refusal changes nothing the session had), so a
+ * datagram spoofed from its address cannot lock it out. */
+#define AUTH_RETRY_MS 1000u
+#define AUTH_RETRY_MAX_MS 30000u
+
+bool coap_auth_wait(const struct coap_peer *peer) { return loop_now(peer->srv->loop) < peer->auth_retry_at; }
+
+void coap_auth_refused(struct coap_peer *peer)
 {
-    (void)l;
-    coap_peer_end(container_of(d, struct coap_peer, end_soon));
+    uint32_t ms = AUTH_RETRY_MS << (peer->auth_refusals < 5 ? peer->auth_refusals : 5);
+    peer->auth_retry_at = loop_now(peer->srv->loop) + (ms < AUTH_RETRY_MAX_MS ? ms : AUTH_RETRY_MAX_MS);
+    if (peer->auth_refusals < UINT8_MAX)
+        peer->auth_refusals++;
 }
 
-/* Credentials refused: the peer ends (on the next turn, out of the calls
- * that hold it), so that another guess is a new client, under the worker's
- * admission (CONNECTION_RATE_LIMIT) like a new MQTT connection. */
-static void doom(struct coap_peer *peer)
+void coap_connect_req(const struct coap_peer *peer, const struct coap_cred *cred, struct mgate_connect_req *c)
 {
-    peer->doomed = true;
-    peer->connected = false;
-    loop_defer(peer->srv->loop, &peer->end_soon, on_end_soon);
+    *c = (struct mgate_connect_req){
+        .client_id = {cred->cid.p ? cred->cid.p : (const uint8_t *)"", (uint32_t)cred->cid.len},
+        .username = {cred->user.p, (uint32_t)cred->user.len}, .has_username = cred->has_user,
+        .password = {cred->pass.p, (uint32_t)cred->pass.len}, .has_password = cred->has_pass,
+        .clean_start = true};
+    if (peer->username) { /* DTLS: the identity the handshake proved, whatever the query says */
+        c->username = (mgate_bytes){(const uint8_t *)peer->username, (uint32_t)strlen(peer->username)};
+        c->has_username = true;
+    }
+}
+
+bool coap_auth_accept(struct coap_peer *peer, const struct coap_cred *cred, const struct mgate_connect_req *c)
+{
+    accept_cred(peer, cred);
+    session_front_credentials(peer->s, c);
+    if (!session_client_id_allowed(peer->s)) { /* CLIENT_ID_POLICY: the id is not this user's */
+        coap_auth_refused(peer);
+        peer->connected = false; /* the session took these credentials: nothing it had before stands */
+        free(peer->auth);
+        peer->auth = NULL;
+        peer->auth_len = 0;
+        return false;
+    }
+    peer->auth_refusals = 0;
+    return true;
+}
+
+void accept_cred(struct coap_peer *peer, const struct coap_cred *c)
+{
+    uint8_t key[COAP_CRED_KEY_MAX];
+    size_t n = cred_key(c, key, sizeof(key));
+    free(peer->auth);
+    peer->auth = n ? malloc(n) : NULL;
+    peer->auth_len = peer->auth ? (uint16_t)n : 0;
+    if (peer->auth)
+        memcpy(peer->auth, key, n);
+    peer->connected = true;
 }
 
 static void connect_decided(struct coap_peer *peer, struct coap_leg *leg, bool ok)
 {
     struct mgate_connect_req *c = &leg->ask.req.connect;
     if (!ok) {
+        coap_auth_refused(peer);
         refuse(peer, leg, refusal_code(c->reason, COAP_UNAUTHORIZED), "auth_connect");
-        doom(peer);
         return leg_done(peer, leg);
     }
     struct coap_cred cred;
-    uint8_t key[COAP_CRED_KEY_MAX];
     cred_of(&leg->msg, &cred);
-    size_t n = cred_key(&cred, key, sizeof(key));
-    free(peer->auth);
-    peer->auth = n ? malloc(n) : NULL;
-    peer->auth_len = peer->auth ? (uint16_t)n : 0;
-    if (peer->auth)
-        memcpy(peer->auth, key, n);
-    session_front_credentials(peer->s, c);
-    if (!session_client_id_allowed(peer->s)) { /* CLIENT_ID_POLICY: the id is not this user's */
+    if (!coap_auth_accept(peer, &cred, c)) {
         refuse(peer, leg, COAP_UNAUTHORIZED, "CLIENT_ID_POLICY");
-        doom(peer);
         return leg_done(peer, leg);
     }
-    peer->connected = true;
     session_front_connected(peer->s);
     ask_access(peer, leg);
 }
@@ -622,16 +647,11 @@ static void up_request(struct coap_peer *peer, const uint8_t *d, size_t n, const
     cred_of(&leg->msg, &cred);
     if (same_cred(peer, &cred))
         return ask_access(peer, leg);
-    struct mgate_connect_req *c = &leg->ask.req.connect;
-    *c = (struct mgate_connect_req){
-        .client_id = {cred.cid.p ? cred.cid.p : (const uint8_t *)"", (uint32_t)cred.cid.len},
-        .username = {cred.user.p, (uint32_t)cred.user.len}, .has_username = cred.has_user,
-        .password = {cred.pass.p, (uint32_t)cred.pass.len}, .has_password = cred.has_pass,
-        .clean_start = true};
-    if (peer->username) { /* DTLS: the identity the handshake proved, whatever the query says */
-        c->username = (mgate_bytes){(const uint8_t *)peer->username, (uint32_t)strlen(peer->username)};
-        c->has_username = true;
+    if (coap_auth_wait(peer)) {
+        refuse(peer, leg, COAP_UNAUTHORIZED, "new credentials a moment after refused ones");
+        return leg_done(peer, leg);
     }
+    coap_connect_req(peer, &cred, &leg->ask.req.connect);
     leg->stage = ST_CONNECT;
     enum mgate_verdict v = verdict_ask(peer->s, &leg->ask, ASK_CONNECT, on_verdict);
     if (v != MGATE_PENDING)
@@ -640,6 +660,8 @@ static void up_request(struct coap_peer *peer, const uint8_t *d, size_t n, const
 
 static void up_datagram(struct coap_peer *peer, const uint8_t *d, size_t n)
 {
+    if (peer->srv->cs->bridge)
+        return coap_bridge_datagram(peer, d, n);
     struct coap_msg m;
     coap_err e = coap_decode(d, n, &m);
     if (e != COAP_OK) {
@@ -774,10 +796,6 @@ struct coap_peer *coap_peer_new(struct coap_server *srv, const union coap_addr *
 void coap_peer_from_client(struct coap_peer *peer, const uint8_t *data, size_t len)
 {
     struct coap_leg *leg = &peer->legs[MGATE_UP];
-    if (peer->doomed) { /* its credentials were refused a moment ago */
-        dropped(peer);
-        return;
-    }
     peer->last_seen = loop_now(peer->srv->loop);
     if (leg->cur || leg->head)
         leg_hold(peer, leg, data, len);
@@ -807,7 +825,6 @@ void coap_peer_end(struct coap_peer *peer)
     struct loop *l = peer->srv->loop;
     coap_server_unlink(peer->srv, peer);
     loop_timer_stop(l, &peer->idle);
-    loop_defer_cancel(l, &peer->end_soon);
     if (peer->up.fd >= 0) {
         loop_io_del(l, &peer->up);
         close(peer->up.fd);
@@ -815,6 +832,7 @@ void coap_peer_end(struct coap_peer *peer)
     }
     if (peer->dtls)
         coap_dtls_peer_end(peer);
+    coap_bridge_end(peer);
     session_front_end(peer->s);
     for (int d = 0; d < 2; d++) {
         held_free_all(peer, &peer->legs[d]);
@@ -822,5 +840,11 @@ void coap_peer_end(struct coap_peer *peer)
             verdict_drop(&peer->legs[d].ask);
     }
     if (!pending(peer))
+        peer_free(peer);
+}
+
+void coap_peer_unpend(struct coap_peer *peer)
+{
+    if (peer->ended && !pending(peer))
         peer_free(peer);
 }

@@ -45,6 +45,7 @@ struct mqtt_client {
     bool owner_gone; /* mqtt_client_close: no callback any more */
     bool ping_out;   /* a PINGREQ waits for its PINGRESP */
     bool why_set;
+    bool held;       /* mqtt_client_hold: the owner takes no message now */
     uint8_t why, why_code; /* enum mqc_end, when found before the connection's end */
     uint16_t keepalive, next_id, max_inflight, inflight;
     uint16_t send_max; /* 5.0: the broker's Receive Maximum (QoS 1 and 2 PUBLISHes unacknowledged) */
@@ -238,7 +239,7 @@ static void on_connected(struct conn *c)
 static void on_drain(struct conn *c)
 {
     struct mqtt_client *mc = c->owner;
-    if (c->read_paused)
+    if (c->read_paused && !mc->held)
         conn_resume_read(c);
     if (!mc->owner_gone && mc->cbs->on_drain)
         mc->cbs->on_drain(mc, mc->ctx);
@@ -368,7 +369,7 @@ static size_t on_data(struct conn *c, const uint8_t *data, size_t len)
     struct mqtt_client *mc = c->owner;
     size_t off = 0;
     while (off < len && !mc->owner_gone && !mc->why_set) {
-        if (conn_over_high_water(c)) { /* our answers are not taken: the broker waits (on_drain) */
+        if (conn_over_high_water(c) || mc->held) { /* our answers (or the owner) wait: so does the broker */
             conn_pause_read(c);
             return off;
         }
@@ -507,6 +508,13 @@ enum mqc_status mqtt_client_unsubscribe(struct mqtt_client *mc, const mgate_byte
 bool mqtt_client_ready(const struct mqtt_client *mc) { return mc->state == MQC_READY && !mc->why_set; }
 bool mqtt_client_writable(const struct mqtt_client *mc) { return mc->c && !conn_over_high_water(mc->c); }
 uint32_t mqtt_client_inflight(const struct mqtt_client *mc) { return mc->inflight; }
+
+void mqtt_client_hold(struct mqtt_client *mc, bool hold)
+{
+    mc->held = hold;
+    if (!hold && mc->c && mc->c->read_paused && !conn_over_high_water(mc->c))
+        conn_resume_read(mc->c); /* what was read already comes from a deferred call */
+}
 
 /* ---- opening ------------------------------------------------------------------------ */
 

@@ -114,6 +114,14 @@ bool mqtt_client_writable(const struct mqtt_client *mc);
 /* Requests waiting for an acknowledgement. */
 uint32_t mqtt_client_inflight(const struct mqtt_client *mc);
 
+/* The owner's back-pressure (a consumer slower than the broker): while
+ * held, no on_message comes (the packet being handed over when it is
+ * called ends the turn); the broker's packets wait in TCP and at the
+ * broker, so its PINGRESP too: a hold longer than ping_timeout_ms ends the
+ * connection (MQC_END_PING_TIMEOUT).  Releasing it reads again, what was
+ * read already from a deferred call. */
+void mqtt_client_hold(struct mqtt_client *mc, bool hold);
+
 /* End it: DISCONNECT after what is queued (when the CONNACK came), then
  * close (bounded by a 2 s linger).  No callback of any kind follows, not
  * even the waiting requests' done: the owner is going away.  mc is freed

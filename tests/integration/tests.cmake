@@ -30,6 +30,7 @@ set(MGATE_INTEGRATION_TESTS
   http_tls    60
   coap        90
   coap_dtls   150
+  coap_bridge 240
   http_ws     60
   http_bridge 90
   will        60

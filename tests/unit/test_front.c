@@ -130,15 +130,26 @@ static void test_prepare(void)
     front_http.free(&p);
     CHECK(!p.front_settings);
 
-    /* CoAP: the relay, its datagrams at most a UDP payload; the bridge is not built yet */
+    /* CoAP: the relay, its datagrams at most a UDP payload; mqtt and mqtts make the bridge, the
+     * rest is refused */
     struct listener_config *coap = &cfg.listeners[LISTENER_COAP];
     CHECK_EQ_INT(front_coap.prepare(coap, &p, err, sizeof(err)), 0);
     CHECK(p.front_settings && ((const struct coap_settings *)p.front_settings)->max_datagram == 65507);
+    CHECK(!((const struct coap_settings *)p.front_settings)->bridge);
     front_coap.free(&p);
     CHECK(!p.front_settings);
     coap->target_protocol = TARGET_MQTT;
+    CHECK_EQ_INT(front_coap.prepare(coap, &p, err, sizeof(err)), 0);
+    CHECK(p.front_settings && ((const struct coap_settings *)p.front_settings)->bridge);
+    front_coap.free(&p);
+    coap->target_protocol = TARGET_MQTTS;
+    CHECK_EQ_INT(front_coap.prepare(coap, &p, err, sizeof(err)), 0);
+    CHECK(p.front_settings && ((const struct coap_settings *)p.front_settings)->bridge);
+    front_coap.free(&p);
+    coap->target_protocol = TARGET_HTTP;
     CHECK_EQ_INT(front_coap.prepare(coap, &p, err, sizeof(err)), -1);
-    CHECK_EQ_STR(err, "MGATE_COAP_WITHOUT_DTLS_TARGET_PROTOCOL: \"mqtt\" is not available in this version (use coap)");
+    CHECK_EQ_STR(err, "MGATE_COAP_WITHOUT_DTLS_TARGET_PROTOCOL: \"http\" is not available on a CoAP listener (use coap, "
+                      "mqtt or mqtts)");
     coap->target_protocol = TARGET_COAP;
     coap->proxy_protocol = true;
     CHECK_EQ_INT(front_coap.prepare(coap, &p, err, sizeof(err)), -1);

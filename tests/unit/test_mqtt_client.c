@@ -40,6 +40,7 @@ static uint8_t msg_qos;
 static bool msg_retain;
 static struct mqtt_client *mc;
 static bool close_in_message; /* the owner closes from inside on_message */
+static bool hold_in_message;  /* the owner holds the reading from inside on_message */
 
 static void on_ready(struct mqtt_client *m, void *ctx) { (void)m, (void)ctx, ready++; }
 static void on_closed(struct mqtt_client *m, void *ctx, enum mqc_end why, uint8_t code)
@@ -62,6 +63,8 @@ static void on_message(struct mqtt_client *m, void *ctx, const struct mqtt_publi
         mqtt_client_close(m);
         mc = NULL;
     }
+    if (hold_in_message)
+        mqtt_client_hold(m, true);
 }
 static void on_drain(struct mqtt_client *m, void *ctx) { (void)m, (void)ctx, drains++; }
 static const struct mqtt_client_cbs cbs = {on_ready, on_closed, on_message, on_drain};
@@ -378,6 +381,33 @@ static void test_backpressure(void)
     finish();
 }
 
+/* The owner's hold: asked from inside on_message, the next message waits
+ * (its predecessor is still acknowledged), a drain does not end it, the
+ * release hands it over from a deferred call. */
+static void test_hold(void)
+{
+    start(0, 0, 0);
+    conn_deliver(broker.c, connack_ok, sizeof(connack_ok));
+    size_t at = sizeof(connect_pkt);
+    hold_in_message = true;
+    static const uint8_t two[] = {0x32, 8, 0, 3, 'x', '/', 'y', 0, 9, '1', 0x30, 6, 0, 3, 'x', '/', 'y', '2'};
+    conn_deliver(broker.c, two, sizeof(two));
+    hold_in_message = false;
+    CHECK_EQ_INT(messages, 1);
+    CHECK_EQ_STR(msg_payload, "1");
+    static const uint8_t puback9[] = {0x40, 2, 0, 9};
+    CHECK(sent(&at, puback9, sizeof(puback9)));
+    broker.c->cbs->on_drain(broker.c);
+    spin(5);
+    CHECK_EQ_INT(messages, 1); /* still held */
+    mqtt_client_hold(mc, false);
+    CHECK_EQ_INT(messages, 1); /* not from inside the call */
+    spin(5);
+    CHECK_EQ_INT(messages, 2);
+    CHECK_EQ_STR(msg_payload, "2");
+    finish();
+}
+
 /* 5.0: our Receive Maximum in the CONNECT, the broker's honoured, a
  * PUBACK's failure code, the broker's DISCONNECT. */
 static void test_v5(void)
@@ -439,6 +469,7 @@ int main(void)
     test_timeouts_and_garbage();
     test_keepalive();
     test_backpressure();
+    test_hold();
     test_v5();
     test_exit_while_closing();
     return check_done("test_mqtt_client");
