@@ -619,6 +619,35 @@ def acl(t, tmp, server, pki):
     t.check(not server.saw("dev2", mark), "acl: the refused PUT never reached the server")
 
 
+def bridge(t, tmp, server, pki):
+    """The bridge over DTLS: a PSK client publishes on an MQTT broker as its identity, whatever its
+    query says (the bridge took the query's username before)."""
+    broker = h.start_mosquitto(tmp)
+    pwfile, aclfile, path = (os.path.join(tmp, n) for n in ("dtls-br.passwd", "dtls-br.acl", "psk-br.txt"))
+    make_password_file(pwfile, {"dev1": ("dev1-secret", "sha512-pbkdf2"), "dev2": ("dev2-secret", "sha512")})
+    write(aclfile, "user dev1\ntopic readwrite dev/dev1/#\n\nuser dev2\ntopic readwrite dev/dev2/#\n")
+    psk_file(path, [("dev1", PSK_KEY)])
+    g = gate(tmp, broker.port, binary=h.MGATE_BIN, prefix=D, PSK_FILE=path, TARGET_PROTOCOL="mqtt",
+             MGATE_HANDLER="acl", MGATE_ACL_PASSWORD_FILE=pwfile, MGATE_ACL_FILE=aclfile)
+    mark = broker.log.mark()
+    sub = subprocess.Popen(["mosquitto_sub", "-h", h.HOST, "-p", str(broker.port), "-t", "dev/#", "-C", "1", "-W", "8",
+                            "-v"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)
+    rc, out = coaps(g, "ps/dev/dev1/t?qos=1&clientid=dtls-br", "-m", "post", "-e", "21", *psk_args("dev1"),
+                    "-O", "15,p=dev1-secret")
+    t.check(rc == 0 and "4." not in out and "5." not in out, "bridge over DTLS: PSK dev1 publishes on dev/dev1/t", out)
+    got = sub.communicate(timeout=10)[0].decode().strip()
+    t.eq(got, "dev/dev1/t 21", "... and a subscriber on the broker gets it")
+    t.check(broker.log.search(r"as dtls-br \(.*u'dev1'", mark) is not None, "... through an MQTT session as dev1")
+    rc, out = coaps(g, "ps/dev/dev2/t?clientid=dtls-br2", "-m", "post", "-e", "22", *psk_args("dev1"),
+                    "-O", "15,u=dev2", "-O", "15,p=dev2-secret")
+    t.check("4.0" in out, "a u=dev2 query with dev2's password does not make PSK dev1 dev2: refused", out)
+    time.sleep(0.2)
+    t.check(broker.log.search(r"u'dev2'", mark) is None, "... and the broker never saw dev2")
+    g.stop()
+    broker.stop()
+
+
 def main():
     h.need_binaries()
     t = h.Checks("coap_dtls")
@@ -640,6 +669,7 @@ def main():
         t.case("MAX_CONNECTIONS", max_connections, t, tmp, server, pki)
         t.case("ClientHello flood", flood, t, tmp, server, pki)
         t.case("acl", acl, t, tmp, server, pki)
+        t.case("the bridge over DTLS", bridge, t, tmp, server, pki)
         h.stop(server.proc)
         return h.finish(t)
 
