@@ -3,7 +3,7 @@
 # TARGET_PROTOCOL=coap) and through its CoAP bridge (TARGET_PROTOCOL=mqtt, to a
 # mosquitto started here) side by side with the same load sent to libcoap's
 # coap-server-openssl directly, and the memory of an idle CoAP session in mgate
-# (issue 16, "Speed").  See docs/PERFORMANCE.md, "CoAP relay (issue 16)".
+# (issue 16, "Speed").  See docs/PERFORMANCE.md, "CoAP relay and bridge (issue 16)".
 #
 #   bench/coap.sh             the full run (3 rounds), ~1 minute
 #   bench/coap.sh --smoke     everything tiny (< 20 s): checks the harness still runs
