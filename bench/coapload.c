@@ -4,7 +4,9 @@
  * One thread, one epoll loop.  Each client is its own UDP socket connected
  * to the target (its own source port: one peer and session in mgate, one
  * endpoint in a CoAP server).  A client keeps a window of W requests out:
- * POST (or PUT) with a small payload to a path, confirmable by default
+ * POST (or PUT) with a small payload to a path (and a query: -Q, with the
+ * client's own number in it where it says %n, such as a client id for
+ * mgate's CoAP bridge), confirmable by default
  * (-N: non-confirmable), each with a 4-byte token (window slot, generation)
  * and a message id of its own.  An answer is matched by its token and, when
  * it is a piggybacked ACK, by its message id too; the slot then sends its
@@ -65,20 +67,20 @@ struct cl {
     uint32_t done;     /* requests answered or timed out */
     uint32_t answered;
     struct slot *w;
+    uint8_t *req; /* the request, mid and token patched per send */
+    size_t req_len;
 };
 
 static struct {
-    const char *host, *path;
+    const char *host, *path, *query;
     int port;
     long clients, window, size, parallel, timeout_ms, per_client;
     double duration, warmup;
     int type, code;
-} o = {"127.0.0.1", "bench", 0, 16, 4, 32, 64, 1000, 0, 3, 0.5, CON, C_POST};
+} o = {"127.0.0.1", "bench", "", 0, 16, 4, 32, 64, 1000, 0, 3, 0.5, CON, C_POST};
 
 static int ep;
 static struct cl *cls;
-static uint8_t req[MAX_DGRAM];   /* the request, mid and token patched per send */
-static size_t req_len;
 static bool sending;
 static uint64_t t_measure, t_end; /* ns: answers between them count */
 static uint64_t recvd, recvd_measured, sent, timeouts, late, not_2xx, errors, seps;
@@ -108,30 +110,68 @@ static size_t put_option(uint8_t *p, unsigned d, const void *v, size_t n)
     return k + n;
 }
 
-/* Header, a token's room, one Uri-Path option per segment of o.path, payload. */
-static int build_request(void)
+/* Uri-Query option values from o.query, split at '&', "%n" replaced by
+ * "PID-K" (client k of this process: unique across runs), into q; their count. */
+static int expand_query(long k, char q[][256], int max)
 {
-    uint8_t *p = req;
+    int n = 0;
+    for (const char *s = o.query; *s;) {
+        size_t len = strcspn(s, "&"), m = 0;
+        if (len && n == max)
+            return -1;
+        for (size_t i = 0; i < len; i++) {
+            int w = s[i] == '%' && i + 1 < len && s[i + 1] == 'n'
+                        ? snprintf(q[n] + m, 256 - m, "%ld-%ld", (long)getpid(), k)
+                        : snprintf(q[n] + m, 256 - m, "%c", s[i]);
+            if (w < 0 || (m += (size_t)w) >= 256)
+                return -1;
+            i += s[i] == '%' && i + 1 < len && s[i + 1] == 'n';
+        }
+        n += len > 0;
+        s += len + (s[len] == '&');
+    }
+    return n;
+}
+
+/* Client k's request: header, a token's room, one Uri-Path option per
+ * segment of o.path, one Uri-Query option per part of o.query, payload. */
+static int build_request(struct cl *c, long k)
+{
+    uint8_t p[MAX_DGRAM];
+    char q[16][256];
+    int nq = expand_query(k, q, 16);
+    if (nq < 0)
+        return -1;
     p[0] = (uint8_t)(0x40 | o.type << 4 | TOKEN_LEN);
     p[1] = (uint8_t)o.code;
     size_t n = 4 + TOKEN_LEN;
-    unsigned delta = 11; /* Uri-Path */
+    unsigned last = 0; /* the number of the option before */
     for (const char *s = o.path; *s;) {
         size_t len = strcspn(s, "/");
-        if (len > 268 || n + 3 + len > sizeof(req) - 1 - (size_t)o.size)
+        if (len > 268 || n + 3 + len > sizeof(p) - 1 - (size_t)o.size)
             return -1;
         if (len) {
-            n += put_option(p + n, delta, s, len);
-            delta = 0;
+            n += put_option(p + n, 11 - last, s, len); /* Uri-Path */
+            last = 11;
         }
         s += len + (s[len] == '/');
+    }
+    for (int i = 0; i < nq; i++) {
+        size_t len = strlen(q[i]);
+        if (n + 3 + len > sizeof(p) - 1 - (size_t)o.size)
+            return -1;
+        n += put_option(p + n, 15 - last, q[i], len); /* Uri-Query */
+        last = 15;
     }
     if (o.size > 0) {
         p[n++] = 0xFF;
         for (long i = 0; i < o.size; i++)
             p[n++] = (uint8_t)('a' + i % 26);
     }
-    req_len = n;
+    if (!(c->req = malloc(n)))
+        return -1;
+    memcpy(c->req, p, n);
+    c->req_len = n;
     return 0;
 }
 
@@ -140,12 +180,13 @@ static void send_request(struct cl *c, long i)
     struct slot *s = &c->w[i];
     s->mid = c->next_mid++;
     s->gen++;
+    uint8_t *req = c->req;
     req[2] = (uint8_t)(s->mid >> 8), req[3] = (uint8_t)s->mid;
     req[4] = (uint8_t)(i >> 8), req[5] = (uint8_t)i, req[6] = (uint8_t)(s->gen >> 8), req[7] = (uint8_t)s->gen;
     s->sent_ns = now_ns();
     c->started++;
     sent++;
-    if (send(c->fd, req, req_len, MSG_DONTWAIT) < 0)
+    if (send(c->fd, req, c->req_len, MSG_DONTWAIT) < 0)
         error("send"); /* the slot times out */
 }
 
@@ -442,6 +483,7 @@ static const char usage[] =
     "  -W N       requests in flight per client (4; idle mode: 1)\n"
     "  -s BYTES   payload bytes (32)\n"
     "  -P PATH    Uri-Path, segments split at '/' (bench)\n"
+    "  -Q QUERY   Uri-Query, options split at '&'; %n in it: PID-K for client K (none)\n"
     "  -m METHOD  post or put (post)\n"
     "  -N         non-confirmable requests (default: confirmable)\n"
     "  -d SEC     measured seconds (3)\n"
@@ -465,7 +507,7 @@ int main(int argc, char **argv)
     }
     int ch;
     optind = 2;
-    while ((ch = getopt(argc, argv, "H:p:n:W:s:P:m:Nd:w:t:c:h")) != -1) {
+    while ((ch = getopt(argc, argv, "H:p:n:W:s:P:Q:m:Nd:w:t:c:h")) != -1) {
         switch (ch) {
         case 'H': o.host = optarg; break;
         case 'p': o.port = atoi(optarg); break;
@@ -473,6 +515,7 @@ int main(int argc, char **argv)
         case 'W': o.window = atol(optarg); break;
         case 's': o.size = atol(optarg); break;
         case 'P': o.path = optarg; break;
+        case 'Q': o.query = optarg; break;
         case 'm':
             if (!strcasecmp(optarg, "post"))
                 o.code = C_POST;
@@ -496,7 +539,7 @@ int main(int argc, char **argv)
     struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)o.port)};
     if (o.port <= 0 || o.port > 65535 || inet_pton(AF_INET, o.host, &to.sin_addr) != 1 || o.clients < 1 ||
         o.window < 1 || o.window > 65536 || o.size < 0 || o.size > 1024 || o.duration <= 0 || o.warmup < 0 ||
-        o.timeout_ms < 1 || o.parallel < 1 || build_request() < 0) {
+        o.timeout_ms < 1 || o.parallel < 1) {
         fputs(usage, stderr);
         return 64;
     }
@@ -509,6 +552,10 @@ int main(int argc, char **argv)
         cls[k].fd = -1;
         if (!(cls[k].w = calloc((size_t)o.window, sizeof(*cls[k].w))))
             return 1;
+        if (build_request(&cls[k], k) < 0) {
+            fputs(usage, stderr);
+            return 64;
+        }
     }
     return idle ? run_idle(&to) : run_load(&to);
 }

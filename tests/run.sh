@@ -100,13 +100,15 @@ measured "$mws_run/results.tsv" "cpu_ws_q0_64 cpu_wss_q1_1024 idle_ws_kib idle_w
 measured "$mws_run/results.tsv" "idle_mqtt_kib idle_mqtts_kib" mgate
 echo "mqtt-ws bench smoke: every path measured ($mws_run/report.md)"
 
-step "CoAP relay benchmark smoke run (bench/coap.sh)"
+step "CoAP relay and bridge benchmark smoke run (bench/coap.sh)"
 rm -rf build-bench/coap-smoke
 bench/coap.sh --smoke --mgate build-bench/mgate --out build-bench/coap-smoke
 coap_run=$(echo build-bench/coap-smoke/coap-run-*)
 if grep -E 'failed|did not start|BUG|not every|(timeouts|lost|not 2.xx|errors) [1-9]' "$coap_run/run.log"; then
   echo "coap bench smoke: a measurement failed or lost requests (see $coap_run)"; exit 1
 fi
-measured "$coap_run/results.tsv" "thr_con thr_non p50_con scpu_con" "direct mgate"
-measured "$coap_run/results.tsv" "cpu_con cpu_non idle_kib" mgate
+measured "$coap_run/results.tsv" "thr_con thr_non p50_con scpu_con" "direct mgate bridge0 bridge1"
+measured "$coap_run/results.tsv" "cpu_con cpu_non" "mgate bridge0 bridge1"
+measured "$coap_run/results.tsv" "idle_kib" "mgate bridge0"
+measured "$coap_run/results.tsv" "idle_kib_broker" bridge0
 echo "coap bench smoke: every path measured ($coap_run/report.md)"
