@@ -67,6 +67,12 @@ struct br_exchange {
     char *filter; /* a registration's, until its SUBACK */
 };
 
+/* A filter to unsubscribe once the client has a slot free. */
+struct br_unsub {
+    struct br_unsub *next;
+    char filter[];
+};
+
 struct br_observe {
     uint8_t tkl;
     uint8_t token[COAP_TOKEN_MAX];
@@ -96,6 +102,7 @@ struct coap_bridge {
     unsigned ex_next;
     struct br_observe obs[COAP_OBSERVE_MAX];
     uint8_t nobs;
+    struct br_unsub *unsubs; /* UNSUBSCRIBEs the client could not send yet (all its slots busy) */
     struct br_note *head, **tail;
     uint32_t queued;
     struct mgate_filter note_filter;
@@ -184,7 +191,7 @@ static void answer(struct br_exchange *x, uint8_t code, const uint32_t *observe)
 {
     struct coap_bridge *br = x->br;
     struct coap_msg req = {.type = x->type, .code = COAP_GET, .mid = x->mid, .tkl = x->tkl, .token = x->token};
-    struct coap_msg m = coap_answer(&req, code, br->peer->srv->next_mid++);
+    struct coap_msg m = coap_answer(&req, code, br->peer->next_mid++);
     uint8_t v[4];
     struct coap_opt opt = {COAP_OPT_OBSERVE, v, observe ? (uint32_t)coap_uint_put(v, *observe) : 0};
     ssize_t n = coap_encode(&m, &opt, observe ? 1 : 0, x->answer, sizeof(x->answer));
@@ -252,14 +259,63 @@ static char *observe_remove(struct coap_bridge *br, struct br_observe *o)
     return filter;
 }
 
+/* The broker stops sending filter's messages, unless another observation
+ * still uses it; when the client has no slot free now, as soon as it has
+ * (unsub_retry), so that no subscription is left behind on the broker. */
+static void unsubscribe(struct coap_bridge *br, const char *filter)
+{
+    if (!br->mc || filter_used(br, filter))
+        return;
+    mgate_bytes f = {(const uint8_t *)filter, (uint32_t)strlen(filter)};
+    if (mqtt_client_unsubscribe(br->mc, &f, 1, NULL, NULL) != MQC_BUSY)
+        return;
+    struct br_unsub *u = malloc(sizeof(*u) + f.len + 1);
+    if (!u) {
+        session_log(br->peer->s, LOGL_ERROR, "coap: out of memory: %s stays subscribed until the session ends", filter);
+        return;
+    }
+    memcpy(u->filter, filter, f.len + 1);
+    u->next = br->unsubs;
+    br->unsubs = u;
+}
+
+/* A slot may have come free: send the UNSUBSCRIBEs that waited for one. */
+static void unsub_retry(struct coap_bridge *br)
+{
+    while (br->unsubs && br->mc) {
+        struct br_unsub *u = br->unsubs;
+        mgate_bytes f = {(const uint8_t *)u->filter, (uint32_t)strlen(u->filter)};
+        if (!filter_used(br, u->filter) && mqtt_client_unsubscribe(br->mc, &f, 1, NULL, NULL) == MQC_BUSY)
+            return;
+        br->unsubs = u->next;
+        free(u);
+    }
+}
+
+static void unsubs_free(struct coap_bridge *br)
+{
+    for (struct br_unsub *u = br->unsubs, *next; u; u = next) {
+        next = u->next;
+        free(u);
+    }
+    br->unsubs = NULL;
+}
+
+/* Registrations sent and not SUBACKed yet: they take a place too. */
+static unsigned subscribing(const struct coap_bridge *br)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < BR_EXCHANGES; i++)
+        n += br->ex[i].state == EX_BUSY && br->ex[i].filter;
+    return n;
+}
+
 /* Cancelled by the client (RST, no ACK): unsubscribed without an answer. */
 static void observe_cancel(struct coap_bridge *br, struct br_observe *o, const char *why)
 {
     char *filter = observe_remove(br, o);
     session_log(br->peer->s, LOGL_INFO, "coap: the observation of %s ends (%s)", filter, why);
-    mgate_bytes f = {(const uint8_t *)filter, (uint32_t)strlen(filter)};
-    if (br->mc && !filter_used(br, filter))
-        (void)mqtt_client_unsubscribe(br->mc, &f, 1, NULL, NULL);
+    unsubscribe(br, filter);
     free(filter);
 }
 
@@ -270,7 +326,7 @@ static void observe_end_all(struct coap_bridge *br)
     while (br->nobs) {
         struct br_observe *o = &br->obs[br->nobs - 1];
         struct coap_msg req = {.type = COAP_NON, .code = COAP_GET, .tkl = o->tkl, .token = o->token};
-        struct coap_msg m = coap_answer(&req, COAP_SERVICE_UNAVAILABLE, br->peer->srv->next_mid++);
+        struct coap_msg m = coap_answer(&req, COAP_SERVICE_UNAVAILABLE, br->peer->next_mid++);
         uint8_t d[COAP_HEADER_LEN + COAP_TOKEN_MAX];
         ssize_t n = coap_encode(&m, NULL, 0, d, sizeof(d));
         if (n > 0)
@@ -323,8 +379,13 @@ static void notify(struct coap_bridge *br, const struct br_note *n)
         return;
     struct coap_peer *peer = br->peer;
     o->seq = (o->seq + 1) & BR_OBSERVE_MASK;
-    struct coap_msg m = {.type = n->qos ? COAP_CON : COAP_NON, .code = COAP_CONTENT,
-                         .mid = peer->srv->next_mid++, .tkl = o->tkl, .token = o->token,
+    /* QoS 1 and 2 are confirmable; a stream of NON ones is too, now and then:
+     * once the client has said nothing for half IDLE_TIMEOUT (RFC 7641 4.5),
+     * so that a client that is gone, or an address that was spoofed, stops
+     * getting them after the retransmissions rather than never */
+    bool check = !br->con && loop_now(loop_of(br)) - peer->last_heard >= peer->srv->cs->idle_ms / 2;
+    struct coap_msg m = {.type = n->qos || check ? COAP_CON : COAP_NON, .code = COAP_CONTENT,
+                         .mid = peer->next_mid++, .tkl = o->tkl, .token = o->token,
                          .payload = {n->data + n->topic_len + 1, n->payload_len}};
     uint8_t v[4];
     struct coap_opt opt = {COAP_OPT_OBSERVE, v, (uint32_t)coap_uint_put(v, o->seq)};
@@ -493,6 +554,7 @@ static void link_close(struct coap_bridge *br)
         return;
     mqtt_client_close(br->mc); /* no callback any more: what waits for the broker is answered here */
     br->mc = NULL;
+    unsubs_free(br); /* a clean session: its subscriptions go with it */
     for (unsigned i = 0; i < BR_EXCHANGES; i++)
         if (br->ex[i].state == EX_BUSY && &br->ex[i] != br->cur)
             answer(&br->ex[i], COAP_SERVICE_UNAVAILABLE, NULL);
@@ -510,6 +572,7 @@ static void pub_done(void *arg, enum mqc_status st, uint8_t code, const uint8_t 
 {
     (void)code, (void)codes, (void)n;
     struct br_exchange *x = arg;
+    unsub_retry(x->br);
     if (st == MQC_OK && !mqtt_client_ready(x->br->mc)) /* QoS 0: written, but the broker may refuse us */
         x->wait_ready = true;
     else
@@ -521,6 +584,7 @@ static void sub_done(void *arg, enum mqc_status st, uint8_t code, const uint8_t 
     (void)code;
     struct br_exchange *x = arg;
     struct coap_bridge *br = x->br;
+    unsub_retry(br);
     if (st == MQC_OK && (!n || codes[0] >= 0x80))
         st = MQC_REFUSED;
     struct br_observe *o = st == MQC_OK ? observe_of(br, x->tkl, x->token) : NULL;
@@ -529,18 +593,17 @@ static void sub_done(void *arg, enum mqc_status st, uint8_t code, const uint8_t 
         o = &br->obs[br->nobs++];
         *o = (struct br_observe){.tkl = x->tkl};
         memcpy(o->token, x->token, x->tkl);
-    } else if (st == MQC_OK && !o) {
+    } else if (st == MQC_OK && !o) { /* subscribed, but no room to observe it: not left behind */
         st = MQC_BUSY;
+        unsubscribe(br, x->filter);
     }
     if (!o)
         return answer(x, code_of(st, 0), NULL);
     o->filter = x->filter;
     x->filter = NULL;
     o->seq = (o->seq + 1) & BR_OBSERVE_MASK;
-    if (old && strcmp(old, o->filter) && !filter_used(br, old) && br->mc) {
-        mgate_bytes f = {(const uint8_t *)old, (uint32_t)strlen(old)};
-        (void)mqtt_client_unsubscribe(br->mc, &f, 1, NULL, NULL);
-    }
+    if (old && strcmp(old, o->filter))
+        unsubscribe(br, old);
     free(old);
     answer(x, COAP_CONTENT, &o->seq);
 }
@@ -548,7 +611,9 @@ static void sub_done(void *arg, enum mqc_status st, uint8_t code, const uint8_t 
 static void unsub_done(void *arg, enum mqc_status st, uint8_t code, const uint8_t *codes, uint32_t n)
 {
     (void)code, (void)codes, (void)n;
-    answer(arg, code_of(st, COAP_CONTENT), NULL);
+    struct br_exchange *x = arg;
+    unsub_retry(x->br);
+    answer(x, code_of(st, COAP_CONTENT), NULL);
 }
 
 /* ---- requests ------------------------------------------------------------------------------ */
@@ -696,6 +761,7 @@ static void on_verdict(struct ask *a)
         leg->cur = NULL;
         if (leg->dir == MGATE_DOWN && peer->br) { /* the bridge waited for this (coap_bridge_end) */
             free(peer->br->head);
+            unsubs_free(peer->br);
             free(peer->br);
             peer->br = NULL;
         }
@@ -730,6 +796,8 @@ static void deregister(struct coap_bridge *br, mgate_bytes topic)
     enum mqc_status st = br->mc && !filter_used(br, filter)
                              ? mqtt_client_unsubscribe(br->mc, &f, 1, unsub_done, br->cur)
                              : MQC_INVALID;
+    if (st == MQC_BUSY)
+        unsubscribe(br, filter); /* no slot now: sent as soon as one is free */
     free(filter);
     if (st != MQC_OK)
         return request_done(br, COAP_CONTENT);
@@ -775,7 +843,9 @@ static void request(struct coap_bridge *br, size_t n)
             return deregister(br, topic);
         if (!mqtt_topic_filter_valid(topic.p, topic.len))
             return refuse(br, COAP_BAD_REQUEST, "not a topic filter");
-        if (br->nobs >= COAP_OBSERVE_MAX && !observe_of(br, m->tkl, m->token))
+        if (coap_shared_prefix((const char *)topic.p, topic.len)) /* its messages would not match it here */
+            return refuse(br, COAP_BAD_REQUEST, "a shared subscription");
+        if (br->nobs + subscribing(br) >= COAP_OBSERVE_MAX && !observe_of(br, m->tkl, m->token))
             return refuse(br, COAP_SERVICE_UNAVAILABLE, "too many observations");
     } else if (!mqtt_topic_name_valid(topic.p, topic.len)) {
         return refuse(br, COAP_BAD_REQUEST, "not a topic name (empty, a wildcard, not UTF-8)");
@@ -817,6 +887,7 @@ static struct coap_bridge *bridge_new(struct coap_peer *peer)
     struct coap_bridge *br = calloc(1, sizeof(*br));
     uint8_t r[8];
     if (!br || RAND_bytes(r, sizeof(r)) != 1) {
+        unsubs_free(br);
         free(br);
         return NULL;
     }
@@ -890,6 +961,7 @@ void coap_bridge_end(struct coap_peer *peer)
     if (br->judging) /* the handler may read the note and its filter until its verdict, which frees them */
         return;
     free(br->head); /* observe_end_all dropped the rest */
+    unsubs_free(br);
     free(br);
     peer->br = NULL;
 }

@@ -107,7 +107,10 @@ struct coap_peer {
     uint32_t hash;
     struct loop_io up;       /* connected to the server; fd -1 until the first request goes */
     struct loop_timer idle;
-    uint64_t last_seen;
+    uint64_t last_seen;      /* the last datagram either way (IDLE_TIMEOUT) */
+    uint16_t next_mid;       /* mgate's own messages to this client: from a random start, so that an
+                              * address spoofer cannot guess them (and RST a notification) */
+    uint64_t last_heard;     /* the last from the client: proof that it is there (the bridge's NON notifications) */
     struct coap_leg legs[2]; /* [MGATE_UP] client -> server, [MGATE_DOWN] back */
     struct coap_observe *obs;
     uint8_t nobs;
@@ -178,6 +181,10 @@ void leg_done(struct coap_peer *peer, struct coap_leg *leg);
 /* Keep a copy of the datagram to judge in leg->cur, with extra bytes after
  * it, decoded again into leg->msg.  False: out of memory (logged). */
 bool leg_take(struct coap_peer *peer, struct coap_leg *leg, const uint8_t *d, size_t n, size_t extra);
+/* "$share/..." and "$queue/...": an MQTT handler (acl) reads them as a shared
+ * subscription and judges the rest, while a CoAP server serves the path as
+ * it is, and the bridge could not match the messages to it: refused. */
+bool coap_shared_prefix(const char *topic, size_t len);
 /* The code for a refusal: 5.03 when a handler said the server is busy or
  * unavailable, otherwise `otherwise`. */
 uint8_t refusal_code(uint8_t reason, uint8_t otherwise);

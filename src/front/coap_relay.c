@@ -26,6 +26,7 @@
  * so the handler may keep pointers into it until its verdict.
  */
 #include <errno.h>
+#include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -599,12 +600,9 @@ static void on_verdict(struct ask *a)
         access_decided(peer, leg, ok);
 }
 
-/* "$share/..." and "$queue/...": an MQTT handler (acl) reads them as a shared
- * subscription and judges the rest, while a CoAP server serves the path as
- * it is. */
-static bool shared_prefix(const char *topic)
+bool coap_shared_prefix(const char *topic, size_t len)
 {
-    return !strncmp(topic, "$share/", 7) || !strncmp(topic, "$queue/", 7);
+    return len >= 7 && (!memcmp(topic, "$share/", 7) || !memcmp(topic, "$queue/", 7));
 }
 
 /* A request: judged, then forwarded or answered. */
@@ -631,7 +629,7 @@ static void up_request(struct coap_peer *peer, const uint8_t *d, size_t n, const
     }
     uint32_t obs;
     bool observe = coap_opt_uint(&leg->msg, COAP_OPT_OBSERVE, &obs) && !is_publish(m->code);
-    const char *bad = shared_prefix(topic) ? "a path that an MQTT handler would read as a shared subscription" : NULL;
+    const char *bad = coap_shared_prefix(topic, strlen(topic)) ? "a path that an MQTT handler would read as a shared subscription" : NULL;
     struct coap_observe *o = observe ? observe_find(peer, &leg->msg) : NULL;
     if (!bad && o && obs == 0 && strcmp(o->asked, topic))
         bad = "an Observe token that names another registration";
@@ -787,7 +785,9 @@ struct coap_peer *coap_peer_new(struct coap_server *srv, const union coap_addr *
         free(peer);
         return NULL;
     }
-    peer->last_seen = loop_now(srv->loop);
+    peer->last_seen = peer->last_heard = loop_now(srv->loop);
+    if (RAND_bytes((uint8_t *)&peer->next_mid, sizeof(peer->next_mid)) != 1)
+        peer->next_mid = (uint16_t)random();
     uint32_t first = srv->p->connect_timeout_ms < srv->cs->idle_ms ? srv->p->connect_timeout_ms : srv->cs->idle_ms;
     loop_timer_start(srv->loop, &peer->idle, first, on_idle); /* on_idle knows which applies */
     return peer;
@@ -796,7 +796,7 @@ struct coap_peer *coap_peer_new(struct coap_server *srv, const union coap_addr *
 void coap_peer_from_client(struct coap_peer *peer, const uint8_t *data, size_t len)
 {
     struct coap_leg *leg = &peer->legs[MGATE_UP];
-    peer->last_seen = loop_now(peer->srv->loop);
+    peer->last_seen = peer->last_heard = loop_now(peer->srv->loop);
     if (leg->cur || leg->head)
         leg_hold(peer, leg, data, len);
     else

@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 
 #include "core/log.h"
@@ -38,11 +39,23 @@ static bool cookie_secret_ok;
 static pthread_once_t cookie_once = PTHREAD_ONCE_INIT;
 static void make_secret(void) { cookie_secret_ok = RAND_bytes(cookie_secret, sizeof(cookie_secret)) == 1; }
 
-/* The cookie for peer's address; 0 or -1. */
-static int cookie_for(const BIO_ADDR *peer, unsigned char *out, size_t cap, size_t *len)
+/* Cookies are good for one to two minutes: the window's number goes into
+ * the HMAC, and the current and the previous window are taken, so that a
+ * cookie seen once cannot open sessions from that address forever. */
+#define COOKIE_WINDOW_S 60
+
+static uint64_t cookie_window(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec / COOKIE_WINDOW_S;
+}
+
+/* The cookie for peer's address in a window; 0 or -1. */
+static int cookie_for(const BIO_ADDR *peer, uint64_t window, unsigned char *out, size_t cap, size_t *len)
 {
     pthread_once(&cookie_once, make_secret);
-    uint8_t msg[1 + 16 + 2];
+    uint8_t msg[1 + 16 + 2 + 8];
     size_t alen = 0;
     if (!cookie_secret_ok || !BIO_ADDR_rawaddress(peer, NULL, &alen) || alen > 16 ||
         !BIO_ADDR_rawaddress(peer, msg + 1, &alen))
@@ -50,38 +63,55 @@ static int cookie_for(const BIO_ADDR *peer, unsigned char *out, size_t cap, size
     unsigned short port = BIO_ADDR_rawport(peer);
     msg[0] = (uint8_t)BIO_ADDR_family(peer);
     memcpy(msg + 1 + alen, &port, 2);
-    return EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, cookie_secret, sizeof(cookie_secret), msg, 3 + alen, out,
+    memcpy(msg + 3 + alen, &window, 8);
+    return EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, cookie_secret, sizeof(cookie_secret), msg, 11 + alen, out,
                      cap, len) ? 0 : -1;
 }
 
-/* The cookie for the address the datagram in ssl's BIO came from. */
-static int cookie_of(SSL *ssl, unsigned char *out, size_t cap, size_t *len)
+static bool cookie_is(const BIO_ADDR *peer, uint64_t window, const unsigned char *cookie, size_t cookie_len)
+{
+    unsigned char want[EVP_MAX_MD_SIZE];
+    size_t n;
+    return cookie_for(peer, window, want, sizeof(want), &n) == 0 && n == cookie_len &&
+           !CRYPTO_memcmp(want, cookie, n);
+}
+
+/* Whether cookie is peer's, of this window or the one before. */
+static bool cookie_matches(const BIO_ADDR *peer, const unsigned char *cookie, size_t cookie_len)
+{
+    uint64_t now = cookie_window();
+    return cookie_is(peer, now, cookie, cookie_len) || (now && cookie_is(peer, now - 1, cookie, cookie_len));
+}
+
+/* The peer the datagram in ssl's BIO came from (free it), or NULL. */
+static BIO_ADDR *peer_of(SSL *ssl)
 {
     BIO_ADDR *peer = BIO_ADDR_new();
-    int rc = peer && BIO_dgram_get_peer(SSL_get_rbio(ssl), peer) > 0 ? cookie_for(peer, out, cap, len) : -1;
-    BIO_ADDR_free(peer);
-    return rc;
+    if (peer && BIO_dgram_get_peer(SSL_get_rbio(ssl), peer) <= 0) {
+        BIO_ADDR_free(peer);
+        peer = NULL;
+    }
+    return peer;
 }
 
 static int cookie_generate(SSL *ssl, unsigned char *cookie, unsigned int *cookie_len)
 {
     size_t n;
-    if (cookie_of(ssl, cookie, DTLS1_COOKIE_LENGTH, &n) < 0)
+    BIO_ADDR *peer = peer_of(ssl);
+    int rc = peer ? cookie_for(peer, cookie_window(), cookie, DTLS1_COOKIE_LENGTH, &n) : -1;
+    BIO_ADDR_free(peer);
+    if (rc < 0)
         return 0;
     *cookie_len = (unsigned int)n;
     return 1;
 }
 
-static bool cookie_good(const unsigned char *want, size_t n, const unsigned char *cookie, size_t cookie_len)
-{
-    return n == cookie_len && !CRYPTO_memcmp(want, cookie, n);
-}
-
 static int cookie_verify(SSL *ssl, const unsigned char *cookie, unsigned int cookie_len)
 {
-    unsigned char want[EVP_MAX_MD_SIZE];
-    size_t n;
-    return cookie_of(ssl, want, sizeof(want), &n) == 0 && cookie_good(want, n, cookie, cookie_len);
+    BIO_ADDR *peer = peer_of(ssl);
+    bool ok = peer && cookie_matches(peer, cookie, cookie_len);
+    BIO_ADDR_free(peer);
+    return ok;
 }
 
 /* ---- pre-shared keys ----------------------------------------------------- */
@@ -457,19 +487,20 @@ static long on_client_datagram(BIO *bio, int oper, const char *argp, size_t len,
     }
     if (!SSL_is_init_finished(t->ssl) || !new_client_hello((const uint8_t *)argp, *processed, &cookie, &clen))
         return ret;
-    unsigned char want[EVP_MAX_MD_SIZE];
-    size_t n;
     BIO_ADDR *peer = BIO_ADDR_new();
-    bool ok = peer && BIO_dgram_get_peer(bio, peer) > 0 && cookie_for(peer, want, sizeof(want), &n) == 0;
-    BIO_ADDR_free(peer);
-    if (ok && cookie_good(want, n, cookie, clen)) {
+    bool known = peer && BIO_dgram_get_peer(bio, peer) > 0;
+    if (known && cookie_matches(peer, cookie, clen)) {
+        BIO_ADDR_free(peer);
         log_msgf(LOGL_INFO, "%s: a DTLS client started a new session from the address of an open one; the "
                  "old one ends", t->ctx->name);
         errno = ECONNRESET; /* the connection fails; the client's next ClientHello reaches the listener */
         return -1;
     }
-    if (ok)
+    unsigned char want[EVP_MAX_MD_SIZE];
+    size_t n;
+    if (known && cookie_for(peer, cookie_window(), want, sizeof(want), &n) == 0)
         send_cookie(bio, (const uint8_t *)argp, want, n);
+    BIO_ADDR_free(peer);
     BIO_set_retry_read(bio); /* as if nothing had come */
     return -1;
 }

@@ -52,6 +52,7 @@ struct mqtt_client {
     uint32_t connect_timeout_ms, ping_timeout_ms;
     uint64_t last_tx, ping_at;
     uint32_t qos2_count, qos2_cap; /* the broker's QoS 2 messages awaiting PUBREL */
+    uint32_t skip_left;            /* bytes still to come of a PUBLISH too large to take */
     uint16_t *qos2;
     struct slot slots[];
 };
@@ -364,20 +365,60 @@ static int got_packet(struct mqtt_client *mc, const struct mqtt_packet *pkt)
     return mc->owner_gone ? -1 : 0;
 }
 
+/* A PUBLISH from the broker larger than MAX_PACKET_SIZE (at p, total bytes,
+ * have of them here): acknowledged and dropped, its bytes read past rather
+ * than kept, so that one big message (a retained one, on a topic a client
+ * observes) cannot end the session with all its subscriptions.  Returns the
+ * bytes used, or 0 when its topic and id have not all come yet (*need: how
+ * many are needed). */
+static size_t skip_publish(struct mqtt_client *mc, const uint8_t *p, size_t have, size_t total, size_t *need)
+{
+    uint32_t rem, vlen;
+    if (mqtt_varint_get(p + 1, have - 1, &rem, &vlen) != MQTT_OK)
+        return *need = 1 + 4 + 2, 0;
+    size_t at = 1 + vlen;
+    uint8_t qos = (uint8_t)(p[0] >> 1 & 3);
+    if (have < at + 2)
+        return *need = at + 2, 0;
+    size_t id_at = at + 2 + ((size_t)p[at] << 8 | p[at + 1]);
+    if (qos && have < id_at + 2)
+        return *need = id_at + 2, 0;
+    session_log(mc->s, LOGL_WARN, "MQTT client: a PUBLISH of %zu bytes from the broker, over MAX_PACKET_SIZE: "
+                "acknowledged and dropped", total);
+    if (qos)
+        send_ack(mc, qos == 1 ? MQTT_PUBACK : MQTT_PUBREC, (uint16_t)(p[id_at] << 8 | p[id_at + 1]));
+    size_t used = have < total ? have : total;
+    mc->skip_left = (uint32_t)(total - used);
+    return used;
+}
+
 static size_t on_data(struct conn *c, const uint8_t *data, size_t len)
 {
     struct mqtt_client *mc = c->owner;
     size_t off = 0;
+    if (mc->skip_left) { /* the rest of a PUBLISH too large to take */
+        off = len < mc->skip_left ? len : mc->skip_left;
+        mc->skip_left -= (uint32_t)off;
+    }
     while (off < len && !mc->owner_gone && !mc->why_set) {
         if (conn_over_high_water(c) || mc->held) { /* our answers (or the owner) wait: so does the broker */
             conn_pause_read(c);
             return off;
         }
-        size_t total;
+        size_t total, need = 0;
         mqtt_rc rc = mqtt_frame(data + off, len - off, mc->p->max_packet_size, &total);
         if (rc == MQTT_NEED_MORE) {
             c->want = (uint32_t)total;
             return off;
+        }
+        if (rc == MQTT_TOO_LARGE && data[off] >> 4 == MQTT_PUBLISH && mc->state == MQC_READY) {
+            size_t used = skip_publish(mc, data + off, len - off, total, &need);
+            if (!used) {
+                c->want = (uint32_t)need;
+                return off;
+            }
+            off += used;
+            continue;
         }
         struct mqtt_packet pkt;
         if (rc == MQTT_OK)

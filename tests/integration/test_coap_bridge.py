@@ -459,15 +459,77 @@ def idle(t, broker, tmp):
         r = quiet.recv(0.5)
         if r and r[1] == code(5, 3) and ended is None:
             ended = time.monotonic() - start
+        while (b := busy.recv(0.01)):  # the busy one acknowledges what is confirmable (RFC 7641 4.5 checks)
+            if b[0] == CON:
+                busy.send(encode(ACK, 0, b[2]))
     t.check(ended is not None and ended < 3.5, f"the quiet observer idles out (IDLE_TIMEOUT 2s): its observation "
             f"ends with 5.03 ({ended})")
     t.check(broker.log.search(r"Client idle-quiet disconnected\.", mark), "and its MQTT session ends with DISCONNECT")
     t.check(not broker.log.search(r"Client idle-busy disconnected", mark),
             "an observer getting notifications stays past IDLE_TIMEOUT")
+    pub(broker, "idle-busy/t", ["tock"], qos=0)
     got = notifications(busy, 1)
-    t.check(len(got) == 1 and got[0][5] == b"tick", "and still gets them", got)
+    t.check(len(got) == 1 and got[0][5] == b"tock", "and still gets them", got)
     quiet.close()
     busy.close()
+
+
+def attack_round(t, tmp, broker):
+    """What the second attack round found, each checked."""
+    g = bridge(tmp, broker.port, MAX_PACKET_SIZE=1200, IDLE_TIMEOUT="4s")
+    c = Raw(g.coap)
+    for i, f in enumerate(("ar/big/#", "ar/other/#")):
+        mid = c.request(CON, GET, "ps/" + f, token=bytes([0xA0 + i]), opts=[(OBSERVE, b"")] + query(clientid="ar-1"))
+        t.eq((answer_of(c, mid) or [0, 0])[1], CONTENT, f"setup: observing {f}")
+    pub(broker, "ar/big/x", ["B" * 2000], qos=1)  # over the listener's MAX_PACKET_SIZE
+    pub(broker, "ar/other/y", ["small"], qos=1)
+    got = notifications(c, 1, timeout=4.0)
+    t.eq([x[5] for x in got], [b"small"], "a broker message over MAX_PACKET_SIZE is dropped; the session and the "
+         "other observation go on (both ended with 5.03 before)")
+    mid = c.request(CON, GET, "ps/$share/g/ar/#", opts=[(OBSERVE, b"")] + query(clientid="ar-1"))
+    t.eq((answer_of(c, mid) or [0, 0])[1], code(4, 0), "observing a $share/ filter: 4.00 (its messages would "
+         "be taken from the group and dropped)")
+    c.close()
+
+    # registrations sent at once past the 16 a client may have leave no subscription behind
+    c = Raw(g.coap)
+    mark = broker.log.mark()
+    for i in range(12):
+        mid = c.request(CON, GET, f"ps/ar/many/{i}", token=bytes([i]), opts=[(OBSERVE, b"")] + query(clientid="ar-2"))
+        answer_of(c, mid)
+    mids = [c.request(CON, GET, f"ps/ar/many/{i}", token=bytes([i]), opts=[(OBSERVE, b"")] + query(clientid="ar-2"))
+            for i in range(12, 20)]
+    answers = {}
+    deadline = time.monotonic() + 8.0
+    while len(answers) < len(mids) and time.monotonic() < deadline:  # in any order
+        r = c.recv(0.2)
+        if r and r[2] in mids:
+            answers[r[2]] = r[1]
+    codes = [answers.get(m_, 0) for m_ in mids]
+    t.check(codes.count(CONTENT) == 4 and codes.count(code(5, 3)) == 4,
+            f"12 observations, then 8 registrations at once: 4 taken (16 in all), 4 get 5.03 ({codes})")
+    for i in range(20):
+        pub(broker, f"ar/many/{i}", ["m"], qos=0)
+    time.sleep(0.5)
+    sent = broker.log.count(r"Sending PUBLISH to ar-2 .*'ar/many/\d+'", mark)
+    t.eq(sent, 16, "the broker sends the client only the 16 observed topics (no subscription left behind)")
+    c.close()
+
+    # a client that says nothing gets a NON stream confirmed now and then (RFC 7641 4.5)
+    c = Raw(g.coap)
+    mid = c.request(CON, GET, "ps/ar/non/#", token=b"\xB1", opts=[(OBSERVE, b"")] + query(clientid="ar-3"))
+    t.eq((answer_of(c, mid) or [0, 0])[1], CONTENT, "setup: observing at QoS 0")
+    types = []
+    start = time.monotonic()
+    while time.monotonic() - start < 3.5:
+        pub(broker, "ar/non/t", ["n"], qos=0)
+        r = c.recv(0.3)
+        if r and r[1] == CONTENT:
+            types.append(r[0])
+    t.check(NON in types and CON in types[types.index(NON):],
+            f"QoS 0 notifications are NON, until the client has been silent for half IDLE_TIMEOUT: then CON ({types})")
+    c.close()
+    g.stop()
 
 
 def main():
@@ -486,6 +548,7 @@ def main():
         t.case("late verdicts", late, t, tmp, broker)
         t.case("mqtts", over_tls, t, tmp)
         t.case("a client that never acknowledges", deaf, t, g, broker, tmp)
+        t.case("the second attack round", attack_round, t, tmp, broker)
         t.check(g.alive(), "mgate still runs")
         mark = broker.log.mark()
         t.eq(g.stop(), 0, "mgate exits 0 on SIGTERM with bridged clients (one observing)")

@@ -292,6 +292,33 @@ static void test_incoming(void)
     finish();
 }
 
+/* A PUBLISH over MAX_PACKET_SIZE from the broker is acknowledged and read
+ * past, in pieces, without ending the session; the next one is taken. */
+static void test_oversized(void)
+{
+    start(0, 0, 0);
+    params.max_packet_size = 64;
+    conn_deliver(broker.c, connack_ok, sizeof(connack_ok));
+    size_t at = sizeof(connect_pkt);
+    uint8_t big[2 + 98] = {0x32, 98, 0, 3, 'b', '/', 'g', 0x12, 0x34}; /* QoS 1, id 0x1234, 89 payload bytes */
+    conn_deliver(broker.c, big, 6); /* the topic has not all come */
+    CHECK_EQ_INT(closed, 0);
+    conn_deliver(broker.c, big + 6, 20);
+    static const uint8_t puback[] = {0x40, 2, 0x12, 0x34};
+    CHECK(sent(&at, puback, sizeof(puback)));
+    static const uint8_t in1[] = {0x30, 8, 0, 3, 'x', '/', 'y', 'o', 'k', '!'};
+    uint8_t rest[sizeof(big) - 26 + sizeof(in1)];
+    memcpy(rest, big + 26, sizeof(big) - 26);
+    memcpy(rest + sizeof(big) - 26, in1, sizeof(in1));
+    conn_deliver(broker.c, rest, sizeof(rest)); /* its last bytes and the next PUBLISH in one read */
+    CHECK_EQ_INT(closed, 0);
+    CHECK_EQ_INT(messages, 1);
+    CHECK_EQ_STR(msg_topic, "x/y");
+    CHECK_EQ_STR(msg_payload, "ok!");
+    CHECK(mqtt_client_ready(mc));
+    finish();
+}
+
 /* A CONNACK with an error: on_closed REFUSED with its code; what was asked
  * before it fails. */
 static void test_refused(void)
@@ -465,6 +492,7 @@ int main(void)
     test_publish();
     test_inflight_bound();
     test_incoming();
+    test_oversized();
     test_refused();
     test_timeouts_and_garbage();
     test_keepalive();
