@@ -93,7 +93,7 @@ struct mgate_session {
     uint32_t client_max_packet, broker_max_packet;
     uint16_t client_alias_max, broker_alias_max;
     uint32_t merge_count;        /* entries in merges, at most SESSION_MAX_MERGES */
-    struct alias_map alias_in[2], alias_out[2]; /* by direction */
+    struct session_aliases *aliases; /* v5 topic aliases, made on first use (most clients use none) */
 
     struct log_limit log_budget; /* lines this client caused (session_log_begin) */
     struct suback_merge *merges;
@@ -178,6 +178,12 @@ enum pkt_result up_finish(struct pass *ps, struct held *h, const uint8_t *raw, u
  * MGATE_ALLOW when it has none. */
 enum mgate_verdict up_connect_will(struct mgate_session *s, struct held *h);
 enum pkt_result down_finish(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len);
+/* v5 topic aliases by direction: what the sender's mean (in), what the
+ * receiver has been told (out). */
+struct session_aliases {
+    struct alias_map in[2], out[2];
+};
+
 /* Common: v5 alias resolution and forwarding of a (maybe rewritten) PUBLISH. */
 int publish_resolve_alias(struct pass *ps, struct mqtt_publish *pub, mqtt_str *resolved);
 enum pkt_result publish_forward(struct pass *ps, const uint8_t *raw, uint32_t len,

@@ -3,9 +3,20 @@
  * that re-encodes only what changed while keeping the receiver's alias table
  * truthful.
  */
+#include <stdlib.h>
+
 #include "session/internal.h"
 
 #define HAS_ALIAS(pub) ((pub)->props.has & (1u << MQTT_PROPBIT_TOPIC_ALIAS))
+
+/* The session's alias maps, made the first time an alias is used; NULL
+ * when out of memory (or, with make false, when none was ever used). */
+static struct session_aliases *aliases(struct mgate_session *s, bool make)
+{
+    if (!s->aliases && make)
+        s->aliases = calloc(1, sizeof(*s->aliases));
+    return s->aliases;
+}
 
 int publish_resolve_alias(struct pass *ps, struct mqtt_publish *pub, mqtt_str *resolved)
 {
@@ -18,12 +29,12 @@ int publish_resolve_alias(struct pass *ps, struct mqtt_publish *pub, mqtt_str *r
     uint16_t max = ps->dir == MGATE_UP ? s->broker_alias_max : s->client_alias_max;
     if (alias == 0 || alias > max)
         return -1;
-    struct alias_map *in = &s->alias_in[ps->dir];
+    struct session_aliases *al = aliases(s, pub->topic.len > 0);
     if (pub->topic.len)
-        return alias_set(in, alias, pub->topic.p, pub->topic.len);
+        return al ? alias_set(&al->in[ps->dir], alias, pub->topic.p, pub->topic.len) : -1;
     const uint8_t *t;
     uint32_t tl;
-    if (!alias_get(in, alias, &t, &tl))
+    if (!al || !alias_get(&al->in[ps->dir], alias, &t, &tl))
         return -1;
     *resolved = (mqtt_str){t, tl};
     return 0;
@@ -38,7 +49,10 @@ enum pkt_result publish_forward(struct pass *ps, const uint8_t *raw, uint32_t le
     struct mgate_session *s = ps->s;
     bool same = bytes_same(topic, resolved) && bytes_same(payload, pub->payload);
     bool aliased = s->version == MQTT_V5 && HAS_ALIAS(pub);
-    struct alias_map *out = &s->alias_out[ps->dir];
+    struct session_aliases *al = aliased ? aliases(s, true) : NULL;
+    if (aliased && !al)
+        goto oom;
+    struct alias_map *out = al ? &al->out[ps->dir] : NULL;
     uint16_t alias = aliased ? pub->props.topic_alias : 0;
     if (same) {
         if (!aliased)

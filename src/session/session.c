@@ -70,8 +70,10 @@ static void session_free(struct mgate_session *s)
         free(m);
     }
     for (int d = 0; d < 2; d++) {
-        alias_free(&s->alias_in[d]);
-        alias_free(&s->alias_out[d]);
+        if (s->aliases) {
+            alias_free(&s->aliases->in[d]);
+            alias_free(&s->aliases->out[d]);
+        }
     }
     free(s->refused_qos2.ids);
     alloc_free_all(s);
@@ -79,6 +81,7 @@ static void session_free(struct mgate_session *s)
     free(s->front_cred);
     free(s->cert);
     free(s->peer_addr);
+    free(s->aliases);
     limits_free(s);
     free(s);
 }
