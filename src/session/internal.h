@@ -103,13 +103,13 @@ struct mgate_session {
     struct idset refused_qos2;
     struct alloc_block *allocs;
     void *user_data;
-    char peer[56];
     struct sockaddr_storage *peer_addr; /* only for TARGET_PROXY_PROTOCOL */
     struct session_limits *limits;      /* only for listeners with PUBLISH_*_LIMIT */
     /* A front end's session that is not an MQTT pair (HTTP): it calls the
      * handler itself and is told of resumes, drains and closes. */
     const struct session_front *front;
     void *front_ctx;
+    char peer[]; /* "127.0.0.1:5555", allocated with the session to its length */
 };
 
 /* One pass over bytes from one side: unchanged packets that follow each

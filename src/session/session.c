@@ -392,10 +392,22 @@ int session_dial(struct mgate_session *s)
 
 /* ---- start ------------------------------------------------------------ */
 
+/* A zeroed session with room for its peer's address as text. */
+static struct mgate_session *session_new(const struct sockaddr *peer)
+{
+    char text[64];
+    sockaddr_format(peer, text, sizeof(text));
+    size_t n = strlen(text) + 1;
+    struct mgate_session *s = calloc(1, sizeof(*s) + n);
+    if (s)
+        memcpy(s->peer, text, n);
+    return s;
+}
+
 struct mgate_session *session_start(struct loop *l, struct conn *client, const struct sockaddr *peer,
                                     const struct session_params *p, struct session_list *list)
 {
-    struct mgate_session *s = calloc(1, sizeof(*s));
+    struct mgate_session *s = session_new(peer);
     if (!s)
         return NULL;
     s->loop = l;
@@ -406,7 +418,6 @@ struct mgate_session *session_start(struct loop *l, struct conn *client, const s
     client->cbs = &client_cbs;
     client->owner = s;
     client->high_water = p->output_high_water;
-    sockaddr_format(peer, s->peer, sizeof(s->peer));
     if (p->target_proxy_protocol && (s->peer_addr = calloc(1, sizeof(*s->peer_addr))))
         memcpy(s->peer_addr, peer, peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
                                    : peer->sa_family == AF_INET ? sizeof(struct sockaddr_in)
@@ -459,7 +470,7 @@ void session_list_close_all(struct session_list *list)
 struct mgate_session *session_front_start(struct loop *l, const struct sockaddr *peer, const struct session_params *p,
                                           struct session_list *list, const struct session_front *front, void *ctx)
 {
-    struct mgate_session *s = calloc(1, sizeof(*s));
+    struct mgate_session *s = session_new(peer);
     if (!s)
         return NULL;
     s->loop = l;
@@ -469,7 +480,6 @@ struct mgate_session *session_front_start(struct loop *l, const struct sockaddr 
     s->state = SESSION_OPEN;
     s->front = front;
     s->front_ctx = ctx;
-    sockaddr_format(peer, s->peer, sizeof(s->peer));
     session_list_add(list, s);
     if (p->open_sessions) /* session_end gives it back */
         __atomic_fetch_add(p->open_sessions, 1, __ATOMIC_RELAXED);
