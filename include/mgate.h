@@ -120,6 +120,7 @@ struct mgate_filter {
     mgate_bytes filter;
     uint8_t qos;
     bool denied; /* set by auth_subscribe to refuse just this filter */
+    uint8_t reason; /* with denied: this filter's SUBACK code (v5), 0: the request's reason */
 };
 
 /*
@@ -134,10 +135,68 @@ struct mgate_subscribe_req {
     uint8_t reason;
 };
 
+/* An UNSUBSCRIBE: rewrite_unsubscribe may point topics[i] at new filters. */
 struct mgate_unsubscribe_req {
     mgate_bytes *topics;
     uint32_t count;
 };
+
+/*
+ * MQTT 5 properties of the request a handler is looking at (a CONNECT, its
+ * will, a PUBLISH either way, a SUBSCRIBE): mgate_properties(s, req) decodes
+ * them on first call (nothing is decoded for a handler that never asks).
+ * Fields a packet type does not carry stay zero.  The bytes point into the
+ * packet and live as long as the request.
+ *
+ * A PUBLISH's user properties, content type and response topic may be
+ * changed (either direction): with the mgate_user_property_* helpers, or by
+ * pointing `user` at a new array (memory from mgate_session_alloc) and
+ * setting content_type / response_topic with their has_ flags.  The packet
+ * is then re-encoded with the other properties as they came; one that would
+ * grow past what its receiver takes (its Maximum Packet Size) is not sent:
+ * a client's is refused with 0x95 (Packet too large), a broker's is
+ * acknowledged to the broker and dropped, as MQTT 5 has a server do.
+ * Everything else is read-only.
+ */
+struct mgate_user_property {
+    mgate_bytes name, value;
+};
+
+struct mgate_properties {
+    struct mgate_user_property *user; /* in the order sent (names may repeat) */
+    uint32_t user_count;
+    /* PUBLISH and will */
+    bool has_payload_format, has_message_expiry, has_content_type, has_response_topic,
+        has_correlation_data;
+    uint8_t payload_format; /* 0 bytes, 1 UTF-8 */
+    uint32_t message_expiry; /* seconds */
+    mgate_bytes content_type, response_topic, correlation_data;
+    /* PUBLISH from the broker, SUBSCRIBE */
+    const uint32_t *subscription_ids;
+    uint32_t subscription_id_count;
+    /* will */
+    bool has_will_delay;
+    uint32_t will_delay;
+    /* CONNECT (enhanced authentication: the method, and its first data) */
+    bool has_session_expiry, has_auth_method, has_auth_data, has_receive_maximum,
+        has_maximum_packet_size, has_topic_alias_maximum;
+    uint32_t session_expiry, maximum_packet_size;
+    uint16_t receive_maximum, topic_alias_maximum;
+    mgate_bytes auth_method, auth_data;
+};
+
+/* The properties of `req` (what an auth_* callback was given, while it is
+ * being judged), or NULL: not MQTT 5, a request that is no MQTT packet
+ * (HTTP, CoAP), or out of memory. */
+struct mgate_properties *mgate_properties(mgate_session *s, const void *req);
+/* Append a user property (names may repeat); replace every one named
+ * `name` by one with this value (appended when there was none); remove
+ * every one named `name` (returns how many).  The set/add ones return 0,
+ * or -1 when out of memory.  The bytes must live as long as the request
+ * (mgate_session_alloc). */
+int mgate_user_property_add(mgate_session *s, struct mgate_properties *p, mgate_bytes name, mgate_bytes value);
+int mgate_user_property_set(mgate_session *s, struct mgate_properties *p, mgate_bytes name, mgate_bytes value);
+uint32_t mgate_user_property_remove(struct mgate_properties *p, mgate_bytes name);
 
 struct mgate_handler {
     const char *name;
@@ -156,6 +215,12 @@ struct mgate_handler {
     void (*unsubscribe)(mgate_session *s, const struct mgate_unsubscribe_req *req);
     /* When the pair ends, if connect was called. */
     void (*disconnect)(mgate_session *s);
+
+    /* Before an UNSUBSCRIBE is forwarded (before the unsubscribe hook), in
+     * chain order: a handler that rewrites SUBSCRIBE filters rewrites the
+     * same filters here, so the client can unsubscribe what it subscribed.
+     * No verdict: unsubscribing is always allowed. */
+    void (*rewrite_unsubscribe)(mgate_session *s, struct mgate_unsubscribe_req *req);
 };
 
 /*
@@ -197,6 +262,24 @@ struct mgate_cert {
 };
 bool mgate_session_cert(const mgate_session *s, struct mgate_cert *out);
 bool mgate_session_closed(const mgate_session *s);
+
+/*
+ * The mount point: a prefix mgate puts before every topic the client
+ * publishes or subscribes to and removes from every message delivered to
+ * it (MGATE_<LISTENER>_MOUNT_POINT, with %u and %c expanded when the
+ * CONNECT was allowed).  Handlers always see topics as the client names
+ * them: the mount point is the last thing done on the way to the broker and
+ * the first on the way back.  auth_connect may set one (it replaces the
+ * listener's; "" removes it); returns -1 for a prefix with a wildcard,
+ * U+0000 or bad UTF-8, or out of memory.
+ */
+mgate_bytes mgate_session_mount_point(const mgate_session *s);
+int mgate_session_set_mount_point(mgate_session *s, mgate_bytes prefix);
+
+/* End the session at this time (seconds since the epoch; the earliest of
+ * every call wins): MQTT 5 clients get DISCONNECT 0xA0 (Maximum connect
+ * time), earlier versions are closed.  For credentials that expire. */
+void mgate_session_expire_at(mgate_session *s, uint64_t unix_seconds);
 void *mgate_session_data(const mgate_session *s);
 void mgate_session_set_data(mgate_session *s, void *data);
 
