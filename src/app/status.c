@@ -162,6 +162,16 @@ static const char *const packet_names[16] = {"reserved", "connect", "connack", "
                                              "unsuback", "pingreq", "pingresp", "disconnect", "auth"};
 static const char *const dir_names[2] = {"client_to_broker", "broker_to_client"};
 
+/* A counter family with one line per direction (client to broker first). */
+static void per_direction(struct buf *b, const char *name, const char *help, uint64_t up, uint64_t down)
+{
+    family(b, name, "counter", help);
+    const uint64_t v[2] = {up, down};
+    for (int d = 0; d < 2; d++)
+        outf(b, "%s{direction=\"%s\"} %llu\n", name, dir_names[d], (unsigned long long)v[d]);
+}
+#define PER_DIRECTION(name, help, field) per_direction(b, name, help, SUM(field[0]), SUM(field[1]))
+
 static void sessions(const struct status *st, const struct metrics *m0, struct buf *b)
 {
     family(b, "mgate_connections", "gauge", "Client connections open now (sessions), by listener.");
@@ -196,20 +206,13 @@ static void traffic(const struct status *st, const struct metrics *m0, struct bu
         for (int t = 1; t < 16; t++)
             outf(b, "mgate_packets_total{direction=\"%s\",type=\"%s\"} %llu\n", dir_names[d], packet_names[t],
                  (unsigned long long)SUM(packets[d][t]));
-    family(b, "mgate_bytes_total", "counter", "MQTT bytes read, by direction.");
-    for (int d = 0; d < 2; d++)
-        outf(b, "mgate_bytes_total{direction=\"%s\"} %llu\n", dir_names[d], (unsigned long long)SUM(bytes[d]));
-    family(b, "mgate_publish_refused_total", "counter", "PUBLISHes refused by the handler, by direction.");
-    for (int d = 0; d < 2; d++)
-        outf(b, "mgate_publish_refused_total{direction=\"%s\"} %llu\n", dir_names[d],
-             (unsigned long long)SUM(publish_refused[d]));
+    PER_DIRECTION("mgate_bytes_total", "MQTT bytes read, by direction.", bytes);
+    PER_DIRECTION("mgate_publish_refused_total", "PUBLISHes refused by the handler, by direction.", publish_refused);
     family(b, "mgate_subscribe_refused_total", "counter", "SUBSCRIBE filters refused by the handler.");
     outf(b, "mgate_subscribe_refused_total %llu\n", (unsigned long long)SUM(subscribe_refused));
-    family(b, "mgate_backpressure_pauses_total", "counter",
-           "Times reading from one side stopped because the other side was not taking data, by direction.");
-    for (int d = 0; d < 2; d++)
-        outf(b, "mgate_backpressure_pauses_total{direction=\"%s\"} %llu\n", dir_names[d],
-             (unsigned long long)SUM(backpressure_pauses[d]));
+    PER_DIRECTION("mgate_backpressure_pauses_total",
+                  "Times reading from one side stopped because the other side was not taking data, by direction.",
+                  backpressure_pauses);
 }
 
 static void http(const struct status *st, const struct metrics *m0, struct buf *b)
@@ -219,26 +222,14 @@ static void http(const struct status *st, const struct metrics *m0, struct buf *
         outf(b, "mgate_http_responses_total{code=\"%dxx\"} %llu\n", c, (unsigned long long)SUM(http_responses[c]));
     family(b, "mgate_http_websockets_total", "counter", "WebSockets opened on HTTP listeners (101 given).");
     outf(b, "mgate_http_websockets_total %llu\n", (unsigned long long)SUM(ws_opened));
-    family(b, "mgate_http_websocket_messages_total", "counter", "WebSocket messages relayed, by direction.");
-    for (int d = 0; d < 2; d++)
-        outf(b, "mgate_http_websocket_messages_total{direction=\"%s\"} %llu\n", dir_names[d],
-             (unsigned long long)SUM(ws_messages[d]));
-    family(b, "mgate_http_websocket_bytes_total", "counter", "WebSocket message bytes relayed, by direction.");
-    for (int d = 0; d < 2; d++)
-        outf(b, "mgate_http_websocket_bytes_total{direction=\"%s\"} %llu\n", dir_names[d],
-             (unsigned long long)SUM(ws_bytes[d]));
+    PER_DIRECTION("mgate_http_websocket_messages_total", "WebSocket messages relayed, by direction.", ws_messages);
+    PER_DIRECTION("mgate_http_websocket_bytes_total", "WebSocket message bytes relayed, by direction.", ws_bytes);
 }
 
 static void coap(const struct status *st, const struct metrics *m0, struct buf *b)
 {
-    family(b, "mgate_coap_datagrams_total", "counter", "CoAP datagrams relayed, by direction.");
-    for (int d = 0; d < 2; d++)
-        outf(b, "mgate_coap_datagrams_total{direction=\"%s\"} %llu\n", dir_names[d],
-             (unsigned long long)SUM(coap_datagrams[d]));
-    family(b, "mgate_coap_bytes_total", "counter", "CoAP datagram bytes relayed, by direction.");
-    for (int d = 0; d < 2; d++)
-        outf(b, "mgate_coap_bytes_total{direction=\"%s\"} %llu\n", dir_names[d],
-             (unsigned long long)SUM(coap_bytes[d]));
+    PER_DIRECTION("mgate_coap_datagrams_total", "CoAP datagrams relayed, by direction.", coap_datagrams);
+    PER_DIRECTION("mgate_coap_bytes_total", "CoAP datagram bytes relayed, by direction.", coap_bytes);
     family(b, "mgate_coap_answers_total", "counter", "CoAP answers mgate gave itself (refusals, limits), by class.");
     for (int c = 4; c <= 5; c++)
         outf(b, "mgate_coap_answers_total{code=\"%d.xx\"} %llu\n", c, (unsigned long long)SUM(coap_answers[c]));
