@@ -56,29 +56,8 @@ usage: bench/coap.sh [options]
 EOF
 }
 
-for a in "$@"; do
-    if [[ $a == --smoke ]]; then
-        rounds=1 duration=0.3 warmup=0.1 idle=50 settle=0.2
-    fi
-done
-while (($#)); do
-    case $1 in
-    --smoke) ;;
-    --rounds) rounds=$2; shift ;;
-    --duration) duration=$2; shift ;;
-    --clients) clients=$2; shift ;;
-    --window) window=$2; shift ;;
-    --size) size=$2; shift ;;
-    --loads) loads=$2; shift ;;
-    --idle) idle=$2; shift ;;
-    --perf) do_perf=1 ;;
-    --mgate) mgate_bin=$(realpath -m -- "$2"); shift ;;
-    --out) outdir=$(realpath -m -- "$2"); shift ;;
-    -h | --help) usage; exit 0 ;;
-    *) echo "bench/coap.sh: unknown option $1" >&2; usage >&2; exit 64 ;;
-    esac
-    shift
-done
+bench_options coap.sh "rounds=1 duration=0.3 warmup=0.1 idle=50 settle=0.2" \
+    "--rounds=rounds --duration=duration --clients=clients --window=window --size=size --loads=loads --idle=idle --perf=do_perf=1" "$@"
 
 need_tools bench/coap.sh "libcoap3-bin mosquitto iproute2 gawk make coreutils" coap-server-openssl mosquitto ss awk make timeout
 if ((do_perf)) && ! command -v perf >/dev/null; then

@@ -50,28 +50,8 @@ usage: bench/http_ws.sh [options]
 EOF
 }
 
-for a in "$@"; do
-    if [[ $a == --smoke ]]; then
-        smoke=1 rounds=1 duration=0.3 warmup=0.1 lat_duration=0.5 idle=100 settle=0.2 after_close=0.3
-    fi
-done
-while (($#)); do
-    case $1 in
-    --smoke) ;;
-    --rounds) rounds=$2; shift ;;
-    --duration) duration=$2; shift ;;
-    --window) window=$2; shift ;;
-    --lat-duration) lat_duration=$2; shift ;;
-    --idle) idle=$2; shift ;;
-    --only) only=$2; shift ;;
-    --syscalls) do_syscalls=1 ;;
-    --mgate) mgate_bin=$(realpath -m -- "$2"); shift ;;
-    --out) outdir=$(realpath -m -- "$2"); shift ;;
-    -h | --help) usage; exit 0 ;;
-    *) echo "bench/http_ws.sh: unknown option $1" >&2; usage >&2; exit 64 ;;
-    esac
-    shift
-done
+bench_options http_ws.sh "smoke=1 rounds=1 duration=0.3 warmup=0.1 lat_duration=0.5 idle=100 settle=0.2 after_close=0.3" \
+    "--rounds=rounds --duration=duration --window=window --lat-duration=lat_duration --idle=idle --only=only --syscalls=do_syscalls=1" "$@"
 
 for tool in haproxy ss awk make timeout; do
     command -v "$tool" >/dev/null || { echo "bench/http_ws.sh: $tool is missing (apt-get install haproxy iproute2 gawk make coreutils)" >&2; exit 1; }

@@ -1,4 +1,4 @@
-# bench/lib.sh: shell helpers shared by bench/run.sh and bench/http_ws.sh
+# bench/lib.sh: shell helpers shared by the bench scripts
 # (sourced, not run).  log and record need $run and $results set by the caller.
 
 log() { printf '%s %s\n' "$(date +%T)" "$*" | tee -a "$run/run.log" >&2; }
@@ -123,3 +123,38 @@ fit_fd_limit() { # script name, for the message
         idle=$(((want - 200) / 2))
     fi
 }
+
+# The options every bench script parses the same way.  $1: the script's name
+# (for messages); $2: what --smoke sets (evaluated before any option, so an
+# option given with --smoke wins); $3: the script's own options, words of
+# "--opt=var" (takes a value), "--opt=var=value" (a flag) or
+# "--opt=var=value:numvar" (a flag with an optional number after it); then
+# the arguments.  --smoke, --mgate, --out and -h/--help are every script's
+# (they set mgate_bin and outdir; usage is the script's).
+bench_options() {
+    local _name=$1 _smoke=$2 _spec=$3 _a _o
+    shift 3
+    for _a in "$@"; do [[ $_a == --smoke ]] && eval "$_smoke"; done
+    while (($#)); do
+        case $1 in
+        --smoke) ;;
+        --mgate) mgate_bin=$(realpath -m -- "$2"); shift ;;
+        --out) outdir=$(realpath -m -- "$2"); shift ;;
+        -h | --help) usage; exit 0 ;;
+        *)
+            _o=$(bench_option_of "$_spec" "$1") || { echo "bench/$_name: unknown option $1" >&2; usage >&2; exit 64; }
+            case $_o in
+            *=*:*)
+                printf -v "${_o%%=*}" '%s' "$(_v=${_o#*=}; echo "${_v%%:*}")"
+                if [[ ${2:-} =~ ^[0-9]+$ ]]; then printf -v "${_o##*:}" '%s' "$2"; shift; fi ;;
+            *=*) printf -v "${_o%%=*}" '%s' "${_o#*=}" ;;
+            *)
+                (($# >= 2)) || { echo "bench/$_name: $1 needs a value" >&2; exit 64; }
+                printf -v "$_o" '%s' "$2"
+                shift ;;
+            esac ;;
+        esac
+        shift
+    done
+}
+bench_option_of() { local w; for w in $1; do [[ ${w%%=*} == "$2" ]] && { echo "${w#*=}"; return 0; }; done; return 1; }

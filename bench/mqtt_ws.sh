@@ -54,29 +54,8 @@ usage: bench/mqtt_ws.sh [options]
 EOF
 }
 
-for a in "$@"; do
-    if [[ $a == --smoke ]]; then
-        smoke=1 rounds=1 duration=0.3 warmup=0.1 idle=50 settle=0.2
-    fi
-done
-while (($#)); do
-    case $1 in
-    --smoke) ;;
-    --rounds) rounds=$2; shift ;;
-    --duration) duration=$2; shift ;;
-    --window) window=$2; shift ;;
-    --idle) idle=$2; shift ;;
-    --idle-parallel) idle_parallel=$2; shift ;;
-    --only) only=$2; shift ;;
-    --pin) pin=1 ;;
-    --perf) do_perf=1 ;;
-    --mgate) mgate_bin=$(realpath -m -- "$2"); shift ;;
-    --out) outdir=$(realpath -m -- "$2"); shift ;;
-    -h | --help) usage; exit 0 ;;
-    *) echo "bench/mqtt_ws.sh: unknown option $1" >&2; usage >&2; exit 64 ;;
-    esac
-    shift
-done
+bench_options mqtt_ws.sh "smoke=1 rounds=1 duration=0.3 warmup=0.1 idle=50 settle=0.2" \
+    "--rounds=rounds --duration=duration --window=window --idle=idle --idle-parallel=idle_parallel --only=only --pin=pin=1 --perf=do_perf=1" "$@"
 
 need_tools bench/mqtt_ws.sh "mosquitto haproxy openssl iproute2 gawk make coreutils" mosquitto haproxy openssl ss awk make timeout
 if ((do_perf)) && ! command -v perf >/dev/null; then

@@ -54,36 +54,8 @@ usage: bench/run.sh [options]
 EOF
 }
 
-# --smoke sets small defaults first; options given with it still win.
-for a in "$@"; do
-    if [[ $a == --smoke ]]; then
-        smoke=1 rounds=1 duration=0.3 warmup=0.1 lat_duration=0.5 conns=200 cr_duration=0.3 callgrind_msgs=2000 settle=0.2 after_close=0.4
-    fi
-done
-while (($#)); do
-    case $1 in
-    --smoke) ;;
-    --rounds) rounds=$2; shift ;;
-    --duration) duration=$2; shift ;;
-    --lat-duration) lat_duration=$2; shift ;;
-    --conns) conns=$2; shift ;;
-    --connrate-duration) cr_duration=$2; shift ;;
-    --only) only=$2; shift ;;
-    --fanout) fanout=1 ;;
-    --rotate) rotate=1 ;;
-    --handler) handler=$2; shift ;;
-    --mgate) mgate_bin=$(realpath -m -- "$2"); shift ;; # mgate runs in the run directory
-    --workers) do_workers=1 ;;
-    --callgrind)
-        do_callgrind=1
-        if [[ ${2:-} =~ ^[0-9]+$ ]]; then callgrind_msgs=$2; shift; fi ;;
-    --syscalls) do_syscalls=1 ;;
-    --out) outdir=$(realpath -m -- "$2"); shift ;;
-    -h | --help) usage; exit 0 ;;
-    *) echo "bench/run.sh: unknown option $1" >&2; usage >&2; exit 64 ;;
-    esac
-    shift
-done
+bench_options run.sh "smoke=1 rounds=1 duration=0.3 warmup=0.1 lat_duration=0.5 conns=200 cr_duration=0.3 callgrind_msgs=2000 settle=0.2 after_close=0.4" \
+    "--rounds=rounds --duration=duration --lat-duration=lat_duration --conns=conns --connrate-duration=cr_duration --only=only --fanout=fanout=1 --rotate=rotate=1 --handler=handler --workers=do_workers=1 --callgrind=do_callgrind=1:callgrind_msgs --syscalls=do_syscalls=1" "$@"
 case $handler in noop | log) ;; *) echo "bench/run.sh: --handler is noop or log" >&2; exit 64 ;; esac
 
 for tool in mosquitto haproxy ss awk make timeout; do
