@@ -30,8 +30,9 @@
  * MQTT 5 properties (mgate_properties), when the environment asks:
  *   MGATE_EXAMPLE_REFUSE_AUTH_METHOD=M  a CONNECT whose Authentication Method
  *             is M is refused with 0x8C (Bad authentication method)
- *   MGATE_EXAMPLE_PROPERTIES=1  every v5 PUBLISH's properties are read: one
- *             carrying the user property "x-mgate-deny" is refused; on topics
+ *   MGATE_EXAMPLE_PROPERTIES=1  every v5 PUBLISH's, will's and SUBSCRIBE's
+ *             properties are read: one carrying the user property "x-mgate-deny"
+ *             is refused (a will: its CONNECT); on topics
  *             "props/...", a client's PUBLISH gets "x-mgate-user: <username>"
  *             (replacing any the client sent; "anonymous" without one) and
  *             loses every "x-strip", and a delivery gets "x-mgate-to: <client
@@ -117,18 +118,21 @@ static bool has_user_property(const struct mgate_properties *p, const char *name
     return false;
 }
 
+/* MGATE_EXAMPLE_PROPERTIES: whether a request's properties refuse it. */
+static bool refused_by_properties(mgate_session *s, const void *req)
+{
+    struct mgate_properties *p = env_on("MGATE_EXAMPLE_PROPERTIES") ? mgate_properties(s, req) : NULL;
+    return p && has_user_property(p, "x-mgate-deny"); /* p is NULL before 5.0 */
+}
+
 /* MGATE_EXAMPLE_PROPERTIES: read every PUBLISH's properties, stamp the
- * ones on "props/" topics.  Returns false to refuse. */
+ * ones on "props/" topics (a will's are read-only).  Returns false to refuse. */
 static bool publish_properties(mgate_session *s, const void *req, mgate_bytes topic, enum mgate_direction dir)
 {
-    if (!env_on("MGATE_EXAMPLE_PROPERTIES"))
-        return true;
-    struct mgate_properties *p = mgate_properties(s, req); /* NULL before 5.0 */
-    if (!p)
-        return true;
-    if (has_user_property(p, "x-mgate-deny"))
+    if (refused_by_properties(s, req))
         return false;
-    if (!has_prefix(topic, "props/"))
+    struct mgate_properties *p = env_on("MGATE_EXAMPLE_PROPERTIES") ? mgate_properties(s, req) : NULL;
+    if (!p || !has_prefix(topic, "props/"))
         return true; /* read, not changed: forwarded byte for byte */
     if (dir == MGATE_DOWN)
         return mgate_user_property_add(s, p, text("x-mgate-to"), mgate_session_client_id(s)) == 0;
@@ -170,7 +174,7 @@ static enum mgate_verdict auth_publish(mgate_session *s, struct mgate_publish_re
 {
     if (contains(req->topic, "forbidden") || equals(req->payload, "deny-payload"))
         return MGATE_DENY;
-    if (!req->will && !publish_properties(s, req, req->topic, MGATE_UP))
+    if (req->will ? refused_by_properties(s, req) : !publish_properties(s, req, req->topic, MGATE_UP))
         return MGATE_DENY;
     /* A CONNECT's will comes here too (req->will), right after auth_connect:
      * the broker would publish it later for the client, so it gets the same
@@ -207,6 +211,8 @@ static enum mgate_verdict auth_subscribe(mgate_session *s, struct mgate_subscrib
         return answer_later(s, req, 2000, MGATE_ALLOW);
     if (req->dir == MGATE_DOWN)
         return contains(req->filters[0].filter, "latedown") ? answer_later(s, req, 100, MGATE_ALLOW) : MGATE_IGNORE;
+    if (refused_by_properties(s, req))
+        return MGATE_DENY;
     for (uint32_t i = 0; i < req->count; i++)
         if (contains(req->filters[i].filter, "forbidden"))
             req->filters[i].denied = true;

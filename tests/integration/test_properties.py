@@ -77,7 +77,23 @@ def read_and_refuse(t, gate):
          "a PUBLISH carrying user property x-mgate-deny (empty value): PUBACK 0x87")
     rc = c.publish_wait("any/t", b"x", 1, 2, props=[(h.P_USER, ("other", "x-mgate-deny"))])
     t.check(rc in (0, 0x10), "one with that text only as a value: PUBACK 0 (or 0x10, no subscribers)", rc)
+    t.eq(c.subscribe(3, [("a/b", 1), ("c/d", 0)], props=[(h.P_USER, ("x-mgate-deny", "1"))]), [0x87, 0x87],
+         "a SUBSCRIBE carrying it: every filter refused (SUBACK 0x87 0x87)")
+    t.eq(c.subscribe(4, [("a/b", 1)], props=[(h.P_SUB_ID, 5), (h.P_USER, ("k", "v"))]), [1],
+         "one with other properties: granted")
     c.close()
+    # auth_connect reads the CONNECT's properties first (the auth-method rule): the will's
+    # must still be the will's own
+    w = h.RawClient(gate.port)
+    will = {"topic": "will/t", "payload": b"bye", "props": [(h.P_USER, ("x-mgate-deny", ""))]}
+    t.eq(w.connect(5, "prop-will", will=will, props=[(h.P_USER, ("k", "v"))]), 0x87,
+         "a will carrying x-mgate-deny: its CONNECT refused (CONNACK 0x87)")
+    w.close()
+    w = h.RawClient(gate.port)
+    will["props"] = [(h.P_USER, ("k", "v"))]
+    t.eq(w.connect(5, "prop-will-2", will=will, props=[(h.P_USER, ("x-mgate-deny", ""))]), 0,
+         "x-mgate-deny on the CONNECT, not its will: CONNACK 0 (the will's own properties were read)")
+    w.close()
     old = h.raw_client(gate.port, 4, "props-311")
     w = h.raw_client(gate.port, 4, "props-311-watch")
     w.subscribe(1, [("props/old", 1)])
@@ -156,6 +172,12 @@ def too_large_down(t, gate, broker):
     t.check(broker.log.wait(r"Received PUBACK from small-sub \(Mid: 1\b", 3.0, mark) is not None,
             "mgate acknowledged the dropped one to the broker (Mid 1)", broker.log.text(mark)[-800:])
     t.check(s.ping(), "the client's session goes on")
+    p.publish_wait("props/latedown", b"late", 1, 3, props=[(h.P_USER, ("k", "v")), (h.P_CONTENT_TYPE, "c")])
+    m = s.recv_publish()
+    t.eq((m.topic, m.payload, [x for x in m.props if x[0] != h.P_SUB_ID]),
+         ("props/latedown", b"late", [(h.P_USER, ("k", "v")), (h.P_USER, ("x-mgate-to", "small-sub")),
+                                      (h.P_CONTENT_TYPE, "c")]),
+         "a delivery stamped then held for a late verdict: properties intact")
     s.close()
     p.close()
 
@@ -195,6 +217,14 @@ def recorded(t, gate, fake):
     got = h.parse_publish(5, h.Packet(*split(peer.read_raw())))
     t.eq((got.topic, got.payload, users(got.props)), ("props/r", b"t", [("x-mgate-user", "bob")]),
          "an alias-only PUBLISH stamped: re-encoded with its full topic")
+    # stamped, then held 100 ms for a late verdict ("/slow/"): the views move with the packet
+    late = [(h.P_USER, ("k", "v")), (h.P_USER, ("x-strip", "")), (h.P_RESPONSE_TOPIC, "re/t")]
+    c.send(h.publish_packet(5, "props/slow/x", b"late", 1, 4, props=late))
+    got = h.parse_publish(5, h.Packet(*split(peer.read_raw())))
+    t.eq((got.topic, got.payload, got.props),
+         ("props/slow/x", b"late", [(h.P_USER, ("k", "v")), (h.P_USER, ("x-mgate-user", "bob")),
+                                   (h.P_RESPONSE_TOPIC, "re/t")]),
+         "a PUBLISH stamped, then held for a late verdict: properties intact")
     c.close()
     peer.close()
 
