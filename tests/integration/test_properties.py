@@ -11,6 +11,7 @@ or acknowledged to the broker and dropped (broker side), and so is a topic rewri
 past it; the auth method refused with 0x8C. Against a recording broker (fake_broker.py): an
 unchanged PUBLISH with properties reaches it byte for byte, a stamped one with every other
 property kept in order, and topic aliases stay right when the packet is re-encoded."""
+import http.client as http_client
 import subprocess
 import sys
 import tempfile
@@ -229,6 +230,28 @@ def recorded(t, gate, fake):
     peer.close()
 
 
+def http_bridge(t, tmp, broker, env):
+    """HTTP requests have asks of their own, with no MQTT packet: mgate_properties gives the
+    handler NULL (the example then stamps nothing), never another struct read as a packet."""
+    http = "MGATE_HTTP_WITHOUT_TLS_"
+    port = h.free_port()
+    gate = h.Mgate(tmp, broker.port, binary=h.EXAMPLE_BIN, port=port, MGATE_MQTT_WITHOUT_TLS_PORT=None,
+                   **{http + "HOST": h.HOST, http + "PORT": port, http + "PATH_PREFIX": "/mqtt",
+                      http + "TARGET_HOST": h.HOST, http + "TARGET_PORT": broker.port,
+                      http + "TARGET_PROTOCOL": "mqtt"}, **env)
+    w = h.raw_client(broker.port, 5, "http-watch")
+    w.subscribe(1, [("props/#", 1)])
+    c = http_client.HTTPConnection(h.HOST, port, timeout=10)
+    c.request("POST", "/mqtt/props/h", body=b"hb")
+    status = c.getresponse().status
+    c.close()
+    t.eq(status, 200, "a POST on props/h through the HTTP bridge: 200")
+    m = w.recv_publish()
+    t.eq((m.topic, m.payload, users(m.props)), ("props/h", b"hb", []), "published, with no properties stamped")
+    w.close()
+    t.check(gate.alive(), "that mgate still runs")
+
+
 def split(pkt):
     """(type, flags, body) of whole packet bytes."""
     _, off = h.read_varint(pkt, 1)
@@ -252,6 +275,7 @@ def main():
         fake = fb.FakeBroker()
         gate2 = h.Mgate(tmp, fake.port, binary=h.EXAMPLE_BIN, **env)
         t.case("what the broker gets: unchanged and stamped", recorded, t, gate2, fake)
+        t.case("an HTTP request: no properties", http_bridge, t, tmp, broker, env)
         t.section("mgate")
         t.check(gate.alive() and gate2.alive(), "mgate still runs")
         fake.close()
