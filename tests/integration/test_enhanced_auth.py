@@ -38,42 +38,40 @@ def open_exchange(t, gate, broker, cid, what):
     return c, peer
 
 
+def up(t, c, peer, pkt, what):
+    """The client sends pkt: the broker must get it byte for byte."""
+    c.send(pkt)
+    t.eq(peer.read_raw(), pkt, what)
+
+
+def down(t, c, peer, pkt, what):
+    """The broker sends pkt: the client must get it byte for byte."""
+    peer.send(pkt)
+    t.eq(raw(c.read_packet()), pkt, what)
+
+
+def client_auth(reason, data):
+    return h.packet(h.AUTH, 0, bytes([reason]) + h.props_encode(auth_props(data)))
+
+
 def exchange(t, gate, broker):
     c, peer = open_exchange(t, gate, broker, "scram-1", "exchange")
-    challenge = fb.auth(0x18, auth_props(b"server-first"))
-    peer.send(challenge)
-    t.eq(raw(c.read_packet()), challenge, "the broker's AUTH 0x18 (continue) reaches the client intact")
-    answer = h.packet(h.AUTH, 0, bytes([0x18]) + h.props_encode(auth_props(b"client-final")))
-    c.send(answer)
-    t.eq(peer.read_raw(), answer, "the client's AUTH 0x18 before any CONNACK reaches the broker intact")
-    ok = fb.connack(0, auth_props(b"server-final") + [(h.P_TOPIC_ALIAS_MAX, 0)])
-    peer.send(ok)
-    t.eq(raw(c.read_packet()), ok, "the CONNACK with the server's final data reaches the client intact")
-
-    pub = h.publish_packet(5, "after/auth", b"hello", 1, 7, props=[(h.P_USER, ("a", "b"))])
-    c.send(pub)
-    t.eq(peer.read_raw(), pub, "then a PUBLISH passes byte for byte")
-    puback = h.ack_packet(5, h.PUBACK, 7)
-    peer.send(puback)
-    t.eq(raw(c.read_packet()), puback, "and its PUBACK comes back")
-
-    reauth = h.packet(h.AUTH, 0, bytes([0x19]) + h.props_encode(auth_props(b"re-first")))
-    c.send(reauth)
-    t.eq(peer.read_raw(), reauth, "re-authentication: the client's AUTH 0x19 reaches the broker intact")
-    again = fb.auth(0x18, auth_props(b"re-challenge"))
-    peer.send(again)
-    t.eq(raw(c.read_packet()), again, "the broker's AUTH 0x18 reaches the client")
-    final = h.packet(h.AUTH, 0, bytes([0x18]) + h.props_encode(auth_props(b"re-final")))
-    c.send(final)
-    t.eq(peer.read_raw(), final, "the client's AUTH 0x18 reaches the broker")
-    done = fb.auth(0x00, auth_props(b"re-ok"))
-    peer.send(done)
-    t.eq(raw(c.read_packet()), done, "the broker's AUTH 0x00 (success) reaches the client")
-    ping = h.packet(h.PINGREQ, 0, b"")
-    c.send(ping)
-    t.eq(peer.read_raw(), ping, "the session goes on: a PINGREQ reaches the broker")
-    peer.send(h.packet(h.PINGRESP, 0, b""))
-    t.eq(c.read_packet().type, h.PINGRESP, "and its PINGRESP the client")
+    down(t, c, peer, fb.auth(0x18, auth_props(b"server-first")),
+         "the broker's AUTH 0x18 (continue) reaches the client intact")
+    up(t, c, peer, client_auth(0x18, b"client-final"),
+       "the client's AUTH 0x18 before any CONNACK reaches the broker intact")
+    down(t, c, peer, fb.connack(0, auth_props(b"server-final") + [(h.P_TOPIC_ALIAS_MAX, 0)]),
+         "the CONNACK with the server's final data reaches the client intact")
+    up(t, c, peer, h.publish_packet(5, "after/auth", b"hello", 1, 7, props=[(h.P_USER, ("a", "b"))]),
+       "then a PUBLISH passes byte for byte")
+    down(t, c, peer, h.ack_packet(5, h.PUBACK, 7), "and its PUBACK comes back")
+    up(t, c, peer, client_auth(0x19, b"re-first"),
+       "re-authentication: the client's AUTH 0x19 reaches the broker intact")
+    down(t, c, peer, fb.auth(0x18, auth_props(b"re-challenge")), "the broker's AUTH 0x18 reaches the client")
+    up(t, c, peer, client_auth(0x18, b"re-final"), "the client's AUTH 0x18 reaches the broker")
+    down(t, c, peer, fb.auth(0x00, auth_props(b"re-ok")), "the broker's AUTH 0x00 (success) reaches the client")
+    up(t, c, peer, h.packet(h.PINGREQ, 0, b""), "the session goes on: a PINGREQ reaches the broker")
+    down(t, c, peer, h.packet(h.PINGRESP, 0, b""), "and its PINGRESP the client")
     c.close()
     peer.close()
 
@@ -82,9 +80,7 @@ def client_gives_up(t, gate, broker):
     c, peer = open_exchange(t, gate, broker, "scram-2", "give up")
     peer.send(fb.auth(0x18, auth_props(b"server-first")))
     t.eq(c.read_packet().type, h.AUTH, "the challenge reaches the client")
-    bye = h.disconnect_packet(5, 0x80)
-    c.send(bye)
-    t.eq(peer.read_raw(), bye, "a DISCONNECT before the CONNACK reaches the broker")
+    up(t, c, peer, h.disconnect_packet(5, 0x80), "a DISCONNECT before the CONNACK reaches the broker")
     c.close()
     peer.close()
 
