@@ -40,14 +40,26 @@ int publish_resolve_alias(struct pass *ps, struct mqtt_publish *pub, mqtt_str *r
     return 0;
 }
 
+enum pkt_result publish_oom(struct mgate_session *s)
+{
+    session_close_as(s, CONN_END_INTERNAL, CONN_END_INTERNAL, "out of memory");
+    return PKT_CLOSE;
+}
+
+/* A property block a handler changed is outside the packet's bytes
+ * (held_props_apply); an unchanged one is in them (v5 PUBLISH always has
+ * one, maybe empty at the very end; 3.x none). */
+static bool props_as_received(const struct mqtt_publish *pub, const uint8_t *raw, uint32_t len)
+{
+    return !pub->props.raw || (pub->props.raw >= raw && pub->props.raw <= raw + len);
+}
+
 enum pkt_result publish_forward(struct pass *ps, const uint8_t *raw, uint32_t len,
                                 struct mqtt_publish *pub, mqtt_str resolved, mgate_bytes topic,
                                 mgate_bytes payload)
 {
-    (void)raw;
-    (void)len;
     struct mgate_session *s = ps->s;
-    bool same = bytes_same(topic, resolved) && bytes_same(payload, pub->payload);
+    bool same = bytes_same(topic, resolved) && bytes_same(payload, pub->payload) && props_as_received(pub, raw, len);
     bool aliased = s->version == MQTT_V5 && HAS_ALIAS(pub);
     struct session_aliases *al = aliased ? aliases(s, true) : NULL;
     if (aliased && !al)
@@ -66,18 +78,20 @@ enum pkt_result publish_forward(struct pass *ps, const uint8_t *raw, uint32_t le
             return PKT_FORWARD;
     }
     /* Re-encode with the full topic: with an alias, that also (re)binds the
-     * alias at the receiver to exactly this topic. */
-    if (aliased && alias_set(out, alias, topic.p, topic.len) < 0)
-        goto oom;
+     * alias at the receiver to exactly this topic (recorded once sent: one
+     * dropped as too large binds nothing). */
     struct mqtt_packet np = {.type = MQTT_PUBLISH};
     np.flags = (uint8_t)((pub->dup ? 8u : 0u) | (unsigned)(pub->qos << 1) | (pub->retain ? 1u : 0u));
     np.publish = *pub;
     np.publish.topic = to_str(topic);
     np.publish.payload = to_str(payload);
-    if (pass_emit_packet(ps, &np) < 0)
+    int rc = pass_emit_packet(ps, &np);
+    if (rc == PASS_DROPPED) /* too large for the receiver as rewritten: it must not stay unanswered */
+        return ps->dir == MGATE_UP ? up_publish_not_sent(ps, pub)
+                                   : down_publish_not_sent(ps, pub, "dropped: too large for the client once rewritten");
+    if (rc < 0 || (aliased && alias_set(out, alias, topic.p, topic.len) < 0))
         goto oom;
     return PKT_HANDLED;
 oom:
-    session_close_as(s, CONN_END_INTERNAL, CONN_END_INTERNAL, "out of memory");
-    return PKT_CLOSE;
+    return publish_oom(s);
 }

@@ -38,6 +38,8 @@ set(MGATE_INTEGRATION_TESTS
   log_flood   60
   acl_flood   120
   client_id   60
+  properties  90
+  enhanced_auth 60
 )
 
 while(MGATE_INTEGRATION_TESTS)
