@@ -112,8 +112,19 @@ static bool rewrite_one(const struct target *tg, const struct rewrite_rules *rs,
 {
     size_t skip = tg->dir == REWRITE_SUBSCRIBE ? share_prefix(*t) : 0;
     const uint8_t *f = t->p + skip;
+    size_t flen = t->len - skip;
+    /* regexec wants a NUL after the topic: a copy, on the stack for all
+     * but long topics */
+    char small[256];
+    char *z = flen < sizeof(small) ? small : mgate_session_alloc(tg->s, flen + 1);
+    if (!z) {
+        session_log(tg->s, LOGL_WARN, "rewrite: %s \"%.*s\" %s: out of memory", tg->what, SHOWN(*t), tg->then);
+        return false;
+    }
+    memcpy(z, f, flen);
+    z[flen] = '\0';
     regmatch_t m[REWRITE_MAX_GROUPS + 1];
-    const struct rewrite_rule *r = rewrite_match(rs, tg->dir, f, t->len - skip, m);
+    const struct rewrite_rule *r = rewrite_match(rs, tg->dir, z, flen, m);
     if (!r)
         return true;
     const struct rewrite_who *who = who_get(tg->wc, r->needs_cn);

@@ -89,10 +89,12 @@ void rewrite_rules_free(struct rewrite_rules *rs);
 /* ---- applying them (rewrite_apply.c) ---- */
 
 /* The first rule of direction `dir` (REWRITE_PUBLISH or REWRITE_SUBSCRIBE)
- * whose filter covers t (a topic name or filter) and whose regex matches
- * it, with its groups in m; NULL when none does. */
-const struct rewrite_rule *rewrite_match(const struct rewrite_rules *rs, unsigned dir, const uint8_t *t,
-                                         size_t len, regmatch_t m[REWRITE_MAX_GROUPS + 1]);
+ * whose filter covers t (a topic name or filter of len bytes, with a NUL
+ * after them: regexec reads to it, REG_STARTEND is not understood by the
+ * sanitizers) and whose regex matches it, with its groups in m; NULL when
+ * none does. */
+const struct rewrite_rule *rewrite_match(const struct rewrite_rules *rs, unsigned dir, const char *t, size_t len,
+                                         regmatch_t m[REWRITE_MAX_GROUPS + 1]);
 
 /* r's template for t (matched as m) into out[0..cap): the result's length,
  * which when larger than cap was not written (call again with that room),

@@ -8,17 +8,14 @@
 #include "handlers/acl.h"
 #include "handlers/rewrite.h"
 
-const struct rewrite_rule *rewrite_match(const struct rewrite_rules *rs, unsigned dir, const uint8_t *t,
-                                         size_t len, regmatch_t m[REWRITE_MAX_GROUPS + 1])
+const struct rewrite_rule *rewrite_match(const struct rewrite_rules *rs, unsigned dir, const char *t, size_t len,
+                                         regmatch_t m[REWRITE_MAX_GROUPS + 1])
 {
     for (uint32_t i = 0; i < rs->n; i++) {
         const struct rewrite_rule *r = &rs->v[i];
         /* the filter first: it is cheap, and a '+'/'#' rule keeps off $-topics as MQTT's matching does */
-        if (!(r->dir & dir) || !acl_covers(r->filter, r->filter_len, t, len, NULL))
-            continue;
-        /* REG_STARTEND: the topic is not NUL-terminated, and copying it would allocate */
-        m[0] = (regmatch_t){.rm_so = 0, .rm_eo = (regoff_t)len};
-        if (regexec(&r->re, (const char *)t, REWRITE_MAX_GROUPS + 1, m, REG_STARTEND) == 0)
+        if ((r->dir & dir) && acl_covers(r->filter, r->filter_len, (const uint8_t *)t, len, NULL) &&
+            regexec(&r->re, t, REWRITE_MAX_GROUPS + 1, m, 0) == 0)
             return r;
     }
     return NULL;

@@ -46,7 +46,7 @@ static const char *apply(const struct rewrite_rules *rs, unsigned dir, const cha
 {
     static char out[1024];
     regmatch_t m[REWRITE_MAX_GROUPS + 1];
-    const struct rewrite_rule *r = rewrite_match(rs, dir, (const uint8_t *)t, strlen(t), m);
+    const struct rewrite_rule *r = rewrite_match(rs, dir, t, strlen(t), m);
     if (!r)
         return "-";
     long n = rewrite_expand(r, (const uint8_t *)t, m, who, NULL, 0);
@@ -257,7 +257,7 @@ static void print_costs(void)
     clock_gettime(CLOCK_MONOTONIC, &a);
     for (int i = 0; i < N; i++) {
         regmatch_t m[REWRITE_MAX_GROUPS + 1];
-        const struct rewrite_rule *r = rewrite_match(rs, REWRITE_PUBLISH, (const uint8_t *)t, strlen(t), m);
+        const struct rewrite_rule *r = rewrite_match(rs, REWRITE_PUBLISH, t, strlen(t), m);
         total += r ? rewrite_expand(r, (const uint8_t *)t, m, &alice, out, sizeof(out)) : 0;
     }
     clock_gettime(CLOCK_MONOTONIC, &b);
