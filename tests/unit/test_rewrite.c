@@ -212,6 +212,34 @@ static void test_identities(void)
     CHECK(rewrite_identity_ok(B("$a"), false));
 }
 
+/* docs/HANDLERS.md's example, and its table. */
+static void test_docs_example(void)
+{
+    char err[600];
+    struct rewrite_rules *rs = parse("# /etc/mgate/rewrite: direction  topic filter  regular expression   template\n"
+                                     "publish     x/#              ^x/y/(.+)$                 z/y/$1\n"
+                                     "publish     x/#              ^x/(.+)$                   x/all/$1\n"
+                                     "subscribe   y/+/z/#          ^y/(.+)/z/(.+)$            y/z/$2\n"
+                                     "both        sensors/#        ^sensors/([^/]+)/(.*)$     tenants/%u/$1/$2\n"
+                                     "publish     cert/#           ^cert/(.*)$                by-cn/%cn/$1\n"
+                                     "both        \"my topic/#\"     \"^my topic/(.*)$\"          mine/$1\n",
+                                     err, sizeof(err));
+    CHECK(rs != NULL);
+    if (!rs)
+        return;
+    struct rewrite_who who = alice;
+    who.cn = B("dev7");
+    CHECK_EQ_STR(apply(rs, REWRITE_PUBLISH, "x/y/temp", &who), "2:z/y/temp");
+    CHECK_EQ_STR(apply(rs, REWRITE_PUBLISH, "x/q/temp", &who), "3:x/all/q/temp");
+    CHECK_EQ_STR(apply(rs, REWRITE_SUBSCRIBE, "y/a/z/b", &who), "4:y/z/b");
+    CHECK_EQ_STR(apply(rs, REWRITE_PUBLISH, "sensors/t1/temp", &who), "5:tenants/alice/t1/temp");
+    CHECK_EQ_STR(apply(rs, REWRITE_SUBSCRIBE, "sensors/t1/temp", &who), "5:tenants/alice/t1/temp");
+    CHECK_EQ_STR(apply(rs, REWRITE_PUBLISH, "cert/x", &who), "6:by-cn/dev7/x");
+    CHECK_EQ_STR(apply(rs, REWRITE_PUBLISH, "my topic/x", &who), "7:mine/x");
+    CHECK_EQ_STR(apply(rs, REWRITE_PUBLISH, "a/b", &who), "-");
+    rewrite_rules_free(rs);
+}
+
 static void test_file(void)
 {
     char dir[] = "/tmp/test_rewrite.XXXXXX", path[64], err[600];
@@ -273,6 +301,7 @@ int main(void)
     test_quoting();
     test_first_match();
     test_identities();
+    test_docs_example();
     test_file();
     print_costs();
     return check_done("test_rewrite");
