@@ -83,10 +83,122 @@ static int direction(struct rules_file *r, const char *word, uint8_t *dir)
     return rules_file_fail(r, "unknown direction \"%s\" (publish, subscribe or both)", word);
 }
 
+/* ---- what a regex costs to compile ---------------------------------- */
+
+/*
+ * glibc's regcomp copies a repeated atom or group once per count (a{100}
+ * is a hundred a's), so nested counts multiply, and repetition operators
+ * in a row (a++, undefined in POSIX EREs) double it each: 60 of them ask
+ * for more memory than there is, which would end mgate at start or on
+ * SIGHUP instead of refusing the file.  The cost here is that copy count,
+ * estimated while walking the regex; a rule that needs more is refused.
+ */
+#define REGEX_MAX_COST 20000u
+#define REGEX_MAX_DEPTH 32
+
+struct cost {
+    unsigned long level[REGEX_MAX_DEPTH]; /* what each open group holds so far */
+    unsigned long last;                   /* the last atom or group, which a repetition copies */
+    int depth;
+    bool repeated; /* the last token was a repetition */
+};
+
+/* The count a repetition at s asks for, and its length in *used; 0: none. */
+static unsigned long repetition(const char *s, size_t *used)
+{
+    *used = 1;
+    if (*s == '*' || *s == '+' || *s == '?')
+        return 2;
+    if (*s != '{')
+        return 0;
+    char *end;
+    unsigned long m = strtoul(s + 1, &end, 10), n = m;
+    if (*end == ',')
+        n = end[1] == '}' ? m + 1 : strtoul(end + 1, &end, 10);
+    end = strchr(end, '}');
+    if (!end)
+        return 0; /* regcomp will say what is wrong */
+    *used = (size_t)(end - s) + 1;
+    n = n > m ? n : m ? m : 1;
+    return n > REGEX_MAX_COST ? REGEX_MAX_COST + 1 : n; /* no overflow in the products */
+}
+
+/* The end of a bracket expression starting at s ('['), or NULL. */
+static const char *bracket_end(const char *s)
+{
+    s++;
+    if (*s == '^')
+        s++;
+    if (*s == ']')
+        s++;
+    for (; *s && *s != ']'; s++)
+        if (*s == '[' && (s[1] == ':' || s[1] == '.' || s[1] == '=')) {
+            const char *close = strstr(s + 2, (char[]){s[1], ']', 0});
+            if (!close)
+                return NULL;
+            s = close + 1;
+        }
+    return *s ? s : NULL;
+}
+
+static void atom(struct cost *c, unsigned long n)
+{
+    c->level[c->depth] += n;
+    c->last = n;
+    c->repeated = false;
+}
+
+/* The regex's copy count, or 0 when it has repetitions in a row or
+ * groups nested too deep (both refused). */
+static unsigned long regex_cost(const char *s)
+{
+    struct cost c = {0};
+    while (*s) {
+        size_t used;
+        unsigned long times = repetition(s, &used);
+        if (times) {
+            if (c.repeated)
+                return 0;
+            unsigned long grown = c.last * times;
+            c.level[c.depth] += grown - c.last;
+            c.last = grown;
+            c.repeated = true;
+            s += used;
+        } else if (*s == '(') {
+            if (++c.depth == REGEX_MAX_DEPTH)
+                return 0;
+            c.level[c.depth] = 0;
+            c.repeated = false;
+            s++;
+        } else if (*s == ')' && c.depth) {
+            unsigned long group = c.level[c.depth--] + 1;
+            atom(&c, group);
+            s++;
+        } else {
+            const char *end = *s == '[' ? bracket_end(s) : *s == '\\' && s[1] ? s + 1 : s;
+            atom(&c, 1);
+            s = (end ? end : s) + 1;
+        }
+        if (c.level[c.depth] > REGEX_MAX_COST || c.last > REGEX_MAX_COST)
+            return REGEX_MAX_COST + 1;
+    }
+    unsigned long total = 0;
+    for (int d = 0; d <= c.depth; d++)
+        total += c.level[d];
+    return total ? total : 1;
+}
+
 static int regex(struct rules_file *r, const char *src, regex_t *re)
 {
     if (!*src)
         return rules_file_fail(r, "empty regular expression (.* matches every topic)");
+    unsigned long cost = regex_cost(src);
+    if (!cost)
+        return rules_file_fail(r, "regular expression \"%s\": two repetition operators in a row (undefined in "
+                                  "POSIX), or groups nested deeper than %d", src, REGEX_MAX_DEPTH - 1);
+    if (cost > REGEX_MAX_COST)
+        return rules_file_fail(r, "regular expression \"%s\": its counted repetitions would make regcomp copy "
+                                  "it more than %u times", src, REGEX_MAX_COST);
     int rc = regcomp(re, src, REG_EXTENDED);
     if (rc) {
         char why[200];

@@ -85,6 +85,15 @@ static void test_grammar(void)
     CHECK(error_has("publish a/# ^a/(.*$ b/$1\n", "Unmatched ( or")); /* regerror's own text */
     CHECK(error_has("publish a/# \"\" b\n", "empty regular expression"));
     CHECK(error_has("publish a/# ^(a)(b)(c)(d)(e)(f)(g)(h)(i)(j)$ b\n", "has 10 groups; at most 9"));
+    /* what would make glibc's regcomp exhaust memory is refused first */
+    CHECK(error_has("publish a/# ^a/++++++++++++++++++++++++++++++++++++++++++++++++(.*)$ b\n",
+                    "two repetition operators in a row"));
+    CHECK(error_has("publish a/# ^a/((b{100}){100}){100}$ b\n", "more than 20000 times"));
+    CHECK(error_has("publish a/# ^a/b{99999999999999999999999}$ b\n", "more than 20000 times"));
+    CHECK(error_has("publish a/# ^((((((((((((((((((((((((((((((((a))))))))))))))))))))))))))))))))$ b\n",
+                    "nested deeper than 31"));
+    CHECK_EQ_STR(error_of("publish a/# ^a/(b{100}){100}$ b\n"), "");
+    CHECK_EQ_STR(error_of("publish a/# \"^a/[]+*{}(]{2}\\+?[[:alpha:]]*\\{([^/]+)?$\" b/$1\n"), "");
     CHECK_EQ_STR(error_of("publish a/# ^(a)(b)(c)(d)(e)(f)(g)(h)(i)$ b/$9\n"), "");
     CHECK(error_has("publish a/# ^a/(.*)$ b/$2\n", "template: $2, but the regular expression has 1 group"));
     CHECK(error_has("publish a/# ^a/.*$ b/$1\n", "template: $1, but the regular expression has 0 groups"));
