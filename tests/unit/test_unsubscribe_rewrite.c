@@ -64,12 +64,14 @@ static mgate_session *run(struct loop *l, struct session_list *list, struct sess
     return s;
 }
 
-static void finish(struct loop *l)
+static void finish(struct loop *l, struct session_list *list)
 {
     struct loop_timer t = {0};
     loop_timer_start(l, &t, 10, stop);
     loop_run(l);
+    CHECK_EQ_INT(list->count, 0);
     loop_free(l);
+    free(list->spare); /* the worker's spare request holder */
 }
 
 static void test_unchanged(void)
@@ -84,7 +86,7 @@ static void test_unchanged(void)
     CHECK(memcmp(broker.buf, unsub, sizeof(unsub)) == 0);
     CHECK_EQ_STR(hooked, "c/d");
     session_close(s, "test over");
-    finish(l);
+    finish(l, &list);
 }
 
 static void test_rewritten(void)
@@ -100,7 +102,7 @@ static void test_rewritten(void)
     CHECK(memcmp(broker.buf, want, sizeof(want)) == 0);
     CHECK_EQ_STR(hooked, "x/c/+"); /* the hook sees what was sent */
     session_close(s, "test over");
-    finish(l);
+    finish(l, &list);
 }
 
 static void test_invalid(void)
@@ -115,7 +117,7 @@ static void test_invalid(void)
         CHECK(mgate_session_closed(s));
         CHECK_EQ_INT(broker.n, 0); /* nothing sent: neither the bad filter nor the old one */
         CHECK_EQ_STR(hooked, "");  /* and not reported as unsubscribed */
-        finish(l);
+        finish(l, &list);
     }
 }
 
