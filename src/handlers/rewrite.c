@@ -25,6 +25,8 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "core/loop.h"
+#include "core/metrics.h"
 #include "handlers/handlers.h"
 #include "handlers/rewrite.h"
 #include "handlers/swap.h"
@@ -85,9 +87,15 @@ struct target {
 
 #define SHOWN(b) (int)((b).len > 120 ? 120 : (b).len), (const char *)(b).p
 
+static void count(mgate_session *s, bool rewritten)
+{
+    METRIC_INC(loop_metrics(session_loop(s))->rewrites[rewritten ? 0 : 1]);
+}
+
 static bool fail(const struct target *tg, const struct rewrite_rules *rs, const struct rewrite_rule *r, mgate_bytes t,
                  const char *why)
 {
+    count(tg->s, false);
     session_log(tg->s, LOGL_INFO, "rewrite: %s \"%.*s\" %s: rule %s:%u %s", tg->what, SHOWN(t), tg->then, rs->path,
                 r->line, why);
     return false;
@@ -119,6 +127,7 @@ static bool rewrite_one(const struct target *tg, const struct rewrite_rules *rs,
     char *z = flen < sizeof(small) ? small : mgate_session_alloc(tg->s, flen + 1);
     if (!z) {
         session_log(tg->s, LOGL_WARN, "rewrite: %s \"%.*s\" %s: out of memory", tg->what, SHOWN(*t), tg->then);
+        count(tg->s, false);
         return false;
     }
     memcpy(z, f, flen);
@@ -146,6 +155,7 @@ static bool rewrite_one(const struct target *tg, const struct rewrite_rules *rs,
         return fail(tg, rs, r, *t, why);
     }
     *t = res;
+    count(tg->s, true);
     return true;
 }
 

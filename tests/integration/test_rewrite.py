@@ -21,12 +21,14 @@ on the broker directly, `watch`), so each check sees the topic the broker was re
 * Start-up errors name MGATE_REWRITE_FILE (and the file and line).
 """
 import os
+import re
 import signal
 import struct
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 sys.dont_write_bytecode = True
 import harness as h  # noqa: E402
@@ -268,6 +270,15 @@ def invalid_results(t, g, w, rules_path):
             "the log names the subscribe rule's file and line", repr(lines[-6:]))
 
 
+def metrics(t, admin):
+    with urllib.request.urlopen(f"http://{h.HOST}:{admin}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    got = {m.group(1): int(m.group(2)) for m in re.finditer(r'^mgate_rewrite_topics_total\{result="(\w+)"\} (\d+)$',
+                                                            text, re.M)}
+    t.check(got.get("rewritten", 0) >= 20 and got.get("failed", 0) >= 10,
+            f"/metrics counts the topics rewritten and those that could not be ({got})")
+
+
 def tls_cn(t, tmp, broker, rules_path):
     pki = h.Pki(tmp)
     g = h.TlsGate(tmp, broker.port, pki, glob={"MGATE_HANDLER": "rewrite", "MGATE_REWRITE_FILE": rules_path})
@@ -362,7 +373,8 @@ def main():
         broker = h.start_mosquitto(tmp)
         rules = os.path.join(tmp, "rules")
         write(rules, RULES)
-        g = h.Mgate(tmp, broker.port, MGATE_HANDLER="rewrite", MGATE_REWRITE_FILE=rules)
+        admin = h.free_port()
+        g = h.Mgate(tmp, broker.port, MGATE_HANDLER="rewrite", MGATE_REWRITE_FILE=rules, MGATE_ADMIN_PORT=admin)
         w = Watch(broker)
         t.case("mosquitto_pub and mosquitto_sub, 3.1.1 and 5.0", table_mosquitto_clients, t, g, broker, w)
         for version in (4, 5):
@@ -372,6 +384,7 @@ def main():
         t.case("topic aliases, retained messages, wills, shared subscriptions", alias_retain_will_share, t, g,
                broker, w)
         t.case("results that are no topic", invalid_results, t, g, w, rules)
+        t.case("/metrics", metrics, t, admin)
         t.case("%cn on an mTLS listener", tls_cn, t, tmp, broker, rules)
         t.case("rewrite,acl and acl,rewrite", ordering, t, tmp, broker, w, rules)
         t.case("SIGHUP", sighup, t, tmp, broker, w)
