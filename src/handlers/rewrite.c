@@ -113,6 +113,18 @@ static bool result_valid(unsigned dir, const uint8_t *p, size_t n)
     return dir == REWRITE_PUBLISH ? mqtt_topic_name_valid(p, n) : mqtt_topic_filter_valid(p, n);
 }
 
+/* regexec wants a NUL after the topic: a copy, in `small` for all but
+ * long topics.  NULL when out of memory. */
+static char *nul_terminated(mgate_session *s, const uint8_t *f, size_t flen, char *small, size_t room)
+{
+    char *z = flen < room ? small : mgate_session_alloc(s, flen + 1);
+    if (z) {
+        memcpy(z, f, flen);
+        z[flen] = '\0';
+    }
+    return z;
+}
+
 /* Rewrite *t by the first rule that matches: true when it is as it should
  * be sent (unchanged, or pointed at the result in session memory), false
  * when the rewrite failed (logged; *t unchanged). */
@@ -121,17 +133,13 @@ static bool rewrite_one(const struct target *tg, const struct rewrite_rules *rs,
     size_t skip = tg->dir == REWRITE_SUBSCRIBE ? share_prefix(*t) : 0;
     const uint8_t *f = t->p + skip;
     size_t flen = t->len - skip;
-    /* regexec wants a NUL after the topic: a copy, on the stack for all
-     * but long topics */
     char small[256];
-    char *z = flen < sizeof(small) ? small : mgate_session_alloc(tg->s, flen + 1);
+    const char *z = nul_terminated(tg->s, f, flen, small, sizeof(small));
     if (!z) {
         session_log(tg->s, LOGL_WARN, "rewrite: %s \"%.*s\" %s: out of memory", tg->what, SHOWN(*t), tg->then);
         count(tg->s, false);
         return false;
     }
-    memcpy(z, f, flen);
-    z[flen] = '\0';
     regmatch_t m[REWRITE_MAX_GROUPS + 1];
     const struct rewrite_rule *r = rewrite_match(rs, tg->dir, z, flen, m);
     if (!r)
