@@ -243,7 +243,11 @@ def alias_retain_will_share(t, g, broker, w):
         broker_publish(broker, "rewritten/" + leaf, b"shared")
         m = s.recv_publish(5.0)
         t.eq((m.topic, m.payload), ("rewritten/" + leaf, b"shared"), f"v{version}: the shared subscriber gets it")
+        mark = broker.log.mark()
         t.check(unsubscribe(s, 2, [f"$share/grp/sub/{leaf}"]), f"v{version}: and unsubscribes it")
+        t.check(broker.log.wait(r"\$share/grp/rewritten/" + leaf + r"\b", 3.0, mark),
+                f"v{version}: the broker was asked to unsubscribe $share/grp/rewritten/{leaf}",
+                broker.log.text(mark)[-300:])
         s.close()
 
 
