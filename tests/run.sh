@@ -38,11 +38,13 @@ step "tests under ASan + UBSan"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure --timeout 600
 
-step "fuzz the MQTT decoder, the CoAP codec, the WebSocket framing and upgrade head, and the HTTP parser for ${fuzz_seconds}s (libFuzzer)"
+step "fuzz the MQTT decoder, the CoAP codec, the WebSocket framing and upgrade head, the HTTP parser and the rewrite rules file for ${fuzz_seconds}s (libFuzzer)"
 CC=clang cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DMGATE_FUZZ=ON -DMGATE_TESTS=OFF >/dev/null
-cmake --build build-fuzz -j"$jobs" --target fuzz_decode fuzz_coap fuzz_ws_frame fuzz_ws_upgrade fuzz_http_parse
-# a third of the time for the MQTT decoder, a sixth each for the others
-for t in decode:3 coap:6 ws_frame:6 ws_upgrade:6 http_parse:6; do
+cmake --build build-fuzz -j"$jobs" --target fuzz_decode fuzz_coap fuzz_ws_frame fuzz_ws_upgrade fuzz_http_parse \
+  fuzz_rewrite_rules
+# a third of the time for the MQTT decoder, a sixth each for the others, and an eighteenth more for the
+# rewrite rules file (an operator's file, not peer input)
+for t in decode:3 coap:6 ws_frame:6 ws_upgrade:6 http_parse:6 rewrite_rules:18; do
   name=${t%%:*} share=${t##*:}
   dict=()
   [ -f "tests/fuzz/$name.dict" ] && dict=(-dict="tests/fuzz/$name.dict")

@@ -210,6 +210,10 @@ static void traffic(const struct status *st, const struct metrics *m0, struct bu
     PER_DIRECTION("mgate_publish_refused_total", "PUBLISHes refused by the handler, by direction.", publish_refused);
     family(b, "mgate_subscribe_refused_total", "counter", "SUBSCRIBE filters refused by the handler.");
     outf(b, "mgate_subscribe_refused_total %llu\n", (unsigned long long)SUM(subscribe_refused));
+    family(b, "mgate_rewrite_topics_total", "counter",
+           "Topics and filters the rewrite handler rewrote, or could not (the packet or filter refused).");
+    outf(b, "mgate_rewrite_topics_total{result=\"rewritten\"} %llu\n", (unsigned long long)SUM(rewrites[0]));
+    outf(b, "mgate_rewrite_topics_total{result=\"failed\"} %llu\n", (unsigned long long)SUM(rewrites[1]));
     PER_DIRECTION("mgate_backpressure_pauses_total",
                   "Times reading from one side stopped because the other side was not taking data, by direction.",
                   backpressure_pauses);

@@ -123,6 +123,7 @@ static const struct key global_keys[] = {
     {"ACL_PASSWORD_FILE", V_STR, G(acl_password_file), NULL, 0, 0},
     {"ACL_FILE", V_STR, G(acl_file), NULL, 0, 0},
     {"ACL_ALLOW_ANONYMOUS", V_BOOL, G(acl_allow_anonymous), "false", 0, 0},
+    {"REWRITE_FILE", V_STR, G(rewrite_file), NULL, 0, 0},
     {"WEBHOOK_URL", V_STR, G(webhook_url), NULL, 0, 0},
     {"WEBHOOK_TIMEOUT", V_DURATION, G(webhook_timeout_ms), "2s", 10, 60000},
     {"WEBHOOK_CONCURRENCY", V_UINT, G(webhook_concurrency), "128", 1, 10000},

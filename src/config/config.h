@@ -176,6 +176,9 @@ struct mgate_config {
     char *acl_file;                  /* MGATE_ACL_FILE: mosquitto acl_file */
     bool acl_allow_anonymous;        /* MGATE_ACL_ALLOW_ANONYMOUS, default false */
 
+    /* the `rewrite` handler (ours) */
+    char *rewrite_file;              /* MGATE_REWRITE_FILE: topic rewrite rules (docs/HANDLERS.md) */
+
     /* the `http` handler (ours): an auth webhook */
     char *webhook_url;               /* MGATE_WEBHOOK_URL: http:// or https:// */
     uint32_t webhook_timeout_ms;     /* MGATE_WEBHOOK_TIMEOUT, default 2 s */

@@ -37,6 +37,7 @@ struct metrics {
     uint64_t bytes[2];
     uint64_t publish_refused[2];
     uint64_t subscribe_refused; /* filters */
+    uint64_t rewrites[2];       /* the rewrite handler's topics: [0] rewritten, [1] failed to (refused) */
     uint64_t backpressure_pauses[2];
     uint64_t broker_dial_failures;
     /* handler verdicts */

@@ -32,7 +32,6 @@
  * has left it.  A check costs one atomic load when nothing changed.
  */
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,71 +43,23 @@
 #include "core/loop.h"
 #include "handlers/acl.h"
 #include "handlers/handlers.h"
+#include "handlers/swap.h"
 #include "session/session.h"
 
-/* A database and who holds it: `current`, and workers' thread caches. */
-struct snapshot {
-    struct acl_db *db;
-    unsigned refs; /* under acl.lock */
-    struct snapshot *next;
-};
+static void db_free(void *db) { acl_db_free(db); }
+
+/* The database; workers' thread caches (swap.h). */
+static struct swap dbs = SWAP_INIT(db_free);
+static _Thread_local struct swap_local mine;
 
 static struct {
-    pthread_mutex_t lock;
-    struct snapshot *current; /* holds one reference */
-    struct snapshot *all;     /* every snapshot still referenced */
-    _Atomic uint64_t generation;
     char *password_file, *acl_file;
     bool allow_anonymous;
-} acl = {.lock = PTHREAD_MUTEX_INITIALIZER};
-
-static _Thread_local struct snapshot *mine;
-static _Thread_local uint64_t mine_generation;
-
-static void unref_locked(struct snapshot *sn)
-{
-    if (--sn->refs)
-        return;
-    struct snapshot **pp = &acl.all;
-    while (*pp != sn)
-        pp = &(*pp)->next;
-    *pp = sn->next;
-    acl_db_free(sn->db);
-    free(sn);
-}
+} acl;
 
 /* The database this thread checks against: the newest, one atomic load when
  * it has not changed since the thread's last check. */
-static const struct acl_db *db_get(void)
-{
-    uint64_t g = atomic_load_explicit(&acl.generation, memory_order_acquire);
-    if (mine && g == mine_generation)
-        return mine->db;
-    pthread_mutex_lock(&acl.lock);
-    struct snapshot *sn = acl.current;
-    sn->refs++;
-    if (mine)
-        unref_locked(mine);
-    mine_generation = atomic_load_explicit(&acl.generation, memory_order_relaxed);
-    pthread_mutex_unlock(&acl.lock);
-    mine = sn;
-    return sn->db;
-}
-
-static void install(struct acl_db *db, struct snapshot *sn)
-{
-    sn->db = db;
-    sn->refs = 1;
-    pthread_mutex_lock(&acl.lock);
-    struct snapshot *old = acl.current;
-    sn->next = acl.all;
-    acl.all = sn;
-    acl.current = sn;
-    atomic_fetch_add_explicit(&acl.generation, 1, memory_order_release);
-    if (old)
-        unref_locked(old);
-    pthread_mutex_unlock(&acl.lock);
-}
+static const struct acl_db *db_get(void) { return swap_get(&dbs, &mine); }
 
 /* ---- the cache of successful costly checks (acl_cache.h) ------------- */
 
@@ -212,7 +163,7 @@ static enum mgate_verdict check_costly(mgate_session *s, struct mgate_connect_re
 {
     struct acl_check c = {.s = s, .req = req, .tag = (int)check, .done = verified, .pw = pw,
                           .password = req->password.p, .len = len, .simulate = check == CHECK_UNKNOWN,
-                          .source = acl_fq_addr_of(mgate_session_peer(s)), .generation = mine_generation};
+                          .source = acl_fq_addr_of(mgate_session_peer(s)), .generation = mine.generation};
     /* Looked up for every costly check, known user or not: the same work. */
     bool keyed = acl_cache_key_of(cache.secret, req->username.p, req->username.len, req->password.p, len, &c.key);
     bool hit = keyed && cache_hit(&c.key, c.generation, loop_now(session_loop(s)));
@@ -330,23 +281,22 @@ int acl_start(const struct mgate_config *cfg, char *err, size_t errlen)
     acl.acl_file = strdup(cfg->acl_file);
     acl.allow_anonymous = cfg->acl_allow_anonymous;
     struct acl_db *db;
-    struct snapshot *sn = calloc(1, sizeof(*sn));
-    if (!acl.password_file || !acl.acl_file || !sn) {
-        free(sn);
+    if (!acl.password_file || !acl.acl_file) {
         snprintf(err, errlen, "acl: out of memory");
         return -1;
     }
-    if (load(&db, err, errlen) < 0) {
-        free(sn);
+    if (load(&db, err, errlen) < 0)
         return -1;
-    }
     if (cache_start() < 0) {
         acl_db_free(db);
-        free(sn);
         snprintf(err, errlen, "acl: no random key for the cache of password checks (RAND_bytes failed)");
         return -1;
     }
-    install(db, sn);
+    if (swap_install(&dbs, db) < 0) {
+        acl_db_free(db);
+        snprintf(err, errlen, "acl: out of memory");
+        return -1;
+    }
     describe(db, "acl");
     if (!db->have_passwords)
         log_msgf(LOGL_WARN, "acl: MGATE_ACL_PASSWORD_FILE is not set: usernames are not checked by acl (a "
@@ -358,17 +308,15 @@ void acl_reload(void)
 {
     char err[600];
     struct acl_db *db;
-    struct snapshot *sn = calloc(1, sizeof(*sn));
-    if (!sn) {
-        log_msgf(LOGL_ERROR, "SIGHUP: acl: out of memory; keeping the previous rules");
-        return;
-    }
     if (load(&db, err, sizeof(err)) < 0) {
-        free(sn);
         log_msgf(LOGL_ERROR, "SIGHUP: %s; keeping the previous rules", err);
         return;
     }
-    install(db, sn); /* a new generation: the cache's entries no longer hit */
+    if (swap_install(&dbs, db) < 0) { /* a new generation: the cache's entries no longer hit */
+        acl_db_free(db);
+        log_msgf(LOGL_ERROR, "SIGHUP: acl: out of memory; keeping the previous rules");
+        return;
+    }
     cache_clear(false);
     describe(db, "SIGHUP: acl reloaded");
 }
@@ -378,17 +326,7 @@ void acl_stop(void)
 {
     acl_pool_stop();
     cache_clear(true);
-    pthread_mutex_lock(&acl.lock);
-    while (acl.all) {
-        struct snapshot *sn = acl.all;
-        acl.all = sn->next;
-        acl_db_free(sn->db);
-        free(sn);
-    }
-    acl.current = NULL;
-    atomic_fetch_add_explicit(&acl.generation, 1, memory_order_release);
-    pthread_mutex_unlock(&acl.lock);
-    mine = NULL;
+    swap_clear(&dbs, &mine);
     free(acl.password_file);
     free(acl.acl_file);
     acl.password_file = acl.acl_file = NULL;

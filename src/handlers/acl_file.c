@@ -15,27 +15,16 @@
  * lines before the first user line are for anonymous clients.
  */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/base64.h"
 #include "handlers/acl.h"
+#include "handlers/rules_file.h"
 #include "mqtt/mqtt.h"
 
-#define MAX_LINE 65536u
 #define MAX_ITERATIONS 10000000u
-
-static int failf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int failf(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 /* ---- password hashes --------------------------------------------------- */
 
@@ -49,7 +38,7 @@ int acl_password_parse(const char *s, struct acl_password *pw, char *err, size_t
         errno = 0;
         unsigned long it = strtoul(p, &end, 10);
         if (end == p || *end != '$' || *p < '0' || *p > '9' || errno || it < 1 || it > MAX_ITERATIONS)
-            return failf(err, errlen, "$7$ hash: the iteration count is not a number from 1 to %u", MAX_ITERATIONS);
+            return rules_failf(err, errlen, "$7$ hash: the iteration count is not a number from 1 to %u", MAX_ITERATIONS);
         pw->iterations = (uint32_t)it;
         pw->kind = ACL_HASH_PBKDF2_SHA512;
         p = end + 1;
@@ -57,19 +46,19 @@ int acl_password_parse(const char *s, struct acl_password *pw, char *err, size_t
         pw->kind = ACL_HASH_SHA512;
         p += 3;
     } else {
-        return failf(err, errlen,
+        return rules_failf(err, errlen,
                      "not a mosquitto password hash (expected $7$ or $6$ as mosquitto_passwd writes them; "
                      "plain-text passwords are not accepted)");
     }
     const char *dollar = strchr(p, '$');
     int salt = dollar ? base64_decode(p, (size_t)(dollar - p), pw->salt, sizeof(pw->salt)) : -1;
     if (salt < 1)
-        return failf(err, errlen, "$%u$ hash: the salt is not base64 of 1 to %u bytes", pw->kind, ACL_SALT_MAX);
+        return rules_failf(err, errlen, "$%u$ hash: the salt is not base64 of 1 to %u bytes", pw->kind, ACL_SALT_MAX);
     pw->salt_len = (uint8_t)salt;
     uint8_t hash[ACL_HASH_LEN + 3];
     int hl = base64_decode(dollar + 1, strlen(dollar + 1), hash, sizeof(hash));
     if (hl != ACL_HASH_LEN)
-        return failf(err, errlen,
+        return rules_failf(err, errlen,
                      "$%u$ hash: the hash is not base64 of 64 bytes (a crypt(3) \"$6$\" line, as openssl "
                      "passwd -6 writes, is another format)",
                      pw->kind);
@@ -192,102 +181,38 @@ void acl_db_free(struct acl_db *db)
     free(db);
 }
 
-/* ---- lines -------------------------------------------------------------- */
-
-struct reader {
-    FILE *f;
-    const char *path;
-    unsigned line;
-    char *buf;
-    size_t cap;
-    char *err;
-    size_t errlen;
-};
-
-static int line_fail(struct reader *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int line_fail(struct reader *r, const char *fmt, ...)
-{
-    int n = snprintf(r->err, r->errlen, "%s:%u: ", r->path, r->line);
-    if (n >= 0 && (size_t)n < r->errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(r->err + n, r->errlen - (size_t)n, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
-/* The next line without its end (CR LF or LF) and trailing blanks, leading
- * blanks skipped: 1, 0 at the end of the file, -1 on an error. */
-static int next_line(struct reader *r, char **out)
-{
-    ssize_t n = getline(&r->buf, &r->cap, r->f);
-    if (n < 0)
-        return ferror(r->f) ? failf(r->err, r->errlen, "%s: cannot read: %s", r->path, strerror(errno)) : 0;
-    r->line++;
-    if ((size_t)n > MAX_LINE)
-        return line_fail(r, "line longer than %u bytes", MAX_LINE);
-    if (memchr(r->buf, '\0', (size_t)n))
-        return line_fail(r, "a NUL byte (not a text file?)");
-    while (n && (r->buf[n - 1] == '\n' || r->buf[n - 1] == '\r' || r->buf[n - 1] == ' ' || r->buf[n - 1] == '\t'))
-        r->buf[--n] = '\0';
-    char *p = r->buf;
-    while (*p == ' ' || *p == '\t')
-        p++;
-    *out = p;
-    return 1;
-}
-
-static int reader_open(struct reader *r, const char *path, char *err, size_t errlen)
-{
-    memset(r, 0, sizeof(*r));
-    r->path = path;
-    r->err = err;
-    r->errlen = errlen;
-    if (!(r->f = fopen(path, "r")))
-        return failf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-    return 0;
-}
-
-static void reader_close(struct reader *r)
-{
-    if (r->f)
-        fclose(r->f);
-    free(r->buf);
-}
-
 /* ---- password_file ------------------------------------------------------ */
 
 static int load_passwords(struct acl_db *db, const char *path, char *err, size_t errlen)
 {
-    struct reader r;
-    if (reader_open(&r, path, err, errlen) < 0)
+    struct rules_file r;
+    if (rules_file_open(&r, path, err, errlen) < 0)
         return -1;
     int rc;
     char *line;
-    while ((rc = next_line(&r, &line)) > 0) {
+    while ((rc = rules_file_next(&r, &line)) > 0) {
         if (!*line || *line == '#')
             continue;
         char *colon = strchr(line, ':');
         if (!colon || colon == line) {
-            rc = line_fail(&r, "expected user:hash");
+            rc = rules_file_fail(&r, "expected user:hash");
             break;
         }
         *colon = '\0';
         char why[200];
         struct acl_password pw;
         if (acl_password_parse(colon + 1, &pw, why, sizeof(why)) < 0) {
-            rc = line_fail(&r, "user \"%s\": %s", line, why);
+            rc = rules_file_fail(&r, "user \"%s\": %s", line, why);
             break;
         }
         bool added;
         struct acl_user *u = user_get(db, line, &added);
         if (!u) {
-            rc = line_fail(&r, "out of memory");
+            rc = rules_file_fail(&r, "out of memory");
             break;
         }
         if (!added) {
-            rc = line_fail(&r, "user \"%s\" is listed twice", line);
+            rc = rules_file_fail(&r, "user \"%s\" is listed twice", line);
             break;
         }
         u->pw = pw;
@@ -296,7 +221,7 @@ static int load_passwords(struct acl_db *db, const char *path, char *err, size_t
         if (!db->dummy.kind)
             db->dummy = pw; /* an unknown user costs what the first entry costs */
     }
-    reader_close(&r);
+    rules_file_close(&r);
     return rc < 0 ? -1 : 0;
 }
 
@@ -350,7 +275,7 @@ static size_t keyword(const char *line, const char *word)
 
 /* *current: the user block the line is in, as an index + 1 (0: none yet);
  * an index, because user_get may move the array. */
-static int acl_line(struct reader *r, struct acl_db *db, char *line, uint32_t *current)
+static int acl_line(struct rules_file *r, struct acl_db *db, char *line, uint32_t *current)
 {
     size_t k;
     bool pattern = false;
@@ -359,48 +284,48 @@ static int acl_line(struct reader *r, struct acl_db *db, char *line, uint32_t *c
         while (*name == ' ' || *name == '\t')
             name++;
         if (!*name)
-            return line_fail(r, "user without a name");
+            return rules_file_fail(r, "user without a name");
         bool added;
         struct acl_user *u = user_get(db, name, &added);
         if (!u)
-            return line_fail(r, "out of memory");
+            return rules_file_fail(r, "out of memory");
         *current = (uint32_t)(u - db->users) + 1;
         return 0;
     }
     if (!(k = keyword(line, "topic")) && !(pattern = (k = keyword(line, "pattern"))))
-        return line_fail(r, "expected user, topic or pattern at the start of the line");
+        return rules_file_fail(r, "expected user, topic or pattern at the start of the line");
     char *rest = line + k, *filter;
     while (*rest == ' ' || *rest == '\t')
         rest++;
     uint8_t access;
     if (!split_access(rest, &access, &filter))
-        return line_fail(r, "%s without a topic", pattern ? "pattern" : "topic");
+        return rules_file_fail(r, "%s without a topic", pattern ? "pattern" : "topic");
     if (!mqtt_topic_filter_valid((const uint8_t *)filter, strlen(filter)))
-        return line_fail(r, "\"%s\" is not a valid topic filter ('+' and '#' must be whole levels, '#' the last)",
+        return rules_file_fail(r, "\"%s\" is not a valid topic filter ('+' and '#' must be whole levels, '#' the last)",
                          filter);
     if (pattern && !substitution_ok(filter))
-        return line_fail(r, "\"%s\": %%u and %%c must be a whole topic level (e.g. dt/%%u/#)", filter);
+        return rules_file_fail(r, "\"%s\": %%u and %%c must be a whole topic level (e.g. dt/%%u/#)", filter);
     struct acl_rules *rs = pattern ? &db->patterns : *current ? &db->users[*current - 1].rules : &db->anonymous;
     if (rules_add(rs, filter, access, pattern) < 0)
-        return line_fail(r, "out of memory");
+        return rules_file_fail(r, "out of memory");
     return 0;
 }
 
 static int load_acl(struct acl_db *db, const char *path, char *err, size_t errlen)
 {
-    struct reader r;
-    if (reader_open(&r, path, err, errlen) < 0)
+    struct rules_file r;
+    if (rules_file_open(&r, path, err, errlen) < 0)
         return -1;
     int rc;
     char *line;
     uint32_t current = 0;
-    while ((rc = next_line(&r, &line)) > 0) {
+    while ((rc = rules_file_next(&r, &line)) > 0) {
         if (!*line || *line == '#')
             continue;
         if ((rc = acl_line(&r, db, line, &current)) < 0)
             break;
     }
-    reader_close(&r);
+    rules_file_close(&r);
     return rc < 0 ? -1 : 0;
 }
 
@@ -408,7 +333,7 @@ int acl_db_load(const char *password_file, const char *acl_file, struct acl_db *
 {
     struct acl_db *db = calloc(1, sizeof(*db));
     if (!db)
-        return failf(err, errlen, "out of memory");
+        return rules_failf(err, errlen, "out of memory");
     db->have_passwords = password_file && *password_file;
     db->have_acl = acl_file && *acl_file;
     int rc = db->have_passwords && load_passwords(db, password_file, err, errlen) < 0 ? -1

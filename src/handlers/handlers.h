@@ -9,6 +9,7 @@ extern const struct mgate_handler mgate_log_handler;
 extern const struct mgate_handler mgate_noop_handler;
 extern const struct mgate_handler mgate_acl_handler;
 extern const struct mgate_handler mgate_http_handler;
+extern const struct mgate_handler mgate_rewrite_handler;
 
 /* Find a handler by name among `extra` (NULL-terminated, may be NULL; they
  * win over built-ins of the same name) and the built-ins.  NULL when unknown. */
@@ -41,5 +42,13 @@ int webhook_start(const struct mgate_config *cfg, char *err, size_t errlen);
 /* The service's 2xx answer (tests): 0 allow, 1 deny, 2 ignore, 3 not an
  * object we understand; *found tells whether it had a "result". */
 int webhook_parse_answer(const uint8_t *body, size_t len, bool *found);
+
+/* The `rewrite` handler (rewrite.c), on the control thread like acl's:
+ * start loads MGATE_REWRITE_FILE (-1 with a message naming it, the file
+ * and the line), reload swaps in a new rule set only when the file loads
+ * (else logs why), stop frees them after the workers are gone. */
+int rewrite_start(const struct mgate_config *cfg, char *err, size_t errlen);
+void rewrite_reload(void);
+void rewrite_stop(void);
 
 #endif

@@ -4,8 +4,9 @@
 #include "handlers/acl.h"
 #include "handlers/handlers.h"
 
-static const struct mgate_handler *const builtins[] = {&mgate_log_handler, &mgate_noop_handler, &mgate_acl_handler,
-                                                       &mgate_http_handler, NULL};
+static const struct mgate_handler *const builtins[] = {&mgate_log_handler,  &mgate_noop_handler,
+                                                       &mgate_acl_handler,  &mgate_http_handler,
+                                                       &mgate_rewrite_handler, NULL};
 
 const struct mgate_handler *handler_find(const char *name, const struct mgate_handler *const *extra)
 {
@@ -64,16 +65,35 @@ int handler_chain(const char *list, const struct mgate_handler *const *extra, co
     return (int)n;
 }
 
-static bool acl_started;
+static bool acl_started, rewrite_started;
+
+/* Rules that nothing would apply are refused, as acl's are. */
+static int start_rewrite(bool named, const struct mgate_config *cfg, char *err, size_t errlen)
+{
+    if (!named && *cfg->rewrite_file) {
+        snprintf(err, errlen, "MGATE_REWRITE_FILE is set, but MGATE_HANDLER (\"%s\") does not name rewrite, so "
+                              "nothing would apply it", cfg->handler);
+        return -1;
+    }
+    if (!named)
+        return 0;
+    if (rewrite_start(cfg, err, errlen) < 0)
+        return -1;
+    rewrite_started = true;
+    return 0;
+}
 
 int handlers_start(const struct mgate_handler *const *chain, unsigned n, const struct mgate_config *cfg,
                    char *err, size_t errlen)
 {
-    bool acl = false, http = false;
+    bool acl = false, http = false, rewrite = false;
     for (unsigned i = 0; i < n; i++) {
         acl |= chain[i] == &mgate_acl_handler;
         http |= chain[i] == &mgate_http_handler;
+        rewrite |= chain[i] == &mgate_rewrite_handler;
     }
+    if (start_rewrite(rewrite, cfg, err, errlen) < 0)
+        return -1;
     if (http && webhook_start(cfg, err, errlen) < 0)
         return -1;
     if (!http && *cfg->webhook_url) {
@@ -101,11 +121,15 @@ void handlers_reload(void)
 {
     if (acl_started)
         acl_reload();
+    if (rewrite_started)
+        rewrite_reload();
 }
 
 void handlers_stop(void)
 {
     if (acl_started)
         acl_stop();
-    acl_started = false;
+    if (rewrite_started)
+        rewrite_stop();
+    acl_started = rewrite_started = false;
 }

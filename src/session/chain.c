@@ -1,6 +1,7 @@
 /*
  * The handler chain (MGATE_HANDLER=a,b,c; the rules are in mgate.h): the
- * hooks that report a forwarded packet go to every handler.  The auth_*
+ * hooks that report a forwarded packet go to every handler, and so does
+ * rewrite_unsubscribe, which has no verdict.  The auth_*
  * requests go through the verdict engine (verdict.c), which walks the
  * chain until one handler allows or denies, now or later.
  */
@@ -30,9 +31,16 @@ void chain_subscribe(struct mgate_session *s, const struct mgate_subscribe_req *
 bool chain_wants_unsubscribe(const struct mgate_session *s)
 {
     for (unsigned i = 0; i < s->p->handler_count; i++)
-        if (s->p->handlers[i]->unsubscribe)
+        if (s->p->handlers[i]->unsubscribe || s->p->handlers[i]->rewrite_unsubscribe)
             return true;
     return false;
+}
+
+void chain_rewrite_unsubscribe(struct mgate_session *s, struct mgate_unsubscribe_req *req)
+{
+    for (unsigned i = 0; i < s->p->handler_count; i++)
+        if (s->p->handlers[i]->rewrite_unsubscribe)
+            s->p->handlers[i]->rewrite_unsubscribe(s, req);
 }
 
 void chain_unsubscribe(struct mgate_session *s, const struct mgate_unsubscribe_req *req)

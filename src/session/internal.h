@@ -188,7 +188,10 @@ static inline int held_props_apply(struct mgate_session *s, struct held *h)
 void chain_connect(struct mgate_session *s);
 void chain_publish(struct mgate_session *s, const struct mgate_publish_req *req);
 void chain_subscribe(struct mgate_session *s, const struct mgate_subscribe_req *req);
+/* Whether any handler has an unsubscribe hook or rewrite_unsubscribe. */
 bool chain_wants_unsubscribe(const struct mgate_session *s);
+/* rewrite_unsubscribe of every handler that has it, in order. */
+void chain_rewrite_unsubscribe(struct mgate_session *s, struct mgate_unsubscribe_req *req);
 void chain_unsubscribe(struct mgate_session *s, const struct mgate_unsubscribe_req *req);
 void chain_disconnect(struct mgate_session *s);
 

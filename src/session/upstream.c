@@ -1,7 +1,7 @@
 /*
  * Client -> broker: CONNECT (authorise before dialling), PUBLISH and
  * SUBSCRIBE (authorise, maybe rewrite, refuse with the protocol's codes),
- * UNSUBSCRIBE (report).  Everything else is forwarded unchanged.
+ * UNSUBSCRIBE (maybe rewrite, report).  Everything else is forwarded unchanged.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -453,8 +453,73 @@ static enum pkt_result finish_subscribe(struct pass *ps, struct held *h)
 
 /* ---- UNSUBSCRIBE ------------------------------------------------------ */
 
-static enum pkt_result up_unsubscribe(struct mgate_session *s, struct mqtt_packet *pkt)
+/* Whether a handler pointed any filter elsewhere; *bad: the first rewritten
+ * one that is not a valid filter (index + 1, 0 when none). */
+static bool unsub_changed(const struct mqtt_subscribe *u, const struct mgate_unsubscribe_req *req, uint32_t *bad)
 {
+    uint32_t off = 0;
+    mqtt_str filter;
+    bool changed = false;
+    *bad = 0;
+    for (uint32_t i = 0; i < req->count && mqtt_unsub_next(u, &off, &filter); i++) {
+        if (bytes_same(req->topics[i], filter))
+            continue;
+        changed = true;
+        if (!*bad && (!req->topics[i].p || !mqtt_topic_filter_valid(req->topics[i].p, req->topics[i].len)))
+            *bad = i + 1;
+    }
+    return changed;
+}
+
+/* The UNSUBSCRIBE with the filters the handlers left (0, or not sent). */
+static int emit_rewritten_unsubscribe(struct pass *ps, const struct mqtt_packet *pkt,
+                                      const struct mgate_unsubscribe_req *req)
+{
+    size_t size = 0;
+    for (uint32_t i = 0; i < req->count; i++)
+        size += 2u + req->topics[i].len;
+    uint8_t *list = malloc(size), *w = list;
+    if (!list)
+        return -1;
+    for (uint32_t i = 0; i < req->count; i++) {
+        *w++ = (uint8_t)(req->topics[i].len >> 8);
+        *w++ = (uint8_t)req->topics[i].len;
+        memcpy(w, req->topics[i].p, req->topics[i].len);
+        w += req->topics[i].len;
+    }
+    struct mqtt_packet np = *pkt;
+    np.subscribe.list = list;
+    np.subscribe.list_len = (uint32_t)size;
+    np.subscribe.count = req->count;
+    int rc = pass_emit_packet(ps, &np);
+    free(list);
+    return rc;
+}
+
+/* A rewrite that cannot be sent ends the session, as for a SUBSCRIBE: the
+ * original filter would leave the rewritten subscription on the broker,
+ * and no answer would leave the client waiting for its UNSUBACK. */
+static enum pkt_result forward_rewritten_unsubscribe(struct pass *ps, const struct mqtt_packet *pkt,
+                                                     const struct mgate_unsubscribe_req *req, uint32_t bad)
+{
+    struct mgate_session *s = ps->s;
+    if (bad) {
+        const mgate_bytes *t = &req->topics[bad - 1];
+        session_log(s, LOGL_WARN, "UNSUBSCRIBE: filter %u was rewritten to \"%.*s\", not a valid topic filter", bad,
+                    (int)(t->len > 200 ? 200 : t->len), t->p ? (const char *)t->p : "");
+        session_close_as(s, CONN_END_INTERNAL, CONN_END_NORMAL, "a handler rewrote an UNSUBSCRIBE filter to an invalid one");
+        return PKT_CLOSE;
+    }
+    if (emit_rewritten_unsubscribe(ps, pkt, req) != 0) {
+        session_close_as(s, CONN_END_INTERNAL, CONN_END_INTERNAL, "the UNSUBSCRIBE cannot be forwarded");
+        return PKT_CLOSE;
+    }
+    return PKT_HANDLED;
+}
+
+static enum pkt_result up_unsubscribe(struct pass *ps, struct mqtt_packet *pkt)
+{
+    struct mgate_session *s = ps->s;
     if (!chain_wants_unsubscribe(s))
         return PKT_FORWARD;
     struct mqtt_subscribe *u = &pkt->subscribe;
@@ -464,13 +529,20 @@ static enum pkt_result up_unsubscribe(struct mgate_session *s, struct mqtt_packe
         return PKT_CLOSE;
     }
     struct mgate_unsubscribe_req req = {topics, 0};
-    uint32_t off = 0;
+    uint32_t off = 0, bad;
     mqtt_str filter;
     while (req.count < u->count && mqtt_unsub_next(u, &off, &filter))
         topics[req.count++] = to_bytes(filter);
-    chain_unsubscribe(s, &req);
+    uint32_t n = req.count;
+    chain_rewrite_unsubscribe(s, &req);
+    req.count = n; /* filters may be pointed elsewhere, never added or removed */
+    enum pkt_result r = PKT_FORWARD;
+    if (unsub_changed(u, &req, &bad))
+        r = forward_rewritten_unsubscribe(ps, pkt, &req, bad);
+    if (r != PKT_CLOSE)
+        chain_unsubscribe(s, &req);
     free(topics);
-    return PKT_FORWARD;
+    return r;
 }
 
 /* ---- dispatch --------------------------------------------------------- */
@@ -520,7 +592,7 @@ enum pkt_result up_packet(struct pass *ps, const uint8_t *raw, uint32_t len, str
     case MQTT_SUBSCRIBE:
         return up_subscribe(ps, raw, len, pkt);
     case MQTT_UNSUBSCRIBE:
-        return up_unsubscribe(s, pkt);
+        return up_unsubscribe(ps, pkt);
     default:
         return PKT_FORWARD;
     }

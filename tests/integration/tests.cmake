@@ -40,6 +40,7 @@ set(MGATE_INTEGRATION_TESTS
   client_id   60
   properties  90
   enhanced_auth 60
+  rewrite     90
 )
 
 while(MGATE_INTEGRATION_TESTS)
