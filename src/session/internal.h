@@ -105,6 +105,7 @@ struct mgate_session {
     void *user_data;
     struct sockaddr_storage *peer_addr; /* only for TARGET_PROXY_PROTOCOL */
     struct session_limits *limits;      /* only for listeners with PUBLISH_*_LIMIT */
+    struct session_expiry *expiry;      /* only after mgate_session_expire_at (expiry.c) */
     /* A front end's session that is not an MQTT pair (HTTP): it calls the
      * handler itself and is told of resumes, drains and closes. */
     const struct session_front *front;
@@ -211,6 +212,9 @@ struct after {
 };
 void session_after(struct loop *l, struct after *a, uint32_t ms, void (*fn)(void *arg), void *arg);
 void session_after_stop(struct loop *l, struct after *a);
+
+/* expiry.c: mgate_session_expire_at's timer, freed with the session */
+void session_expiry_free(struct mgate_session *s);
 
 /* session.c */
 void session_close(struct mgate_session *s, const char *why);

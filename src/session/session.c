@@ -83,6 +83,7 @@ static void session_free(struct mgate_session *s)
     free(s->peer_addr);
     free(s->aliases);
     limits_free(s);
+    session_expiry_free(s);
     free(s);
 }
 

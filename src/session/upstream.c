@@ -300,6 +300,15 @@ static uint8_t refusal_code(const struct mgate_session *s, uint8_t reason)
     return reason ? reason : MQTT_RC_NOT_AUTHORIZED;
 }
 
+/* A refused filter's code: its own reason when a handler gave a SUBACK
+ * failure code (one below 0x80 would grant it), else the request's. */
+static uint8_t filter_refusal_code(const struct mgate_session *s, const struct mgate_subscribe_req *req, uint32_t i)
+{
+    uint8_t own = req->filters[i].reason;
+    bool usable = own >= 0x80 && mqtt_reason_valid(MQTT_SUBACK, MQTT_V5, own);
+    return refusal_code(s, usable ? own : req->reason);
+}
+
 /* The client gets one SUBACK, in its order: remember which positions we
  * answered so the broker's SUBACK can be completed (downstream.c). */
 static int remember_merge(struct mgate_session *s, uint16_t id, const struct mgate_subscribe_req *req)
@@ -310,7 +319,7 @@ static int remember_merge(struct mgate_session *s, uint16_t id, const struct mga
     m->id = id;
     m->count = req->count;
     for (uint32_t i = 0; i < req->count; i++)
-        m->codes[i] = req->filters[i].denied ? refusal_code(s, req->reason) : SUBACK_FROM_BROKER;
+        m->codes[i] = req->filters[i].denied ? filter_refusal_code(s, req, i) : SUBACK_FROM_BROKER;
     m->next = s->merges;
     s->merges = m;
     s->merge_count++;
@@ -380,7 +389,8 @@ static int answer_all_refused(struct mgate_session *s, struct held *h)
     size_t need = 0;
     uint8_t *codes = malloc(req->count), *out = NULL;
     if (codes) {
-        memset(codes, refusal_code(s, req->reason), req->count);
+        for (uint32_t i = 0; i < req->count; i++)
+            codes[i] = filter_refusal_code(s, req, i);
         np.suback.codes = codes;
         need = mqtt_encode(&np, s->version, NULL, 0);
         out = malloc(need);
