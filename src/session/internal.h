@@ -5,6 +5,7 @@
 #include "core/metrics.h"
 #include "mqtt/mqtt.h"
 #include "session/alias.h"
+#include "session/mount.h"
 #include "session/session.h"
 #include "session/verdict.h"
 
@@ -76,6 +77,7 @@ struct mgate_session {
     bool connect_called;
     bool ended;
     bool identity_lost; /* out of memory keeping it: closed, or (front ends) every request refused */
+    bool mount_chosen;  /* a handler set the mount point: the listener's template is not used */
     uint32_t refs; /* being alive, and each pending ask (verdict.c) */
 
     struct loop_timer timer; /* CONNECT deadline, then the closing linger */
@@ -94,6 +96,7 @@ struct mgate_session {
     uint16_t client_alias_max, broker_alias_max;
     uint32_t merge_count;        /* entries in merges, at most SESSION_MAX_MERGES */
     struct session_aliases *aliases; /* v5 topic aliases, made on first use (most clients use none) */
+    struct mount *mount;             /* the mount point (mount.h), NULL: none (most sessions) */
 
     struct log_limit log_budget; /* lines this client caused (session_log_begin) */
     struct suback_merge *merges;

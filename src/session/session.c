@@ -82,6 +82,7 @@ static void session_free(struct mgate_session *s)
     free(s->cert);
     free(s->peer_addr);
     free(s->aliases);
+    free(s->mount);
     limits_free(s);
     session_expiry_free(s);
     free(s);
@@ -654,6 +655,28 @@ const struct session_params *session_params_of(const struct mgate_session *s) { 
 uint64_t mgate_session_id(const mgate_session *s) { return s->id; }
 bool mgate_session_closed(const mgate_session *s) { return s->state == SESSION_CLOSING; }
 void *mgate_session_data(const mgate_session *s) { return s->user_data; }
+
+mgate_bytes mgate_session_mount_point(const mgate_session *s)
+{
+    return s->mount ? (mgate_bytes){s->mount->p, s->mount->len} : (mgate_bytes){(const uint8_t *)"", 0};
+}
+
+/* Only while the identity is being settled: a mount point that changed
+ * under an open MQTT session would leave its subscriptions in the old
+ * tenant.  A front end's session (HTTP, a CoAP bridge) settles it on each
+ * request's auth_connect. */
+int mgate_session_set_mount_point(mgate_session *s, mgate_bytes prefix)
+{
+    if (!mount_prefix_valid(prefix) || (!s->front && s->state > SESSION_AUTH_CONNECT))
+        return -1;
+    struct mount *m = mount_new(prefix);
+    if (prefix.len && !m)
+        return -1;
+    free(s->mount);
+    s->mount = m;
+    s->mount_chosen = true;
+    return 0;
+}
 void mgate_session_set_data(mgate_session *s, void *data) { s->user_data = data; }
 
 /* mgate_after's timers, and the session layer's own (session_after), on a
