@@ -86,6 +86,11 @@ static enum wh_result apply_user_properties(mgate_session *s, struct mgate_publi
 
 static enum wh_result apply_publish(mgate_session *s, struct mgate_publish_req *req, struct wh_answer *a)
 {
+    /* A will's QoS is any; a PUBLISH's may only go from 1 to 0 (mgate then
+     * acknowledges it): raising it, or lowering 2, would leave a flow of
+     * acknowledgements nobody answers (session/upstream.c). */
+    if (a->qos >= 0 && !req->will && a->qos != req->qos && !(req->qos == 1 && a->qos == 0))
+        return refuse(s, "qos", "can only lower a PUBLISH's QoS 1 to 0");
     if (a->has_user_properties && apply_user_properties(s, req, a) != WH_ALLOW)
         return WH_DENY;
     mgate_bytes payload = {a->payload, a->payload_len};

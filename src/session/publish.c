@@ -44,10 +44,12 @@ enum pkt_result publish_forward(struct pass *ps, const uint8_t *raw, uint32_t le
                                 struct mqtt_publish *pub, mqtt_str resolved, mgate_bytes topic,
                                 mgate_bytes payload)
 {
-    (void)raw;
     (void)len;
     struct mgate_session *s = ps->s;
-    bool same = bytes_same(topic, resolved) && bytes_same(payload, pub->payload);
+    /* A handler may also have changed the flags (retain, a QoS lowered:
+     * upstream.c): the fixed header as received tells. */
+    uint8_t flags = (uint8_t)((pub->dup ? 8u : 0u) | (unsigned)(pub->qos << 1) | (pub->retain ? 1u : 0u));
+    bool same = bytes_same(topic, resolved) && bytes_same(payload, pub->payload) && (!raw || (raw[0] & 0x0Fu) == flags);
     bool aliased = s->version == MQTT_V5 && HAS_ALIAS(pub);
     struct session_aliases *al = aliased ? aliases(s, true) : NULL;
     if (aliased && !al)
@@ -70,7 +72,7 @@ enum pkt_result publish_forward(struct pass *ps, const uint8_t *raw, uint32_t le
     if (aliased && alias_set(out, alias, topic.p, topic.len) < 0)
         goto oom;
     struct mqtt_packet np = {.type = MQTT_PUBLISH};
-    np.flags = (uint8_t)((pub->dup ? 8u : 0u) | (unsigned)(pub->qos << 1) | (pub->retain ? 1u : 0u));
+    np.flags = flags;
     np.publish = *pub;
     np.publish.topic = to_str(topic);
     np.publish.payload = to_str(payload);

@@ -250,12 +250,28 @@ static enum pkt_result refuse_publish(struct pass *ps, const struct mqtt_publish
     return PKT_HANDLED;
 }
 
+/* The handlers' retain, and their QoS where the flow allows: 1 lowered to
+ * 0 is acknowledged here (the broker will not); other QoS changes would
+ * leave the client's or the broker's acknowledgements unanswered, so they
+ * are not taken. */
+static void publish_take_flags(struct mgate_session *s, struct mqtt_publish *pub, const struct mgate_publish_req *req)
+{
+    pub->retain = req->retain;
+    if (pub->qos == 1 && req->qos == 0) {
+        reply_ack(s->client, MQTT_PUBACK, s->version, pub->id, MQTT_RC_SUCCESS);
+        pub->qos = 0;
+        pub->id = 0;
+        pub->dup = false;
+    }
+}
+
 static enum pkt_result finish_publish(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len)
 {
     struct mgate_session *s = ps->s;
     struct mgate_publish_req *req = &h->ask.req.publish;
     if (h->ask.verdict != MGATE_ALLOW)
         return refuse_publish(ps, &h->pkt.publish, req->reason);
+    publish_take_flags(s, &h->pkt.publish, req);
     enum pkt_result r = publish_forward(ps, raw, len, &h->pkt.publish, h->resolved_topic,
                                         req->topic, req->payload);
     chain_publish(s, req);

@@ -24,6 +24,7 @@ set(MGATE_INTEGRATION_TESTS
   packaging   60
   acl         120
   webhook     90
+  webhook_modifiers 90
   ws_js       90
   ws_browser  60
   http        120
