@@ -513,8 +513,8 @@ static enum pkt_result emit_mounted_unsubscribe(struct pass *ps, const struct mq
     np.subscribe.list_len = (uint32_t)(w - list);
     int rc = pass_emit_packet(ps, &np);
     free(list);
-    if (rc < 0) {
-        session_close_as(s, CONN_END_INTERNAL, CONN_END_INTERNAL, "out of memory");
+    if (rc != 0) { /* no memory, or over the broker's maximum: the client would wait for its UNSUBACK */
+        session_close_as(s, CONN_END_INTERNAL, CONN_END_INTERNAL, "the UNSUBSCRIBE cannot be forwarded");
         return PKT_CLOSE;
     }
     return PKT_HANDLED;
