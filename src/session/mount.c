@@ -81,7 +81,7 @@ enum mount_expand_rc mount_expand(const char *tmpl, mgate_bytes username, mgate_
         return MOUNT_BAD_RESULT;
     struct mount *m = malloc(sizeof(*m) + need);
     if (!m)
-        return MOUNT_BAD_RESULT;
+        return MOUNT_NO_MEMORY;
     uint8_t *w = m->p;
     for (const char *t = tmpl; *t; t++) {
         if (*t != '%') {

@@ -29,7 +29,8 @@ enum mount_expand_rc {
     MOUNT_OK = 0,
     MOUNT_BAD_USERNAME,  /* %u and the username is empty or has + # / U+0000 */
     MOUNT_BAD_CLIENT_ID, /* %c and the client id is empty or has + # / U+0000 */
-    MOUNT_BAD_RESULT,    /* it would start with '$', be too long, or no memory */
+    MOUNT_BAD_RESULT,    /* it would start with '$' or be longer than MOUNT_MAX_LEN */
+    MOUNT_NO_MEMORY,
 };
 /* The template with %u and %c replaced; *out is malloc'd (NULL for an empty
  * result).  Never gives a prefix another identity could reach: each

@@ -68,15 +68,21 @@ enum pkt_result publish_forward(struct pass *ps, const uint8_t *raw, uint32_t le
             return PKT_FORWARD;
     }
     /* Re-encode with the full topic: with an alias, that also (re)binds the
-     * alias at the receiver to exactly this topic. */
-    if (aliased && alias_set(out, alias, topic.p, topic.len) < 0)
+     * alias at the receiver to exactly this topic.  One the receiver already
+     * has bound to it goes alone (a mounted topic keeps what aliases save). */
+    bool bound = aliased && alias_is(out, alias, topic.p, topic.len);
+    if (aliased && !bound && alias_set(out, alias, topic.p, topic.len) < 0)
         goto oom;
     struct mqtt_packet np = {.type = MQTT_PUBLISH};
     np.flags = flags;
     np.publish = *pub;
-    np.publish.topic = to_str(topic);
+    np.publish.topic = bound ? (mqtt_str){NULL, 0} : to_str(topic);
     np.publish.payload = to_str(payload);
-    if (pass_emit_packet(ps, &np) < 0)
+    int rc = pass_emit_packet(ps, &np);
+    if (rc < 0)
+        goto oom;
+    /* Not sent: the receiver was not told, so the alias means nothing we know. */
+    if (rc == PASS_DROPPED && aliased && !bound && alias_set(out, alias, (const uint8_t *)"", 0) < 0)
         goto oom;
     return PKT_HANDLED;
 oom:

@@ -13,6 +13,28 @@
 #define CONNECT_FLAG_USERNAME 0x80u
 #define CONNECT_FLAG_PASSWORD 0x40u
 
+/* ---- mount points ----------------------------------------------------- */
+
+/* Whether a topic or filter still fits MQTT's two-byte length once mounted. */
+static bool mount_fits(const struct mount *m, mgate_bytes t) { return (size_t)m->len + t.len <= 0xFFFFu; }
+
+/* t as the broker must see it: the session's mount point before it (after
+ * the group of a $share filter), in memory that lives until the packet is
+ * forwarded; {NULL, 0} when out of memory.  The caller checked mount_fits. */
+static mgate_bytes mounted(struct mgate_session *s, mgate_bytes t, bool filter)
+{
+    ASSERT(s->mount && mount_fits(s->mount, t));
+    uint32_t n = s->mount->len + t.len;
+    uint8_t *p = mgate_session_alloc(s, n);
+    if (!p)
+        return (mgate_bytes){NULL, 0};
+    if (filter)
+        mount_put_filter(s->mount, t, p);
+    else
+        mount_put_topic(s->mount, t, p);
+    return (mgate_bytes){p, n};
+}
+
 
 
 /* ---- CONNECT ---------------------------------------------------------- */
@@ -149,8 +171,17 @@ static int emit_rewritten_connect(struct pass *ps, const struct held *h)
     nc->has_password = pw;
     nc->username = to_str(s->username);
     nc->password = to_str(s->password);
-    if (h->will_stage) {
+    if (s->mount && nc->has_will) {
+        mgate_bytes t = h->will_stage ? h->ask.will.topic : to_bytes(nc->will_topic);
+        if (!mount_fits(s->mount, t))
+            return PASS_DROPPED;
+        if (!(t = mounted(s, t, false)).p)
+            return -1;
+        nc->will_topic = to_str(t);
+    } else if (h->will_stage) {
         nc->will_topic = to_str(h->ask.will.topic);
+    }
+    if (h->will_stage) {
         nc->will_payload = to_str(h->ask.will.payload);
         nc->will_qos = h->ask.will.qos > 2 ? 2 : h->ask.will.qos;
         nc->will_retain = h->ask.will.retain;
@@ -185,6 +216,13 @@ static enum pkt_result finish_connect(struct pass *ps, struct held *h)
         session_close_as(s, CONN_END_POLICY, CONN_END_NORMAL, "client id refused by the listener's policy");
         return PKT_CLOSE;
     }
+    uint8_t mount_refused = session_mount_settle(s);
+    if (mount_refused) {
+        if (!s->p->refusal_close)
+            reply_connack(s, mount_refused);
+        session_close_as(s, CONN_END_POLICY, CONN_END_NORMAL, "CONNECT refused: no mount point for this identity");
+        return PKT_CLOSE;
+    }
     if (session_dial(s) < 0) {
         reply_connack(s, MQTT_RC_SERVER_UNAVAILABLE);
         session_close_as(s, CONN_END_UPSTREAM, CONN_END_NORMAL, "cannot dial the broker");
@@ -193,7 +231,7 @@ static enum pkt_result finish_connect(struct pass *ps, struct held *h)
     ps->to = s->broker;
     s->state = SESSION_AWAIT_CONNACK;
     enum pkt_result r = PKT_FORWARD;
-    if (connect_changed(h)) {
+    if (connect_changed(h) || (s->mount && h->pkt.connect.has_will)) {
         if (emit_rewritten_connect(ps, h) != 0) { /* a rewrite the protocol cannot carry, or no memory */
             reply_connack(s, MQTT_RC_SERVER_UNAVAILABLE);
             session_close_as(s, CONN_END_INTERNAL, CONN_END_NORMAL, "the rewritten CONNECT cannot be sent");
@@ -271,9 +309,17 @@ static enum pkt_result finish_publish(struct pass *ps, struct held *h, const uin
     struct mgate_publish_req *req = &h->ask.req.publish;
     if (h->ask.verdict != MGATE_ALLOW)
         return refuse_publish(ps, &h->pkt.publish, req->reason);
+    mgate_bytes topic = req->topic;
+    if (s->mount) { /* handlers saw the client's topic; the broker sees the tenant's */
+        if (!mount_fits(s->mount, topic))
+            return refuse_publish(ps, &h->pkt.publish, MQTT_RC_TOPIC_NAME_INVALID);
+        if (!(topic = mounted(s, topic, false)).p) {
+            session_close_as(s, CONN_END_INTERNAL, CONN_END_INTERNAL, "out of memory");
+            return PKT_CLOSE;
+        }
+    }
     publish_take_flags(s, &h->pkt.publish, req);
-    enum pkt_result r = publish_forward(ps, raw, len, &h->pkt.publish, h->resolved_topic,
-                                        req->topic, req->payload);
+    enum pkt_result r = publish_forward(ps, raw, len, &h->pkt.publish, h->resolved_topic, topic, req->payload);
     chain_publish(s, req);
     return r;
 }
@@ -347,10 +393,11 @@ static int emit_filtered_subscribe(struct pass *ps, struct held *h)
 {
     struct mgate_subscribe_req *req = &h->ask.req.subscribe;
     struct mqtt_subscribe *sub = &h->pkt.subscribe;
+    const struct mount *m = ps->s->mount;
     size_t size = 0;
     for (uint32_t i = 0; i < req->count; i++)
         if (!req->filters[i].denied)
-            size += 3u + req->filters[i].filter.len;
+            size += 3u + req->filters[i].filter.len + (m ? m->len : 0);
     uint8_t *list = malloc(size ? size : 1), *w = list;
     if (!list)
         return -1;
@@ -361,10 +408,14 @@ static int emit_filtered_subscribe(struct pass *ps, struct held *h)
         const struct mgate_filter *f = &req->filters[i];
         if (f->denied)
             continue;
-        *w++ = (uint8_t)(f->filter.len >> 8);
-        *w++ = (uint8_t)f->filter.len;
-        memcpy(w, f->filter.p, f->filter.len);
-        w += f->filter.len;
+        uint32_t n = f->filter.len + (m ? m->len : 0);
+        *w++ = (uint8_t)(n >> 8);
+        *w++ = (uint8_t)n;
+        if (m)
+            mount_put_filter(m, f->filter, w);
+        else
+            memcpy(w, f->filter.p, f->filter.len);
+        w += n;
         *w++ = (uint8_t)((opts & ~3u) | (f->qos & 3u));
         kept++;
     }
@@ -377,7 +428,7 @@ static int emit_filtered_subscribe(struct pass *ps, struct held *h)
     return rc;
 }
 
-static bool filters_changed(struct held *h, uint32_t *denied)
+static bool filters_changed(const struct mgate_session *s, struct held *h, uint32_t *denied)
 {
     struct mgate_subscribe_req *req = &h->ask.req.subscribe;
     uint32_t off = 0;
@@ -386,12 +437,12 @@ static bool filters_changed(struct held *h, uint32_t *denied)
     bool changed = false;
     *denied = 0;
     for (uint32_t i = 0; i < req->count && mqtt_sub_next(&h->pkt.subscribe, &off, &filter, &opts); i++) {
-        if (h->ask.verdict != MGATE_ALLOW)
+        if (h->ask.verdict != MGATE_ALLOW || (s->mount && !mount_fits(s->mount, req->filters[i].filter)))
             req->filters[i].denied = true;
         if (req->filters[i].denied)
             (*denied)++;
-        else if (!bytes_same(req->filters[i].filter, filter) || req->filters[i].qos != (opts & 3u))
-            changed = true;
+        else if (s->mount || !bytes_same(req->filters[i].filter, filter) || req->filters[i].qos != (opts & 3u))
+            changed = true; /* mounted filters are always re-encoded */
     }
     return changed;
 }
@@ -426,7 +477,7 @@ static enum pkt_result finish_subscribe(struct pass *ps, struct held *h)
     struct mgate_session *s = ps->s;
     struct mgate_subscribe_req *req = &h->ask.req.subscribe;
     uint32_t denied;
-    bool changed = filters_changed(h, &denied);
+    bool changed = filters_changed(s, h, &denied);
     METRIC_ADD(session_metrics(s)->subscribe_refused, denied);
     if (denied && s->p->refusal_close) {
         session_close_as(s, CONN_END_POLICY, CONN_END_NORMAL, "SUBSCRIBE refused");
@@ -457,10 +508,49 @@ static enum pkt_result finish_subscribe(struct pass *ps, struct held *h)
 
 /* ---- UNSUBSCRIBE ------------------------------------------------------ */
 
-static enum pkt_result up_unsubscribe(struct mgate_session *s, struct mqtt_packet *pkt)
+/* The UNSUBSCRIBE with the mount point in each filter, as they were
+ * subscribed (upstream of the handlers' view, which stays the client's). */
+static enum pkt_result emit_mounted_unsubscribe(struct pass *ps, const struct mqtt_packet *pkt)
 {
+    struct mgate_session *s = ps->s;
+    const struct mqtt_subscribe *u = &pkt->subscribe;
+    size_t size = (size_t)u->list_len + (size_t)u->count * s->mount->len;
+    uint8_t *list = malloc(size ? size : 1), *w = list;
+    if (!list) {
+        session_close_as(s, CONN_END_INTERNAL, CONN_END_INTERNAL, "out of memory");
+        return PKT_CLOSE;
+    }
+    uint32_t off = 0;
+    mqtt_str filter;
+    while (mqtt_unsub_next(u, &off, &filter)) {
+        if (!mount_fits(s->mount, to_bytes(filter))) { /* it could not have been subscribed either */
+            free(list);
+            session_protocol_error(s, MGATE_UP, MQTT_TOO_LARGE);
+            return PKT_CLOSE;
+        }
+        uint32_t n = s->mount->len + filter.len;
+        *w++ = (uint8_t)(n >> 8);
+        *w++ = (uint8_t)n;
+        mount_put_filter(s->mount, to_bytes(filter), w);
+        w += n;
+    }
+    struct mqtt_packet np = *pkt;
+    np.subscribe.list = list;
+    np.subscribe.list_len = (uint32_t)(w - list);
+    int rc = pass_emit_packet(ps, &np);
+    free(list);
+    if (rc != 0) { /* no memory, or over the broker's maximum: the client would wait for its UNSUBACK */
+        session_close_as(s, CONN_END_INTERNAL, CONN_END_INTERNAL, "the UNSUBSCRIBE cannot be forwarded");
+        return PKT_CLOSE;
+    }
+    return PKT_HANDLED;
+}
+
+static enum pkt_result up_unsubscribe(struct pass *ps, struct mqtt_packet *pkt)
+{
+    struct mgate_session *s = ps->s;
     if (!chain_wants_unsubscribe(s))
-        return PKT_FORWARD;
+        return s->mount ? emit_mounted_unsubscribe(ps, pkt) : PKT_FORWARD;
     struct mqtt_subscribe *u = &pkt->subscribe;
     mgate_bytes *topics = calloc(u->count, sizeof(*topics));
     if (!topics) { /* the handlers' view of the subscriptions would go stale */
@@ -474,7 +564,7 @@ static enum pkt_result up_unsubscribe(struct mgate_session *s, struct mqtt_packe
         topics[req.count++] = to_bytes(filter);
     chain_unsubscribe(s, &req);
     free(topics);
-    return PKT_FORWARD;
+    return s->mount ? emit_mounted_unsubscribe(ps, pkt) : PKT_FORWARD;
 }
 
 /* ---- dispatch --------------------------------------------------------- */
@@ -509,7 +599,7 @@ enum pkt_result up_packet(struct pass *ps, const uint8_t *raw, uint32_t len, str
     case MQTT_SUBSCRIBE:
         return up_subscribe(ps, raw, len, pkt);
     case MQTT_UNSUBSCRIBE:
-        return up_unsubscribe(s, pkt);
+        return up_unsubscribe(ps, pkt);
     default:
         return PKT_FORWARD;
     }

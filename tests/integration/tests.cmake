@@ -39,6 +39,7 @@ set(MGATE_INTEGRATION_TESTS
   log_flood   60
   acl_flood   120
   client_id   60
+  mount       120
 )
 
 while(MGATE_INTEGRATION_TESTS)
