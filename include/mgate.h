@@ -193,7 +193,10 @@ struct mgate_properties *mgate_properties(mgate_session *s, const void *req);
  * `name` by one with this value (appended when there was none); remove
  * every one named `name` (returns how many).  The set/add ones return 0,
  * or -1 when out of memory.  The bytes must live as long as the request
- * (mgate_session_alloc). */
+ * (mgate_session_alloc).  `p` is what mgate_properties returned; set keeps
+ * the first one's place, and the order of the others is kept.  Only a
+ * PUBLISH's changes are sent (CONNECT, will and SUBSCRIBE properties are
+ * read-only); a PUBLISH that reads but changes nothing goes byte for byte. */
 int mgate_user_property_add(mgate_session *s, struct mgate_properties *p, mgate_bytes name, mgate_bytes value);
 int mgate_user_property_set(mgate_session *s, struct mgate_properties *p, mgate_bytes name, mgate_bytes value);
 uint32_t mgate_user_property_remove(struct mgate_properties *p, mgate_bytes name);

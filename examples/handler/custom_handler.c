@@ -30,6 +30,17 @@
  *   interceptor (before the handler): a client PUBLISH whose payload is
  *             "intercept-drop" is dropped without a trace (no PUBACK either)
  *
+ * MQTT 5 properties (mgate_properties), when the environment asks:
+ *   MGATE_EXAMPLE_REFUSE_AUTH_METHOD=M  a CONNECT whose Authentication Method
+ *             is M is refused with 0x8C (Bad authentication method)
+ *   MGATE_EXAMPLE_PROPERTIES=1  every v5 PUBLISH's, will's and SUBSCRIBE's
+ *             properties are read: one carrying the user property "x-mgate-deny"
+ *             is refused (a will: its CONNECT); on topics
+ *             "props/...", a client's PUBLISH gets "x-mgate-user: <username>"
+ *             (replacing any the client sent; "anonymous" without one) and
+ *             loses every "x-strip", and a delivery gets "x-mgate-to: <client
+ *             id>" appended.  Other topics go byte for byte.
+ *
  * Build:  cmake --build build --target custom_handler_example
  * Run:    MGATE_MQTT_WITHOUT_TLS_PORT=1884 MGATE_MQTT_WITHOUT_TLS_TARGET_HOST=127.0.0.1 \
  *         MGATE_MQTT_WITHOUT_TLS_TARGET_PORT=1883 ./build/mgate-example
@@ -84,8 +95,61 @@ static enum mgate_verdict answer_later(mgate_session *s, const void *req, uint32
     return MGATE_PENDING;
 }
 
+static bool env_on(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v && strcmp(v, "0") != 0;
+}
+
+static mgate_bytes text(const char *s) { return (mgate_bytes){(const uint8_t *)s, (uint32_t)strlen(s)}; }
+
+/* Enhanced authentication: the method (and its first data) are CONNECT
+ * properties; a handler may refuse a method it does not want brokers to
+ * see.  The AUTH exchange itself passes between client and broker. */
+static bool auth_method_refused(mgate_session *s, struct mgate_connect_req *req)
+{
+    const char *refused = getenv("MGATE_EXAMPLE_REFUSE_AUTH_METHOD");
+    struct mgate_properties *p = refused ? mgate_properties(s, req) : NULL;
+    return p && p->has_auth_method && equals(p->auth_method, refused);
+}
+
+static bool has_user_property(const struct mgate_properties *p, const char *name)
+{
+    for (uint32_t i = 0; i < p->user_count; i++)
+        if (equals(p->user[i].name, name))
+            return true;
+    return false;
+}
+
+/* MGATE_EXAMPLE_PROPERTIES: whether a request's properties refuse it. */
+static bool refused_by_properties(mgate_session *s, const void *req)
+{
+    struct mgate_properties *p = env_on("MGATE_EXAMPLE_PROPERTIES") ? mgate_properties(s, req) : NULL;
+    return p && has_user_property(p, "x-mgate-deny"); /* p is NULL before 5.0 */
+}
+
+/* MGATE_EXAMPLE_PROPERTIES: read every PUBLISH's properties, stamp the
+ * ones on "props/" topics (a will's are read-only).  Returns false to refuse. */
+static bool publish_properties(mgate_session *s, const void *req, mgate_bytes topic, enum mgate_direction dir)
+{
+    if (refused_by_properties(s, req))
+        return false;
+    struct mgate_properties *p = env_on("MGATE_EXAMPLE_PROPERTIES") ? mgate_properties(s, req) : NULL;
+    if (!p || !has_prefix(topic, "props/"))
+        return true; /* read, not changed: forwarded byte for byte */
+    if (dir == MGATE_DOWN)
+        return mgate_user_property_add(s, p, text("x-mgate-to"), mgate_session_client_id(s)) == 0;
+    mgate_bytes user = mgate_session_username(s);
+    mgate_user_property_remove(p, text("x-strip"));
+    return mgate_user_property_set(s, p, text("x-mgate-user"), user.len ? user : text("anonymous")) == 0;
+}
+
 static enum mgate_verdict auth_connect(mgate_session *s, struct mgate_connect_req *req)
 {
+    if (auth_method_refused(s, req)) {
+        req->reason = 0x8C; /* Bad authentication method */
+        return MGATE_DENY;
+    }
     if (has_prefix(req->client_id, "deny"))
         return MGATE_DENY;
     if (req->has_username && equals(req->username, "baduser")) {
@@ -118,6 +182,8 @@ static enum mgate_verdict auth_publish(mgate_session *s, struct mgate_publish_re
 {
     if (contains(req->topic, "forbidden") || equals(req->payload, "deny-payload"))
         return MGATE_DENY;
+    if (req->will ? refused_by_properties(s, req) : !publish_properties(s, req, req->topic, MGATE_UP))
+        return MGATE_DENY;
     /* A CONNECT's will comes here too (req->will), right after auth_connect:
      * the broker would publish it later for the client, so it gets the same
      * rules as a PUBLISH, and a refused will refuses the CONNECT.  This
@@ -147,10 +213,14 @@ static enum mgate_verdict auth_subscribe(mgate_session *s, struct mgate_subscrib
 {
     if (req->dir == MGATE_DOWN && contains(req->filters[0].filter, "secret"))
         return MGATE_DENY;
+    if (req->dir == MGATE_DOWN && !publish_properties(s, req, req->filters[0].filter, MGATE_DOWN))
+        return MGATE_DENY;
     if (req->dir == MGATE_DOWN && contains(req->filters[0].filter, "stuckdown"))
         return answer_later(s, req, 2000, MGATE_ALLOW);
     if (req->dir == MGATE_DOWN)
         return contains(req->filters[0].filter, "latedown") ? answer_later(s, req, 100, MGATE_ALLOW) : MGATE_IGNORE;
+    if (refused_by_properties(s, req))
+        return MGATE_DENY;
     for (uint32_t i = 0; i < req->count; i++)
         if (contains(req->filters[i].filter, "forbidden"))
             req->filters[i].denied = true;

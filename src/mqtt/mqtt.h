@@ -308,6 +308,56 @@ bool mqtt_topic_filter_valid(const uint8_t *p, size_t len); /* wildcard placemen
  * value bytes, after the identifier) for the first occurrence. */
 bool mqtt_props_find(const uint8_t *raw, uint32_t raw_len, uint8_t id, const uint8_t **val);
 
+/* Size of the one property (identifier and value) at p[0..left), 0 when
+ * its identifier is unknown or its value overruns: to walk a raw block. */
+uint32_t mqtt_prop_size(const uint8_t *p, uint32_t left);
+
+/*
+ * Every value of a raw property block (one mqtt_decode accepted), for code
+ * that shows them (the handler API's mgate_properties).  Strings point into
+ * the block.  User properties and subscription identifiers go to caller
+ * arrays: at most user_cap / ids_cap are written, the counts are always
+ * the whole counts (call with caps 0 to size them).  `has` has bit
+ * (1ull << id) for each property identifier present.
+ */
+struct mqtt_user_prop {
+    mqtt_str name, value;
+};
+struct mqtt_prop_values {
+    uint64_t has;
+    struct mqtt_user_prop *user;
+    uint32_t user_count;
+    uint32_t *sub_ids;
+    uint32_t sub_id_count;
+    uint8_t payload_format;
+    uint16_t receive_max, topic_alias_max;
+    uint32_t message_expiry, will_delay, session_expiry, max_packet_size;
+    mqtt_str content_type, response_topic, correlation_data, auth_method, auth_data;
+};
+#define MQTT_PROP_HAS(v, id) (((v)->has >> (id)) & 1u)
+/* false: the block does not parse (out is then partly filled). */
+bool mqtt_prop_values(const uint8_t *raw, uint32_t raw_len, struct mqtt_prop_values *out,
+                      struct mqtt_user_prop *user, uint32_t user_cap, uint32_t *ids, uint32_t ids_cap);
+
+/*
+ * A PUBLISH's (or will's) property block with its user properties, content
+ * type and response topic replaced: every other property is copied as it
+ * came, in order; the new user properties take the place of the first old
+ * one (or go last), a content type or response topic the place of the old
+ * one (or last), so an edit that changes nothing gives the block back byte
+ * for byte.  Returns the new block's size (without its length prefix) and
+ * writes it to out only when cap is enough; 0 with *bad set when it cannot
+ * be encoded (a string over 65535 bytes).  out must not overlap raw.
+ */
+struct mqtt_prop_edit {
+    const struct mqtt_user_prop *user;
+    uint32_t user_count;
+    bool has_content_type, has_response_topic;
+    mqtt_str content_type, response_topic;
+};
+size_t mqtt_props_edit(const uint8_t *raw, uint32_t raw_len, const struct mqtt_prop_edit *e, uint8_t *out,
+                       size_t cap, bool *bad);
+
 /* Building blocks of mqtt_decode, usable on their own. */
 
 /* Read a variable byte integer from p[0..len): MQTT_OK with *v and *used,

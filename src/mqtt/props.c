@@ -216,6 +216,8 @@ mqtt_rc mqtt_props_parse(const uint8_t *p, size_t len, uint8_t type, mqtt_props 
     return MQTT_OK;
 }
 
+uint32_t mqtt_prop_size(const uint8_t *p, uint32_t left) { return prop_size(p, left); }
+
 bool mqtt_props_find(const uint8_t *raw, uint32_t raw_len, uint8_t id, const uint8_t **val)
 {
     for (uint32_t off = 0, n; off < raw_len; off += n) {

@@ -122,15 +122,13 @@ static enum pkt_result down_publish(struct pass *ps, const uint8_t *raw, uint32_
     return held_ask(ps, h, ASK_SUBSCRIBE, raw, len);
 }
 
-static enum pkt_result finish_publish(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len)
+/* Not for this client (refused, or too large for it as the handlers left
+ * it): complete the broker's QoS flow in its place. */
+enum pkt_result down_publish_not_sent(struct pass *ps, const struct mqtt_publish *pub, const char *why)
 {
     struct mgate_session *s = ps->s;
-    struct mqtt_publish *pub = &h->pkt.publish;
-    if (h->ask.verdict == MGATE_ALLOW && !h->one_filter.denied)
-        return publish_forward(ps, raw, len, pub, h->resolved_topic, h->one_filter.filter, to_bytes(pub->payload));
-    /* Not for this client: complete the broker's QoS flow in its place. */
     METRIC_INC(session_metrics(s)->publish_refused[MGATE_DOWN]);
-    session_log(s, LOGL_DEBUG, "broker PUBLISH refused by auth_subscribe");
+    session_log(s, LOGL_DEBUG, "broker PUBLISH %s", why);
     if (pub->qos == 1) {
         reply_ack(s->broker, MQTT_PUBACK, s->version, pub->id, 0);
     } else if (pub->qos == 2) {
@@ -140,7 +138,19 @@ static enum pkt_result finish_publish(struct pass *ps, struct held *h, const uin
         }
         reply_ack(s->broker, MQTT_PUBREC, s->version, pub->id, 0);
     }
-    return PKT_HANDLED;
+    return PKT_REFUSED;
+}
+
+static enum pkt_result finish_publish(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len)
+{
+    struct mqtt_publish *pub = &h->pkt.publish;
+    if (h->ask.verdict != MGATE_ALLOW || h->one_filter.denied)
+        return down_publish_not_sent(ps, pub, "refused by auth_subscribe");
+    int e = held_props_apply(ps->s, h);
+    if (e == 0)
+        return publish_forward(ps, raw, len, pub, h->resolved_topic, h->one_filter.filter, to_bytes(pub->payload));
+    return e == PASS_DROPPED ? down_publish_not_sent(ps, pub, "dropped: its new properties cannot be encoded")
+                             : publish_oom(ps->s);
 }
 
 /* ---- SUBACK ----------------------------------------------------------- */
@@ -188,6 +198,8 @@ enum pkt_result down_packet(struct pass *ps, const uint8_t *raw, uint32_t len, s
     if (s->state == SESSION_AWAIT_CONNACK) {
         if (pkt->type == MQTT_CONNACK)
             return down_connack(ps, raw, len, &pkt->connack);
+        if (pkt->type == MQTT_AUTH && s->enhanced_auth)
+            return PKT_FORWARD; /* the broker's challenge: the client answers with AUTH */
         session_close_as(s, CONN_END_UPSTREAM, CONN_END_PROTOCOL, "broker sent a packet before CONNACK");
         return PKT_CLOSE;
     }

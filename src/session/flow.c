@@ -141,6 +141,7 @@ static void count_verdict(struct mgate_session *s, const struct held *h, uint64_
 }
 
 static void held_done(struct ask *a);
+bool held_owns(const struct ask *a) { return a->done == held_done; }
 static enum pkt_result held_pend(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len);
 
 static inline enum pkt_result held_finish_now(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len)
@@ -202,6 +203,8 @@ static void rebase_req(struct held *h, const uint8_t *raw, uint32_t len, const u
         for (uint32_t i = 0; i < a->req.subscribe.count; i++)
             rebase(&a->req.subscribe.filters[i].filter, raw, len, copy);
     }
+    if (h->props)
+        session_props_rebase(h, raw, len, copy);
 }
 
 /* Keep the packet: its bytes move out of the input buffer (which the
@@ -290,7 +293,8 @@ static inline bool drained(const struct conn *c) { return c->out.len <= c->high_
  *  - a packet of its direction waits for a verdict (the rest wait in order);
  *  - the client's CONNECT waits for the broker's CONNACK: the server sends
  *    nothing before its CONNACK, so no answer to a pipelined packet may be
- *    made before it;
+ *    made before it (but with enhanced authentication the client's AUTH
+ *    packets must reach the broker before it: up_packet takes only those);
  *  - SUBSCRIBEs waiting for their SUBACK merge reached the bound (merges_full);
  *  - its own output is over the mark (what we send it, forwarded or our own
  *    answers, is not being read: taking more from it would make more);
@@ -306,7 +310,7 @@ bool session_may_read(const struct mgate_session *s, const struct conn *c)
     const struct conn *to = up ? s->broker : s->client;
     if (s->held[up ? MGATE_UP : MGATE_DOWN] || !drained(c) || (to && !drained(to)))
         return false;
-    return !up || (s->state != SESSION_AUTH_CONNECT && s->state != SESSION_AWAIT_CONNACK &&
+    return !up || (s->state != SESSION_AUTH_CONNECT && (s->state != SESSION_AWAIT_CONNACK || s->enhanced_auth) &&
                    !(s->merges && merges_full(s)));
 }
 
@@ -326,7 +330,7 @@ void session_resume_reading(struct mgate_session *s)
  * merge) can make it so; other packets cost one compare. */
 static inline bool client_must_wait(const struct mgate_session *s, uint8_t type)
 {
-    return (type == MQTT_CONNECT && s->state == SESSION_AWAIT_CONNACK) ||
+    return (type == MQTT_CONNECT && s->state == SESSION_AWAIT_CONNACK && !s->enhanced_auth) ||
            (type == MQTT_SUBSCRIBE && s->merges && merges_full(s));
 }
 
@@ -410,7 +414,7 @@ size_t session_on_data(struct conn *c, const uint8_t *data, size_t len)
         return len; /* nobody to give it to */
     if (s->held[dir])
         return 0;
-    if (dir == MGATE_UP && s->state == SESSION_AWAIT_CONNACK) {
+    if (dir == MGATE_UP && s->state == SESSION_AWAIT_CONNACK && !s->enhanced_auth) {
         conn_pause_read(c); /* nothing is answered before the CONNACK (session_may_read) */
         return 0;
     }

@@ -33,6 +33,7 @@ struct held {
     struct ask ask;                 /* the request and its verdict (verdict.h) */
     struct mgate_filter one_filter; /* a broker PUBLISH's topic, for auth_subscribe */
     mqtt_str resolved_topic;        /* PUBLISH: the topic after alias resolution */
+    struct session_props *props;    /* v5 properties a handler asked for (properties.c), or NULL */
 };
 
 /* A SUBSCRIBE whose refused filters were answered by us: the broker's
@@ -78,6 +79,9 @@ struct mgate_session {
     bool ended;
     bool identity_lost; /* out of memory keeping it: closed, or (front ends) every request refused */
     bool mount_chosen;  /* a handler set the mount point: the listener's template is not used */
+    /* v5 CONNECT with an Authentication Method: AUTH goes both ways before
+     * the CONNACK, so the client is read while it is awaited (flow.c) */
+    bool enhanced_auth;
     uint32_t refs; /* being alive, and each pending ask (verdict.c) */
 
     struct loop_timer timer; /* CONNECT deadline, then the closing linger */
@@ -130,6 +134,7 @@ struct pass {
 enum pkt_result {
     PKT_FORWARD,  /* forward the input bytes unchanged */
     PKT_HANDLED,  /* already forwarded, answered or dropped */
+    PKT_REFUSED,  /* a PUBLISH answered or dropped as refused: as PKT_HANDLED, but no publish hook */
     PKT_HOLD,     /* waiting for a verdict: stop reading this side */
     PKT_CLOSE,    /* the session is closing: stop */
 };
@@ -164,6 +169,23 @@ enum pkt_result held_ask_connect(struct pass *ps, struct held *h, const uint8_t 
 enum pkt_result held_decide(struct pass *ps, struct held *h, enum mgate_verdict v, const uint8_t *raw,
                             uint32_t len);
 
+/* Whether an ask is a struct held's (an MQTT packet's), not a front end's. */
+bool held_owns(const struct ask *a);
+
+/* properties.c: mgate_properties' cache in struct held.  A pending packet's
+ * bytes move (held_pend): the views follow them. */
+void session_props_rebase(struct held *h, const uint8_t *from, uint32_t len, const uint8_t *to);
+/* A PUBLISH whose user properties, content type or response topic a
+ * handler changed gets its new block in h->pkt.publish.props (outside the
+ * packet's bytes, which publish_forward takes as changed): 0, -1 out of
+ * memory, PASS_DROPPED when the new block cannot be encoded.  Nothing to do
+ * (one compare) when no handler asked. */
+int held_props_apply_slow(struct mgate_session *s, struct held *h);
+static inline int held_props_apply(struct mgate_session *s, struct held *h)
+{
+    return h->props ? held_props_apply_slow(s, h) : 0;
+}
+
 /* chain.c: MGATE_HANDLER's handlers, in order (see mgate.h); the auth_*
  * calls are the verdict engine's (verdict.c). */
 /* The hooks after forwarding, to every handler. */
@@ -193,6 +215,11 @@ int publish_resolve_alias(struct pass *ps, struct mqtt_publish *pub, mqtt_str *r
 enum pkt_result publish_forward(struct pass *ps, const uint8_t *raw, uint32_t len,
                                 struct mqtt_publish *pub, mqtt_str resolved, mgate_bytes topic,
                                 mgate_bytes payload);
+enum pkt_result publish_oom(struct mgate_session *s); /* closes the session */
+/* A PUBLISH allowed but not sent (too large for its receiver as rewritten):
+ * answered to its sender as each direction answers a refused one. */
+enum pkt_result up_publish_not_sent(struct pass *ps, const struct mqtt_publish *pub);
+enum pkt_result down_publish_not_sent(struct pass *ps, const struct mqtt_publish *pub, const char *why);
 
 /* client_id.c: the listener's client-id policy, applied to the client id
  * and identity the handler chain allowed (after session_save_credentials). */

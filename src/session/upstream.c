@@ -90,6 +90,7 @@ static enum pkt_result up_connect(struct pass *ps, const uint8_t *raw, uint32_t 
             s->client_max_packet = c->props.max_packet_size;
         if (c->props.has & (1u << MQTT_PROPBIT_TOPIC_ALIAS_MAX))
             s->client_alias_max = c->props.topic_alias_max;
+        s->enhanced_auth = c->props.has & (1u << MQTT_PROPBIT_AUTH_METHOD);
     }
     struct held *h = held_begin(ps, pkt);
     if (!h)
@@ -268,15 +269,20 @@ static enum pkt_result up_publish(struct pass *ps, const uint8_t *raw, uint32_t 
     return held_ask(ps, h, ASK_PUBLISH, raw, len);
 }
 
-static enum pkt_result refuse_publish(struct pass *ps, const struct mqtt_publish *pub, uint8_t reason)
+static void count_refused(struct mgate_session *s, const struct mqtt_publish *pub)
 {
-    METRIC_INC(session_metrics(ps->s)->publish_refused[MGATE_UP]);
-    struct mgate_session *s = ps->s;
+    METRIC_INC(session_metrics(s)->publish_refused[MGATE_UP]);
     struct logline l;
     if (session_log_begin(s, &l, LOGL_INFO, "PUBLISH refused")) {
         log_bytes(&l, "topic", pub->topic.p, pub->topic.len);
         log_end(&l);
     }
+}
+
+static enum pkt_result refuse_publish(struct pass *ps, const struct mqtt_publish *pub, uint8_t reason)
+{
+    struct mgate_session *s = ps->s;
+    count_refused(s, pub);
     if (s->p->refusal_close || s->version != MQTT_V5) {
         /* 3.1.1 has no way to refuse a PUBLISH but closing. */
         session_close_as(s, CONN_END_POLICY, CONN_END_NORMAL, "PUBLISH refused");
@@ -285,7 +291,19 @@ static enum pkt_result refuse_publish(struct pass *ps, const struct mqtt_publish
     if (pub->qos)
         reply_ack(s->client, pub->qos == 1 ? MQTT_PUBACK : MQTT_PUBREC, s->version, pub->id,
                   reason ? reason : MQTT_RC_NOT_AUTHORIZED);
-    return PKT_HANDLED;
+    return PKT_REFUSED;
+}
+
+/* Allowed, but the broker cannot take it as the handlers left it (over its
+ * Maximum Packet Size, or not encodable): a QoS 1/2 sender is told 0x95 (a
+ * 3.1.1 one, which cannot be told, is closed, as for a refusal) rather than
+ * left waiting for an acknowledgement; QoS 0 is dropped and counted. */
+enum pkt_result up_publish_not_sent(struct pass *ps, const struct mqtt_publish *pub)
+{
+    if (pub->qos)
+        return refuse_publish(ps, pub, MQTT_RC_PACKET_TOO_LARGE);
+    count_refused(ps->s, pub);
+    return PKT_REFUSED;
 }
 
 /* The handlers' retain, and their QoS where the flow allows: 1 lowered to
@@ -318,9 +336,15 @@ static enum pkt_result finish_publish(struct pass *ps, struct held *h, const uin
             return PKT_CLOSE;
         }
     }
-    publish_take_flags(s, &h->pkt.publish, req);
-    enum pkt_result r = publish_forward(ps, raw, len, &h->pkt.publish, h->resolved_topic, topic, req->payload);
-    chain_publish(s, req);
+    int e = held_props_apply(s, h);
+    if (e == 0)
+        publish_take_flags(s, &h->pkt.publish, req);
+    enum pkt_result r = e == 0 ? publish_forward(ps, raw, len, &h->pkt.publish, h->resolved_topic, topic,
+                                                 req->payload)
+                        : e == PASS_DROPPED ? up_publish_not_sent(ps, &h->pkt.publish)
+                                            : publish_oom(s);
+    if (r != PKT_REFUSED && r != PKT_CLOSE)
+        chain_publish(s, req);
     return r;
 }
 
@@ -581,6 +605,19 @@ enum pkt_result up_finish(struct pass *ps, struct held *h, const uint8_t *raw, u
     }
 }
 
+/* Enhanced authentication (only then is the client read before its CONNACK,
+ * flow.c): AUTH continues it, DISCONNECT gives up; anything else breaks
+ * [MQTT-3.1.2-30] and is refused as the Protocol Error it is, never held:
+ * the broker could not have answered it before its CONNACK either. */
+static enum pkt_result up_before_connack(struct mgate_session *s, const struct mqtt_packet *pkt)
+{
+    if (pkt->type == MQTT_AUTH || pkt->type == MQTT_DISCONNECT)
+        return PKT_FORWARD;
+    reply_connack(s, MQTT_RC_PROTOCOL_ERROR);
+    session_close_as(s, CONN_END_PROTOCOL, CONN_END_NORMAL, "packet other than AUTH before the CONNACK");
+    return PKT_CLOSE;
+}
+
 enum pkt_result up_packet(struct pass *ps, const uint8_t *raw, uint32_t len, struct mqtt_packet *pkt)
 {
     struct mgate_session *s = ps->s;
@@ -590,6 +627,8 @@ enum pkt_result up_packet(struct pass *ps, const uint8_t *raw, uint32_t len, str
         session_close_as(s, CONN_END_PROTOCOL, CONN_END_NORMAL, "first packet is not CONNECT");
         return PKT_CLOSE;
     }
+    if (s->state == SESSION_AWAIT_CONNACK)
+        return up_before_connack(s, pkt);
     switch (pkt->type) {
     case MQTT_CONNECT:
         session_protocol_error(s, MGATE_UP, MQTT_PROTOCOL_ERROR); /* a second CONNECT */

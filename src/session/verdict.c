@@ -107,7 +107,7 @@ static void on_resume(struct loop *l, struct loop_defer *d)
     session_unref(s);
 }
 
-static struct ask *find(const struct mgate_session *s, const void *req)
+struct ask *verdict_find(const struct mgate_session *s, const void *req)
 {
     if (s->asking && ask_request(s->asking) == req)
         return s->asking;
@@ -119,7 +119,7 @@ static struct ask *find(const struct mgate_session *s, const void *req)
 
 void mgate_resume(mgate_session *s, const void *req, enum mgate_verdict v)
 {
-    struct ask *a = find(s, req);
+    struct ask *a = verdict_find(s, req);
     if (!a || a->answered) {
         log_msgf(LOGL_ERROR, "mgate_resume: no pending request %p on session %llu", req, (unsigned long long)s->id);
         return;

@@ -63,6 +63,10 @@ struct ask {
 enum mgate_verdict verdict_walk(struct mgate_session *s, struct ask *a);
 void verdict_pend(struct mgate_session *s, struct ask *a);
 
+/* The ask whose request is `req` (by address: the one being asked, or a
+ * pending one), or NULL. */
+struct ask *verdict_find(const struct mgate_session *s, const void *req);
+
 /* Ask the chain about a->req (or a->will) from its first handler: returns
  * MGATE_ALLOW or MGATE_DENY (also in a->verdict), or MGATE_PENDING, and
  * then done(a) follows once, from the loop, with the final verdict in

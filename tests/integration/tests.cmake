@@ -40,6 +40,8 @@ set(MGATE_INTEGRATION_TESTS
   acl_flood   120
   client_id   60
   mount       120
+  properties  90
+  enhanced_auth 60
 )
 
 while(MGATE_INTEGRATION_TESTS)
