@@ -372,15 +372,11 @@ static enum mgate_verdict auth_connect(mgate_session *s, struct mgate_connect_re
  * judge and rewrite (the "user_properties" modifier). */
 static void request_user_properties(mgate_session *s, struct mgate_publish_req *req, struct wh_doc *d)
 {
-#if WH_HAVE_PROPERTIES
     struct mgate_properties *p = mgate_session_version(s) == 5 ? mgate_properties(s, req) : NULL;
     if (p) {
         d->user = p->user;
         d->user_count = p->user_count;
     }
-#else
-    (void)s, (void)req, (void)d; /* TODO(issue 17, branch props): see webhook.h */
-#endif
 }
 
 static enum mgate_verdict auth_publish(mgate_session *s, struct mgate_publish_req *req)

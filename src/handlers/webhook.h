@@ -19,11 +19,6 @@
 
 struct loop;
 
-/* TODO(issue 17, branch props): mgate_properties / mgate_user_property_*
- * are not implemented yet; until they are merged a user_properties
- * modifier is refused (a deny with a log line) instead of being half
- * applied, and requests carry no user properties.  1 at the merge. */
-#define WH_HAVE_PROPERTIES 0
 
 enum wh_kind { WH_CONNECT, WH_PUBLISH, WH_SUBSCRIBE };
 enum wh_result { WH_ALLOW, WH_DENY, WH_IGNORE, WH_ERROR };

@@ -58,13 +58,14 @@ static enum wh_result apply_connect(mgate_session *s, struct mgate_connect_req *
     return WH_ALLOW;
 }
 
+/* Replaces the PUBLISH's user properties (mgate.h: `user` pointed at a new
+ * array); 3.1.1 has no properties, so there it has nothing to change. */
 static enum wh_result apply_user_properties(mgate_session *s, struct mgate_publish_req *req, struct wh_answer *a)
 {
-#if WH_HAVE_PROPERTIES
+    if (mgate_session_version(s) != 5)
+        return WH_ALLOW;
     struct mgate_properties *p = mgate_properties(s, req);
-    if (!p)
-        return refuse(s, "user_properties", "needs an MQTT 5 PUBLISH");
-    struct mgate_user_property *u = mgate_session_alloc(s, (a->user_count ? a->user_count : 1) * sizeof(*u));
+    struct mgate_user_property *u = p ? mgate_session_alloc(s, (a->user_count ? a->user_count : 1) * sizeof(*u)) : NULL;
     if (!u)
         return refuse(s, "user_properties", "cannot be kept: out of memory");
     for (uint32_t i = 0; i < a->user_count; i++) {
@@ -74,14 +75,9 @@ static enum wh_result apply_user_properties(mgate_session *s, struct mgate_publi
         if (!copy(s, &u[i].name) || !copy(s, &u[i].value))
             return refuse(s, "user_properties", "cannot be kept: out of memory");
     }
-    p->user = u; /* replaces the PUBLISH's user properties (mgate.h) */
+    p->user = u;
     p->user_count = a->user_count;
     return WH_ALLOW;
-#else
-    (void)req;
-    (void)a;
-    return refuse(s, "user_properties", "is not supported by this build yet");
-#endif
 }
 
 static enum wh_result apply_publish(mgate_session *s, struct mgate_publish_req *req, struct wh_answer *a)

@@ -10,7 +10,9 @@ username) and from subscribers connected to mosquitto directly.
   PUBLISH arrives under the prefix), expire_at (v5: DISCONNECT 0xA0 within a second of it; 3.1.1:
   closed; already past: CONNACK 0x87); invalid modifiers and unknown keys deny, the log names them.
 * PUBLISH: topic, payload (base64), QoS 1 -> 0 and retain rewritten, as a subscriber sees it; the
-  request carries the payload; a QoS 3, bad base64 or a QoS raised: denied, the field named.
+  request carries the payload and (v5) the user properties, which user_properties replaces (a list of
+  pairs or an object; a 3.1.1 PUBLISH has none: allowed as it is); a QoS 3, bad base64, a QoS raised,
+  user properties that are no pairs: denied, the field named.
 * SUBSCRIBE: VerneMQ's "topics" answer per filter: a rewritten filter, QoS 128 (0x80), a reason
   (v5 SUBACK code; 3.1.1 gets 0x80), kept ones granted.
 * Cache-Control: max-age=N keeps an answer (the second identical CONNECT is not sent, its
@@ -208,6 +210,30 @@ def publish_modifiers(t, g, broker, svc):
         q.close()
     got = sub.collect(5, 1.0)
     t.eq([m.topic for m in got], [], "no denied message reaches the subscriber")
+
+    users = lambda m: [tuple(v) for pid, v in m.props if pid == h.P_USER]  # noqa: E731
+    svc.on("props", ok(user_properties=[["b", "2"], ["b", "3"]]))
+    t.eq(p.publish_wait("pm/props", b"p", 1, 3, props=[(h.P_USER, ("a", "1")), (h.P_USER, ("keep", "x"))]), 0,
+         "user_properties modifier: PUBACK 0")
+    got = sub.collect(1, 3.0)
+    t.eq([users(m) for m in got], [[("b", "2"), ("b", "3")]], "... the subscriber gets the service's user properties only")
+    r = svc.last("props")
+    t.eq(r and r.get("user_properties"), [["a", "1"], ["keep", "x"]], "the request carries the PUBLISH's user properties")
+    svc.on("propobj", ok(user_properties={"c": "4"}))
+    p.publish_wait("pm/propobj", b"p", 1, 4)
+    got = sub.collect(1, 3.0)
+    t.eq([users(m) for m in got], [[("c", "4")]], "... given as an object too")
+    old = h.raw_client(g.port, 4, "pm-311")
+    t.eq(old.publish_wait("pm/propobj", b"p311", 1, 5), 0, "a 3.1.1 PUBLISH with user_properties: allowed (it has none)")
+    old.close()
+    got = sub.collect(1, 3.0)
+    t.eq([(m.payload, users(m)) for m in got], [(b"p311", [])], "... and forwarded without properties")
+    svc.on("propbad", ok(user_properties=[["only-a-name"]]))
+    mark = g.log.mark()
+    q = h.raw_client(g.port, 5, "pm-propbad")
+    t.eq(q.publish_wait("pm/propbad", b"x", 1, 1), 0x87, "user_properties that are no pairs: PUBACK 0x87")
+    t.check(g.log.wait(r'modifier \\"user_properties\\"', 3.0, mark), "... the log names user_properties")
+    q.close()
     p.close()
     sub.close()
 
