@@ -25,46 +25,20 @@ import json
 import re
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.dont_write_bytecode = True
 import harness as h  # noqa: E402
+import test_webhook  # noqa: E402
 
 
-class Service:
+class Service(test_webhook.Service):
+    """test_webhook's service, answering from a table instead of by name."""
+
     def __init__(self):
-        self.requests = []
         self.answers = {}  # key -> (status, body (a dict or text), headers)
-        self.lock = threading.Lock()
-        svc = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                req = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
-                with svc.lock:
-                    svc.requests.append(req)
-                status, body, headers = svc.answer(req)
-                data = (body if isinstance(body, str) else json.dumps(body)).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer((h.HOST, 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://{h.HOST}:{self.server.server_address[1]}/auth"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        super().__init__()
 
     @staticmethod
     def key(req):
@@ -72,31 +46,20 @@ class Service:
             return req.get("client_id", "")
         return (req.get("topic") or "").rsplit("/", 1)[-1]
 
-    def answer(self, req):
+    def decide(self, req):
         with self.lock:
-            a = self.answers.get(self.key(req))
-        if a is None:
-            return 200, {"result": "allow"}, {}
-        return a if len(a) == 3 else (a[0], a[1], {})
+            status, body, headers = self.answers.get(self.key(req), (200, {"result": "allow"}, {}))
+        return status, body if isinstance(body, str) else json.dumps(body), headers
 
     def on(self, key, body, status=200, headers=None):
         with self.lock:
             self.answers[key] = (status, body, headers or {})
 
     def count(self, key):
-        with self.lock:
-            return sum(1 for r in self.requests if self.key(r) == key)
+        return super().count(lambda r: self.key(r) == key)
 
     def last(self, key):
-        with self.lock:
-            for r in reversed(self.requests):
-                if self.key(r) == key:
-                    return r
-        return None
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
+        return super().last(lambda r: self.key(r) == key)
 
 
 def ok(**mods):
@@ -174,7 +137,9 @@ def expire_at(t, g, broker, svc):
     now = time.time()
     t.check(closed and reason is None and at - 0.05 <= now <= at + 1.0,
             f"expire_at: the 3.1.1 client is closed, no DISCONNECT ({now - at:+.2f} s)", (closed, reason))
-    t.check(g.log.search(r"time is up"), "the cut is logged")
+    t.eq(g.log.count(r"time is up"), 2, "each cut is logged once")
+    t.eq(metric(int(g.env["MGATE_ADMIN_PORT"]), "mgate_sessions_expired_total"), 2,
+         "mgate_sessions_expired_total counts them")
     svc.on("ex-past", ok(expire_at=int(time.time()) - 10))
     t.eq(connack(g.port, 5, "ex-past"), 0x87, "expire_at already past: CONNACK 0x87")
     svc.on("ex-far", ok(expire_at=int(time.time()) + 3600))
@@ -307,7 +272,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         svc = Service()
         broker = h.start_mosquitto(tmp)
-        g = h.Mgate(tmp, broker.port, MGATE_HANDLER="http", MGATE_WEBHOOK_URL=svc.url)
+        g = h.Mgate(tmp, broker.port, MGATE_HANDLER="http", MGATE_WEBHOOK_URL=svc.url, MGATE_ADMIN_PORT=h.free_port())
         t.case("CONNECT modifiers", connect_modifiers, t, g, broker, svc)
         t.case("expire_at", expire_at, t, g, broker, svc)
         t.case("PUBLISH modifiers", publish_modifiers, t, g, broker, svc)

@@ -92,28 +92,32 @@ static void modifiers(void)
     CHECK(a.result == WH_DENY && !a.bad);
     wh_answer_free(&a);
 
-    invalid(WH_CONNECT, "{\"result\":\"allow\",\"modifiers\":{\"client_id\":5}}", "client_id");
-    invalid(WH_CONNECT, "{\"result\":\"allow\",\"modifiers\":{\"expire_at\":-1}}", "expire_at");
-    invalid(WH_CONNECT, "{\"result\":\"allow\",\"modifiers\":{\"expire_at\":1.5}}", "expire_at");
-    invalid(WH_CONNECT, "{\"result\":\"allow\",\"modifiers\":{\"topic\":\"a\"}}", "topic"); /* not a connect's */
-    invalid(WH_CONNECT, "{\"result\":\"allow\",\"modifiers\":[]}", "modifiers");
-    invalid(WH_PUBLISH, "{\"result\":\"allow\",\"modifiers\":{\"qos\":3}}", "qos");
-    invalid(WH_PUBLISH, "{\"result\":\"allow\",\"modifiers\":{\"qos\":\"1\"}}", "qos");
-    invalid(WH_PUBLISH, "{\"result\":\"allow\",\"modifiers\":{\"retain\":1}}", "retain");
-    invalid(WH_PUBLISH, "{\"result\":\"allow\",\"modifiers\":{\"topic\":\"a/+\"}}", "topic");
-    invalid(WH_PUBLISH, "{\"result\":\"allow\",\"modifiers\":{\"topic\":\"\"}}", "topic");
-    invalid(WH_PUBLISH, "{\"result\":\"allow\",\"modifiers\":{\"payload\":\"not base64!\"}}", "payload");
-    invalid(WH_PUBLISH, "{\"result\":\"allow\",\"modifiers\":{\"user_properties\":[[\"k\"]]}}", "user_properties");
-    invalid(WH_PUBLISH, "{\"result\":\"allow\",\"modifiers\":{\"user_properties\":{\"k\":1}}}", "user_properties");
-    invalid(WH_PUBLISH, "{\"result\":\"allow\",\"modifiers\":{\"qso\":1}}", "qso"); /* a key we do not know */
-    invalid(WH_SUBSCRIBE, "{\"result\":\"ok\",\"topics\":[]}", "topics");              /* not the request's count */
-    invalid(WH_SUBSCRIBE, "{\"result\":\"ok\",\"topics\":[{\"topic\":\"a\"},{\"topic\":\"b\"}]}", "topics");
-    invalid(WH_SUBSCRIBE, "{\"result\":\"ok\",\"topics\":[{\"topic\":\"a/#/b\"}]}", "topics[].topic");
-    invalid(WH_SUBSCRIBE, "{\"result\":\"ok\",\"topics\":[{\"qos\":3}]}", "topics[].qos");
-    invalid(WH_SUBSCRIBE, "{\"result\":\"ok\",\"topics\":[{\"reason\":1}]}", "topics[].reason");
-    invalid(WH_SUBSCRIBE, "{\"result\":\"ok\",\"topics\":[{\"reason\":160}]}", "topics[].reason"); /* 0xA0: no SUBACK code */
-    invalid(WH_SUBSCRIBE, "{\"result\":\"ok\",\"topics\":[{\"topic\":\"a\",\"x\":1}]}", "topics");
-    invalid(WH_SUBSCRIBE, "{\"result\":\"ok\",\"modifiers\":{\"qos\":1}}", "qos");
+    static const struct { enum wh_kind kind; const char *body, *field; } bad[] = {
+        {WH_CONNECT, "{\"result\":\"allow\",\"modifiers\":{\"client_id\":5}}", "client_id"},
+        {WH_CONNECT, "{\"result\":\"allow\",\"modifiers\":{\"expire_at\":-1}}", "expire_at"},
+        {WH_CONNECT, "{\"result\":\"allow\",\"modifiers\":{\"expire_at\":1.5}}", "expire_at"},
+        {WH_CONNECT, "{\"result\":\"allow\",\"modifiers\":{\"topic\":\"a\"}}", "topic"}, /* not a connect's */
+        {WH_CONNECT, "{\"result\":\"allow\",\"modifiers\":[]}", "modifiers"},
+        {WH_PUBLISH, "{\"result\":\"allow\",\"modifiers\":{\"qos\":3}}", "qos"},
+        {WH_PUBLISH, "{\"result\":\"allow\",\"modifiers\":{\"qos\":\"1\"}}", "qos"},
+        {WH_PUBLISH, "{\"result\":\"allow\",\"modifiers\":{\"retain\":1}}", "retain"},
+        {WH_PUBLISH, "{\"result\":\"allow\",\"modifiers\":{\"topic\":\"a/+\"}}", "topic"},
+        {WH_PUBLISH, "{\"result\":\"allow\",\"modifiers\":{\"topic\":\"\"}}", "topic"},
+        {WH_PUBLISH, "{\"result\":\"allow\",\"modifiers\":{\"payload\":\"not base64!\"}}", "payload"},
+        {WH_PUBLISH, "{\"result\":\"allow\",\"modifiers\":{\"user_properties\":[[\"k\"]]}}", "user_properties"},
+        {WH_PUBLISH, "{\"result\":\"allow\",\"modifiers\":{\"user_properties\":{\"k\":1}}}", "user_properties"},
+        {WH_PUBLISH, "{\"result\":\"allow\",\"modifiers\":{\"qso\":1}}", "qso"}, /* a key we do not know */
+        {WH_SUBSCRIBE, "{\"result\":\"ok\",\"topics\":[]}", "topics"}, /* not the request's count */
+        {WH_SUBSCRIBE, "{\"result\":\"ok\",\"topics\":[{\"topic\":\"a\"},{\"topic\":\"b\"}]}", "topics"},
+        {WH_SUBSCRIBE, "{\"result\":\"ok\",\"topics\":[{\"topic\":\"a/#/b\"}]}", "topics[].topic"},
+        {WH_SUBSCRIBE, "{\"result\":\"ok\",\"topics\":[{\"qos\":3}]}", "topics[].qos"},
+        {WH_SUBSCRIBE, "{\"result\":\"ok\",\"topics\":[{\"reason\":1}]}", "topics[].reason"},
+        {WH_SUBSCRIBE, "{\"result\":\"ok\",\"topics\":[{\"reason\":160}]}", "topics[].reason"}, /* 0xA0: no SUBACK code */
+        {WH_SUBSCRIBE, "{\"result\":\"ok\",\"topics\":[{\"topic\":\"a\",\"x\":1}]}", "topics"},
+        {WH_SUBSCRIBE, "{\"result\":\"ok\",\"modifiers\":{\"qos\":1}}", "qos"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        invalid(bad[i].kind, bad[i].body, bad[i].field);
 }
 
 static void max_age(void)
