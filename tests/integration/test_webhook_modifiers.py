@@ -8,7 +8,8 @@ username) and from subscribers connected to mosquitto directly.
 
 * CONNECT: client_id and username rewritten (the broker sees the new ones), mount_point (a
   PUBLISH arrives under the prefix), expire_at (v5: DISCONNECT 0xA0 within a second of it; 3.1.1:
-  closed; already past: CONNACK 0x87); invalid modifiers and unknown keys deny, the log names them.
+  closed; already past: CONNACK 0x87; the HTTP front end's keep-alive connection: closed then);
+  invalid modifiers and unknown keys deny, the log names them.
 * PUBLISH: topic, payload (base64), QoS 1 -> 0 and retain rewritten, as a subscriber sees it; the
   request carries the payload and (v5) the user properties, which user_properties replaces (a list of
   pairs or an object; a 3.1.1 PUBLISH has none: allowed as it is); a QoS 3, bad base64, a QoS raised,
@@ -30,6 +31,7 @@ import urllib.request
 
 sys.dont_write_bytecode = True
 import harness as h  # noqa: E402
+import test_http  # noqa: E402
 import test_webhook  # noqa: E402
 
 
@@ -42,8 +44,8 @@ class Service(test_webhook.Service):
 
     @staticmethod
     def key(req):
-        if req.get("action") == "connect":
-            return req.get("client_id", "")
+        if req.get("action") == "connect":  # the HTTP front end's have no client id: their username
+            return req.get("client_id") or req.get("username") or ""
         return (req.get("topic") or "").rsplit("/", 1)[-1]
 
     def decide(self, req):
@@ -146,6 +148,28 @@ def expire_at(t, g, broker, svc):
     c = h.raw_client(g.port, 5, "ex-far")
     t.check(c.ping(1.0), "expire_at an hour away: the client stays")
     c.close()
+
+
+def http_front_expiry(t, tmp, svc):
+    """A front end's session ends at expire_at too: the HTTP front end's keep-alive connection."""
+    echo = test_http.Echo(tmp)
+    g = test_http.gate(tmp, echo.port, binary=h.MGATE_BIN, MGATE_HANDLER="http", MGATE_WEBHOOK_URL=svc.url)
+    at = int(time.time()) + 2
+    svc.on("ex-http", ok(expire_at=at))  # Basic ex-http:pw
+    r = test_http.Raw(g.port)
+    r.send(f"POST {test_http.BASE}/a HTTP/1.1\r\nHost: x\r\nAuthorization: Basic ZXgtaHR0cDpwdw==\r\n"
+           "Content-Length: 2\r\n\r\nhi")
+    t.eq(r.response()[0], 200, "HTTP front end: a request whose connect answer has expire_at: 200")
+    try:
+        r.s.settimeout(5.0)
+        r._more()
+        closed = False
+    except h.Closed:
+        closed = True
+    now = time.time()
+    t.check(closed and at - 0.05 <= now <= at + 1.0, f"... its keep-alive connection is closed at expire_at ({now - at:+.2f} s)")
+    g.stop()
+    echo.stop()
 
 
 def publish_modifiers(t, g, broker, svc):
@@ -278,6 +302,7 @@ def main():
         t.case("PUBLISH modifiers", publish_modifiers, t, g, broker, svc)
         t.case("SUBSCRIBE topics", subscribe_modifiers, t, g, broker, svc)
         g.stop()
+        t.case("expire_at on an HTTP front end's session", http_front_expiry, t, tmp, svc)
         t.case("Cache-Control", cache, t, tmp, broker, svc)
         code = h.finish(t)
         svc.stop()
