@@ -257,8 +257,10 @@ static bool filter_entry(struct wh_answer *a, const json_t *e, const char **bad)
     *bad = "topics[].qos";
     if (q && !(get_int(q, 0, 128, &n) && (n <= 2 || n == 128)))
         return false;
-    if (q)
-        n == 128 ? (void)(a->refuse = MQTT_RC_UNSPECIFIED) : (void)(a->filter_qos = (int)n);
+    if (q && n == 128) /* VerneMQ's refusal: SUBACK 0x80 */
+        a->refuse = MQTT_RC_UNSPECIFIED;
+    else if (q)
+        a->filter_qos = (int)n;
     *bad = "topics[].reason";
     if (r && !(get_int(r, 0x80, 0xFF, &n) && mqtt_reason_valid(MQTT_SUBACK, MQTT_V5, (uint8_t)n)))
         return false;
@@ -299,13 +301,13 @@ static void answer_modifiers(struct wh_answer *a, enum wh_kind kind, bool from_c
     json_t *topics = kind == WH_SUBSCRIBE ? json_object_get(a->root, "topics") : NULL;
     const char *bad = "modifiers";
     bool ok = !mods || (json_is_object(mods) && read_modifiers(a, kind, mods, from_cache, &bad));
-    if (ok && topics) {
+    if (ok && topics) { /* given twice is one too many */
+        bad = "topics";
         ok = !(mods && json_object_get(mods, "topics")) && topics_modifier(a, topics, &bad);
-        bad = ok ? NULL : bad;
     }
     if (!ok) {
         a->result = WH_DENY;
-        a->bad = bad ? bad : "modifiers";
+        a->bad = bad;
     }
 }
 

@@ -115,6 +115,7 @@ static void modifiers(void)
         {WH_SUBSCRIBE, "{\"result\":\"ok\",\"topics\":[{\"reason\":160}]}", "topics[].reason"}, /* 0xA0: no SUBACK code */
         {WH_SUBSCRIBE, "{\"result\":\"ok\",\"topics\":[{\"topic\":\"a\",\"x\":1}]}", "topics"},
         {WH_SUBSCRIBE, "{\"result\":\"ok\",\"modifiers\":{\"qos\":1}}", "qos"},
+        {WH_SUBSCRIBE, "{\"result\":\"ok\",\"topics\":[{}],\"modifiers\":{\"topics\":[{}]}}", "topics"}, /* twice */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         invalid(bad[i].kind, bad[i].body, bad[i].field);
