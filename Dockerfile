@@ -13,7 +13,7 @@ FROM debian:12-slim AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential cmake pkg-config ca-certificates \
-      libssl-dev libinih-dev libcurl4-openssl-dev \
+      libssl-dev libinih-dev libcurl4-openssl-dev libjansson-dev \
       node-llhttp \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
@@ -28,7 +28,7 @@ RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DMGATE_TESTS=OFF \
 FROM debian:12-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      ca-certificates libssl3 libinih1 libcurl4 \
+      ca-certificates libssl3 libinih1 libcurl4 libjansson4 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --no-create-home --uid 10001 --shell /usr/sbin/nologin mgate
 COPY --from=build /src/build/mgate /usr/local/bin/mgate

@@ -10,7 +10,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 PACKAGES=(
   build-essential cmake pkg-config clang libclang-rt-14-dev    # build, sanitizers, fuzzer
-  libssl-dev libinih-dev libcurl4-openssl-dev                  # run-time libraries
+  libssl-dev libinih-dev libcurl4-openssl-dev libjansson-dev   # run-time libraries
   node-llhttp
   mosquitto mosquitto-clients python3 python3-paho-mqtt python3-yaml  # test peers; YAML: test_packaging
   nodejs npm chromium                                          # MQTT.js and a browser (tests/js)

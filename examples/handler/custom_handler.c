@@ -10,6 +10,9 @@
  *                                            of the chain decides (MGATE_HANDLER=example,acl)
  *             username "latepass-*"       -> no opinion either, given 150 ms later
  *             password "deny-password"    -> refused (bad user name or password)
+ *             client id "mount-me"        -> mount point "by-handler/" (replaces MOUNT_POINT's)
+ *             client id "mount-bad"       -> a mount point with a wildcard: refused by mgate,
+ *                                            so the CONNECT is denied (not authorised)
  *   PUBLISH   topic containing "forbidden" -> refused
  *             topic "rewrite/X"            -> forwarded as "rewritten/X"
  *             topic "slow/..."            -> verdict 100 ms later (allow)
@@ -167,6 +170,11 @@ static enum mgate_verdict auth_connect(mgate_session *s, struct mgate_connect_re
     }
     if (equals(req->client_id, "rename-me"))
         req->client_id = (mgate_bytes){(const uint8_t *)"renamed", 7};
+    if (equals(req->client_id, "mount-me"))
+        mgate_session_set_mount_point(s, (mgate_bytes){(const uint8_t *)"by-handler/", 11});
+    if (equals(req->client_id, "mount-bad") &&
+        mgate_session_set_mount_point(s, (mgate_bytes){(const uint8_t *)"t/+/", 4}) < 0)
+        return MGATE_DENY;
     return MGATE_ALLOW;
 }
 

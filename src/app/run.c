@@ -163,6 +163,7 @@ static int prepare(struct app *a, const struct mgate_handler *const *extra, char
         p->output_high_water = lc->output_high_water;
         p->refusal_close = lc->refusal == REFUSAL_CLOSE;
         p->client_id_policy = lc->client_id.mode != CLIENT_ID_ANY ? &lc->client_id : NULL;
+        p->mount_point = *lc->mount_point ? lc->mount_point : NULL;
         p->handlers = a->handlers;
         p->handler_count = a->handler_count;
         p->interceptor = a->interceptor;

@@ -197,6 +197,12 @@ static void sessions(const struct status *st, const struct metrics *m0, struct b
         }
     family(b, "mgate_broker_dial_failures_total", "counter", "Broker connections that could not be made.");
     outf(b, "mgate_broker_dial_failures_total %llu\n", (unsigned long long)SUM(broker_dial_failures));
+    family(b, "mgate_sessions_expired_total", "counter", "Sessions ended at the time a handler set (mgate_session_expire_at).");
+    outf(b, "mgate_sessions_expired_total %llu\n", (unsigned long long)SUM(sessions_expired));
+    family(b, "mgate_webhook_requests_total", "counter", "Requests sent to MGATE_WEBHOOK_URL.");
+    outf(b, "mgate_webhook_requests_total %llu\n", (unsigned long long)SUM(webhook_requests));
+    family(b, "mgate_webhook_cache_hits_total", "counter", "Webhook requests answered from the per-worker cache.");
+    outf(b, "mgate_webhook_cache_hits_total %llu\n", (unsigned long long)SUM(webhook_cache_hits));
 }
 
 static void traffic(const struct status *st, const struct metrics *m0, struct buf *b)

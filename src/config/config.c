@@ -17,6 +17,7 @@
 #include <strings.h>
 
 #include "config/config.h"
+#include "session/mount.h"
 
 enum value_type { V_STR, V_PORT, V_UINT, V_SIZE, V_DURATION, V_PROTOCOL, V_METHODS, V_REFUSAL,
                   V_LOG_LEVEL, V_HANDLER, V_CIPHERS, V_BOOL, V_TLS_VERSION, V_CLIENT_CERT, V_CLIENT_ID,
@@ -90,6 +91,7 @@ static const struct key listener_keys[] = {
     {"REQUEST_TIMEOUT", V_DURATION, L(request_timeout_ms), "10s", 100, 3600000},
     {"IDLE_TIMEOUT", V_DURATION, L(idle_timeout_ms), "60s", 100, 3600000},
     {"TARGET_TIMEOUT", V_DURATION, L(target_timeout_ms), "30s", 100, 3600000},
+    LSTR("MOUNT_POINT", mount_point),
 };
 
 /* Defaults that are another key's value: {key, the key it defaults to}. */
@@ -629,11 +631,31 @@ static int check_client_id(struct loader *ld, struct listener_config *lc, const 
     return 0;
 }
 
+/* MOUNT_POINT: where topics are MQTT's (MQTT and WebSocket listeners, the
+ * HTTP and CoAP bridges), and a template that cannot mix tenants. */
+static int check_mount_point(struct loader *ld, const struct listener_config *lc, const struct listener_def *d)
+{
+    char a[160];
+    if (!*lc->mount_point)
+        return 0;
+    bool bridge = lc->target_protocol == TARGET_MQTT || lc->target_protocol == TARGET_MQTTS;
+    if ((d->kind == KIND_HTTP || d->kind == KIND_COAP) && !bridge)
+        return fail(ld, NULL, NULL, "%s: this listener relays to a %s server, it has no MQTT topics "
+                                    "(a mount point needs TARGET_PROTOCOL mqtt or mqtts)",
+                    label(ld, d, "MOUNT_POINT", a, sizeof(a)), d->kind == KIND_HTTP ? "HTTP" : "CoAP");
+    const char *why = mount_template_error(lc->mount_point);
+    if (why)
+        return fail(ld, NULL, NULL, "%s \"%s\" %s", label(ld, d, "MOUNT_POINT", a, sizeof(a)), lc->mount_point,
+                    why);
+    return 0;
+}
+
 /* Settings that only make sense together. */
 static int check_listener(struct loader *ld, struct listener_config *lc, const struct listener_def *d)
 {
     char a[160], b[160];
-    if (check_pairs(ld, lc, d) < 0 || check_client_ca(ld, lc, d) < 0 || check_client_id(ld, lc, d) < 0)
+    if (check_pairs(ld, lc, d) < 0 || check_client_ca(ld, lc, d) < 0 || check_client_id(ld, lc, d) < 0 ||
+        check_mount_point(ld, lc, d) < 0)
         return -1;
     bool dtls = d->tls && d->kind == KIND_COAP;
     if (*lc->psk_file && !dtls)

@@ -113,6 +113,7 @@ struct listener_config {
     uint32_t output_high_water;     /* OUTPUT_HIGH_WATER, bytes, default 64 KiB */
     enum refusal_mode refusal;      /* REFUSAL = reason | close */
     struct client_id_policy client_id; /* CLIENT_ID_*: MQTT listeners only */
+    char *mount_point;              /* MOUNT_POINT template ("tenants/%u/"); "": none (session/mount.h) */
 
     /* TLS with clients (ours) */
     unsigned tls_min_version;          /* TLS_MIN_VERSION 1.2 (default) | 1.3: CONFIG_TLS1_* */

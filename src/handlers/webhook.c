@@ -3,44 +3,41 @@
  * SUBSCRIBE filter it POSTs a JSON description to MGATE_WEBHOOK_URL and
  * leaves the verdict pending until the answer comes; the request runs on
  * the worker's loop (libcurl multi-socket, net/fetch.c), so other clients
- * are never held up.
+ * are never held up.  docs/HANDLERS.md ("http") has the documents.
  *
- *   request   {"action":"connect"|"publish"|"subscribe", "listener", "client_id",
- *              "username", "password" (connect only; "password_base64" when it is
- *              not UTF-8), "cn" (a verified client certificate's), "protocol",
- *              "topic", "qos", "retain" (publish), "will" (true for a CONNECT's
- *              will, asked as a publish right after its connect), "peer"}
- *   answer    2xx with {"result":"allow"|"deny"|"ignore"}: that; 2xx without a
- *             result: allow; 4xx: deny; anything else (5xx, a timeout, no
- *             connection, an unreadable answer): MGATE_WEBHOOK_ON_ERROR.
+ *   answer    2xx with {"result":"allow"|"ok"|"deny"|"ignore"|"next"|{"error":...}}
+ *             and, for an allow, "modifiers" that rewrite the request
+ *             (webhook_json.c reads them, webhook_apply.c applies them);
+ *             2xx without a result: allow; 4xx: deny; anything else (5xx,
+ *             a timeout, no connection, an unreadable answer):
+ *             MGATE_WEBHOOK_ON_ERROR.
  *   ignore    passes the request to the next handler of the chain.
  *
  * Per worker: at most MGATE_WEBHOOK_CONCURRENCY requests in flight, the rest
- * wait in order; answers "allow" and "deny" are cached for
- * MGATE_WEBHOOK_CACHE_TTL (off by default) under a SHA-256 of the request
- * without its peer address.  Deliveries from the broker are not sent to the
- * webhook (one request per message would be too much): they are passed on.
+ * wait in order; allow and deny answers are kept (webhook_cache.c) for the
+ * answer's Cache-Control max-age, else MGATE_WEBHOOK_CACHE_TTL (off by
+ * default), and a kept answer is applied again, modifiers and all, without
+ * a request.  Deliveries from the broker are not sent to the webhook (one
+ * request per message would be too much): they are passed on.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/sha.h>
-
 #include "core/list.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/loop.h"
 #include "handlers/handlers.h"
+#include "handlers/webhook.h"
 #include "mqtt/mqtt.h"
 #include "net/fetch.h"
 #include "session/session.h"
 
-#define CACHE_SLOTS 4096u /* per worker, direct-mapped */
-#define MAX_ANSWER 4096u
+/* An answer may carry a rewritten payload (base64): a few hundred KiB. */
+#define MAX_ANSWER (1024u * 1024u)
 
-enum result { R_ALLOW, R_DENY, R_IGNORE, R_ERROR };
+enum result { R_ALLOW = WH_ALLOW, R_DENY = WH_DENY, R_IGNORE = WH_IGNORE, R_ERROR = WH_ERROR };
 
 static struct {
     char *url;
@@ -48,12 +45,6 @@ static struct {
     unsigned concurrency;
     enum result on_error;
 } cfg;
-
-struct cache_entry {
-    uint8_t key[SHA256_DIGEST_LENGTH];
-    uint64_t expires; /* loop ms; 0: empty */
-    uint8_t result;
-};
 
 struct item;
 
@@ -66,10 +57,10 @@ struct webhook {
      * delays its own answer, not every other client's CONNECT. */
     struct group *queue, **queue_tail;
     struct list_node active;          /* items in flight */
-    struct cache_entry *cache;        /* CACHE_SLOTS, when a TTL is set */
+    struct wh_cache *cache;           /* made on the first answer to keep */
 };
 
-enum kind { K_CONNECT, K_PUBLISH, K_SUBSCRIBE };
+enum kind { K_CONNECT = WH_CONNECT, K_PUBLISH = WH_PUBLISH, K_SUBSCRIBE = WH_SUBSCRIBE };
 
 struct group;
 
@@ -79,7 +70,7 @@ struct item {
     uint32_t filter; /* SUBSCRIBE: its index */
     struct fetch *f;
     struct list_node node; /* in the active list while in flight */
-    uint8_t key[SHA256_DIGEST_LENGTH];
+    uint8_t key[WH_KEY_LEN];
     char *body;
     size_t len;
 };
@@ -105,205 +96,6 @@ struct group {
  * filters).  Real clients subscribe a handful at a time. */
 #define MAX_FILTERS_ASKED 1024u
 
-/* ---- JSON out ---------------------------------------------------------- */
-
-struct jbuf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-};
-
-static void put(struct jbuf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void puts_(struct jbuf *b, const char *s) { put(b, s, strlen(s)); }
-
-/* A JSON string: UTF-8 passes through, '"', '\' and control characters are escaped. */
-static void put_string(struct jbuf *b, const uint8_t *p, size_t n)
-{
-    put(b, "\"", 1);
-    size_t run = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint8_t c = p[i];
-        if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7f)
-            continue;
-        put(b, (const char *)p + run, i - run);
-        char esc[8];
-        snprintf(esc, sizeof(esc), c == '"' ? "\\\"" : c == '\\' ? "\\\\" : "\\u%04x", c);
-        puts_(b, esc);
-        run = i + 1;
-    }
-    put(b, (const char *)p + run, n - run);
-    put(b, "\"", 1);
-}
-
-static void put_field(struct jbuf *b, const char *name, mgate_bytes v, bool present)
-{
-    put(b, ",\"", 2);
-    puts_(b, name);
-    put(b, "\":", 2);
-    if (present)
-        put_string(b, v.p, v.len);
-    else
-        puts_(b, "null");
-}
-
-static void put_password(struct jbuf *b, mgate_bytes pw, bool present)
-{
-    if (!present || mqtt_utf8_valid(pw.p, pw.len)) {
-        put_field(b, "password", pw, present);
-        return;
-    }
-    size_t n = 4 * ((pw.len + 2) / 3) + 1;
-    unsigned char *enc = malloc(n);
-    if (!enc) {
-        b->oom = true;
-        return;
-    }
-    int len = EVP_EncodeBlock(enc, pw.p, (int)pw.len);
-    put_field(b, "password_base64", (mgate_bytes){enc, (uint32_t)(len > 0 ? len : 0)}, true);
-    OPENSSL_cleanse(enc, n);
-    free(enc);
-}
-
-/* ---- JSON in: the answer's top-level "result" ------------------------- */
-
-static const char *skip_ws(const char *p, const char *end)
-{
-    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
-        p++;
-    return p;
-}
-
-/* Past one string starting at *p == '"'; NULL when unterminated. */
-static const char *skip_string(const char *p, const char *end)
-{
-    for (p++; p < end; p++) {
-        if (*p == '\\')
-            p++;
-        else if (*p == '"')
-            return p + 1;
-    }
-    return NULL;
-}
-
-/* Past one value of any type (containers with what they hold); NULL when
- * malformed. */
-static const char *skip_value(const char *p, const char *end)
-{
-    char open[64]; /* the closers expected, innermost last */
-    int depth = 0;
-    for (;;) {
-        p = skip_ws(p, end);
-        if (p >= end)
-            return NULL;
-        char c = *p;
-        if (c == '{' || c == '[') {
-            if (depth == (int)sizeof(open))
-                return NULL;
-            open[depth++] = c == '{' ? '}' : ']';
-            p++;
-            continue;
-        }
-        if (c == ',' || c == ':') {
-            if (!depth)
-                return NULL;
-            p++;
-            continue;
-        }
-        if (c == '"') {
-            if (!(p = skip_string(p, end)))
-                return NULL;
-        } else if (c == '}' || c == ']') {
-            if (!depth || open[--depth] != c)
-                return NULL;
-            p++;
-        } else { /* a number, true, false, null */
-            const char *start = p;
-            while (p < end && !memchr(",:}] \t\r\n", *p, 8))
-                p++;
-            if (p == start)
-                return NULL;
-        }
-        if (!depth)
-            return p;
-    }
-}
-
-/* R_ALLOW/R_DENY/R_IGNORE from {"result":"..."}; R_ERROR when the body is
- * not such an object; *found false when it has no "result". */
-static enum result parse_answer(const uint8_t *body, size_t len, bool *found)
-{
-    const char *p = (const char *)body, *end = p + len;
-    *found = false;
-    p = skip_ws(p, end);
-    if (p == end)
-        return R_ALLOW; /* an empty 2xx */
-    if (*p++ != '{')
-        return R_ERROR;
-    enum result r = R_ALLOW;
-    for (bool first = true;; first = false) {
-        p = skip_ws(p, end);
-        if (p < end && *p == '}' && first)
-            return skip_ws(p + 1, end) == end ? r : R_ERROR;
-        if (p >= end || *p != '"')
-            return R_ERROR;
-        const char *key = p + 1, *kend = skip_string(p, end);
-        if (!kend)
-            return R_ERROR;
-        p = skip_ws(kend, end);
-        if (p >= end || *p++ != ':')
-            return R_ERROR;
-        p = skip_ws(p, end);
-        bool is_result = kend - 1 - key == 6 && memcmp(key, "result", 6) == 0;
-        const char *v = p;
-        if (!(p = skip_value(p, end)))
-            return R_ERROR;
-        if (is_result) {
-            static const char *const words[] = {"\"allow\"", "\"deny\"", "\"ignore\""};
-            size_t n = (size_t)(p - v);
-            r = R_ERROR;
-            for (int i = 0; i < 3; i++)
-                if (n == strlen(words[i]) && memcmp(v, words[i], n) == 0)
-                    r = (enum result)i;
-            if (r == R_ERROR)
-                return R_ERROR;
-            *found = true;
-        }
-        p = skip_ws(p, end);
-        if (p < end && *p == ',') {
-            p++;
-            continue;
-        }
-        if (p < end && *p == '}')
-            return skip_ws(p + 1, end) == end ? r : R_ERROR;
-        return R_ERROR;
-    }
-}
-
-int webhook_parse_answer(const uint8_t *body, size_t len, bool *found)
-{
-    return (int)parse_answer(body, len, found);
-}
-
 /* ---- per-worker state -------------------------------------------------- */
 
 static const char webhook_key; /* of the loop slot; only its address matters */
@@ -320,9 +112,7 @@ static struct webhook *webhook_get(struct loop *l)
         return wh;
     if (fetch_loop_prepare(l) < 0 || !(wh = calloc(1, sizeof(*wh))))
         return NULL;
-    if ((cfg.cache_ttl_ms && !(wh->cache = calloc(CACHE_SLOTS, sizeof(*wh->cache)))) ||
-        loop_slot_set(l, &webhook_key, wh, webhook_destroy) < 0) {
-        free(wh->cache);
+    if (loop_slot_set(l, &webhook_key, wh, webhook_destroy) < 0) {
         free(wh);
         return NULL;
     }
@@ -331,37 +121,23 @@ static struct webhook *webhook_get(struct loop *l)
     return wh;
 }
 
-static struct cache_entry *cache_slot(struct webhook *wh, const uint8_t *key)
+/* Keep an answer: for its own Cache-Control max-age when it gave one,
+ * else MGATE_WEBHOOK_CACHE_TTL. */
+static void cache_put(struct webhook *wh, const uint8_t *key, long max_age, enum result r, const uint8_t *body,
+                      size_t len)
 {
-    uint32_t i;
-    memcpy(&i, key, sizeof(i));
-    return &wh->cache[i % CACHE_SLOTS];
-}
-
-static bool cache_get(struct webhook *wh, const uint8_t *key, enum result *r)
-{
-    if (!wh->cache)
-        return false;
-    struct cache_entry *e = cache_slot(wh, key);
-    if (!e->expires || e->expires <= loop_now(wh->loop) || memcmp(e->key, key, sizeof(e->key)) != 0)
-        return false;
-    *r = (enum result)e->result;
-    return true;
-}
-
-static void cache_put(struct webhook *wh, const uint8_t *key, enum result r)
-{
-    if (!wh->cache || (r != R_ALLOW && r != R_DENY))
+    uint32_t ttl = max_age >= 0 ? (uint32_t)max_age * 1000u : cfg.cache_ttl_ms;
+    if (!ttl || (r != R_ALLOW && r != R_DENY))
         return;
-    struct cache_entry *e = cache_slot(wh, key);
-    memcpy(e->key, key, sizeof(e->key));
-    e->expires = loop_now(wh->loop) + cfg.cache_ttl_ms;
-    e->result = (uint8_t)r;
+    if (!wh->cache && !(wh->cache = wh_cache_new()))
+        return; /* out of memory: the next request asks again */
+    wh_cache_put(wh->cache, key, loop_now(wh->loop), ttl, (enum wh_result)r, body, len);
 }
 
 /* ---- verdicts ---------------------------------------------------------- */
 
 static const char *const result_names[] = {"allow", "deny", "ignore", "error"};
+static const char *const kind_names[] = {"connect", "publish", "subscribe"};
 
 static enum mgate_verdict group_verdict(struct group *g)
 {
@@ -378,10 +154,16 @@ static enum mgate_verdict group_verdict(struct group *g)
     return MGATE_DENY;
 }
 
-/* Record one item's answer in its request. */
-static void item_answer(struct item *it, enum result r)
+/* Record one item's answer in its request: an answer's modifiers (a, or
+ * NULL when there is no body to read) are applied first, and may turn
+ * an allow into a deny. */
+static void item_answer(struct item *it, enum result r, struct wh_answer *a)
 {
     struct group *g = it->g;
+    if (a && r == R_ALLOW)
+        r = mgate_session_closed(g->s) ? R_DENY : (enum result)wh_apply(g->s, (enum wh_kind)g->kind, g->req, it->filter, a);
+    else if (a && a->bad) /* a deny all the same; still worth a line */
+        wh_apply(g->s, (enum wh_kind)g->kind, g->req, it->filter, a);
     if (g->kind != K_SUBSCRIBE) {
         g->single = r;
         return;
@@ -406,10 +188,10 @@ static void start_next(struct webhook *wh);
 
 /* A request finished (or was never sent): when it was the group's last,
  * resume the session. */
-static void item_done(struct item *it, enum result r)
+static void item_done(struct item *it, enum result r, struct wh_answer *a)
 {
     struct group *g = it->g;
-    item_answer(it, r);
+    item_answer(it, r, a);
     free(it->body);
     it->body = NULL;
     if (--g->remaining)
@@ -427,40 +209,45 @@ static void on_answer(void *ctx, const struct fetch_result *res)
     ASSERT(wh->inflight > 0);
     wh->inflight--;
     enum result r = R_ERROR;
-    bool found = false;
-    if (!res->error && res->status >= 200 && res->status < 300)
-        r = parse_answer(res->body, res->len, &found);
-    else if (!res->error && res->status >= 400 && res->status < 500)
+    struct wh_answer a = {0};
+    bool read = !res->error && res->status >= 200 && res->status < 300;
+    if (read) {
+        wh_answer_parse(&a, (enum wh_kind)it->g->kind, res->body, res->len, false);
+        r = (enum result)a.result;
+    } else if (!res->error && res->status >= 400 && res->status < 500) {
         r = R_DENY;
+    }
     if (r == R_ERROR || log_enabled(LOGL_DEBUG)) {
         /* budgeted: a client's flood while the service is down is one line per request */
         session_log(it->g->s, r == R_ERROR ? LOGL_WARN : LOGL_DEBUG, "http: %s %s: %s (%.0f ms)%s",
-                  it->g->kind == K_CONNECT ? "connect" : it->g->kind == K_PUBLISH ? "publish" : "subscribe",
-                  res->error ? res->error : "answered", result_names[r], res->seconds * 1000,
+                  kind_names[it->g->kind], res->error ? res->error : "answered", result_names[r], res->seconds * 1000,
                   res->error || (res->status >= 200 && res->status < 500) ? "" : " (status not 2xx/4xx)");
     }
     if (r != R_ERROR)
-        cache_put(wh, it->key, r);
-    item_done(it, r);
+        cache_put(wh, it->key, res->max_age, r, read ? res->body : NULL, read ? res->len : 0);
+    item_done(it, r, read ? &a : NULL);
+    wh_answer_free(&a);
     start_next(wh);
 }
 
 static void send_item(struct webhook *wh, struct item *it)
 {
     if (mgate_session_closed(it->g->s)) { /* nobody to answer any more */
-        item_done(it, R_DENY);
+        item_done(it, R_DENY, NULL);
         return;
     }
     struct fetch_request fr = {.url = cfg.url, .method = "POST", .body = (const uint8_t *)it->body,
                                .body_len = it->len, .content_type = "application/json",
-                               .accept = "application/json", .timeout_ms = cfg.timeout_ms, .max_body = MAX_ANSWER};
+                               .accept = "application/json", .timeout_ms = cfg.timeout_ms, .max_body = MAX_ANSWER,
+                               .want_max_age = true};
     it->f = fetch_start(wh->loop, &fr, on_answer, it);
     if (!it->f) {
         mgate_log(LOGL_WARN, it->g->s, "http: cannot start a request: out of memory");
-        item_done(it, R_ERROR);
+        item_done(it, R_ERROR, NULL);
         return;
     }
     wh->inflight++;
+    METRIC_INC(loop_metrics(wh->loop)->webhook_requests);
     list_push_front(&wh->active, &it->node);
 }
 
@@ -496,55 +283,11 @@ static void start_next(struct webhook *wh)
 
 /* ---- requests ---------------------------------------------------------- */
 
-/* The JSON body of one item, and its cache key (everything but the peer). */
-static int item_build(struct item *it, mgate_session *s, const char *action, const struct mgate_connect_req *c,
-                      mgate_bytes topic, int qos, int retain, bool will)
+/* The JSON body of one item, and its cache key (webhook_json.c). */
+static int item_build(struct item *it, mgate_session *s, const struct wh_doc *d)
 {
-    struct jbuf b = {0};
-    puts_(&b, "{\"action\":\"");
-    puts_(&b, action);
-    puts_(&b, "\"");
-    put_field(&b, "listener", (mgate_bytes){(const uint8_t *)mgate_session_listener(s),
-                                            (uint32_t)strlen(mgate_session_listener(s))},
-              true);
-    if (c) {
-        put_field(&b, "client_id", c->client_id, true);
-        put_field(&b, "username", c->username, c->has_username);
-        put_password(&b, c->password, c->has_password);
-    } else {
-        mgate_bytes id = mgate_session_client_id(s), user = mgate_session_username(s);
-        put_field(&b, "client_id", id, true);
-        put_field(&b, "username", user, user.len > 0);
-    }
-    struct mgate_cert cert;
-    bool has_cert = mgate_session_cert(s, &cert);
-    put_field(&b, "cn", (mgate_bytes){(const uint8_t *)cert.cn, (uint32_t)strlen(has_cert ? cert.cn : "")}, has_cert);
-    char num[64];
-    snprintf(num, sizeof(num), ",\"protocol\":%u", c ? c->version : mgate_session_version(s));
-    puts_(&b, num);
-    if (topic.p) {
-        put_field(&b, "topic", topic, true);
-        snprintf(num, sizeof(num), ",\"qos\":%d", qos);
-        puts_(&b, num);
-        if (retain >= 0)
-            puts_(&b, retain ? ",\"retain\":true" : ",\"retain\":false");
-        if (will) /* a CONNECT's will, judged with the CONNECT (mgate.h) */
-            puts_(&b, ",\"will\":true");
-    }
-    if (!b.oom)
-        SHA256((const uint8_t *)b.p, b.len, it->key);
-    put_field(&b, "peer", (mgate_bytes){(const uint8_t *)mgate_session_peer(s), (uint32_t)strlen(mgate_session_peer(s))},
-              true);
-    puts_(&b, "}");
-    if (b.oom) {
-        if (b.p)
-            OPENSSL_cleanse(b.p, b.cap);
-        free(b.p);
-        return -1;
-    }
-    it->body = b.p;
-    it->len = b.len;
-    return 0;
+    it->body = wh_request(s, d, it->key, &it->len);
+    return it->body ? 0 : -1;
 }
 
 static struct group *group_new(mgate_session *s, void *req, enum kind kind, uint32_t n)
@@ -559,6 +302,28 @@ static struct group *group_new(mgate_session *s, void *req, enum kind kind, uint
     return g;
 }
 
+/* An answer kept for it->key, applied as if it had just come (an allow's
+ * modifiers read again from its body, without a payload): whether one was
+ * kept. */
+static bool cache_answer(struct group *g, struct item *it)
+{
+    struct webhook *wh = g->wh;
+    enum wh_result r;
+    const uint8_t *body;
+    size_t len;
+    if (!wh->cache || !wh_cache_get(wh->cache, it->key, loop_now(wh->loop), &r, &body, &len))
+        return false;
+    METRIC_INC(loop_metrics(wh->loop)->webhook_cache_hits);
+    if (log_enabled(LOGL_DEBUG))
+        session_log(g->s, LOGL_DEBUG, "http: %s answered from the cache: %s", kind_names[g->kind], result_names[r]);
+    struct wh_answer a = {0};
+    if (r == WH_ALLOW)
+        wh_answer_parse(&a, (enum wh_kind)g->kind, body, len, true);
+    item_answer(it, r == WH_ALLOW ? (enum result)a.result : (enum result)r, r == WH_ALLOW ? &a : NULL);
+    wh_answer_free(&a);
+    return true;
+}
+
 /* Answer from the cache what it holds; send or queue the rest.  Returns the
  * verdict when nothing is left to wait for, else MGATE_PENDING. */
 static enum mgate_verdict group_run(struct group *g)
@@ -570,10 +335,8 @@ static enum mgate_verdict group_run(struct group *g)
     g->remaining = g->n + 1;
     for (uint32_t i = 0; i < g->n; i++) {
         struct item *it = &g->items[i];
-        enum result r;
-        if (!cache_get(wh, it->key, &r))
+        if (!cache_answer(g, it))
             continue;
-        item_answer(it, r);
         free(it->body);
         it->body = NULL;
         g->remaining--;
@@ -599,15 +362,29 @@ static enum mgate_verdict no_memory(mgate_session *s, struct group *g)
 static enum mgate_verdict auth_connect(mgate_session *s, struct mgate_connect_req *req)
 {
     struct group *g = group_new(s, req, K_CONNECT, 1);
-    if (!g || item_build(&g->items[0], s, "connect", req, (mgate_bytes){NULL, 0}, 0, -1, false) < 0)
+    struct wh_doc d = {.kind = WH_CONNECT, .connect = req};
+    if (!g || item_build(&g->items[0], s, &d) < 0)
         return no_memory(s, g);
     return group_run(g);
+}
+
+/* A v5 PUBLISH's user properties go in its request, for the service to
+ * judge and rewrite (the "user_properties" modifier). */
+static void request_user_properties(mgate_session *s, struct mgate_publish_req *req, struct wh_doc *d)
+{
+    struct mgate_properties *p = mgate_session_version(s) == 5 ? mgate_properties(s, req) : NULL;
+    if (p) {
+        d->user = p->user;
+        d->user_count = p->user_count;
+    }
 }
 
 static enum mgate_verdict auth_publish(mgate_session *s, struct mgate_publish_req *req)
 {
     struct group *g = group_new(s, req, K_PUBLISH, 1);
-    if (!g || item_build(&g->items[0], s, "publish", NULL, req->topic, req->qos, req->retain, req->will) < 0)
+    struct wh_doc d = {.kind = WH_PUBLISH, .publish = req, .topic = req->topic, .qos = req->qos};
+    request_user_properties(s, req, &d);
+    if (!g || item_build(&g->items[0], s, &d) < 0)
         return no_memory(s, g);
     return group_run(g);
 }
@@ -631,7 +408,8 @@ static enum mgate_verdict auth_subscribe(mgate_session *s, struct mgate_subscrib
         if (req->filters[i].denied)
             continue;
         g->items[k].filter = i;
-        if (item_build(&g->items[k++], s, "subscribe", NULL, req->filters[i].filter, req->filters[i].qos, -1, false) < 0)
+        struct wh_doc d = {.kind = WH_SUBSCRIBE, .topic = req->filters[i].filter, .qos = req->filters[i].qos};
+        if (item_build(&g->items[k++], s, &d) < 0)
             return no_memory(s, g);
     }
     return group_run(g);
@@ -682,7 +460,7 @@ static unsigned group_deny_unsent(struct group *g)
     unsigned n = 0;
     for (struct item *it; (it = next_unsent(g)); ) {
         bool last = g->remaining == 1;
-        item_done(it, R_DENY);
+        item_done(it, R_DENY, NULL);
         n++;
         if (last)
             break;
@@ -712,11 +490,11 @@ static void webhook_destroy(struct loop *l, void *value)
         struct item *it = container_of(pos, struct item, node);
         fetch_cancel(it->f);
         it->f = NULL;
-        item_done(it, R_DENY);
+        item_done(it, R_DENY, NULL);
         n++;
     }
     if (n)
         log_msgf(LOGL_WARN, "http: %u webhook requests denied at shutdown (no answer came)", n);
-    free(wh->cache);
+    wh_cache_free(wh->cache);
     free(wh);
 }

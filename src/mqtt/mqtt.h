@@ -77,6 +77,7 @@ enum mqtt_reason {
     MQTT_RC_MESSAGE_RATE_TOO_HIGH = 0x96,
     MQTT_RC_QUOTA_EXCEEDED = 0x97,
     MQTT_RC_TOPIC_ALIAS_INVALID = 0x94,
+    MQTT_RC_MAXIMUM_CONNECT_TIME = 0xA0,
 };
 
 /* 3.1 / 3.1.1 CONNACK return codes. */

@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <time.h>
 
@@ -58,6 +59,7 @@ struct fetch {
     bool too_large;  /* the write callback refused more bytes */
     bool delivering; /* inside its own callback: fetch_cancel is a no-op */
     bool paused;     /* the stream's on_body said FETCH_PAUSE */
+    bool want_max_age;
     char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -257,16 +259,55 @@ static const char *fetch_error(struct fetch *f, CURLcode rc)
     return f->errbuf[0] ? f->errbuf : curl_easy_strerror(rc);
 }
 
+/* Directives split at commas, names without case: "no-store" and
+ * "no-cache" win over a max-age (nothing to keep), a max-age past a day
+ * is a day. */
+long fetch_cache_control_max_age(const char *v)
+{
+    long age = -1;
+    while (v && *v) {
+        v += strspn(v, " \t,");
+        size_t n = strcspn(v, ",");
+        if ((n == 8 && strncasecmp(v, "no-store", 8) == 0) || (n == 8 && strncasecmp(v, "no-cache", 8) == 0))
+            return 0;
+        if (n > 8 && strncasecmp(v, "max-age=", 8) == 0 && v[8] >= '0' && v[8] <= '9') {
+            char *end;
+            unsigned long long a = strtoull(v + 8, &end, 10);
+            if ((size_t)(end - v) == n || strspn(end, " \t") == (size_t)(v + n - end))
+                age = a > 86400 ? 86400 : (long)a;
+        }
+        v += n;
+    }
+    return age;
+}
+
+static long answer_max_age(struct fetch *f)
+{
+    struct curl_header *h;
+    long age = -1;
+    for (size_t i = 0; curl_easy_header(f->easy, "Cache-Control", i, CURLH_HEADER, -1, &h) == CURLHE_OK; i++) {
+        long a = fetch_cache_control_max_age(h->value);
+        if (a == 0)
+            return 0;
+        if (a > 0 && (age < 0 || a < age))
+            age = a;
+        if (i + 1 >= h->amount)
+            break;
+    }
+    return age;
+}
+
 static void fetch_finish(struct fetch *f, CURLcode rc)
 {
     long status = 0;
     curl_off_t us = 0;
     curl_easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_getinfo(f->easy, CURLINFO_TOTAL_TIME_T, &us);
+    long max_age = rc == CURLE_OK && f->want_max_age ? answer_max_age(f) : -1; /* before the handle leaves */
     curl_multi_remove_handle(f->fr->multi, f->easy);
     fetch_unlink(f);
 
-    struct fetch_result r = {.status = (int)status, .seconds = (double)us / 1e6};
+    struct fetch_result r = {.status = (int)status, .seconds = (double)us / 1e6, .max_age = max_age};
     if (rc == CURLE_OK) {
         r.body = f->body ? f->body : (const uint8_t *)"";
         r.len = f->len;
@@ -508,6 +549,7 @@ static int fetch_setup(struct fetch *f, const struct fetch_request *req)
             }
     f->max_body = req->max_body ? req->max_body : FETCH_DEFAULT_MAX_BODY;
     f->stream = req->stream;
+    f->want_max_age = req->want_max_age;
     uint32_t timeout = req->no_timeout ? 0 : req->timeout_ms ? req->timeout_ms : FETCH_DEFAULT_TIMEOUT_MS;
     CURLcode rc = set_policy(f, timeout, req->stream != NULL);
     if (rc == CURLE_OK)

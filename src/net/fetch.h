@@ -38,6 +38,8 @@ struct fetch_result {
                             ...") or "response too large"; valid during the callback */
     double seconds;      /* total time */
     bool timed_out;      /* error is a timeout (connecting, or the whole request) */
+    long max_age;        /* with want_max_age: the answer's Cache-Control max-age in seconds
+                            (at most a day), 0 for no-store / no-cache, -1 when it says neither */
 };
 
 /* Called exactly once per started request unless fetch_cancel came first,
@@ -71,7 +73,11 @@ struct fetch_request {
     const char *cert_file, *key_file; /* https: our client certificate, or NULL */
     bool no_verify;             /* https: do not verify the target's certificate */
     const struct fetch_stream *stream; /* the response goes there as it arrives */
+    bool want_max_age;          /* read the answer's Cache-Control into max_age */
 };
+
+/* A Cache-Control value's max-age (see fetch_result.max_age); exported for tests. */
+long fetch_cache_control_max_age(const char *value);
 
 /*
  * A streamed response: the status line and headers, then the body, are

@@ -80,6 +80,25 @@ static enum pkt_result down_connack(struct pass *ps, const uint8_t *raw, uint32_
 
 /* ---- PUBLISH ---------------------------------------------------------- */
 
+static enum pkt_result finish_publish(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len);
+
+/* A broker PUBLISH outside the session's mount point (a broker's quirk, or
+ * a subscription made some other way): never the client's; refused as
+ * auth_subscribe's refusals are, without asking the handlers. */
+static enum pkt_result refuse_unmounted(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len)
+{
+    struct mgate_session *s = ps->s;
+    struct logline l;
+    if (session_log_begin(s, &l, LOGL_WARN, "broker PUBLISH outside the mount point dropped")) {
+        log_bytes(&l, "topic", h->resolved_topic.p, h->resolved_topic.len);
+        log_end(&l);
+    }
+    h->ask.verdict = MGATE_DENY;
+    enum pkt_result r = finish_publish(ps, h, raw, len);
+    held_put(s, h);
+    return r;
+}
+
 static enum pkt_result down_publish(struct pass *ps, const uint8_t *raw, uint32_t len,
                                     struct mqtt_packet *pkt)
 {
@@ -93,6 +112,8 @@ static enum pkt_result down_publish(struct pass *ps, const uint8_t *raw, uint32_
         return PKT_CLOSE;
     }
     h->one_filter.filter = to_bytes(h->resolved_topic);
+    if (s->mount && !mount_strip(s->mount, h->one_filter.filter, &h->one_filter.filter))
+        return refuse_unmounted(ps, h, raw, len);
     h->one_filter.qos = h->pkt.publish.qos;
     struct mgate_subscribe_req *req = &h->ask.req.subscribe;
     req->dir = MGATE_DOWN;

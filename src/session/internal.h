@@ -5,6 +5,7 @@
 #include "core/metrics.h"
 #include "mqtt/mqtt.h"
 #include "session/alias.h"
+#include "session/mount.h"
 #include "session/session.h"
 #include "session/verdict.h"
 
@@ -77,6 +78,7 @@ struct mgate_session {
     bool connect_called;
     bool ended;
     bool identity_lost; /* out of memory keeping it: closed, or (front ends) every request refused */
+    bool mount_chosen;  /* a handler set the mount point: the listener's template is not used */
     /* v5 CONNECT with an Authentication Method: AUTH goes both ways before
      * the CONNACK, so the client is read while it is awaited (flow.c) */
     bool enhanced_auth;
@@ -98,6 +100,7 @@ struct mgate_session {
     uint16_t client_alias_max, broker_alias_max;
     uint32_t merge_count;        /* entries in merges, at most SESSION_MAX_MERGES */
     struct session_aliases *aliases; /* v5 topic aliases, made on first use (most clients use none) */
+    struct mount *mount;             /* the mount point (mount.h), NULL: none (most sessions) */
 
     struct log_limit log_budget; /* lines this client caused (session_log_begin) */
     struct suback_merge *merges;
@@ -109,6 +112,7 @@ struct mgate_session {
     void *user_data;
     struct sockaddr_storage *peer_addr; /* only for TARGET_PROXY_PROTOCOL */
     struct session_limits *limits;      /* only for listeners with PUBLISH_*_LIMIT */
+    struct session_expiry *expiry;      /* only after mgate_session_expire_at (expiry.c) */
     /* A front end's session that is not an MQTT pair (HTTP): it calls the
      * handler itself and is told of resumes, drains and closes. */
     const struct session_front *front;
@@ -241,6 +245,9 @@ struct after {
 };
 void session_after(struct loop *l, struct after *a, uint32_t ms, void (*fn)(void *arg), void *arg);
 void session_after_stop(struct loop *l, struct after *a);
+
+/* expiry.c: mgate_session_expire_at's timer, freed with the session */
+void session_expiry_free(struct mgate_session *s);
 
 /* session.c */
 void session_close(struct mgate_session *s, const char *why);

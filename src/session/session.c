@@ -82,7 +82,9 @@ static void session_free(struct mgate_session *s)
     free(s->cert);
     free(s->peer_addr);
     free(s->aliases);
+    free(s->mount);
     limits_free(s);
+    session_expiry_free(s);
     free(s);
 }
 
@@ -653,6 +655,54 @@ const struct session_params *session_params_of(const struct mgate_session *s) { 
 uint64_t mgate_session_id(const mgate_session *s) { return s->id; }
 bool mgate_session_closed(const mgate_session *s) { return s->state == SESSION_CLOSING; }
 void *mgate_session_data(const mgate_session *s) { return s->user_data; }
+
+mgate_bytes mgate_session_mount_point(const mgate_session *s)
+{
+    return s->mount ? (mgate_bytes){s->mount->p, s->mount->len} : (mgate_bytes){(const uint8_t *)"", 0};
+}
+
+uint8_t session_mount_settle(struct mgate_session *s)
+{
+    if (s->mount_chosen || !s->p->mount_point)
+        return 0;
+    struct mount *m;
+    enum mount_expand_rc rc = mount_expand(s->p->mount_point, s->username, s->client_id, &m);
+    static const struct {
+        uint8_t reason;
+        const char *why;
+    } refusals[] = {
+        [MOUNT_BAD_USERNAME] = {MQTT_RC_BAD_USER_OR_PASSWORD,
+                                "refused: MOUNT_POINT needs a username without + # / (and not empty)"},
+        [MOUNT_BAD_CLIENT_ID] = {MQTT_RC_BAD_CLIENT_ID,
+                                 "refused: MOUNT_POINT needs a client id without + # / (and not empty)"},
+        [MOUNT_BAD_RESULT] = {MQTT_RC_NOT_AUTHORIZED, "refused: the mount point would start with '$' or be too long"},
+        [MOUNT_NO_MEMORY] = {MQTT_RC_SERVER_BUSY, "refused: out of memory making the mount point"},
+    };
+    if (rc != MOUNT_OK) {
+        session_log(s, LOGL_INFO, "%s", refusals[rc].why);
+        return refusals[rc].reason;
+    }
+    free(s->mount);
+    s->mount = m;
+    return 0;
+}
+
+/* Only while the identity is being settled: a mount point that changed
+ * under an open MQTT session would leave its subscriptions in the old
+ * tenant.  A front end's session (HTTP, a CoAP bridge) settles it on each
+ * request's auth_connect. */
+int mgate_session_set_mount_point(mgate_session *s, mgate_bytes prefix)
+{
+    if (!mount_prefix_valid(prefix) || (!s->front && s->state > SESSION_AUTH_CONNECT))
+        return -1;
+    struct mount *m = mount_new(prefix);
+    if (prefix.len && !m)
+        return -1;
+    free(s->mount);
+    s->mount = m;
+    s->mount_chosen = true;
+    return 0;
+}
 void mgate_session_set_data(mgate_session *s, void *data) { s->user_data = data; }
 
 /* mgate_after's timers, and the session layer's own (session_after), on a

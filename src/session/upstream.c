@@ -13,6 +13,28 @@
 #define CONNECT_FLAG_USERNAME 0x80u
 #define CONNECT_FLAG_PASSWORD 0x40u
 
+/* ---- mount points ----------------------------------------------------- */
+
+/* Whether a topic or filter still fits MQTT's two-byte length once mounted. */
+static bool mount_fits(const struct mount *m, mgate_bytes t) { return (size_t)m->len + t.len <= 0xFFFFu; }
+
+/* t as the broker must see it: the session's mount point before it (after
+ * the group of a $share filter), in memory that lives until the packet is
+ * forwarded; {NULL, 0} when out of memory.  The caller checked mount_fits. */
+static mgate_bytes mounted(struct mgate_session *s, mgate_bytes t, bool filter)
+{
+    ASSERT(s->mount && mount_fits(s->mount, t));
+    uint32_t n = s->mount->len + t.len;
+    uint8_t *p = mgate_session_alloc(s, n);
+    if (!p)
+        return (mgate_bytes){NULL, 0};
+    if (filter)
+        mount_put_filter(s->mount, t, p);
+    else
+        mount_put_topic(s->mount, t, p);
+    return (mgate_bytes){p, n};
+}
+
 
 
 /* ---- CONNECT ---------------------------------------------------------- */
@@ -150,8 +172,17 @@ static int emit_rewritten_connect(struct pass *ps, const struct held *h)
     nc->has_password = pw;
     nc->username = to_str(s->username);
     nc->password = to_str(s->password);
-    if (h->will_stage) {
+    if (s->mount && nc->has_will) {
+        mgate_bytes t = h->will_stage ? h->ask.will.topic : to_bytes(nc->will_topic);
+        if (!mount_fits(s->mount, t))
+            return PASS_DROPPED;
+        if (!(t = mounted(s, t, false)).p)
+            return -1;
+        nc->will_topic = to_str(t);
+    } else if (h->will_stage) {
         nc->will_topic = to_str(h->ask.will.topic);
+    }
+    if (h->will_stage) {
         nc->will_payload = to_str(h->ask.will.payload);
         nc->will_qos = h->ask.will.qos > 2 ? 2 : h->ask.will.qos;
         nc->will_retain = h->ask.will.retain;
@@ -186,6 +217,13 @@ static enum pkt_result finish_connect(struct pass *ps, struct held *h)
         session_close_as(s, CONN_END_POLICY, CONN_END_NORMAL, "client id refused by the listener's policy");
         return PKT_CLOSE;
     }
+    uint8_t mount_refused = session_mount_settle(s);
+    if (mount_refused) {
+        if (!s->p->refusal_close)
+            reply_connack(s, mount_refused);
+        session_close_as(s, CONN_END_POLICY, CONN_END_NORMAL, "CONNECT refused: no mount point for this identity");
+        return PKT_CLOSE;
+    }
     if (session_dial(s) < 0) {
         reply_connack(s, MQTT_RC_SERVER_UNAVAILABLE);
         session_close_as(s, CONN_END_UPSTREAM, CONN_END_NORMAL, "cannot dial the broker");
@@ -194,7 +232,7 @@ static enum pkt_result finish_connect(struct pass *ps, struct held *h)
     ps->to = s->broker;
     s->state = SESSION_AWAIT_CONNACK;
     enum pkt_result r = PKT_FORWARD;
-    if (connect_changed(h)) {
+    if (connect_changed(h) || (s->mount && h->pkt.connect.has_will)) {
         if (emit_rewritten_connect(ps, h) != 0) { /* a rewrite the protocol cannot carry, or no memory */
             reply_connack(s, MQTT_RC_SERVER_UNAVAILABLE);
             session_close_as(s, CONN_END_INTERNAL, CONN_END_NORMAL, "the rewritten CONNECT cannot be sent");
@@ -268,15 +306,41 @@ enum pkt_result up_publish_not_sent(struct pass *ps, const struct mqtt_publish *
     return PKT_REFUSED;
 }
 
+/* The handlers' retain, and their QoS where the flow allows: 1 lowered to
+ * 0 is acknowledged here (the broker will not); other QoS changes would
+ * leave the client's or the broker's acknowledgements unanswered, so they
+ * are not taken. */
+static void publish_take_flags(struct mgate_session *s, struct mqtt_publish *pub, const struct mgate_publish_req *req)
+{
+    pub->retain = req->retain;
+    if (pub->qos == 1 && req->qos == 0) {
+        reply_ack(s->client, MQTT_PUBACK, s->version, pub->id, MQTT_RC_SUCCESS);
+        pub->qos = 0;
+        pub->id = 0;
+        pub->dup = false;
+    }
+}
+
 static enum pkt_result finish_publish(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len)
 {
     struct mgate_session *s = ps->s;
     struct mgate_publish_req *req = &h->ask.req.publish;
     if (h->ask.verdict != MGATE_ALLOW)
         return refuse_publish(ps, &h->pkt.publish, req->reason);
+    mgate_bytes topic = req->topic;
+    if (s->mount) { /* handlers saw the client's topic; the broker sees the tenant's */
+        if (!mount_fits(s->mount, topic))
+            return refuse_publish(ps, &h->pkt.publish, MQTT_RC_TOPIC_NAME_INVALID);
+        if (!(topic = mounted(s, topic, false)).p) {
+            session_close_as(s, CONN_END_INTERNAL, CONN_END_INTERNAL, "out of memory");
+            return PKT_CLOSE;
+        }
+    }
     int e = held_props_apply(s, h);
-    enum pkt_result r = e == 0 ? publish_forward(ps, raw, len, &h->pkt.publish, h->resolved_topic,
-                                                 req->topic, req->payload)
+    if (e == 0)
+        publish_take_flags(s, &h->pkt.publish, req);
+    enum pkt_result r = e == 0 ? publish_forward(ps, raw, len, &h->pkt.publish, h->resolved_topic, topic,
+                                                 req->payload)
                         : e == PASS_DROPPED ? up_publish_not_sent(ps, &h->pkt.publish)
                                             : publish_oom(s);
     if (r != PKT_REFUSED && r != PKT_CLOSE)
@@ -322,6 +386,15 @@ static uint8_t refusal_code(const struct mgate_session *s, uint8_t reason)
     return reason ? reason : MQTT_RC_NOT_AUTHORIZED;
 }
 
+/* A refused filter's code: its own reason when a handler gave a SUBACK
+ * failure code (one below 0x80 would grant it), else the request's. */
+static uint8_t filter_refusal_code(const struct mgate_session *s, const struct mgate_subscribe_req *req, uint32_t i)
+{
+    uint8_t own = req->filters[i].reason;
+    bool usable = own >= 0x80 && mqtt_reason_valid(MQTT_SUBACK, MQTT_V5, own);
+    return refusal_code(s, usable ? own : req->reason);
+}
+
 /* The client gets one SUBACK, in its order: remember which positions we
  * answered so the broker's SUBACK can be completed (downstream.c). */
 static int remember_merge(struct mgate_session *s, uint16_t id, const struct mgate_subscribe_req *req)
@@ -332,7 +405,7 @@ static int remember_merge(struct mgate_session *s, uint16_t id, const struct mga
     m->id = id;
     m->count = req->count;
     for (uint32_t i = 0; i < req->count; i++)
-        m->codes[i] = req->filters[i].denied ? refusal_code(s, req->reason) : SUBACK_FROM_BROKER;
+        m->codes[i] = req->filters[i].denied ? filter_refusal_code(s, req, i) : SUBACK_FROM_BROKER;
     m->next = s->merges;
     s->merges = m;
     s->merge_count++;
@@ -344,10 +417,11 @@ static int emit_filtered_subscribe(struct pass *ps, struct held *h)
 {
     struct mgate_subscribe_req *req = &h->ask.req.subscribe;
     struct mqtt_subscribe *sub = &h->pkt.subscribe;
+    const struct mount *m = ps->s->mount;
     size_t size = 0;
     for (uint32_t i = 0; i < req->count; i++)
         if (!req->filters[i].denied)
-            size += 3u + req->filters[i].filter.len;
+            size += 3u + req->filters[i].filter.len + (m ? m->len : 0);
     uint8_t *list = malloc(size ? size : 1), *w = list;
     if (!list)
         return -1;
@@ -358,10 +432,14 @@ static int emit_filtered_subscribe(struct pass *ps, struct held *h)
         const struct mgate_filter *f = &req->filters[i];
         if (f->denied)
             continue;
-        *w++ = (uint8_t)(f->filter.len >> 8);
-        *w++ = (uint8_t)f->filter.len;
-        memcpy(w, f->filter.p, f->filter.len);
-        w += f->filter.len;
+        uint32_t n = f->filter.len + (m ? m->len : 0);
+        *w++ = (uint8_t)(n >> 8);
+        *w++ = (uint8_t)n;
+        if (m)
+            mount_put_filter(m, f->filter, w);
+        else
+            memcpy(w, f->filter.p, f->filter.len);
+        w += n;
         *w++ = (uint8_t)((opts & ~3u) | (f->qos & 3u));
         kept++;
     }
@@ -374,7 +452,7 @@ static int emit_filtered_subscribe(struct pass *ps, struct held *h)
     return rc;
 }
 
-static bool filters_changed(struct held *h, uint32_t *denied)
+static bool filters_changed(const struct mgate_session *s, struct held *h, uint32_t *denied)
 {
     struct mgate_subscribe_req *req = &h->ask.req.subscribe;
     uint32_t off = 0;
@@ -383,12 +461,12 @@ static bool filters_changed(struct held *h, uint32_t *denied)
     bool changed = false;
     *denied = 0;
     for (uint32_t i = 0; i < req->count && mqtt_sub_next(&h->pkt.subscribe, &off, &filter, &opts); i++) {
-        if (h->ask.verdict != MGATE_ALLOW)
+        if (h->ask.verdict != MGATE_ALLOW || (s->mount && !mount_fits(s->mount, req->filters[i].filter)))
             req->filters[i].denied = true;
         if (req->filters[i].denied)
             (*denied)++;
-        else if (!bytes_same(req->filters[i].filter, filter) || req->filters[i].qos != (opts & 3u))
-            changed = true;
+        else if (s->mount || !bytes_same(req->filters[i].filter, filter) || req->filters[i].qos != (opts & 3u))
+            changed = true; /* mounted filters are always re-encoded */
     }
     return changed;
 }
@@ -402,7 +480,8 @@ static int answer_all_refused(struct mgate_session *s, struct held *h)
     size_t need = 0;
     uint8_t *codes = malloc(req->count), *out = NULL;
     if (codes) {
-        memset(codes, refusal_code(s, req->reason), req->count);
+        for (uint32_t i = 0; i < req->count; i++)
+            codes[i] = filter_refusal_code(s, req, i);
         np.suback.codes = codes;
         need = mqtt_encode(&np, s->version, NULL, 0);
         out = malloc(need);
@@ -422,7 +501,7 @@ static enum pkt_result finish_subscribe(struct pass *ps, struct held *h)
     struct mgate_session *s = ps->s;
     struct mgate_subscribe_req *req = &h->ask.req.subscribe;
     uint32_t denied;
-    bool changed = filters_changed(h, &denied);
+    bool changed = filters_changed(s, h, &denied);
     METRIC_ADD(session_metrics(s)->subscribe_refused, denied);
     if (denied && s->p->refusal_close) {
         session_close_as(s, CONN_END_POLICY, CONN_END_NORMAL, "SUBSCRIBE refused");
@@ -471,21 +550,33 @@ static bool unsub_changed(const struct mqtt_subscribe *u, const struct mgate_uns
     return changed;
 }
 
-/* The UNSUBSCRIBE with the filters the handlers left (0, or not sent). */
-static int emit_rewritten_unsubscribe(struct pass *ps, const struct mqtt_packet *pkt,
-                                      const struct mgate_unsubscribe_req *req)
+/* The UNSUBSCRIBE as the broker must get it: the filters the handlers left,
+ * each with the mount point, as they were subscribed.  0, -1 (no memory),
+ * PASS_DROPPED (not encodable, over the broker's maximum), or
+ * UNSUB_TOO_LONG when the mount point makes a filter too long (it could
+ * not have been subscribed either). */
+#define UNSUB_TOO_LONG (PASS_DROPPED + 1)
+static int emit_unsubscribe(struct pass *ps, const struct mqtt_packet *pkt, const struct mgate_unsubscribe_req *req)
 {
+    const struct mount *m = ps->s->mount;
     size_t size = 0;
-    for (uint32_t i = 0; i < req->count; i++)
-        size += 2u + req->topics[i].len;
-    uint8_t *list = malloc(size), *w = list;
+    for (uint32_t i = 0; i < req->count; i++) {
+        if (m && !mount_fits(m, req->topics[i]))
+            return UNSUB_TOO_LONG;
+        size += 2u + (m ? m->len : 0) + req->topics[i].len;
+    }
+    uint8_t *list = malloc(size ? size : 1), *w = list;
     if (!list)
         return -1;
     for (uint32_t i = 0; i < req->count; i++) {
-        *w++ = (uint8_t)(req->topics[i].len >> 8);
-        *w++ = (uint8_t)req->topics[i].len;
-        memcpy(w, req->topics[i].p, req->topics[i].len);
-        w += req->topics[i].len;
+        uint32_t n = (m ? m->len : 0) + req->topics[i].len;
+        *w++ = (uint8_t)(n >> 8);
+        *w++ = (uint8_t)n;
+        if (m)
+            mount_put_filter(m, req->topics[i], w);
+        else
+            memcpy(w, req->topics[i].p, req->topics[i].len);
+        w += n;
     }
     struct mqtt_packet np = *pkt;
     np.subscribe.list = list;
@@ -499,8 +590,8 @@ static int emit_rewritten_unsubscribe(struct pass *ps, const struct mqtt_packet 
 /* A rewrite that cannot be sent ends the session, as for a SUBSCRIBE: the
  * original filter would leave the rewritten subscription on the broker,
  * and no answer would leave the client waiting for its UNSUBACK. */
-static enum pkt_result forward_rewritten_unsubscribe(struct pass *ps, const struct mqtt_packet *pkt,
-                                                     const struct mgate_unsubscribe_req *req, uint32_t bad)
+static enum pkt_result forward_unsubscribe(struct pass *ps, const struct mqtt_packet *pkt,
+                                           const struct mgate_unsubscribe_req *req, uint32_t bad)
 {
     struct mgate_session *s = ps->s;
     if (bad) {
@@ -510,17 +601,25 @@ static enum pkt_result forward_rewritten_unsubscribe(struct pass *ps, const stru
         session_close_as(s, CONN_END_INTERNAL, CONN_END_NORMAL, "a handler rewrote an UNSUBSCRIBE filter to an invalid one");
         return PKT_CLOSE;
     }
-    if (emit_rewritten_unsubscribe(ps, pkt, req) != 0) {
+    int rc = emit_unsubscribe(ps, pkt, req);
+    if (rc == UNSUB_TOO_LONG) {
+        session_protocol_error(s, MGATE_UP, MQTT_TOO_LARGE);
+        return PKT_CLOSE;
+    }
+    if (rc != 0) {
         session_close_as(s, CONN_END_INTERNAL, CONN_END_INTERNAL, "the UNSUBSCRIBE cannot be forwarded");
         return PKT_CLOSE;
     }
     return PKT_HANDLED;
 }
 
+/* The filters go to the handlers that rewrite them (rewrite_unsubscribe),
+ * then get the mount point, then the handlers hear of them (unsubscribe);
+ * with neither handlers nor a mount point the packet goes as it came. */
 static enum pkt_result up_unsubscribe(struct pass *ps, struct mqtt_packet *pkt)
 {
     struct mgate_session *s = ps->s;
-    if (!chain_wants_unsubscribe(s))
+    if (!s->mount && !chain_wants_unsubscribe(s))
         return PKT_FORWARD;
     struct mqtt_subscribe *u = &pkt->subscribe;
     mgate_bytes *topics = calloc(u->count, sizeof(*topics));
@@ -537,8 +636,8 @@ static enum pkt_result up_unsubscribe(struct pass *ps, struct mqtt_packet *pkt)
     chain_rewrite_unsubscribe(s, &req);
     req.count = n; /* filters may be pointed elsewhere, never added or removed */
     enum pkt_result r = PKT_FORWARD;
-    if (unsub_changed(u, &req, &bad))
-        r = forward_rewritten_unsubscribe(ps, pkt, &req, bad);
+    if (unsub_changed(u, &req, &bad) || s->mount)
+        r = forward_unsubscribe(ps, pkt, &req, bad);
     if (r != PKT_CLOSE)
         chain_unsubscribe(s, &req);
     free(topics);

@@ -59,11 +59,13 @@ class Service:
                     svc.inflight += slow
                     svc.max_inflight = max(svc.max_inflight, svc.inflight)
                 try:
-                    status, answer = svc.decide(req)
+                    status, answer, *extra = svc.decide(req)  # extra: headers (test_webhook_modifiers)
                     data = answer.encode()
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
+                    for name, value in (extra[0] if extra else {}).items():
+                        self.send_header(name, value)
                     self.end_headers()
                     self.wfile.write(data)
                 except OSError:

@@ -24,6 +24,7 @@ set(MGATE_INTEGRATION_TESTS
   packaging   60
   acl         120
   webhook     90
+  webhook_modifiers 90
   ws_js       90
   ws_browser  60
   http        120
@@ -38,6 +39,7 @@ set(MGATE_INTEGRATION_TESTS
   log_flood   60
   acl_flood   120
   client_id   60
+  mount       120
   properties  90
   enhanced_auth 60
   rewrite     90
