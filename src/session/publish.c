@@ -83,11 +83,8 @@ enum pkt_result publish_forward(struct pass *ps, const uint8_t *raw, uint32_t le
     }
     /* Re-encode with the full topic: with an alias, that also (re)binds the
      * alias at the receiver to exactly this topic.  One the receiver already
-     * has bound to it goes alone (a mounted topic keeps what aliases save),
-     * unless a handler changed the properties: then it goes with its full
-     * topic, as test_properties expects (merge of the mount and props
-     * branches: their authors to settle which one rule stands). */
-    bool bound = aliased && props_as_received(pub, raw, len) && alias_is(out, alias, topic.p, topic.len);
+     * has bound to it goes alone (a mounted topic keeps what aliases save). */
+    bool bound = aliased && alias_is(out, alias, topic.p, topic.len);
     if (aliased && !bound && alias_set(out, alias, topic.p, topic.len) < 0)
         goto oom;
     struct mqtt_packet np = {.type = MQTT_PUBLISH};

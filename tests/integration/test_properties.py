@@ -216,8 +216,12 @@ def recorded(t, gate, fake):
          "a stamped one: x-strip gone, x-mgate-user added, every other property kept in order")
     c.send(h.publish_packet(5, "", b"t", 1, 3, props=[(h.P_TOPIC_ALIAS, 1)]))
     got = h.parse_publish(5, h.Packet(*split(peer.read_raw())))
-    t.eq((got.topic, got.payload, users(got.props)), ("props/r", b"t", [("x-mgate-user", "bob")]),
-         "an alias-only PUBLISH stamped: re-encoded with its full topic")
+    # The broker was told alias 1 = props/r by the stamped PUBLISH above:
+    # the re-encoded one may go with the alias alone, or with the topic again.
+    alias = [v for k, v in got.props if k == h.P_TOPIC_ALIAS]
+    t.eq((got.topic or ("props/r" if alias == [1] else ""), got.payload, users(got.props)),
+         ("props/r", b"t", [("x-mgate-user", "bob")]),
+         "an alias-only PUBLISH stamped: re-encoded, its topic (or alias) still props/r at the broker")
     # stamped, then held 100 ms for a late verdict ("/slow/"): the views move with the packet
     late = [(h.P_USER, ("k", "v")), (h.P_USER, ("x-strip", "")), (h.P_RESPONSE_TOPIC, "re/t")]
     c.send(h.publish_packet(5, "props/slow/x", b"late", 1, 4, props=late))
