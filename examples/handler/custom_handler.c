@@ -15,13 +15,17 @@
  *                                            so the CONNECT is denied (not authorised)
  *   PUBLISH   topic containing "forbidden" -> refused
  *             topic "rewrite/X"            -> forwarded as "rewritten/X"
+ *             topic "badrewrite/X"         -> rewritten to "bad/+/X", which no PUBLISH may
+ *                                            carry: mgate does not send it (5.0: PUBACK 0x83)
  *             topic "slow/..."            -> verdict 100 ms later (allow)
  *             payload "deny-payload"       -> refused (a WebSocket message on the
  *                                            HTTP listener is dropped, the next passes)
  *             payload "late-payload"       -> verdict 2 s later (allow): longer than a
  *                                            short REQUEST_TIMEOUT
  *             (HTTP, whose topics are paths: "/slow/" anywhere does the same)
- *   SUBSCRIBE filters containing "forbidden" are refused, the rest go through
+ *   SUBSCRIBE filters containing "forbidden" are refused, the rest go through;
+ *             a filter "badrewrite/X" is rewritten to "bad/#/X", no valid filter:
+ *             mgate does not send that SUBSCRIBE and ends the session
  *   delivery  broker PUBLISH on a topic containing "secret" is not delivered
  *             topic containing "latedown"  -> verdict 100 ms later (allow), unless "secret" too
  *             topic containing "stuckdown" -> verdict 2 s later (allow)
@@ -192,6 +196,8 @@ static enum mgate_verdict auth_publish(mgate_session *s, struct mgate_publish_re
         req->reason = MGATE_REASON_NOT_AUTHORIZED;
         return MGATE_DENY;
     }
+    if (has_prefix(req->topic, "badrewrite/")) /* a handler's mistake, which mgate must not send */
+        req->topic = (mgate_bytes){(const uint8_t *)"bad/+/x", 7};
     if (has_prefix(req->topic, "rewrite/")) {
         /* Memory from mgate_session_alloc lives until the packet is sent. */
         uint32_t rest = req->topic.len - 8;
@@ -221,9 +227,12 @@ static enum mgate_verdict auth_subscribe(mgate_session *s, struct mgate_subscrib
         return contains(req->filters[0].filter, "latedown") ? answer_later(s, req, 100, MGATE_ALLOW) : MGATE_IGNORE;
     if (refused_by_properties(s, req))
         return MGATE_DENY;
-    for (uint32_t i = 0; i < req->count; i++)
+    for (uint32_t i = 0; i < req->count; i++) {
         if (contains(req->filters[i].filter, "forbidden"))
             req->filters[i].denied = true;
+        if (has_prefix(req->filters[i].filter, "badrewrite/"))
+            req->filters[i].filter = (mgate_bytes){(const uint8_t *)"bad/#/x", 7};
+    }
     return MGATE_IGNORE; /* the rest is up to the next handler, if any */
 }
 

@@ -149,8 +149,8 @@ static enum pkt_result finish_publish(struct pass *ps, struct held *h, const uin
     int e = held_props_apply(ps->s, h);
     if (e == 0)
         return publish_forward(ps, raw, len, pub, h->resolved_topic, h->one_filter.filter, to_bytes(pub->payload));
-    return e == PASS_DROPPED ? down_publish_not_sent(ps, pub, "dropped: its new properties cannot be encoded")
-                             : publish_oom(ps->s);
+    return e > 0 ? down_publish_not_sent(ps, pub, "dropped: its new properties cannot be encoded")
+                 : publish_oom(ps->s);
 }
 
 /* ---- SUBACK ----------------------------------------------------------- */

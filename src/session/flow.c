@@ -58,6 +58,16 @@ int pass_emit_packet(struct pass *ps, const struct mqtt_packet *pkt)
     if (!(buf = malloc(need)))
         return -1;
     mqtt_encode(pkt, ps->s->version, buf, need);
+    /* Checked like peer input: whatever a handler wrote into it, what mgate
+     * sends is a packet the receiver must take (only re-encoded packets pay). */
+    struct mqtt_packet check;
+    mqtt_rc v = mqtt_decode(buf, need, ps->s->version, ps->dir == MGATE_UP, &check);
+    if (v != MQTT_OK) {
+        session_log(ps->s, LOGL_WARN, "rewritten %s is not a valid packet (%s); dropped", mqtt_type_name(pkt->type),
+                    mqtt_rc_name(v));
+        free(buf);
+        return PASS_INVALID;
+    }
     int rc = pass_emit(ps, buf, need);
     free(buf);
     return rc;

@@ -152,10 +152,13 @@ bool session_may_read(const struct mgate_session *s, const struct conn *c);
 void session_resume_reading(struct mgate_session *s);
 void pass_flush(struct pass *ps);
 int pass_emit(struct pass *ps, const uint8_t *pkt, size_t len); /* flushes the run first */
-/* Encodes and emits: 0, -1 when out of memory, or PASS_DROPPED when the
- * packet (a handler's rewrite) cannot be encoded or exceeds what the peer
- * takes, and was not sent. */
+/* Encodes and emits: 0, -1 when out of memory, or, not sent: PASS_DROPPED
+ * when the packet (a handler's rewrite) cannot be encoded or exceeds what
+ * the peer takes, PASS_INVALID when it is not a valid packet of the
+ * session's version from that side (a handler wrote a wildcard into a
+ * topic, bad UTF-8, an empty filter...). */
 #define PASS_DROPPED 1
+#define PASS_INVALID 2
 int pass_emit_packet(struct pass *ps, const struct mqtt_packet *pkt);
 /* A request holder for this pass and packet (closes the session when out of memory). */
 struct held *held_begin(struct pass *ps, const struct mqtt_packet *pkt);
@@ -219,9 +222,11 @@ enum pkt_result publish_forward(struct pass *ps, const uint8_t *raw, uint32_t le
                                 struct mqtt_publish *pub, mqtt_str resolved, mgate_bytes topic,
                                 mgate_bytes payload);
 enum pkt_result publish_oom(struct mgate_session *s); /* closes the session */
-/* A PUBLISH allowed but not sent (too large for its receiver as rewritten):
- * answered to its sender as each direction answers a refused one. */
-enum pkt_result up_publish_not_sent(struct pass *ps, const struct mqtt_publish *pub);
+/* A PUBLISH allowed but not sent (too large for its receiver as rewritten,
+ * or invalid: `why` is PASS_DROPPED or PASS_INVALID): answered to its
+ * sender as each direction answers a refused one (0x95 or 0x83 to a v5
+ * client). */
+enum pkt_result up_publish_not_sent(struct pass *ps, const struct mqtt_publish *pub, int why);
 enum pkt_result down_publish_not_sent(struct pass *ps, const struct mqtt_publish *pub, const char *why);
 
 /* client_id.c: the listener's client-id policy, applied to the client id

@@ -95,13 +95,15 @@ enum pkt_result publish_forward(struct pass *ps, const uint8_t *raw, uint32_t le
     int rc = pass_emit_packet(ps, &np);
     if (rc < 0)
         goto oom;
-    if (rc == PASS_DROPPED) {
+    if (rc > 0) {
         /* Not sent: the receiver was not told, so the alias means nothing we know. */
         if (aliased && !bound && alias_set(out, alias, (const uint8_t *)"", 0) < 0)
             goto oom;
         /* too large for the receiver as rewritten: it must not stay unanswered */
-        return ps->dir == MGATE_UP ? up_publish_not_sent(ps, pub)
-                                   : down_publish_not_sent(ps, pub, "dropped: too large for the client once rewritten");
+        return ps->dir == MGATE_UP ? up_publish_not_sent(ps, pub, rc)
+                                   : down_publish_not_sent(ps, pub, rc == PASS_INVALID
+                                                                        ? "dropped: not a valid PUBLISH once rewritten"
+                                                                        : "dropped: too large for the client once rewritten");
     }
     return PKT_HANDLED;
 oom:

@@ -298,10 +298,10 @@ static enum pkt_result refuse_publish(struct pass *ps, const struct mqtt_publish
  * Maximum Packet Size, or not encodable): a QoS 1/2 sender is told 0x95 (a
  * 3.1.1 one, which cannot be told, is closed, as for a refusal) rather than
  * left waiting for an acknowledgement; QoS 0 is dropped and counted. */
-enum pkt_result up_publish_not_sent(struct pass *ps, const struct mqtt_publish *pub)
+enum pkt_result up_publish_not_sent(struct pass *ps, const struct mqtt_publish *pub, int why)
 {
     if (pub->qos)
-        return refuse_publish(ps, pub, MQTT_RC_PACKET_TOO_LARGE);
+        return refuse_publish(ps, pub, why == PASS_INVALID ? MQTT_RC_IMPL_SPECIFIC : MQTT_RC_PACKET_TOO_LARGE);
     count_refused(ps->s, pub);
     return PKT_REFUSED;
 }
@@ -341,7 +341,7 @@ static enum pkt_result finish_publish(struct pass *ps, struct held *h, const uin
         publish_take_flags(s, &h->pkt.publish, req);
     enum pkt_result r = e == 0 ? publish_forward(ps, raw, len, &h->pkt.publish, h->resolved_topic, topic,
                                                  req->payload)
-                        : e == PASS_DROPPED ? up_publish_not_sent(ps, &h->pkt.publish)
+                        : e > 0 ? up_publish_not_sent(ps, &h->pkt.publish, e)
                                             : publish_oom(s);
     if (r != PKT_REFUSED && r != PKT_CLOSE)
         chain_publish(s, req);

@@ -307,6 +307,28 @@ def rewrite(t, gate):
         w.close()
 
 
+def rewrite_invalid(t, gate, broker):
+    """A handler that rewrites a topic into something no PUBLISH or SUBSCRIBE may carry: mgate checks
+    every re-encoded packet like peer input and does not send it (before, the broker got a PUBLISH
+    with a wildcard and dropped mgate's connection, taking the client with it)."""
+    w = watcher(gate, "watch-badrewrite", 4, "bad/#")
+    c = h.raw_client(gate.port, 5, "badrewriter-5")
+    mark = broker.log.mark()
+    t.eq(c.publish_wait("badrewrite/a", b"x", 1, 1), 0x83, "5.0 QoS 1 rewritten to bad/+/x: PUBACK 0x83")
+    t.check(c.publish_wait("ok/after", b"y", 1, 2) < 0x80, "the client goes on: its next PUBLISH is acknowledged")
+    t.eq(w.collect(1, 0.5), [], "nothing reached the broker's subscribers")
+    t.check(not re.search(r"badrewriter-5.*(disconnected|protocol error|malformed)", broker.log.text(mark), re.I),
+            "the broker never saw an invalid packet from mgate")
+    c.close()
+    c4 = h.raw_client(gate.port, 4, "badrewriter-4")
+    c4.publish("badrewrite/b", b"z", 1, 1)
+    t.check(c4.expect_closed(5.0), "3.1.1 QoS 1 (no way to refuse a PUBLISH but closing): closed")
+    s = h.raw_client(gate.port, 5, "badsubscriber")
+    s.send(h.subscribe_packet(5, 3, [("badrewrite/f", 0)]))
+    t.check(s.expect_closed(5.0), "a SUBSCRIBE rewritten to bad/#/x is not sent: the session ends")
+    w.close()
+
+
 def rewrite_while_delivering(t, gate):
     """A rewrite whose verdict comes later (rewrite/slow/...: the handler rewrites, then answers
     100 ms later) while messages flow the other way to the same client: the rewritten topic must
@@ -516,6 +538,7 @@ def main():
         t.case("REFUSAL=close", refusal_close, t, gate_close)
         t.case("PUBLISH rewritten", rewrite, t, gate)
         t.case("a late rewrite while deliveries flow", rewrite_while_delivering, t, gate)
+        t.case("a rewrite into an invalid packet is not sent", rewrite_invalid, t, gate, broker)
         t.case("PUBLISH with a late verdict keeps order", slow_order, t, gate)
         t.case("many packets held behind a late verdict", pipelined_behind_slow, t, gate)
         t.case("clients that leave while a verdict is pending", left_while_pending, t, gate, broker)
