@@ -368,6 +368,79 @@ def config_errors(t, tmp, broker):
             "MOUNT_POINT on the CoAP relay (no MQTT topics): a config error", g.log.text()[-300:])
 
 
+def coap_bridge(t, tmp, broker, direct):
+    from test_coap import ACK, CON, GET, OBSERVE, POST, URI_QUERY, Raw, code, gate
+    from test_coap_bridge import answer_of, notifications
+
+    def q(**kw):
+        return [(URI_QUERY, f"{k}={v}") for k, v in kw.items()]
+
+    g = gate(tmp, broker.port, binary=h.MGATE_BIN, TARGET_PROTOCOL="mqtt", MOUNT_POINT=MOUNT)
+    a, b = Raw(g.coap), Raw(g.coap)
+    try:
+        mark = broker.log.mark()
+        for c, user in ((a, "alice"), (b, "bob")):
+            mid = c.request(CON, GET, "ps/c/+", token=b"\x41", opts=[(OBSERVE, b"")] + q(u=user, c=f"coap-{user}", q=1))
+            r = answer_of(c, mid)
+            t.check(r and r[1] == code(2, 5), f"CoAP bridge: {user} observes ps/c/+ (2.05)", r)
+        t.check(broker.log.search(r"coap-alice 1 tenants/alice/c/\+", mark) is not None,
+                "the broker got alice's observation as tenants/alice/c/+")
+        direct.publish_wait("tenants/bob/c/1", b"to-bob", 1, 90)
+        direct.publish_wait("tenants/alice/c/1", b"to-alice", 1, 91)
+        t.eq([r[5] for r in notifications(a, 3, timeout=2.0)], [b"to-alice"],
+             "CoAP bridge: alice is notified of her tenant's c/1 only")
+        t.eq([r[5] for r in notifications(b, 3, timeout=1.0)], [b"to-bob"], "CoAP bridge: bob of his only")
+        a2 = Raw(g.coap)  # another peer of alice's (the observer's answer_of would drop the notification)
+        mid = a2.request(CON, POST, "ps/c/2", b"from-alice", token=b"\x42", opts=q(u="alice", c="coap-alice2", q=1))
+        r = answer_of(a2, mid)
+        a2.close()
+        t.check(r and r[1] == code(2, 4), "CoAP bridge: alice POSTs ps/c/2 from another device (2.04)", r)
+        t.check(("tenants/alice/c/2", b"from-alice") in until(direct, b"from-alice"),
+                "... which the broker has as tenants/alice/c/2")
+        t.eq([r[5] for r in notifications(a, 3, timeout=2.0)], [b"from-alice"], "... and alice's observation gets it")
+        t.eq(notifications(b, 3, timeout=0.5), [], "... and bob's does not")
+        for user in ("a+b", "a/b", None):
+            c = Raw(g.coap)
+            mid = c.request(CON, POST, "ps/c/3", b"bad", token=b"\x43",
+                            opts=q(c="coap-bad", q=1, **({"u": user} if user is not None else {})))
+            r = answer_of(c, mid)
+            t.check(r and r[1] == code(4, 1), f"CoAP bridge: username {user!r} refused (4.01)", r)
+            c.close()
+        t.check("coap-bad" not in broker.log.text(mark), "the broker never saw those clients")
+        mark = broker.log.mark()
+        mid = a.request(CON, GET, "ps/c/+", token=b"\x41", opts=[(OBSERVE, b"\x01")] + q(u="alice", c="coap-alice"))
+        t.check((answer_of(a, mid) or [0, 0])[1] == code(2, 5), "CoAP bridge: alice deregisters (2.05)")
+        t.check(broker.log.wait(r"UNSUBSCRIBE from coap-alice", 5.0, mark), "the broker got the UNSUBSCRIBE")
+        direct.publish_wait("tenants/alice/c/4", b"after", 1, 92)
+        t.eq(notifications(a, 1, timeout=1.0), [], "nothing for alice after it")
+        t.check(broker.log.search(r"Sending PUBLISH to coap-alice .*tenants/alice/c/4", mark) is None,
+                "... the broker itself no longer sends alice's bridge tenants/alice/c/4 (the filter was mounted)")
+    finally:
+        a.close()
+        b.close()
+        g.stop()
+
+
+def http_bridge(t, tmp, broker, direct):
+    from test_http_bridge import basic, post
+    port = h.free_port()
+    hp = "MGATE_HTTP_WITHOUT_TLS_"
+    h.Mgate(tmp, broker.port, binary=h.MGATE_BIN, port=port, MGATE_MQTT_WITHOUT_TLS_PORT=None,
+            **{hp + "HOST": h.HOST, hp + "PORT": port, hp + "PATH_PREFIX": "/mqtt", hp + "TARGET_HOST": h.HOST,
+               hp + "TARGET_PORT": broker.port, hp + "TARGET_PROTOCOL": "mqtt", hp + "MOUNT_POINT": MOUNT})
+    st, _, _ = post(port, "/mqtt/h/1?qos=1&clientid=http-alice", b"http-alice", {"Authorization": basic("alice", "x")})
+    t.eq(st, 200, "HTTP bridge: alice POSTs /mqtt/h/1 (200)")
+    st, _, _ = post(port, "/mqtt/h/1?qos=1&clientid=http-bob", b"http-bob", {"Authorization": basic("bob", "x")})
+    t.eq(st, 200, "HTTP bridge: bob POSTs /mqtt/h/1 (200)")
+    got = until(direct, b"http-bob")
+    t.check(("tenants/alice/h/1", b"http-alice") in got and ("tenants/bob/h/1", b"http-bob") in got,
+            "the broker has them as tenants/alice/h/1 and tenants/bob/h/1", got)
+    st, _, _ = post(port, "/mqtt/h/1?qos=1&clientid=http-bad", b"bad", {"Authorization": basic("a+b", "x")})
+    t.eq(st, 403, "HTTP bridge: username a+b refused (403)")
+    st, _, _ = post(port, "/mqtt/h/1?qos=1&clientid=http-anon", b"anon")
+    t.eq(st, 403, "HTTP bridge: no username refused (403)")
+
+
 def main():
     h.need_binaries()
     t = h.Checks("mount")
@@ -389,6 +462,8 @@ def main():
         t.case("over WebSocket", websocket, t, gate, ws_port, direct)
         t.case("v5 topic aliases both ways on the wire, deliveries outside the mount point", aliases_down, t, tmp)
         t.case("MOUNT_POINT configuration errors", config_errors, t, tmp, broker)
+        t.case("the CoAP bridge", coap_bridge, t, tmp, broker, direct)
+        t.case("the HTTP bridge", http_bridge, t, tmp, broker, direct)
         direct.close()
         t.section("mgate")
         t.check(gate.alive(), "mgate still runs")
