@@ -800,7 +800,8 @@ static void bridge(struct http_req *r)
         uint8_t *t = n <= 0xFFFFu ? mgate_session_alloc(hc->s, n) : NULL; /* lives until the answer */
         if (t) {
             memcpy(t, mount.p, mount.len);
-            memcpy(t + mount.len, topic.p, topic.len);
+            if (topic.len)
+                memcpy(t + mount.len, topic.p, topic.len);
         }
         topic = (mgate_bytes){t, t ? (uint32_t)n : 0}; /* none: http_mqtt_publish answers 400 */
     }

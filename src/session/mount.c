@@ -105,6 +105,8 @@ enum mount_expand_rc mount_expand(const char *tmpl, mgate_bytes username, mgate_
 
 bool mount_prefix_valid(mgate_bytes prefix)
 {
+    if (!prefix.len) /* none: p may be NULL, which memchr must not get */
+        return true;
     if (prefix.len > MOUNT_MAX_LEN || !utf8_valid(prefix.p, prefix.len, false))
         return false;
     return !memchr(prefix.p, '+', prefix.len) && !memchr(prefix.p, '#', prefix.len);
