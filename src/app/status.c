@@ -205,6 +205,9 @@ static void traffic(const struct status *st, const struct metrics *m0, struct bu
              (unsigned long long)SUM(publish_refused[d]));
     family(b, "mgate_subscribe_refused_total", "counter", "SUBSCRIBE filters refused by the handler.");
     outf(b, "mgate_subscribe_refused_total %llu\n", (unsigned long long)SUM(subscribe_refused));
+    family(b, "mgate_mount_dropped_total", "counter",
+           "Broker PUBLISHes outside the session's mount point, acknowledged and never delivered.");
+    outf(b, "mgate_mount_dropped_total %llu\n", (unsigned long long)SUM(mount_dropped));
     family(b, "mgate_backpressure_pauses_total", "counter",
            "Times reading from one side stopped because the other side was not taking data, by direction.");
     for (int d = 0; d < 2; d++)

@@ -58,6 +58,7 @@ struct metrics {
     uint64_t coap_datagrams[2], coap_bytes[2]; /* relayed, by direction */
     uint64_t coap_answers[6];                  /* mgate's own answers, by code class: [4] 4.xx, [5] 5.xx */
     uint64_t coap_dropped;                     /* datagrams dropped: malformed, unjudgeable, over a bound */
+    uint64_t mount_dropped; /* broker PUBLISHes outside the session's mount point: never delivered */
 };
 
 #define METRIC_ADD(field, n) __atomic_store_n(&(field), (field) + (uint64_t)(n), __ATOMIC_RELAXED)

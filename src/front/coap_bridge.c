@@ -499,7 +499,7 @@ static void on_message(struct mqtt_client *mc, void *ctx, const struct mqtt_publ
     }
     mgate_bytes topic = {pub->topic.p, pub->topic.len};
     if (br->mount && !mount_strip(br->mount, topic, &topic)) { /* never the client's: acked, dropped */
-        METRIC_INC(metrics_of(br)->coap_dropped);
+        METRIC_INC(metrics_of(br)->mount_dropped);
         session_log(br->peer->s, LOGL_WARN, "coap: a broker PUBLISH outside the mount point dropped");
         return;
     }
@@ -700,10 +700,12 @@ static void access_decided(struct coap_bridge *br, bool ok)
         }
         mgate_bytes topic = r->topic;
         uint8_t *mem = NULL;
-        st = !link_up(br)                        ? MQC_FAILED
-             : !mounted(br, &topic, false, &mem) ? MQC_INVALID
-                                                 : mqtt_client_publish(br->mc, topic, r->payload, r->qos > 2 ? 2 : r->qos,
-                                                                       r->retain, pub_done, x);
+        if (!link_up(br))
+            st = MQC_FAILED;
+        else if (!mounted(br, &topic, false, &mem))
+            st = MQC_INVALID;
+        else
+            st = mqtt_client_publish(br->mc, topic, r->payload, r->qos > 2 ? 2 : r->qos, r->retain, pub_done, x);
         free(mem);
         if (st != MQC_OK)
             return refuse(br, mqtt_status_code(br, st), "the PUBLISH cannot be sent");

@@ -235,34 +235,45 @@ class FakeBroker:
         self.ready = threading.Event()
         threading.Thread(target=self.serve, daemon=True).start()
 
-    def read_packet(self):
-        head = self.conn.recv(1)
+    @staticmethod
+    def read_packet(conn):
+        head = conn.recv(1)
         if not head:
             raise EOFError
         n, mult = 0, 1
         while True:
-            byte = self.conn.recv(1)[0]
+            byte = conn.recv(1)[0]
             n += (byte & 127) * mult
             mult *= 128
             if byte < 128:
                 break
         body = b""
         while len(body) < n:
-            chunk = self.conn.recv(n - len(body))
+            chunk = conn.recv(n - len(body))
             if not chunk:
                 raise EOFError
             body += chunk
         return h.Packet(head[0] >> 4, head[0] & 15, body)
 
     def serve(self):
-        self.conn, _ = self.sock.accept()
-        self.conn.settimeout(10.0)
+        while True:  # mgate's readiness probe connects and leaves without a byte: the session is the one with a CONNECT
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            conn.settimeout(10.0)
+            try:
+                first = self.read_packet(conn)
+                break
+            except (EOFError, OSError):
+                conn.close()
+        self.conn = conn
         try:
-            self.packets.append(self.read_packet())  # CONNECT
+            self.packets.append(first)  # CONNECT
             self.conn.sendall(h.packet(h.CONNACK, 0, b"\x00\x00" + h.props_encode([(h.P_TOPIC_ALIAS_MAX, 5)])))
             self.ready.set()
             while True:
-                p = self.read_packet()
+                p = self.read_packet(self.conn)
                 self.packets.append(p)
                 if p.type == h.SUBSCRIBE:
                     self.conn.sendall(h.packet(h.SUBACK, 0, p.body[:2] + b"\x00\x01"))
@@ -302,8 +313,9 @@ def resolve(msgs):
 def aliases_down(t, tmp):
     fb = FakeBroker()
     try:
+        admin = h.free_port()
         g = h.Mgate(tmp, fb.port, binary=h.EXAMPLE_BIN, MGATE_MQTT_WITHOUT_TLS_MOUNT_POINT=MOUNT,
-                    MGATE_LOG_LEVEL="debug")
+                    MGATE_LOG_LEVEL="debug", MGATE_ADMIN_PORT=admin)
         c = h.RawClient(g.port)
         rc = c.connect(5, "alice-down", username="alice", props=[(h.P_TOPIC_ALIAS_MAX, 5)],
                        will={"topic": "w/t", "payload": b"x"})
@@ -336,6 +348,11 @@ def aliases_down(t, tmp):
         acks = sorted(h.ack_id(p) for p in fb.packets if p.type == h.PUBACK)
         t.eq(acks, [1, 2, 3, 4], "the broker gets a PUBACK for each QoS 1, the refused ones from mgate")
         t.check(g.log.search(r"outside the mount point") is not None, "mgate logs the dropped deliveries")
+        from test_admin import metrics
+        m = metrics(admin)
+        t.eq(m.get("mgate_mount_dropped_total"), 2.0, "/metrics: mgate_mount_dropped_total 2")
+        t.eq(m.get('mgate_publish_refused_total{direction="broker_to_client"}'), 0.0,
+             "... not counted as refused by a handler")
         # client -> broker: the broker learns the mounted topic once, then the alias alone
         n = len(fb.packets)
         for i, topic in enumerate(("p/1", "", "p/2", "")):
