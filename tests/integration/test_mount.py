@@ -348,9 +348,17 @@ def aliases_down(t, tmp):
         acks = sorted(h.ack_id(p) for p in fb.packets if p.type == h.PUBACK)
         t.eq(acks, [1, 2, 3, 4], "the broker gets a PUBACK for each QoS 1, the refused ones from mgate")
         t.check(g.log.search(r"outside the mount point") is not None, "mgate logs the dropped deliveries")
+        # QoS 2 outside the mount point: mgate completes the broker's flow (PUBREC, then PUBCOMP)
+        fb.send(h.publish_packet(5, "tenants/bob/q2", b"bob2", 2, 7))
+        t.check(h.wait_until(lambda: any(p.type == h.PUBREC and h.ack_id(p) == 7 for p in fb.packets), 3.0),
+                "a QoS 2 PUBLISH outside it: mgate answers PUBREC")
+        fb.send(h.ack_packet(5, h.PUBREL, 7))
+        t.check(h.wait_until(lambda: any(p.type == h.PUBCOMP and h.ack_id(p) == 7 for p in fb.packets), 3.0),
+                "... and PUBCOMP to the broker's PUBREL")
+        t.eq(c.collect(5, 0.5), [], "the client gets none of it")
         from test_admin import metrics
         m = metrics(admin)
-        t.eq(m.get("mgate_mount_dropped_total"), 2.0, "/metrics: mgate_mount_dropped_total 2")
+        t.eq(m.get("mgate_mount_dropped_total"), 3.0, "/metrics: mgate_mount_dropped_total 3")
         t.eq(m.get('mgate_publish_refused_total{direction="broker_to_client"}'), 0.0,
              "... not counted as refused by a handler")
         # client -> broker: the broker learns the mounted topic once, then the alias alone
