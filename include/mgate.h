@@ -274,7 +274,11 @@ bool mgate_session_closed(const mgate_session *s);
  * them: the mount point is the last thing done on the way to the broker and
  * the first on the way back.  auth_connect may set one (it replaces the
  * listener's; "" removes it); returns -1 for a prefix with a wildcard,
- * U+0000 or bad UTF-8, or out of memory.
+ * U+0000 or bad UTF-8, longer than 1024 bytes, after the CONNECT was
+ * settled (the HTTP and CoAP bridges ask auth_connect per new credentials:
+ * any time there), or out of memory.  The
+ * listener's is expanded after auth_connect and the will's auth_publish:
+ * until then mgate_session_mount_point returns "" unless a handler set one.
  */
 mgate_bytes mgate_session_mount_point(const mgate_session *s);
 int mgate_session_set_mount_point(mgate_session *s, mgate_bytes prefix);

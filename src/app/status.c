@@ -220,6 +220,9 @@ static void traffic(const struct status *st, const struct metrics *m0, struct bu
            "Topics and filters the rewrite handler rewrote, or could not (the packet or filter refused).");
     outf(b, "mgate_rewrite_topics_total{result=\"rewritten\"} %llu\n", (unsigned long long)SUM(rewrites[0]));
     outf(b, "mgate_rewrite_topics_total{result=\"failed\"} %llu\n", (unsigned long long)SUM(rewrites[1]));
+    family(b, "mgate_mount_dropped_total", "counter",
+           "Broker PUBLISHes outside the session's mount point, acknowledged and never delivered.");
+    outf(b, "mgate_mount_dropped_total %llu\n", (unsigned long long)SUM(mount_dropped));
     PER_DIRECTION("mgate_backpressure_pauses_total",
                   "Times reading from one side stopped because the other side was not taking data, by direction.",
                   backpressure_pauses);

@@ -58,10 +58,11 @@ struct metrics {
     /* the CoAP front end */
     uint64_t coap_datagrams[2], coap_bytes[2]; /* relayed, by direction */
     uint64_t coap_answers[6];                  /* mgate's own answers, by code class: [4] 4.xx, [5] 5.xx */
-    uint64_t coap_dropped;                     /* datagrams dropped: malformed, unjudgeable, over a bound */    /* issue 17 */
+    uint64_t coap_dropped;                     /* datagrams dropped: malformed, unjudgeable, over a bound */
     uint64_t sessions_expired;   /* ended by mgate_session_expire_at */
     uint64_t webhook_requests;   /* sent to MGATE_WEBHOOK_URL */
     uint64_t webhook_cache_hits; /* answered from the per-worker cache instead */
+    uint64_t mount_dropped; /* broker PUBLISHes outside the session's mount point: never delivered */
 };
 
 #define METRIC_ADD(field, n) __atomic_store_n(&(field), (field) + (uint64_t)(n), __ATOMIC_RELAXED)

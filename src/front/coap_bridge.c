@@ -38,6 +38,7 @@
 #include "core/util.h"
 #include "front/coap_int.h"
 #include "mqtt/mqtt.h"
+#include "session/mount.h"
 #include "session/mqtt_client.h"
 
 #define BR_KEEPALIVE 60             /* seconds */
@@ -94,6 +95,7 @@ struct br_note {
 struct coap_bridge {
     struct coap_peer *peer;
     struct mqtt_client *mc; /* NULL: none now (the next request dials) */
+    struct mount *mount;    /* MOUNT_POINT as mc was dialled with (session/mount.h); NULL: none */
     bool held;              /* the broker is not read: the queue is full */
     bool judging;           /* the queue's head is with the handler (legs[MGATE_DOWN].ask) */
     char gen_id[28];        /* the client id when the client names none */
@@ -216,6 +218,35 @@ static struct br_observe *observe_of(struct coap_bridge *br, uint8_t tkl, const 
     return NULL;
 }
 
+/* ---- the mount point ------------------------------------------------------------------------ */
+
+/* *t as the broker knows it: the link's mount point before it, in *mem
+ * (freed by the caller after the request is made); false when it cannot
+ * be (over 65535 bytes, out of memory). */
+static bool mounted(const struct coap_bridge *br, mgate_bytes *t, bool filter, uint8_t **mem)
+{
+    *mem = NULL;
+    return !br->mount || (*mem = mount_dup(br->mount, *t, filter, t)) != NULL;
+}
+
+static enum mqc_status br_unsubscribe(struct coap_bridge *br, const char *filter, mqc_done_fn done, void *arg)
+{
+    mgate_bytes f = {(const uint8_t *)filter, (uint32_t)strlen(filter)};
+    uint8_t *mem;
+    if (!mounted(br, &f, true, &mem))
+        return MQC_INVALID;
+    enum mqc_status st = mqtt_client_unsubscribe(br->mc, &f, 1, done, arg);
+    free(mem);
+    return st;
+}
+
+/* Whether the link was dialled with the mount point the session has now. */
+static bool same_mount(const struct coap_bridge *br)
+{
+    mgate_bytes now = mgate_session_mount_point(br->peer->s);
+    return br->mount ? now.len == br->mount->len && !memcmp(now.p, br->mount->p, now.len) : !now.len;
+}
+
 static bool filter_used(const struct coap_bridge *br, const char *filter)
 {
     for (unsigned i = 0; i < br->nobs; i++)
@@ -266,15 +297,15 @@ static void unsubscribe(struct coap_bridge *br, const char *filter)
 {
     if (!br->mc || filter_used(br, filter))
         return;
-    mgate_bytes f = {(const uint8_t *)filter, (uint32_t)strlen(filter)};
-    if (mqtt_client_unsubscribe(br->mc, &f, 1, NULL, NULL) != MQC_BUSY)
+    if (br_unsubscribe(br, filter, NULL, NULL) != MQC_BUSY)
         return;
-    struct br_unsub *u = malloc(sizeof(*u) + f.len + 1);
+    size_t n = strlen(filter);
+    struct br_unsub *u = malloc(sizeof(*u) + n + 1);
     if (!u) {
         session_log(br->peer->s, LOGL_ERROR, "coap: out of memory: %s stays subscribed until the session ends", filter);
         return;
     }
-    memcpy(u->filter, filter, f.len + 1);
+    memcpy(u->filter, filter, n + 1);
     u->next = br->unsubs;
     br->unsubs = u;
 }
@@ -284,8 +315,7 @@ static void unsub_retry(struct coap_bridge *br)
 {
     while (br->unsubs && br->mc) {
         struct br_unsub *u = br->unsubs;
-        mgate_bytes f = {(const uint8_t *)u->filter, (uint32_t)strlen(u->filter)};
-        if (!filter_used(br, u->filter) && mqtt_client_unsubscribe(br->mc, &f, 1, NULL, NULL) == MQC_BUSY)
+        if (!filter_used(br, u->filter) && br_unsubscribe(br, u->filter, NULL, NULL) == MQC_BUSY)
             return;
         br->unsubs = u->next;
         free(u);
@@ -467,22 +497,28 @@ static void on_message(struct mqtt_client *mc, void *ctx, const struct mqtt_publ
         METRIC_INC(metrics_of(br)->coap_dropped);
         return;
     }
+    mgate_bytes topic = {pub->topic.p, pub->topic.len};
+    if (br->mount && !mount_strip(br->mount, topic, &topic)) { /* never the client's: acked, dropped */
+        METRIC_INC(metrics_of(br)->mount_dropped);
+        session_log(br->peer->s, LOGL_WARN, "coap: a broker PUBLISH outside the mount point dropped");
+        return;
+    }
     for (unsigned i = 0; i < br->nobs; i++) {
         struct br_observe *o = &br->obs[i];
-        if (!filter_matches(o->filter, strlen(o->filter), pub->topic.p, pub->topic.len))
+        if (!filter_matches(o->filter, strlen(o->filter), topic.p, topic.len))
             continue;
-        struct br_note *n = malloc(sizeof(*n) + pub->topic.len + 1u + pub->payload.len);
+        struct br_note *n = malloc(sizeof(*n) + topic.len + 1u + pub->payload.len);
         if (!n) {
             METRIC_INC(metrics_of(br)->coap_dropped);
             continue;
         }
-        *n = (struct br_note){.qos = pub->qos, .tkl = o->tkl, .topic_len = (uint16_t)pub->topic.len,
+        *n = (struct br_note){.qos = pub->qos, .tkl = o->tkl, .topic_len = (uint16_t)topic.len,
                               .payload_len = pub->payload.len};
         memcpy(n->token, o->token, o->tkl);
-        memcpy(n->data, pub->topic.p, pub->topic.len);
-        n->data[pub->topic.len] = '\0';
+        memcpy(n->data, topic.p, topic.len);
+        n->data[topic.len] = '\0';
         if (pub->payload.len)
-            memcpy(n->data + pub->topic.len + 1, pub->payload.p, pub->payload.len);
+            memcpy(n->data + topic.len + 1, pub->payload.p, pub->payload.len);
         *br->tail = n;
         br->tail = &n->next;
         br->queued++;
@@ -537,6 +573,12 @@ static bool link_up(struct coap_bridge *br)
         return true;
     struct mgate_session *s = br->peer->s;
     mgate_bytes id = mgate_session_client_id(s), user = mgate_session_username(s), pass = mgate_session_password(s);
+    mgate_bytes mount = mgate_session_mount_point(s);
+    free(br->mount);
+    if (!(br->mount = mount_new(mount)) && mount.len) {
+        session_log(s, LOGL_WARN, "coap: out of memory keeping the mount point");
+        return false;
+    }
     struct mqtt_client_opts o = {
         .p = br->peer->srv->p, .s = s, .client_id = id, .username = user, .password = pass,
         .has_username = user.len > 0,
@@ -656,9 +698,15 @@ static void access_decided(struct coap_bridge *br, bool ok)
             METRIC_INC(metrics_of(br)->publish_refused[MGATE_UP]);
             return refuse(br, refusal_code(r->reason, COAP_FORBIDDEN), "auth_publish");
         }
-        st = link_up(br) ? mqtt_client_publish(br->mc, r->topic, r->payload, r->qos > 2 ? 2 : r->qos, r->retain,
-                                               pub_done, x)
-                         : MQC_FAILED;
+        mgate_bytes topic = r->topic;
+        uint8_t *mem = NULL;
+        if (!link_up(br))
+            st = MQC_FAILED;
+        else if (!mounted(br, &topic, false, &mem))
+            st = MQC_INVALID;
+        else
+            st = mqtt_client_publish(br->mc, topic, r->payload, r->qos > 2 ? 2 : r->qos, r->retain, pub_done, x);
+        free(mem);
         if (st != MQC_OK)
             return refuse(br, mqtt_status_code(br, st), "the PUBLISH cannot be sent");
         METRIC_INC(metrics_of(br)->coap_datagrams[MGATE_UP]);
@@ -677,7 +725,12 @@ static void access_decided(struct coap_bridge *br, bool ok)
         return refuse(br, COAP_SERVICE_UNAVAILABLE, "out of memory");
     memcpy(x->filter, f->filter.p, f->filter.len);
     x->filter[f->filter.len] = '\0';
-    st = link_up(br) ? mqtt_client_subscribe(br->mc, &f->filter, &qos, 1, sub_done, x) : MQC_FAILED;
+    mgate_bytes filter = f->filter;
+    uint8_t *mem = NULL;
+    st = !link_up(br)                        ? MQC_FAILED
+         : !mounted(br, &filter, true, &mem) ? MQC_INVALID
+                                             : mqtt_client_subscribe(br->mc, &filter, &qos, 1, sub_done, x);
+    free(mem);
     if (st != MQC_OK)
         return refuse(br, mqtt_status_code(br, st), "the SUBSCRIBE cannot be sent");
     session_front_subscribed(peer->s, &a->req.subscribe);
@@ -737,6 +790,13 @@ static void connect_decided(struct coap_bridge *br, bool ok)
         coap_auth_refused(peer);
         return refuse(br, refusal_code(c->reason, COAP_UNAUTHORIZED), "auth_connect");
     }
+    uint8_t mount_refused = session_mount_settle(peer->s, c->has_username ? c->username : (mgate_bytes){NULL, 0},
+                                                 c->client_id);
+    if (mount_refused) { /* as a refused auth_connect: the identity the client had stands, with its link */
+        coap_auth_refused(peer);
+        return refuse(br, mount_refused == MQTT_RC_SERVER_BUSY ? COAP_SERVICE_UNAVAILABLE : COAP_UNAUTHORIZED,
+                      "MOUNT_POINT cannot take this username or client id");
+    }
     struct coap_cred cred;
     bridge_cred(br, &leg->msg, &cred);
     uint8_t before[COAP_CRED_KEY_MAX], after[COAP_CRED_KEY_MAX];
@@ -746,8 +806,8 @@ static void connect_decided(struct coap_bridge *br, bool ok)
         return refuse(br, COAP_UNAUTHORIZED, "CLIENT_ID_POLICY");
     }
     size_t na = identity_key(br, after);
-    if (!nb || nb != na || memcmp(before, after, na))
-        link_close(br); /* another identity: another MQTT session */
+    if (!nb || nb != na || memcmp(before, after, na) || !same_mount(br))
+        link_close(br); /* another identity (or tenant): another MQTT session */
     session_front_connected(peer->s);
     ask_access(br);
 }
@@ -762,6 +822,7 @@ static void on_verdict(struct ask *a)
         if (leg->dir == MGATE_DOWN && peer->br) { /* the bridge waited for this (coap_bridge_end) */
             free(peer->br->head);
             unsubs_free(peer->br);
+            free(peer->br->mount);
             free(peer->br);
             peer->br = NULL;
         }
@@ -792,10 +853,8 @@ static void deregister(struct coap_bridge *br, mgate_bytes topic)
     if (!o)
         return request_done(br, COAP_CONTENT); /* nothing observed: nothing to do */
     char *filter = observe_remove(br, o);
-    mgate_bytes f = {(const uint8_t *)filter, (uint32_t)strlen(filter)};
-    enum mqc_status st = br->mc && !filter_used(br, filter)
-                             ? mqtt_client_unsubscribe(br->mc, &f, 1, unsub_done, br->cur)
-                             : MQC_INVALID;
+    enum mqc_status st = br->mc && !filter_used(br, filter) ? br_unsubscribe(br, filter, unsub_done, br->cur)
+                                                            : MQC_INVALID;
     if (st == MQC_BUSY)
         unsubscribe(br, filter); /* no slot now: sent as soon as one is free */
     free(filter);
@@ -858,6 +917,7 @@ static void request(struct coap_bridge *br, size_t n)
         return refuse(br, COAP_UNAUTHORIZED, "new credentials a moment after refused ones");
     coap_connect_req(peer, &cred, &leg->ask.req.connect);
     leg->stage = BS_CONNECT;
+    session_mount_begin(peer->s);
     enum mgate_verdict verdict = verdict_ask(peer->s, &leg->ask, ASK_CONNECT, on_verdict);
     if (verdict != MGATE_PENDING)
         connect_decided(br, verdict == MGATE_ALLOW);
@@ -962,6 +1022,7 @@ void coap_bridge_end(struct coap_peer *peer)
         return;
     free(br->head); /* observe_end_all dropped the rest */
     unsubs_free(br);
+    free(br->mount);
     free(br);
     peer->br = NULL;
 }

@@ -747,6 +747,8 @@ static enum mgate_verdict ask(struct http_req *r, enum req_stage stage)
 {
     r->stage = (uint8_t)stage;
     enum ask_kind kind = stage == RQ_PUBLISH ? ASK_PUBLISH : stage == RQ_SUBSCRIBE ? ASK_SUBSCRIBE : ASK_CONNECT;
+    if (kind == ASK_CONNECT)
+        session_mount_begin(r->s); /* a mount point only this request's auth_connect chooses */
     return verdict_ask(r->s, &r->ask, kind, on_verdict);
 }
 
@@ -762,6 +764,10 @@ static int connect_decided(struct http_req *r, bool ok)
     session_front_credentials(r->s, &r->ask.req.connect);
     if (hc->hs->mqtt && !session_client_id_allowed(r->s)) { /* the bridge's ?clientid= is not this user's */
         r->refuse_why = "client id not allowed by CLIENT_ID_POLICY";
+        return r->refuse = 403;
+    }
+    if (hc->hs->mqtt && session_mount_settle(r->s, mgate_session_username(r->s), mgate_session_client_id(r->s))) {
+        r->refuse_why = "MOUNT_POINT cannot take this username or client id (empty, or with + # /)";
         return r->refuse = 403;
     }
     session_front_connected(r->s);
@@ -788,7 +794,18 @@ static void bridge(struct http_req *r)
     const struct mgate_publish_req *p = &r->ask.req.publish;
     r->stage = RQ_FORWARD;
     r->bridging = true;
-    int st = http_mqtt_publish(&hc->link, hc->s, p->topic, p->payload, p->qos > 2 ? 2 : p->qos, p->retain,
+    mgate_bytes topic = p->topic, mount = mgate_session_mount_point(hc->s);
+    if (mount.len) { /* the handlers saw the device's topic; the broker sees the tenant's */
+        size_t n = (size_t)mount.len + topic.len;
+        uint8_t *t = n <= 0xFFFFu ? mgate_session_alloc(hc->s, n) : NULL; /* lives until the answer */
+        if (t) {
+            memcpy(t, mount.p, mount.len);
+            if (topic.len)
+                memcpy(t + mount.len, topic.p, topic.len);
+        }
+        topic = (mgate_bytes){t, t ? (uint32_t)n : 0}; /* none: http_mqtt_publish answers 400 */
+    }
+    int st = http_mqtt_publish(&hc->link, hc->s, topic, p->payload, p->qos > 2 ? 2 : p->qos, p->retain,
                                hc->hs->target_timeout_ms, bridged, r);
     if (st) {
         r->bridging = false;

@@ -80,12 +80,13 @@ static enum pkt_result down_connack(struct pass *ps, const uint8_t *raw, uint32_
 
 /* ---- PUBLISH ---------------------------------------------------------- */
 
-static enum pkt_result finish_publish(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len);
+static enum pkt_result complete_for_client(struct pass *ps, const struct mqtt_publish *pub);
 
 /* A broker PUBLISH outside the session's mount point (a broker's quirk, or
- * a subscription made some other way): never the client's; refused as
- * auth_subscribe's refusals are, without asking the handlers. */
-static enum pkt_result refuse_unmounted(struct pass *ps, struct held *h, const uint8_t *raw, uint32_t len)
+ * a subscription made some other way): never the client's, nor shown to
+ * its handlers; acknowledged to the broker as auth_subscribe's refusals are,
+ * counted apart (mgate_mount_dropped_total). */
+static enum pkt_result refuse_unmounted(struct pass *ps, struct held *h)
 {
     struct mgate_session *s = ps->s;
     struct logline l;
@@ -93,8 +94,8 @@ static enum pkt_result refuse_unmounted(struct pass *ps, struct held *h, const u
         log_bytes(&l, "topic", h->resolved_topic.p, h->resolved_topic.len);
         log_end(&l);
     }
-    h->ask.verdict = MGATE_DENY;
-    enum pkt_result r = finish_publish(ps, h, raw, len);
+    METRIC_INC(session_metrics(s)->mount_dropped);
+    enum pkt_result r = complete_for_client(ps, &h->pkt.publish);
     held_put(s, h);
     return r;
 }
@@ -113,7 +114,7 @@ static enum pkt_result down_publish(struct pass *ps, const uint8_t *raw, uint32_
     }
     h->one_filter.filter = to_bytes(h->resolved_topic);
     if (s->mount && !mount_strip(s->mount, h->one_filter.filter, &h->one_filter.filter))
-        return refuse_unmounted(ps, h, raw, len);
+        return refuse_unmounted(ps, h);
     h->one_filter.qos = h->pkt.publish.qos;
     struct mgate_subscribe_req *req = &h->ask.req.subscribe;
     req->dir = MGATE_DOWN;
@@ -126,9 +127,15 @@ static enum pkt_result down_publish(struct pass *ps, const uint8_t *raw, uint32_
  * it): complete the broker's QoS flow in its place. */
 enum pkt_result down_publish_not_sent(struct pass *ps, const struct mqtt_publish *pub, const char *why)
 {
+    METRIC_INC(session_metrics(ps->s)->publish_refused[MGATE_DOWN]);
+    session_log(ps->s, LOGL_DEBUG, "broker PUBLISH %s", why);
+    return complete_for_client(ps, pub);
+}
+
+/* Acknowledged to the broker as the client would have. */
+static enum pkt_result complete_for_client(struct pass *ps, const struct mqtt_publish *pub)
+{
     struct mgate_session *s = ps->s;
-    METRIC_INC(session_metrics(s)->publish_refused[MGATE_DOWN]);
-    session_log(s, LOGL_DEBUG, "broker PUBLISH %s", why);
     if (pub->qos == 1) {
         reply_ack(s->broker, MQTT_PUBACK, s->version, pub->id, 0);
     } else if (pub->qos == 2) {

@@ -105,6 +105,8 @@ enum mount_expand_rc mount_expand(const char *tmpl, mgate_bytes username, mgate_
 
 bool mount_prefix_valid(mgate_bytes prefix)
 {
+    if (!prefix.len) /* none: p may be NULL, which memchr must not get */
+        return true;
     if (prefix.len > MOUNT_MAX_LEN || !utf8_valid(prefix.p, prefix.len, false))
         return false;
     return !memchr(prefix.p, '+', prefix.len) && !memchr(prefix.p, '#', prefix.len);
@@ -143,6 +145,20 @@ void mount_put_filter(const struct mount *m, mgate_bytes filter, uint8_t *out)
     uint32_t head = share_head(filter);
     memcpy(out, filter.p, head);
     mount_put_topic(m, (mgate_bytes){filter.p + head, filter.len - head}, out + head);
+}
+
+uint8_t *mount_dup(const struct mount *m, mgate_bytes x, bool filter, mgate_bytes *out)
+{
+    size_t n = (size_t)m->len + x.len;
+    uint8_t *p = n <= 0xFFFFu ? malloc(n) : NULL;
+    if (!p)
+        return NULL;
+    if (filter)
+        mount_put_filter(m, x, p);
+    else
+        mount_put_topic(m, x, p);
+    *out = (mgate_bytes){p, (uint32_t)n};
+    return p;
 }
 
 bool mount_strip(const struct mount *m, mgate_bytes topic, mgate_bytes *out)

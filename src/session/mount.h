@@ -52,6 +52,10 @@ struct mount *mount_new(mgate_bytes prefix);
 void mount_put_topic(const struct mount *m, mgate_bytes topic, uint8_t *out);
 void mount_put_filter(const struct mount *m, mgate_bytes filter, uint8_t *out);
 
+/* The same in memory of its own (malloc'd, *out pointing into it), for the
+ * bridges' MQTT client; NULL when out of memory or over 65535 bytes. */
+uint8_t *mount_dup(const struct mount *m, mgate_bytes x, bool filter, mgate_bytes *out);
+
 /* Broker -> client: the topic without the mount point, or false when it
  * does not start with it (or is nothing but it). */
 bool mount_strip(const struct mount *m, mgate_bytes topic, mgate_bytes *out);

@@ -661,12 +661,14 @@ mgate_bytes mgate_session_mount_point(const mgate_session *s)
     return s->mount ? (mgate_bytes){s->mount->p, s->mount->len} : (mgate_bytes){(const uint8_t *)"", 0};
 }
 
-uint8_t session_mount_settle(struct mgate_session *s)
+void session_mount_begin(struct mgate_session *s) { s->mount_chosen = false; }
+
+uint8_t session_mount_settle(struct mgate_session *s, mgate_bytes username, mgate_bytes client_id)
 {
     if (s->mount_chosen || !s->p->mount_point)
         return 0;
     struct mount *m;
-    enum mount_expand_rc rc = mount_expand(s->p->mount_point, s->username, s->client_id, &m);
+    enum mount_expand_rc rc = mount_expand(s->p->mount_point, username, client_id, &m);
     static const struct {
         uint8_t reason;
         const char *why;

@@ -137,13 +137,16 @@ void session_front_unsubscribed(struct mgate_session *s, const struct mgate_unsu
 /* CLIENT_ID_POLICY against the session's client id and username (after
  * session_front_credentials); false is logged. */
 bool session_client_id_allowed(struct mgate_session *s);
-/* The identity is settled (session_save_credentials, session_front_credentials):
+/* The identity is settled (auth_connect allowed username and client_id):
  * the listener's MOUNT_POINT with %u and %c expanded becomes the session's,
  * unless a handler chose one in auth_connect.  0, or the v5 CONNACK reason
- * to refuse the client with (logged): 0x86 a username, 0x85 a client id the
- * template cannot take (empty, or with + # /), 0x87 a prefix that would
- * start with '$', 0x89 out of memory. */
-uint8_t session_mount_settle(struct mgate_session *s);
+ * to refuse the client with (logged; the session's mount point is then
+ * unchanged): 0x86 a username, 0x85 a client id the template cannot take
+ * (empty, or with + # /), 0x87 a prefix that would start with '$', 0x89
+ * out of memory.  A front end asking auth_connect again (the bridges)
+ * calls session_mount_begin first, so that only this ask's choice counts. */
+uint8_t session_mount_settle(struct mgate_session *s, mgate_bytes username, mgate_bytes client_id);
+void session_mount_begin(struct mgate_session *s);
 /* Take the credentials an auth_connect left (for the accessors and logs). */
 void session_front_credentials(struct mgate_session *s, const struct mgate_connect_req *req);
 /* The session is over (disconnect hook, unlisted); it stays allocated while

@@ -217,7 +217,7 @@ static enum pkt_result finish_connect(struct pass *ps, struct held *h)
         session_close_as(s, CONN_END_POLICY, CONN_END_NORMAL, "client id refused by the listener's policy");
         return PKT_CLOSE;
     }
-    uint8_t mount_refused = session_mount_settle(s);
+    uint8_t mount_refused = session_mount_settle(s, s->username, s->client_id);
     if (mount_refused) {
         if (!s->p->refusal_close)
             reply_connack(s, mount_refused);

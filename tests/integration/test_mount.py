@@ -235,34 +235,45 @@ class FakeBroker:
         self.ready = threading.Event()
         threading.Thread(target=self.serve, daemon=True).start()
 
-    def read_packet(self):
-        head = self.conn.recv(1)
+    @staticmethod
+    def read_packet(conn):
+        head = conn.recv(1)
         if not head:
             raise EOFError
         n, mult = 0, 1
         while True:
-            byte = self.conn.recv(1)[0]
+            byte = conn.recv(1)[0]
             n += (byte & 127) * mult
             mult *= 128
             if byte < 128:
                 break
         body = b""
         while len(body) < n:
-            chunk = self.conn.recv(n - len(body))
+            chunk = conn.recv(n - len(body))
             if not chunk:
                 raise EOFError
             body += chunk
         return h.Packet(head[0] >> 4, head[0] & 15, body)
 
     def serve(self):
-        self.conn, _ = self.sock.accept()
-        self.conn.settimeout(10.0)
+        while True:  # mgate's readiness probe connects and leaves without a byte: the session is the one with a CONNECT
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            conn.settimeout(10.0)
+            try:
+                first = self.read_packet(conn)
+                break
+            except (EOFError, OSError):
+                conn.close()
+        self.conn = conn
         try:
-            self.packets.append(self.read_packet())  # CONNECT
+            self.packets.append(first)  # CONNECT
             self.conn.sendall(h.packet(h.CONNACK, 0, b"\x00\x00" + h.props_encode([(h.P_TOPIC_ALIAS_MAX, 5)])))
             self.ready.set()
             while True:
-                p = self.read_packet()
+                p = self.read_packet(self.conn)
                 self.packets.append(p)
                 if p.type == h.SUBSCRIBE:
                     self.conn.sendall(h.packet(h.SUBACK, 0, p.body[:2] + b"\x00\x01"))
@@ -302,8 +313,9 @@ def resolve(msgs):
 def aliases_down(t, tmp):
     fb = FakeBroker()
     try:
+        admin = h.free_port()
         g = h.Mgate(tmp, fb.port, binary=h.EXAMPLE_BIN, MGATE_MQTT_WITHOUT_TLS_MOUNT_POINT=MOUNT,
-                    MGATE_LOG_LEVEL="debug")
+                    MGATE_LOG_LEVEL="debug", MGATE_ADMIN_PORT=admin)
         c = h.RawClient(g.port)
         rc = c.connect(5, "alice-down", username="alice", props=[(h.P_TOPIC_ALIAS_MAX, 5)],
                        will={"topic": "w/t", "payload": b"x"})
@@ -336,6 +348,19 @@ def aliases_down(t, tmp):
         acks = sorted(h.ack_id(p) for p in fb.packets if p.type == h.PUBACK)
         t.eq(acks, [1, 2, 3, 4], "the broker gets a PUBACK for each QoS 1, the refused ones from mgate")
         t.check(g.log.search(r"outside the mount point") is not None, "mgate logs the dropped deliveries")
+        # QoS 2 outside the mount point: mgate completes the broker's flow (PUBREC, then PUBCOMP)
+        fb.send(h.publish_packet(5, "tenants/bob/q2", b"bob2", 2, 7))
+        t.check(h.wait_until(lambda: any(p.type == h.PUBREC and h.ack_id(p) == 7 for p in fb.packets), 3.0),
+                "a QoS 2 PUBLISH outside it: mgate answers PUBREC")
+        fb.send(h.ack_packet(5, h.PUBREL, 7))
+        t.check(h.wait_until(lambda: any(p.type == h.PUBCOMP and h.ack_id(p) == 7 for p in fb.packets), 3.0),
+                "... and PUBCOMP to the broker's PUBREL")
+        t.eq(c.collect(5, 0.5), [], "the client gets none of it")
+        from test_admin import metrics
+        m = metrics(admin)
+        t.eq(m.get("mgate_mount_dropped_total"), 3.0, "/metrics: mgate_mount_dropped_total 3")
+        t.eq(m.get('mgate_publish_refused_total{direction="broker_to_client"}'), 0.0,
+             "... not counted as refused by a handler")
         # client -> broker: the broker learns the mounted topic once, then the alias alone
         n = len(fb.packets)
         for i, topic in enumerate(("p/1", "", "p/2", "")):
@@ -368,6 +393,117 @@ def config_errors(t, tmp, broker):
             "MOUNT_POINT on the CoAP relay (no MQTT topics): a config error", g.log.text()[-300:])
 
 
+def coap_bridge(t, tmp, broker, direct):
+    from test_coap import ACK, CON, GET, OBSERVE, POST, URI_QUERY, Raw, code, gate
+    from test_coap_bridge import answer_of, notifications
+
+    def q(**kw):
+        return [(URI_QUERY, f"{k}={v}") for k, v in kw.items()]
+
+    def notes(c, n, timeout):
+        """Payloads of the notifications c gets, a retransmission (the same message id) once."""
+        seen, out = set(), []
+        for r in notifications(c, n, timeout=timeout):
+            if r[2] not in seen:
+                seen.add(r[2])
+                out.append(r[5])
+        return out
+
+    g = gate(tmp, broker.port, binary=h.MGATE_BIN, TARGET_PROTOCOL="mqtt", MOUNT_POINT=MOUNT)
+    a, b = Raw(g.coap), Raw(g.coap)
+    try:
+        mark = broker.log.mark()
+        for c, user in ((a, "alice"), (b, "bob")):
+            mid = c.request(CON, GET, "ps/c/+", token=b"\x41", opts=[(OBSERVE, b"")] + q(u=user, c=f"coap-{user}", q=1))
+            r = answer_of(c, mid)
+            t.check(r and r[1] == code(2, 5), f"CoAP bridge: {user} observes ps/c/+ (2.05)", r)
+        t.check(broker.log.search(r"coap-alice 1 tenants/alice/c/\+", mark) is not None,
+                "the broker got alice's observation as tenants/alice/c/+")
+        direct.publish_wait("tenants/bob/c/1", b"to-bob", 1, 90)
+        direct.publish_wait("tenants/alice/c/1", b"to-alice", 1, 91)
+        t.eq(notes(a, 3, 2.0), [b"to-alice"],
+             "CoAP bridge: alice is notified of her tenant's c/1 only")
+        t.eq(notes(b, 3, 1.0), [b"to-bob"], "CoAP bridge: bob of his only")
+        a2 = Raw(g.coap)  # another peer of alice's (the observer's answer_of would drop the notification)
+        mid = a2.request(CON, POST, "ps/c/2", b"from-alice", token=b"\x42", opts=q(u="alice", c="coap-alice2", q=1))
+        r = answer_of(a2, mid)
+        a2.close()
+        t.check(r and r[1] == code(2, 4), "CoAP bridge: alice POSTs ps/c/2 from another device (2.04)", r)
+        t.check(("tenants/alice/c/2", b"from-alice") in until(direct, b"from-alice"),
+                "... which the broker has as tenants/alice/c/2")
+        t.eq(notes(a, 3, 2.0), [b"from-alice"], "... and alice's observation gets it")
+        t.eq([p for p in notes(b, 3, 0.5) if p != b"to-bob"], [], "... and bob's does not")
+        for user in ("a+b", "a/b", None):
+            c = Raw(g.coap)
+            mid = c.request(CON, POST, "ps/c/3", b"bad", token=b"\x43",
+                            opts=q(c="coap-bad", q=1, **({"u": user} if user is not None else {})))
+            r = answer_of(c, mid)
+            t.check(r and r[1] == code(4, 1), f"CoAP bridge: username {user!r} refused (4.01)", r)
+            c.close()
+        t.check("coap-bad" not in broker.log.text(mark), "the broker never saw those clients")
+        mark = broker.log.mark()
+        mid = a.request(CON, GET, "ps/c/+", token=b"\x41", opts=[(OBSERVE, b"\x01")] + q(u="alice", c="coap-alice"))
+        t.check((answer_of(a, mid) or [0, 0])[1] == code(2, 5), "CoAP bridge: alice deregisters (2.05)")
+        t.check(broker.log.wait(r"UNSUBSCRIBE from coap-alice", 5.0, mark), "the broker got the UNSUBSCRIBE")
+        direct.publish_wait("tenants/alice/c/4", b"after", 1, 92)
+        t.eq(notifications(a, 1, timeout=1.0), [], "nothing for alice after it")
+        t.check(broker.log.search(r"Sending PUBLISH to coap-alice .*tenants/alice/c/4", mark) is None,
+                "... the broker itself no longer sends alice's bridge tenants/alice/c/4 (the filter was mounted)")
+    finally:
+        a.close()
+        b.close()
+        g.stop()
+
+
+def http_bridge(t, tmp, broker, direct):
+    from test_http_bridge import basic, post
+    port = h.free_port()
+    hp = "MGATE_HTTP_WITHOUT_TLS_"
+    h.Mgate(tmp, broker.port, binary=h.MGATE_BIN, port=port, MGATE_MQTT_WITHOUT_TLS_PORT=None,
+            **{hp + "HOST": h.HOST, hp + "PORT": port, hp + "PATH_PREFIX": "/mqtt", hp + "TARGET_HOST": h.HOST,
+               hp + "TARGET_PORT": broker.port, hp + "TARGET_PROTOCOL": "mqtt", hp + "MOUNT_POINT": MOUNT})
+    st, _, _ = post(port, "/mqtt/h/1?qos=1&clientid=http-alice", b"http-alice", {"Authorization": basic("alice", "x")})
+    t.eq(st, 200, "HTTP bridge: alice POSTs /mqtt/h/1 (200)")
+    st, _, _ = post(port, "/mqtt/h/1?qos=1&clientid=http-bob", b"http-bob", {"Authorization": basic("bob", "x")})
+    t.eq(st, 200, "HTTP bridge: bob POSTs /mqtt/h/1 (200)")
+    got = until(direct, b"http-bob")
+    t.check(("tenants/alice/h/1", b"http-alice") in got and ("tenants/bob/h/1", b"http-bob") in got,
+            "the broker has them as tenants/alice/h/1 and tenants/bob/h/1", got)
+    st, _, _ = post(port, "/mqtt/h/1?qos=1&clientid=http-bad", b"bad", {"Authorization": basic("a+b", "x")})
+    t.eq(st, 403, "HTTP bridge: username a+b refused (403)")
+    st, _, _ = post(port, "/mqtt/h/1?qos=1&clientid=http-anon", b"anon")
+    t.eq(st, 403, "HTTP bridge: no username refused (403)")
+
+
+def max_packet(t, tmp):
+    """A prefix that grows a PUBLISH past the broker's Maximum Packet Size: never sent to it (mosquitto
+    would end the connection); the session goes on."""
+    small = h.Broker(tmp, "max_packet_size 200\n")
+    g = h.Mgate(tmp, small.port, binary=h.MGATE_BIN, MGATE_MQTT_WITHOUT_TLS_MOUNT_POINT=MOUNT)
+    w = h.raw_client(small.port, 5, "max-watch")
+    w.subscribe(1, [("#", 1)])
+    c = tenant(g.port, 5, "alice-max")
+    try:
+        t.eq(h.prop(c.connack_props, h.P_MAX_PACKET), 200, "the broker's Maximum Packet Size 200 reaches the client")
+        # type 1, length 2, topic 2 + 7, id 2, properties 1: 200 bytes as the client sends it
+        payload = b"x" * (200 - 1 - 2 - 9 - 2 - 1)
+        t.eq(len(h.publish_packet(5, "big/one", payload, 1, 1)), 200, "the test's PUBLISH is 200 bytes")
+        d = h.raw_client(small.port, 5, "max-direct")
+        d.publish_wait("big/two", payload, 1, 1)
+        d.close()
+        t.eq([m[0] for m in until(w, payload)], ["big/two"], "the broker takes it from a direct client")
+        c.publish("big/one", payload, 1, 1)
+        c.publish_wait("small/one", b"after", 1, 2)
+        got = until(w, b"after")
+        t.eq([m[0] for m in got], ["tenants/alice/small/one"],
+             "the 200-byte PUBLISH, 214 bytes once mounted, never reaches the broker; the next one does")
+        t.check(g.log.search(r"exceeds the peer's maximum packet size") is not None, "mgate logs why it was not sent")
+        t.check(c.ping(), "the client's session goes on")
+    finally:
+        c.close()
+        w.close()
+
+
 def main():
     h.need_binaries()
     t = h.Checks("mount")
@@ -389,6 +525,9 @@ def main():
         t.case("over WebSocket", websocket, t, gate, ws_port, direct)
         t.case("v5 topic aliases both ways on the wire, deliveries outside the mount point", aliases_down, t, tmp)
         t.case("MOUNT_POINT configuration errors", config_errors, t, tmp, broker)
+        t.case("Maximum Packet Size", max_packet, t, tmp)
+        t.case("the CoAP bridge", coap_bridge, t, tmp, broker, direct)
+        t.case("the HTTP bridge", http_bridge, t, tmp, broker, direct)
         direct.close()
         t.section("mgate")
         t.check(gate.alive(), "mgate still runs")

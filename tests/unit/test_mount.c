@@ -3,8 +3,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <netinet/in.h>
+
 #include "check.h"
 #include "session/mount.h"
+#include "session/session.h"
 
 static mgate_bytes b(const char *s) { return (mgate_bytes){(const uint8_t *)s, (uint32_t)strlen(s)}; }
 static const mgate_bytes none = {NULL, 0};
@@ -71,6 +74,7 @@ static void test_expand(void)
 static void test_prefix_valid(void)
 {
     CHECK(mount_prefix_valid(b("")));
+    CHECK(mount_prefix_valid(none));
     CHECK(mount_prefix_valid(b("a/b/")));
     CHECK(!mount_prefix_valid(b("a/+/")));
     CHECK(!mount_prefix_valid(b("a/#")));
@@ -124,11 +128,69 @@ static void test_apply(void)
     free(m);
 }
 
+/* ---- a session's mount point (a front end's: no sockets) ---------------- */
+
+static void front_end(struct mgate_session *s) { session_front_end(s); }
+static const struct session_front front = {.drain = front_end, .close = front_end};
+
+static void stop(struct loop *l, struct loop_timer *t)
+{
+    (void)t;
+    loop_stop(l);
+}
+
+static bool mount_is(const struct mgate_session *s, const char *want)
+{
+    mgate_bytes m = mgate_session_mount_point(s);
+    return m.p && m.len == strlen(want) && memcmp(m.p, want, m.len) == 0;
+}
+
+static void test_session(void)
+{
+    static const struct sockaddr_in peer = {.sin_family = AF_INET};
+    struct session_params p = {.listener = "test", .connect_timeout_ms = 1000, .output_high_water = 65536,
+                               .mount_point = "tenants/%u/"};
+    struct loop *l = loop_new();
+    struct session_list list = {0};
+    struct mgate_session *s = session_front_start(l, (const struct sockaddr *)&peer, &p, &list, &front, NULL);
+    CHECK(s != NULL);
+    if (!s) {
+        loop_free(l);
+        return;
+    }
+    CHECK(mount_is(s, "")); /* none until the identity is settled */
+    CHECK_EQ_INT(session_mount_settle(s, b("alice"), b("c1")), 0);
+    CHECK(mount_is(s, "tenants/alice/"));
+    CHECK_EQ_INT(session_mount_settle(s, b("a/b"), b("c1")), 0x86); /* refused: the old one stands */
+    CHECK(mount_is(s, "tenants/alice/"));
+    CHECK_EQ_INT(session_mount_settle(s, none, b("c1")), 0x86);
+    session_mount_begin(s);
+    CHECK_EQ_INT(mgate_session_set_mount_point(s, b("acme/")), 0); /* auth_connect's choice wins */
+    CHECK_EQ_INT(session_mount_settle(s, b("bob"), b("c1")), 0);
+    CHECK(mount_is(s, "acme/"));
+    CHECK_EQ_INT(mgate_session_set_mount_point(s, b("a/+/")), -1);
+    CHECK_EQ_INT(mgate_session_set_mount_point(s, b("#")), -1);
+    CHECK(mount_is(s, "acme/")); /* a refused one changes nothing */
+    CHECK_EQ_INT(mgate_session_set_mount_point(s, none), 0); /* "" removes it */
+    CHECK(mount_is(s, ""));
+    CHECK_EQ_INT(session_mount_settle(s, b("bob"), b("c1")), 0); /* still the handler's choice: none */
+    CHECK(mount_is(s, ""));
+    session_mount_begin(s); /* the next auth_connect chooses nothing: the template's */
+    CHECK_EQ_INT(session_mount_settle(s, b("bob"), b("c1")), 0);
+    CHECK(mount_is(s, "tenants/bob/"));
+    session_front_end(s);
+    struct loop_timer t = {0};
+    loop_timer_start(l, &t, 10, stop);
+    loop_run(l);
+    loop_free(l);
+}
+
 int main(void)
 {
     test_template();
     test_expand();
     test_prefix_valid();
     test_apply();
+    test_session();
     return check_done("test_mount");
 }
