@@ -348,12 +348,15 @@ bool mqtt_prop_values(const uint8_t *raw, uint32_t raw_len, struct mqtt_prop_val
  * for byte.  Returns the new block's size (without its length prefix) and
  * writes it to out only when cap is enough; 0 with *bad set when it cannot
  * be encoded (a string over 65535 bytes).  out must not overlap raw.
+ * With response_topic_only, the user properties and content type stay as
+ * they came too (a mount point moves just the response topic).
  */
 struct mqtt_prop_edit {
     const struct mqtt_user_prop *user;
     uint32_t user_count;
     bool has_content_type, has_response_topic;
     mqtt_str content_type, response_topic;
+    bool response_topic_only;
 };
 size_t mqtt_props_edit(const uint8_t *raw, uint32_t raw_len, const struct mqtt_prop_edit *e, uint8_t *out,
                        size_t cap, bool *bad);

@@ -140,14 +140,17 @@ static void edit_into(struct pw *w, const uint8_t *raw, uint32_t raw_len, const 
             return;
         }
         uint8_t id = raw[off];
-        if (id == MQTT_PROP_USER_PROPERTY || id == MQTT_PROP_CONTENT_TYPE || id == MQTT_PROP_RESPONSE_TOPIC)
+        bool others = !e->response_topic_only && (id == MQTT_PROP_USER_PROPERTY || id == MQTT_PROP_CONTENT_TYPE);
+        if (others || id == MQTT_PROP_RESPONSE_TOPIC)
             pw_replaced(w, e, id, &done);
         else
             pw_put(w, raw + off, n);
     }
-    pw_replaced(w, e, MQTT_PROP_CONTENT_TYPE, &done);
+    if (!e->response_topic_only)
+        pw_replaced(w, e, MQTT_PROP_CONTENT_TYPE, &done);
     pw_replaced(w, e, MQTT_PROP_RESPONSE_TOPIC, &done);
-    pw_replaced(w, e, MQTT_PROP_USER_PROPERTY, &done);
+    if (!e->response_topic_only)
+        pw_replaced(w, e, MQTT_PROP_USER_PROPERTY, &done);
 }
 
 size_t mqtt_props_edit(const uint8_t *raw, uint32_t raw_len, const struct mqtt_prop_edit *e, uint8_t *out,

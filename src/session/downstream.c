@@ -115,6 +115,11 @@ static enum pkt_result down_publish(struct pass *ps, const uint8_t *raw, uint32_
     h->one_filter.filter = to_bytes(h->resolved_topic);
     if (s->mount && !mount_strip(s->mount, h->one_filter.filter, &h->one_filter.filter))
         return refuse_unmounted(ps, h);
+    /* the handlers see the response topic as the client will, too */
+    if (s->mount && session_props_mount(s, &h->pkt.publish.props, MGATE_DOWN) != 0) {
+        held_put(s, h);
+        return publish_oom(s);
+    }
     h->one_filter.qos = h->pkt.publish.qos;
     struct mgate_subscribe_req *req = &h->ask.req.subscribe;
     req->dir = MGATE_DOWN;

@@ -184,6 +184,13 @@ void session_props_rebase(struct held *h, const uint8_t *from, uint32_t len, con
  * memory, PASS_DROPPED when the new block cannot be encoded.  Nothing to do
  * (one compare) when no handler asked. */
 int held_props_apply_slow(struct mgate_session *s, struct held *h);
+/* A mounted session's Response Topic (a PUBLISH's or a will's props) in
+ * the tenant's space: MGATE_UP puts the mount point before it, so a
+ * responder answers into the requester's tenant and no tenant can point
+ * one into another's; MGATE_DOWN takes it off (one outside stays as it
+ * is).  0 (nothing to do, or done: props->raw then points at the new
+ * block), -1 out of memory, PASS_DROPPED when it would be too long. */
+int session_props_mount(struct mgate_session *s, mqtt_props *props, int dir);
 static inline int held_props_apply(struct mgate_session *s, struct held *h)
 {
     return h->props ? held_props_apply_slow(s, h) : 0;

@@ -45,6 +45,9 @@ bool mount_prefix_valid(mgate_bytes prefix);
 /* A copy of prefix (malloc'd; NULL when out of memory or empty). */
 struct mount *mount_new(mgate_bytes prefix);
 
+/* Whether a topic or filter still fits MQTT's two-byte length once mounted. */
+static inline bool mount_fits(const struct mount *m, mgate_bytes t) { return (size_t)m->len + t.len <= 0xFFFFu; }
+
 /* Client -> broker.  Both write m->len + x.len bytes to out (the caller
  * checks that fits MQTT's 65535).  A filter "$share/GROUP/F" becomes
  * "$share/GROUP/<m>F": the group stays a group of the broker, the filter is

@@ -11,6 +11,7 @@
 
 #include "core/util.h"
 #include "session/internal.h"
+#include "session/mount.h"
 
 /* The decoded properties and what is needed to tell whether a handler
  * changed them: the block as decoded (orig_*), never shown to handlers. */
@@ -232,6 +233,24 @@ static bool props_changed(const struct session_props *b)
     return false;
 }
 
+/* props->raw as edited, in memory from mgate_session_alloc: outside the
+ * packet's bytes, so publish_forward sees it changed.  0, -1 out of memory,
+ * PASS_DROPPED for a value the protocol cannot carry. */
+static int props_edit(struct mgate_session *s, mqtt_props *props, const struct mqtt_prop_edit *e)
+{
+    bool bad;
+    size_t need = mqtt_props_edit(props->raw, props->raw_len, e, NULL, 0, &bad);
+    if (bad)
+        return PASS_DROPPED;
+    uint8_t *out = mgate_session_alloc(s, need ? need : 1);
+    if (!out)
+        return -1;
+    mqtt_props_edit(props->raw, props->raw_len, e, out, need, &bad);
+    props->raw = out;
+    props->raw_len = (uint32_t)need;
+    return 0;
+}
+
 int held_props_apply_slow(struct mgate_session *s, struct held *h)
 {
     const struct session_props *b = h->props;
@@ -251,17 +270,26 @@ int held_props_apply_slow(struct mgate_session *s, struct held *h)
         .content_type = to_str(p->content_type),
         .response_topic = to_str(p->response_topic),
     };
-    mqtt_props *props = &h->pkt.publish.props;
-    bool bad;
-    size_t need = mqtt_props_edit(props->raw, props->raw_len, &e, NULL, 0, &bad);
-    uint8_t *out = bad ? NULL : mgate_session_alloc(s, need ? need : 1);
-    if (bad)
-        return PASS_DROPPED; /* a value the protocol cannot carry */
-    if (!out)
-        return -1;
-    mqtt_props_edit(props->raw, props->raw_len, &e, out, need, &bad);
-    /* Outside the packet's bytes: publish_forward sees it changed. */
-    props->raw = out;
-    props->raw_len = (uint32_t)need;
-    return 0;
+    return props_edit(s, &h->pkt.publish.props, &e);
+}
+
+/* ---- the Response Topic of a mounted session -------------------------- */
+
+int session_props_mount(struct mgate_session *s, mqtt_props *props, int dir)
+{
+    const uint8_t *v;
+    if (!s->mount || !props->raw_len || !mqtt_props_find(props->raw, props->raw_len, MQTT_PROP_RESPONSE_TOPIC, &v))
+        return 0;
+    mgate_bytes rt = {v + 2, (uint32_t)v[0] << 8 | v[1]}, to;
+    if (dir == MGATE_UP) {
+        uint8_t *p = mount_fits(s->mount, rt) ? mgate_session_alloc(s, s->mount->len + rt.len) : NULL;
+        if (!p)
+            return mount_fits(s->mount, rt) ? -1 : PASS_DROPPED;
+        mount_put_topic(s->mount, rt, p);
+        to = (mgate_bytes){p, s->mount->len + rt.len};
+    } else if (!mount_strip(s->mount, rt, &to)) {
+        return 0; /* not the tenant's: it names a topic the client cannot reach anyway */
+    }
+    struct mqtt_prop_edit e = {.has_response_topic = true, .response_topic = to_str(to), .response_topic_only = true};
+    return props_edit(s, props, &e);
 }

@@ -15,8 +15,6 @@
 
 /* ---- mount points ----------------------------------------------------- */
 
-/* Whether a topic or filter still fits MQTT's two-byte length once mounted. */
-static bool mount_fits(const struct mount *m, mgate_bytes t) { return (size_t)m->len + t.len <= 0xFFFFu; }
 
 /* t as the broker must see it: the session's mount point before it (after
  * the group of a $share filter), in memory that lives until the packet is
@@ -179,6 +177,9 @@ static int emit_rewritten_connect(struct pass *ps, const struct held *h)
         if (!(t = mounted(s, t, false)).p)
             return -1;
         nc->will_topic = to_str(t);
+        int e = session_props_mount(s, &nc->will_props, MGATE_UP);
+        if (e != 0)
+            return e;
     } else if (h->will_stage) {
         nc->will_topic = to_str(h->ask.will.topic);
     }
@@ -337,6 +338,8 @@ static enum pkt_result finish_publish(struct pass *ps, struct held *h, const uin
         }
     }
     int e = held_props_apply(s, h);
+    if (e == 0 && s->mount)
+        e = session_props_mount(s, &h->pkt.publish.props, MGATE_UP);
     if (e == 0)
         publish_take_flags(s, &h->pkt.publish, req);
     enum pkt_result r = e == 0 ? publish_forward(ps, raw, len, &h->pkt.publish, h->resolved_topic, topic,

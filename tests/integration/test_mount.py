@@ -125,6 +125,44 @@ def wills(t, gate, direct, version):
         b.close()
 
 
+def response_topic(t, gate, direct):
+    """The v5 Response Topic is the tenant's too: on the way up it gets the mount point (a responder
+    on the broker answers into the requester's tenant, and alice cannot point one at bob's), on the
+    way down it loses it; a will's too. Other properties stay as they came."""
+    a = tenant(gate.port, 5, "alice-rt")
+    try:
+        t.eq(a.subscribe(1, [("reply/#", 1)]), [1], "alice subscribes to reply/#")
+        props = [(h.P_RESPONSE_TOPIC, "reply/alice"), (h.P_USER, ("k", "v")), (h.P_CORRELATION, b"\x01")]
+        a.publish_wait("req/1", b"rt-up", 1, 2, props=props)
+        msgs, _ = direct.collect_until(lambda m: m.payload == b"rt-up", 5.0)
+        got = [(m.topic, h.prop(m.props, h.P_RESPONSE_TOPIC), h.prop(m.props, h.P_USER),
+                h.prop(m.props, h.P_CORRELATION)) for m in msgs if m.payload == b"rt-up"]
+        t.eq(got, [("tenants/alice/req/1", "tenants/alice/reply/alice", ("k", "v"), b"\x01")],
+             "the broker gets alice's response topic as tenants/alice/reply/alice, the rest as sent")
+        a.publish_wait("req/2", b"rt-cross", 1, 3, props=[(h.P_RESPONSE_TOPIC, "tenants/bob/inbox")])
+        msgs, _ = direct.collect_until(lambda m: m.payload == b"rt-cross", 5.0)
+        t.eq([h.prop(m.props, h.P_RESPONSE_TOPIC) for m in msgs if m.payload == b"rt-cross"],
+             ["tenants/alice/tenants/bob/inbox"], "a response topic naming bob's tenant stays in alice's")
+        direct.publish_wait("tenants/alice/reply/alice", b"rt-down", 1, 9,
+                            props=[(h.P_RESPONSE_TOPIC, "tenants/alice/next"), (h.P_USER, ("r", "1"))])
+        msgs, _ = a.collect_until(lambda m: m.payload == b"rt-down", 5.0)
+        got = [(m.topic, h.prop(m.props, h.P_RESPONSE_TOPIC), h.prop(m.props, h.P_USER))
+               for m in msgs if m.payload == b"rt-down"]
+        t.eq(got, [("reply/alice", "next", ("r", "1"))], "a responder's answer reaches alice with its response "
+             "topic unmounted")
+        w = h.RawClient(gate.port)
+        rc = w.connect(5, "alice-rt-will", username="alice",
+                       will={"topic": "status/rt", "payload": "rt-will", "qos": 1,
+                             "props": [(h.P_RESPONSE_TOPIC, "status/ack")]})
+        t.eq(rc, 0, "alice connects with a will carrying a response topic")
+        w.abort()
+        msgs, _ = direct.collect_until(lambda m: m.payload == b"rt-will", 5.0)
+        t.eq([(m.topic, h.prop(m.props, h.P_RESPONSE_TOPIC)) for m in msgs if m.payload == b"rt-will"],
+             [("tenants/alice/status/rt", "tenants/alice/status/ack")], "the will's response topic is mounted too")
+    finally:
+        a.close()
+
+
 def retained(t, gate, version):
     v = f"v{version}"
     for user in ("bob", "alice"):
@@ -520,6 +558,7 @@ def main():
             t.case(f"v{version}: wills", wills, t, gate, direct, version)
             t.case(f"v{version}: retained messages", retained, t, gate, version)
         t.case("v5 topic aliases, client to broker", aliases_up, t, gate, direct)
+        t.case("v5 Response Topic", response_topic, t, gate, direct)
         t.case("usernames the template cannot take", bad_users, t, gate, broker)
         t.case("a handler's mount point", handler_mount, t, gate, direct)
         t.case("over WebSocket", websocket, t, gate, ws_port, direct)

@@ -179,6 +179,27 @@ static void edit_replaces(void)
     CHECK(memcmp(out, want_add, n) == 0);
 }
 
+/* A mount point moves just the response topic: user properties and the
+ * content type stay where and as they were. */
+static void edit_response_topic_only(void)
+{
+    uint8_t out[128];
+    bool bad;
+    static const char blk[] = "\x26\x00\x01k\x00\x01v"
+                              "\x08\x00\x01r"
+                              "\x03\x00\x01" "a"
+                              "\x26\x00\x01k\x00\x01w";
+    struct mqtt_prop_edit e = {.has_response_topic = true, .response_topic = S("t/r"), .response_topic_only = true};
+    size_t n = edit(blk, sizeof blk - 1, &e, out, sizeof out, &bad);
+    static const char want[] = "\x26\x00\x01k\x00\x01v"
+                               "\x08\x00\x03t/r"
+                               "\x03\x00\x01" "a"
+                               "\x26\x00\x01k\x00\x01w";
+    CHECK(!bad);
+    CHECK_EQ_INT(n, sizeof want - 1);
+    CHECK(memcmp(out, want, sizeof want - 1) == 0);
+}
+
 static void edit_limits(void)
 {
     uint8_t out[64];
@@ -210,6 +231,7 @@ static void edit_limits(void)
 
 int main(void)
 {
+    edit_response_topic_only();
     values_of_a_publish();
     values_of_a_connect();
     values_malformed();
