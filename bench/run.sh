@@ -23,7 +23,7 @@ top=$(dirname "$here")
 rounds=3 duration=5 warmup=1 window=200
 lat_duration=10 lat_rate=1000
 conns=9000 cr_duration=3 cr_parallel=64
-handler=noop fanout=0 smoke=0
+handler=noop fanout=0 smoke=0 mount=""
 settle=1 # seconds given to a process to finish what a run started (closes, frees)
 after_close=7 # seconds from the idle clients' close to the last RSS reading (mgate trims every 5 s)
 do_workers=0 do_callgrind=0 do_syscalls=0 rotate=0
@@ -46,6 +46,7 @@ usage: bench/run.sh [options]
                        direct, ...) so that no path always runs last; default: the same order
   --fanout             every subscriber subscribes to bench/# (4x deliveries); default: one topic each
   --handler NAME       mgate handler: noop or log (log runs with MGATE_LOG_LEVEL=off as well) ($handler)
+  --mount PREFIX       mgate with MGATE_MQTT_WITHOUT_TLS_MOUNT_POINT=PREFIX (every PUBLISH re-encoded both ways)
   --mgate PATH         the mgate binary ($mgate_bin, built if missing)
   --workers            also compare mgate with MGATE_WORKERS=1 and 2
   --callgrind [N]      also count mgate's instructions per forwarded PUBLISH over N messages ($callgrind_msgs)
@@ -55,7 +56,7 @@ EOF
 }
 
 bench_options run.sh "smoke=1 rounds=1 duration=0.3 warmup=0.1 lat_duration=0.5 conns=200 cr_duration=0.3 callgrind_msgs=2000 settle=0.2 after_close=0.4" \
-    "--rounds=rounds --duration=duration --lat-duration=lat_duration --conns=conns --connrate-duration=cr_duration --only=only --fanout=fanout=1 --rotate=rotate=1 --handler=handler --workers=do_workers=1 --callgrind=do_callgrind=1:callgrind_msgs --syscalls=do_syscalls=1" "$@"
+    "--rounds=rounds --duration=duration --lat-duration=lat_duration --conns=conns --connrate-duration=cr_duration --only=only --fanout=fanout=1 --rotate=rotate=1 --handler=handler --mount=mount --workers=do_workers=1 --callgrind=do_callgrind=1:callgrind_msgs --syscalls=do_syscalls=1" "$@"
 case $handler in noop | log) ;; *) echo "bench/run.sh: --handler is noop or log" >&2; exit 64 ;; esac
 
 for tool in mosquitto haproxy ss awk make timeout; do
@@ -160,7 +161,7 @@ start_haproxy() {
 mgate_env() { # port workers
     echo env $(unset_mgate_vars) MGATE_MQTT_WITHOUT_TLS_HOST=127.0.0.1 MGATE_MQTT_WITHOUT_TLS_PORT="$1" \
         MGATE_MQTT_WITHOUT_TLS_TARGET_HOST=127.0.0.1 MGATE_MQTT_WITHOUT_TLS_TARGET_PORT="$broker_port" \
-        MGATE_HANDLER="$handler" MGATE_LOG_LEVEL=off MGATE_WORKERS="$2"
+        MGATE_HANDLER="$handler" MGATE_LOG_LEVEL=off MGATE_WORKERS="$2" ${mount:+MGATE_MQTT_WITHOUT_TLS_MOUNT_POINT=$mount}
 }
 
 spawn_mgate() { # port workers logname [wrapper...]; sets spawned_pid
@@ -298,7 +299,7 @@ mgate_rev=$(git -C "$top" describe --always --dirty 2>/dev/null || echo unknown)
 # Busy CPU of the whole machine over a second before we start: anything else
 # running here competes with the three processes measured.
 busy_before=$(busy_share)
-log "bench: $machine; mgate $mgate_bin ($mgate_rev), handler $handler; results in $run"
+log "bench: $machine; mgate $mgate_bin ($mgate_rev), handler $handler${mount:+, mount point $mount}; results in $run"
 if ((busy_before > 10)); then
     log "warning: the machine was ${busy_before}% busy before the run; figures will be noisy"
 fi
@@ -394,7 +395,7 @@ report=$run/report.md
 {
     echo "# mgate benchmark, $(date -u +'%Y-%m-%d %H:%M UTC')"
     echo
-    echo "Machine: $machine. mgate $mgate_rev, handler \`$handler\`, MGATE_LOG_LEVEL=off, 1 worker;"
+    echo "Machine: $machine. mgate $mgate_rev, handler \`$handler\`${mount:+, mount point \`$mount\`}, MGATE_LOG_LEVEL=off, 1 worker;"
     echo "HAProxy $(haproxy -v 2>/dev/null | awk 'NR==1 {print $3}') mode tcp nbthread 1; mosquitto $(mosquitto -h 2>/dev/null | awk 'NR==1 {print $3}')."
     echo "Rounds: $rounds, interleaved: direct, haproxy, mgate$( ((rotate)) && echo ", each round starting one path later"). Throughput: 4 publishers -> 4 subscribers,"
     if ((fanout)); then
