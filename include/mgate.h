@@ -38,7 +38,12 @@
  * must stay valid until the callback returns (or, for a pending verdict,
  * until mgate_resume returns); mgate_session_alloc() gives memory that lives
  * that long.  Only a packet whose fields changed is re-encoded; everything
- * else is forwarded byte for byte.
+ * else is forwarded byte for byte.  A re-encoded packet (and an
+ * interceptor's replacement) is checked like peer input before it is sent:
+ * one a handler made invalid (a wildcard in a PUBLISH topic, a filter that
+ * is not one or is over 65535 bytes, bad UTF-8) is not sent: a PUBLISH is
+ * refused (v5 PUBACK/PUBREC 0x83; 3.1.1 closed), a SUBSCRIBE filter gets
+ * SUBACK 0x8F (3.1.1 0x80), an interceptor's packet is dropped.
  */
 #ifndef MGATE_H
 #define MGATE_H
@@ -187,7 +192,13 @@ struct mgate_properties {
 
 /* The properties of `req` (what an auth_* callback was given, while it is
  * being judged), or NULL: not MQTT 5, a request that is no MQTT packet
- * (HTTP, CoAP), or out of memory. */
+ * (HTTP, CoAP), out of memory, or a packet with more than
+ * MGATE_MAX_USER_PROPERTIES user properties (what one packet may make mgate
+ * allocate is bounded).  In an MQTT 5 session NULL means the properties
+ * cannot be shown: a handler that relies on them (one that stamps or checks
+ * a user property) must refuse the request then, or a client could send
+ * its own. */
+#define MGATE_MAX_USER_PROPERTIES 1024
 struct mgate_properties *mgate_properties(mgate_session *s, const void *req);
 /* Append a user property (names may repeat); replace every one named
  * `name` by one with this value (appended when there was none); remove

@@ -24,15 +24,18 @@
  *                                            short REQUEST_TIMEOUT
  *             (HTTP, whose topics are paths: "/slow/" anywhere does the same)
  *   SUBSCRIBE filters containing "forbidden" are refused, the rest go through;
- *             a filter "badrewrite/X" is rewritten to "bad/#/X", no valid filter:
- *             mgate does not send that SUBSCRIBE and ends the session
+ *             a filter "badrewrite/X" is rewritten to "bad/#/x", no valid filter,
+ *             and "grow/X" to "grown-by-the-handler/grow/X" whatever its length:
+ *             mgate refuses such a filter (SUBACK 0x8F) and sends the rest
  *   delivery  broker PUBLISH on a topic containing "secret" is not delivered
  *             topic containing "latedown"  -> verdict 100 ms later (allow), unless "secret" too
  *             topic containing "stuckdown" -> verdict 2 s later (allow)
  *   Any other PUBLISH, SUBSCRIBE or delivery: no opinion (MGATE_IGNORE), so
  *             alone it goes through, and in a chain the next handler decides.
  *   interceptor (before the handler): a client PUBLISH whose payload is
- *             "intercept-drop" is dropped without a trace (no PUBACK either)
+ *             "intercept-drop" is dropped without a trace (no PUBACK either);
+ *             (after it): one whose payload ends with "intercept-bad" is
+ *             replaced by an invalid packet, which mgate does not send
  *
  * MQTT 5 properties (mgate_properties), when the environment asks:
  *   MGATE_EXAMPLE_REFUSE_AUTH_METHOD=M  a CONNECT whose Authentication Method
@@ -128,8 +131,12 @@ static bool has_user_property(const struct mgate_properties *p, const char *name
 /* MGATE_EXAMPLE_PROPERTIES: whether a request's properties refuse it. */
 static bool refused_by_properties(mgate_session *s, const void *req)
 {
-    struct mgate_properties *p = env_on("MGATE_EXAMPLE_PROPERTIES") ? mgate_properties(s, req) : NULL;
-    return p && has_user_property(p, "x-mgate-deny"); /* p is NULL before 5.0 */
+    if (!env_on("MGATE_EXAMPLE_PROPERTIES"))
+        return false;
+    struct mgate_properties *p = mgate_properties(s, req);
+    if (!p) /* NULL before 5.0; in 5.0 they cannot be shown: refused, as they cannot be checked */
+        return mgate_session_version(s) == 5;
+    return has_user_property(p, "x-mgate-deny");
 }
 
 /* MGATE_EXAMPLE_PROPERTIES: read every PUBLISH's properties, stamp the
@@ -138,8 +145,12 @@ static bool publish_properties(mgate_session *s, const void *req, mgate_bytes to
 {
     if (refused_by_properties(s, req))
         return false;
-    struct mgate_properties *p = env_on("MGATE_EXAMPLE_PROPERTIES") ? mgate_properties(s, req) : NULL;
-    if (!p || !has_prefix(topic, "props/"))
+    if (!env_on("MGATE_EXAMPLE_PROPERTIES"))
+        return true;
+    struct mgate_properties *p = mgate_properties(s, req);
+    if (!p) /* 5.0 and not shown (too many user properties): a forged x-mgate-user must not pass */
+        return mgate_session_version(s) != 5;
+    if (!has_prefix(topic, "props/"))
         return true; /* read, not changed: forwarded byte for byte */
     if (dir == MGATE_DOWN)
         return mgate_user_property_add(s, p, text("x-mgate-to"), mgate_session_client_id(s)) == 0;
@@ -232,6 +243,15 @@ static enum mgate_verdict auth_subscribe(mgate_session *s, struct mgate_subscrib
             req->filters[i].denied = true;
         if (has_prefix(req->filters[i].filter, "badrewrite/"))
             req->filters[i].filter = (mgate_bytes){(const uint8_t *)"bad/#/x", 7};
+        if (has_prefix(req->filters[i].filter, "grow/")) { /* unchecked: mgate must catch what is too long */
+            mgate_bytes f = req->filters[i].filter;
+            uint8_t *p = mgate_session_alloc(s, 21 + (size_t)f.len);
+            if (!p)
+                return MGATE_DENY;
+            memcpy(p, "grown-by-the-handler/", 21);
+            memcpy(p + 21, f.p, f.len);
+            req->filters[i].filter = (mgate_bytes){p, 21 + f.len};
+        }
     }
     return MGATE_IGNORE; /* the rest is up to the next handler, if any */
 }
@@ -268,7 +288,23 @@ static enum mgate_intercept pre(mgate_session *s, enum mgate_direction dir, mgat
                : MGATE_KEEP;
 }
 
-static const struct mgate_interceptor interceptor = {.pre = pre};
+/* After the handler: a client PUBLISH whose payload ends with "intercept-bad"
+ * is replaced by a PUBLISH to a/# (a wildcard no PUBLISH may carry): a
+ * buggy interceptor, whose replacement mgate checks like peer input and
+ * does not send. */
+static enum mgate_intercept post(mgate_session *s, enum mgate_direction dir, mgate_bytes *pkt)
+{
+    static const char marker[] = "intercept-bad";
+    static const uint8_t bad5[] = {0x30, 0x07, 0x00, 0x03, 'a', '/', '#', 0x00, 'x'}; /* empty properties */
+    static const uint8_t bad4[] = {0x30, 0x06, 0x00, 0x03, 'a', '/', '#', 'x'};
+    if (dir != MGATE_UP || (pkt->p[0] >> 4) != 3 || pkt->len < sizeof(marker) ||
+        memcmp(pkt->p + pkt->len - (sizeof(marker) - 1), marker, sizeof(marker) - 1) != 0)
+        return MGATE_KEEP;
+    *pkt = mgate_session_version(s) == 5 ? (mgate_bytes){bad5, sizeof(bad5)} : (mgate_bytes){bad4, sizeof(bad4)};
+    return MGATE_REPLACE;
+}
+
+static const struct mgate_interceptor interceptor = {.pre = pre, .post = post};
 
 int main(int argc, char **argv)
 {

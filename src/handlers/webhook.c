@@ -370,20 +370,26 @@ static enum mgate_verdict auth_connect(mgate_session *s, struct mgate_connect_re
 
 /* A v5 PUBLISH's user properties go in its request, for the service to
  * judge and rewrite (the "user_properties" modifier). */
-static void request_user_properties(mgate_session *s, struct mgate_publish_req *req, struct wh_doc *d)
+static int request_user_properties(mgate_session *s, struct mgate_publish_req *req, struct wh_doc *d)
 {
-    struct mgate_properties *p = mgate_session_version(s) == 5 ? mgate_properties(s, req) : NULL;
-    if (p) {
-        d->user = p->user;
-        d->user_count = p->user_count;
-    }
+    if (mgate_session_version(s) != 5)
+        return 0;
+    struct mgate_properties *p = mgate_properties(s, req);
+    if (!p) /* cannot be shown (too many, no memory): the service would judge what it does not see */
+        return -1;
+    d->user = p->user;
+    d->user_count = p->user_count;
+    return 0;
 }
 
 static enum mgate_verdict auth_publish(mgate_session *s, struct mgate_publish_req *req)
 {
     struct group *g = group_new(s, req, K_PUBLISH, 1);
     struct wh_doc d = {.kind = WH_PUBLISH, .publish = req, .topic = req->topic, .qos = req->qos};
-    request_user_properties(s, req, &d);
+    if (g && request_user_properties(s, req, &d) < 0) {
+        group_free(g);
+        return MGATE_DENY; /* why was logged (within the session's budget) where they were not shown */
+    }
     if (!g || item_build(&g->items[0], s, &d) < 0)
         return no_memory(s, g);
     return group_run(g);

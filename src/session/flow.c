@@ -20,6 +20,24 @@ void pass_flush(struct pass *ps)
     ps->run_len = 0;
 }
 
+/* An interceptor's replacement is peer input: one whole packet, valid for
+ * the session's version from that side (mgate.h). */
+static bool replacement_valid(struct pass *ps, const uint8_t *p, size_t len, const char *which)
+{
+    size_t total;
+    struct mqtt_packet pkt;
+    mqtt_rc rc = mqtt_frame(p, len, len, &total);
+    if (rc == MQTT_OK && total != len)
+        rc = MQTT_MALFORMED;
+    if (rc == MQTT_OK)
+        rc = mqtt_decode(p, len, ps->s->version, ps->dir == MGATE_UP, &pkt);
+    if (rc == MQTT_OK || (rc == MQTT_BAD_VERSION && pkt.type == MQTT_CONNECT))
+        return true;
+    session_log(ps->s, LOGL_WARN, "the %s interceptor's replacement is not a valid packet (%s); not sent", which,
+                mqtt_rc_name(rc));
+    return false;
+}
+
 /* Every packet that reaches a peer goes through here or through a run. */
 int pass_emit(struct pass *ps, const uint8_t *pkt, size_t len)
 {
@@ -33,6 +51,8 @@ int pass_emit(struct pass *ps, const uint8_t *pkt, size_t len)
         if (r == MGATE_REPLACE) {
             pkt = b.p;
             len = b.len;
+            if (!replacement_valid(ps, pkt, len, "post"))
+                return 0; /* never sent: the interceptor's bug must not reach the peer */
         }
     }
     return ps->to ? conn_write(ps->to, pkt, len) : -1;
@@ -62,6 +82,9 @@ int pass_emit_packet(struct pass *ps, const struct mqtt_packet *pkt)
      * sends is a packet the receiver must take (only re-encoded packets pay). */
     struct mqtt_packet check;
     mqtt_rc v = mqtt_decode(buf, need, ps->s->version, ps->dir == MGATE_UP, &check);
+    bool lists = pkt->type == MQTT_SUBSCRIBE || pkt->type == MQTT_UNSUBSCRIBE;
+    if (v == MQTT_OK && lists && check.subscribe.count != pkt->subscribe.count)
+        v = MQTT_MALFORMED; /* the list's bytes do not say what mgate meant to send */
     if (v != MQTT_OK) {
         session_log(ps->s, LOGL_WARN, "rewritten %s is not a valid packet (%s); dropped", mqtt_type_name(pkt->type),
                     mqtt_rc_name(v));

@@ -80,6 +80,11 @@ static struct session_props *decode(struct mgate_session *s, const mqtt_props *r
     struct mqtt_prop_values v;
     if (!mqtt_prop_values(raw->raw, raw->raw_len, &v, NULL, 0, NULL, 0))
         return NULL; /* never for a block mqtt_decode accepted */
+    if (v.user_count > MGATE_MAX_USER_PROPERTIES) { /* 5 bytes each on the wire, 64 here */
+        session_log(s, LOGL_INFO, "%u user properties: more than a handler is shown (%u)", v.user_count,
+                    MGATE_MAX_USER_PROPERTIES);
+        return NULL;
+    }
     size_t users = v.user_count, ids = v.sub_id_count;
     size_t size = sizeof(struct session_props) + users * (sizeof(struct mqtt_user_prop) +
                                                           sizeof(struct mgate_user_property)) +

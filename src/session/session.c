@@ -665,8 +665,13 @@ void session_mount_begin(struct mgate_session *s) { s->mount_chosen = false; }
 
 uint8_t session_mount_settle(struct mgate_session *s, mgate_bytes username, mgate_bytes client_id)
 {
-    if (s->mount_chosen || !s->p->mount_point)
+    if (s->mount_chosen)
         return 0;
+    if (!s->p->mount_point) { /* none for this identity: not the one an earlier request's handler chose */
+        free(s->mount);
+        s->mount = NULL;
+        return 0;
+    }
     struct mount *m;
     enum mount_expand_rc rc = mount_expand(s->p->mount_point, username, client_id, &m);
     static const struct {

@@ -455,7 +455,20 @@ static int emit_filtered_subscribe(struct pass *ps, struct held *h)
     return rc;
 }
 
-static bool filters_changed(const struct mgate_session *s, struct held *h, uint32_t *denied)
+/* A filter a handler rewrote into one no SUBSCRIBE may carry (a wildcard
+ * out of place, bad UTF-8, over 65535 bytes: its two-byte length would let
+ * the client's own bytes be read as more filters), or a QoS over 2, is
+ * refused (0x8F), not sent. */
+static bool filter_sendable(struct mgate_session *s, const struct mgate_filter *f, mqtt_str as_sent, uint32_t i)
+{
+    if (f->qos <= 2 && (bytes_same(f->filter, as_sent) ||
+                        (f->filter.p && mqtt_topic_filter_valid(f->filter.p, f->filter.len))))
+        return true;
+    session_log(s, LOGL_WARN, "SUBSCRIBE: filter %u was rewritten to one no SUBSCRIBE may carry; refused", i + 1);
+    return false;
+}
+
+static bool filters_changed(struct mgate_session *s, struct held *h, uint32_t *denied)
 {
     struct mgate_subscribe_req *req = &h->ask.req.subscribe;
     uint32_t off = 0;
@@ -466,6 +479,9 @@ static bool filters_changed(const struct mgate_session *s, struct held *h, uint3
     for (uint32_t i = 0; i < req->count && mqtt_sub_next(&h->pkt.subscribe, &off, &filter, &opts); i++) {
         if (h->ask.verdict != MGATE_ALLOW || (s->mount && !mount_fits(s->mount, req->filters[i].filter)))
             req->filters[i].denied = true;
+        if (!req->filters[i].denied && !filter_sendable(s, &req->filters[i], filter, i))
+            req->filters[i] = (struct mgate_filter){.filter = req->filters[i].filter, .denied = true,
+                                                    .reason = MQTT_RC_TOPIC_FILTER_INVALID};
         if (req->filters[i].denied)
             (*denied)++;
         else if (s->mount || !bytes_same(req->filters[i].filter, filter) || req->filters[i].qos != (opts & 3u))

@@ -234,6 +234,36 @@ def recorded(t, gate, fake):
     peer.close()
 
 
+def many_user_properties(t, gate, fake):
+    """A handler is shown at most MGATE_MAX_USER_PROPERTIES (1024) user properties: with more,
+    mgate_properties gives NULL (the view would cost 64 bytes for each 5 on the wire, held while a
+    verdict pends) and the example handler refuses, so a forged x-mgate-user cannot pass unstamped."""
+    c = h.RawClient(gate.port)
+    c.version = 5
+    c.send(h.connect_packet(5, "many-props", username="bob"))
+    peer = fake.accept()
+    peer.read_raw()
+    peer.send(fb.connack(0))
+    t.eq(c.read_packet().type, h.CONNACK, "connected through mgate to the recording broker")
+    forged = [(h.P_USER, ("x-mgate-user", "admin"))]
+    c.send(h.publish_packet(5, "props/many", b"1024", 1, 1, props=forged + [(h.P_USER, ("", ""))] * 1023))
+    got = h.parse_publish(5, h.Packet(*split(peer.read_raw())))
+    t.eq([u for u in users(got.props) if u[0] == "x-mgate-user"], [("x-mgate-user", "bob")],
+         "1024 user properties: shown, the forged x-mgate-user replaced by mgate's")
+    t.eq(len(users(got.props)), 1024, "... and the other 1023 kept")
+    peer.send(h.ack_packet(5, h.PUBACK, 1))
+    c.expect(h.PUBACK)
+    t.eq(c.publish_wait("props/many", b"1025", 1, 2, props=forged + [(h.P_USER, ("", ""))] * 1024), 0x87,
+         "1025: not shown to the handler, which refuses it (PUBACK 0x87)")
+    try:
+        peer.read_raw(timeout=0.5)
+        t.check(False, "and the broker never gets it")
+    except TimeoutError:
+        t.check(True, "and the broker never gets it")
+    c.close()
+    peer.close()
+
+
 def http_bridge(t, tmp, broker, env):
     """HTTP requests have asks of their own, with no MQTT packet: mgate_properties gives the
     handler NULL (the example then stamps nothing), never another struct read as a packet."""
@@ -279,6 +309,7 @@ def main():
         fake = fb.FakeBroker()
         gate2 = h.Mgate(tmp, fake.port, binary=h.EXAMPLE_BIN, **env)
         t.case("what the broker gets: unchanged and stamped", recorded, t, gate2, fake)
+        t.case("more user properties than a handler is shown", many_user_properties, t, gate2, fake)
         t.case("an HTTP request: no properties", http_bridge, t, tmp, broker, env)
         t.section("mgate")
         t.check(gate.alive() and gate2.alive(), "mgate still runs")

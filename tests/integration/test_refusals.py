@@ -324,8 +324,17 @@ def rewrite_invalid(t, gate, broker):
     c4.publish("badrewrite/b", b"z", 1, 1)
     t.check(c4.expect_closed(5.0), "3.1.1 QoS 1 (no way to refuse a PUBLISH but closing): closed")
     s = h.raw_client(gate.port, 5, "badsubscriber")
-    s.send(h.subscribe_packet(5, 3, [("badrewrite/f", 0)]))
-    t.check(s.expect_closed(5.0), "a SUBSCRIBE rewritten to bad/#/x is not sent: the session ends")
+    t.eq(s.subscribe(3, [("badrewrite/f", 0), ("fine/f", 1)]), [0x8F, 1],
+         "a filter rewritten to bad/#/x is refused (SUBACK 0x8F), the other granted")
+    # rewritten past 65535 bytes: its two-byte length would have let the client's own bytes be
+    # read by the broker as more filters of the client's choosing (found by an attack round)
+    long_filter = "grow/" + "a" * (65535 - 5 - 10)
+    t.eq(s.subscribe(4, [(long_filter, 1)]), [0x8F], "a filter a handler grew past 65535 bytes: SUBACK 0x8F")
+    t.check(s.ping(), "the session goes on")
+    s.close()
+    s4 = h.raw_client(gate.port, 4, "badsubscriber-4")
+    t.eq(s4.subscribe(3, [("badrewrite/f", 0), ("fine/f", 1)]), [0x80, 1], "3.1.1: 0x80 for it, the other granted")
+    s4.close()
     w.close()
 
 
@@ -514,6 +523,17 @@ def interceptor(t, gate):
         t.eq(c.stash, [], "the intercepted PUBLISH (id 7) got no PUBACK")
         msgs, _ = w.collect_until(lambda m: m.payload == b"kept", 5.0)
         t.eq([m.payload for m in msgs], [b"kept"], "the intercepted PUBLISH never reaches a subscriber")
+        # a post interceptor's replacement is checked like peer input (mgate.h): an invalid one
+        # is not sent (before, the broker got a PUBLISH to a/# and dropped the pair)
+        for version in (4, 5):
+            b = h.raw_client(gate.port, version, f"icpt-bad-{version}")
+            b.publish("icpt/t", b"please intercept-bad", 0)
+            t.eq(b.publish_wait("icpt/t", f"after-bad-{version}".encode(), 1, 9), 0,
+                 f"v{version}: a post interceptor's invalid replacement is not sent; the session goes on")
+            msgs, _ = w.collect_until(lambda m: m.payload == f"after-bad-{version}".encode(), 5.0)
+            t.eq([m.payload for m in msgs], [f"after-bad-{version}".encode()],
+                 f"v{version}: only the next PUBLISH reaches a subscriber")
+            b.close()
     finally:
         c.close()
         w.close()

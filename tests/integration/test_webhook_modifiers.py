@@ -290,6 +290,37 @@ def cache(t, tmp, broker, svc):
     g.stop()
 
 
+def http_bridge_mount(t, tmp, broker, svc):
+    """The HTTP bridge asks auth_connect per request: a mount point one request's answer chose must
+    not stay for the next request on the same keep-alive connection (found by an attack round: the
+    admin's message landed in alice's tenant)."""
+    import http.client
+    hp = "MGATE_HTTP_WITHOUT_TLS_"
+    port = h.free_port()
+    g = h.Mgate(tmp, broker.port, binary=h.MGATE_BIN, port=port, MGATE_MQTT_WITHOUT_TLS_PORT=None,
+                MGATE_HANDLER="http", MGATE_WEBHOOK_URL=svc.url,
+                **{hp + "HOST": h.HOST, hp + "PORT": port, hp + "PATH_PREFIX": "/mqtt", hp + "TARGET_HOST": h.HOST,
+                   hp + "TARGET_PORT": broker.port, hp + "TARGET_PROTOCOL": "mqtt"})
+    svc.on("ka-alice", ok(mount_point="tenants/alice/"))
+    d = h.raw_client(broker.port, 5, "ka-watch")
+    d.subscribe(1, [("#", 1)])
+    c = http.client.HTTPConnection(h.HOST, port, timeout=5)
+    for cid, user in (("ka-alice", "alice"), ("ka-admin", "admin")):
+        auth = base64.b64encode(f"{user}:pw".encode()).decode()
+        c.request("POST", f"/mqtt/ka/status?qos=1&clientid={cid}", body=f"from-{user}".encode(),
+                  headers={"Authorization": "Basic " + auth})
+        r = c.getresponse()
+        r.read()
+        t.eq(r.status, 200, f"{user}'s POST on the one keep-alive connection: 200")
+    msgs, _ = d.collect_until(lambda m: m.payload == b"from-admin", 5.0)
+    got = sorted((m.topic, m.payload) for m in msgs if m.payload in (b"from-alice", b"from-admin"))
+    t.eq(got, [("ka/status", b"from-admin"), ("tenants/alice/ka/status", b"from-alice")],
+         "alice's message in her tenant, the admin's (no mount point) where it asked, not in alice's")
+    c.close()
+    d.close()
+    g.stop()
+
+
 def main():
     h.need_binaries()
     t = h.Checks("webhook_modifiers")
@@ -304,6 +335,7 @@ def main():
         g.stop()
         t.case("expire_at on an HTTP front end's session", http_front_expiry, t, tmp, svc)
         t.case("Cache-Control", cache, t, tmp, broker, svc)
+        t.case("the HTTP bridge: a mount point per request", http_bridge_mount, t, tmp, broker, svc)
         code = h.finish(t)
         svc.stop()
         return code
