@@ -345,7 +345,7 @@ int conn_write(struct conn *c, const void *p, size_t n)
 {
     if (c->state == CONN_CLOSED)
         return -1;
-    if (c->out.len || c->state == CONN_CONNECTING || c->state == CONN_HANDSHAKE) {
+    if (c->out.len || c->corked || c->state == CONN_CONNECTING || c->state == CONN_HANDSHAKE) {
         if (buf_append(&c->out, p, n) < 0) {
             fail(c, ENOMEM);
             return -1;
@@ -369,6 +369,28 @@ int conn_write(struct conn *c, const void *p, size_t n)
     }
     update_events(c);
     return 0;
+}
+
+void conn_uncork(struct conn *c)
+{
+    if (!c->corked)
+        return;
+    c->corked = false;
+    if (c->state != CONN_OPEN || !c->out.len) {
+        update_events(c); /* flushing to close (or failed): the loop writes it, or nothing */
+        return;
+    }
+    /* All of it came while corked (conn_cork asks for an empty buffer), as
+     * conn_write would have written it at once. */
+    struct iovec iov = {buf_head(&c->out), c->out.len};
+    ssize_t w = io_writev(c, &iov, 1);
+    if (w < 0 && errno != EAGAIN && errno != EINTR) {
+        fail(c, errno);
+        return;
+    }
+    if (w > 0)
+        buf_consume(&c->out, (size_t)w);
+    update_events(c);
 }
 
 void conn_close_after_flush(struct conn *c)

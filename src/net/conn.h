@@ -105,6 +105,7 @@ struct conn {
     bool hs_waiting;     /* the handshake waits for something other than the peer */
     bool hs_woken;       /* ... and its answer came: the next step is deferred */
     bool transport_ready; /* the transport's handshake is done (the layer's may not be) */
+    bool corked;         /* conn_write queues: conn_uncork writes what came meanwhile at once */
     struct loop_defer defer; /* re-delivery after a resume, and the final free */
 };
 
@@ -143,6 +144,15 @@ void conn_handshake_wake(struct conn *c);
 /* Queue bytes for the peer; writes at once when nothing is queued.  Returns
  * 0, or -1 when the connection is closed or memory ran out. */
 int conn_write(struct conn *c, const void *p, size_t n);
+/* Between conn_cork and conn_uncork, conn_write only queues; conn_uncork
+ * then writes it all in one call (packets an owner made one by one, e.g.
+ * re-encoded ones, go out together as a run of input does). */
+static inline void conn_cork(struct conn *c)
+{
+    if (c->state == CONN_OPEN && !c->out.len) /* else conn_write queues anyway, for the loop to write */
+        c->corked = true;
+}
+void conn_uncork(struct conn *c);
 static inline size_t conn_pending(const struct conn *c) { return c->out.len; }
 static inline bool conn_over_high_water(const struct conn *c) { return c->out.len >= c->high_water; }
 

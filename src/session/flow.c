@@ -38,10 +38,26 @@ static bool replacement_valid(struct pass *ps, const uint8_t *p, size_t len, con
     return false;
 }
 
-/* Every packet that reaches a peer goes through here or through a run. */
+void pass_end(struct pass *ps)
+{
+    pass_flush(ps);
+    if (ps->corked)
+        conn_uncork(ps->corked);
+    ps->corked = NULL;
+}
+
+/* Every packet that reaches a peer goes through here or through a run.
+ * Packets made one by one (re-encoded, answered) are queued on `to`,
+ * corked, and pass_end writes them with whatever followed in one call:
+ * a stream whose every packet is re-encoded (a mount point) costs a write
+ * per read, as an unchanged one does, not one per packet. */
 int pass_emit(struct pass *ps, const uint8_t *pkt, size_t len)
 {
     pass_flush(ps);
+    if (!ps->corked && ps->to) {
+        conn_cork(ps->to);
+        ps->corked = ps->to;
+    }
     const struct mgate_interceptor *ic = ps->s->p->interceptor;
     if (ic && ic->post) {
         mgate_bytes b = {pkt, (uint32_t)len};
@@ -288,7 +304,7 @@ static void held_done(struct ask *a)
                                             : down_finish(&ps, h, h->raw, h->raw_len);
         if (r == PKT_FORWARD)
             pass_emit(&ps, h->raw, h->raw_len);
-        pass_flush(&ps);
+        pass_end(&ps);
         session_alloc_reset(s);
         if (r != PKT_CLOSE)
             session_resume_reading(s); /* unless another reason still holds it (a CONNACK to wait for) */
@@ -463,7 +479,7 @@ size_t session_on_data(struct conn *c, const uint8_t *data, size_t len)
             break;
         }
         if (rc != MQTT_OK) {
-            pass_flush(&ps);
+            pass_end(&ps);
             session_protocol_error(s, dir, rc);
             return len;
         }
@@ -482,7 +498,7 @@ size_t session_on_data(struct conn *c, const uint8_t *data, size_t len)
         enum pkt_result r = one_packet(&ps, data + off, (uint32_t)total);
         off += total;
         if (r == PKT_CLOSE || s->state == SESSION_CLOSING) {
-            pass_flush(&ps);
+            pass_end(&ps);
             return len;
         }
         ps.to = dir == MGATE_UP ? s->broker : s->client; /* CONNECT dials the broker */
@@ -491,7 +507,7 @@ size_t session_on_data(struct conn *c, const uint8_t *data, size_t len)
             break;
         }
     }
-    pass_flush(&ps);
+    pass_end(&ps);
     if (off == len)
         c->want = 0;
     /* Back-pressure: this side's own output (what we forwarded to it and

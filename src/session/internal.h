@@ -129,6 +129,7 @@ struct pass {
     const uint8_t *run;
     size_t run_len;
     struct metrics *m; /* the loop's counters, looked up once per pass */
+    struct conn *corked; /* `to` once a packet was emitted: what the pass made goes out together */
 };
 
 enum pkt_result {
@@ -151,6 +152,9 @@ bool session_may_read(const struct mgate_session *s, const struct conn *c);
 /* A reason to stop reading went away: resume each side that may read now. */
 void session_resume_reading(struct mgate_session *s);
 void pass_flush(struct pass *ps);
+/* The pass is over: its run and what it emitted are written (pass_flush,
+ * then the corked connection's queue in one call).  Every pass ends here. */
+void pass_end(struct pass *ps);
 int pass_emit(struct pass *ps, const uint8_t *pkt, size_t len); /* flushes the run first */
 /* Encodes and emits: 0, -1 when out of memory, or, not sent: PASS_DROPPED
  * when the packet (a handler's rewrite) cannot be encoded or exceeds what
