@@ -16,7 +16,8 @@ struct rec {
     uint8_t buf[8192];
     size_t n;
     bool stall;
-    bool closed; /* the connection closed its transport */
+    bool closed;   /* the connection closed its transport */
+    unsigned writes; /* calls that took bytes: how many writes the peer would have seen */
 };
 
 static ssize_t rec_writev(struct conn *c, const struct iovec *iov, int n)
@@ -27,6 +28,7 @@ static ssize_t rec_writev(struct conn *c, const struct iovec *iov, int n)
         return -1;
     }
     ssize_t t = 0;
+    r->writes++;
     for (int i = 0; i < n; i++) {
         for (size_t k = 0; k < iov[i].iov_len && r->n < sizeof(r->buf); k++)
             r->buf[r->n++] = ((const uint8_t *)iov[i].iov_base)[k];

@@ -176,6 +176,25 @@ static void test_stamp(void)
     finish();
 }
 
+/* Packets re-encoded in one read go out in one write, as a run of
+ * unchanged ones does (a mount point re-encodes every PUBLISH). */
+static void test_stamped_together(void)
+{
+    mode = M_STAMP;
+    open_session(connect_v5, sizeof connect_v5, connack_v5, sizeof connack_v5);
+    uint8_t three[3 * sizeof publish_kv];
+    for (int i = 0; i < 3; i++)
+        memcpy(three + i * sizeof publish_kv, publish_kv, sizeof publish_kv);
+    size_t before = broker.n;
+    unsigned writes = broker.writes;
+    conn_deliver(client.c, three, sizeof three);
+    CHECK_EQ_INT(broker.n - before, 3 * sizeof publish_xy);
+    CHECK(ends_with(&broker, publish_xy, sizeof publish_xy));
+    CHECK_EQ_INT(broker.writes - writes, 1);
+    settle(false);
+    finish();
+}
+
 static void test_stamp_late(void)
 {
     mode = M_PEND_STAMP;
@@ -217,6 +236,7 @@ int main(void)
 {
     test_read_unchanged();
     test_stamp();
+    test_stamped_together();
     test_stamp_late();
     test_too_large();
     test_v4();
