@@ -162,15 +162,23 @@ static const char *const packet_names[16] = {"reserved", "connect", "connack", "
                                              "unsuback", "pingreq", "pingresp", "disconnect", "auth"};
 static const char *const dir_names[2] = {"client_to_broker", "broker_to_client"};
 
-/* A counter family with one line per direction (client to broker first). */
-static void per_direction(struct buf *b, const char *name, const char *help, uint64_t up, uint64_t down)
+/* A counter family of one line, and of two lines told apart by one label. */
+static void counter(struct buf *b, const char *name, const char *help, uint64_t v)
 {
     family(b, name, "counter", help);
-    const uint64_t v[2] = {up, down};
-    for (int d = 0; d < 2; d++)
-        outf(b, "%s{direction=\"%s\"} %llu\n", name, dir_names[d], (unsigned long long)v[d]);
+    outf(b, "%s %llu\n", name, (unsigned long long)v);
 }
-#define PER_DIRECTION(name, help, field) per_direction(b, name, help, SUM(field[0]), SUM(field[1]))
+
+static void counter2(struct buf *b, const char *name, const char *help, const char *label, const char *a,
+                     const char *z, uint64_t va, uint64_t vz)
+{
+    family(b, name, "counter", help);
+    outf(b, "%s{%s=\"%s\"} %llu\n", name, label, a, (unsigned long long)va);
+    outf(b, "%s{%s=\"%s\"} %llu\n", name, label, z, (unsigned long long)vz);
+}
+#define COUNTER(name, help, field) counter(b, name, help, SUM(field))
+#define PER_DIRECTION(name, help, field) \
+    counter2(b, name, help, "direction", dir_names[0], dir_names[1], SUM(field[0]), SUM(field[1]))
 
 static void sessions(const struct status *st, const struct metrics *m0, struct buf *b)
 {
@@ -184,8 +192,7 @@ static void sessions(const struct status *st, const struct metrics *m0, struct b
         if (st->src.cfg->listeners[i].enabled)
             outf(b, "mgate_connections_total{listener=\"%s\"} %llu\n", st->src.cfg->listeners[i].name,
                  (unsigned long long)SUM(sessions_opened[i]));
-    family(b, "mgate_connect_accepted_total", "counter", "CONNECTs the broker accepted.");
-    outf(b, "mgate_connect_accepted_total %llu\n", (unsigned long long)SUM(connect_accepted));
+    COUNTER("mgate_connect_accepted_total", "CONNECTs the broker accepted.", connect_accepted);
     family(b, "mgate_connect_refused_total", "counter",
            "CONNECTs refused, by MQTT 5 reason code (3.1.1 codes mapped) and by whom.");
     for (int by = 0; by < 2; by++)
@@ -195,14 +202,14 @@ static void sessions(const struct status *st, const struct metrics *m0, struct b
                 outf(b, "mgate_connect_refused_total{reason=\"0x%02X\",by=\"%s\"} %llu\n", r,
                      by == METRIC_BY_MGATE ? "mgate" : "broker", (unsigned long long)n);
         }
-    family(b, "mgate_broker_dial_failures_total", "counter", "Broker connections that could not be made.");
-    outf(b, "mgate_broker_dial_failures_total %llu\n", (unsigned long long)SUM(broker_dial_failures));
-    family(b, "mgate_sessions_expired_total", "counter", "Sessions ended at the time a handler set (mgate_session_expire_at).");
-    outf(b, "mgate_sessions_expired_total %llu\n", (unsigned long long)SUM(sessions_expired));
-    family(b, "mgate_webhook_requests_total", "counter", "Requests sent to MGATE_WEBHOOK_URL.");
-    outf(b, "mgate_webhook_requests_total %llu\n", (unsigned long long)SUM(webhook_requests));
-    family(b, "mgate_webhook_cache_hits_total", "counter", "Webhook requests answered from the per-worker cache.");
-    outf(b, "mgate_webhook_cache_hits_total %llu\n", (unsigned long long)SUM(webhook_cache_hits));
+    COUNTER("mgate_broker_dial_failures_total", "Broker connections that could not be made.", broker_dial_failures);
+    COUNTER("mgate_sessions_expired_total",
+            "Sessions ended at the time a handler set (mgate_session_expire_at).",
+            sessions_expired);
+    COUNTER("mgate_webhook_requests_total", "Requests sent to MGATE_WEBHOOK_URL.", webhook_requests);
+    COUNTER("mgate_webhook_cache_hits_total",
+            "Webhook requests answered from the per-worker cache.",
+            webhook_cache_hits);
 }
 
 static void traffic(const struct status *st, const struct metrics *m0, struct buf *b)
@@ -214,15 +221,13 @@ static void traffic(const struct status *st, const struct metrics *m0, struct bu
                  (unsigned long long)SUM(packets[d][t]));
     PER_DIRECTION("mgate_bytes_total", "MQTT bytes read, by direction.", bytes);
     PER_DIRECTION("mgate_publish_refused_total", "PUBLISHes refused by the handler, by direction.", publish_refused);
-    family(b, "mgate_subscribe_refused_total", "counter", "SUBSCRIBE filters refused by the handler.");
-    outf(b, "mgate_subscribe_refused_total %llu\n", (unsigned long long)SUM(subscribe_refused));
-    family(b, "mgate_rewrite_topics_total", "counter",
-           "Topics and filters the rewrite handler rewrote, or could not (the packet or filter refused).");
-    outf(b, "mgate_rewrite_topics_total{result=\"rewritten\"} %llu\n", (unsigned long long)SUM(rewrites[0]));
-    outf(b, "mgate_rewrite_topics_total{result=\"failed\"} %llu\n", (unsigned long long)SUM(rewrites[1]));
-    family(b, "mgate_mount_dropped_total", "counter",
-           "Broker PUBLISHes outside the session's mount point, acknowledged and never delivered.");
-    outf(b, "mgate_mount_dropped_total %llu\n", (unsigned long long)SUM(mount_dropped));
+    COUNTER("mgate_subscribe_refused_total", "SUBSCRIBE filters refused by the handler.", subscribe_refused);
+    counter2(b, "mgate_rewrite_topics_total",
+             "Topics and filters the rewrite handler rewrote, or could not (the packet or filter refused).",
+             "result", "rewritten", "failed", SUM(rewrites[0]), SUM(rewrites[1]));
+    COUNTER("mgate_mount_dropped_total",
+            "Broker PUBLISHes outside the session's mount point, acknowledged and never delivered.",
+            mount_dropped);
     PER_DIRECTION("mgate_backpressure_pauses_total",
                   "Times reading from one side stopped because the other side was not taking data, by direction.",
                   backpressure_pauses);
@@ -233,8 +238,7 @@ static void http(const struct status *st, const struct metrics *m0, struct buf *
     family(b, "mgate_http_responses_total", "counter", "HTTP answers (the target's and mgate's own), by class.");
     for (int c = 1; c <= 5; c++)
         outf(b, "mgate_http_responses_total{code=\"%dxx\"} %llu\n", c, (unsigned long long)SUM(http_responses[c]));
-    family(b, "mgate_http_websockets_total", "counter", "WebSockets opened on HTTP listeners (101 given).");
-    outf(b, "mgate_http_websockets_total %llu\n", (unsigned long long)SUM(ws_opened));
+    COUNTER("mgate_http_websockets_total", "WebSockets opened on HTTP listeners (101 given).", ws_opened);
     PER_DIRECTION("mgate_http_websocket_messages_total", "WebSocket messages relayed, by direction.", ws_messages);
     PER_DIRECTION("mgate_http_websocket_bytes_total", "WebSocket message bytes relayed, by direction.", ws_bytes);
 }
@@ -246,9 +250,9 @@ static void coap(const struct status *st, const struct metrics *m0, struct buf *
     family(b, "mgate_coap_answers_total", "counter", "CoAP answers mgate gave itself (refusals, limits), by class.");
     for (int c = 4; c <= 5; c++)
         outf(b, "mgate_coap_answers_total{code=\"%d.xx\"} %llu\n", c, (unsigned long long)SUM(coap_answers[c]));
-    family(b, "mgate_coap_dropped_total", "counter",
-           "CoAP datagrams dropped: malformed, not to be judged (a response from a client), or over a bound.");
-    outf(b, "mgate_coap_dropped_total %llu\n", (unsigned long long)SUM(coap_dropped));
+    COUNTER("mgate_coap_dropped_total",
+            "CoAP datagrams dropped: malformed, not to be judged (a response from a client), or over a bound.",
+            coap_dropped);
 }
 
 static void verdicts(const struct status *st, const struct metrics *m0, struct buf *b)
@@ -274,8 +278,7 @@ static void tls(const struct status *st, const struct metrics *m0, struct buf *b
     static const char *const fails[METRIC_TLS_FAILS] = {"revoked", "unknown_ca", "no_certificate", "expired",
                                                         "revocation_unavailable", "other"};
     static const char *const kinds[2] = {"ocsp", "crl"};
-    family(b, "mgate_tls_handshakes_total", "counter", "Client TLS handshakes completed.");
-    outf(b, "mgate_tls_handshakes_total %llu\n", (unsigned long long)SUM(tls_handshakes));
+    COUNTER("mgate_tls_handshakes_total", "Client TLS handshakes completed.", tls_handshakes);
     family(b, "mgate_tls_handshake_failures_total", "counter", "Client TLS handshakes refused or failed, by reason.");
     for (int i = 0; i < METRIC_TLS_FAILS; i++)
         outf(b, "mgate_tls_handshake_failures_total{reason=\"%s\"} %llu\n", fails[i],
@@ -289,16 +292,15 @@ static void tls(const struct status *st, const struct metrics *m0, struct buf *b
     for (int k = 0; k < 2; k++)
         outf(b, "mgate_revocation_cache_hits_total{kind=\"%s\"} %llu\n", kinds[k],
              (unsigned long long)SUM(rev_cache_hits[k]));
-    family(b, "mgate_connections_refused_total", "counter", "Connections closed at accept by a limit.");
-    outf(b, "mgate_connections_refused_total{limit=\"max_connections\"} %llu\n", (unsigned long long)SUM(conns_refused[0]));
-    outf(b, "mgate_connections_refused_total{limit=\"connection_rate\"} %llu\n", (unsigned long long)SUM(conns_refused[1]));
-    family(b, "mgate_publish_limited_total", "counter",
-           "Client PUBLISHes over a limit (refused with 0x96/0x97 or held back), by limit.");
-    outf(b, "mgate_publish_limited_total{limit=\"rate\"} %llu\n", (unsigned long long)SUM(limit_hits[0]));
-    outf(b, "mgate_publish_limited_total{limit=\"bandwidth\"} %llu\n", (unsigned long long)SUM(limit_hits[1]));
-    family(b, "mgate_proxy_protocol_refused_total", "counter",
-           "Connections closed for a missing or broken PROXY protocol header.");
-    outf(b, "mgate_proxy_protocol_refused_total %llu\n", (unsigned long long)SUM(proxy_refused));
+    counter2(b, "mgate_connections_refused_total",
+             "Connections closed at accept by a limit.",
+             "limit", "max_connections", "connection_rate", SUM(conns_refused[0]), SUM(conns_refused[1]));
+    counter2(b, "mgate_publish_limited_total",
+             "Client PUBLISHes over a limit (refused with 0x96/0x97 or held back), by limit.",
+             "limit", "rate", "bandwidth", SUM(limit_hits[0]), SUM(limit_hits[1]));
+    COUNTER("mgate_proxy_protocol_refused_total",
+            "Connections closed for a missing or broken PROXY protocol header.",
+            proxy_refused);
 }
 
 static void process(const struct status *st, struct buf *b)
