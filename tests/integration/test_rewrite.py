@@ -370,6 +370,35 @@ def startup_errors(t, tmp, broker, rules_path):
                 f"{what}: exit 2 naming {want1.strip()}", f"{r.returncode} {r.stderr.strip()}")
 
 
+def coap_bridge(t, tmp, broker, w, rules):
+    """The CoAP bridge asks the same chain: a POST's topic and an observation's filter are rewritten
+    by the same rules (with %u from the device's credentials), and a notification comes back."""
+    from test_coap import CON, GET, OBSERVE, POST, URI_QUERY, Raw, code, gate
+    from test_coap_bridge import answer_of, notifications
+    g = gate(tmp, broker.port, binary=h.MGATE_BIN, TARGET_PROTOCOL="mqtt", MGATE_HANDLER="rewrite",
+             MGATE_REWRITE_FILE=rules)
+    c = Raw(g.coap)
+    try:
+        def post():
+            mid = c.request(CON, POST, "ps/me/temp", b"21", token=b"\x51",
+                            opts=[(URI_QUERY, "u=dev1"), (URI_QUERY, "c=coap-rw"), (URI_QUERY, "q=1")])
+            r = answer_of(c, mid)
+            t.check(r and r[1] == code(2, 4), "CoAP bridge: POST ps/me/temp (2.04)", r)
+        t.eq(w.topics(post), ["users/dev1/temp"], "the broker gets it as users/dev1/temp (%u: the device's username)")
+        mark = broker.log.mark()
+        mid = c.request(CON, GET, "ps/sub/c/+", token=b"\x52",
+                        opts=[(OBSERVE, b""), (URI_QUERY, "u=dev1"), (URI_QUERY, "c=coap-rw")])
+        r = answer_of(c, mid)
+        t.check(r and r[1] == code(2, 5), "CoAP bridge: observe ps/sub/c/+ (2.05)", r)
+        t.check(broker.log.wait(r"coap-rw \d rewritten/c/\+", 5.0, mark) is not None,
+                "the broker got the observation as rewritten/c/+")
+        broker_publish(broker, "rewritten/c/1", b"note")
+        t.eq([n[5] for n in notifications(c, 1, timeout=3.0)], [b"note"], "and the device is notified of rewritten/c/1")
+    finally:
+        c.close()
+        g.stop()
+
+
 def main():
     h.need_binaries()
     t = h.Checks("rewrite")
@@ -392,6 +421,7 @@ def main():
         t.case("%cn on an mTLS listener", tls_cn, t, tmp, broker, rules)
         t.case("rewrite,acl and acl,rewrite", ordering, t, tmp, broker, w, rules)
         t.case("SIGHUP", sighup, t, tmp, broker, w)
+        t.case("the CoAP bridge", coap_bridge, t, tmp, broker, w, rules)
         t.case("start-up errors", startup_errors, t, tmp, broker, rules)
         return h.finish(t)
 
