@@ -298,8 +298,24 @@ int mgate_session_set_mount_point(mgate_session *s, mgate_bytes prefix);
  * every call wins): MQTT 5 clients get DISCONNECT 0xA0 (Maximum connect
  * time), earlier versions are closed.  For credentials that expire. */
 void mgate_session_expire_at(mgate_session *s, uint64_t unix_seconds);
+/* One pointer per session for a handler that runs alone.  In a chain,
+ * use mgate_session_handler_data: this one is shared by every handler. */
 void *mgate_session_data(const mgate_session *s);
 void mgate_session_set_data(mgate_session *s, void *data);
+
+/*
+ * Per-handler memory: each handler of a chain keeps its own pointer in a
+ * session, keyed by its struct mgate_handler (the address it registered).
+ * free_fn (may be NULL) is called with data when it is replaced or when
+ * the session is freed: after the disconnect hook, and for a session that
+ * never got one (a refused CONNECT), so nothing leaks whatever the path.
+ * Returns 0, or -1 when out of memory (data is then still the caller's).
+ * Setting NULL frees what was kept.
+ */
+struct mgate_handler;
+void *mgate_session_handler_data(const mgate_session *s, const struct mgate_handler *h);
+int mgate_session_set_handler_data(mgate_session *s, const struct mgate_handler *h, void *data,
+                                   void (*free_fn)(void *data));
 
 /* Memory that lives until the current packet is forwarded or refused. */
 void *mgate_session_alloc(mgate_session *s, size_t n);

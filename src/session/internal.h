@@ -109,7 +109,7 @@ struct mgate_session {
     uint64_t packet_since;
     struct idset refused_qos2;
     struct alloc_block *allocs;
-    void *user_data;
+    struct handler_data *hdata; /* mgate_session_(handler_)data (handler_data.c) */
     struct sockaddr_storage *peer_addr; /* only for TARGET_PROXY_PROTOCOL */
     struct session_limits *limits;      /* only for listeners with PUBLISH_*_LIMIT */
     struct session_expiry *expiry;      /* only after mgate_session_expire_at (expiry.c) */
@@ -264,6 +264,8 @@ void session_after_stop(struct loop *l, struct after *a);
 
 /* expiry.c: mgate_session_expire_at's timer, freed with the session */
 void session_expiry_free(struct mgate_session *s);
+/* handler_data.c: every handler's data, freed with the session */
+void session_handler_data_free(struct mgate_session *s);
 
 /* session.c */
 void session_close(struct mgate_session *s, const char *why);

@@ -85,6 +85,7 @@ static void session_free(struct mgate_session *s)
     free(s->mount);
     limits_free(s);
     session_expiry_free(s);
+    session_handler_data_free(s);
     free(s);
 }
 
@@ -654,7 +655,6 @@ struct loop *session_loop(const struct mgate_session *s) { return s->loop; }
 const struct session_params *session_params_of(const struct mgate_session *s) { return s->p; }
 uint64_t mgate_session_id(const mgate_session *s) { return s->id; }
 bool mgate_session_closed(const mgate_session *s) { return s->state == SESSION_CLOSING; }
-void *mgate_session_data(const mgate_session *s) { return s->user_data; }
 
 mgate_bytes mgate_session_mount_point(const mgate_session *s)
 {
@@ -710,7 +710,6 @@ int mgate_session_set_mount_point(mgate_session *s, mgate_bytes prefix)
     s->mount_chosen = true;
     return 0;
 }
-void mgate_session_set_data(mgate_session *s, void *data) { s->user_data = data; }
 
 /* mgate_after's timers, and the session layer's own (session_after), on a
  * list per loop (a slot): one still pending when the loop is freed (at
