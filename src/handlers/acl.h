@@ -99,6 +99,13 @@ bool acl_covers(const char *rule, size_t rlen, const uint8_t *f, size_t flen, co
 bool acl_allowed(const struct acl_db *db, const struct acl_who *who, unsigned access, const uint8_t *t,
                  size_t len);
 
+/* The same check against one rule set of its own (the `jwt` handler's
+ * acl claim): no deny rule of rs covers t, and a rule with `access` does;
+ * "$share/GROUP/filter" is checked as "filter" for ACL_READ; pattern rules
+ * substitute who's %u/%c. */
+bool acl_rules_allow(const struct acl_rules *rs, const struct acl_who *who, unsigned access, const uint8_t *t,
+                     size_t len);
+
 /* ---- files (acl_file.c) ---- */
 
 /* Read both files (either path may be NULL or "") into a new database.
@@ -107,6 +114,11 @@ bool acl_allowed(const struct acl_db *db, const struct acl_who *who, unsigned ac
 int acl_db_load(const char *password_file, const char *acl_file, struct acl_db **out, char *err,
                 size_t errlen);
 void acl_db_free(struct acl_db *db);
+/* One rule (topic copied), or -1 when out of memory; every rule of a set. */
+int acl_rules_add(struct acl_rules *rs, const char *topic, uint8_t access, bool pattern);
+void acl_rules_free(struct acl_rules *rs);
+/* Whether each %u and %c of filter is a whole topic level, as patterns need. */
+bool acl_substitution_ok(const char *filter);
 const struct acl_user *acl_db_user(const struct acl_db *db, const uint8_t *name, size_t len);
 
 /* One line's hash ("$7$101$salt$hash" or "$6$salt$hash") into pw; -1 with

@@ -139,7 +139,7 @@ static struct acl_user *user_get(struct acl_db *db, const char *name, bool *adde
     return u;
 }
 
-static int rules_add(struct acl_rules *rs, const char *topic, uint8_t access, bool pattern)
+int acl_rules_add(struct acl_rules *rs, const char *topic, uint8_t access, bool pattern)
 {
     if (rs->n == rs->cap) {
         uint32_t cap = rs->cap ? rs->cap * 2 : 4;
@@ -159,7 +159,7 @@ static int rules_add(struct acl_rules *rs, const char *topic, uint8_t access, bo
     return 0;
 }
 
-static void rules_free(struct acl_rules *rs)
+void acl_rules_free(struct acl_rules *rs)
 {
     for (uint32_t i = 0; i < rs->n; i++)
         free(rs->v[i].topic);
@@ -172,12 +172,12 @@ void acl_db_free(struct acl_db *db)
         return;
     for (uint32_t i = 0; i < db->nusers; i++) {
         free(db->users[i].name);
-        rules_free(&db->users[i].rules);
+        acl_rules_free(&db->users[i].rules);
     }
     free(db->users);
     free(db->index);
-    rules_free(&db->anonymous);
-    rules_free(&db->patterns);
+    acl_rules_free(&db->anonymous);
+    acl_rules_free(&db->patterns);
     free(db);
 }
 
@@ -252,7 +252,7 @@ static bool split_access(char *rest, uint8_t *access, char **filter)
 }
 
 /* %u and %c only as a whole level of a pattern. */
-static bool substitution_ok(const char *filter)
+bool acl_substitution_ok(const char *filter)
 {
     for (const char *p = filter; (p = strchr(p, '%')); p++) {
         if (p[1] != 'u' && p[1] != 'c')
@@ -303,10 +303,10 @@ static int acl_line(struct rules_file *r, struct acl_db *db, char *line, uint32_
     if (!mqtt_topic_filter_valid((const uint8_t *)filter, strlen(filter)))
         return rules_file_fail(r, "\"%s\" is not a valid topic filter ('+' and '#' must be whole levels, '#' the last)",
                          filter);
-    if (pattern && !substitution_ok(filter))
+    if (pattern && !acl_substitution_ok(filter))
         return rules_file_fail(r, "\"%s\": %%u and %%c must be a whole topic level (e.g. dt/%%u/#)", filter);
     struct acl_rules *rs = pattern ? &db->patterns : *current ? &db->users[*current - 1].rules : &db->anonymous;
-    if (rules_add(rs, filter, access, pattern) < 0)
+    if (acl_rules_add(rs, filter, access, pattern) < 0)
         return rules_file_fail(r, "out of memory");
     return 0;
 }

@@ -126,3 +126,11 @@ bool acl_allowed(const struct acl_db *db, const struct acl_who *who, unsigned ac
     return (own && covered_by(own, false, access, who, t, len)) ||
            covered_by(&db->patterns, false, access, who, t, len);
 }
+
+bool acl_rules_allow(const struct acl_rules *rs, const struct acl_who *who, unsigned access, const uint8_t *t,
+                     size_t len)
+{
+    if (access == ACL_READ)
+        strip_share(&t, &len);
+    return !covered_by(rs, true, access, who, t, len) && covered_by(rs, false, access, who, t, len);
+}
