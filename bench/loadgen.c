@@ -91,6 +91,7 @@ static struct {
     int keepalive;
     const char *ws; /* WebSocket path, or NULL: MQTT straight over TCP/TLS */
     bool tls;
+    const char *user, *password; /* in every CONNECT when set (a token for the jwt handler) */
 } o = {.host = "127.0.0.1", .qos = 0, .size = 64, .pubs = 4, .subs = 4, .duration = 5, .warmup = 1,
        .drain = 5, .rate = 1000, .max_msgs = -1, .hold = 120, .window = 200, .conns = 1000, .parallel = 64,
        .keepalive = 300};
@@ -330,16 +331,21 @@ static void send_connect(struct cl *c)
 {
     char id[32];
     int idl = snprintf(id, sizeof(id), "lg%d-%c%u", (int)getpid() % 100000, "psic"[c->role], c->idx);
-    uint32_t rl = 10 + 2 + (uint32_t)idl;
+    size_t ul = o.user ? strlen(o.user) : 0, pl = o.password ? strlen(o.password) : 0;
+    uint32_t rl = 10 + 2 + (uint32_t)idl + (o.user ? 2 + (uint32_t)ul : 0) + (o.password ? 2 + (uint32_t)pl : 0);
     uint8_t *p = pkt_reserve(c, 1 + varint_len(rl) + rl);
     *p++ = 0x10;
     p += put_varint(p, rl);
     p = put_str(p, "MQTT", 4);
-    *p++ = 4;    /* protocol level 3.1.1 */
-    *p++ = 0x02; /* clean session */
+    *p++ = 4;                                                          /* protocol level 3.1.1 */
+    *p++ = 0x02 | (o.user ? 0x80 : 0) | (o.password ? 0x40 : 0); /* clean session */
     *p++ = (uint8_t)(o.keepalive >> 8);
     *p++ = (uint8_t)o.keepalive;
-    put_str(p, id, (size_t)idl);
+    p = put_str(p, id, (size_t)idl);
+    if (o.user)
+        p = put_str(p, o.user, ul);
+    if (o.password)
+        put_str(p, o.password, pl);
     c->state = S_CONNACK;
 }
 
@@ -1190,7 +1196,8 @@ static const char usage[] =
     "  -H, --hold SEC       idle: longest hold if stdin says nothing (120)\n"
     "  -k, --keepalive SEC  MQTT keepalive in CONNECT (300)\n"
     "  -u, --ws PATH        MQTT over WebSocket: upgrade at PATH (subprotocol mqtt), one frame a packet\n"
-    "  -t, --tls            TLS (no certificate check); with --ws: wss://\n";
+    "  -t, --tls            TLS (no certificate check); with --ws: wss://\n"
+    "  --user NAME, --password TEXT  in every CONNECT (a token, for the jwt handler)\n";
 
 int main(int argc, char **argv)
 {
@@ -1207,7 +1214,7 @@ int main(int argc, char **argv)
         {"warmup", 1, 0, 'w'},   {"window", 1, 0, 'W'},  {"max", 1, 0, 'm'},      {"drain", 1, 0, 'D'},
         {"rate", 1, 0, 'r'},     {"conns", 1, 0, 'n'},   {"parallel", 1, 0, 'c'}, {"hold", 1, 0, 'H'},
         {"keepalive", 1, 0, 'k'}, {"ws", 1, 0, 'u'},     {"tls", 0, 0, 't'},      {"help", 0, 0, 'h'},
-        {0, 0, 0, 0}};
+        {"user", 1, 0, 'U'},     {"password", 1, 0, 'X'}, {0, 0, 0, 0}};
     int ch;
     optind = 2;
     while ((ch = getopt_long(argc, argv, "a:p:q:s:P:S:fd:w:W:m:D:r:n:c:H:k:u:th", lo, NULL)) != -1) {
@@ -1231,10 +1238,13 @@ int main(int argc, char **argv)
         case 'k': o.keepalive = atoi(optarg); break;
         case 'u': o.ws = optarg; break;
         case 't': o.tls = true; break;
+        case 'U': o.user = optarg; break;
+        case 'X': o.password = optarg; break;
         default: fputs(usage, ch == 'h' ? stdout : stderr); return ch == 'h' ? 0 : 64;
         }
     }
     if (o.port <= 0 || o.port > 65535 || (o.qos != 0 && o.qos != 1) || o.size > 256 * 1024 ||
+        (o.user && strlen(o.user) > 65535) || (o.password && strlen(o.password) > 65535) ||
         o.window < 1 || o.conns < 1 || o.parallel < 1 || o.rate <= 0 || o.duration <= 0 ||
         o.duration > 600 || o.hold > 600) {
         fputs("loadgen: bad option (see --help)\n", stderr);
