@@ -233,15 +233,21 @@ enum jwt_result jwt_verify(const struct jwt_token *t, const struct jwt_keyset *k
 {
     if (t->alg <= JWT_ALG_INVALID || t->alg >= JWT_ALG_COUNT || !(allowed & JWT_ALG_BIT(t->alg)))
         return JWT_BAD_ALG;
-    bool tried = false;
+    bool tried = false, named = false;
     for (unsigned i = 0; i < ks->n; i++) {
         const struct jwt_key *k = &ks->v[i];
         if (!key_candidate(t, k))
             continue;
         tried = true;
+        named |= t->has_kid && k->has_kid;
         if (k->kty == JWT_KTY_OCT ? verify_hmac(t, k) : verify_pkey(t, k->pkey))
             return JWT_OK;
     }
     ERR_clear_error(); /* a failed check's reasons: this thread's queue would only grow */
+    /* A kid that no key carries stays unknown even when keys without a kid
+     * (PEM, the secret) were tried and failed: that is what makes the
+     * handler fetch the key set again (a rotation), not "bad signature". */
+    if (t->has_kid && !named)
+        return JWT_UNKNOWN_KID;
     return tried ? JWT_BAD_SIGNATURE : JWT_UNKNOWN_KID;
 }

@@ -329,7 +329,8 @@ static void test_none_and_confusion(const struct keys *k, const struct jwt_keyse
                   strlen(data), mac, sizeof(mac), &mlen);
         char *s = b64url(mac, mlen), *t = fmt("%s.%s", data, s);
         CHECK_EQ_INT(check_token(t, &pub, ALL_ALGS), JWT_UNKNOWN_KID);
-        CHECK_EQ_INT(check_token(t, ks, ALL_ALGS), JWT_BAD_SIGNATURE); /* only the secret is tried */
+        /* Only the secret is tried (and fails); "rsa" names no key an HS token may use. */
+        CHECK_EQ_INT(check_token(t, ks, ALL_ALGS), JWT_UNKNOWN_KID);
         free(hh), free(pp), free(data), free(s), free(t);
     }
     BN_free(n);
@@ -444,6 +445,12 @@ static void test_pem_and_secret(const struct keys *k)
     CHECK(!ks.v[0].has_kid && ks.v[0].kty == JWT_KTY_EC);
     free(path);
     CHECK_EQ_INT(check_free(token("ES256", k->p256, "any", "{}"), &ks), JWT_OK); /* a PEM key has no kid to disagree */
+    /* Signed by another key: the kid names no key, so it is unknown (the
+     * handler then fetches the JWKS again), not a bad signature. */
+    EVP_PKEY *other = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    CHECK_EQ_INT(check_free(token("ES256", other, "new", "{}"), &ks), JWT_UNKNOWN_KID);
+    CHECK_EQ_INT(check_free(token("ES256", other, NULL, "{}"), &ks), JWT_BAD_SIGNATURE);
+    EVP_PKEY_free(other);
     X509 *cert = self_signed(k->rsa);
     write_pem("cert.pem", k->rsa, false, cert);
     X509_free(cert);
