@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #include "core/log.h"
 #include "core/loop.h"
 #include "core/metrics.h"
@@ -92,13 +94,12 @@ bool jwks_wait_over(uint64_t gen_then, uint64_t gen_now, bool flying, uint64_t n
 static int key_copy(struct jwt_key *to, const struct jwt_key *from)
 {
     *to = *from;
-    to->secret = NULL;
-    if (from->secret && !(to->secret = malloc(from->secret_len ? from->secret_len : 1)))
+    /* jwt_keyset_free frees a secret with OPENSSL_clear_free */
+    to->secret = from->secret ? OPENSSL_memdup(from->secret, from->secret_len ? from->secret_len : 1) : NULL;
+    if (from->secret && !to->secret)
         return -1;
-    if (from->secret)
-        memcpy(to->secret, from->secret, from->secret_len);
     if (to->pkey && EVP_PKEY_up_ref(to->pkey) != 1) {
-        free(to->secret);
+        OPENSSL_clear_free(to->secret, to->secret_len);
         return -1;
     }
     return 0;
