@@ -105,22 +105,52 @@ static int key_copy(struct jwt_key *to, const struct jwt_key *from)
     return 0;
 }
 
-/* ks (empty) becomes a copy of from, sharing its public keys. */
-static int keyset_copy(struct jwt_keyset *ks, const struct jwt_keyset *from)
+static bool has_kid(const struct jwt_keyset *ks, const struct jwt_key *k)
 {
-    ASSERT(!ks->n && !ks->v);
+    for (unsigned i = 0; k->has_kid && i < ks->n; i++)
+        if (ks->v[i].has_kid && strcmp(ks->v[i].kid, k->kid) == 0)
+            return true;
+    return false;
+}
+
+/* from's keys appended to ks, sharing their public keys; one whose kid ks
+ * already has is left out (a file key wins over the URL's), counted in
+ * *dups.  -1 when out of memory (ks keeps what it had). */
+static int keyset_add_copies(struct jwt_keyset *ks, const struct jwt_keyset *from, unsigned *dups)
+{
     if (!from->n)
         return 0;
-    if (!(ks->v = calloc(from->n, sizeof(*ks->v))))
+    struct jwt_key *v = realloc(ks->v, (ks->n + from->n) * sizeof(*v));
+    if (!v)
         return -1;
+    ks->v = v;
     for (unsigned i = 0; i < from->n; i++) {
-        if (key_copy(&ks->v[i], &from->v[i]) < 0) {
-            jwt_keyset_free(ks);
-            return -1;
+        if (has_kid(ks, &from->v[i])) {
+            ++*dups;
+            continue;
         }
-        ks->n = i + 1;
+        if (key_copy(&ks->v[ks->n], &from->v[i]) < 0)
+            return -1;
+        ks->n++;
     }
     return 0;
+}
+
+/* The URL's document: its keys after the file ones; -1 with why in err. */
+static int add_doc(struct jwt_keyset *ks, const uint8_t *doc, size_t len, char *err, size_t errlen)
+{
+    struct jwt_keyset got = {0};
+    unsigned skipped = 0, dups = 0;
+    if (jwt_jwks_parse(doc, len, &got, &skipped, err, errlen) < 0)
+        return -1;
+    int rc = keyset_add_copies(ks, &got, &dups);
+    jwt_keyset_free(&got);
+    if (rc < 0)
+        snprintf(err, errlen, "out of memory");
+    else if (skipped || dups)
+        log_msgf(LOGL_INFO, "jwt: %s: %u keys skipped (not for signatures, or of a kind mgate does not use), "
+                 "%u left out for a kid a file key has", cfg.url, skipped, dups);
+    return rc;
 }
 
 /* A new set: the file keys plus doc (NULL: none); under src.lock.  NULL
@@ -128,19 +158,18 @@ static int keyset_copy(struct jwt_keyset *ks, const struct jwt_keyset *from)
 static struct jwt_set *set_build(const uint8_t *doc, size_t len, char *err, size_t errlen)
 {
     struct jwt_set *set = calloc(1, sizeof(*set));
-    if (!set || keyset_copy(&set->ks, &src.files) < 0) {
-        free(set);
+    unsigned dups = 0;
+    if (!set || keyset_add_copies(&set->ks, &src.files, &dups) < 0) {
+        if (set)
+            set_free(set);
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    unsigned skipped = 0;
-    if (doc && jwt_jwks_parse(doc, len, &set->ks, &skipped, err, errlen) < 0) {
+    ASSERT(!dups); /* the files loaded into one set, which refuses two keys with one kid */
+    if (doc && add_doc(&set->ks, doc, len, err, errlen) < 0) {
         set_free(set);
         return NULL;
     }
-    if (skipped)
-        log_msgf(LOGL_INFO, "jwt: %s: %u keys skipped (not for signatures, or of a kind mgate does not use)",
-                 cfg.url, skipped);
     set->fetched = doc != NULL;
     set->refresh_at = !*cfg.url ? 0 : doc ? src.refresh_at : 1; /* 1: long past, fetch soon */
     return set;
