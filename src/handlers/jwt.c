@@ -31,9 +31,6 @@
 
 _Static_assert(JWT_RESULT_COUNT <= METRIC_JWT_RESULTS, "metrics.h counts every jwt_result");
 
-/* A CONNECT waiting for another worker's fetch looks again this often. */
-#define WAIT_TICK_MS 20u
-
 static struct {
     bool started;
     uint32_t algs; /* JWT_ALG_BIT mask */
@@ -159,25 +156,21 @@ static enum mgate_verdict judge(mgate_session *s, struct mgate_connect_req *req,
 
 /* A CONNECT waiting for a fetch (this worker's or another's). */
 struct wait {
+    struct jwks_wait w; /* first: done gets it back */
     mgate_session *s;
     struct mgate_connect_req *req;
-    uint64_t generation, deadline;
 };
 
-/* Until the set changes, no fetch is in flight any more, or
- * MGATE_JWT_JWKS_TIMEOUT has passed; then judged once more, for good. */
-static void wait_tick(void *arg)
+/* The wait is over: judged once more, for good.  At shutdown, refused. */
+static void wait_done(struct jwks_wait *jw, bool shutdown)
 {
-    struct wait *w = arg;
-    uint64_t now = loop_now(session_loop(w->s));
-    bool over = mgate_session_closed(w->s) ||
-                jwks_wait_over(w->generation, jwks_generation(), jwks_in_flight(), now, w->deadline);
-    if (!over && mgate_after(w->s, WAIT_TICK_MS, wait_tick, w) == 0)
-        return;
+    struct wait *w = (struct wait *)jw;
     mgate_session *s = w->s;
     struct mgate_connect_req *req = w->req;
     free(w);
-    mgate_resume(s, req, judge(s, req, true));
+    if (shutdown)
+        req->reason = MGATE_REASON_SERVER_UNAVAILABLE;
+    mgate_resume(s, req, shutdown ? MGATE_DENY : judge(s, req, true));
 }
 
 static enum mgate_verdict wait_for_keys(mgate_session *s, struct mgate_connect_req *req, uint64_t generation)
@@ -185,9 +178,9 @@ static enum mgate_verdict wait_for_keys(mgate_session *s, struct mgate_connect_r
     struct wait *w = malloc(sizeof(*w));
     if (!w)
         return judge(s, req, true);
-    *w = (struct wait){.s = s, .req = req, .generation = generation,
-                       .deadline = loop_now(session_loop(s)) + jc.wait_ms};
-    if (mgate_after(s, WAIT_TICK_MS, wait_tick, w) < 0) {
+    w->s = s;
+    w->req = req;
+    if (jwks_wait(session_loop(s), &w->w, generation, jc.wait_ms, wait_done) < 0) {
         free(w);
         return judge(s, req, true);
     }
@@ -371,10 +364,9 @@ int jwt_start(const struct mgate_config *c, char *err, size_t errlen)
         return -1;
     }
     jc.started = true;
-    log_msgf(LOGL_INFO, "jwt: %u keys from files%s%s; token from the %s; username claim \"%s\" (%s)",
-             jwks_key_count(), *kc.url ? ", JWKS fetched from " : "", kc.url,
-             jc.token_from_username ? "username" : "password", jc.username_claim,
-             jc.username_set ? "set" : "match");
+    log_msgf(LOGL_INFO, "jwt: %u keys from files%s%s%s; token from the %s; username claim \"%s\" (%s)",
+             jwks_key_count(), *kc.url ? ", JWKS URL " : "", kc.url, *kc.url ? " (fetched on the workers)" : "",
+             jc.token_from_username ? "username" : "password", jc.username_claim, jc.username_set ? "set" : "match");
     return 0;
 }
 

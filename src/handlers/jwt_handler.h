@@ -15,9 +15,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "core/list.h"
+#include "core/loop.h"
 #include "handlers/jwt.h"
-
-struct loop;
 
 /* One installed key set (read-only once installed). */
 struct jwt_set {
@@ -55,6 +55,21 @@ bool jwks_unknown_kid(struct loop *l);
 /* The set is stale (or no URL set was fetched yet): a background fetch on l
  * when the floor allows; tokens keep being verified against set. */
 void jwks_maybe_refresh(struct loop *l, const struct jwt_set *set);
+
+/* A CONNECT waiting for a fetch (this loop's or another worker's): looked
+ * at every JWKS_WAIT_TICK_MS until the set changes, no fetch is in flight
+ * any more, or timeout_ms passed; then done(w, false).  When the loop goes
+ * away first, done(w, true) from its slot's destructor (answer, do not
+ * wait).  -1 when out of memory: done will not be called. */
+#define JWKS_WAIT_TICK_MS 20u
+struct jwks_wait {
+    struct list_node node;
+    struct loop_timer t;
+    uint64_t generation, deadline;
+    void (*done)(struct jwks_wait *w, bool shutdown);
+};
+int jwks_wait(struct loop *l, struct jwks_wait *w, uint64_t generation, uint32_t timeout_ms,
+              void (*done)(struct jwks_wait *w, bool shutdown));
 
 /* ---- pure parts (unit-tested) ---- */
 

@@ -263,10 +263,11 @@ static int files_replace(struct jwt_keyset *files, char *err, size_t errlen)
 
 static const char jwks_key; /* of the loop slot; only its address matters */
 
-/* Per loop: its fetch in flight, if any. */
+/* Per loop: its fetch in flight, if any, and its waiting CONNECTs. */
 struct jwks_loop {
     struct loop *loop;
     struct fetch *f;
+    struct list_node waits;
 };
 
 static const char *const kind_names[] = {"ok", "error", "invalid"};
@@ -331,11 +332,16 @@ static void on_fetched(void *ctx, const struct fetch_result *r)
 
 static void jwks_loop_destroy(struct loop *l, void *value)
 {
-    (void)l;
     struct jwks_loop *jl = value;
     if (jl->f) {
         fetch_cancel(jl->f);
-        atomic_fetch_sub(&in_flight, 1); /* waiting CONNECTs stop waiting */
+        atomic_fetch_sub(&in_flight, 1); /* other workers' CONNECTs stop waiting */
+    }
+    /* The loop no longer runs: answered now, so their sessions are freed. */
+    for (struct list_node *n; (n = list_pop_front(&jl->waits));) {
+        struct jwks_wait *w = container_of(n, struct jwks_wait, node);
+        loop_timer_stop(l, &w->t);
+        w->done(w, true);
     }
     free(jl);
 }
@@ -353,7 +359,31 @@ static struct jwks_loop *jwks_loop_get(struct loop *l)
         return NULL;
     }
     jl->loop = l;
+    list_init(&jl->waits);
     return jl;
+}
+
+static void wait_tick(struct loop *l, struct loop_timer *t)
+{
+    struct jwks_wait *w = container_of(t, struct jwks_wait, t);
+    if (!jwks_wait_over(w->generation, jwks_generation(), jwks_in_flight(), loop_now(l), w->deadline)) {
+        loop_timer_start(l, t, JWKS_WAIT_TICK_MS, wait_tick);
+        return;
+    }
+    list_remove(&w->node);
+    w->done(w, false);
+}
+
+int jwks_wait(struct loop *l, struct jwks_wait *w, uint64_t generation, uint32_t timeout_ms,
+              void (*done)(struct jwks_wait *w, bool shutdown))
+{
+    struct jwks_loop *jl = jwks_loop_get(l);
+    if (!jl)
+        return -1;
+    *w = (struct jwks_wait){.generation = generation, .deadline = loop_now(l) + timeout_ms, .done = done};
+    list_push_back(&jl->waits, &w->node);
+    loop_timer_start(l, &w->t, JWKS_WAIT_TICK_MS, wait_tick);
+    return 0;
 }
 
 /* Start a fetch on l if this loop has none and the floor allows. */
