@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "core/log.h"
@@ -61,10 +62,20 @@ static enum mgate_verdict refuse(mgate_session *s, struct mgate_connect_req *req
     return MGATE_DENY;
 }
 
+/* The HTTP listener passes the whole Authorization header as the password
+ * (the Go mGate's rule, for webhooks): "Bearer " is dropped here.  No JWT
+ * holds a space, so nothing else can start that way. */
+static mgate_bytes without_bearer(mgate_bytes b)
+{
+    if (b.len > 7 && strncasecmp((const char *)b.p, "bearer ", 7) == 0)
+        return (mgate_bytes){b.p + 7, b.len - 7};
+    return b;
+}
+
 static bool token_of(const struct mgate_connect_req *req, mgate_bytes *tok)
 {
     bool has = jc.token_from_username ? req->has_username : req->has_password;
-    *tok = jc.token_from_username ? req->username : req->password;
+    *tok = without_bearer(jc.token_from_username ? req->username : req->password);
     return has && tok->len;
 }
 
