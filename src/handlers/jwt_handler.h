@@ -43,7 +43,6 @@ void jwks_stop(void);
 /* The set this thread verifies against (one atomic load when unchanged). */
 const struct jwt_set *jwks_current(void);
 uint64_t jwks_generation(void);
-bool jwks_have_url(void);
 bool jwks_in_flight(void);
 /* Keys in the current set, for the gauge. */
 unsigned jwks_key_count(void);

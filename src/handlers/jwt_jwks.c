@@ -50,7 +50,6 @@ static struct {
     uint8_t *doc;            /* the last good JWKS from the URL */
     size_t doc_len;
     uint64_t refresh_at;     /* of the set built from doc */
-    bool started;
 } src = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static struct {
@@ -422,7 +421,6 @@ void jwks_maybe_refresh(struct loop *l, const struct jwt_set *set)
 
 const struct jwt_set *jwks_current(void) { return swap_get(&sets, &mine); }
 uint64_t jwks_generation(void) { return atomic_load_explicit(&sets.generation, memory_order_acquire); }
-bool jwks_have_url(void) { return cfg.url && *cfg.url; }
 bool jwks_in_flight(void) { return atomic_load(&in_flight) > 0; }
 unsigned jwks_key_count(void) { return atomic_load(&key_count); }
 
@@ -462,7 +460,6 @@ int jwks_start(const struct jwks_config *c, char *err, size_t errlen)
     pthread_mutex_lock(&src.lock);
     char why[256];
     int rc = files_replace(&files, why, sizeof(why));
-    src.started = rc == 0;
     pthread_mutex_unlock(&src.lock);
     if (rc < 0) {
         jwt_keyset_free(&files);
@@ -500,7 +497,6 @@ void jwks_stop(void)
     src.doc = NULL;
     src.doc_len = 0;
     src.refresh_at = 0;
-    src.started = false;
     pthread_mutex_unlock(&src.lock);
     atomic_store(&next_fetch, 0);
     atomic_store(&key_count, 0);
