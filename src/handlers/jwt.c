@@ -167,7 +167,7 @@ static enum mgate_verdict judge(mgate_session *s, struct mgate_connect_req *req,
 
 /* A CONNECT waiting for a fetch (this worker's or another's). */
 struct wait {
-    struct jwks_wait w; /* first: done gets it back */
+    struct jwks_wait w;
     mgate_session *s;
     struct mgate_connect_req *req;
 };
@@ -175,7 +175,7 @@ struct wait {
 /* The wait is over: judged once more, for good.  At shutdown, refused. */
 static void wait_done(struct jwks_wait *jw, bool shutdown)
 {
-    struct wait *w = (struct wait *)jw;
+    struct wait *w = container_of(jw, struct wait, w);
     mgate_session *s = w->s;
     struct mgate_connect_req *req = w->req;
     free(w);
