@@ -164,6 +164,11 @@ def gate(tmp, broker, admin=True, **env):
     return g
 
 
+def stopped(t, g):
+    """SIGTERM: mgate exits 0 (h.finish checks only the gates still running)."""
+    t.eq(g.stop(), 0, f"mgate :{g.port} exits 0 on SIGTERM")
+
+
 def metrics(g):
     with urllib.request.urlopen(f"http://{h.HOST}:{g.admin}/metrics", timeout=5) as r:
         body = r.read().decode()
@@ -528,7 +533,7 @@ def key_sources(t, tmp, broker, watcher, keys):
             ("unknown_kid", "bad_signature"))
     refused(t, g, broker, "PEM file: RS256 by another RSA key", tok(keys["rs2"], kid=False),
             ("bad_signature", "unknown_kid"))
-    g.stop()
+    stopped(t, g)
 
     secret = os.urandom(24).hex().encode()  # 48 bytes
     sfile = os.path.join(tmp, "secret")
@@ -558,7 +563,7 @@ def key_sources(t, tmp, broker, watcher, keys):
     refused(t, g, broker, "RS256 where MGATE_JWT_ALGORITHMS=HS256", tok(keys["rs1"], claims(sub="carol")), "bad_alg")
     refused(t, g, broker, "HS256 with the newline in the secret", tok(jt.Key.hs(secret + b"\n"), claims(sub="carol")),
             "bad_signature")
-    g.stop()
+    stopped(t, g)
 
 
 def identities(t, tmp, broker, watcher, keys, jwks_file):
@@ -576,7 +581,7 @@ def identities(t, tmp, broker, watcher, keys, jwks_file):
     refused(t, g, broker, "CLIENT_ID_CLAIM=cid: the token has no cid claim", tok(rs, claims(sub="erin")), "identity",
             cid="erin-dev")
     refused(t, g, broker, "3.1.1 CLIENT_ID_CLAIM: another client id", erin, "identity", version=4, cid="erin-dev2")
-    g.stop()
+    stopped(t, g)
 
     g = gate(tmp, broker, admin=False, MGATE_JWT_JWKS_FILE=jwks_file, MGATE_JWT_TOKEN_FROM="username",
              MGATE_JWT_USERNAME="set")
@@ -592,7 +597,31 @@ def identities(t, tmp, broker, watcher, keys, jwks_file):
                 f"v{version} ... the broker sees the sub claim as the username", broker.log.text(mark)[-300:])
     refused(t, g, broker, "TOKEN_FROM=username: the token in the password", frank, ("no_token", "malformed"),
             user="frank")
-    g.stop()
+    stopped(t, g)
+
+
+def other_claims(t, tmp, broker, watcher, keys, jwks_file):
+    """MGATE_JWT_USERNAME_CLAIM, MGATE_JWT_ACL_CLAIM with other names, MGATE_JWT_REQUIRE_EXP=false."""
+    rs = keys["rs1"]
+    g = gate(tmp, broker, MGATE_JWT_JWKS_FILE=jwks_file, MGATE_JWT_USERNAME_CLAIM="preferred_username",
+             MGATE_JWT_ACL_CLAIM="perms", MGATE_JWT_REQUIRE_EXP="false")
+    token = tok(rs, claims(sub="not-this", preferred_username="gina", exp=None, perms={"pub": ["gina/%u/#"]},
+                           acl={"pub": ["#"]}))
+    cid = uid("gina")
+    mark = broker.log.mark()
+    c = login(g.port, 5, token, cid=cid)
+    t.check(broker.log.wait(r"as " + cid + r" \(.*u'gina'", 5.0, mark),
+            "USERNAME_CLAIM=preferred_username: the broker sees u'gina'", broker.log.text(mark)[-300:])
+    t.check(c.publish_wait("gina/gina/x", b"g", 1, 1) < 0x80, "ACL_CLAIM=perms: gina/%u/# allowed")
+    t.eq(c.publish_wait("other/x", b"g", 1, 2), 0x87, "ACL_CLAIM=perms: the acl claim (pub #) is not read, other/x 0x87")
+    c.close()
+    t.eq(connack(g.port, 5, uid("noexp"), None, tok(rs, claims(sub="x", preferred_username="h", exp=None))), 0,
+         "REQUIRE_EXP=false: a token without exp gets in")
+    refused(t, g, broker, "REQUIRE_EXP=false: an expired token still refused",
+            tok(rs, claims(preferred_username="h", exp=now() - 100)), "expired")
+    refused(t, g, broker, "USERNAME_CLAIM=preferred_username: a token with only sub", tok(rs, claims(sub="h")),
+            "identity")
+    stopped(t, g)
 
 
 def sighup(t, tmp, broker, watcher, keys):
@@ -621,7 +650,7 @@ def sighup(t, tmp, broker, watcher, keys):
     t.eq(connack(g.port, 5, uid("hupbad"), None, tok(f2)), 0, "... and keeps the keys it had")
     t.check(any("MGATE_JWT_JWKS_FILE" in json.dumps(j) for j in g.json_since(mark)),
             "... and logs the broken file naming MGATE_JWT_JWKS_FILE", g.log.text(mark)[-300:])
-    g.stop()
+    stopped(t, g)
 
 
 def expiry(t, tmp, broker, keys, jwks_file):
@@ -649,8 +678,8 @@ def expiry(t, tmp, broker, keys, jwks_file):
     k5.close()
     c4.close()
     c5.close()
-    g.stop()
-    keep.stop()
+    stopped(t, g)
+    stopped(t, keep)
 
 
 # ---------------------------------------------------------------------------
@@ -680,7 +709,7 @@ def unknown_kid_and_rotation(t, tmp, broker, watcher, keys):
         refused(t, g, broker, "rotation: the old kid rs1, gone from the set", tok(keys["rs1"]), "unknown_kid")
         m = metrics(g)
         t.eq(m.get(fetch_metric("ok"), 0), srv.count(), 'mgate_jwt_jwks_fetches_total{result="ok"} = the fetches served')
-        g.stop()
+        stopped(t, g)
     finally:
         srv.stop()
 
@@ -706,7 +735,7 @@ def flood(t, tmp, broker, keys):
         m = metrics(g)
         t.eq(m.get(refused_metric("unknown_kid"), 0), 200, 'mgate_jwt_refused_total{reason="unknown_kid"} = 200')
         t.eq(connack(g.port, 5, uid("after-flood"), None, tok(one)), 0, "after the flood a good client still gets in")
-        g.stop()
+        stopped(t, g)
     finally:
         srv.stop()
 
@@ -746,7 +775,7 @@ def url_down(t, tmp, broker, watcher, keys):
         ok = h.wait_until(lambda: connack(g.port, 5, uid("up"), None, good) == 0, 3.0, 0.3)
         t.check(ok, "the JWKS is up and MIN_INTERVAL passed: the token gets in")
         gets_in(t, g, watcher, "JWKS up: publish through", good)
-        g.stop()
+        stopped(t, g)
     finally:
         srv.stop()
 
@@ -767,7 +796,7 @@ def cache_control(t, tmp, broker, watcher, keys):
         t.check(gone, f"rs1 removed from the set: refused {took:.1f} s later (max-age=1 beats REFRESH=5m)")
         t.check(srv.count() <= 2 + took / 1.0 + 1, f"... {srv.count()} fetches in {took:.1f} s (none per CONNECT)")
         t.eq(connack(g.port, 5, uid("cc2"), None, tok(keys["rs2"])), 0, "rs2, still in the set, gets in")
-        g.stop()
+        stopped(t, g)
     finally:
         srv.stop()
 
@@ -857,9 +886,10 @@ def main():
         t.case("the acl claim", acl_claim, t, g, broker, watcher, keys)
         t.case("WebSocket listener", websocket, t, g, watcher, keys, ws_port)
         t.case("HTTP bridge", http_bridge, t, g, watcher, keys, http_port)
-        g.stop()
+        stopped(t, g)
         t.case("PEM file, HS256 secret, jwt,acl", key_sources, t, tmp, broker, watcher, keys)
         t.case("USERNAME=set, CLIENT_ID_CLAIM, TOKEN_FROM=username", identities, t, tmp, broker, watcher, keys, jwks_file)
+        t.case("USERNAME_CLAIM, ACL_CLAIM, REQUIRE_EXP", other_claims, t, tmp, broker, watcher, keys, jwks_file)
         t.case("SIGHUP with a new JWKS_FILE", sighup, t, tmp, broker, watcher, keys)
         t.case("sessions end when the token expires", expiry, t, tmp, broker, keys, jwks_file)
         t.case("unknown kid and rotation", unknown_kid_and_rotation, t, tmp, broker, watcher, keys)
