@@ -370,6 +370,26 @@ def refusals(t, g, broker, keys, srv):
         ("an acl claim with an unknown key", tok(rs, claims(acl={"publish": ["a"]})), "bad_claim"),
         ("an acl claim with an invalid filter (a/#/b)", tok(rs, claims(acl={"sub": ["a/#/b"]})), "bad_claim"),
     ]
+    # strictness: what a lenient parser would let through
+    good_parts = good.split(".")
+    cases += [
+        ("padding '=' on the signature part", good + "=", "malformed"),
+        ("a payload with sub twice (duplicate JSON keys)",
+         tok(rs, b'{"iss":"%s","aud":"%s","sub":"nobody","sub":"alice","exp":%d}' % (ISS.encode(), AUD.encode(),
+                                                                                    now() + 300)), "malformed"),
+        ("a token over 8192 bytes", tok(rs, claims(pad="x" * 9000)), "malformed"),
+        ("a kid over 255 bytes", tok(rs, kid="k" * 300), ("malformed", "unknown_kid")),
+        ('a "crit" header', tok(rs, header={"crit": ["exp"], "exp": 1}), "bad_alg"),
+        ("ES256 with the DER signature openssl writes (not r||s)",
+         remember(jt.make_token({"alg": "ES256", "kid": "ec1"}, claims(), lambda d: jt.ecdsa_raw_to_der(ec.sign(d)))),
+         ("bad_signature", "malformed")),
+        ("RS256 header with the EC key's kid", remember(jt.make_token({"alg": "RS256", "kid": "ec1"}, claims(), rs.sign)),
+         ("unknown_kid", "bad_alg", "bad_signature")),
+        ("an oct key published in the JWKS (skipped): HS256 with it", tok(keys["oct"], claims()),
+         ("unknown_kid", "bad_alg")),
+        ("a 1024-bit RSA key in the JWKS (skipped, under 2048)", tok(keys["weak"], claims()), "unknown_kid"),
+        ("the signature part empty", f"{good_parts[0]}.{good_parts[1]}.", ("malformed", "bad_signature")),
+    ]
     for what, token, reason in cases:
         refused(t, g, broker, what, token, reason)
     refused(t, g, broker, "no password (no token)", None, "no_token")
@@ -658,11 +678,13 @@ def expiry(t, tmp, broker, keys, jwks_file):
     g = gate(tmp, broker, admin=False, MGATE_JWT_JWKS_FILE=jwks_file, MGATE_JWT_LEEWAY="0s")
     keep = gate(tmp, broker, admin=False, MGATE_JWT_JWKS_FILE=jwks_file, MGATE_JWT_LEEWAY="0s",
                 MGATE_JWT_EXPIRE_SESSIONS="false")
+    lee = gate(tmp, broker, admin=False, MGATE_JWT_JWKS_FILE=jwks_file, MGATE_JWT_LEEWAY="2s")
     exp = now() + 3
     short = tok(rs, claims(exp=exp))
     c5 = login(g.port, 5, short, cid="exp5")
     c4 = login(g.port, 4, short, cid="exp4")
     k5 = login(keep.port, 5, short, cid="keep5")
+    l5 = login(lee.port, 5, short, cid="lee5")
     wait = exp - 1.2 - time.time()
     if wait > 0:
         time.sleep(wait)  # until shortly before exp: the sessions must still be up then
@@ -675,11 +697,19 @@ def expiry(t, tmp, broker, keys, jwks_file):
             at - exp)
     t.check(c4.expect_closed(max(0.5, exp + 2.5 - time.time())), "3.1.1: the connection is closed at exp")
     t.check(k5.ping(2.0), "MGATE_JWT_EXPIRE_SESSIONS=false: the session outlives its token")
+    late = time.time() - exp
+    t.check(late < 1.5 and l5.ping(0.3), f"LEEWAY=2s: the session is still up {late:+.2f} s after exp")
+    closed, reason = l5.expect_disconnect(exp + 5 - time.time())
+    at = time.time()
+    t.check(closed and reason == 0xA0 and exp + 2 - 0.3 <= at <= exp + 2 + 1.5,
+            f"LEEWAY=2s: DISCONNECT 0xA0 at exp + leeway ({at - exp:+.2f} s from exp)", f"{closed} {reason} {at - exp:+.2f}")
+    l5.close()
     k5.close()
     c4.close()
     c5.close()
     stopped(t, g)
     stopped(t, keep)
+    stopped(t, lee)
 
 
 # ---------------------------------------------------------------------------
@@ -863,6 +893,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         os.chmod(tmp, 0o711)
         keys = {"rs1": jt.Key.generate(tmp, "RSA", "rs1"), "rs2": jt.Key.generate(tmp, "RSA", "rs2"),
+                "weak": jt.Key.generate(tmp, "RSA", "weak", bits=1024), "oct": jt.Key.hs(os.urandom(48), "oct1"),
                 "ec1": jt.Key.generate(tmp, "EC", "ec1"), "ed1": jt.Key.generate(tmp, "ED25519", "ed1"),
                 "ed2": jt.Key.generate(tmp, "ED25519", "ed2")}
         t.case("the tools: tokens verified by openssl", lambda: t.eq(jt.self_test(tmp), [], "jwt_tools self test"))
@@ -871,7 +902,7 @@ def main():
             json.dump(jt.jwks([keys["rs1"], keys["ec1"], keys["ed1"]]), f)
         broker = h.start_mosquitto(tmp)
         watcher = Watcher(broker)
-        srv = JwksServer(jt.jwks([keys["rs1"], keys["ec1"], keys["ed1"]]))
+        srv = JwksServer(jt.jwks([keys["rs1"], keys["ec1"], keys["ed1"], keys["weak"], keys["oct"]]))
         ws_port, http_port = h.free_port(), h.free_port()
         g = gate(tmp, broker, MGATE_JWT_JWKS_URL=srv.url, MGATE_JWT_ISSUER=ISS, MGATE_JWT_AUDIENCE=AUD,
                  MGATE_LOG_LEVEL="debug", MGATE_JWT_JWKS_MIN_INTERVAL="60s",
