@@ -12,7 +12,10 @@ process (it counts fetches, swaps key sets, sets Cache-Control, answers 500, gar
   in the future, no exp, exp not a number, wrong issuer (and none), wrong audience (a string, an
   array), a flipped signature bit, a payload changed under its signature, `alg: none`, HS256
   signed with the RSA key's PEM (the key confusion attack), an unknown kid, not a token, no
-  token, another username, no sub, an acl claim of the wrong shape.
+  token, another username, no sub, an acl claim of the wrong shape; and what a lenient parser would
+  take: '=' padding, duplicate JSON keys, over 8192 bytes, a kid over 255 bytes, a "crit" header,
+  an ES256 signature in DER, an alg that does not fit the kid's key type, an "oct" key or a
+  1024-bit RSA key published in the JWKS (both skipped), an empty signature part.
 * The acl claim ({"pub", "sub", "all"} with %u and %c) in 3.1.1 and 5.0: PUBACK 0x87 or (3.1.1)
   the message never at the broker, SUBACK 0x80 / 0x87 per filter, a will outside it refuses the
   CONNECT; without the claim MGATE_HANDLER=jwt,acl lets the acl file decide.
@@ -21,9 +24,10 @@ process (it counts fetches, swaps key sets, sets Cache-Control, answers 500, gar
   good client still gets in (waiting for the fetch in flight); an URL down at start, then 500,
   garbage, a hang past MGATE_JWT_JWKS_TIMEOUT, then up; Cache-Control max-age drops a removed
   key; mgate_jwt_jwks_fetches_total{result}.
-* Sessions end at exp + leeway (v5 DISCONNECT 0xA0 within 1.5 s, 3.1.1 closed), not with
-  MGATE_JWT_EXPIRE_SESSIONS=false.
-* MGATE_JWT_USERNAME=set, MGATE_JWT_CLIENT_ID_CLAIM, MGATE_JWT_TOKEN_FROM=username.
+* Sessions end at exp + leeway (v5 DISCONNECT 0xA0 within 1.5 s, 3.1.1 closed; LEEWAY=2s: 2 s
+  later), not with MGATE_JWT_EXPIRE_SESSIONS=false.
+* MGATE_JWT_USERNAME=set, MGATE_JWT_CLIENT_ID_CLAIM, MGATE_JWT_TOKEN_FROM=username,
+  MGATE_JWT_USERNAME_CLAIM, MGATE_JWT_ACL_CLAIM, MGATE_JWT_REQUIRE_EXP=false.
 * The WebSocket listener (Authorization: Bearer on the upgrade) and the HTTP bridge (a POST with
   Bearer is published; 401 for a bad token, 403 outside the acl claim).
 * SIGHUP reads MGATE_JWT_JWKS_FILE again. Bad settings exit 2 naming the variable.
@@ -748,7 +752,7 @@ def flood(t, tmp, broker, keys):
     srv = JwksServer(jt.jwks([keys["rs1"]]))
     srv.set(delay=0.3)
     try:
-        g = gate(tmp, broker, MGATE_JWT_JWKS_URL=srv.url, MGATE_JWT_JWKS_MIN_INTERVAL="10s", MGATE_WORKERS="2")
+        g = gate(tmp, broker, MGATE_JWT_JWKS_URL=srv.url, MGATE_JWT_JWKS_MIN_INTERVAL="10s", MGATE_WORKERS="4")
         one = keys["rs1"]
         sig = one.sign(b"x.y")
         logins = []
