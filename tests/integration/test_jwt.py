@@ -814,6 +814,39 @@ def url_down(t, tmp, broker, watcher, keys):
         srv.stop()
 
 
+def shutdown_waiting(t, tmp, broker, keys):
+    """SIGTERM while CONNECTs wait for a JWKS fetch that hangs: mgate exits 0 within its grace, each
+    waiting client gets a refusal or a close, none gets in."""
+    srv = JwksServer(jt.jwks([keys["rs1"]]))
+    srv.set(mode="hang", hang=8.0)
+    try:
+        g = gate(tmp, broker, admin=False, MGATE_JWT_JWKS_URL=srv.url, MGATE_JWT_JWKS_TIMEOUT="6s",
+                 MGATE_SHUTDOWN_GRACE="1s", MGATE_WORKERS="2")
+        clients = []
+        for i in range(6):
+            c = h.RawClient(g.port, timeout=5.0)
+            c.version = 5
+            c.send(h.connect_packet(5, f"wait-{i}", password=tok(keys["rs1"]).encode()))
+            clients.append(c)
+        t.check(h.wait_until(lambda: srv.count() >= 1, 3.0), "the CONNECTs started a fetch, which hangs")
+        time.sleep(0.3)  # the CONNECTs are read and waiting
+        t0 = time.monotonic()
+        rc = g.stop(signal.SIGTERM, 8.0)
+        took = time.monotonic() - t0
+        t.check(rc == 0 and took < 4.0, f"SIGTERM with 6 CONNECTs waiting for the JWKS: exit {rc} in {took:.2f} s")
+        codes = []
+        for c in clients:
+            try:
+                p = c.read_packet(2.0)
+                codes.append(p.body[1] if p.type == h.CONNACK else p.type)
+            except (TimeoutError, h.Closed):
+                codes.append(None)
+            c.close()
+        t.check(all(code != 0 for code in codes), f"none of them got in ({codes})")
+    finally:
+        srv.stop()
+
+
 def cache_control(t, tmp, broker, watcher, keys):
     """Cache-Control: max-age=1 beats MGATE_JWT_JWKS_REFRESH=5m: a key removed from the set is
     refused soon after, with no unknown kid to make mgate fetch."""
@@ -930,6 +963,7 @@ def main():
         t.case("unknown kid and rotation", unknown_kid_and_rotation, t, tmp, broker, watcher, keys)
         t.case("a flood of made-up kids", flood, t, tmp, broker, keys)
         t.case("JWKS URL down, 500, garbage, hanging, then up", url_down, t, tmp, broker, watcher, keys)
+        t.case("SIGTERM while CONNECTs wait for the JWKS", shutdown_waiting, t, tmp, broker, keys)
         t.case("Cache-Control max-age", cache_control, t, tmp, broker, watcher, keys)
         t.case("bad configuration", bad_config, t, tmp, broker, keys)
         t.case("no token in the logs", no_token_in_logs, t)
