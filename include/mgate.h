@@ -333,7 +333,7 @@ void mgate_log(int level, const mgate_session *s, const char *fmt, ...)
  * Run mgate: parse argv and the MGATE_* configuration, serve until SIGTERM or
  * SIGINT.  `handlers` is a NULL-terminated list of extra handlers that
  * MGATE_HANDLER may name, alone or chained with the built-in "log", "noop",
- * "acl", "http" and "rewrite";
+ * "acl", "http", "rewrite" and "jwt";
  * `interceptor` may be NULL.  Returns the process exit status.
  */
 int mgate_main(int argc, char **argv, const struct mgate_handler *const *handlers,

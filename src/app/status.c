@@ -12,6 +12,8 @@
 
 #include "core/log.h"
 #include "core/metrics.h"
+#include "handlers/handlers.h"
+#include "handlers/jwt.h"
 
 #define PROBE_EVERY_MS 5000
 #define PROBE_TIMEOUT_MS 2000
@@ -255,6 +257,25 @@ static void coap(const struct status *st, const struct metrics *m0, struct buf *
             coap_dropped);
 }
 
+static void jwt(const struct status *st, const struct metrics *m0, struct buf *b)
+{
+    static const char *const fetch_results[3] = {"ok", "error", "invalid"};
+    COUNTER("mgate_jwt_verified_total", "Tokens the jwt handler accepted.", jwt_verified);
+    family(b, "mgate_jwt_refused_total", "counter", "CONNECTs the jwt handler refused, by reason.");
+    for (int r = JWT_OK + 1; r < JWT_RESULT_COUNT; r++)
+        outf(b, "mgate_jwt_refused_total{reason=\"%s\"} %llu\n", jwt_result_name((enum jwt_result)r),
+             (unsigned long long)SUM(jwt_refused[r]));
+    family(b, "mgate_jwt_jwks_fetches_total", "counter", "Fetches of MGATE_JWT_JWKS_URL, by result.");
+    for (int r = 0; r < 3; r++)
+        outf(b, "mgate_jwt_jwks_fetches_total{result=\"%s\"} %llu\n", fetch_results[r],
+             (unsigned long long)SUM(jwt_jwks_fetches[r]));
+    int keys = jwt_keys_gauge();
+    if (keys < 0)
+        return; /* no jwt handler: no key set to count */
+    family(b, "mgate_jwt_keys", "gauge", "Keys in the jwt handler's current key set.");
+    outf(b, "mgate_jwt_keys %d\n", keys);
+}
+
 static void verdicts(const struct status *st, const struct metrics *m0, struct buf *b)
 {
     static const char *const calls[METRIC_CALLS] = {"auth_connect", "auth_publish", "auth_subscribe"};
@@ -330,6 +351,7 @@ static void metrics_text(const struct status *st, struct buf *b)
     http(st, m0, b);
     coap(st, m0, b);
     verdicts(st, m0, b);
+    jwt(st, m0, b);
     tls(st, m0, b);
     process(st, b);
 }

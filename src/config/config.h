@@ -186,6 +186,26 @@ struct mgate_config {
     unsigned webhook_concurrency;    /* MGATE_WEBHOOK_CONCURRENCY: requests in flight per worker, default 128 */
     uint32_t webhook_cache_ttl_ms;   /* MGATE_WEBHOOK_CACHE_TTL: 0 (default) = no cache */
     char *webhook_on_error;          /* MGATE_WEBHOOK_ON_ERROR: deny (default), allow or ignore */
+
+    /* the `jwt` handler (ours): tokens checked locally (docs/HANDLERS.md) */
+    char *jwt_jwks_url;              /* MGATE_JWT_JWKS_URL: http:// or https://, fetched on the loops */
+    char *jwt_jwks_file;             /* MGATE_JWT_JWKS_FILE */
+    char *jwt_public_key_file;       /* MGATE_JWT_PUBLIC_KEY_FILE: PEM */
+    char *jwt_secret_file;           /* MGATE_JWT_SECRET_FILE: HS* secret, never logged */
+    char *jwt_algorithms;            /* MGATE_JWT_ALGORITHMS: "" = every one the keys allow */
+    char *jwt_issuer, *jwt_audience; /* MGATE_JWT_ISSUER, MGATE_JWT_AUDIENCE: "" = not checked */
+    uint32_t jwt_leeway_ms;          /* MGATE_JWT_LEEWAY, default 30 s, at most 1 h */
+    bool jwt_require_exp;            /* MGATE_JWT_REQUIRE_EXP, default true */
+    char *jwt_token_from;            /* MGATE_JWT_TOKEN_FROM: password (default) | username */
+    char *jwt_username_claim;        /* MGATE_JWT_USERNAME_CLAIM, default "sub"; "": no identity check */
+    char *jwt_username;              /* MGATE_JWT_USERNAME: match (default) | set */
+    char *jwt_client_id_claim;       /* MGATE_JWT_CLIENT_ID_CLAIM: "" (default) = not checked */
+    char *jwt_acl_claim;             /* MGATE_JWT_ACL_CLAIM, default "acl"; "": claims ignored */
+    bool jwt_expire_sessions;        /* MGATE_JWT_EXPIRE_SESSIONS, default true */
+    uint32_t jwt_jwks_refresh_ms;    /* MGATE_JWT_JWKS_REFRESH, default 5 min */
+    uint32_t jwt_jwks_min_interval_ms; /* MGATE_JWT_JWKS_MIN_INTERVAL, default 10 s, process-wide */
+    uint32_t jwt_jwks_timeout_ms;    /* MGATE_JWT_JWKS_TIMEOUT, default 5 s */
+    char *jwt_jwks_ca_file;          /* MGATE_JWT_JWKS_CA_FILE: https CA bundle; "": the system's */
 };
 
 /*

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #define METRIC_LISTENERS 16
+#define METRIC_JWT_RESULTS 16 /* at least JWT_RESULT_COUNT (checked in jwt.c) */
 #define METRIC_BUCKETS 9 /* verdict latency: <= 1, 5, 25, 100, 250, 1000, 2500, 10000 ms, +Inf */
 
 enum metric_call { METRIC_AUTH_CONNECT, METRIC_AUTH_PUBLISH, METRIC_AUTH_SUBSCRIBE, METRIC_CALLS };
@@ -63,6 +64,10 @@ struct metrics {
     uint64_t webhook_requests;   /* sent to MGATE_WEBHOOK_URL */
     uint64_t webhook_cache_hits; /* answered from the per-worker cache instead */
     uint64_t mount_dropped; /* broker PUBLISHes outside the session's mount point: never delivered */
+    /* the jwt handler */
+    uint64_t jwt_verified;                   /* tokens accepted */
+    uint64_t jwt_refused[METRIC_JWT_RESULTS]; /* by enum jwt_result (handlers/jwt.h) */
+    uint64_t jwt_jwks_fetches[3];            /* MGATE_JWT_JWKS_URL fetches: [0] ok, [1] error, [2] invalid */
 };
 
 #define METRIC_ADD(field, n) __atomic_store_n(&(field), (field) + (uint64_t)(n), __ATOMIC_RELAXED)

@@ -10,6 +10,7 @@ extern const struct mgate_handler mgate_noop_handler;
 extern const struct mgate_handler mgate_acl_handler;
 extern const struct mgate_handler mgate_http_handler;
 extern const struct mgate_handler mgate_rewrite_handler;
+extern const struct mgate_handler mgate_jwt_handler;
 
 /* Find a handler by name among `extra` (NULL-terminated, may be NULL; they
  * win over built-ins of the same name) and the built-ins.  NULL when unknown. */
@@ -50,5 +51,18 @@ int webhook_parse_answer(const uint8_t *body, size_t len, bool *found);
 int rewrite_start(const struct mgate_config *cfg, char *err, size_t errlen);
 void rewrite_reload(void);
 void rewrite_stop(void);
+
+/* The `jwt` handler (jwt.c), on the control thread like acl's: start checks
+ * MGATE_JWT_* and loads the key files (-1 with a message naming the
+ * variable; a JWKS URL is never fetched here), reload (SIGHUP) swaps in new
+ * file keys only when every file loads, stop frees them after the workers
+ * are gone.  jwt_setting_in_use names a MGATE_JWT_* setting that is set
+ * (refused when the chain has no jwt), or NULL. */
+int jwt_start(const struct mgate_config *cfg, char *err, size_t errlen);
+void jwt_reload(void);
+void jwt_stop(void);
+const char *jwt_setting_in_use(const struct mgate_config *cfg);
+/* Keys in the current set (the mgate_jwt_keys gauge), -1 when jwt is not running. */
+int jwt_keys_gauge(void);
 
 #endif

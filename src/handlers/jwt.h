@@ -93,6 +93,9 @@ int jwt_pem_load(const char *path, struct jwt_keyset *ks, char *err, size_t errl
 /* The HMAC secret (the whole file; one trailing newline dropped) appended as
  * an oct key without a kid; -1 under JWT_MIN_SECRET bytes, or unreadable. */
 int jwt_secret_load(const char *path, struct jwt_keyset *ks, char *err, size_t errlen);
+/* Whether k verifies alg: its type (and curve) is the alg's, and its own
+ * "alg", if any, is alg. */
+bool jwt_key_fits(const struct jwt_key *k, enum jwt_alg a);
 /* Frees every key (secrets cleansed) and empties ks. */
 void jwt_keyset_free(struct jwt_keyset *ks);
 

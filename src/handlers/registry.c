@@ -6,7 +6,7 @@
 
 static const struct mgate_handler *const builtins[] = {&mgate_log_handler,  &mgate_noop_handler,
                                                        &mgate_acl_handler,  &mgate_http_handler,
-                                                       &mgate_rewrite_handler, NULL};
+                                                       &mgate_rewrite_handler, &mgate_jwt_handler, NULL};
 
 const struct mgate_handler *handler_find(const char *name, const struct mgate_handler *const *extra)
 {
@@ -65,34 +65,56 @@ int handler_chain(const char *list, const struct mgate_handler *const *extra, co
     return (int)n;
 }
 
-static bool acl_started, rewrite_started;
+static bool acl_started, rewrite_started, jwt_started;
 
-/* Rules that nothing would apply are refused, as acl's are. */
-static int start_rewrite(bool named, const struct mgate_config *cfg, char *err, size_t errlen)
+/* A built-in with state of its own: started when the chain names it; its
+ * settings refused when it does not (`set` names one that is set), since
+ * rules or keys that nothing applies would be a silent hole. */
+struct builtin_start {
+    const char *name, *does;
+    int (*start)(const struct mgate_config *cfg, char *err, size_t errlen);
+    bool *started;
+};
+
+static int start_one(const struct builtin_start *b, bool named, const char *set, const struct mgate_config *cfg,
+                     char *err, size_t errlen)
 {
-    if (!named && *cfg->rewrite_file) {
-        snprintf(err, errlen, "MGATE_REWRITE_FILE is set, but MGATE_HANDLER (\"%s\") does not name rewrite, so "
-                              "nothing would apply it", cfg->handler);
+    if (!named && set) {
+        snprintf(err, errlen, "%s is set, but MGATE_HANDLER (\"%s\") does not name %s, so nothing would %s", set,
+                 cfg->handler, b->name, b->does);
         return -1;
     }
     if (!named)
         return 0;
-    if (rewrite_start(cfg, err, errlen) < 0)
+    if (b->start(cfg, err, errlen) < 0)
         return -1;
-    rewrite_started = true;
+    *b->started = true;
     return 0;
+}
+
+static int start_rewrite(bool named, const struct mgate_config *cfg, char *err, size_t errlen)
+{
+    static const struct builtin_start b = {"rewrite", "apply it", rewrite_start, &rewrite_started};
+    return start_one(&b, named, *cfg->rewrite_file ? "MGATE_REWRITE_FILE" : NULL, cfg, err, errlen);
+}
+
+static int start_jwt(bool named, const struct mgate_config *cfg, char *err, size_t errlen)
+{
+    static const struct builtin_start b = {"jwt", "check tokens with it", jwt_start, &jwt_started};
+    return start_one(&b, named, jwt_setting_in_use(cfg), cfg, err, errlen);
 }
 
 int handlers_start(const struct mgate_handler *const *chain, unsigned n, const struct mgate_config *cfg,
                    char *err, size_t errlen)
 {
-    bool acl = false, http = false, rewrite = false;
+    bool acl = false, http = false, rewrite = false, jwt = false;
     for (unsigned i = 0; i < n; i++) {
         acl |= chain[i] == &mgate_acl_handler;
         http |= chain[i] == &mgate_http_handler;
         rewrite |= chain[i] == &mgate_rewrite_handler;
+        jwt |= chain[i] == &mgate_jwt_handler;
     }
-    if (start_rewrite(rewrite, cfg, err, errlen) < 0)
+    if (start_rewrite(rewrite, cfg, err, errlen) < 0 || start_jwt(jwt, cfg, err, errlen) < 0)
         return -1;
     if (http && webhook_start(cfg, err, errlen) < 0)
         return -1;
@@ -123,6 +145,8 @@ void handlers_reload(void)
         acl_reload();
     if (rewrite_started)
         rewrite_reload();
+    if (jwt_started)
+        jwt_reload();
 }
 
 void handlers_stop(void)
@@ -131,5 +155,7 @@ void handlers_stop(void)
         acl_stop();
     if (rewrite_started)
         rewrite_stop();
-    acl_started = rewrite_started = false;
+    if (jwt_started)
+        jwt_stop();
+    acl_started = rewrite_started = jwt_started = false;
 }
