@@ -43,6 +43,7 @@ set(MGATE_INTEGRATION_TESTS
   properties  90
   enhanced_auth 60
   rewrite     90
+  jwt         120
 )
 
 while(MGATE_INTEGRATION_TESTS)
