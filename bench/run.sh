@@ -23,7 +23,7 @@ top=$(dirname "$here")
 rounds=3 duration=5 warmup=1 window=200
 lat_duration=10 lat_rate=1000
 conns=9000 cr_duration=3 cr_parallel=64
-handler=noop fanout=0 smoke=0 mount=""
+handler=noop fanout=0 smoke=0 mount="" jwt_alg=RS256
 settle=1 # seconds given to a process to finish what a run started (closes, frees)
 after_close=7 # seconds from the idle clients' close to the last RSS reading (mgate trims every 5 s)
 do_workers=0 do_callgrind=0 do_syscalls=0 rotate=0
@@ -45,7 +45,9 @@ usage: bench/run.sh [options]
   --rotate             start each round with the next path (direct haproxy mgate, haproxy mgate
                        direct, ...) so that no path always runs last; default: the same order
   --fanout             every subscriber subscribes to bench/# (4x deliveries); default: one topic each
-  --handler NAME       mgate handler: noop or log (log runs with MGATE_LOG_LEVEL=off as well) ($handler)
+  --handler NAME       mgate handler: noop, log (log runs with MGATE_LOG_LEVEL=off as well) or jwt
+                       (every client, on every path, sends a token signed with --jwt-alg) ($handler)
+  --jwt-alg ALG        with --handler jwt: RS256, ES256 or EdDSA ($jwt_alg)
   --mount PREFIX       mgate with MGATE_MQTT_WITHOUT_TLS_MOUNT_POINT=PREFIX (every PUBLISH re-encoded both ways)
   --mgate PATH         the mgate binary ($mgate_bin, built if missing)
   --workers            also compare mgate with MGATE_WORKERS=1 and 2
@@ -56,8 +58,9 @@ EOF
 }
 
 bench_options run.sh "smoke=1 rounds=1 duration=0.3 warmup=0.1 lat_duration=0.5 conns=200 cr_duration=0.3 callgrind_msgs=2000 settle=0.2 after_close=0.4" \
-    "--rounds=rounds --duration=duration --lat-duration=lat_duration --conns=conns --connrate-duration=cr_duration --only=only --fanout=fanout=1 --rotate=rotate=1 --handler=handler --mount=mount --workers=do_workers=1 --callgrind=do_callgrind=1:callgrind_msgs --syscalls=do_syscalls=1" "$@"
-case $handler in noop | log) ;; *) echo "bench/run.sh: --handler is noop or log" >&2; exit 64 ;; esac
+    "--rounds=rounds --duration=duration --lat-duration=lat_duration --conns=conns --connrate-duration=cr_duration --only=only --fanout=fanout=1 --rotate=rotate=1 --handler=handler --jwt-alg=jwt_alg --mount=mount --workers=do_workers=1 --callgrind=do_callgrind=1:callgrind_msgs --syscalls=do_syscalls=1" "$@"
+case $handler in noop | log | jwt) ;; *) echo "bench/run.sh: --handler is noop, log or jwt" >&2; exit 64 ;; esac
+case $jwt_alg in RS256 | ES256 | EdDSA) ;; *) echo "bench/run.sh: --jwt-alg is RS256, ES256 or EdDSA" >&2; exit 64 ;; esac
 
 for tool in mosquitto haproxy ss awk make timeout; do
     command -v "$tool" >/dev/null || { echo "bench/run.sh: $tool is missing (apt-get install mosquitto haproxy iproute2 gawk make coreutils)" >&2; exit 1; }
@@ -161,7 +164,27 @@ start_haproxy() {
 mgate_env() { # port workers
     echo env $(unset_mgate_vars) MGATE_MQTT_WITHOUT_TLS_HOST=127.0.0.1 MGATE_MQTT_WITHOUT_TLS_PORT="$1" \
         MGATE_MQTT_WITHOUT_TLS_TARGET_HOST=127.0.0.1 MGATE_MQTT_WITHOUT_TLS_TARGET_PORT="$broker_port" \
-        MGATE_HANDLER="$handler" MGATE_LOG_LEVEL=off MGATE_WORKERS="$2" ${mount:+MGATE_MQTT_WITHOUT_TLS_MOUNT_POINT=$mount}
+        MGATE_HANDLER="$handler" MGATE_LOG_LEVEL=off MGATE_WORKERS="$2" ${mount:+MGATE_MQTT_WITHOUT_TLS_MOUNT_POINT=$mount} \
+        ${jwt_token:+MGATE_JWT_JWKS_FILE=$run/jwks.json}
+}
+
+# --handler jwt: a key, its JWKS file and one token (a day long) that every
+# client of every path sends, so the three paths get the same bytes.
+jwt_token=""
+jwt_setup() {
+    local kind
+    case $jwt_alg in RS256) kind=RSA ;; ES256) kind=EC ;; EdDSA) kind=ED25519 ;; esac
+    jwt_token=$(python3 - "$top/tests/integration" "$run" "$kind" <<'PY'
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+import jwt_tools
+key = jwt_tools.Key.generate(sys.argv[2], sys.argv[3], kid="bench")
+with open(sys.argv[2] + "/jwks.json", "w") as f:
+    json.dump(jwt_tools.jwks([key]), f)
+print(key.token({"sub": "bench", "exp": int(time.time()) + 86400}))
+PY
+    ) || { log "could not make the jwt key and token"; exit 1; }
+    log "jwt: every CONNECT carries one $jwt_alg token; mgate reads the key from $run/jwks.json"
 }
 
 spawn_mgate() { # port workers logname [wrapper...]; sets spawned_pid
@@ -198,7 +221,8 @@ pid_of() {
 }
 
 # Runs the load generator, bounded in time; prints its result line.
-loadgen() { bounded "$1" "$lg" "${@:2}"; } # seconds-bound mode args...
+# seconds-bound mode args...; with --handler jwt every CONNECT carries the token
+loadgen() { bounded "$1" "$lg" "${@:2}" ${jwt_token:+--user bench --password "$jwt_token"}; }
 
 # ---- measurements -------------------------------------------------------
 
@@ -253,7 +277,8 @@ measure_idle() { # path round
     pid=$(pid_of "$path")
     sleep "$settle"
     rss0=$(rss_kib "$pid")
-    coproc IDLE { exec timeout -k 5 300 "$lg" idle -p "$(port_of "$path")" -n "$conns" -c 256 -H 200 2>>"$run/loadgen.log"; }
+    coproc IDLE { exec timeout -k 5 300 "$lg" idle -p "$(port_of "$path")" -n "$conns" -c 256 -H 200 \
+        ${jwt_token:+--user bench --password "$jwt_token"} 2>>"$run/loadgen.log"; }
     lgpid=$IDLE_PID
     ask_idle "" 240
     ready=$reply
@@ -304,6 +329,7 @@ if ((busy_before > 10)); then
     log "warning: the machine was ${busy_before}% busy before the run; figures will be noisy"
 fi
 log "ports: broker $broker_port, haproxy $haproxy_port, mgate $mgate_port"
+[[ $handler == jwt ]] && jwt_setup
 start_broker
 start_haproxy
 start_mgate
