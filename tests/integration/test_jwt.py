@@ -924,6 +924,31 @@ def no_token_in_logs(t):
     t.eq(leaks, [], "no token's signature appears in any mgate log (one at debug)")
 
 
+def coap_bridge(t, tmp, broker, watcher, keys, jwks_file):
+    """The CoAP bridge's token= query becomes the password.  A Uri-Query option holds at most 255
+    bytes (RFC 7252), so an RS256 token does not fit there: a short EdDSA one does."""
+    from test_coap import CON, POST, Raw, code
+    from test_coap_bridge import CHANGED, answer_of, bridge, query
+    g = bridge(tmp, broker.port, MGATE_HANDLER="jwt", MGATE_JWT_JWKS_FILE=jwks_file)
+    good = tok(keys["ed1"], {"sub": "cb", "exp": now() + 300, "acl": {"pub": ["cb/%u/#"]}})
+    t.check(len("token=" + good) <= 255, f"the EdDSA token fits a Uri-Query option ({len(good)} bytes)")
+    c = Raw(g.coap)
+    r = answer_of(c, c.request(CON, POST, "ps/cb/cb/t", b"coap-jwt", opts=query(token=good, clientid="cb-1")))
+    t.check(r and r[1] == CHANGED, "CoAP POST with token=: 2.04", r)
+    msgs, found = watcher.until("cb/cb/t")
+    t.check(found and msgs[-1][1] == b"coap-jwt", "... and the broker got the message", msgs[-2:])
+    r = answer_of(c, c.request(CON, POST, "ps/cb/other/t", b"x", opts=query(token=good, clientid="cb-1")))
+    t.check(r and r[1] == code(4, 3), "a topic outside the acl claim: 4.03", r)
+    bad = remember(jt.tamper(good))
+    for what, q in (("a tampered token", query(token=bad, clientid="cb-2")), ("no token", query(clientid="cb-3"))):
+        w = Raw(g.coap)
+        r = answer_of(w, w.request(CON, POST, "ps/cb/cb/t", b"y", opts=q))
+        t.check(r and r[1] == code(4, 1), f"{what}: 4.01", r)
+        w.close()
+    c.close()
+    t.eq(g.stop(), 0, "the CoAP bridge's mgate exits 0 on SIGTERM")
+
+
 def main():
     h.need_binaries()
     t = h.Checks("jwt")
@@ -965,6 +990,7 @@ def main():
         t.case("JWKS URL down, 500, garbage, hanging, then up", url_down, t, tmp, broker, watcher, keys)
         t.case("SIGTERM while CONNECTs wait for the JWKS", shutdown_waiting, t, tmp, broker, keys)
         t.case("Cache-Control max-age", cache_control, t, tmp, broker, watcher, keys)
+        t.case("the CoAP bridge's token=", coap_bridge, t, tmp, broker, watcher, keys, jwks_file)
         t.case("bad configuration", bad_config, t, tmp, broker, keys)
         t.case("no token in the logs", no_token_in_logs, t)
         code = h.finish(t)
