@@ -146,6 +146,7 @@ static const struct key global_keys[] = {
     {"JWT_CLIENT_ID_CLAIM", V_STR, G(jwt_client_id_claim), NULL, 0, 0},
     {"JWT_ACL_CLAIM", V_STR, G(jwt_acl_claim), "acl", 0, 0},
     {"JWT_EXPIRE_SESSIONS", V_BOOL, G(jwt_expire_sessions), "true", 0, 0},
+    {"JWT_FORWARD_TOKEN", V_BOOL, G(jwt_forward_token), "true", 0, 0},
     {"JWT_JWKS_REFRESH", V_DURATION, G(jwt_jwks_refresh_ms), "5m", 1000, 86400000},
     {"JWT_JWKS_MIN_INTERVAL", V_DURATION, G(jwt_jwks_min_interval_ms), "10s", 100, 3600000},
     {"JWT_JWKS_TIMEOUT", V_DURATION, G(jwt_jwks_timeout_ms), "5s", 100, 60000},

@@ -202,6 +202,7 @@ struct mgate_config {
     char *jwt_client_id_claim;       /* MGATE_JWT_CLIENT_ID_CLAIM: "" (default) = not checked */
     char *jwt_acl_claim;             /* MGATE_JWT_ACL_CLAIM, default "acl"; "": claims ignored */
     bool jwt_expire_sessions;        /* MGATE_JWT_EXPIRE_SESSIONS, default true */
+    bool jwt_forward_token;          /* MGATE_JWT_FORWARD_TOKEN, default true: the broker gets the password as sent */
     uint32_t jwt_jwks_refresh_ms;    /* MGATE_JWT_JWKS_REFRESH, default 5 min */
     uint32_t jwt_jwks_min_interval_ms; /* MGATE_JWT_JWKS_MIN_INTERVAL, default 10 s, process-wide */
     uint32_t jwt_jwks_timeout_ms;    /* MGATE_JWT_JWKS_TIMEOUT, default 5 s */

@@ -59,3 +59,28 @@ bool utf8_valid(const uint8_t *p, size_t len, bool allow_nul)
     }
     return true;
 }
+
+/* The code point of a well-formed sequence of n bytes. */
+static uint32_t code_point(const uint8_t *p, size_t n)
+{
+    uint32_t c = n == 1 ? p[0] : p[0] & (0x7Fu >> n);
+    for (size_t i = 1; i < n; i++)
+        c = c << 6 | (p[i] & 0x3Fu);
+    return c;
+}
+
+static bool unwelcome(uint32_t c)
+{
+    return c < 0x20 || (c >= 0x7F && c <= 0x9F) || (c >= 0xFDD0 && c <= 0xFDEF) || (c & 0xFFFE) == 0xFFFE;
+}
+
+bool utf8_mqtt_name(const uint8_t *p, size_t len)
+{
+    for (size_t i = 0; i < len;) {
+        size_t n = p[i] < 0x80 ? 1 : seq_len(p + i, len - i);
+        if (n == 0 || unwelcome(code_point(p + i, n)))
+            return false;
+        i += n;
+    }
+    return true;
+}

@@ -26,6 +26,7 @@
 #include "core/log.h"
 #include "core/loop.h"
 #include "core/metrics.h"
+#include "core/utf8.h"
 #include "handlers/handlers.h"
 #include "handlers/jwt_handler.h"
 #include "session/session.h"
@@ -37,7 +38,7 @@ static struct {
     uint32_t algs; /* JWT_ALG_BIT mask */
     char *issuer, *audience, *username_claim, *client_id_claim, *acl_claim;
     uint32_t leeway_s, wait_ms;
-    bool require_exp, token_from_username, username_set, expire_sessions;
+    bool require_exp, token_from_username, username_set, expire_sessions, forward_token;
 } jc;
 
 static bool bytes_eq(mgate_bytes b, const char *s, size_t len)
@@ -89,8 +90,8 @@ static enum jwt_result identity(mgate_session *s, struct mgate_connect_req *req,
         return JWT_OK;
     size_t len;
     const char *c = jwt_claim_string(t, jc.username_claim, &len);
-    if (!c || !len || len > UINT16_MAX)
-        return JWT_IDENTITY;
+    if (!c || !len || len > UINT16_MAX || !utf8_mqtt_name((const uint8_t *)c, len))
+        return JWT_IDENTITY; /* a name the broker would refuse (a control character) is no identity */
     bool sent = !jc.token_from_username && req->has_username && req->username.len;
     if (sent && !jc.username_set)
         return bytes_eq(req->username, c, len) ? JWT_OK : JWT_IDENTITY;
@@ -157,6 +158,8 @@ static enum jwt_result accept_claims(mgate_session *s, struct mgate_connect_req 
         return r;
     if (jc.expire_sessions && exp)
         mgate_session_expire_at(s, exp + jc.leeway_s);
+    if (!jc.forward_token && !jc.token_from_username)
+        req->has_password = false; /* verified here: the broker never holds a live bearer token */
     METRIC_INC(loop_metrics(session_loop(s))->jwt_verified);
     return JWT_OK;
 }
@@ -305,7 +308,7 @@ static int check_settings(const struct mgate_config *c, char *err, size_t errlen
              errlen) < 0 ||
         pick("MGATE_JWT_USERNAME", c->jwt_username, "match", "set", &jc.username_set, err, errlen) < 0)
         return -1;
-    if (jc.token_from_username && !jc.username_set && *c->jwt_username_claim) {
+    if (jc.token_from_username && !jc.username_set && strcmp(c->jwt_username_claim, "none") != 0) {
         snprintf(err, errlen, "MGATE_JWT_USERNAME: \"match\" cannot work with MGATE_JWT_TOKEN_FROM=username (the "
                               "username is the token): set MGATE_JWT_USERNAME=set to make the claim the username");
         return -1;
@@ -336,9 +339,11 @@ static int jc_copy(const struct mgate_config *c)
 {
     jc.issuer = strdup(c->jwt_issuer);
     jc.audience = strdup(c->jwt_audience);
-    jc.username_claim = strdup(c->jwt_username_claim);
+    /* "none" turns a check off: an empty value is the default, as for every variable */
+    jc.username_claim = strdup(strcmp(c->jwt_username_claim, "none") ? c->jwt_username_claim : "");
     jc.client_id_claim = strdup(c->jwt_client_id_claim);
-    jc.acl_claim = strdup(c->jwt_acl_claim);
+    jc.acl_claim = strdup(strcmp(c->jwt_acl_claim, "none") ? c->jwt_acl_claim : "");
+    jc.forward_token = c->jwt_forward_token;
     jc.leeway_s = c->jwt_leeway_ms / 1000u;
     jc.wait_ms = c->jwt_jwks_timeout_ms;
     jc.require_exp = c->jwt_require_exp;

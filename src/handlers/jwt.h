@@ -33,7 +33,9 @@
 #define JWT_KID_MAX 255     /* a longer kid is refused (token) or skipped (JWKS) */
 #define JWT_SIG_MAX 1024    /* RSA 8192 */
 #define JWT_MIN_RSA_BITS 2048
-#define JWT_MIN_SECRET 32   /* bytes: RFC 7518 3.2 wants at least the hash's size */
+#define JWT_MIN_SECRET 32   /* bytes: RFC 7518 3.2 wants at least the hash's size (HS384 48, HS512 64) */
+#define JWT_MAX_TRIES 4     /* signature checks per token at most: a token without a kid is no
+                               lever to make mgate try every key of a large set */
 
 enum jwt_alg {
     JWT_ALG_INVALID = 0, /* "none", unknown, or absent */
@@ -77,12 +79,15 @@ struct jwt_keyset {
  * A JWKS document ({"keys": [...]}, RFC 7517) appended to ks.  Keys mgate
  * cannot or must not use are skipped and counted in *skipped: "use" other
  * than "sig", a kty/crv/alg it does not know, an RSA modulus under
- * JWT_MIN_RSA_BITS, an "oct" key (a published key set never holds a
- * secret), a kid over JWT_KID_MAX.  Returns 0, or -1 with the reason in err
- * (not JSON or not that shape, duplicate keys, a key of a known type whose
- * parameters are malformed (bad base64url, a point not on the curve), two
- * usable keys with one kid, more than JWT_MAX_KEYS, no usable key at all);
- * ks is unchanged then.  Parsed strictly, as the webhook's answers are.
+ * JWT_MIN_RSA_BITS or over RSA 8192, an "oct" key (a published key set
+ * never holds a secret), a kid over JWT_KID_MAX; and so are keys that are
+ * malformed (bad base64url, a point not on the curve), a second key with a
+ * kid already taken (the first is kept), and those past JWT_MAX_KEYS: one
+ * bad key must not keep a rotation out, and a document with no usable key
+ * at all is a valid answer (an identity provider revoking every key).
+ * Returns 0 (err then holds the first malformed key's reason, or ""), or -1
+ * with the reason in err when the document is not JSON or not that shape
+ * (ks unchanged).  Parsed strictly, as the webhook's answers are.
  */
 int jwt_jwks_parse(const uint8_t *json, size_t len, struct jwt_keyset *ks, unsigned *skipped, char *err,
                    size_t errlen);
@@ -140,7 +145,8 @@ struct jwt_token {
 enum jwt_result jwt_parse(const uint8_t *token, size_t len, struct jwt_token *t);
 /* The signature against ks: the key with the token's kid, or, when the
  * token names none, each key of the alg's type (a key's own "alg" must
- * agree).  `allowed` is a JWT_ALG_BIT mask.  JWT_BAD_ALG when alg is not
+ * agree; keys without a kid, from PEM files and the secret, fit any kid),
+ * at most JWT_MAX_TRIES of them.  `allowed` is a JWT_ALG_BIT mask.  JWT_BAD_ALG when alg is not
  * allowed; JWT_UNKNOWN_KID when no key fits; JWT_BAD_SIGNATURE. */
 enum jwt_result jwt_verify(const struct jwt_token *t, const struct jwt_keyset *ks, uint32_t allowed);
 void jwt_token_free(struct jwt_token *t);

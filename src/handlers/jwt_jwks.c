@@ -140,15 +140,22 @@ static int add_doc(struct jwt_keyset *ks, const uint8_t *doc, size_t len, char *
 {
     struct jwt_keyset got = {0};
     unsigned skipped = 0, dups = 0;
-    if (jwt_jwks_parse(doc, len, &got, &skipped, err, errlen) < 0)
+    char fault[200];
+    if (jwt_jwks_parse(doc, len, &got, &skipped, fault, sizeof(fault)) < 0) {
+        snprintf(err, errlen, "%s", fault);
         return -1;
+    }
     int rc = keyset_add_copies(ks, &got, &dups);
-    jwt_keyset_free(&got);
     if (rc < 0)
         snprintf(err, errlen, "out of memory");
+    else if (!got.n) /* a revocation is a valid answer: every key it held is gone */
+        log_msgf(LOGL_WARN, "jwt: %s has no usable key (%u skipped%s%s): tokens are checked with the file keys only",
+                 cfg.url, skipped, *fault ? "; first fault: " : "", fault);
     else if (skipped || dups)
-        log_msgf(LOGL_INFO, "jwt: %s: %u keys skipped (not for signatures, or of a kind mgate does not use), "
-                 "%u left out for a kid a file key has", cfg.url, skipped, dups);
+        log_msgf(LOGL_INFO, "jwt: %s: %u keys skipped (malformed, not for signatures, or of a kind mgate does "
+                 "not use%s%s), %u left out for a kid a file key has", cfg.url, skipped,
+                 *fault ? "; first fault: " : "", fault, dups);
+    jwt_keyset_free(&got);
     return rc;
 }
 
@@ -216,10 +223,17 @@ static int load_jwks_file(struct jwt_keyset *ks, char *why, size_t whylen)
     if (read_whole(cfg.jwks_file, &doc, &len, why, whylen) < 0)
         return -1;
     char reason[256];
+    unsigned before = ks->n;
     int rc = jwt_jwks_parse(doc, len, ks, &skipped, reason, sizeof(reason));
     free(doc);
     if (rc < 0)
         snprintf(why, whylen, "%s: %s", cfg.jwks_file, reason);
+    else if (ks->n == before) { /* an operator's file with nothing usable is a mistake, not a revocation */
+        snprintf(why, whylen, "%s: no usable key (%u skipped%s%s)", cfg.jwks_file, skipped,
+                 *reason ? "; first fault: " : "", reason);
+        rc = -1;
+    } else if (*reason)
+        log_msgf(LOGL_WARN, "jwt: %s: %u keys skipped; first fault: %s", cfg.jwks_file, skipped, reason);
     return rc;
 }
 

@@ -218,8 +218,13 @@ static bool alg_fits(enum jwt_alg a, enum jwt_kty kty, int curve)
     }
 }
 
+/* RFC 7518 3.2: an HMAC key at least as long as the hash. */
+static size_t hmac_min_key(enum jwt_alg a) { return a == JWT_HS512 ? 64 : a == JWT_HS384 ? 48 : 32; }
+
 bool jwt_key_fits(const struct jwt_key *k, enum jwt_alg a)
 {
+    if (k->kty == JWT_KTY_OCT && k->secret_len < hmac_min_key(a))
+        return false;
     return alg_fits(a, k->kty, k->curve) && (k->alg == JWT_ALG_INVALID || k->alg == a);
 }
 
@@ -280,29 +285,34 @@ static bool kid_taken(const struct jwt_keyset *a, const struct jwt_keyset *b, co
     return false;
 }
 
-/* Each JWK of keys into out; -1 with err. */
+/* Each JWK of keys into out.  A key that is malformed, a second one with
+ * a kid already taken and those past JWT_MAX_KEYS are skipped like keys of
+ * a kind mgate does not use, the first such fault kept in err: one bad key
+ * must not keep a rotated set (or an emptied one, a revocation) out.
+ * -1 only when out of memory. */
 static int jwks_keys(const json_t *keys, const struct jwt_keyset *ks, struct jwt_keyset *out, unsigned *skipped,
                      char *err, size_t errlen)
 {
     for (size_t i = 0; i < json_array_size(keys); i++) {
-        struct jwk_ctx c = {.o = json_array_get(keys, i), .index = (unsigned)i, .err = err, .errlen = errlen};
+        char why[200];
+        struct jwk_ctx c = {.o = json_array_get(keys, i), .index = (unsigned)i, .err = why, .errlen = sizeof(why)};
         struct jwt_key k = {0};
         enum jwk_outcome r = jwk_parse(&c, &k);
         if (r == JWK_USE && kid_taken(ks, out, &k))
-            r = jwk_fail(&c, "a second key with this \"kid\"");
+            r = jwk_fail(&c, "a second key with this \"kid\" (the first is kept)");
         if (r == JWK_USE && ks->n + out->n >= JWT_MAX_KEYS)
-            r = jwk_fail(&c, "more than " "64" " usable keys");
-        if (r == JWK_USE && keyset_push(out, &k) < 0)
-            r = jwk_fail(&c, "out of memory");
-        if (r != JWK_USE)
+            r = jwk_fail(&c, "past " "64" " usable keys");
+        if (r == JWK_USE && keyset_push(out, &k) < 0) {
             key_free(&k);
-        if (r == JWK_ERROR)
+            snprintf(err, errlen, "out of memory");
             return -1;
-        *skipped += r == JWK_SKIP;
-    }
-    if (!out->n) {
-        snprintf(err, errlen, "no usable key");
-        return -1;
+        }
+        if (r == JWK_USE)
+            continue;
+        key_free(&k);
+        if (r == JWK_ERROR && !*err)
+            snprintf(err, errlen, "%s", why);
+        ++*skipped;
     }
     return 0;
 }
@@ -318,6 +328,7 @@ int jwt_jwks_parse(const uint8_t *json, size_t len, struct jwt_keyset *ks, unsig
     struct jwt_keyset got = {0};
     unsigned skips = 0;
     int rc = -1;
+    *err = '\0';
     if (!root)
         snprintf(err, errlen, "not JSON: %s (line %d)", jerr.text, jerr.line);
     else if (!json_is_object(root) || !json_is_array(keys))
@@ -471,8 +482,8 @@ int jwt_secret_load(const char *path, struct jwt_keyset *ks, char *err, size_t e
     const char *why;
     size_t len;
     uint8_t *buf = read_secret(path, &len, &why);
-    if (buf && len && buf[len - 1] == '\n')
-        len--;
+    size_t nl = buf && len && buf[len - 1] == '\n' ? (len > 1 && buf[len - 2] == '\r' ? 2 : 1) : 0;
+    len -= nl; /* one line ending, as an editor leaves it: not part of the secret */
     struct jwt_key k = {.kty = JWT_KTY_OCT, .secret = buf, .secret_len = len};
     if (buf && len < JWT_MIN_SECRET)
         why = "shorter than 32 bytes";
@@ -481,7 +492,7 @@ int jwt_secret_load(const char *path, struct jwt_keyset *ks, char *err, size_t e
     else if (buf && keyset_push(ks, &k) == 0)
         return 0;
     if (buf)
-        OPENSSL_clear_free(buf, len + 1); /* the secret and the newline dropped */
+        OPENSSL_clear_free(buf, JWT_SECRET_FILE_MAX + 1); /* all read_secret took */
     snprintf(err, errlen, "%s: %s", path, why);
     return -1;
 }

@@ -222,32 +222,40 @@ static bool verify_hmac(const struct jwt_token *t, const struct jwt_key *k)
 /* Whether k may be tried for t: it fits the alg, and when the token names a
  * kid, the key has that kid or none (a PEM key or the secret, which cannot
  * disagree). */
-static bool key_candidate(const struct jwt_token *t, const struct jwt_key *k)
+/* Pass 0: the key the token's kid names (or, without a kid, every key
+ * that fits); pass 1: keys without a kid (PEM, the secret) for a token
+ * that names one.  The named key is tried first, so keys without a kid
+ * cannot use up the tries before it. */
+static bool key_candidate(const struct jwt_token *t, const struct jwt_key *k, int pass)
 {
     if (!jwt_key_fits(k, t->alg))
         return false;
-    return !t->has_kid || !k->has_kid || strcmp(k->kid, t->kid) == 0;
+    if (pass == 0)
+        return !t->has_kid || (k->has_kid && strcmp(k->kid, t->kid) == 0);
+    return t->has_kid && !k->has_kid;
 }
 
 enum jwt_result jwt_verify(const struct jwt_token *t, const struct jwt_keyset *ks, uint32_t allowed)
 {
     if (t->alg <= JWT_ALG_INVALID || t->alg >= JWT_ALG_COUNT || !(allowed & JWT_ALG_BIT(t->alg)))
         return JWT_BAD_ALG;
-    bool tried = false, named = false;
-    for (unsigned i = 0; i < ks->n; i++) {
-        const struct jwt_key *k = &ks->v[i];
-        if (!key_candidate(t, k))
-            continue;
-        tried = true;
-        named |= t->has_kid && k->has_kid;
-        if (k->kty == JWT_KTY_OCT ? verify_hmac(t, k) : verify_pkey(t, k->pkey))
-            return JWT_OK;
-    }
+    bool named = false;
+    unsigned tries = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (unsigned i = 0; i < ks->n && tries < JWT_MAX_TRIES; i++) {
+            const struct jwt_key *k = &ks->v[i];
+            if (!key_candidate(t, k, pass))
+                continue;
+            tries++;
+            named |= t->has_kid && k->has_kid;
+            if (k->kty == JWT_KTY_OCT ? verify_hmac(t, k) : verify_pkey(t, k->pkey))
+                return JWT_OK;
+        }
     ERR_clear_error(); /* a failed check's reasons: this thread's queue would only grow */
     /* A kid that no key carries stays unknown even when keys without a kid
      * (PEM, the secret) were tried and failed: that is what makes the
      * handler fetch the key set again (a rotation), not "bad signature". */
     if (t->has_kid && !named)
         return JWT_UNKNOWN_KID;
-    return tried ? JWT_BAD_SIGNATURE : JWT_UNKNOWN_KID;
+    return tries ? JWT_BAD_SIGNATURE : JWT_UNKNOWN_KID;
 }

@@ -646,6 +646,13 @@ def other_claims(t, tmp, broker, watcher, keys, jwks_file):
     refused(t, g, broker, "USERNAME_CLAIM=preferred_username: a token with only sub", tok(rs, claims(sub="h")),
             "identity")
     stopped(t, g)
+    # "none" turns each off (an empty value means the default, as for every variable)
+    g = gate(tmp, broker, MGATE_JWT_JWKS_FILE=jwks_file, MGATE_JWT_USERNAME_CLAIM="none", MGATE_JWT_ACL_CLAIM="none")
+    c = login(g.port, 5, tok(rs, claims(sub="alice", acl={"pub": ["only/this"]})), cid=uid("none"), user="bob")
+    t.check(c.publish_wait("bob/x", b"n", 1, 1) < 0x80,
+            "USERNAME_CLAIM=none, ACL_CLAIM=none: bob with alice's token gets in, and the acl claim is not read")
+    c.close()
+    stopped(t, g)
 
 
 def sighup(t, tmp, broker, watcher, keys):
@@ -868,6 +875,66 @@ def cache_control(t, tmp, broker, watcher, keys):
         srv.stop()
 
 
+def revocation(t, tmp, broker, watcher, keys):
+    """The identity provider empties its JWKS (revoking every key), then rotates to a set with a
+    malformed key beside the new one: the old token is refused after the next refresh, and one
+    bad key does not keep the new one out (the attack round's finding: both were kept out)."""
+    srv = JwksServer(jt.jwks([keys["rs1"]]), max_age=1)
+    try:
+        g = gate(tmp, broker, MGATE_JWT_JWKS_URL=srv.url, MGATE_JWT_JWKS_MIN_INTERVAL="1s")
+        old = tok(keys["rs1"])
+        gets_in(t, g, watcher, "revocation: rs1 while published", old)
+        srv.set(doc={"keys": []})
+        gone = h.wait_until(lambda: connack(g.port, 5, uid("rv"), None, old) != 0, 6.0, 0.3)
+        t.check(gone, "an emptied JWKS revokes rs1: its token is refused after the refresh")
+        bad_ec = dict(keys["ec1"].jwk(), kid="broken")
+        bad_ec["y"] = bad_ec["x"]  # a point that is not on the curve
+        srv.set(doc={"keys": [bad_ec, keys["rs2"].jwk()]})
+        new = tok(keys["rs2"])
+        back = h.wait_until(lambda: connack(g.port, 5, uid("rv2"), None, new) == 0, 6.0, 0.3)
+        t.check(back, "a rotation to [malformed key, rs2]: rs2 gets in (the malformed key is skipped)")
+        t.check(g.log.search(r"first fault: keys\[0\]") is not None, "... and the skipped key is logged")
+        t.check(connack(g.port, 5, uid("rv3"), None, old) != 0, "... while rs1 stays refused")
+        stopped(t, g)
+    finally:
+        srv.stop()
+
+
+def what_the_broker_gets(t, tmp, broker, keys, jwks_file):
+    """MGATE_JWT_FORWARD_TOKEN: by default the broker gets the CONNECT's password (the token) as
+    sent; false takes it out once verified.  A username claim no broker takes (a control
+    character) is refused as identity, not handed on to be dropped by the broker (0x88)."""
+    import fake_broker as fb
+    token = tok(keys["rs1"], claims(sub="fwd"))
+    for forward in ("true", "false"):
+        broker_side = fb.FakeBroker()
+        g = gate(tmp, broker_side, admin=False, MGATE_JWT_JWKS_FILE=jwks_file, MGATE_JWT_FORWARD_TOKEN=forward)
+        got = {}
+        th = threading.Thread(target=lambda: got.update(rc=connack(g.port, 4, uid("fwd"), "fwd", token)))
+        th.start()
+        peer = broker_side.accept()
+        pkt = peer.read_raw() if peer else b""
+        if peer:
+            peer.send(b"\x20\x02\x00\x00")  # a 3.1.1 CONNACK, accepted
+        th.join(10)
+        t.eq(got.get("rc"), 0, f"FORWARD_TOKEN={forward}: the client gets in")
+        has = token.encode() in pkt
+        t.check(has == (forward == "true"), f"FORWARD_TOKEN={forward}: the token {'is' if has else 'is not'} in the "
+                f"broker's CONNECT", pkt[:40])
+        if forward == "false":
+            t.check(len(pkt) > 9 and not pkt[9] & 0x40 and pkt[9] & 0x80,
+                    "... its password flag is off, its username flag on", pkt[:12])
+        if peer:
+            peer.close()
+        broker_side.close()
+        stopped(t, g)
+    g = gate(tmp, broker, admin=False, MGATE_JWT_JWKS_FILE=jwks_file)
+    refused(t, g, broker, "a sub with a control character (U+0001)", tok(keys["rs1"], claims(sub="a\u0001b")),
+            "identity")
+    refused(t, g, broker, "a sub with a noncharacter (U+FFFF)", tok(keys["rs1"], claims(sub="a\uffffb")), "identity")
+    stopped(t, g)
+
+
 def bad_config(t, tmp, broker, keys):
     short = os.path.join(tmp, "short-secret")
     with open(short, "w") as f:
@@ -990,6 +1057,9 @@ def main():
         t.case("JWKS URL down, 500, garbage, hanging, then up", url_down, t, tmp, broker, watcher, keys)
         t.case("SIGTERM while CONNECTs wait for the JWKS", shutdown_waiting, t, tmp, broker, keys)
         t.case("Cache-Control max-age", cache_control, t, tmp, broker, watcher, keys)
+        t.case("revocation and a rotation with a malformed key", revocation, t, tmp, broker, watcher, keys)
+        t.case("what the broker gets: the token, a username claim", what_the_broker_gets, t, tmp, broker, keys,
+               jwks_file)
         t.case("the CoAP bridge's token=", coap_bridge, t, tmp, broker, watcher, keys, jwks_file)
         t.case("bad configuration", bad_config, t, tmp, broker, keys)
         t.case("no token in the logs", no_token_in_logs, t)

@@ -17,7 +17,7 @@
 #include "handlers/jwt.h"
 
 #define ALL_ALGS ((JWT_ALG_BIT(JWT_ALG_COUNT) - 1) & ~JWT_ALG_BIT(JWT_ALG_INVALID))
-#define SECRET "0123456789abcdef0123456789abcdef-secret"
+#define SECRET "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef-secret" /* HS512: >= 64 */
 
 struct keys {
     EVP_PKEY *rsa, *p256, *p384, *ed, *rsa1024;
@@ -230,7 +230,7 @@ static void full_keyset(const struct keys *k, struct jwt_keyset *ks)
     CHECK_EQ_INT(ks->n, 4);
     free(a), free(b), free(c), free(d), free(doc);
     char *path = path_of("secret");
-    check_write_file(path, SECRET "\n");
+    check_write_file(path, SECRET "\r\n"); /* a line ending, CRLF too, is not part of the secret */
     CHECK_EQ_INT(jwt_secret_load(path, ks, err, sizeof(err)), 0);
     CHECK_EQ_INT(ks->v[ks->n - 1].secret_len, strlen(SECRET));
     free(path);
@@ -356,6 +356,34 @@ static void test_kids(const struct keys *k, const struct jwt_keyset *ks)
     jwt_keyset_free(&one);
 }
 
+/* At most JWT_MAX_TRIES signature checks per token; the key a kid names
+ * is tried before keys without one. */
+static void test_tries(void)
+{
+    enum { N = JWT_MAX_TRIES + 2 };
+    EVP_PKEY *ed[N];
+    struct jwt_keyset ks = {0};
+    char *doc = fmt("%s", "{\"keys\":["), *named = NULL;
+    for (int i = 0; i < N; i++) {
+        ed[i] = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+        char *one = jwk(ed[i], i == N - 1 ? "last" : NULL, ""), *more = fmt("%s%s%s", doc, i ? "," : "", one);
+        free(one), free(doc);
+        doc = more;
+    }
+    named = fmt("%s]}", doc);
+    unsigned skipped;
+    char err[200];
+    CHECK_EQ_INT(load_jwks(&ks, named, &skipped, err), 0);
+    CHECK_EQ_INT(ks.n, N);
+    CHECK_EQ_INT(check_free(token("EdDSA", ed[0], NULL, "{}"), &ks), JWT_OK);
+    CHECK_EQ_INT(check_free(token("EdDSA", ed[N - 2], NULL, "{}"), &ks), JWT_BAD_SIGNATURE); /* past the tries */
+    CHECK_EQ_INT(check_free(token("EdDSA", ed[N - 1], "last", "{}"), &ks), JWT_OK); /* named: tried first */
+    for (int i = 0; i < N; i++)
+        EVP_PKEY_free(ed[i]);
+    free(doc), free(named);
+    jwt_keyset_free(&ks);
+}
+
 static void test_jwks_rules(const struct keys *k)
 {
     struct jwt_keyset ks = {0};
@@ -370,26 +398,38 @@ static void test_jwks_rules(const struct keys *k)
     CHECK_EQ_INT(ks.n, 1);
     CHECK_EQ_INT(skipped, 6);
     free(doc);
-    /* errors leave ks as it was */
+    /* A malformed key, a repeated kid, keys past JWT_MAX_KEYS are skipped,
+     * the first fault said in err: one bad key must not keep a rotation out. */
     char *dup = fmt("{\"keys\":[%s,%s]}", good, good);
-    CHECK_EQ_INT(load_jwks(&ks, dup, &skipped, err), -1);
+    jwt_keyset_free(&ks);
+    CHECK_EQ_INT(load_jwks(&ks, dup, &skipped, err), 0);
     CHECK(strstr(err, "kid") != NULL);
     CHECK_EQ_INT(ks.n, 1);
+    CHECK_EQ_INT(skipped, 1);
     jwt_keyset_free(&ks);
-    CHECK_EQ_INT(load_jwks(&ks, dup, &skipped, err), -1);
     CHECK_EQ_INT(load_jwks(&ks, "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"A+A\",\"y\":\"AA\"}]}",
-                           &skipped, err), -1);
+                           &skipped, err), 0);
+    CHECK_EQ_INT(ks.n, 0);
+    CHECK(strstr(err, "keys[0]") != NULL);
     char *off = strdup(good), *y = strstr(off, "\"y\":\"") + 5;
     flip(y, 5);
-    char *offdoc = fmt("{\"keys\":[%s]}", off);
-    CHECK_EQ_INT(load_jwks(&ks, offdoc, &skipped, err), -1);
+    char *after = jwk(k->ed, "after", "");
+    char *offdoc = fmt("{\"keys\":[%s,%s]}", off, after);
+    free(after);
+    CHECK_EQ_INT(load_jwks(&ks, offdoc, &skipped, err), 0);
     CHECK(strstr(err, "curve") != NULL);
+    CHECK_EQ_INT(ks.n, 1); /* the good key after the bad one is taken */
+    jwt_keyset_free(&ks);
+    CHECK_EQ_INT(load_jwks(&ks, "{\"keys\":[]}", &skipped, err), 0); /* every key revoked */
+    CHECK_EQ_INT(ks.n, 0);
+    CHECK_EQ_INT(*err, 0);
+    /* the document itself must be a JWKS: ks unchanged */
     CHECK_EQ_INT(load_jwks(&ks, "not json", &skipped, err), -1);
     CHECK_EQ_INT(load_jwks(&ks, "{\"keys\":{}}", &skipped, err), -1);
     CHECK_EQ_INT(load_jwks(&ks, "{\"keys\":[],\"keys\":[]}", &skipped, err), -1);
-    CHECK_EQ_INT(load_jwks(&ks, "{\"keys\":[]}", &skipped, err), -1); /* no usable key */
     CHECK_EQ_INT(load_jwks(&ks, small, &skipped, err), -1);
-    /* more than JWT_MAX_KEYS usable keys */
+    CHECK_EQ_INT(ks.n, 0);
+    /* more than JWT_MAX_KEYS usable keys: the first JWT_MAX_KEYS are kept */
     size_t cap = 100000, used = 0;
     char *many = malloc(cap);
     used += (size_t)snprintf(many, cap, "{\"keys\":[");
@@ -401,8 +441,9 @@ static void test_jwks_rules(const struct keys *k)
         free(one);
     }
     snprintf(many + used, cap - used, "]}");
-    CHECK_EQ_INT(load_jwks(&ks, many, &skipped, err), -1);
-    CHECK_EQ_INT(ks.n, 0);
+    CHECK_EQ_INT(load_jwks(&ks, many, &skipped, err), 0);
+    CHECK_EQ_INT(ks.n, JWT_MAX_KEYS);
+    jwt_keyset_free(&ks);
     free(many), free(good), free(enc), free(small), free(other_alg), free(dup), free(off), free(offdoc);
 }
 
@@ -468,6 +509,15 @@ static void test_pem_and_secret(const struct keys *k)
     write_pem("small.pem", k->rsa1024, false, NULL);
     path = path_of("small.pem");
     CHECK_EQ_INT(jwt_pem_load(path, &ks, err, sizeof(err)), -1);
+    free(path);
+    /* RFC 7518 3.2: 40 bytes are enough for HS256, not for HS384 and HS512 */
+    struct jwt_keyset hs = {0};
+    path = path_of("forty");
+    check_write_file(path, "0123456789012345678901234567890123456789");
+    CHECK_EQ_INT(jwt_secret_load(path, &hs, err, sizeof(err)), 0);
+    CHECK(jwt_key_fits(&hs.v[0], JWT_HS256));
+    CHECK(!jwt_key_fits(&hs.v[0], JWT_HS384) && !jwt_key_fits(&hs.v[0], JWT_HS512));
+    jwt_keyset_free(&hs);
     free(path);
     path = path_of("short");
     check_write_file(path, "only thirty-one bytes of secret\n");
@@ -699,6 +749,7 @@ int main(void)
     test_bad_signatures(&k, &ks);
     test_none_and_confusion(&k, &ks);
     test_kids(&k, &ks);
+    test_tries();
     test_jwks_rules(&k);
     test_pem_and_secret(&k);
     test_parse_strict(&k);
