@@ -102,5 +102,9 @@ bool tunnel_stream_done(const struct tunnel_stream *st);
 /* Reset (by either side): nothing more happens; the runtime frees it. */
 bool tunnel_stream_reset(const struct tunnel_stream *st);
 void tunnel_stream_get_stats(const struct tunnel_stream *st, struct tunnel_stream_stats *out);
+/* Added: no frame of ours waits to go (an RST, an ACK due now or delayed).
+ * A done or reset stream that is not flushed still owes the peer its final
+ * ACK or its RST: the runtime may pump it once more before freeing it. */
+bool tunnel_stream_flushed(const struct tunnel_stream *st);
 
 #endif
