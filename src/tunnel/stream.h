@@ -49,6 +49,10 @@ struct tunnel_stream_cfg {
     uint32_t give_up_ms;   /* default 60000 */
 };
 
+/* Any callback may be called from inside any tunnel_stream_* call.  A
+ * callback must neither free the stream (the runtime frees it after
+ * checking done / reset, outside the stream's calls) nor call into it; a
+ * frame's payload is only valid during send (copy it to publish it). */
 struct tunnel_stream_io {
     /* Publish f to the peer (QoS 1).  false: not now (MQTT output full, or
      * no connection): the stream sends it later (tunnel_stream_pump). */

@@ -180,6 +180,9 @@ static void drive_stream(const uint8_t *data, size_t size)
         fail("the counters disagree with the callbacks");
     if (tunnel_stream_done(x.st) && (x.resets || x.shutdowns != 1 || !x.eof))
         fail("done without both FINs");
+    tunnel_stream_pump(x.st, now);
+    if (tunnel_stream_reset(x.st) && !x.refuse_send && !tunnel_stream_flushed(x.st))
+        fail("a reset stream whose RST could go still holds it");
     tunnel_stream_free(x.st);
 }
 
