@@ -789,6 +789,7 @@ static void test_open_malformed(void)
     CHECK_EQ_STR(tunnel_open_result_name(TUNNEL_OPEN_MALFORMED), "malformed");
     CHECK_EQ_STR(tunnel_open_result_name(TUNNEL_OPEN_BAD_MAC), "bad_mac");
     CHECK_EQ_STR(tunnel_open_result_name(TUNNEL_OPEN_STALE), "stale");
+    CHECK_EQ_STR(tunnel_open_result_name((enum tunnel_open_result)99), "unknown");
 }
 
 int main(void)
