@@ -274,7 +274,11 @@ static void on_readable(struct conn *c)
             return;
         }
     }
-    if (n == 0)
+    if (n == 0 && c->on_eof) {
+        c->read_paused = true; /* the owner never resumes an ended input */
+        update_events(c);
+        c->on_eof(c);
+    } else if (n == 0)
         fail(c, 0);
     else if (errno != EAGAIN && errno != EINTR)
         fail(c, errno);
