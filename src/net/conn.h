@@ -112,6 +112,8 @@ struct conn {
      * for good and writing goes on until the owner closes.  NULL: EOF ends
      * the connection (on_close with 0). */
     void (*on_eof)(struct conn *c);
+    bool eof_pending; /* on_eof: the peer's FIN is in c->in's wake, told once it is consumed */
+    bool eof_told;
 };
 
 /* Wrap an accepted socket (already non-blocking). */

@@ -29,6 +29,7 @@
 #define TOMBS 256   /* ended streams remembered, to answer their late frames */
 #define OPEN_WAIT_MS 30000 /* the local side's wait for TF_ACCEPT */
 #define REFUSE_LOG_BURST 10
+#define FLUSH_WAIT_MS 10000 /* an ended stream's time to send its last frame */
 
 struct rstream {
     struct rel *r;
@@ -38,6 +39,7 @@ struct rstream {
     struct conn *c;       /* NULL once the TCP side is gone */
     struct loop_timer timer;
     uint64_t open_deadline; /* local side, until accepted */
+    uint64_t over_at;       /* when it was found done or reset */
     struct tunnel_stream_stats seen; /* what the counters took already */
     char peer[TUNNEL_MAX_TOPIC + 1]; /* the peer's data topic; "" until ACCEPT (local side) */
     uint16_t port;
@@ -162,6 +164,25 @@ static void stream_free(struct rstream *s)
 
 static void on_stream_timer(struct loop *l, struct loop_timer *tm);
 
+/* Over (done or reset): freed once its last frame (a final ACK, an RST)
+ * went, or after FLUSH_WAIT_MS without a connection to send it on. */
+static bool over(struct rstream *s, uint64_t now, uint64_t *when)
+{
+    if (!tunnel_stream_reset(s->st) && !(tunnel_stream_done(s->st) && !s->shut_pending))
+        return false;
+    if (!s->over_at)
+        s->over_at = now;
+    if (!tunnel_stream_flushed(s->st)) {
+        tunnel_stream_pump(s->st, now);
+        *when = tunnel_stream_poll(s->st, now);
+    }
+    if (tunnel_stream_flushed(s->st) || now - s->over_at >= FLUSH_WAIT_MS)
+        return true;
+    if (!*when || *when > s->over_at + FLUSH_WAIT_MS)
+        *when = s->over_at + FLUSH_WAIT_MS;
+    return false;
+}
+
 /* After every call into the stream: its timers, and its end. */
 static void settle(struct rstream *s)
 {
@@ -169,7 +190,7 @@ static void settle(struct rstream *s)
     if (s->local && !s->accepted && now >= s->open_deadline)
         tunnel_stream_abort(s->st, "no answer to the open", now);
     uint64_t when = tunnel_stream_poll(s->st, now);
-    if (tunnel_stream_reset(s->st) || (tunnel_stream_done(s->st) && !s->shut_pending)) {
+    if (over(s, now, &when)) {
         stream_free(s);
         return;
     }
@@ -278,6 +299,8 @@ static void tcp_connected(struct conn *c)
 static void tcp_closed(struct conn *c, int err)
 {
     struct rstream *s = c->owner;
+    log_msgf(LOGL_DEBUG, "tunnel: stream %016llx: TCP closed (%s)", (unsigned long long)s->id,
+             err ? strerror(err) : s->eof ? "after EOF" : "EOF");
     s->c = NULL;
     s->shut_pending = false;
     if (err || !s->eof) /* not the end of two half-closes: the TCP side failed */
@@ -288,6 +311,7 @@ static void tcp_closed(struct conn *c, int err)
 static void tcp_eof(struct conn *c)
 {
     struct rstream *s = c->owner;
+    log_msgf(LOGL_DEBUG, "tunnel: stream %016llx: TCP EOF", (unsigned long long)s->id);
     s->eof = true;
     tunnel_stream_input_eof(s->st, now_ms(s->r));
     settle(s);
