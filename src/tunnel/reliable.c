@@ -176,8 +176,8 @@ static bool over(struct rstream *s, uint64_t now, uint64_t *when)
         tunnel_stream_pump(s->st, now);
         *when = tunnel_stream_poll(s->st, now);
     }
-    if (tunnel_stream_flushed(s->st) || now - s->over_at >= FLUSH_WAIT_MS)
-        return true;
+    if (tunnel_stream_flushed(s->st) || !s->peer[0] || now - s->over_at >= FLUSH_WAIT_MS)
+        return true; /* (with no peer topic yet, nothing can go) */
     if (!*when || *when > s->over_at + FLUSH_WAIT_MS)
         *when = s->over_at + FLUSH_WAIT_MS;
     return false;
@@ -187,15 +187,16 @@ static bool over(struct rstream *s, uint64_t now, uint64_t *when)
 static void settle(struct rstream *s)
 {
     uint64_t now = now_ms(s->r);
-    if (s->local && !s->accepted && now >= s->open_deadline)
-        tunnel_stream_abort(s->st, "no answer to the open", now);
+    bool opening = s->local && !s->accepted && !tunnel_stream_reset(s->st);
+    if (opening && now >= s->open_deadline)
+        tunnel_stream_abort(s->st, "no answer to the open", now), opening = false;
     uint64_t when = tunnel_stream_poll(s->st, now);
     if (over(s, now, &when)) {
         stream_free(s);
         return;
     }
     count(s);
-    if (s->local && !s->accepted && (!when || when > s->open_deadline))
+    if (opening && (!when || when > s->open_deadline))
         when = s->open_deadline;
     if (when)
         loop_timer_start(s->r->t->loop, &s->timer, (uint32_t)(when > now ? when - now : 0), on_stream_timer);
