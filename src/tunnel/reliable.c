@@ -147,6 +147,7 @@ static void stream_free(struct rstream *s)
         log_uint(&l, "bytes_in", s->seen.bytes_in);
         log_end(&l);
     }
+    r->t->stats.resets += !done;
     if (s->c)
         done ? conn_close(s->c) : tunnel_conn_reset(s->c); /* done: our output was flushed (shut_pending) */
     for (struct rstream **p = bucket_of(r, s->id); *p; p = &(*p)->next)
@@ -257,7 +258,6 @@ static void io_reset(void *ctx, const char *why)
         log_str(&l, "reason", why);
         log_end(&l);
     }
-    s->r->t->stats.resets++;
     if (s->c)
         tunnel_conn_reset(s->c);
     s->c = NULL;
@@ -559,7 +559,12 @@ static void rel_ready(struct tunnel *t)
     if (!t->local)
         tunnel_subscribe(t, t->cfg->control);
     r->blocked = false;
+    uint64_t before = t->stats.resends, n = t->stats.streams_open;
     each_stream(r, resend_one);
+    if (n)
+        log_msgf(LOGL_INFO, "tunnel: resending what %llu stream(s) had unacknowledged: %llu frame(s)",
+                 (unsigned long long)n, (unsigned long long)(t->stats.resends - before));
+
 }
 
 static int rel_start(struct tunnel *t)
