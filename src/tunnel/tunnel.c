@@ -9,6 +9,8 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <openssl/rand.h>
 #include <signal.h>
 #include <stdio.h>
@@ -319,10 +321,24 @@ static void on_accept(struct listener *ls, int fd, const struct sockaddr *peer, 
     t->mode->on_accept(t, fd);
 }
 
+/* listener_bind shares the port (SO_REUSEPORT, for mgate's workers): a
+ * second tunnel on a taken port would silently take half the connections.
+ * A plain bind fails on a port any socket holds. */
+static int port_free(uint16_t port, char *err, size_t errlen)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), rc = 0;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+        rc = -1, snprintf(err, errlen, "%s", strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
+
 static int start_listener(struct tunnel *t)
 {
     char err[256];
-    int fd = listener_bind("127.0.0.1", t->lport, err, sizeof(err));
+    int fd = port_free(t->lport, err, sizeof(err)) < 0 ? -1 : listener_bind("127.0.0.1", t->lport, err, sizeof(err));
     if (fd < 0 || listener_start(&t->ls, t->loop, fd, "tunnel", on_accept, t) < 0) {
         log_msgf(LOGL_ERROR, "tunnel: cannot listen on 127.0.0.1:%u: %s", t->lport, fd < 0 ? err : "failed");
         if (fd >= 0)
