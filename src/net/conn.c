@@ -274,11 +274,11 @@ static void on_readable(struct conn *c)
             return;
         }
     }
-    if (n == 0 && c->on_eof) {
+    if (n == 0 && c->cbs->on_eof) {
         c->read_paused = true; /* the owner never resumes an ended input */
         c->eof_told = true;
         update_events(c);
-        c->on_eof(c);
+        c->cbs->on_eof(c);
     } else if (n == 0)
         fail(c, 0);
     else if (errno != EAGAIN && errno != EINTR)
@@ -301,7 +301,7 @@ static void redeliver(struct loop *l, struct loop_defer *d)
         feed_buffered(c);
     if (c->state == CONN_OPEN && !c->read_paused && !c->in.len && c->eof_pending) {
         c->eof_pending = false, c->eof_told = true, c->read_paused = true;
-        c->on_eof(c);
+        c->cbs->on_eof(c);
     }
 }
 
@@ -589,7 +589,7 @@ static void on_io(struct loop *l, struct loop_io *io, uint32_t events)
         }
         if (!c->read_paused)
             on_readable(c);
-        else if (c->on_eof && (events & (EPOLLHUP | EPOLLERR)) == EPOLLHUP)
+        else if (c->cbs->on_eof && (events & (EPOLLHUP | EPOLLERR)) == EPOLLHUP)
             take_rest(c);
         else if (events & (EPOLLHUP | EPOLLERR))
             fail(c, (events & EPOLLERR) ? ECONNRESET : 0);

@@ -68,6 +68,11 @@ struct conn_cbs {
     /* The peer closed, or an error happened (err = errno, 0 for EOF).  The
      * connection is already closed; it is freed after the callback. */
     void (*on_close)(struct conn *c, int err);
+    /* For an owner that half-closes (a tunnelled TCP connection), else
+     * NULL: the peer's EOF calls it instead of ending the connection
+     * (on_close with 0); reading stops for good and writing goes on until
+     * the owner closes. */
+    void (*on_eof)(struct conn *c);
 };
 
 enum conn_state { CONN_CONNECTING, CONN_HANDSHAKE, CONN_OPEN, CONN_FLUSHING, CONN_CLOSED };
@@ -106,14 +111,9 @@ struct conn {
     bool hs_woken;       /* ... and its answer came: the next step is deferred */
     bool transport_ready; /* the transport's handshake is done (the layer's may not be) */
     bool corked;         /* conn_write queues: conn_uncork writes what came meanwhile at once */
-    struct loop_defer defer; /* re-delivery after a resume, and the final free */
-    /* Set by an owner that half-closes (a tunnelled TCP connection): the
-     * peer's EOF calls it instead of ending the connection; reading stops
-     * for good and writing goes on until the owner closes.  NULL: EOF ends
-     * the connection (on_close with 0). */
-    void (*on_eof)(struct conn *c);
-    bool eof_pending; /* on_eof: the peer's FIN is in c->in's wake, told once it is consumed */
+    bool eof_pending; /* cbs->on_eof: the peer's FIN is in c->in's wake, told once it is consumed */
     bool eof_told;
+    struct loop_defer defer; /* re-delivery after a resume, and the final free */
 };
 
 /* Wrap an accepted socket (already non-blocking). */

@@ -319,7 +319,8 @@ static void tcp_eof(struct conn *c)
 }
 
 static const struct conn_cbs tcp_cbs = {
-    .on_data = tcp_data, .on_drain = tcp_drain, .on_connected = tcp_connected, .on_close = tcp_closed};
+    .on_data = tcp_data, .on_drain = tcp_drain, .on_connected = tcp_connected, .on_close = tcp_closed,
+    .on_eof = tcp_eof};
 
 static struct rstream *stream_new(struct rel *r, uint64_t id, bool local)
 {
@@ -342,7 +343,6 @@ static void attach(struct rstream *s, struct conn *c)
 {
     s->c = c;
     c->high_water = s->r->scfg.window ? s->r->scfg.window : 256 * 1024;
-    c->on_eof = tcp_eof;
 }
 
 /* ---- opening: the local side -------------------------------------------------------- */
