@@ -78,7 +78,7 @@ struct tunnel {
     bool stopping;
     struct session_params params; /* the broker (resolved once), upstream TLS */
     struct mqtt_client *mc;       /* NULL between connections */
-    char client_id[64];
+    char client_id[72]; /* a clientId of up to 63 characters, "-" and a port */
     char root[TUNNEL_MAX_TOPIC + 1]; /* the control topic without its last level */
     uint32_t backoff_ms;
     struct loop_timer reconnect, stats_timer, exit_timer;

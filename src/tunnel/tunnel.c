@@ -305,7 +305,14 @@ static void prepare_names(struct tunnel *t)
     size_t n = (size_t)(strrchr(ctl, '/') - ctl);
     memcpy(t->root, ctl, n);
     t->root[n] = 0;
-    if (t->cfg->client_id)
+    /* mqtunnel's way is one config file for both sides: with a clientId in
+     * it, the two would take each other's session over, again and again.
+     * The local side is the clientId and its port (stable across restarts,
+     * and several local sides of one file stay apart); the remote side is
+     * the clientId itself. */
+    if (t->cfg->client_id && t->local)
+        snprintf(t->client_id, sizeof(t->client_id), "%s-%u", t->cfg->client_id, (unsigned)t->lport);
+    else if (t->cfg->client_id)
         snprintf(t->client_id, sizeof(t->client_id), "%s", t->cfg->client_id);
     else {
         char r[13];
