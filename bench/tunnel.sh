@@ -3,7 +3,7 @@
 # parallel streams carried through mosquitto on loopback in reliable mode, against a direct TCP
 # connection to the same sink, and mgate tunnel's CPU per MB on both sides.
 #
-#   bench/tunnel.sh            the full run (3 rounds, 128 MiB per run), a minute or two
+#   bench/tunnel.sh            the full run (3 rounds, 128 MiB per run), a minute or two (MB here = MiB)
 #   bench/tunnel.sh --smoke    everything tiny (< 30 s): checks the harness still runs
 #   bench/tunnel.sh --help     every option
 #
@@ -156,10 +156,11 @@ done
 
 # median (min-max) of a metric for a path
 fig() { # metric path
-    awk -F'\t' -v m="$1" -v p="$2" '$1 == m && $2 == p {v[n++] = $4}
-        END {if (!n) {print "-"; exit}
-             asort(v); med = n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
-             if (n == 1) printf "%.1f", med; else printf "%.1f (%.1f-%.1f)", med, v[1], v[n]}' "$results"
+    awk -F'\t' -v m="$1" -v p="$2" '$1 == m && $2 == p {print $4}' "$results" | sort -g |
+        awk '{v[++n] = $1}
+            END {if (!n) {print "-"; exit}
+                 med = n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+                 if (n == 1) printf "%.1f", med; else printf "%.1f (%.1f-%.1f)", med, v[1], v[n]}'
 }
 
 {
@@ -168,7 +169,7 @@ fig() { # metric path
     echo "mgate $mgate_rev; mosquitto on loopback; $size MiB per run split between the streams; $rounds round(s);"
     echo "median (min-max). CPU: utime+stime of each mgate tunnel process per MiB carried (ms/MiB)."
     echo
-    echo "| streams | direct TCP MB/s | tunnel MB/s | tunnel / direct | CPU local ms/MiB | CPU remote ms/MiB | CPU both ms/MiB |"
+    echo "| streams | direct TCP MiB/s | tunnel MiB/s | tunnel / direct | CPU local ms/MiB | CPU remote ms/MiB | CPU both ms/MiB |"
     echo "|---|---|---|---|---|---|---|"
     for n in $streams_list; do
         d=$(fig "thr_$n" direct) t=$(fig "thr_$n" tunnel)

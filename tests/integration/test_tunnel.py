@@ -128,16 +128,26 @@ def stop_and_check(t, tunnels, what):
     return out
 
 
+def show_resets(tunnels, since=None):
+    """Print the tunnel's reset lines (for the report of a failed check)."""
+    for tn in tunnels:
+        lines = [ln for ln in tn.log.text((since or {}).get(tn.name, 0)).splitlines() if "reset" in ln]
+        for ln in lines[-4:]:
+            print(f"    {tn.name}: {ln}")
+
+
 def big_transfer(t, loc, echo, size, what, timeout):
     up = tt.data_for(size ^ 0x5A5A, size)
     acc0 = echo.accepted
-    r = tt.transfer(loc.local, up, timeout=timeout)
+    r = tt.transfer(loc.local, up, timeout=timeout, half_close=False)
     mbs = 2 * size / MIB / r["took"] if r["took"] else 0
     print(f"    {what}: {size // MIB} MiB each way in {r['took']:.1f} s ({mbs:.1f} MB/s both ways together)")
-    t.eq(r["error"], "", f"{what}: the stream ends with a clean EOF")
+    t.eq(r["error"], "", f"{what}: no error while the bytes flow")
     t.eq(r["down_len"], size, f"{what}: {size // MIB} MiB came back")
     t.check(r["down_sha"] == tt.sha(up), f"{what}: identical SHA-256 both ways")
     t.eq(echo.accepted - acc0, 1, f"{what}: one TCP connection reached the echo server")
+    if r["error"]:
+        show_resets([loc])
     return r
 
 
@@ -145,8 +155,8 @@ def big_transfer(t, loc, echo, size, what, timeout):
 # cases
 
 
-def case_plain(t, tmp, broker, echo):
-    rig = Rig(t, tmp, broker.port, lambda: broker.log, "plain", [echo.port], {"key": KEY}, {"key": KEY})
+def case_plain(t, tmp, broker, echo, allow):
+    rig = Rig(t, tmp, broker.port, lambda: broker.log, "plain", allow, {"key": KEY}, {"key": KEY})
     loc = rig.local(echo.port)
     big_transfer(t, loc, echo, BIG, "plain broker", BIG_TIMEOUT)
     text = broker.all_text()
@@ -172,7 +182,7 @@ def case_parallel(t, rig, echo):
     datas = [tt.data_for(1000 + i, STREAM_BYTES + i * 37) for i in range(STREAMS)]
 
     def one(i):
-        results[i] = tt.transfer(loc.local, datas[i], timeout=90)
+        results[i] = tt.transfer(loc.local, datas[i], timeout=90, half_close=False)
 
     ths = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(STREAMS)]
     t0 = time.monotonic()
@@ -189,6 +199,7 @@ def case_parallel(t, rig, echo):
     t.eq(len(good), STREAMS, f"{STREAMS} parallel streams: each gets its own bytes back (SHA-256)", )
     if bad:
         print(f"    failed streams: {bad[:5]}")
+        show_resets(rig.tunnels())
     t.eq(echo.accepted - acc0, STREAMS, f"{STREAMS} parallel streams: {STREAMS} connections at the echo server")
 
 
@@ -230,7 +241,7 @@ def case_stall(t, rig, echo):
             f"{offered[0]} bytes taken")
     # another stream keeps moving meanwhile
     other = tt.data_for(4242, 8 * MIB)
-    r = tt.transfer(loc.local, other, timeout=60)
+    r = tt.transfer(loc.local, other, timeout=60, half_close=False)
     t.check(r["error"] == "" and r["down_sha"] == tt.sha(other),
             "a reader that stops: another stream moves 8 MiB each way meanwhile", f"{r['error']} {r['down_len']}")
     rss2 = {tn.name: tn.rss_kib() for tn in (loc, rem)}
@@ -243,10 +254,41 @@ def case_stall(t, rig, echo):
     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     s.close()  # a reset from the client: the tunnel must free the stream
     small = tt.data_for(99, 256 * 1024)
-    r = tt.transfer(loc.local, small, timeout=30)
+    r = tt.transfer(loc.local, small, timeout=30, half_close=False)
     t.check(r["error"] == "" and r["down_sha"] == tt.sha(small), "after the stalled client reset, streams still work",
             r["error"])
     t.check(loc.alive() and rem.alive(), "both sides still running after the stall")
+
+
+def case_close(t, rig, echo, source, sink):
+    """How a stream ends: a FIN goes through after the last byte, both ways, and the other
+    direction keeps flowing after a half-close."""
+    # the client half-closes; the echo server answers everything, then closes
+    up = tt.data_for(404, 2 * MIB)
+    r = tt.transfer(rig.locals[0].local, up, timeout=60)
+    t.check(r["error"] == "" and r["down_len"] == len(up) and r["down_sha"] == tt.sha(up),
+            "the client half-closes after 2 MiB: all 2 MiB come back, then a clean EOF",
+            f"error {r['error']!r}, {r['down_len']} bytes")
+    # the server sends and closes first (the client never half-closes before EOF)
+    loc = rig.local(source.port, tag="-source")
+    want = tt.data_for(source.seed, source.source_bytes)
+    r = tt.transfer(loc.local, b"", timeout=60, half_close=False, expect_down=source.source_bytes + 1)
+    t.check(r["down_len"] == len(want) and r["down_sha"] == tt.sha(want)
+            and r["error"] == f"EOF after {len(want)} bytes",
+            f"the server sends {len(want) // MIB} MiB and closes: the client gets them all, then a clean EOF",
+            f"error {r['error']!r}, {r['down_len']} bytes")
+    # upload only, then half-close: the sink gets every byte, its EOF answer comes back
+    loc = rig.local(sink.port, tag="-sink")
+    up = tt.data_for(505, 4 * MIB)
+    n0 = len(sink.conns)
+    r = tt.transfer(loc.local, up, timeout=60)
+    done = h.wait_until(lambda: len(sink.conns) > n0 and sink.conns[n0]["done"], 10.0)
+    rec = sink.conns[n0] if len(sink.conns) > n0 else None
+    t.check(done and rec["bytes_in"] == len(up) and rec["sha_in"].hexdigest() == tt.sha(up),
+            "the client sends 4 MiB and half-closes: the sink gets every byte, then EOF",
+            f"{rec and rec['bytes_in']} bytes at the sink, done {done}")
+    t.check(r["error"] == "" and r["down_len"] == 0, "... and the client then sees the sink's close as a clean EOF",
+            f"error {r['error']!r}")
 
 
 def case_allow(t, rig):
@@ -381,8 +423,8 @@ def case_restart(t, tmp, sig, size):
             if sent >= size // 3 and not fired.is_set():
                 fired.set()
 
-        th = threading.Thread(target=lambda: res.update(tt.transfer(loc.local, up, timeout=120,
-                                                                     on_progress=progress)), daemon=True)
+        th = threading.Thread(target=lambda: res.update(tt.transfer(loc.local, up, timeout=120, on_progress=progress,
+                                                                     half_close=False)), daemon=True)
         th.start()
         if not fired.wait(60):
             t.check(False, f"{what}: the transfer got a third of the way", f"{res}")
@@ -391,9 +433,11 @@ def case_restart(t, tmp, sig, size):
             marks[tn.name] = tn.log.mark()
         broker.restart(sig, 1.5)
         th.join(130)
-        t.eq(res.get("error"), "", f"{what}: the stream ends with a clean EOF")
+        t.eq(res.get("error"), "", f"{what}: no error while the bytes flow")
         t.eq(res.get("down_len"), size, f"{what}: all {size // MIB} MiB came back")
         t.check(res.get("down_sha") == tt.sha(up), f"{what}: byte-identical (SHA-256)")
+        if res.get("error"):
+            show_resets(rig.tunnels(), marks)
         for tn in rig.tunnels():
             cid = tn.config["clientId"]
             t.check(broker.log.search(r"New client connected from \S+ as " + re.escape(cid) + r" \(p\d, c0"),
@@ -420,7 +464,7 @@ def case_remote_dies(t, tmp, broker, echo):
     res = {}
     fired = threading.Event()
     th = threading.Thread(target=lambda: res.update(tt.transfer(loc.local, up, timeout=90, on_progress=lambda n: (
-        fired.set() if n >= 4 * MIB else None))), daemon=True)
+        fired.set() if n >= 4 * MIB else None), half_close=False)), daemon=True)
     th.start()
     if not fired.wait(60):
         t.check(False, "remote killed: the transfer started", f"{res}")
@@ -436,7 +480,7 @@ def case_remote_dies(t, tmp, broker, echo):
     t.check(re.search(r"ConnectionReset|reset", err), "remote killed: the local TCP client sees a reset, not a clean "
             "EOF after truncated data", f"error {err!r}, {res.get('down_len')} bytes")
     small = tt.data_for(5, 128 * 1024)
-    r = tt.transfer(loc.local, small, timeout=30)
+    r = tt.transfer(loc.local, small, timeout=30, half_close=False)
     t.check(r["error"] == "" and r["down_sha"] == tt.sha(small), "remote restarted: a new stream works", r["error"])
     stats = stop_and_check(t, rig.tunnels(), "remote killed")
     v = tt.stat_value(stats.get(loc.name), "reset")
@@ -482,7 +526,7 @@ def case_tls(t, tmp, echo):
                {"key": KEY, "caCert": ca, "insecure": True}, {"key": KEY, "caCert": ca, "insecure": True})
     loc2 = rig2.local(echo.port)
     small = tt.data_for(8883, 2 * MIB)
-    r = tt.transfer(loc2.local, small, timeout=60)
+    r = tt.transfer(loc2.local, small, timeout=60, half_close=False)
     t.check(r["error"] == "" and r["down_sha"] == tt.sha(small),
             "\"insecure\": true: the same broker is accepted and 2 MiB go both ways", r["error"])
     stop_and_check(t, rig2.tunnels(), "insecure")
@@ -615,16 +659,19 @@ def main():
     with tempfile.TemporaryDirectory(prefix="mgate-tunnel-") as tmp:
         os.chmod(tmp, 0o711)
         echo = tt.Server("echo")
+        source = tt.Server("source", source_bytes=3 * MIB + 12345, seed=606)
+        sink = tt.Server("sink")
         broker = PersistentBroker(tmp)
         rig = None
 
         def plain():
             nonlocal rig
-            rig = case_plain(t, tmp, broker, echo)
+            rig = case_plain(t, tmp, broker, echo, [echo.port, source.port, sink.port])
 
         t.case("bad configs exit 2 naming the field", case_bad_config, t, tmp, broker.port)
         t.case(f"{BIG // MIB} MiB both ways through a plain broker", plain)
         if rig:
+            t.case("how a stream ends (FIN both ways, half-close)", case_close, t, rig, echo, source, sink)
             t.case(f"{STREAMS} parallel streams", case_parallel, t, rig, echo)
             t.case("a reader that stops", case_stall, t, rig, echo)
             t.case("a port not in allow", case_allow, t, rig)
@@ -640,7 +687,8 @@ def main():
         t.case("remote side killed mid-stream", case_remote_dies, t, tmp, broker, echo)
         t.case("mqtunnel compat: mgate local, python remote", case_mqtunnel_local, t, tmp, broker)
         t.case("mqtunnel compat: mgate remote, python local", case_mqtunnel_remote, t, tmp, broker, echo)
-        echo.close()
+        for srv in (echo, source, sink):
+            srv.close()
         return t.done()
 
 

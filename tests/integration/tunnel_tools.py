@@ -136,10 +136,15 @@ class Server:
                     pass
 
 
-def transfer(port, up, timeout=120.0, expect_down=None, chunk=262144, on_progress=None):
+def transfer(port, up, timeout=120.0, expect_down=None, chunk=262144, on_progress=None, half_close=True):
     """Connect to 127.0.0.1:port, send `up` (then half-close) while reading until EOF.
     Returns a dict: down_sha, down_len, error ('' when EOF came cleanly), took.
-    on_progress(sent_bytes) is called from the sender as it goes."""
+    on_progress(sent_bytes) is called from the sender as it goes.
+    half_close=False: no half-close after sending; the reading stops once expect_down bytes (default
+    len(up)) came, error is then '' (the data phase only), and the socket is simply closed: for
+    cases about the bytes, not about how a stream ends."""
+    if expect_down is None:
+        expect_down = len(up)
     out = {"down_len": 0, "error": "", "sent": 0}
     t0 = time.monotonic()
     deadline = t0 + timeout
@@ -162,7 +167,8 @@ def transfer(port, up, timeout=120.0, expect_down=None, chunk=262144, on_progres
                 out["sent"] = off
                 if on_progress:
                     on_progress(off)
-            s.shutdown(socket.SHUT_WR)
+            if half_close:
+                s.shutdown(socket.SHUT_WR)
         except OSError as e:
             out["send_error"] = f"{type(e).__name__}: {e}"
 
@@ -181,9 +187,13 @@ def transfer(port, up, timeout=120.0, expect_down=None, chunk=262144, on_progres
                 out["error"] = f"{type(e).__name__}: {e}"
                 break
             if not b:
+                if not half_close:
+                    out["error"] = f"EOF after {out['down_len']} bytes"
                 break
             hs.update(b)
             out["down_len"] += len(b)
+            if not half_close and out["down_len"] >= expect_down:
+                break
     finally:
         th.join(max(0.0, min(5.0, deadline - time.monotonic())))
         s.close()
