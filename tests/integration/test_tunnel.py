@@ -18,6 +18,8 @@ forged open messages without the key (and a correctly signed one as the control)
 
 Sizes (env): MGATE_TUNNEL_MIB (64: the big transfer), MGATE_TUNNEL_RESTART_MIB (24),
 MGATE_TUNNEL_STREAMS (50), MGATE_TUNNEL_STREAM_KIB (512), MGATE_TUNNEL_STALL_MIB (256).
+MGATE_TUNNEL_ONLY=word,word runs only the cases whose title holds one of the words (the cases on
+the plain broker's rig need "plain" too).
 """
 import os
 import re
@@ -496,12 +498,15 @@ def case_tls(t, tmp, echo):
     rcrt, rkey = tt.make_server_cert(d, "rogue-server", rogue_ca, rogue_key)
     files = os.path.join(tmp, "mosquitto-tls")
     ca_m, crt_m, key_m, rcrt_m, rkey_m = (h.readable_copy(p, files) for p in (ca, crt, key, rcrt, rkey))
-    tls_port, rogue_port = h.free_ports(2)
+    ccrt, ckey = tt.make_server_cert(d, "tunnel-client", ca, ca_key, client=True)
+    tls_port, rogue_port, mtls_port = h.free_ports(3)
     conf = (f"listener {tls_port} {h.HOST}\ncafile {ca_m}\ncertfile {crt_m}\nkeyfile {key_m}\n"
-            f"listener {rogue_port} {h.HOST}\ncafile {ca_m}\ncertfile {rcrt_m}\nkeyfile {rkey_m}\n")
+            f"listener {rogue_port} {h.HOST}\ncafile {ca_m}\ncertfile {rcrt_m}\nkeyfile {rkey_m}\n"
+            f"listener {mtls_port} {h.HOST}\ncafile {ca_m}\ncertfile {crt_m}\nkeyfile {key_m}\n"
+            "require_certificate true\n")
     broker = h.Broker(tmp, conf)
-    h.wait_port(tls_port, 5.0, broker.proc)
-    h.wait_port(rogue_port, 5.0, broker.proc)
+    for p in (tls_port, rogue_port, mtls_port):
+        h.wait_port(p, 5.0, broker.proc)
     r = h.s_client(tls_port, "-CAfile", ca)
     t.check("Verify return code: 0" in r.out, "setup: the TLS listener verifies with the test CA")
     # a big transfer through the TLS broker, caCert given (tls on, verified)
@@ -530,7 +535,78 @@ def case_tls(t, tmp, echo):
     t.check(r["error"] == "" and r["down_sha"] == tt.sha(small),
             "\"insecure\": true: the same broker is accepted and 2 MiB go both ways", r["error"])
     stop_and_check(t, rig2.tunnels(), "insecure")
+    # a broker that requires a client certificate: clientCert/privateKey are used
+    mark = broker.log.mark()
+    nocert = tt.Tunnel(tmp, "mtls-nocert", config(mtls_port, "mgt-test/mtls0/control", "mtls-nocert", caCert=ca,
+                                                      allow=[echo.port]))
+    time.sleep(3)  # the time to try connecting; nothing may get through meanwhile
+    t.check(not broker.saw_client("mtls-nocert", mark),
+            "a broker requiring a client certificate: refused without clientCert")
+    nocert.stop()
+    certs = {"key": KEY, "caCert": ca, "clientCert": ccrt, "privateKey": ckey}
+    rig3 = Rig(t, tmp, mtls_port, lambda: broker.log, "mtls", [echo.port], certs, certs)
+    loc3 = rig3.local(echo.port)
+    r = tt.transfer(loc3.local, small, timeout=60, half_close=False)
+    t.check(r["error"] == "" and r["down_sha"] == tt.sha(small),
+            "clientCert/privateKey: accepted by the broker that requires them, 2 MiB go both ways", r["error"])
+    stop_and_check(t, rig3.tunnels(), "mTLS")
     broker.stop()
+
+
+def case_password(t, tmp, echo):
+    """username and password are used (mqtunnel parsed them and never sent them)."""
+    pdir = tempfile.mkdtemp(prefix="pw-", dir=tmp)
+    os.chmod(pdir, 0o755)
+    pw = os.path.join(pdir, "passwd")
+    r = h.subprocess.run(["mosquitto_passwd", "-b", "-c", pw, "tunnel-user", "s3cret-pass"], capture_output=True,
+                         text=True, timeout=20)
+    if r.returncode != 0:
+        t.check(False, "setup: mosquitto_passwd", r.stderr)
+        return
+    os.chmod(pw, 0o644)
+    broker = h.Broker(tmp, f"allow_anonymous false\npassword_file {pw}\n")
+    try:
+        mark = broker.log.mark()
+        bad = tt.Tunnel(tmp, "pw-wrong", config(broker.port, "mgt-test/pw0/control", "pw-wrong",
+                                                username="tunnel-user", password="wrong", allow=[echo.port]))
+        time.sleep(3)  # the time to try connecting; it must not get in
+        t.check(not broker.saw_client("pw-wrong", mark), "a wrong password: the broker refuses the tunnel")
+        t.check(re.search(r"(?i)not authori[sz]ed|refused|bad user|password|connack", bad.log.text()),
+                "a wrong password: the tunnel logs the refusal", bad.log.text()[-400:])
+        bad.stop()
+        auth = {"key": KEY, "username": "tunnel-user", "password": "s3cret-pass"}
+        rig = Rig(t, tmp, broker.port, lambda: broker.log, "pw", [echo.port], auth, auth)
+        loc = rig.local(echo.port)
+        small = tt.data_for(1883, MIB)
+        r = tt.transfer(loc.local, small, timeout=60, half_close=False)
+        t.check(r["error"] == "" and r["down_sha"] == tt.sha(small),
+                "username/password: both sides get in and 1 MiB goes both ways", r["error"])
+        stop_and_check(t, rig.tunnels(), "password")
+    finally:
+        broker.stop()
+
+
+def case_shared_config(t, tmp, broker, echo):
+    """mqtunnel's usage: the SAME config file on both sides (README: "with same config.json")."""
+    for with_id in (False, True):
+        root = f"mgt-test/shared-{tt.letters(6)}"
+        cfg = {"host": "127.0.0.1", "port": broker.port, "control": f"{root}/control", "allow": [echo.port]}
+        what = "one config file for both sides" + (" with a clientId" if with_id else " (no clientId)")
+        if with_id:
+            cfg["clientId"] = "shared-" + tt.letters(6)
+        mark = broker.log.mark()
+        rem = tt.Tunnel(tmp, f"shared-remote-{int(with_id)}", cfg, wait=False)
+        ok = broker.log.wait(r"Received SUBSCRIBE from \S+", 10.0, mark)
+        lport = h.free_port()
+        loc = tt.Tunnel(tmp, f"shared-local-{int(with_id)}", cfg, local=lport, remote=echo.port)
+        data = tt.data_for(2024 + with_id, MIB)
+        r = tt.transfer(lport, data, timeout=20, half_close=False) if ok else {"error": "remote never subscribed"}
+        t.check(r["error"] == "" and r.get("down_sha") == tt.sha(data), f"{what}: 1 MiB goes both ways",
+                r["error"])
+        if with_id:
+            takeovers = broker.log.count(r"already connected, closing old connection", mark)
+            t.eq(takeovers, 0, f"{what}: the two sides do not take each other's MQTT session over")
+        stop_and_check(t, [rem, loc], what)
 
 
 def case_mqtunnel_local(t, tmp, broker):
@@ -663,30 +739,38 @@ def main():
         sink = tt.Server("sink")
         broker = PersistentBroker(tmp)
         rig = None
+        only = [w.strip() for w in os.environ.get("MGATE_TUNNEL_ONLY", "").split(",") if w.strip()]
+
+        def case(title, fn, *args):
+            if not only or any(w in title for w in only):
+                t.case(title, fn, *args)
 
         def plain():
             nonlocal rig
             rig = case_plain(t, tmp, broker, echo, [echo.port, source.port, sink.port])
 
-        t.case("bad configs exit 2 naming the field", case_bad_config, t, tmp, broker.port)
-        t.case(f"{BIG // MIB} MiB both ways through a plain broker", plain)
+        case("bad configs exit 2 naming the field", case_bad_config, t, tmp, broker.port)
+        case(f"{BIG // MIB} MiB both ways through a plain broker", plain)
         if rig:
-            t.case("how a stream ends (FIN both ways, half-close)", case_close, t, rig, echo, source, sink)
-            t.case(f"{STREAMS} parallel streams", case_parallel, t, rig, echo)
-            t.case("a reader that stops", case_stall, t, rig, echo)
-            t.case("a port not in allow", case_allow, t, rig)
-            t.case("forged open messages", case_forged, t, rig, echo, broker)
+            case("how a stream ends (FIN both ways, half-close)", case_close, t, rig, echo, source, sink)
+            case(f"{STREAMS} parallel streams", case_parallel, t, rig, echo)
+            case("a reader that stops", case_stall, t, rig, echo)
+            case("a port not in allow", case_allow, t, rig)
+            case("forged open messages", case_forged, t, rig, echo, broker)
             t.section("plain rig: stop")
             stats = stop_and_check(t, rig.tunnels(), "plain rig")
             v = tt.stat_value(stats.get(rig.remote.name), "refus")
-            t.check(v is not None and v >= 1, "the remote side's stats count the refused opens",
-                    f"{stats.get(rig.remote.name)}")
-        t.case("TLS broker", case_tls, t, tmp, echo)
-        t.case("broker SIGTERM + restart mid-transfer", case_restart, t, tmp, signal.SIGTERM, RESTART)
-        t.case("broker SIGKILL + restart mid-transfer", case_restart, t, tmp, signal.SIGKILL, RESTART)
-        t.case("remote side killed mid-stream", case_remote_dies, t, tmp, broker, echo)
-        t.case("mqtunnel compat: mgate local, python remote", case_mqtunnel_local, t, tmp, broker)
-        t.case("mqtunnel compat: mgate remote, python local", case_mqtunnel_remote, t, tmp, broker, echo)
+            if not only or any(w in "a port not in allow" for w in only):
+                t.check(v is not None and v >= 1, "the remote side's stats count the refused opens",
+                        f"{stats.get(rig.remote.name)}")
+        case("TLS broker", case_tls, t, tmp, echo)
+        case("username and password", case_password, t, tmp, echo)
+        case("one config file for both sides", case_shared_config, t, tmp, broker, echo)
+        case("broker SIGTERM + restart mid-transfer", case_restart, t, tmp, signal.SIGTERM, RESTART)
+        case("broker SIGKILL + restart mid-transfer", case_restart, t, tmp, signal.SIGKILL, RESTART)
+        case("remote side killed mid-stream", case_remote_dies, t, tmp, broker, echo)
+        case("mqtunnel compat: mgate local, python remote", case_mqtunnel_local, t, tmp, broker)
+        case("mqtunnel compat: mgate remote, python local", case_mqtunnel_remote, t, tmp, broker, echo)
         for srv in (echo, source, sink):
             srv.close()
         return t.done()
