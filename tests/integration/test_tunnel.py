@@ -409,12 +409,14 @@ def case_bad_config(t, tmp, broker_port):
     t.eq(r.returncode, 2, "a config file that is not JSON: exit 2")
 
 
-def case_restart(t, tmp, sig, size):
-    what = f"broker {signal.Signals(sig).name} and restarted"
+def case_restart(t, tmp, sig, size, extra=None):
+    extra = extra or {}
+    what = f"broker {signal.Signals(sig).name} and restarted" + (f" ({extra})" if extra else "")
     broker = PersistentBroker(tmp)
     echo = tt.Server("echo")
     try:
-        rig = Rig(t, tmp, broker.port, lambda: broker.log, f"rs{sig}", [echo.port], {"key": KEY}, {"key": KEY})
+        conf = {"key": KEY, **extra}
+        rig = Rig(t, tmp, broker.port, lambda: broker.log, f"rs{sig}{len(extra)}", [echo.port], conf, conf)
         loc = rig.local(echo.port)
         up = tt.data_for(sig * 7919, size)
         res = {}
@@ -499,13 +501,16 @@ def case_tls(t, tmp, echo):
     files = os.path.join(tmp, "mosquitto-tls")
     ca_m, crt_m, key_m, rcrt_m, rkey_m = (h.readable_copy(p, files) for p in (ca, crt, key, rcrt, rkey))
     ccrt, ckey = tt.make_server_cert(d, "tunnel-client", ca, ca_key, client=True)
-    tls_port, rogue_port, mtls_port = h.free_ports(3)
+    wcrt, wkey = tt.make_server_cert(d, "wrong-name", ca, ca_key, san="DNS:wrong.example")
+    wcrt_m, wkey_m = (h.readable_copy(p, files) for p in (wcrt, wkey))
+    tls_port, rogue_port, mtls_port, wrong_port = h.free_ports(4)
     conf = (f"listener {tls_port} {h.HOST}\ncafile {ca_m}\ncertfile {crt_m}\nkeyfile {key_m}\n"
             f"listener {rogue_port} {h.HOST}\ncafile {ca_m}\ncertfile {rcrt_m}\nkeyfile {rkey_m}\n"
             f"listener {mtls_port} {h.HOST}\ncafile {ca_m}\ncertfile {crt_m}\nkeyfile {key_m}\n"
-            "require_certificate true\n")
+            "require_certificate true\n"
+            f"listener {wrong_port} {h.HOST}\ncafile {ca_m}\ncertfile {wcrt_m}\nkeyfile {wkey_m}\n")
     broker = h.Broker(tmp, conf)
-    for p in (tls_port, rogue_port, mtls_port):
+    for p in (tls_port, rogue_port, mtls_port, wrong_port):
         h.wait_port(p, 5.0, broker.proc)
     r = h.s_client(tls_port, "-CAfile", ca)
     t.check("Verify return code: 0" in r.out, "setup: the TLS listener verifies with the test CA")
@@ -525,6 +530,14 @@ def case_tls(t, tmp, echo):
             "a broker certificate from another CA: refused (the client never gets to CONNECT)")
     t.check(re.search(r"(?i)certif|verif|tls|handshake", bad.log.text()),
             "a broker certificate from another CA: the log says why", bad.log.text()[-500:])
+    bad.stop()
+    # a certificate from caCert but for another name (wrong.example, not 127.0.0.1): refused by default
+    mark = broker.log.mark()
+    bad = tt.Tunnel(tmp, "wrong-name", config(wrong_port, "mgt-test/wrong/control", "wrong-name", caCert=ca,
+                                              allow=[echo.port]))
+    time.sleep(3)  # the time to try connecting; nothing may get through meanwhile
+    t.check(not broker.saw_client("wrong-name", mark),
+            "a broker certificate from caCert for another host name: refused (the name is verified)")
     bad.stop()
     # ... accepted with "insecure": true
     rig2 = Rig(t, tmp, rogue_port, lambda: broker.log, "insecure", [echo.port],
@@ -607,6 +620,92 @@ def case_shared_config(t, tmp, broker, echo):
             takeovers = broker.log.count(r"already connected, closing old connection", mark)
             t.eq(takeovers, 0, f"{what}: the two sides do not take each other's MQTT session over")
         stop_and_check(t, [rem, loc], what)
+
+
+def case_options(t, tmp, broker, echo, later):
+    """mqttVersion 5, keyFile, a small window and chunk; a key mismatch and a missing key refused."""
+    echo = tt.Server("echo")  # its own: its connections are counted while other cases run
+    kf = os.path.join(tmp, "tunnel.key")
+    with open(kf, "w") as f:
+        f.write(KEY + "\n")
+    opts = {"mqttVersion": 5, "window": 65536, "chunk": 8192, "keepalive": 20}
+    mark = broker.log.mark()
+    rig = Rig(t, tmp, broker.port, lambda: broker.log, "opts", [echo.port], {"keyFile": kf, **opts},
+              {"key": KEY, **opts})
+    loc = rig.local(echo.port)
+    data = tt.data_for(55, 4 * MIB)
+    r = tt.transfer(loc.local, data, timeout=60, half_close=False)
+    t.check(r["error"] == "" and r["down_sha"] == tt.sha(data),
+            "mqttVersion 5, keyFile on one side and key on the other, window 64 KiB, chunk 8 KiB: 4 MiB both ways",
+            r["error"])
+    for tn in rig.tunnels():
+        cid = tn.config["clientId"]
+        m = broker.log.search(r"New client connected from \S+ as " + re.escape(cid) + r" \(p(\d), c(\d), k(\d+)", mark)
+        t.check(m and m.groups() == ("5", "0", "20"), f"{cid}: MQTT 5, clean start 0, keepalive 20",
+                m.group(0) if m else "")
+    sizes = [int(x) for x in re.findall(r"Received PUBLISH from " + re.escape(loc.config["clientId"])
+                                        + r" \(d\d, q\d, r\d, m\d+, '[^']*/mgt-[^']*', \.\.\. \((\d+) bytes\)\)",
+                                        broker.log.text(mark))]
+    t.check(sizes and max(sizes) <= 8192 + 22, "chunk 8192: no frame carries more than 8 KiB of data",
+            f"max {max(sizes or [0])} bytes")
+    # a local side with another key, and one with none: the remote refuses their opens (both at once:
+    # the local side may wait its give-up time, 60 s by default, for an answer that never comes)
+    acc0 = echo.accepted
+    rmark = rig.remote.log.mark()
+    tries = []
+    for name, extra in (("another key", {"key": "ab" * 32}), ("no key", {})):
+        lport = h.free_port()
+        other = tt.Tunnel(tmp, f"opts-{name.replace(' ', '-')}",
+                          config(broker.port, rig.control, f"opts-{name.replace(' ', '')}", **extra),
+                          local=lport, remote=echo.port)
+        tries.append((name, other, {}))
+
+    def attempt(port, out):
+        t0 = time.monotonic()
+        got, err = b"", ""
+        try:
+            s = socket.create_connection((h.HOST, port), timeout=5)
+            s.settimeout(75)
+            s.sendall(b"x" * 1000)
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    break
+                got += b
+        except OSError as e:
+            err = f"{type(e).__name__}: {e}"
+        try:
+            s.close()
+        except (OSError, UnboundLocalError):
+            pass
+        out.update(got=got, err=err, took=time.monotonic() - t0)
+
+    ths = [threading.Thread(target=attempt, args=(o.local, out), daemon=True) for _, o, out in tries]
+    for th in ths:
+        th.start()
+    later.append(lambda: finish_options(t, rig, echo, acc0, rmark, tries, ths))
+
+
+def finish_options(t, rig, echo, acc0, rmark, tries, ths):
+    """The end of case_options, run after other cases: the refused opens' clients may wait for the
+    local side's give-up time."""
+    for th in ths:
+        th.join(80)
+    for name, other, out in tries:
+        ticks = other.cpu_ticks() if other.alive() else 0
+        t.check(ticks < 200, f"a local side with {name}: under 2 s of CPU in all while its open waits (no spin)",
+                f"{ticks} ticks")
+        print(f"    a local side with {name}: the client ended after {out.get('took', 0):.1f} s "
+              f"({out.get('err') or 'EOF'})")
+        t.check(out.get("got") == b"" and "timed out" not in out.get("err", "timed out"),
+                f"a local side with {name}: its client is closed or reset (within 75 s), nothing comes back",
+                f"{len(out.get('got', b''))} bytes, {out.get('err')}")
+        stop_and_check(t, [other], name)
+    t.eq(echo.accepted - acc0, 0, "local sides with another key or none: nothing connects on the remote side")
+    t.eq(rig.remote.log.count(r"open refused", rmark), 2, "local sides with another key or none: the remote logs "
+         "two refused opens")
+    stop_and_check(t, rig.tunnels(), "options")
+    echo.close()
 
 
 def case_mqtunnel_local(t, tmp, broker):
@@ -768,9 +867,15 @@ def main():
         case("one config file for both sides", case_shared_config, t, tmp, broker, echo)
         case("broker SIGTERM + restart mid-transfer", case_restart, t, tmp, signal.SIGTERM, RESTART)
         case("broker SIGKILL + restart mid-transfer", case_restart, t, tmp, signal.SIGKILL, RESTART)
+        case("broker SIGTERM + restart mid-transfer, MQTT 5", case_restart, t, tmp, signal.SIGTERM, RESTART // 2,
+             {"mqttVersion": 5})
+        later = []
+        case("options: MQTT 5, keyFile, window, chunk; wrong or no key", case_options, t, tmp, broker, echo, later)
         case("remote side killed mid-stream", case_remote_dies, t, tmp, broker, echo)
         case("mqtunnel compat: mgate local, python remote", case_mqtunnel_local, t, tmp, broker)
         case("mqtunnel compat: mgate remote, python local", case_mqtunnel_remote, t, tmp, broker, echo)
+        for fn in later:
+            t.case("options: the local sides with another key or none (their clients waited meanwhile)", fn)
         for srv in (echo, source, sink):
             srv.close()
         return t.done()

@@ -223,7 +223,7 @@ def make_ca(d, name):
     return crt, key
 
 
-def make_server_cert(d, name, ca_crt, ca_key, client=False):
+def make_server_cert(d, name, ca_crt, ca_key, client=False, san="DNS:localhost,IP:127.0.0.1"):
     """A server certificate for localhost and 127.0.0.1 signed by the CA: NAME.crt, NAME.key
     (client=True: a client certificate with CN=NAME)."""
     key, csr, crt = (os.path.join(d, f"{name}.{e}") for e in ("key", "csr", "crt"))
@@ -233,9 +233,9 @@ def make_server_cert(d, name, ca_crt, ca_key, client=False):
             f.write("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n")
         else:
             f.write("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n"
-                    "extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n")
+                    f"extendedKeyUsage=serverAuth\nsubjectAltName={san}\n")
     openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", csr,
-            "-subj", f"/CN={name}" if client else "/CN=localhost")
+            "-subj", f"/CN={name}" if client else f"/CN={san.split(',')[0].split(':', 1)[1]}")
     openssl("x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial", "-out", crt,
             "-days", "2", "-extfile", ext)
     return crt, key
