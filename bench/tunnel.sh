@@ -3,7 +3,7 @@
 # parallel streams carried through mosquitto on loopback in reliable mode, against a direct TCP
 # connection to the same sink, and mgate tunnel's CPU per MB on both sides.
 #
-#   bench/tunnel.sh            the full run (3 rounds, 128 MiB per run), a minute or two (MB here = MiB)
+#   bench/tunnel.sh            the full run (3 rounds, 512 MiB per run), under a minute (MB here = MiB)
 #   bench/tunnel.sh --smoke    everything tiny (< 30 s): checks the harness still runs
 #   bench/tunnel.sh --help     every option
 #
@@ -23,7 +23,7 @@ top=$(dirname "$here")
 # shellcheck source=bench/lib.sh
 . "$here/lib.sh"
 
-rounds=3 size=128 streams_list="1 10" timeout_s=300 window="" chunk=""
+rounds=3 size=512 streams_list="1 10" timeout_s=300 window="" chunk=""
 mgate_bin=${MGATE_BIN:-$top/build/mgate}
 outdir=$here/out
 
@@ -114,12 +114,12 @@ log "mosquitto :$b_port, sink :$s_port, tunnel local :$l_port (pid $local_pid) -
 
 # One measured run: path direct|tunnel, N streams.
 measure() { # path streams round
-    local path=$1 n=$2 r=$3 port line rc=0 l0 r0 l1 r1 mbs
+    local path=$1 n=$2 r=$3 port line rc=0 l0 r0 l1 r1 b0 b1 mbs
     port=$s_port
     [[ $path == tunnel ]] && port=$l_port
-    l0=$(cpu_ticks "$local_pid") r0=$(cpu_ticks "$remote_pid")
+    l0=$(cpu_ticks "$local_pid") r0=$(cpu_ticks "$remote_pid") b0=$(cpu_ticks "$broker_pid")
     line=$(timeout -k 5 "$((timeout_s + 10))" python3 "$load" send "$port" "$size" "$n" "$timeout_s" 2>>"$run/load.log") || rc=$?
-    l1=$(cpu_ticks "$local_pid") r1=$(cpu_ticks "$remote_pid")
+    l1=$(cpu_ticks "$local_pid") r1=$(cpu_ticks "$remote_pid") b1=$(cpu_ticks "$broker_pid")
     if ((rc != 0)); then
         log "$path $n streams failed (exit $rc): $line"
         return 0
@@ -133,6 +133,7 @@ measure() { # path streams round
         record "cpu_local_$n" tunnel "$r" "$(awk -v t=$((l1 - l0)) -v hz="$hz" -v m="$mib" 'BEGIN {printf "%.2f", 1000 * t / hz / m}')"
         record "cpu_remote_$n" tunnel "$r" "$(awk -v t=$((r1 - r0)) -v hz="$hz" -v m="$mib" 'BEGIN {printf "%.2f", 1000 * t / hz / m}')"
         record "cpu_both_$n" tunnel "$r" "$(awk -v t=$((l1 - l0 + r1 - r0)) -v hz="$hz" -v m="$mib" 'BEGIN {printf "%.2f", 1000 * t / hz / m}')"
+        record "cpu_broker_$n" tunnel "$r" "$(awk -v t=$((b1 - b0)) -v hz="$hz" -v m="$mib" 'BEGIN {printf "%.2f", 1000 * t / hz / m}')"
     fi
 }
 
@@ -167,14 +168,15 @@ fig() { # metric path
     echo "# mgate tunnel throughput ($(date -u +%F), $machine)"
     echo
     echo "mgate $mgate_rev; mosquitto on loopback; $size MiB per run split between the streams; $rounds round(s);"
-    echo "median (min-max). CPU: utime+stime of each mgate tunnel process per MiB carried (ms/MiB)."
+    echo "median (min-max). CPU: utime+stime of each mgate tunnel process (and of mosquitto) per MiB carried (ms/MiB)."
+    ((busy_before > 10)) && echo "The machine was ${busy_before}% busy before the run: the figures are noisy."
     echo
-    echo "| streams | direct TCP MiB/s | tunnel MiB/s | tunnel / direct | CPU local ms/MiB | CPU remote ms/MiB | CPU both ms/MiB |"
-    echo "|---|---|---|---|---|---|---|"
+    echo "| streams | direct TCP MiB/s | tunnel MiB/s | tunnel / direct | CPU local ms/MiB | CPU remote ms/MiB | CPU both ms/MiB | mosquitto ms/MiB |"
+    echo "|---|---|---|---|---|---|---|---|"
     for n in $streams_list; do
         d=$(fig "thr_$n" direct) t=$(fig "thr_$n" tunnel)
         ratio=$(awk -v a="${d%% *}" -v b="${t%% *}" 'BEGIN {if (a + 0 > 0 && b != "-") printf "%.3f", b / a; else print "-"}')
-        echo "| $n | $d | $t | $ratio | $(fig "cpu_local_$n" tunnel) | $(fig "cpu_remote_$n" tunnel) | $(fig "cpu_both_$n" tunnel) |"
+        echo "| $n | $d | $t | $ratio | $(fig "cpu_local_$n" tunnel) | $(fig "cpu_remote_$n" tunnel) | $(fig "cpu_both_$n" tunnel) | $(fig "cpu_broker_$n" tunnel) |"
     done
     echo
     grep ' stats: ' "$run/run.log" | sed 's/^/    /' || true
