@@ -197,6 +197,9 @@ def transfer(port, up, timeout=120.0, expect_down=None, chunk=262144, on_progres
     finally:
         th.join(max(0.0, min(5.0, deadline - time.monotonic())))
         s.close()
+    if out.get("send_error") and (not out["error"] or out["error"].startswith("EOF after")):
+        # a reset can reach the sender's send() first; recv() then sees a plain end of stream
+        out["error"] = f"send: {out['send_error']}" + (f" ({out['error']})" if out["error"] else "")
     out["down_sha"] = hs.hexdigest()
     out["took"] = time.monotonic() - t0
     return out
