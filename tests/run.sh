@@ -2,7 +2,8 @@
 # The whole test suite, as CI runs it: install what is missing, build with
 # -Werror, run every ctest test, then again under AddressSanitizer +
 # UndefinedBehaviorSanitizer, then the fuzzers (MQTT decoder, CoAP codec,
-# WebSocket framing and upgrade head, HTTP parser, JWTs and JWKS documents) for a short while, then
+# WebSocket framing and upgrade head, HTTP parser, JWTs and JWKS documents,
+# the tunnel's frames, open messages and stream) for a short while, then
 # smoke runs of the benchmark harnesses (bench/run.sh, bench/http_ws.sh,
 # bench/mqtt_ws.sh, bench/coap.sh and bench/tunnel.sh --smoke: check that they still run and that every path
 # forwards; their figures are not judged).
@@ -38,14 +39,14 @@ step "tests under ASan + UBSan"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure --timeout 600
 
-step "fuzz the MQTT decoder, the CoAP codec, the WebSocket framing and upgrade head, the HTTP parser, the rewrite rules file, JWTs and JWKS documents for ${fuzz_seconds}s (libFuzzer)"
+step "fuzz the MQTT decoder, the CoAP codec, the WebSocket framing and upgrade head, the HTTP parser, the rewrite rules file, JWTs and JWKS documents, the tunnel's frames and stream for ${fuzz_seconds}s (libFuzzer)"
 CC=clang cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DMGATE_FUZZ=ON -DMGATE_TESTS=OFF >/dev/null
 cmake --build build-fuzz -j"$jobs" --target fuzz_decode fuzz_coap fuzz_ws_frame fuzz_ws_upgrade fuzz_http_parse \
-  fuzz_rewrite_rules fuzz_jwt fuzz_jwks
+  fuzz_rewrite_rules fuzz_jwt fuzz_jwks fuzz_tunnel
 # a third of the time for the MQTT decoder, a sixth each for the others, and an eighteenth more for the
 # rewrite rules file (an operator's file, not peer input); a sixth for a client's JWT and an eighteenth
-# for a JWKS document (the identity provider's)
-for t in decode:3 coap:6 ws_frame:6 ws_upgrade:6 http_parse:6 rewrite_rules:18 jwt:6 jwks:18; do
+# for a JWKS document (the identity provider's); a sixth for the tunnel's frames, open messages and stream
+for t in decode:3 coap:6 ws_frame:6 ws_upgrade:6 http_parse:6 rewrite_rules:18 jwt:6 jwks:18 tunnel:6; do
   name=${t%%:*} share=${t##*:}
   dict=()
   [ -f "tests/fuzz/$name.dict" ] && dict=(-dict="tests/fuzz/$name.dict")

@@ -22,6 +22,7 @@
 #include "net/conn.h"
 #include "net/fetch.h"
 #include "net/tls.h"
+#include "tunnel/tunnel.h"
 
 #define EXIT_CONFIG 2
 
@@ -46,6 +47,7 @@ struct app {
 
 static const char usage[] =
     "usage: mgate [-c FILE] [--check-config] [--help] [--version]\n"
+    "       mgate tunnel -c FILE [-l LOCALPORT -r REMOTEPORT]  (docs/TUNNEL.md; --help)\n"
     "\n"
     "An MQTT proxy: every client connection is paired with a connection to the\n"
     "broker and every packet is shown to a handler.\n"
@@ -360,6 +362,8 @@ static int parse_args(int argc, char **argv, const char **ini, bool *check)
 int mgate_main(int argc, char **argv, const struct mgate_handler *const *handlers,
                const struct mgate_interceptor *interceptor)
 {
+    if (argc > 1 && !strcmp(argv[1], "tunnel")) /* a mode of its own: docs/TUNNEL.md */
+        return tunnel_main(argc - 1, argv + 1);
     const char *ini = getenv("MGATE_CONFIG");
     bool check = false;
     int rc = parse_args(argc, argv, &ini, &check);

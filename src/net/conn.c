@@ -274,7 +274,12 @@ static void on_readable(struct conn *c)
             return;
         }
     }
-    if (n == 0)
+    if (n == 0 && c->on_eof) {
+        c->read_paused = true; /* the owner never resumes an ended input */
+        c->eof_told = true;
+        update_events(c);
+        c->on_eof(c);
+    } else if (n == 0)
         fail(c, 0);
     else if (errno != EAGAIN && errno != EINTR)
         fail(c, errno);
@@ -294,6 +299,34 @@ static void redeliver(struct loop *l, struct loop_defer *d)
     struct conn *c = (struct conn *)((char *)d - offsetof(struct conn, defer));
     if (c->state == CONN_OPEN && !c->read_paused && c->in.len)
         feed_buffered(c);
+    if (c->state == CONN_OPEN && !c->read_paused && !c->in.len && c->eof_pending) {
+        c->eof_pending = false, c->eof_told = true, c->read_paused = true;
+        c->on_eof(c);
+    }
+}
+
+/* A half-closing owner (on_eof) paused its reads and the socket reports
+ * HUP (the peer's FIN came and ours went): level-triggered, it would be
+ * reported on every turn.  Take what the kernel holds for us into the
+ * input buffer, stop polling (nothing more can come or go), and hand the
+ * rest and then the EOF over as the owner resumes. */
+static void take_rest(struct conn *c)
+{
+    while (!c->eof_told && !c->eof_pending) {
+        if (buf_reserve(&c->in, CONN_READ_CHUNK) < 0) {
+            fail(c, ENOMEM);
+            return;
+        }
+        ssize_t n = io_read(c, buf_tail(&c->in), buf_room(&c->in));
+        if (n > 0)
+            c->in.len += (uint32_t)n;
+        else if (n == 0 || (errno != EINTR && errno != EAGAIN))
+            c->eof_pending = true;
+        else if (errno == EAGAIN)
+            break; /* HUP without the FIN read yet: cannot be; treat the rest as gone */
+    }
+    c->eof_pending = !c->eof_told;
+    loop_io_del(c->loop, &c->io);
 }
 
 void conn_read_now(struct conn *c)
@@ -308,7 +341,7 @@ void conn_resume_read(struct conn *c)
         return;
     c->read_paused = false;
     update_events(c);
-    if (c->in.len)
+    if (c->in.len || c->eof_pending)
         loop_defer(c->loop, &c->defer, redeliver);
 }
 
@@ -556,6 +589,8 @@ static void on_io(struct loop *l, struct loop_io *io, uint32_t events)
         }
         if (!c->read_paused)
             on_readable(c);
+        else if (c->on_eof && (events & (EPOLLHUP | EPOLLERR)) == EPOLLHUP)
+            take_rest(c);
         else if (events & (EPOLLHUP | EPOLLERR))
             fail(c, (events & EPOLLERR) ? ECONNRESET : 0);
     }

@@ -107,6 +107,13 @@ struct conn {
     bool transport_ready; /* the transport's handshake is done (the layer's may not be) */
     bool corked;         /* conn_write queues: conn_uncork writes what came meanwhile at once */
     struct loop_defer defer; /* re-delivery after a resume, and the final free */
+    /* Set by an owner that half-closes (a tunnelled TCP connection): the
+     * peer's EOF calls it instead of ending the connection; reading stops
+     * for good and writing goes on until the owner closes.  NULL: EOF ends
+     * the connection (on_close with 0). */
+    void (*on_eof)(struct conn *c);
+    bool eof_pending; /* on_eof: the peer's FIN is in c->in's wake, told once it is consumed */
+    bool eof_told;
 };
 
 /* Wrap an accepted socket (already non-blocking). */

@@ -49,6 +49,10 @@ struct tunnel_stream_cfg {
     uint32_t give_up_ms;   /* default 60000 */
 };
 
+/* Any callback may be called from inside any tunnel_stream_* call.  A
+ * callback must neither free the stream (the runtime frees it after
+ * checking done / reset, outside the stream's calls) nor call into it; a
+ * frame's payload is only valid during send (copy it to publish it). */
 struct tunnel_stream_io {
     /* Publish f to the peer (QoS 1).  false: not now (MQTT output full, or
      * no connection): the stream sends it later (tunnel_stream_pump). */
@@ -102,5 +106,9 @@ bool tunnel_stream_done(const struct tunnel_stream *st);
 /* Reset (by either side): nothing more happens; the runtime frees it. */
 bool tunnel_stream_reset(const struct tunnel_stream *st);
 void tunnel_stream_get_stats(const struct tunnel_stream *st, struct tunnel_stream_stats *out);
+/* Added: no frame of ours waits to go (an RST, an ACK due now or delayed).
+ * A done or reset stream that is not flushed still owes the peer its final
+ * ACK or its RST: the runtime may pump it once more before freeing it. */
+bool tunnel_stream_flushed(const struct tunnel_stream *st);
 
 #endif
