@@ -449,10 +449,17 @@ def case_restart(t, tmp, sig, size, extra=None):
             after = tn.log.text(marks[tn.name])
             t.check(re.search(r"(?i)reconnect|connection (lost|closed)|disconnected|broker.*(down|lost|gone)", after),
                     f"{what}: {tn.name} logs the lost connection / reconnection", after[-500:])
+        # the client closed: the stream ends on both sides with both FINs acknowledged, not reset
+        for tn in rig.tunnels():
+            m = tn.log.wait(r'"msg":"tunnel stream ended".*"reason":"(\w+)"', 15.0, marks[tn.name])
+            t.check(m and m.group(1) == "done", f"{what}: {tn.name}: the stream ends done (not reset) after the "
+                    "client's close", m.group(0) if m else "no \"tunnel stream ended\" line in 15 s")
         stats = stop_and_check(t, rig.tunnels(), what)
         resends = [tt.stat_value(st, "resen") for st in stats.values()]
         print(f"    stats: {stats}")
         t.check(any(v and v > 0 for v in resends), f"{what}: the stats count resends (> 0 on a side)", f"{resends}")
+        resets = [tt.stat_value(st, "reset") for st in stats.values()]
+        t.eq(resets, [0, 0], f"{what}: the stats count no reset (the stream survived the restart)")
     finally:
         echo.close()
         broker.b.stop()
