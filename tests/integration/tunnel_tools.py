@@ -1,4 +1,4 @@
-"""Helpers for test_tunnel.py (and bench/tunnel.sh): TCP services, streams with their SHA-256,
+"""Helpers for test_tunnel.py: TCP services, streams with their SHA-256,
 a threaded MQTT peer on harness.RawClient, a small CA made with openssl, mqtunnel's control
 messages and the reliable mode's frames (src/tunnel/frame.h), all with the standard library.
 
