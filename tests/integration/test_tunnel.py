@@ -18,6 +18,7 @@ forged open messages without the key (and a correctly signed one as the control)
 
 Sizes (env): MGATE_TUNNEL_MIB (64: the big transfer), MGATE_TUNNEL_RESTART_MIB (24),
 MGATE_TUNNEL_STREAMS (50), MGATE_TUNNEL_STREAM_KIB (512), MGATE_TUNNEL_STALL_MIB (256).
+About 140 s (two cases wait for the local side's give-up times, 30 and 60 s, side by side).
 MGATE_TUNNEL_ONLY=word,word runs only the cases whose title holds one of the words (the cases on
 the plain broker's rig need "plain" too).
 """
