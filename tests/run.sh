@@ -5,7 +5,7 @@
 # WebSocket framing and upgrade head, HTTP parser, JWTs and JWKS documents,
 # the tunnel's frames, open messages and stream) for a short while, then
 # smoke runs of the benchmark harnesses (bench/run.sh, bench/http_ws.sh,
-# bench/mqtt_ws.sh and bench/coap.sh --smoke: check that they still run and that every path
+# bench/mqtt_ws.sh, bench/coap.sh and bench/tunnel.sh --smoke: check that they still run and that every path
 # forwards; their figures are not judged).
 #
 #   tests/run.sh            everything
@@ -117,3 +117,13 @@ measured "$coap_run/results.tsv" "cpu_con cpu_non" "mgate bridge0 bridge1"
 measured "$coap_run/results.tsv" "idle_kib" "mgate bridge0"
 measured "$coap_run/results.tsv" "idle_kib_broker" bridge0
 echo "coap bench smoke: every path measured ($coap_run/report.md)"
+
+step "mgate tunnel benchmark smoke run (bench/tunnel.sh)"
+rm -rf build-bench/tunnel-smoke
+bench/tunnel.sh --smoke --mgate build-bench/mgate --out build-bench/tunnel-smoke
+tunnel_run=$(echo build-bench/tunnel-smoke/tunnel-run-*)
+if grep -E 'failed|did not|died' "$tunnel_run/run.log"; then
+  echo "tunnel bench smoke: a measurement failed (see $tunnel_run)"; exit 1
+fi
+measured "$tunnel_run/results.tsv" "thr_1 thr_10" "direct tunnel"
+echo "tunnel bench smoke: every path measured ($tunnel_run/report.md)"

@@ -44,6 +44,7 @@ set(MGATE_INTEGRATION_TESTS
   enhanced_auth 60
   rewrite     90
   jwt         120
+  tunnel      300
 )
 
 while(MGATE_INTEGRATION_TESTS)
