@@ -164,7 +164,7 @@ def case_plain(t, tmp, broker, echo, allow):
     big_transfer(t, loc, echo, BIG, "plain broker", BIG_TIMEOUT)
     text = broker.all_text()
     for tn in rig.tunnels():
-        cid = tn.config["clientId"]
+        cid = tn.mqtt_id
         m = re.search(r"New client connected from \S+ as " + re.escape(cid) + r" \(p(\d), c(\d)", text)
         t.check(m and m.group(2) == "0", f"{cid}: a persistent session (clean session 0)", m.group(0) if m else "")
     subs = re.findall(r"^\d+: \t(\S+) \(QoS (\d)\)", text, re.M)
@@ -172,7 +172,7 @@ def case_plain(t, tmp, broker, echo, allow):
     t.check(len(data_topics) >= 2 and all(re.fullmatch(re.escape(rig.root) + r"/mgt-[A-Za-z]{16}", s[0])
                                           and s[1] == "1" for s in data_topics),
             "data topics are <root>/mgt-<16 letters>, subscribed at QoS 1", f"{subs}")
-    pubs = re.findall(r"Received PUBLISH from " + re.escape(loc.config["clientId"])
+    pubs = re.findall(r"Received PUBLISH from " + re.escape(loc.mqtt_id)
                       + r" \(d\d, q(\d), r\d, m\d+, '" + re.escape(rig.root) + r"/mgt-", text)
     t.check(pubs and set(pubs) == {"1"}, "the local side publishes its frames at QoS 1", f"{set(pubs)}")
     return rig
@@ -444,7 +444,7 @@ def case_restart(t, tmp, sig, size, extra=None):
         if res.get("error"):
             show_resets(rig.tunnels(), marks)
         for tn in rig.tunnels():
-            cid = tn.config["clientId"]
+            cid = tn.mqtt_id
             t.check(broker.log.search(r"New client connected from \S+ as " + re.escape(cid) + r" \(p\d, c0"),
                     f"{what}: {cid} reconnected to the new broker with its persistent session")
             after = tn.log.text(marks[tn.name])
@@ -666,11 +666,11 @@ def case_options(t, tmp, broker, echo, later):
             "mqttVersion 5, keyFile on one side and key on the other, window 64 KiB, chunk 8 KiB: 4 MiB both ways",
             r["error"])
     for tn in rig.tunnels():
-        cid = tn.config["clientId"]
+        cid = tn.mqtt_id
         m = broker.log.search(r"New client connected from \S+ as " + re.escape(cid) + r" \(p(\d), c(\d), k(\d+)", mark)
         t.check(m and m.groups() == ("5", "0", "20"), f"{cid}: MQTT 5, clean start 0, keepalive 20",
                 m.group(0) if m else "")
-    sizes = [int(x) for x in re.findall(r"Received PUBLISH from " + re.escape(loc.config["clientId"])
+    sizes = [int(x) for x in re.findall(r"Received PUBLISH from " + re.escape(loc.mqtt_id)
                                         + r" \(d\d, q\d, r\d, m\d+, '[^']*/mgt-[^']*', \.\.\. \((\d+) bytes\)\)",
                                         broker.log.text(mark))]
     t.check(sizes and max(sizes) <= 8192 + 22, "chunk 8192: no frame carries more than 8 KiB of data",

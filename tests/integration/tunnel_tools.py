@@ -417,6 +417,13 @@ class Tunnel:
         if wait and local is not None:
             h.wait_port(local, 10.0, self.proc)
 
+    @property
+    def mqtt_id(self):
+        """The client id the broker sees: clientId, and on a local side "-LOCALPORT" after it
+        (docs/TUNNEL.md: one config file may serve both sides)."""
+        cid = self.config.get("clientId")
+        return f"{cid}-{self.local}" if cid and self.local is not None else cid
+
     def alive(self):
         return self.proc.poll() is None
 
