@@ -25,6 +25,9 @@
 #define DEFAULT_ACK_DELAY_MS 20u
 #define DEFAULT_RTO_MS 3000u
 #define DEFAULT_GIVE_UP_MS 60000u
+/* The smallest window a side may advertise (config.c's minimum): what a
+ * sender assumes of its peer until the peer's first ACK says more. */
+#define MIN_PEER_WINDOW 4096u
 
 struct tunnel_stream {
     uint64_t id;
@@ -89,7 +92,9 @@ struct tunnel_stream *tunnel_stream_new(uint64_t id, const struct tunnel_stream_
         .io = *io,
         .ctx = ctx,
     };
-    st->peer_window = st->cfg.window; /* until the first ACK says otherwise */
+    /* Until the first ACK: the least any peer takes (windows are configured
+     * per side, so ours says nothing of the peer's), never more than ours. */
+    st->peer_window = st->cfg.window < MIN_PEER_WINDOW ? st->cfg.window : MIN_PEER_WINDOW;
     return st;
 }
 
@@ -118,20 +123,34 @@ static void check(const struct tunnel_stream *st)
     ASSERT(st->snd_una <= st->snd_nxt && st->snd_nxt <= st->snd_una + st->snd.len);
     ASSERT(st->snd_max <= st->snd_una + st->snd.len && st->snd_una <= st->snd_max);
     ASSERT(st->ack_limit <= st->rcv_nxt && st->ack_sent <= st->ack_limit);
+    ASSERT(st->rcv_nxt <= st->ack_sent + st->cfg.window); /* rcv_limit */
     ASSERT(!st->fin_acked || (st->eof && st->snd.len == 0));
     ASSERT(!st->fin_taken || (st->peer_fin && st->peer_fin_off == st->rcv_nxt));
     (void)st;
 }
 
 /* The bytes the peer lets us have unacknowledged: its window, never more
- * than ours, and never below one chunk, so that a tiny advertised window
- * cannot stall the stream for good (the peer only ACKs what it receives). */
+ * than ours.  Both sides agree exactly on this rule: the receiver resets a
+ * stream whose DATA ends past its last ACK plus its window (rcv_limit), so
+ * there is no "at least one chunk" floor (a window smaller than a chunk
+ * just means shorter frames: send_data_frame cuts them at the window, and
+ * the receiver ACKs whatever it took, so nothing stalls).  The sender's
+ * snd_una is always an ACK the receiver sent, never more than its last one,
+ * so snd_una + send_window never passes the receiver's limit. */
 static uint32_t send_window(const struct tunnel_stream *st)
 {
-    uint32_t w = st->peer_window < st->cfg.window ? st->peer_window : st->cfg.window;
-    uint32_t floor = st->cfg.chunk < st->cfg.window ? st->cfg.chunk : st->cfg.window;
-    return w > floor ? w : floor;
+    return st->peer_window < st->cfg.window ? st->peer_window : st->cfg.window;
 }
+
+/* The receiver's limit: the offset it last told the peer (ack_sent: an ACK
+ * that actually went, 0 before any; not ack_limit nor rcv_nxt, which may be
+ * further while ACKs are withheld or delayed) plus the window it advertises
+ * in every ACK (cfg.window; before any ACK the peer assumes at most
+ * MIN_PEER_WINDOW, never more than cfg.window: see tunnel_stream_new).
+ * A conforming sender never passes it, so past it is a violation, and the
+ * bytes given to the TCP side beyond what it consumed stay within one
+ * window. */
+static uint64_t rcv_limit(const struct tunnel_stream *st) { return st->ack_sent + st->cfg.window; }
 
 /* Something was sent that the peer has not acknowledged yet. */
 static bool waiting(const struct tunnel_stream *st)
@@ -354,6 +373,12 @@ static void on_data(struct tunnel_stream *st, const struct tunnel_frame *f, uint
         violation(st, "data past the end of the stream");
         return;
     }
+    if (end > rcv_limit(st)) {
+        /* A peer that ignores our window: taking the bytes would grow the
+         * TCP side's output without bound (while it does not read). */
+        violation(st, "data past the advertised window");
+        return;
+    }
     if (end <= st->rcv_nxt) {
         st->stats.dups++;
         schedule_ack(st, true, now_ms);
@@ -407,7 +432,8 @@ static void on_ack(struct tunnel_stream *st, const struct tunnel_frame *f, uint6
         return; /* an old ACK, overtaken */
     if (f->offset > st->snd_una)
         ack_progress(st, f->offset, now_ms);
-    st->peer_window = f->window;
+    if (f->window) /* 0: no window news (the ACK of an ended stream's memory, reliable.c) */
+        st->peer_window = f->window;
     if (fin_seen && !st->fin_acked) {
         st->fin_acked = true;
         st->fin_due = false;

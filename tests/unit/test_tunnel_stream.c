@@ -88,6 +88,7 @@ struct sim {
     uint32_t max_read;
     bool whole_streams; /* each side's TCP end reads `total` bytes, then EOF */
     struct tunnel_stream_cfg cfg;
+    uint32_t window1; /* side 1's window when its config differs (sim_side_cfg), else 0 */
 };
 
 static void push(struct broker *b, const uint8_t *p, size_t len, int to)
@@ -175,6 +176,16 @@ static void sim_init(struct sim *sim, uint64_t seed, const struct tunnel_stream_
     }
 }
 
+/* Side idx gets its own config (windows and chunks are configured per side). */
+static void sim_side_cfg(struct sim *sim, int idx, const struct tunnel_stream_cfg *cfg)
+{
+    tunnel_stream_free(sim->s[idx].st);
+    sim->s[idx].st = tunnel_stream_new(0x1234abcdull, cfg, &sim_io, &sim->s[idx]);
+    CHECK(sim->s[idx].st != NULL);
+    if (idx == 1)
+        sim->window1 = cfg->window ? cfg->window : 256 * 1024;
+}
+
 static void sim_free(struct sim *sim)
 {
     for (int i = 0; i < 2; i++)
@@ -185,7 +196,11 @@ static void sim_free(struct sim *sim)
 
 /* ---- driving the simulation ---------------------------------------------------- */
 
-static uint32_t window_of(const struct sim *sim) { return sim->cfg.window ? sim->cfg.window : 256 * 1024; }
+static uint32_t window_of(const struct sim *sim)
+{
+    uint32_t w = sim->cfg.window ? sim->cfg.window : 256 * 1024;
+    return sim->window1 > w ? sim->window1 : w;
+}
 
 /* The TCP end reads a random amount, unless paused, then EOF. */
 static void feed(struct sim *sim, struct side *s)
@@ -306,11 +321,13 @@ static void check_transfer(struct sim *sim)
     }
 }
 
-static void transfer(uint64_t seed, const struct tunnel_stream_cfg *cfg, uint64_t total, unsigned drop, unsigned dup,
-                     unsigned refuse, unsigned disconnect_every)
+static void transfer2(uint64_t seed, const struct tunnel_stream_cfg *cfg, const struct tunnel_stream_cfg *cfg1,
+                      uint64_t total, unsigned drop, unsigned dup, unsigned refuse, unsigned disconnect_every)
 {
     struct sim sim;
     sim_init(&sim, seed, cfg, total);
+    if (cfg1)
+        sim_side_cfg(&sim, 1, cfg1);
     sim.b.reorder = drop ? 4 : 1;
     sim.whole_streams = true;
     sim.b.drop_pct = drop;
@@ -338,6 +355,12 @@ static void transfer(uint64_t seed, const struct tunnel_stream_cfg *cfg, uint64_
     sim_free(&sim);
 }
 
+static void transfer(uint64_t seed, const struct tunnel_stream_cfg *cfg, uint64_t total, unsigned drop, unsigned dup,
+                     unsigned refuse, unsigned disconnect_every)
+{
+    transfer2(seed, cfg, NULL, total, drop, dup, refuse, disconnect_every);
+}
+
 static void test_transfers(void)
 {
     const uint64_t mib = 1024 * 1024;
@@ -347,6 +370,18 @@ static void test_transfers(void)
     for (uint64_t seed = 3; seed < 9; seed++)
         transfer(seed, &small, 1 * mib, 10, 5, 10, 2000);     /* many small frames */
     transfer(9, &small, 0, 5, 5, 5, 500);                     /* nothing at all: FIN both ways */
+    /* A window smaller than a chunk: frames are cut at the window, and the
+     * receiver, which resets past its window, never sees more. */
+    struct tunnel_stream_cfg tiny = {.window = 3000, .chunk = 32 * 1024, .rto_ms = 200, .ack_delay_ms = 5};
+    transfer(20, &tiny, 256 * 1024, 0, 0, 0, 0);
+    transfer(21, &tiny, 256 * 1024, 10, 5, 10, 2000);
+    /* Windows and chunks differ per side: each sender keeps within the
+     * other's window, from the first byte (before any ACK) on. */
+    struct tunnel_stream_cfg big = {.window = 1024 * 1024, .chunk = 64 * 1024, .rto_ms = 200, .ack_delay_ms = 5};
+    struct tunnel_stream_cfg least = {.window = 4096, .chunk = 512, .rto_ms = 200, .ack_delay_ms = 5};
+    transfer2(22, &big, &least, 1 * mib, 0, 0, 0, 0);
+    transfer2(23, &least, &big, 1 * mib, 10, 5, 10, 2000);
+    transfer2(24, &big, &small, 1 * mib, 10, 5, 10, 2000);
 }
 
 /* ---- directed stream tests ---------------------------------------------------------- */
@@ -522,6 +557,82 @@ static void test_ack_withheld_while_blocked(void)
     sim_free(&sim);
 }
 
+static bool queue_has(const struct sim *sim, uint8_t type);
+
+/* A peer that ignores the window (or frames injected with a sniffed stream
+ * id) while the TCP side does not read: the stream is reset as soon as a
+ * frame ends past the last ACK sent plus the window, and the TCP side is
+ * given at most that. */
+static void test_window_enforced(void)
+{
+    struct sim sim;
+    struct tunnel_stream_cfg cfg = {.window = 16 * 1024, .ack_delay_ms = 20};
+    sim_init(&sim, 25, &cfg, 0);
+    uint64_t id = 0x1234abcdull;
+    static uint8_t x[4096];
+    struct tunnel_stream *b = sim.s[1].st;
+    sim.s[1].refuse_pct = 100;
+    uint64_t off = 0;
+    /* before any ACK the limit is 0 + window: 4 frames fill it exactly */
+    while (!tunnel_stream_reset(b) && off < 128 * 1024 * 1024) {
+        tunnel_stream_frame(b, &(struct tunnel_frame){.type = TF_DATA, .stream = id, .offset = off, .payload = x, .len = 4096},
+                            sim.now);
+        off += 4096;
+    }
+    CHECK(tunnel_stream_reset(b));
+    CHECK_EQ_INT(off, 16 * 1024 + 4096); /* the frame that crossed it */
+    CHECK_EQ_INT(sim.s[1].received, 16 * 1024);
+    CHECK_EQ_INT(sim.s[1].resets, 1);
+    CHECK_EQ_INT(sim.b.rst_frames, 1);
+    CHECK(!queue_has(&sim, TF_ACK)); /* nothing was acknowledged: the TCP side is over its mark */
+    sim_free(&sim);
+
+    /* After an ACK at 6000 the limit is 6000 + window; ACKs withheld while
+     * blocked (duplicates are answered with the old offset) move nothing. */
+    sim_init(&sim, 26, &cfg, 0);
+    b = sim.s[1].st;
+    tunnel_stream_frame(b, &(struct tunnel_frame){.type = TF_DATA, .stream = id, .payload = x, .len = 4096}, sim.now);
+    tunnel_stream_frame(b, &(struct tunnel_frame){.type = TF_DATA, .stream = id, .offset = 4096, .payload = x, .len = 1904},
+                        sim.now);
+    tunnel_stream_poll(b, sim.now + 20); /* the delayed ACK of 6000 */
+    CHECK(queue_has(&sim, TF_ACK));
+    broker_clear(&sim.b);
+    sim.s[1].refuse_pct = 100;
+    off = 6000;
+    while (off + 4000 <= 6000 + 16 * 1024) {
+        tunnel_stream_frame(b, &(struct tunnel_frame){.type = TF_DATA, .stream = id, .offset = off, .payload = x, .len = 4000},
+                            sim.now);
+        off += 4000;
+        tunnel_stream_poll(b, sim.now + 1000);
+    }
+    /* a duplicate makes an ACK go, at the withheld offset */
+    tunnel_stream_frame(b, &(struct tunnel_frame){.type = TF_DATA, .stream = id, .payload = x, .len = 100}, sim.now);
+    CHECK(queue_has(&sim, TF_ACK));
+    CHECK(!tunnel_stream_reset(b));
+    uint64_t left = 6000 + 16 * 1024 - off;
+    CHECK(left > 0 && left < 4096);
+    tunnel_stream_frame(b, &(struct tunnel_frame){.type = TF_DATA, .stream = id, .offset = off, .payload = x, .len = left},
+                        sim.now);
+    CHECK(!tunnel_stream_reset(b)); /* exactly up to the limit */
+    CHECK_EQ_INT(sim.s[1].received, 6000 + 16 * 1024);
+    tunnel_stream_frame(b, &(struct tunnel_frame){.type = TF_DATA, .stream = id, .offset = off + left, .payload = x, .len = 1},
+                        sim.now);
+    CHECK(tunnel_stream_reset(b));
+    CHECK_EQ_INT(sim.s[1].received, 6000 + 16 * 1024);
+    CHECK_EQ_INT(sim.s[1].resets, 1);
+    CHECK_EQ_INT(sim.b.rst_frames, 1);
+    sim_free(&sim);
+
+    /* a frame past a gap and past the limit is refused too */
+    sim_init(&sim, 27, &cfg, 0);
+    tunnel_stream_frame(sim.s[1].st,
+                        &(struct tunnel_frame){.type = TF_DATA, .stream = id, .offset = 16 * 1024, .payload = x, .len = 1},
+                        sim.now);
+    CHECK(tunnel_stream_reset(sim.s[1].st));
+    CHECK_EQ_INT(sim.s[1].received, 0);
+    sim_free(&sim);
+}
+
 static bool queue_has(const struct sim *sim, uint8_t type)
 {
     for (size_t i = 0; i < sim->b.n; i++)
@@ -579,7 +690,7 @@ static void test_send_refused(void)
     CHECK_EQ_INT(sim.b.n, 0);
     sim.b.down = false;
     tunnel_stream_pump(sim.s[0].st, sim.now);
-    CHECK(queue_has(&sim, TF_DATA) && queue_has(&sim, TF_FIN));
+    CHECK(queue_has(&sim, TF_DATA)); /* the FIN follows once the peer's window let every byte go */
     settle(&sim, 100);
     CHECK_EQ_INT(sim.s[1].received, 100000);
     CHECK_EQ_INT(sim.s[1].shutdowns, 1);
@@ -802,6 +913,7 @@ int main(void)
     test_ack_timing();
     test_send_refused();
     test_ack_withheld_while_blocked();
+    test_window_enforced();
     test_abort_resets_both();
     test_violations();
     test_data_past_fin();
