@@ -21,6 +21,7 @@
 #include "tunnel/internal.h"
 
 #define COMPAT_CHUNK 4096 /* bytes per PUBLISH, as mqtunnel reads */
+#define COMPAT_MAX_QUEUED (4u << 20) /* a TCP side that does not read: past this, the tunnel is reset */
 #define ID_LEN 16
 #define TOPIC_LETTERS 8
 
@@ -296,7 +297,19 @@ static void compat_message(struct tunnel *t, const struct mqtt_publish *pub)
     struct cstream *s = find_by(m, NULL, (const char *)pub->topic.p, pub->topic.len);
     if (!s || !s->c)
         return;
-    conn_write(s->c, pub->payload.p, pub->payload.len); /* lossy mode: no window to stop the peer */
+    /* mqtunnel's protocol has no window to stop the peer: memory is bounded
+     * by ending a tunnel whose TCP side does not read what comes. */
+    if (conn_pending(s->c) + pub->payload.len > COMPAT_MAX_QUEUED) {
+        log_msgf(LOGL_WARN, "tunnel: tunnel %s reset: its TCP side took nothing of the last 4 MiB", s->id);
+        t->stats.resets++;
+        struct conn *c = s->c;
+        c->cbs = &quiet_cbs;
+        s->c = NULL;
+        tunnel_conn_reset(c);
+        send_control(s, "closed", 0);
+        return cstream_free(s);
+    }
+    conn_write(s->c, pub->payload.p, pub->payload.len);
     t->stats.bytes_in += pub->payload.len;
 }
 

@@ -101,6 +101,12 @@ static int get_key_file(json_t *v, struct tunnel_config *c, char *err, size_t er
     while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
         n--;
     long k = hex_decode(buf, n, c->key, sizeof(c->key));
+    bool all_hex = n > 0;
+    for (size_t i = 0; i < n && all_hex; i++)
+        all_hex = isxdigit((unsigned char)buf[i]);
+    if (k < 0 && all_hex) /* hex with a digit missing or too many: a typo, not raw bytes */
+        return FAIL("%s: field \"keyFile\": %zu hex digits (an odd count, or more than %zu bytes)", c->path, n,
+                    sizeof(c->key));
     if (k < 0 && n <= sizeof(c->key))
         memcpy(c->key, buf, n), k = (long)n;
     if (k < TUNNEL_KEY_MIN)

@@ -46,12 +46,15 @@ size_t tunnel_frame_encode(const struct tunnel_frame *f, uint8_t *out)
     return TUNNEL_FRAME_HEAD + f->len;
 }
 
-/* A topic someone may publish to: not empty, bounded, no wildcard or NUL. */
+/* A topic someone may publish to: not empty, bounded, no wildcard, and
+ * nothing a broker refuses (NUL, control characters, bad UTF-8). */
 static bool topic_ok(const uint8_t *p, size_t len)
 {
     return len > 0 && len <= TUNNEL_MAX_TOPIC && !memchr(p, '+', len) && !memchr(p, '#', len) &&
-           !memchr(p, '\0', len);
+           utf8_mqtt_name(p, len);
 }
+
+static bool has_mac(const uint8_t *p, size_t len);
 
 /* Whether the payload's length and content suit the frame's type. */
 static bool payload_ok(const struct tunnel_frame *f)
@@ -59,8 +62,9 @@ static bool payload_ok(const struct tunnel_frame *f)
     switch (f->type) {
     case TF_DATA:
         return f->len > 0 && f->len <= TUNNEL_MAX_CHUNK;
-    case TF_ACCEPT:
-        return topic_ok(f->payload, f->len);
+    case TF_ACCEPT: /* a topic, MAC-prefixed or not (tunnel_accept_encode) */
+        return has_mac(f->payload, f->len) ? topic_ok(f->payload + MAC_HEX + 1, f->len - MAC_HEX - 1)
+                                           : topic_ok(f->payload, f->len);
     case TF_RST:
         return f->len <= TUNNEL_MAX_REASON;
     default: /* ACK, FIN */
@@ -272,4 +276,43 @@ const char *tunnel_open_result_name(enum tunnel_open_result r)
         [TUNNEL_OPEN_STALE] = "stale",
     };
     return r >= TUNNEL_OPEN_OK && r <= TUNNEL_OPEN_STALE ? names[r] : "unknown";
+}
+
+/* What an ACCEPT's MAC covers: "accept", the stream id, the topic. */
+static bool accept_mac(uint64_t stream, const char *topic, size_t tlen, const uint8_t *key, size_t keylen,
+                       char out[MAC_HEX])
+{
+    uint8_t msg[6 + 8 + TUNNEL_MAX_TOPIC];
+    if (tlen > TUNNEL_MAX_TOPIC)
+        return false;
+    memcpy(msg, "accept", 6);
+    put_be(msg + 6, stream, 8);
+    memcpy(msg + 14, topic, tlen);
+    return mac_hex(key, keylen, msg, 14 + tlen, out);
+}
+
+size_t tunnel_accept_encode(uint64_t stream, const char *topic, const uint8_t *key, size_t keylen, uint8_t *out,
+                            size_t outlen)
+{
+    size_t tlen = strlen(topic), pre = keylen ? MAC_HEX + 1 : 0;
+    if (pre + tlen > outlen || pre + tlen > TUNNEL_MAX_TOPIC + MAC_HEX + 1)
+        return 0;
+    if (keylen && !accept_mac(stream, topic, tlen, key, keylen, (char *)out))
+        return 0;
+    if (keylen)
+        out[MAC_HEX] = '.';
+    memcpy(out + pre, topic, tlen);
+    return pre + tlen;
+}
+
+long tunnel_accept_topic(uint64_t stream, const uint8_t *p, size_t len, const uint8_t *key, size_t keylen)
+{
+    bool mac = has_mac(p, len);
+    if (!keylen)
+        return mac ? MAC_HEX + 1 : 0;
+    char want[MAC_HEX];
+    if (!mac || !accept_mac(stream, (const char *)p + MAC_HEX + 1, len - MAC_HEX - 1, key, keylen, want) ||
+        CRYPTO_memcmp(want, p, MAC_HEX) != 0)
+        return -1;
+    return MAC_HEX + 1;
 }

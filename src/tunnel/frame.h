@@ -15,7 +15,8 @@
  *                    FIN   the stream's final length (bytes sent in all)
  *                    ACCEPT, RST: 0
  *   18 u32  window:  ACK   bytes the receiver takes beyond offset; else 0
- *   22 ...  payload: DATA  the bytes; ACCEPT the accepter's data topic;
+ *   22 ...  payload: DATA  the bytes; ACCEPT the accepter's data topic
+ *                    (with a key, MAC-prefixed: tunnel_accept_encode);
  *                    RST   a reason (UTF-8, at most 200 bytes); else none
  */
 #ifndef MGATE_TUNNEL_FRAME_H
@@ -97,5 +98,19 @@ enum tunnel_open_result {
 enum tunnel_open_result tunnel_open_decode(const uint8_t *p, size_t len, const uint8_t *key, size_t keylen,
                                            uint64_t now, struct tunnel_open *o);
 const char *tunnel_open_result_name(enum tunnel_open_result r);
+
+/*
+ * An ACCEPT's payload.  Without a key: the accepter's data topic.  With a
+ * shared key: "<64 hex HMAC-SHA256 of "accept", the stream id (8 bytes,
+ * big-endian) and the topic>.<topic>", so that a client that can read the
+ * control topic (and so sees the open's reply topic and stream id) cannot
+ * answer in the remote's place and take the stream over.
+ * tunnel_accept_encode: the payload into out, its length (0: no room).
+ * tunnel_accept_topic: the topic's offset in p, or -1 when a key is set
+ * and the MAC is missing or wrong (without a key a MAC is skipped).
+ */
+size_t tunnel_accept_encode(uint64_t stream, const char *topic, const uint8_t *key, size_t keylen, uint8_t *out,
+                            size_t outlen);
+long tunnel_accept_topic(uint64_t stream, const uint8_t *p, size_t len, const uint8_t *key, size_t keylen);
 
 #endif

@@ -30,6 +30,9 @@
 #define OPEN_WAIT_MS 30000 /* the local side's wait for TF_ACCEPT */
 #define REFUSE_LOG_BURST 10
 #define FLUSH_WAIT_MS 10000 /* an ended stream's time to send its last frame */
+#define MAX_STREAMS 1024    /* open streams per side: each holds a socket and up to two windows */
+#define MAX_SEEN 65536      /* keyed opens remembered for their whole time of validity */
+#define START_SKEW_S 5      /* a keyed open older than our start (by more than this) is a replay */
 
 struct rstream {
     struct rel *r;
@@ -64,6 +67,9 @@ struct rel {
     struct tomb tombs[TOMBS];
     unsigned tomb_next;
     bool blocked; /* a send was refused: pump on the next drain */
+    struct seen *seen[BUCKETS]; /* keyed opens taken, until their ts leaves the skew window */
+    unsigned nseen;
+    uint64_t started; /* unix seconds */
     struct log_limit refuse_budget;
     uint8_t buf[TUNNEL_FRAME_HEAD + TUNNEL_MAX_CHUNK];
 };
@@ -108,10 +114,28 @@ static void send_rst(struct rel *r, const char *topic, uint64_t id, const char *
 
 static void send_accept(struct rstream *s)
 {
-    struct tunnel_frame f = {.type = TF_ACCEPT, .stream = s->id, .payload = (const uint8_t *)s->r->topic,
-                             .len = strlen(s->r->topic)};
+    const struct tunnel_config *cfg = s->r->t->cfg;
+    uint8_t payload[TUNNEL_MAX_TOPIC + 65];
+    size_t n = tunnel_accept_encode(s->id, s->r->topic, cfg->keylen ? cfg->key : NULL, cfg->keylen, payload,
+                                    sizeof(payload));
+    ASSERT(n > 0); /* our own topic always fits */
+    struct tunnel_frame f = {.type = TF_ACCEPT, .stream = s->id, .payload = payload, .len = n};
     if (send_frame_to(s->r, s->peer, &f))
         s->accept_owed = false;
+}
+
+/* The data topic an ACCEPT names, into out: false when its MAC is wrong
+ * (with a key), or it is not a peer's data topic under our root. */
+static bool accept_topic(const struct rel *r, const struct tunnel_frame *f, char out[TUNNEL_MAX_TOPIC + 1])
+{
+    const struct tunnel_config *cfg = r->t->cfg;
+    long at = tunnel_accept_topic(f->stream, f->payload, f->len, cfg->keylen ? cfg->key : NULL, cfg->keylen);
+    if (at < 0 || f->len - (size_t)at > TUNNEL_MAX_TOPIC)
+        return false;
+    size_t n = f->len - (size_t)at;
+    memcpy(out, f->payload + at, n);
+    out[n] = 0;
+    return tunnel_topic_ok(r->t, out, n) && strcmp(out, r->topic) != 0;
 }
 
 /* ---- the stream's life -------------------------------------------------------------- */
@@ -363,6 +387,13 @@ static void publish_open(struct rstream *s)
 static void rel_accept(struct tunnel *t, int fd)
 {
     struct rel *r = t->mode_state;
+    if (t->stats.streams_open >= MAX_STREAMS) {
+        t->stats.refused++; /* each holds a socket and windows: past the cap, reset at once */
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        close(fd);
+        return;
+    }
     struct rstream *s = stream_new(r, tunnel_random_u64(), true);
     struct conn *c = s ? conn_tcp_accept(t->loop, fd, &tcp_cbs, s) : NULL;
     if (!c) {
@@ -385,8 +416,13 @@ static void accepted(struct rstream *s, const struct tunnel_frame *f)
 {
     if (!s->local || s->accepted)
         return; /* a duplicate */
-    memcpy(s->peer, f->payload, f->len);
-    s->peer[f->len] = 0;
+    char topic[TUNNEL_MAX_TOPIC + 1];
+    if (!accept_topic(s->r, f, topic)) {
+        log_msgf(LOGL_WARN, "tunnel: stream %016llx: an ACCEPT with a wrong MAC or no data topic of ours dropped",
+                 (unsigned long long)s->id);
+        return;
+    }
+    memcpy(s->peer, topic, sizeof(topic));
     s->accepted = true;
     if (s->c)
         conn_resume_read(s->c);
@@ -394,6 +430,52 @@ static void accepted(struct rstream *s, const struct tunnel_frame *f)
 }
 
 /* ---- opening: the remote side ------------------------------------------------------- */
+
+/* A keyed open is valid for TUNNEL_CONTROL_SKEW seconds around its ts:
+ * every one taken is remembered that long, so a captured open replayed
+ * later opens nothing (the tombs remember only the last TOMBS streams).
+ * Opens from before this process started cannot be checked that way and
+ * are refused; MAX_SEEN bounds the memory, refusing ("busy") past it. */
+struct seen {
+    uint64_t id, until;
+    struct seen *next;
+};
+
+/* Whether o was taken before; else it is remembered now.  -1: no room. */
+static int seen_before(struct rel *r, const struct tunnel_open *o, uint64_t now)
+{
+    struct seen **pp = &r->seen[(o->stream ^ o->stream >> 32) % BUCKETS];
+    while (*pp) {
+        struct seen *e = *pp;
+        if (e->until < now) { /* out of the window: a replay of it is stale anyway */
+            *pp = e->next;
+            free(e);
+            r->nseen--;
+            continue;
+        }
+        if (e->id == o->stream)
+            return 1;
+        pp = &e->next;
+    }
+    struct seen *e = r->nseen < MAX_SEEN ? malloc(sizeof(*e)) : NULL;
+    if (!e)
+        return -1;
+    *e = (struct seen){.id = o->stream, .until = o->ts + TUNNEL_CONTROL_SKEW, .next = *pp};
+    *pp = e;
+    r->nseen++;
+    return 0;
+}
+
+static void seen_free(struct rel *r)
+{
+    for (unsigned i = 0; i < BUCKETS; i++)
+        while (r->seen[i]) {
+            struct seen *e = r->seen[i];
+            r->seen[i] = e->next;
+            free(e);
+        }
+    r->nseen = 0;
+}
 
 static void refused(struct rel *r, const char *why, const struct tunnel_open *o, const char *rst_to)
 {
@@ -440,11 +522,12 @@ static void on_open(struct rel *r, const struct mqtt_publish *pub)
     struct tunnel_open o = {0};
     enum tunnel_open_result res = tunnel_open_decode(pub->payload.p, pub->payload.len, cfg->keylen ? cfg->key : NULL,
                                                      cfg->keylen, (uint64_t)time(NULL), &o);
-    bool reply_ok = res != TUNNEL_OPEN_MALFORMED && tunnel_topic_ok(r->t, o.reply, strlen(o.reply));
+    bool reply_ok = res != TUNNEL_OPEN_MALFORMED && tunnel_topic_ok(r->t, o.reply, strlen(o.reply)) &&
+                    strcmp(o.reply, r->topic) != 0;
     if (res != TUNNEL_OPEN_OK)
         return refused(r, tunnel_open_result_name(res), &o, res == TUNNEL_OPEN_STALE && reply_ok ? o.reply : NULL);
     if (!reply_ok)
-        return refused(r, "reply topic not under the control topic's level", &o, NULL);
+        return refused(r, "reply topic not a data topic under the control topic's level", &o, NULL);
     struct rstream *s = find(r, o.stream);
     if (s || tomb_find(r, o.stream)) { /* a redelivered open */
         if (s && s->accepted && !s->heard && !strcmp(s->peer, o.reply))
@@ -453,6 +536,16 @@ static void on_open(struct rel *r, const struct mqtt_publish *pub)
     }
     if (!tunnel_config_allows(cfg, o.port))
         return refused(r, "port not allowed", &o, o.reply);
+    if (r->t->stats.streams_open >= MAX_STREAMS)
+        return refused(r, "too many streams", &o, o.reply);
+    if (cfg->keylen) {
+        uint64_t now = (uint64_t)time(NULL);
+        if (o.ts + START_SKEW_S < r->started)
+            return refused(r, "stale (sent before this side started)", &o, o.reply);
+        int seen = seen_before(r, &o, now);
+        if (seen != 0)
+            return refused(r, seen > 0 ? "replayed" : "busy", &o, seen > 0 ? NULL : o.reply);
+    }
     dial(r, &o);
 }
 
@@ -467,11 +560,10 @@ static void orphan(struct rel *r, const struct tunnel_frame *f)
         send_frame_to(r, tb->peer, &ack);
     } else if (tb && !tb->done && f->type != TF_RST)
         send_rst(r, tb->peer, f->stream, "stream reset");
-    else if (!tb && f->type == TF_ACCEPT) { /* an open we gave up on */
+    else if (!tb && f->type == TF_ACCEPT) { /* an open we gave up on: the RST only to a genuine peer */
         char topic[TUNNEL_MAX_TOPIC + 1];
-        memcpy(topic, f->payload, f->len);
-        topic[f->len] = 0;
-        send_rst(r, topic, f->stream, "no such stream");
+        if (accept_topic(r, f, topic))
+            send_rst(r, topic, f->stream, "no such stream");
     } else if (!tb)
         log_msgf(LOGL_DEBUG, "tunnel: a frame for an unknown stream %016llx", (unsigned long long)f->stream);
 }
@@ -573,6 +665,7 @@ static int rel_start(struct tunnel *t)
     if (!r)
         return log_msgf(LOGL_ERROR, "tunnel: out of memory"), -1;
     r->t = t;
+    r->started = (uint64_t)time(NULL);
     r->scfg = (struct tunnel_stream_cfg){.window = t->cfg->window, .chunk = t->cfg->chunk};
     char node[17];
     tunnel_random_letters(node, 16, TUNNEL_LOWER);
@@ -597,6 +690,7 @@ static void rel_stop(struct tunnel *t)
     if (!r)
         return;
     each_stream(r, stop_one);
+    seen_free(r);
     free(r);
     t->mode_state = NULL;
 }

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -130,16 +131,37 @@ void tunnel_conn_reset(struct conn *c)
     conn_close(c);
 }
 
-/* A peer's data topic: one level right under our root, no wildcard. */
+static bool all_of(const char *p, size_t n, const char *set)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!p[i] || !strchr(set, p[i]))
+            return false;
+    return true;
+}
+
+/* A peer's data topic, as it came from the wire (an open's reply, an
+ * ACCEPT, an mqtunnel connect): one level right under our root, in the
+ * shape this mode makes ("mgt-" and 16 lower-case letters; mqtunnel: a
+ * port, '-' and 8 letters).  Nothing else can pass: not the control topic,
+ * not $SYS, no character a broker refuses (a control character makes
+ * mosquitto drop the publisher, and we would publish there again after
+ * every reconnect). */
 bool tunnel_topic_ok(const struct tunnel *t, const char *topic, size_t len)
 {
     size_t rl = strlen(t->root);
     if (len <= rl + 1 || len > TUNNEL_MAX_TOPIC || memcmp(topic, t->root, rl) || topic[rl] != '/')
         return false;
-    for (size_t i = rl + 1; i < len; i++)
-        if (topic[i] == '/' || topic[i] == '+' || topic[i] == '#' || !topic[i])
-            return false;
-    return true;
+    const char *lvl = topic + rl + 1;
+    size_t n = len - rl - 1;
+    if (len == strlen(t->cfg->control) && !memcmp(topic, t->cfg->control, len))
+        return false;
+    if (t->mode == &tunnel_compat) {
+        const char *dash = memchr(lvl, '-', n);
+        size_t digits = dash ? (size_t)(dash - lvl) : 0;
+        return digits >= 1 && digits <= 5 && all_of(lvl, digits, "0123456789") && n == digits + 1 + 8 &&
+               all_of(dash + 1, 8, TUNNEL_LETTERS);
+    }
+    return n == 4 + 16 && !memcmp(lvl, "mgt-", 4) && all_of(lvl + 4, 16, TUNNEL_LOWER);
 }
 
 /* ---- the MQTT connection ------------------------------------------------------------ */
@@ -346,6 +368,9 @@ static int start_listener(struct tunnel *t)
 {
     char err[256];
     int fd = port_free(t->lport, err, sizeof(err)) < 0 ? -1 : listener_bind("127.0.0.1", t->lport, err, sizeof(err));
+    int zero = 0; /* a tunnelled service may speak first (ssh, smtp): no deferred accept here */
+    if (fd >= 0)
+        setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &zero, sizeof(zero));
     if (fd < 0 || listener_start(&t->ls, t->loop, fd, "tunnel", on_accept, t) < 0) {
         log_msgf(LOGL_ERROR, "tunnel: cannot listen on 127.0.0.1:%u: %s", t->lport, fd < 0 ? err : "failed");
         if (fd >= 0)

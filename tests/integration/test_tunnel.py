@@ -22,6 +22,7 @@ About 140 s (two cases wait for the local side's give-up times, 30 and 60 s, sid
 MGATE_TUNNEL_ONLY=word,word runs only the cases whose title holds one of the words (the cases on
 the plain broker's rig need "plain" too).
 """
+import json
 import os
 import re
 import signal
@@ -329,7 +330,7 @@ def case_forged(t, rig, echo, broker):
     one signed with the key (the control) opens a stream."""
     peer = tt.Peer(broker.port, "forger-" + tt.letters(6))
     try:
-        reply = f"{rig.root}/mgt-{tt.letters(16)}"
+        reply = f"{rig.root}/mgt-{tt.letters(16).lower()}"  # the shape of a data topic
         peer.subscribe([reply], 1)
         acc0 = echo.accepted
         mark = rig.remote.log.mark()
@@ -356,12 +357,69 @@ def case_forged(t, rig, echo, broker):
         f = tt.unframe(m.payload) if m else None
         t.check(f is not None and f[0] == tt.TF_ACCEPT and f[2] == sid,
                 "control: a correctly signed open gets an ACCEPT for its stream", repr(m))
+        topic = tt.accept_topic(f[5], sid, KEY_BYTES) if f and f[0] == tt.TF_ACCEPT else None
+        t.check(topic is not None and topic.startswith(rig.root + "/mgt-"),
+                "control: the ACCEPT carries the remote's data topic under the key's MAC", repr(f))
         t.check(h.wait_until(lambda: echo.accepted - acc0 == 1, 5.0),
                 "control: a correctly signed open reaches the echo server")
-        if f and f[0] == tt.TF_ACCEPT:
-            peer.publish(f[5].decode(), tt.frame(tt.TF_RST, sid, payload=b"test done"), qos=1)
+        if topic:
+            peer.publish(topic, tt.frame(tt.TF_RST, sid, payload=b"test done"), qos=1)
     finally:
         peer.close()
+
+
+def case_attack_round(t, rig, echo, broker):
+    """What the attack round found: a reply topic with a control character (mosquitto drops the
+    publisher: the remote reconnected and published there again, forever), a signed open from before
+    the remote started (a replay its memory cannot catch), and an ACCEPT forged by a client that
+    reads the control topic (the local side took it and sent the client's bytes to the forger)."""
+    peer = tt.Peer(broker.port, "attacker-" + tt.letters(6))
+    try:
+        mark, bmark = rig.remote.log.mark(), broker.log.mark()
+        now = int(time.time())
+        bad = f"{rig.root}/mgt-{tt.letters(15).lower()}\\u0001"  # JSON's escape: the decoded topic holds U+0001
+        peer.publish(rig.control, tt.open_message(0x0A77AC0000000001, echo.port, bad, now, key=KEY_BYTES), qos=1)
+        time.sleep(2.0)
+        t.eq(broker.log.count(r"Client " + re.escape(rig.remote.mqtt_id) + r" disconnected", bmark), 0,
+             "a reply topic with a control character: the remote side is never dropped by the broker")
+        t.check(rig.remote.log.search(r"tunnel open refused", mark),
+                "... and logs the open as refused", rig.remote.log.text(mark)[-400:])
+        reply = f"{rig.root}/mgt-{tt.letters(16).lower()}"
+        peer.subscribe([reply], 1)
+        acc0 = echo.accepted
+        old_ts = now - 120  # inside the 300 s skew, but before this remote side started
+        peer.publish(rig.control, tt.open_message(0x0A77AC0000000002, echo.port, reply, old_ts, key=KEY_BYTES), qos=1)
+        m = peer.get(3.0, lambda p: tt.unframe(p.payload) and tt.unframe(p.payload)[0] == tt.TF_ACCEPT)
+        t.check(m is None and echo.accepted == acc0,
+                "a signed open from before the remote side started (a replay it cannot remember) opens nothing")
+        t.check(rig.remote.log.search(r"before this side started", mark), "... and is logged as such")
+    finally:
+        peer.close()
+    # a local side whose remote is away: a client that reads the control topic answers its open
+    ctl = f"{rig.root}-away/control"
+    cfg = config(broker.port, ctl, "away-local", key=KEY)
+    spy = tt.Peer(broker.port, "spy-" + tt.letters(6))
+    lport = h.free_port()
+    loc = tt.Tunnel(rig.tmp, "away-local", cfg, local=lport, remote=echo.port)
+    try:
+        spy.subscribe([ctl, f"{rig.root}-away/#"], 1)
+        cl = socket.create_connection((h.HOST, lport), timeout=5)
+        cl.sendall(b"GET /secret")
+        m = spy.get(5.0, lambda p: p.topic == ctl)
+        o = json.loads(m.payload.split(b".", 1)[1]) if m else {}
+        evil = f"{rig.root}-away/mgt-{tt.letters(16).lower()}"
+        spy.subscribe([evil], 1)
+        if o:
+            spy.publish(o["reply"], tt.frame(tt.TF_ACCEPT, int(o["stream"], 16), payload=evil.encode()), qos=1)
+        got = spy.get(3.0, lambda p: p.topic == evil)
+        t.check(o and got is None, "a forged ACCEPT without the key's MAC: the local side sends the forger nothing",
+                repr(got))
+        t.check(loc.log.search(r"ACCEPT with a wrong MAC"), "... and logs the ACCEPT it dropped",
+                loc.log.text()[-400:])
+        cl.close()
+    finally:
+        spy.close()
+        loc.stop(signal.SIGTERM, 10.0)
 
 
 def case_bad_config(t, tmp, broker_port):
@@ -883,6 +941,7 @@ def main():
             case("a reader that stops", case_stall, t, rig, echo)
             case("a port not in allow", case_allow, t, rig)
             case("forged open messages", case_forged, t, rig, echo, broker)
+            case("the attack round: topics, replays, forged ACCEPTs", case_attack_round, t, rig, echo, broker)
             t.section("plain rig: stop")
             stats = stop_and_check(t, rig.tunnels(), "plain rig")
             v = tt.stat_value(stats.get(rig.remote.name), "refus")

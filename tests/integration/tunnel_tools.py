@@ -371,6 +371,18 @@ def frame(ftype, stream, offset=0, window=0, payload=b"", flags=0):
     return struct.pack(">BBQQI", (1 << 4) | ftype, flags, stream, offset, window) + payload
 
 
+def accept_topic(payload, stream, key=None):
+    """The data topic an ACCEPT's payload names; with key (bytes), only when its MAC (HMAC-SHA256
+    of b"accept", the stream id and the topic, frame.h) is right, else None."""
+    if key is None:
+        return payload.split(b".", 1)[1].decode() if len(payload) > 65 and payload[64:65] == b"." else payload.decode()
+    if len(payload) <= 65 or payload[64:65] != b".":
+        return None
+    topic = payload[65:]
+    want = hmac.new(key, b"accept" + stream.to_bytes(8, "big") + topic, hashlib.sha256).hexdigest().encode()
+    return topic.decode() if hmac.compare_digest(want, payload[:64]) else None
+
+
 def unframe(b):
     """(type, flags, stream, offset, window, payload) or None when it is no version-1 frame."""
     if len(b) < FRAME_HEAD or b[0] >> 4 != 1:
