@@ -141,6 +141,8 @@ static int get_number(const char *k, json_t *v, struct tunnel_config *c, bool *p
         return get_int(v, k, 512, TUNNEL_MAX_CHUNK, &n, p, err, errlen) < 0 ? -1 : (c->chunk = (uint32_t)n, 0);
     if (!strcmp(k, "keepalive"))
         return get_int(v, k, 0, 65535, &n, p, err, errlen) < 0 ? -1 : (c->keepalive = (uint16_t)n, 0);
+    if (!strcmp(k, "giveUp"))
+        return get_int(v, k, 2, 3600, &n, p, err, errlen) < 0 ? -1 : (c->give_up_s = (uint32_t)n, 0);
     if (get_int(v, k, 4, 5, &n, p, err, errlen) < 0)
         return -1;
     c->mqtt_version = (uint8_t)n;
@@ -160,7 +162,7 @@ static int field(const char *k, json_t *v, struct tunnel_config *c, bool *port_s
         if (!strcmp(k, strs[i].name))
             return get_str(v, k, (char **)((char *)c + strs[i].off), c->path, err, errlen);
     if (!strcmp(k, "port") || !strcmp(k, "window") || !strcmp(k, "chunk") || !strcmp(k, "keepalive") ||
-        !strcmp(k, "mqttVersion"))
+        !strcmp(k, "giveUp") || !strcmp(k, "mqttVersion"))
         return get_number(k, v, c, port_set, err, errlen);
     if (!strcmp(k, "tls"))
         return *tls_set = true, get_bool(v, k, &c->tls, c->path, err, errlen);

@@ -37,6 +37,8 @@ struct tunnel_config {
     size_t keylen; /* 0: no key */
     bool tls, insecure;
     uint32_t window, chunk; /* 0: stream.h's defaults */
+    uint32_t give_up_s;     /* "giveUp": a stream without progress this long is reset, an open
+                               unanswered half as long; 0: stream.h's default (60 s) */
     uint8_t mqtt_version;   /* 4 or 5 */
     uint16_t keepalive;
 };

@@ -405,7 +405,7 @@ static void rel_accept(struct tunnel *t, int fd)
     attach(s, c);
     conn_pause_read(c); /* held until the remote side accepts */
     s->port = t->rport;
-    s->open_deadline = now_ms(r) + OPEN_WAIT_MS;
+    s->open_deadline = now_ms(r) + (t->cfg->give_up_s ? t->cfg->give_up_s * 500u : OPEN_WAIT_MS);
     log_msgf(LOGL_INFO, "tunnel: stream %016llx opened to the remote port %u", (unsigned long long)s->id, s->port);
     publish_open(s);
     settle(s);
@@ -666,7 +666,8 @@ static int rel_start(struct tunnel *t)
         return log_msgf(LOGL_ERROR, "tunnel: out of memory"), -1;
     r->t = t;
     r->started = (uint64_t)time(NULL);
-    r->scfg = (struct tunnel_stream_cfg){.window = t->cfg->window, .chunk = t->cfg->chunk};
+    r->scfg = (struct tunnel_stream_cfg){.window = t->cfg->window, .chunk = t->cfg->chunk,
+                                         .give_up_ms = t->cfg->give_up_s * 1000u};
     char node[17];
     tunnel_random_letters(node, 16, TUNNEL_LOWER);
     snprintf(r->topic, sizeof(r->topic), "%.216s/mgt-%s", t->root, node);

@@ -18,7 +18,7 @@ forged open messages without the key (and a correctly signed one as the control)
 
 Sizes (env): MGATE_TUNNEL_MIB (64: the big transfer), MGATE_TUNNEL_RESTART_MIB (24),
 MGATE_TUNNEL_STREAMS (50), MGATE_TUNNEL_STREAM_KIB (512), MGATE_TUNNEL_STALL_MIB (256).
-About 140 s (two cases wait for the local side's give-up times, 30 and 60 s, side by side).
+About 70 s (the cases that wait for a local side's give-up set "giveUp": 6, not the default 60 s).
 MGATE_TUNNEL_ONLY=word,word runs only the cases whose title holds one of the words (the cases on
 the plain broker's rig need "plain" too).
 """
@@ -437,6 +437,7 @@ def case_bad_config(t, tmp, broker_port):
         ("insecure", {"insecure": "yes"}),
         ("tls", {"tls": 1}),
         ("keepalive", {"keepalive": "60"}),
+        ("giveUp", {"giveUp": 1}),
         ("control", {"control": None}),
     ]
     d = os.path.join(tmp, "badconf")
@@ -539,7 +540,8 @@ def case_remote_dies(t, tmp, broker, echo):
     the stream cannot be resumed, so the local TCP client sees a reset, never a clean EOF.
     The client's own writes are over before the reset can come (else its send() could take the
     ECONNRESET and leave recv() a plain 0)."""
-    rig = Rig(t, tmp, broker.port, lambda: broker.log, "rdie", [echo.port], {"key": KEY}, {"key": KEY})
+    rig = Rig(t, tmp, broker.port, lambda: broker.log, "rdie", [echo.port], {"key": KEY},
+              {"key": KEY, "giveUp": 6})  # the give-up time, 60 s by default: the test waits for it
     loc = rig.local(echo.port)
     s = socket.create_connection((h.HOST, loc.local), timeout=5)
     s.settimeout(20)
@@ -741,7 +743,7 @@ def case_options(t, tmp, broker, echo, later):
     for name, extra in (("another key", {"key": "ab" * 32}), ("no key", {})):
         lport = h.free_port()
         other = tt.Tunnel(tmp, f"opts-{name.replace(' ', '-')}",
-                          config(broker.port, rig.control, f"opts-{name.replace(' ', '')}", **extra),
+                          config(broker.port, rig.control, f"opts-{name.replace(' ', '')}", giveUp=6, **extra),
                           local=lport, remote=echo.port)
         tries.append((name, other, {}))
 
