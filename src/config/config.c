@@ -90,6 +90,7 @@ static const struct key listener_keys[] = {
     {"MAX_BODY_SIZE", V_SIZE, L(max_body_size), "1MiB", 0, 268435455},
     {"REQUEST_TIMEOUT", V_DURATION, L(request_timeout_ms), "10s", 100, 3600000},
     {"IDLE_TIMEOUT", V_DURATION, L(idle_timeout_ms), "60s", 100, 3600000},
+    {"ACK_TIMEOUT", V_DURATION, L(ack_timeout_ms), "2s", 100, 2000}, /* above 2 s, BR_PING_TIMEOUT_MS would be shorter than a hold */
     {"TARGET_TIMEOUT", V_DURATION, L(target_timeout_ms), "30s", 100, 3600000},
     LSTR("MOUNT_POINT", mount_point),
 };

@@ -159,6 +159,7 @@ struct listener_config {
     uint32_t max_body_size;      /* MAX_BODY_SIZE: request body, default 1 MiB */
     uint32_t request_timeout_ms; /* REQUEST_TIMEOUT: a request's head and body, default 10 s */
     uint32_t idle_timeout_ms;    /* IDLE_TIMEOUT: keep-alive wait for the next request, 60 s */
+    uint32_t ack_timeout_ms;     /* ACK_TIMEOUT: CoAP, the first wait for a CON's ACK, 2 s (RFC 7252 4.8) */
     uint32_t target_timeout_ms;  /* TARGET_TIMEOUT: the target's answer, and each pause in it, 30 s */
 };
 

@@ -356,6 +356,7 @@ static int coap_prepare(const struct listener_config *lc, struct session_params 
     }
     cs->max_datagram = lc->max_packet_size < UDP_PAYLOAD_MAX ? lc->max_packet_size : UDP_PAYLOAD_MAX;
     cs->idle_ms = lc->idle_timeout_ms;
+    cs->ack_ms = lc->ack_timeout_ms;
     cs->max_peers = lc->max_connections ? lc->max_connections : default_max_peers();
     cs->bridge = bridge;
     p->front_settings = cs;

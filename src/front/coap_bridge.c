@@ -42,13 +42,12 @@
 #include "session/mqtt_client.h"
 
 #define BR_KEEPALIVE 60             /* seconds */
-#define BR_PING_TIMEOUT_MS 150000u  /* longer than a hold can last (93 s of retransmissions) */
+#define BR_PING_TIMEOUT_MS 150000u  /* longer than a hold can last (93 s of retransmissions at ACK_TIMEOUT's most, 2 s) */
 #define BR_INFLIGHT 8               /* PUBLISH, SUBSCRIBE, UNSUBSCRIBE waiting for the broker */
 #define BR_EXCHANGES 8              /* requests remembered by message id */
 #define BR_EXCHANGE_LIFETIME_MS 247000u /* RFC 7252 4.8.2 */
 #define BR_ANSWER_MAX 32            /* header, token, Observe: mgate's answers have no payload */
 #define BR_QUEUE_MAX 16             /* notifications waiting */
-#define BR_ACK_TIMEOUT_MS 2000u     /* RFC 7252 4.8 */
 #define BR_MAX_RETRANSMIT 4
 #define BR_OBSERVE_MASK 0xFFFFFFu   /* RFC 7641 4.4: 24 bits */
 
@@ -446,7 +445,8 @@ static void notify(struct coap_bridge *br, const struct br_note *n)
     br->con_tries = 0;
     uint32_t r = 0;
     RAND_bytes((uint8_t *)&r, sizeof(r)); /* failed: the shortest wait */
-    br->con_wait = BR_ACK_TIMEOUT_MS + r % (BR_ACK_TIMEOUT_MS / 2 + 1); /* ACK_RANDOM_FACTOR 1.5 */
+    uint32_t ack = br->peer->srv->cs->ack_ms; /* ACK_TIMEOUT, RFC 7252 4.8 */
+    br->con_wait = ack + r % (ack / 2 + 1);  /* ACK_RANDOM_FACTOR 1.5 */
     loop_timer_start(loop_of(br), &br->rtx, br->con_wait, on_rtx);
 }
 

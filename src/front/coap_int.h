@@ -49,6 +49,7 @@
 struct coap_settings {
     uint32_t max_datagram; /* MAX_PACKET_SIZE, at most a UDP payload (65507) */
     uint32_t idle_ms;      /* IDLE_TIMEOUT */
+    uint32_t ack_ms;       /* ACK_TIMEOUT: the bridge's first wait for a CON notification's ACK */
     uint32_t max_peers;    /* per worker: MAX_CONNECTIONS's guard is the worker's admit */
     bool bridge;           /* TARGET_PROTOCOL mqtt or mqtts: coap_bridge.c, not the relay */
 };
