@@ -216,8 +216,9 @@ class Topology:
     def _make_veth(self):
         for h, (na, da, aa, nb, db, ab) in self.hops.items():
             run("ip", "link", "add", f"{h}{os.getpid()}a", "type", "veth", "peer", "name", f"{h}{os.getpid()}b")
-            run("ip", "link", "set", f"{h}{os.getpid()}a", "netns", na, "name", da)
-            run("ip", "link", "set", f"{h}{os.getpid()}b", "netns", nb, "name", db)
+            for tmp, ns, dev in ((f"{h}{os.getpid()}a", na, da), (f"{h}{os.getpid()}b", nb, db)):
+                run("ip", "link", "set", tmp, "netns", ns)
+                run("ip", "-n", ns, "link", "set", tmp, "name", dev)
             for ns, dev, addr, peer in ((na, da, aa, ab), (nb, db, ab, aa)):
                 run("ip", "-n", ns, "addr", "add", addr, "peer", peer, "dev", dev)
                 run("ip", "-n", ns, "link", "set", dev, "up")
@@ -232,7 +233,7 @@ class Topology:
                 else:
                     args = ["delay", f"{p['delay_ms']}ms"]
                     if p["jitter_ms"]:
-                        args += [f"{p['jitter_ms']}ms", "distribution", "uniform"]
+                        args += [f"{p['jitter_ms']}ms"]  # uniform, netem's default without a table
                     if p["loss"]:
                         args += ["loss", f"{p['loss'] * 100:g}%"]
                     if p["reorder"] and p["delay_ms"]:
