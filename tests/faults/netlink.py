@@ -285,8 +285,8 @@ class Topology:
         """The relay's counters per hop direction (forwarded, dropped, reordered), or {} with netem."""
         if self.mode != "relay":
             return {}
-        os.kill(self.relay.pid, signal.SIGUSR2)
         mark = self.relay_log.mark()
+        os.kill(self.relay.pid, signal.SIGUSR2)
         m = self.relay_log.wait(r"^stats (.*)$", 5, since=mark)
         return json.loads(m.group(1)) if m else {}
 
