@@ -162,13 +162,47 @@ struct conn *conn_virtual(struct loop *l, const struct conn_ops *ops, void *tran
     return c;
 }
 
+/*
+ * A peer that vanishes without a FIN (power cut, a NAT or firewall that
+ * forgot the flow, a broker behind a dead link) must not hold its pair open
+ * for ever.  MQTT keepalive does not cover it: a client may set keepalive 0,
+ * and a broker's keepalive check only ends its own side.  The kernel's
+ * defaults are no better: keepalive probes start after 2 hours, and data
+ * nobody acknowledges is retransmitted for about 15 minutes (tcp_retries2).
+ * So every TCP socket of mgate's finds a silent peer within
+ * LIVENESS_TIMEOUT_MS of the last segment it got from it: an idle one by
+ * keepalive probes (KEEPIDLE of silence, then KEEPCNT probes KEEPINTVL
+ * apart), one with data unacknowledged by TCP_USER_TIMEOUT (which also ends
+ * the probing at the same bound).  TCP_USER_TIMEOUT also ends a peer that is
+ * there but takes nothing: its window shut for that long (a stopped broker,
+ * a client that no longer reads) while we have data for it.  A pair that
+ * moved no byte for a minute is given up as a dead one is, and the client
+ * reconnects; the other pairs are not touched.  A probe is one empty segment
+ * per idle half-minute per connection; a live peer's kernel answers it
+ * without waking the application.
+ */
+#define LIVENESS_KEEPIDLE_S 30
+#define LIVENESS_KEEPINTVL_S 10
+#define LIVENESS_KEEPCNT 3
+#define LIVENESS_TIMEOUT_MS ((LIVENESS_KEEPIDLE_S + LIVENESS_KEEPCNT * LIVENESS_KEEPINTVL_S) * 1000)
+
+void conn_tcp_liveness(int fd)
+{
+    int one = 1, idle = LIVENESS_KEEPIDLE_S, intvl = LIVENESS_KEEPINTVL_S, cnt = LIVENESS_KEEPCNT;
+    unsigned int timeout = LIVENESS_TIMEOUT_MS;
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &timeout, sizeof(timeout));
+}
+
 static void tune_socket(int fd)
 {
     int one = 1;
     /* MQTT is request/response and latency-bound; we batch writes ourselves. */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    /* Finds peers that vanished when MQTT keepalive is 0. */
-    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    conn_tcp_liveness(fd);
 }
 
 struct conn *conn_tcp_accept(struct loop *l, int fd, const struct conn_cbs *cbs, void *owner)

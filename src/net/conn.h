@@ -116,6 +116,11 @@ struct conn {
     struct loop_defer defer; /* re-delivery after a resume, and the final free */
 };
 
+/* TCP keepalive and TCP_USER_TIMEOUT so that a peer gone without a FIN, or
+ * one that takes no data, is given up 60 s after its last segment (dialled
+ * sockets get it here, the listening ones in listener_bind, whose accepted
+ * sockets inherit it). */
+void conn_tcp_liveness(int fd);
 /* Wrap an accepted socket (already non-blocking). */
 struct conn *conn_tcp_accept(struct loop *l, int fd, const struct conn_cbs *cbs, void *owner);
 /* Start a non-blocking connect; on_connected or on_close follows. */

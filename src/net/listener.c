@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "net/conn.h"
 
 #define ACCEPT_BATCH 64
 #define EMFILE_BACKOFF_MS 100
@@ -63,9 +64,9 @@ int listener_bind(const char *host, uint16_t port, char *err, size_t errlen)
     if (fd < 0)
         return -1;
     int one = 1;
-    /* Accepted sockets inherit these on Linux: two syscalls fewer per client. */
+    /* Accepted sockets inherit these on Linux: fewer syscalls per client. */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    conn_tcp_liveness(fd);
     /* Every protocol here has the client speak first (CONNECT, a TLS hello,
      * an HTTP request, a PROXY header): accept once it has, and read at once. */
     setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &one, sizeof(one));
