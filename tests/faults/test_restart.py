@@ -58,6 +58,7 @@ SESSION_EXPIRY = 3600
 # MGATE_RESTART_QUEUE=default leaves mosquitto's max_queued_messages at its default (1000), as the
 # first check of issue 20 did, to show the broker's own drops.
 QUEUE_DEFAULT = os.environ.get("MGATE_RESTART_QUEUE") == "default"
+KEEP = os.environ.get("MGATE_RESTART_KEEP") == "1"
 SEED = int(os.environ.get("MGATE_RESTART_SEED", str(int(time.time()))))
 
 # ---------------------------------------------------------------------------
@@ -92,9 +93,10 @@ class RestartingBroker:
         self.proc = None
         self.logs = []
         self.ends = []  # the signal that ended each run (generation)
+        self.round = 0
 
     def start(self):
-        path = os.path.join(self.dir, f"mosquitto-{len(self.logs)}.log")
+        path = os.path.join(self.dir, f"mosquitto-r{self.round}-{len(self.logs)}.log")
         self.logs.append(path)
         for attempt in range(50):  # the port of the killed one is released by the kernel at once
             with open(path, "ab") as logf:
@@ -116,13 +118,14 @@ class RestartingBroker:
             self.proc.kill()
             self.proc.wait(10)
 
-    def wipe(self):
-        """Before a round: no database, no old logs."""
+    def wipe(self, rnd):
+        """Before a round: no database; the last round's logs go unless MGATE_RESTART_KEEP=1."""
         for name in os.listdir(self.dir):
-            if name.startswith("mosquitto.db") or name.endswith(".log"):
+            if name.startswith("mosquitto.db") or (name.endswith(".log") and not KEEP):
                 os.unlink(os.path.join(self.dir, name))
         self.logs = []
         self.ends = []
+        self.round = rnd
 
 
 # ---------------------------------------------------------------------------
@@ -343,6 +346,7 @@ class MiniSubscriber(MiniClient):
         self.awaiting_rel = set()
         self.subscribed = threading.Event()
         self.dup_flags = 0
+        self.swallowed = {}  # seq -> packet id: taken for the one still waiting for its PUBREL
 
     def on_session(self, link, present):
         if present and self.subscribed.is_set():
@@ -374,6 +378,8 @@ class MiniSubscriber(MiniClient):
                 if m.pid not in self.awaiting_rel:
                     self.got[seq] += 1
                     self.awaiting_rel.add(m.pid)
+                else:  # the same message again, as MQTT says a packet id before its PUBREL is
+                    self.swallowed.setdefault(seq, m.pid)
                 link.send(H.ack_packet(v, H.PUBREC, m.pid))
             else:
                 self.got[seq] += 1
@@ -577,7 +583,7 @@ class BrokerView:
                         self.save_errors.append(line.strip())
 
 
-def where_lost(flow, pub, seq, bv, ends):
+def where_lost(flow, pub, sub, seq, bv, ends):
     """(hop, why) for a message the subscriber never got; ends: the signal that ended each of the
     broker's runs (the last one is the end of the round)."""
     got_by_broker = bv.received[(flow.pub_id, seq)] > 0
@@ -599,6 +605,11 @@ def where_lost(flow, pub, seq, bv, ends):
     if bv.sent[(flow.sub_id, seq)] == 0:
         cut = " (its queue was cut)" if flow.sub_id in bv.dropped else ""
         return "broker", f"received, never sent to the subscriber{cut}"
+    if seq in getattr(sub, "swallowed", {}):
+        # a broker that lost state in a SIGKILL gives out packet ids again: one the subscriber
+        # still holds (PUBREC sent, no PUBREL yet) must be taken as the same message [MQTT-4.3.3]
+        return "broker", (f"sent with packet id {sub.swallowed[seq]} while the subscriber still waited for the "
+                          "PUBREL of the message before it under that id (the broker reused it after losing its state)")
     if bv.acked[(flow.sub_id, seq)] > 0:
         if flow.path == "mgate":
             return "mgate", "the broker got an acknowledgement the subscriber never sent"
@@ -632,7 +643,7 @@ def kill_plan(rnd, rng):
 
 
 def run_round(t, rnd, broker, gate, rng):
-    broker.wipe()
+    broker.wipe(rnd)
     broker.start()
     flows = [Flow(rnd, path, qos, version, broker.port if path == "direct" else gate.port)
              for qos in (1, 2) for version in (4, 5) for path in ("direct", "mgate")]
@@ -678,7 +689,7 @@ def run_round(t, rnd, broker, gate, rng):
         hops = collections.Counter()
         whys = collections.defaultdict(list)
         for q in lost:
-            hop, why = where_lost(f, pub, q, bv, broker.ends)
+            hop, why = where_lost(f, pub, sub, q, bv, broker.ends)
             hops[hop] += 1
             whys[f"{hop}: {why}"].append(q)
         rows.append({"flow": f, "lost": len(lost), "dups": dups, "hops": hops, "whys": whys,
@@ -775,7 +786,7 @@ def main():
         t.check(gate.alive(), "mgate is still running")
         return H.finish(t)
     finally:
-        if os.environ.get("MGATE_RESTART_KEEP") != "1":
+        if not KEEP:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             print(f"kept {tmp}")
