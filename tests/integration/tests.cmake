@@ -47,6 +47,12 @@ set(MGATE_INTEGRATION_TESTS
   tunnel      300
 )
 
+# Tests whose checks compare timings or memory (a cache hit against a full
+# password check, RSS under a flood, a log budget per second): ctest -j runs
+# them alone (RUN_SERIAL).  The others mostly wait on their peers (a tenth of
+# a core or less), so tests/run.sh runs two at a time.
+set(MGATE_SERIAL_TESTS acl exhaustion log_flood acl_flood limits)
+
 while(MGATE_INTEGRATION_TESTS)
   list(POP_FRONT MGATE_INTEGRATION_TESTS name timeout)
   set(script ${CMAKE_CURRENT_SOURCE_DIR}/integration/test_${name}.py)
@@ -58,4 +64,7 @@ while(MGATE_INTEGRATION_TESTS)
     ENVIRONMENT "MGATE_BIN=$<TARGET_FILE:mgate>;MGATE_EXAMPLE_BIN=$<TARGET_FILE:custom_handler_example>;PYTHONDONTWRITEBYTECODE=1"
     LABELS integration
     TIMEOUT ${timeout})
+  if(name IN_LIST MGATE_SERIAL_TESTS)
+    set_tests_properties(integration.${name} PROPERTIES RUN_SERIAL TRUE)
+  endif()
 endwhile()
