@@ -40,7 +40,8 @@ import harness as h  # noqa: E402
 LONG = os.environ.get("MGATE_LONG") == "1"
 DEADLINE = 8.0  # seconds any one client call may wait (a loaded 2-core machine, ASan)
 WS = "MGATE_MQTT_WS_WITHOUT_TLS_"
-OOM = re.compile(r"out of memory|Cannot allocate memory")  # mgate's words, or strerror(ENOMEM) in a reason
+TLS = "MGATE_MQTT_WITH_TLS_"
+OOM = re.compile(r"out of memory|Cannot allocate memory|malloc failure")  # mgate, strerror(ENOMEM), OpenSSL
 
 
 def primes(lo, hi):
@@ -48,12 +49,14 @@ def primes(lo, hi):
 
 
 if os.environ.get("FM_ONLY"):  # a few values by hand while debugging: FM_ONLY="every=3 every=5,limit=1"
-    EVERY, SINGLE = [], None
+    EVERY, SINGLE, TLS_EVERY = [], None, []
 elif LONG:
     EVERY = list(range(1, 201)) + primes(201, 2000)[::3]
+    TLS_EVERY = list(range(1, 101)) + primes(101, 6000)[::6]
     SINGLE = None  # K = 1 to the calls counted in the run without failures, then as many again
 else:
     EVERY = list(range(1, 41)) + [53, 79, 127, 211, 397, 631, 997]
+    TLS_EVERY = [1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233, 377, 610, 987, 1597, 2584, 4181]
     SINGLE = None
 
 
@@ -256,17 +259,46 @@ def scene(n, plain_port, ws_port):
     return [sub5, subws, pub4, pubws], want
 
 
-def one_run(t, tmp, broker, spec, tally):
-    ws_port = h.free_port()
-    env = {"MGATE_WORKERS": 1, "FAILMALLOC": spec, "MGATE_SHUTDOWN_GRACE": "1s",
-           WS + "HOST": h.HOST, WS + "PORT": ws_port, WS + "TARGET_HOST": h.HOST,
-           WS + "TARGET_PORT": broker.port, WS + "TARGET_PROTOCOL": "mqtt", WS + "PATH_PREFIX": "/mqtt"}
+def tls_scene(n, port, ctx):
+    """Over MQTT on TLS: a 5.0 subscriber and a 3.1.1 publisher at QoS 1 and 2."""
+    top = f"fmtls/{n}"
+    sub = Client("sub 5.0 tls", lambda: h.RawClient(port, timeout=DEADLINE, tls=ctx), 5)
+    pub = Client("pub 3.1.1 tls", lambda: h.RawClient(port, timeout=DEADLINE, tls=ctx), 4)
+    sub.connect(f"fm-tlssub-{n}")
+    sub.subscribe([(f"{top}/#", 2)])
+    pub.connect(f"fm-tlspub-{n}")
+    sent = [p for q, p in ((1, b"t-q1"), (2, b"t-q2")) if pub.publish(f"{top}/x", p, q, q)]
+    pub.leave(clean=True)
+    want = set(sent) if pub.state == "ok" else set()
+    sub.collect(want)
+    sub.leave(clean=True)
+    return [sub, pub], want
+
+
+def one_run(t, tmp, broker, spec, tally, pki=None):
+    """One mgate with FAILMALLOC=spec through one scene: plain MQTT and WebSocket, or with pki
+    MQTT over TLS."""
+    port2 = h.free_port()
+    env = {"MGATE_WORKERS": 1, "FAILMALLOC": spec, "MGATE_SHUTDOWN_GRACE": "1s"}
+    if pki:
+        env.update({TLS + "HOST": h.HOST, TLS + "PORT": port2, TLS + "TARGET_HOST": h.HOST,
+                    TLS + "TARGET_PORT": broker.port, TLS + "CERT_FILE": pki["server.crt"],
+                    TLS + "KEY_FILE": pki["server.key"]})
+    else:
+        env.update({WS + "HOST": h.HOST, WS + "PORT": port2, WS + "TARGET_HOST": h.HOST,
+                    WS + "TARGET_PORT": broker.port, WS + "TARGET_PROTOCOL": "mqtt", WS + "PATH_PREFIX": "/mqtt"})
     try:
         g = h.Mgate(tmp, broker.port, **env)
     except RuntimeError as e:
         return t.check(False, f"{spec}: mgate starts", str(e))
-    h.wait_port(ws_port, 10.0, g.proc)
-    clients, want = scene(spec.replace("=", "").replace(",", "-"), g.port, ws_port)
+    h.wait_port(port2, 10.0, g.proc)
+    n = spec.replace("=", "").replace(",", "-")
+    if pki:
+        clients, want = tls_scene(n, port2, pki.tls_context())
+        subs = clients[:1]
+    else:
+        clients, want = scene(n, g.port, port2)
+        subs = clients[:2]
     alive = g.alive()
     rc = g.stop(timeout=30.0)
     text = g.log.text()
@@ -278,9 +310,11 @@ def one_run(t, tmp, broker, spec, tally):
     tally["counted"] += counted
     tally["failed"] += failed
     oom_lines = len(OOM.findall(text))
+    if pki:  # OpenSSL's own failures are logged in OpenSSL's words, which do not always say memory
+        oom_lines += text.count("TLS handshake failed")
     tally["oom lines"] += oom_lines
     hung = [f"{c.name} ({c.why})" for c in clients if c.state == "hang"]
-    lost = [f"{c.name} missed {sorted(want - set(c.got))}" for c in clients[:2]
+    lost = [f"{c.name} missed {sorted(want - set(c.got))[:3]}" for c in subs
             if c.state == "ok" and not want <= set(c.got)]
     san = h.sanitizer_lines(text)
     ok = alive and rc == 0 and not san and not hung and not lost and m is not None and (oom_lines or not failed)
@@ -316,8 +350,10 @@ def main():
     tally = {"counted": 0, "failed": 0, "oom lines": 0}
     t0 = time.monotonic()
 
+    pki = h.Pki(tmp)
     for spec in os.environ.get("FM_ONLY", "").split():
-        one_run(t, tmp, broker, spec, tally)
+        tls = spec.startswith("tls:")
+        one_run(t, tmp, broker, spec[4:] if tls else spec, tally, pki if tls else None)
     if not EVERY:
         return t.done()
     t.section("no injection: the scene passes (the yardstick)")
@@ -330,6 +366,9 @@ def main():
     t.section(f"one call fails, the Kth, K = {single[0]}..{single[-1]} ({clean} calls in the run without failures)")
     for k in single:
         one_run(t, tmp, broker, f"every={k},limit=1", tally)
+    t.section(f"MQTT over TLS, OpenSSL's allocations failing too: N = {', '.join(map(str, TLS_EVERY))}")
+    for n in TLS_EVERY:
+        one_run(t, tmp, broker, f"every={n},ssl", tally, pki)
 
     print(f"  totals: {tally} in {time.monotonic() - t0:.0f} s", flush=True)
     t.check(tally["failed"] > 0, "some allocations were failed")
