@@ -284,7 +284,9 @@ def tls_scene(n, port, ctx):
 def one_run(t, tmp, broker, spec, tally, pki=None):
     """One mgate with FAILMALLOC=spec through one scene: plain MQTT and WebSocket, or with pki
     MQTT over TLS."""
-    port2 = h.free_port()
+    # Both ports chosen at once: two free_port() calls can return the same port, and mgate's
+    # two listeners would then share it (SO_REUSEPORT), each taking the other's clients.
+    port1, port2 = h.free_ports(2)
     env = {"MGATE_WORKERS": 1, "FAILMALLOC": spec, "MGATE_SHUTDOWN_GRACE": "1s",
            "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=1"}  # LeakSanitizer at exit
     if pki:
@@ -295,7 +297,7 @@ def one_run(t, tmp, broker, spec, tally, pki=None):
         env.update({WS + "HOST": h.HOST, WS + "PORT": port2, WS + "TARGET_HOST": h.HOST,
                     WS + "TARGET_PORT": broker.port, WS + "TARGET_PROTOCOL": "mqtt", WS + "PATH_PREFIX": "/mqtt"})
     try:
-        g = h.Mgate(tmp, broker.port, **env)
+        g = h.Mgate(tmp, broker.port, port=port1, **env)
     except RuntimeError as e:
         return t.check(False, f"{spec}: mgate starts", str(e))
     h.wait_port(port2, 10.0, g.proc)
