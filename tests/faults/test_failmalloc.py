@@ -7,14 +7,17 @@ CMakeLists.txt): FAILMALLOC="every=N" fails every Nth allocation mgate's own cod
 connection on; "every=K,limit=1" fails only the Kth. For each N of a range, one mgate (one
 worker, a plain MQTT listener and a WebSocket one) serves a fixed scene against a real
 mosquitto: subscribers in 5.0 (TCP) and 3.1.1 (WebSocket), publishers in 3.1.1 (TCP, with a
-will, leaving without DISCONNECT) and 5.0 (WebSocket) at QoS 0, 1 and 2. Then SIGTERM.
+will, a 200 kB packet, leaving without DISCONNECT) and 5.0 (WebSocket, a topic alias) at QoS
+0, 1 and 2; the plain listener has a publish rate limit (never reached) for its per-session
+state. Then SIGTERM.
 
 Passes when, for every N: no client call waits past its deadline (a connection the failure
 hits is refused or closed, never left hanging); a subscriber that was never cut off got every
 message of each publisher that was never cut off (and the will of one that was not); mgate
 exits 0 on SIGTERM (no signal death, no failed ASSERT) with no ASan/UBSan report and no leak
 (LeakSanitizer at exit); and a run where a call failed has a line in mgate's log that says so
-("out of memory", or ENOMEM's text in the reason a connection ended).
+("out of memory", ENOMEM's text in the reason a connection ended, or with "ssl" OpenSSL's
+error in "TLS handshake failed").
 
 Then the same over a TLS listener (a 5.0 subscriber, a 3.1.1 publisher, QoS 1 and 2) with
 OpenSSL's allocations failing too ("ssl").
