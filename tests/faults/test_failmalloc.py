@@ -50,6 +50,7 @@ ROUNDS = 4 if LONG else 1  # scenes one mgate serves in turn
 DEADLINE = 8.0  # seconds any one client call may wait (a loaded 2-core machine, ASan)
 WS = "MGATE_MQTT_WS_WITHOUT_TLS_"
 TLS = "MGATE_MQTT_WITH_TLS_"
+OPENSSL_SUPP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "failmalloc-openssl.supp")
 OOM = re.compile(r"out of memory|Cannot allocate memory|malloc failure")  # mgate, strerror(ENOMEM), OpenSSL
 
 
@@ -294,6 +295,10 @@ def one_run(t, tmp, broker, spec, tally, pki=None):
            "MGATE_MQTT_WITHOUT_TLS_PUBLISH_RATE_LIMIT": 1000,  # never reached: its per-session state
            "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=1"}  # LeakSanitizer at exit
     if pki:
+        # OpenSSL's known leak (failmalloc-openssl.supp), matched on frames inside libcrypto,
+        # which only the slow unwinder sees (libcrypto has no frame pointers)
+        env["LSAN_OPTIONS"] = f"suppressions={OPENSSL_SUPP}:" + os.environ.get("LSAN_OPTIONS", "")
+        env["ASAN_OPTIONS"] += ":fast_unwind_on_malloc=0"
         env.update({TLS + "HOST": h.HOST, TLS + "PORT": port2, TLS + "TARGET_HOST": h.HOST,
                     TLS + "TARGET_PORT": broker.port, TLS + "CERT_FILE": pki["server.crt"],
                     TLS + "KEY_FILE": pki["server.key"]})
@@ -330,12 +335,19 @@ def one_run(t, tmp, broker, spec, tally, pki=None):
     tally["counted"] += counted
     tally["failed"] += failed
     oom_lines = len(OOM.findall(text))
-    if pki:  # OpenSSL's own failures are logged in OpenSSL's words, which do not always say memory
+    must_say = failed > 0
+    if pki:
+        # OpenSSL's own failures are logged in OpenSSL's words, which do not always say memory;
+        # and OpenSSL copes with some without an error (a cache entry not kept): a line is
+        # required only when a client was cut off.
         oom_lines += text.count("TLS handshake failed")
+        must_say = must_say and any(c.state != "ok" for c in clients)
+        if "Suppressions used:" in text:
+            tally["OpenSSL leaks suppressed"] = tally.get("OpenSSL leaks suppressed", 0) + 1
     tally["oom lines"] += oom_lines
     hung = [f"{c.name} ({c.why})" for c in clients if c.state == "hang"]
     san = h.sanitizer_lines(text)
-    ok = alive and rc == 0 and not san and not hung and not lost and m is not None and (oom_lines or not failed)
+    ok = alive and rc == 0 and not san and not hung and not lost and m is not None and (oom_lines or not must_say)
     summary = f"{spec}: {failed} of {counted} calls failed; " + ", ".join(f"{k} {'/'.join(v)}" for k, v in states.items())
     if ok:
         t.check(True, summary)
@@ -347,7 +359,7 @@ def one_run(t, tmp, broker, spec, tally, pki=None):
     t.eq(hung, [], f"{spec}: no client call left without an answer")
     t.eq(lost, [], f"{spec}: subscribers never cut off got every message of publishers never cut off")
     t.check(m is not None, f"{spec}: the failmalloc line at exit (the injection was active)")
-    t.check(oom_lines or not failed, f"{spec}: mgate's log says a connection ended for want of memory")
+    t.check(oom_lines or not must_say, f"{spec}: mgate's log says a connection ended for want of memory")
     print(f"  log kept in {g.log.path}; its last lines:\n" + "\n".join(text.splitlines()[-40:]), flush=True)
     return False
 
