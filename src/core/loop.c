@@ -25,8 +25,7 @@ struct loop {
     int epfd;
     bool stopping;
     uint64_t now;
-    struct loop_timer **heap; /* min-heap on ->when */
-    uint32_t heap_len, heap_cap;
+    struct loop_timer *timers; /* the root of a pairing heap on ->when: the next to expire */
     struct loop_defer *defer_head, *defer_tail;
     struct loop_defer *pass_head, *pass_tail; /* the deferred calls running now */
     struct loop_hook *hooks;
@@ -84,7 +83,6 @@ void loop_free(struct loop *l)
     if (l->sigio.fd >= 0)
         close(l->sigio.fd);
     close(l->epfd);
-    free(l->heap);
     free(l);
 }
 
@@ -161,78 +159,91 @@ void loop_io_del(struct loop *l, struct loop_io *io)
 
 /* ---- timers ----------------------------------------------------------- */
 
-static void heap_swap(struct loop *l, uint32_t a, uint32_t b)
+/* A pairing heap (Fredman, Sedgewick, Sleator, Tarjan 1986) whose links are
+ * in the timers: unlike an array heap, arming a timer never has to grow
+ * anything, so it cannot fail for want of memory (it used to abort). */
+
+/* One tree from two roots (either may be NULL): the later becomes the first
+ * child of the earlier. */
+static struct loop_timer *meld(struct loop_timer *a, struct loop_timer *b)
 {
-    struct loop_timer *t = l->heap[a];
-    l->heap[a] = l->heap[b];
-    l->heap[b] = t;
-    l->heap[a]->heap_pos = a + 1;
-    l->heap[b]->heap_pos = b + 1;
+    if (!a)
+        return b;
+    if (!b)
+        return a;
+    if (b->when < a->when) {
+        struct loop_timer *t = a;
+        a = b;
+        b = t;
+    }
+    b->prev = a;
+    b->next = a->child;
+    if (a->child)
+        a->child->prev = b;
+    a->child = b;
+    return a;
 }
 
-static void heap_up(struct loop *l, uint32_t i)
+/* One tree from a list of siblings: meld them in pairs left to right, then
+ * the pairs right to left (what keeps the heap's operations O(log n)
+ * amortised).  The result's next and prev are NULL. */
+static struct loop_timer *merge_pairs(struct loop_timer *first)
 {
-    while (i > 0) {
-        uint32_t parent = (i - 1) / 2;
-        if (l->heap[parent]->when <= l->heap[i]->when)
-            break;
-        heap_swap(l, i, parent);
-        i = parent;
+    struct loop_timer *pairs = NULL; /* a stack, linked through ->next */
+    while (first) {
+        struct loop_timer *a = first, *b = first->next;
+        first = b ? b->next : NULL;
+        a->next = a->prev = NULL;
+        if (b)
+            b->next = b->prev = NULL;
+        struct loop_timer *m = meld(a, b);
+        m->next = pairs;
+        pairs = m;
     }
-}
-
-static void heap_down(struct loop *l, uint32_t i)
-{
-    for (;;) {
-        uint32_t left = 2 * i + 1, right = left + 1, least = i;
-        if (left < l->heap_len && l->heap[left]->when < l->heap[least]->when)
-            least = left;
-        if (right < l->heap_len && l->heap[right]->when < l->heap[least]->when)
-            least = right;
-        if (least == i)
-            return;
-        heap_swap(l, i, least);
-        i = least;
+    struct loop_timer *root = NULL;
+    while (pairs) {
+        struct loop_timer *m = pairs;
+        pairs = m->next;
+        m->next = NULL;
+        root = meld(root, m);
     }
+    return root;
 }
 
 void loop_timer_stop(struct loop *l, struct loop_timer *t)
 {
-    if (!t->heap_pos)
+    if (!t->armed)
         return;
-    uint32_t i = t->heap_pos - 1;
-    t->heap_pos = 0;
-    l->heap_len--;
-    if (i == l->heap_len)
-        return;
-    l->heap[i] = l->heap[l->heap_len];
-    l->heap[i]->heap_pos = i + 1;
-    heap_up(l, i);
-    heap_down(l, i);
+    t->armed = false;
+    struct loop_timer *children = merge_pairs(t->child);
+    if (t == l->timers) {
+        l->timers = children;
+    } else {
+        if (t->prev->child == t)
+            t->prev->child = t->next; /* t was its parent's first child */
+        else
+            t->prev->next = t->next;
+        if (t->next)
+            t->next->prev = t->prev;
+        l->timers = meld(l->timers, children);
+    }
+    t->child = t->next = t->prev = NULL;
 }
 
 void loop_timer_start(struct loop *l, struct loop_timer *t, uint32_t ms, loop_timer_cb cb)
 {
     loop_timer_stop(l, t);
-    if (l->heap_len == l->heap_cap) {
-        uint32_t cap = l->heap_cap ? l->heap_cap * 2 : 64;
-        struct loop_timer **h = realloc(l->heap, cap * sizeof(*h));
-        if (!h)
-            abort(); /* a timer we cannot arm would leave a connection without its deadline */
-        l->heap = h;
-        l->heap_cap = cap;
-    }
     t->when = l->now + ms;
     t->cb = cb;
-    l->heap[l->heap_len] = t;
-    t->heap_pos = ++l->heap_len;
-    heap_up(l, l->heap_len - 1);
+    t->armed = true;
+    t->child = t->next = t->prev = NULL;
+    l->timers = meld(l->timers, t);
 }
 
 static void run_timers(struct loop *l)
 {
-    while (l->heap_len && l->heap[0]->when <= l->now) {
-        struct loop_timer *t = l->heap[0];
+    while (l->timers && l->timers->when <= l->now) {
+        struct loop_timer *t = l->timers;
         loop_timer_stop(l, t);
         t->cb(l, t);
     }
@@ -242,9 +253,9 @@ static int next_timeout(const struct loop *l)
 {
     if (l->defer_head)
         return 0;
-    if (!l->heap_len)
+    if (!l->timers)
         return -1;
-    uint64_t when = l->heap[0]->when;
+    uint64_t when = l->timers->when;
     return when <= l->now ? 0 : (int)(when - l->now > 60000 ? 60000 : when - l->now);
 }
 

@@ -1,7 +1,7 @@
 /*
- * One event loop per worker thread: epoll for descriptors, a binary heap for
- * timers, a queue of deferred calls run after each batch of events, and
- * signalfd for signals.  Level-triggered: a callback that leaves data unread
+ * One event loop per worker thread: epoll for descriptors, a pairing heap for
+ * timers (linked through the timers: arming one never allocates), a queue of
+ * deferred calls run after each batch of events, and signalfd for signals.  Level-triggered: a callback that leaves data unread
  * is called again on the next turn, so back-pressure is just "stop asking for
  * EPOLLIN".
  *
@@ -28,10 +28,15 @@ struct loop_io {
 
 struct loop_timer;
 typedef void (*loop_timer_cb)(struct loop *l, struct loop_timer *t);
+/* An armed timer is a node of its loop's pairing heap, linked through the
+ * timer itself: arming one allocates nothing, so it cannot fail. */
 struct loop_timer {
-    uint64_t when;     /* ms, loop clock */
-    uint32_t heap_pos; /* 0 = not armed; otherwise index + 1 */
+    uint64_t when; /* ms, loop clock */
     loop_timer_cb cb;
+    struct loop_timer *child; /* the first of its children */
+    struct loop_timer *next;  /* its next sibling */
+    struct loop_timer *prev;  /* its previous sibling, or its parent when it is the first child */
+    bool armed;
 };
 
 struct loop_defer;
@@ -61,7 +66,7 @@ void loop_io_del(struct loop *l, struct loop_io *io);
 
 void loop_timer_start(struct loop *l, struct loop_timer *t, uint32_t ms, loop_timer_cb cb);
 void loop_timer_stop(struct loop *l, struct loop_timer *t);
-static inline bool loop_timer_armed(const struct loop_timer *t) { return t->heap_pos != 0; }
+static inline bool loop_timer_armed(const struct loop_timer *t) { return t->armed; }
 
 void loop_defer(struct loop *l, struct loop_defer *d, loop_defer_cb cb);
 void loop_defer_cancel(struct loop *l, struct loop_defer *d);

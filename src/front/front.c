@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include "core/log.h"
 #include "net/conn.h"
 #include "net/tls.h"
 
@@ -23,16 +24,36 @@ static const struct front_ops *const fronts[LISTENER_COUNT] = {
 
 struct conn *front_conn_accept(struct loop *l, int fd, const struct session_params *p, struct session_list *list)
 {
-    struct conn *c = list->draining ? NULL : conn_tcp_accept(l, fd, NULL, NULL);
+    if (list->draining) {
+        close(fd);
+        return NULL;
+    }
+    struct conn *c = conn_tcp_accept(l, fd, NULL, NULL);
     if (!c) {
         close(fd);
+        front_accept_failed(l, p);
         return NULL;
     }
     if (p->tls && tls_accept(c, p->tls) < 0) {
         conn_close(c);
+        front_accept_failed(l, p);
         return NULL;
     }
     return c;
+}
+
+void front_accept_failed(struct loop *l, const struct session_params *p)
+{
+    uint32_t left_out = 0;
+    if (!log_enabled(LOGL_WARN) ||
+        (p->log_budget && !log_limit_take(p->log_budget, loop_now(l), LISTENER_LOG_BURST, &left_out)))
+        return;
+    struct logline ll;
+    log_begin(&ll, LOGL_WARN, "connection dropped at accept: out of memory");
+    log_str(&ll, "listener", p->listener);
+    if (left_out)
+        log_uint(&ll, "listener_left_out", left_out);
+    log_end(&ll);
 }
 
 const struct front_ops *front_of(enum listener_id id)

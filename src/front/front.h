@@ -64,6 +64,9 @@ const struct front_ops *front_of(enum listener_id id);
  * p->tls; NULL (the socket closed) when the worker is draining or out of
  * memory. */
 struct conn *front_conn_accept(struct loop *l, int fd, const struct session_params *p, struct session_list *list);
+/* A connection accepted and then dropped because what it needs could not
+ * be allocated: one warning within the listener's log budget. */
+void front_accept_failed(struct loop *l, const struct session_params *p);
 
 /* For the front ends that carry MQTT (front_mqtt, front_ws): TARGET_PROTOCOL
  * mqtt, mqtts, ws or wss, and for ws and wss the broker's WebSocket layer

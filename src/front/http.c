@@ -1177,6 +1177,7 @@ static void http_accept(struct loop *l, int fd, const struct sockaddr *peer, con
         if (hc)
             http_parser_free(hc->hp);
         free(hc);
+        front_accept_failed(l, p);
         return;
     }
     c->cbs = &http_cbs;

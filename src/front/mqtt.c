@@ -37,9 +37,10 @@ static void mqtt_accept(struct loop *l, int fd, const struct sockaddr *peer, con
     if (!c)
         return;
     /* The CONNECT deadline starts now, so it bounds a slow handshake too. */
-    if (!session_start(l, c, peer, p, list))
+    if (!session_start(l, c, peer, p, list)) {
         conn_close(c);
-    else if (!p->tls)
+        front_accept_failed(l, p);
+    } else if (!p->tls)
         conn_read_now(c); /* CONNECT is usually there already (TCP_DEFER_ACCEPT) */
 }
 

@@ -136,8 +136,10 @@ static void ws_accept(struct loop *l, int fd, const struct sockaddr *peer, const
     /* The session (and its CONNECT deadline, and its place in
      * MAX_CONNECTIONS) starts now: it bounds the TLS handshake and the
      * upgrade too. */
-    if (ws_server_start(c, &server, ws->pings) < 0 || !session_start(l, c, peer, p, list))
+    if (ws_server_start(c, &server, ws->pings) < 0 || !session_start(l, c, peer, p, list)) {
         conn_close(c);
+        front_accept_failed(l, p);
+    }
 }
 
 /* Each client connecting while the broker refuses upgrades causes one. */

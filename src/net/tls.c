@@ -344,6 +344,33 @@ int tls_ctx_reload(struct tls_ctx *ctx, char *err, size_t errlen)
 
 static SSL *ssl_of(const struct conn *c) { return ((struct tls_conn *)c->transport)->ssl; }
 
+static void peer_address(int fd, char *buf, size_t len);
+
+/* An established connection's TLS error, logged here because the session's
+ * line only says "TLS failure (logged above)".  A peer that closed without
+ * close_notify is a reset, as OpenSSL 1.1 reported it, not a TLS error. */
+static int io_failure(struct conn *c)
+{
+    if (ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+        ERR_clear_error();
+        return ECONNRESET;
+    }
+    struct tls_conn *t = c->transport;
+    char why[256], peer[64];
+    openssl_reason(why, sizeof(why));
+    peer_address(c->io.fd, peer, sizeof(peer));
+    struct logline l;
+    if (log_begin(&l, t->ctx->client ? LOGL_WARN : LOGL_INFO, "TLS connection failed")) {
+        log_str(&l, "listener", t->ctx->name);
+        if (t->ctx->client)
+            log_str(&l, "side", "broker");
+        log_str(&l, "peer", peer);
+        log_str(&l, "error", why);
+        log_end(&l);
+    }
+    return EPROTO;
+}
+
 /* Map an OpenSSL result onto recv/send conventions. */
 static ssize_t io_result(struct conn *c, int n)
 {
@@ -362,8 +389,7 @@ static ssize_t io_result(struct conn *c, int n)
             errno = ECONNRESET;
         return -1;
     default:
-        ERR_clear_error();
-        errno = EPROTO;
+        errno = io_failure(c);
         return -1;
     }
 }

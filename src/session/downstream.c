@@ -107,8 +107,11 @@ static enum pkt_result down_publish(struct pass *ps, const uint8_t *raw, uint32_
     struct held *h = held_begin(ps, pkt);
     if (!h)
         return PKT_CLOSE;
-    if (publish_resolve_alias(ps, &h->pkt.publish, &h->resolved_topic) < 0) {
+    int alias = publish_resolve_alias(ps, &h->pkt.publish, &h->resolved_topic);
+    if (alias < 0) {
         held_put(s, h);
+        if (alias == PUBLISH_ALIAS_NOMEM)
+            return publish_oom(s);
         session_close_as(s, CONN_END_UPSTREAM, CONN_END_PROTOCOL, "broker used an unknown topic alias");
         return PKT_CLOSE;
     }

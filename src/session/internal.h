@@ -227,7 +227,10 @@ struct session_aliases {
     struct alias_map in[2], out[2];
 };
 
-/* Common: v5 alias resolution and forwarding of a (maybe rewritten) PUBLISH. */
+/* Common: v5 alias resolution and forwarding of a (maybe rewritten) PUBLISH.
+ * publish_resolve_alias: 0; -1 when the sender used an alias it may not (a
+ * protocol error); PUBLISH_ALIAS_NOMEM when a new alias could not be stored. */
+#define PUBLISH_ALIAS_NOMEM (-2)
 int publish_resolve_alias(struct pass *ps, struct mqtt_publish *pub, mqtt_str *resolved);
 enum pkt_result publish_forward(struct pass *ps, const uint8_t *raw, uint32_t len,
                                 struct mqtt_publish *pub, mqtt_str resolved, mgate_bytes topic,

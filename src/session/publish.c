@@ -30,8 +30,11 @@ int publish_resolve_alias(struct pass *ps, struct mqtt_publish *pub, mqtt_str *r
     if (alias == 0 || alias > max)
         return -1;
     struct session_aliases *al = aliases(s, pub->topic.len > 0);
+    /* alias is valid here, so alias_set fails only for want of memory: not
+     * the sender's fault, and not to be answered as a protocol error. */
     if (pub->topic.len)
-        return al ? alias_set(&al->in[ps->dir], alias, pub->topic.p, pub->topic.len) : -1;
+        return al && alias_set(&al->in[ps->dir], alias, pub->topic.p, pub->topic.len) == 0 ? 0
+                                                                                           : PUBLISH_ALIAS_NOMEM;
     const uint8_t *t;
     uint32_t tl;
     if (!al || !alias_get(&al->in[ps->dir], alias, &t, &tl))

@@ -256,8 +256,11 @@ static enum pkt_result up_publish(struct pass *ps, const uint8_t *raw, uint32_t 
     if (!h)
         return PKT_CLOSE;
     struct mqtt_publish *pub = &h->pkt.publish;
-    if (publish_resolve_alias(ps, pub, &h->resolved_topic) < 0) {
+    int alias = publish_resolve_alias(ps, pub, &h->resolved_topic);
+    if (alias < 0) {
         held_put(s, h);
+        if (alias == PUBLISH_ALIAS_NOMEM)
+            return publish_oom(s);
         session_protocol_error(s, MGATE_UP, MQTT_PROTOCOL_ERROR);
         return PKT_CLOSE;
     }

@@ -53,6 +53,51 @@ static void test_timers(void)
     loop_free(l);
 }
 
+/* Many timers, armed, stopped and re-armed in a scrambled order: each one
+ * still armed fires once, in the order of its time (the pairing heap). */
+#define HEAP_TIMERS 3000
+static uint64_t last_fired;
+static int fired, fired_out_of_order;
+
+static void note_heap_timer(struct loop *l, struct loop_timer *t)
+{
+    (void)l;
+    fired_out_of_order += t->when < last_fired;
+    last_fired = t->when;
+    fired++;
+}
+
+static void test_timer_heap(void)
+{
+    struct loop *l = loop_new();
+    static struct loop_timer t[HEAP_TIMERS];
+    struct loop_timer stopper = {0};
+    uint32_t x = 12345;
+    int armed = 0;
+    for (int i = 0; i < HEAP_TIMERS; i++) {
+        x = x * 1103515245u + 12345u;
+        loop_timer_start(l, &t[i], (x >> 16) % 200, note_heap_timer);
+    }
+    for (int i = 0; i < HEAP_TIMERS; i++) {
+        x = x * 1103515245u + 12345u;
+        struct loop_timer *u = &t[(x >> 8) % HEAP_TIMERS];
+        if (i % 3 == 0)
+            loop_timer_stop(l, u);
+        else if (i % 3 == 1)
+            loop_timer_start(l, u, (x >> 16) % 200, note_heap_timer);
+    }
+    for (int i = 0; i < HEAP_TIMERS; i++)
+        armed += loop_timer_armed(&t[i]);
+    CHECK(armed > HEAP_TIMERS / 2 && armed < HEAP_TIMERS);
+    loop_timer_start(l, &stopper, 300, stop_loop);
+    CHECK_EQ_INT(loop_run(l), 0);
+    CHECK_EQ_INT(fired, armed);
+    CHECK_EQ_INT(fired_out_of_order, 0);
+    for (int i = 0; i < HEAP_TIMERS; i++)
+        CHECK(!loop_timer_armed(&t[i]));
+    loop_free(l);
+}
+
 static int deferred_runs;
 static void requeue(struct loop *l, struct loop_defer *d)
 {
@@ -384,6 +429,7 @@ int main(void)
     test_log_limit();
     test_base64();
     test_timers();
+    test_timer_heap();
     test_defer();
     test_defer_cancel_in_pass();
     test_slots();
