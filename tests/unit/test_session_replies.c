@@ -21,6 +21,7 @@ static struct conn *rec_dial(struct loop *l, const struct session_params *p, con
     return rec_open(l, &broker, cbs, owner);
 }
 
+static uint32_t rate; /* PUBLISH_RATE_LIMIT of the next start() */
 static struct mgate_session *start(void)
 {
     memset(&client, 0, sizeof(client));
@@ -28,7 +29,7 @@ static struct mgate_session *start(void)
     loop = loop_new();
     list = (struct session_list){0};
     params = (struct session_params){.listener = "test", .connect_timeout_ms = 5000, .output_high_water = 65536,
-                                     .max_packet_size = 1 << 20, .dial = rec_dial};
+                                     .max_packet_size = 1 << 20, .dial = rec_dial, .publish_rate = rate};
     rec_open(loop, &client, NULL, NULL);
     return session_start(loop, client.c, (const struct sockaddr *)&peer, &params, &list);
 }
@@ -69,8 +70,33 @@ static void test_no_disconnect_before_connack(void)
     finish();
 }
 
+/* PUBLISH_RATE_LIMIT: a 5.0 QoS 1 PUBLISH over the limit is refused with
+ * PUBACK 0x97 (Quota exceeded): 0x96 (Message rate too high) is a
+ * DISCONNECT reason, not a PUBACK one [MQTT-3.4.2.1]. */
+static void test_rate_limit_code(void)
+{
+    static const uint8_t connect5[] = {0x10, 14, 0, 4, 'M', 'Q', 'T', 'T', 5, 0x02, 0, 60, 0, 0, 1, 'c'};
+    static const uint8_t connack5[] = {0x20, 3, 0, 0, 0};
+    static const uint8_t pub1[] = {0x32, 7, 0, 1, 't', 0, 1, 0, 'x'};
+    static const uint8_t pub2[] = {0x32, 7, 0, 1, 't', 0, 2, 0, 'y'};
+    static const uint8_t puback_quota[] = {0x40, 3, 0, 2, 0x97};
+    rate = 1;
+    struct mgate_session *s = start();
+    conn_deliver(client.c, connect5, sizeof(connect5));
+    conn_deliver(broker.c, connack5, sizeof(connack5));
+    CHECK_EQ_INT(s->state, SESSION_OPEN);
+    conn_deliver(client.c, pub1, sizeof(pub1)); /* the bucket's one token */
+    conn_deliver(client.c, pub2, sizeof(pub2)); /* over the limit: refused */
+    CHECK_EQ_INT(broker.n, sizeof(connect5) + sizeof(pub1));
+    CHECK_EQ_INT(client.n, sizeof(connack5) + sizeof(puback_quota));
+    CHECK(client.n >= sizeof(puback_quota) &&
+          !memcmp(client.buf + client.n - sizeof(puback_quota), puback_quota, sizeof(puback_quota)));
+    finish();
+}
+
 int main(void)
 {
     test_no_disconnect_before_connack();
+    test_rate_limit_code();
     return check_done("test_session_replies");
 }
