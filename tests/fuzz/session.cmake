@@ -23,7 +23,7 @@ target_link_options(fuzz_session PRIVATE -fsanitize=fuzzer,${FUZZ_SANITIZERS})
 
 # MGATE_FUZZ_SESSION_SELFTEST=N: the same harness breaking the session on
 # purpose (fuzz_session.c says how), to show that each invariant fires.
-# Built only on demand: cmake --build build-fuzz --target fuzz_session_selftest_N
+# Built only on demand (tests/fuzz/session_selftest.sh builds and runs them all).
 foreach(n 1 2 3 4 5 6)
   add_executable(fuzz_session_selftest_${n} EXCLUDE_FROM_ALL fuzz_session.c)
   target_compile_definitions(fuzz_session_selftest_${n} PRIVATE MGATE_FUZZ_SESSION_SELFTEST=${n})
@@ -35,4 +35,8 @@ endforeach()
 #         tests/fuzz/corpus_session   (a scratch directory first, so that new inputs stay out of the seeds)
 if(MGATE_TESTS)
   add_test(NAME fuzz.session_seeds COMMAND fuzz_session -runs=0 ${CMAKE_CURRENT_SOURCE_DIR}/corpus_session)
+  # Each invariant fires on a session broken on purpose (builds the six
+  # selftest harnesses first: about a minute).
+  add_test(NAME fuzz.session_selftest COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/session_selftest.sh ${CMAKE_BINARY_DIR})
+  set_tests_properties(fuzz.session_selftest PROPERTIES TIMEOUT 600)
 endif()
