@@ -543,6 +543,7 @@ static struct mgate_session *live_session(void)
  * packet held for a verdict, the receiver's unsent output. */
 static uint64_t mem_max_dir, mem_max_pair; /* the largest seen, for the figures */
 static size_t closing_total;              /* what the pair buffered when last seen closing */
+static double mem_max_share;              /* the largest direction's share of its bound */
 static void mem_check(void)
 {
     struct mgate_session *s = live_session();
@@ -570,6 +571,8 @@ static void mem_check(void)
     for (int d = 0; d < 2; d++) {
         if (dir[d] > mem_max_dir)
             mem_max_dir = dir[d];
+        if ((double)dir[d] / (double)bound > mem_max_share)
+            mem_max_share = (double)dir[d] / (double)bound;
         if (dir[d] > bound) {
             const struct conn *from = d == MGATE_UP ? s->client : s->broker;
             const struct conn *to = d == MGATE_UP ? s->broker : s->client;
@@ -1058,12 +1061,22 @@ static void teardown(void)
     list.spare = NULL;
 }
 
+/* FUZZ_SESSION_STATS=1: at exit, the largest buffers seen (replay a corpus
+ * with -runs=0 to measure it). */
+static void print_stats(void)
+{
+    fprintf(stderr, "fuzz_session: largest buffered: %llu bytes one direction, %llu the pair, %.0f%% of the bound\n",
+            (unsigned long long)mem_max_dir, (unsigned long long)mem_max_pair, 100 * mem_max_share);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc, (void)argv;
     log_set_level(LOGL_OFF); /* nothing: the sessions' lines would cost more than the session */
     trace = getenv("FUZZ_SESSION_TRACE") != NULL;
+    if (getenv("FUZZ_SESSION_STATS"))
+        atexit(print_stats);
     L = loop_new();
     vnow = L->now;
     return 0;
