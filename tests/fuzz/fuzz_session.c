@@ -613,6 +613,15 @@ static void io_events(struct vpeer *v)
     }
 }
 
+/* I2's "a partial last packet only if the connection closed": an open
+ * connection with nothing left to write has sent whole packets only. */
+static void partial_check(const struct vpeer *v)
+{
+    if (v->c && v->c->state == CONN_OPEN && !v->c->out.len && !v->c->corked && v->sn)
+        violation("I2 (valid packets)", "%s got %zu bytes of a packet and nothing more is queued for it", v->name,
+                  v->sn);
+}
+
 /* One turn as loop_run makes it: I/O, expired timers, deferred calls. */
 static void turn(void)
 {
@@ -622,6 +631,8 @@ static void turn(void)
     run_timers(L);
     run_deferred(L);
     mem_check();
+    partial_check(&client);
+    partial_check(&broker);
     struct mgate_session *s = live_session();
     if (s && s->version)
         version = s->version;
