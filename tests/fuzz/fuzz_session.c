@@ -544,6 +544,8 @@ static struct mgate_session *live_session(void)
 static uint64_t mem_max_dir, mem_max_pair; /* the largest seen, for the figures */
 static size_t closing_total;              /* what the pair buffered when last seen closing */
 static double mem_max_share;              /* the largest direction's share of its bound */
+static uint8_t extra_seen;                /* every rewrite a handler made in this input (I4's growth) */
+static uint64_t growth_seen;              /* the most a packet could have grown in this input */
 static void mem_check(void)
 {
     struct mgate_session *s = live_session();
@@ -567,7 +569,21 @@ static void mem_check(void)
         const struct conn *to = d == MGATE_UP ? s->broker : s->client;
         dir[d] = (from ? from->in.len : 0) + (s->held[d] ? s->held[d]->raw_len : 0) + (to ? to->out.len : 0);
     }
-    uint64_t bound = (uint64_t)params.max_packet_size + read_max + params.output_high_water;
+    /* A pass writes what one read brought, re-encoded: packets that grew (a
+     * mount point's prefix, a rewritten topic, an added user property) can
+     * make it more than the read.  Per packet (5 bytes at least) it grows by
+     * at most the prefix plus what the handlers add, plus 3 bytes of lengths. */
+    uint64_t grow = 0;
+    if (mgate_session_mount_point(s).len)
+        grow += mgate_session_mount_point(s).len + 3;
+    if ((extra_seen & 1) != 0)
+        grow += sizeof(rw_topic) + 3;
+    if ((extra_seen & 4) != 0 && s->version == MQTT_V5)
+        grow += 2 + 2 + sizeof(up_name) + 2 + sizeof(up_value) + 3;
+    if (grow > growth_seen)
+        growth_seen = grow; /* grown packets may still be queued after a mount point or a rewrite ended */
+    uint64_t chunk = (uint64_t)params.max_packet_size + read_max;
+    uint64_t bound = chunk + params.output_high_water + (chunk + 4) / 5 * growth_seen;
     for (int d = 0; d < 2; d++) {
         if (dir[d] > mem_max_dir)
             mem_max_dir = dir[d];
@@ -577,11 +593,11 @@ static void mem_check(void)
             const struct conn *from = d == MGATE_UP ? s->client : s->broker;
             const struct conn *to = d == MGATE_UP ? s->broker : s->client;
             violation("I4 (memory per pair)", "%s: %zu bytes buffered (input %u, held %u, output %u, receiver state %d "
-                      "corked %d) > max packet %u + read chunk %zu + high water %u",
+                      "corked %d) > max packet %u + read chunk %zu + high water %u (+ growth %llu a packet)",
                       d == MGATE_UP ? "client->broker" : "broker->client", dir[d], from ? from->in.len : 0,
                       s->held[d] ? s->held[d]->raw_len : 0, to ? to->out.len : 0, to ? to->state : -1,
                       to ? to->corked : -1, params.max_packet_size, read_max,
-                      params.output_high_water);
+                      params.output_high_water, (unsigned long long)growth_seen);
         }
     }
     if (dir[0] + dir[1] > mem_max_pair)
@@ -1036,6 +1052,7 @@ static void run_op(void)
     case OP_EXTRA: {
         uint8_t b = u8();
         extra[b & 1] = (uint8_t)(b >> 1);
+        extra_seen |= extra[b & 1];
         break;
     }
     case OP_STALE:
@@ -1110,6 +1127,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     setup();
     read_max = 0;
     closing_total = SIZE_MAX;
+    extra_seen = 0;
+    growth_seen = 0;
     list = (struct session_list){0};
     vnow += 1;
     L->now = vnow;
