@@ -159,7 +159,8 @@ struct mgate_unsubscribe_req {
  * setting content_type / response_topic with their has_ flags.  The packet
  * is then re-encoded with the other properties as they came; one that would
  * grow past what its receiver takes (its Maximum Packet Size) is not sent:
- * a client's is refused with 0x95 (Packet too large), a broker's is
+ * a client's is refused with 0x83 (Implementation specific error: a PUBACK
+ * cannot say 0x95, Packet too large), a broker's is
  * acknowledged to the broker and dropped, as MQTT 5 has a server do.
  * Everything else is read-only.
  */

@@ -317,7 +317,7 @@ static void tls(const struct status *st, const struct metrics *m0, struct buf *b
              "Connections closed at accept by a limit.",
              "limit", "max_connections", "connection_rate", SUM(conns_refused[0]), SUM(conns_refused[1]));
     counter2(b, "mgate_publish_limited_total",
-             "Client PUBLISHes over a limit (refused with 0x96/0x97 or held back), by limit.",
+             "Client PUBLISHes over a limit (refused with 0x97 or held back), by limit.",
              "limit", "rate", "bandwidth", SUM(limit_hits[0]), SUM(limit_hits[1]));
     COUNTER("mgate_proxy_protocol_refused_total",
             "Connections closed for a missing or broken PROXY protocol header.",

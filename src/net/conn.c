@@ -288,6 +288,14 @@ static size_t read_room(const struct conn *c)
 static void on_readable(struct conn *c)
 {
     ssize_t n;
+    /* Buffered input waits for its redelivery (conn_resume_read defers it,
+     * and this turn's I/O runs first): read nothing more before the owner
+     * has seen it.  Else an owner that pauses again at once (the next
+     * packet's verdict is pending too) would find one more read in the
+     * buffer each time, and the buffer would grow with every resume; the
+     * socket stays readable, so the next turn reads. */
+    if (c->in.len && c->defer.queued)
+        return;
     if (c->in.len) {
         if (buf_reserve(&c->in, read_room(c)) < 0) {
             fail(c, ENOMEM);

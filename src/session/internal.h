@@ -238,8 +238,7 @@ enum pkt_result publish_forward(struct pass *ps, const uint8_t *raw, uint32_t le
 enum pkt_result publish_oom(struct mgate_session *s); /* closes the session */
 /* A PUBLISH allowed but not sent (too large for its receiver as rewritten,
  * or invalid: `why` is PASS_DROPPED or PASS_INVALID): answered to its
- * sender as each direction answers a refused one (0x95 or 0x83 to a v5
- * client). */
+ * sender as each direction answers a refused one (0x83 to a v5 client). */
 enum pkt_result up_publish_not_sent(struct pass *ps, const struct mqtt_publish *pub, int why);
 enum pkt_result down_publish_not_sent(struct pass *ps, const struct mqtt_publish *pub, const char *why);
 

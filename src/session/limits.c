@@ -92,7 +92,10 @@ enum limit_verdict limits_publish(struct mgate_session *s, struct conn *c, const
         return LIMIT_OK;
     }
     METRIC_INC(session_metrics(s)->limit_hits[reason == MQTT_RC_QUOTA_EXCEEDED]);
-    if (refuse(s, raw, len, reason))
+    /* 0x96 (Message rate too high) is a DISCONNECT reason only: a PUBACK or
+     * PUBREC may not carry it [MQTT-3.4.2.1, 3.5.2.1], so both limits are
+     * refused as 0x97 (Quota exceeded); the counter above tells them apart. */
+    if (refuse(s, raw, len, MQTT_RC_QUOTA_EXCEEDED))
         return LIMIT_REFUSED;
     conn_pause_read(c);
     lim->paused = c;

@@ -2,8 +2,9 @@
  * Per-client PUBLISH limits (PUBLISH_RATE_LIMIT messages/s and
  * PUBLISH_BANDWIDTH_LIMIT bytes/s, client to broker): token buckets on the
  * loop clock, allocated only for listeners that set a limit.  Over a limit,
- * an MQTT 5 client's QoS 1/2 PUBLISH is refused with the spec's codes (0x96
- * Message rate too high, 0x97 Quota exceeded); everything else (QoS 0, MQTT
+ * an MQTT 5 client's QoS 1/2 PUBLISH is refused with PUBACK/PUBREC 0x97
+ * Quota exceeded (0x96 Message rate too high is not a PUBACK code, only a
+ * DISCONNECT's); everything else (QoS 0, MQTT
  * 3.1.1) waits: mgate stops reading that client until the bucket refills,
  * so TCP slows it down and nothing is lost.
  */

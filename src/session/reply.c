@@ -48,8 +48,11 @@ void reply_ack(struct conn *to, uint8_t type, uint8_t version, uint16_t id, uint
 
 void reply_disconnect(struct mgate_session *s, uint8_t reason)
 {
-    if (!s->client || s->version != MQTT_V5)
-        return; /* 3.1.1 servers must not send DISCONNECT */
+    /* 3.1.1 servers must not send DISCONNECT, nor a 5.0 server before
+     * its successful CONNACK [MQTT-3.14.0-1] (a bad AUTH while the broker's
+     * CONNACK is awaited just closes) */
+    if (!s->client || s->version != MQTT_V5 || s->state != SESSION_OPEN)
+        return;
     uint8_t buf[8];
     size_t n = mqtt_encode_disconnect(MQTT_V5, reason, buf, sizeof(buf));
     conn_write(s->client, buf, n);

@@ -299,13 +299,16 @@ static enum pkt_result refuse_publish(struct pass *ps, const struct mqtt_publish
 }
 
 /* Allowed, but the broker cannot take it as the handlers left it (over its
- * Maximum Packet Size, or not encodable): a QoS 1/2 sender is told 0x95 (a
+ * Maximum Packet Size, or not encodable): a QoS 1/2 sender is told 0x83 (a
  * 3.1.1 one, which cannot be told, is closed, as for a refusal) rather than
- * left waiting for an acknowledgement; QoS 0 is dropped and counted. */
+ * left waiting for an acknowledgement; QoS 0 is dropped and counted.  Not
+ * 0x95 (Packet too large): a PUBACK or PUBREC may not carry it
+ * [MQTT-3.4.2.1], and the client's packet was not too large anyway. */
 enum pkt_result up_publish_not_sent(struct pass *ps, const struct mqtt_publish *pub, int why)
 {
+    (void)why;
     if (pub->qos)
-        return refuse_publish(ps, pub, why == PASS_INVALID ? MQTT_RC_IMPL_SPECIFIC : MQTT_RC_PACKET_TOO_LARGE);
+        return refuse_publish(ps, pub, MQTT_RC_IMPL_SPECIFIC);
     count_refused(ps->s, pub);
     return PKT_REFUSED;
 }

@@ -6,7 +6,7 @@
 
 Against mosquitto: mosquitto_pub/sub -V mqttv5 see the stamped user properties; a delivery
 whose properties were read but not changed arrives byte for byte as mosquitto sent it; a
-PUBLISH that grows past the receiver's Maximum Packet Size is refused with 0x95 (client side)
+PUBLISH that grows past the receiver's Maximum Packet Size is refused with 0x83 (client side)
 or acknowledged to the broker and dropped (broker side), and so is a topic rewrite that grows
 past it; the auth method refused with 0x8C. Against a recording broker (fake_broker.py): an
 unchanged PUBLISH with properties reaches it byte for byte, a stamped one with every other
@@ -136,14 +136,14 @@ def too_large_up(t, gate, broker):
     t.eq(h.ack_reason(5, c.expect(h.PUBACK)), 0, "an unchanged PUBLISH of exactly 300 bytes: PUBACK 0")
     pkt, _ = sized_publish("props/big", MAX_PACKET, pid=2)
     c.send(pkt)
-    t.eq(h.ack_reason(5, c.expect(h.PUBACK)), 0x95,
-         "300 bytes stamped with x-mgate-user (past 300): PUBACK 0x95, not silence")
+    t.eq(h.ack_reason(5, c.expect(h.PUBACK)), 0x83,
+         "300 bytes stamped with x-mgate-user (past 300): PUBACK 0x83, not silence")
     pkt, _ = sized_publish("props/big", MAX_PACKET, qos=2, pid=3)
     c.send(pkt)
-    t.eq(h.ack_reason(5, c.expect(h.PUBREC)), 0x95, "at QoS 2: PUBREC 0x95")
+    t.eq(h.ack_reason(5, c.expect(h.PUBREC)), 0x83, "at QoS 2: PUBREC 0x83")
     pkt, _ = sized_publish("rewrite/big", MAX_PACKET, pid=4)
     c.send(pkt)
-    t.eq(h.ack_reason(5, c.expect(h.PUBACK)), 0x95, "a topic rewrite (rewrite/ -> rewritten/) past 300: PUBACK 0x95")
+    t.eq(h.ack_reason(5, c.expect(h.PUBACK)), 0x83, "a topic rewrite (rewrite/ -> rewritten/) past 300: PUBACK 0x83")
     pkt, _ = sized_publish("props/big0", MAX_PACKET, qos=0)
     c.send(pkt)
     t.check(c.ping(), "at QoS 0 it is dropped and the session goes on")

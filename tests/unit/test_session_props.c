@@ -2,7 +2,8 @@
  * sockets (two recording virtual connections, as in test_verdict): what a
  * handler reads, what the broker then gets (byte for byte when nothing
  * changed, re-encoded when something did, also after a late verdict), and
- * a PUBLISH grown past the broker's Maximum Packet Size answered 0x95. */
+ * a PUBLISH grown past the broker's Maximum Packet Size answered 0x83 (a
+ * PUBACK cannot say 0x95, Packet too large). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -83,7 +84,7 @@ static const uint8_t publish_kv[] = {0x32, 21, 0, 3, 'a', '/', 'b', 0, 1, 11, 0x
 static const uint8_t publish_xy[] = {0x32, 21, 0, 3, 'a', '/', 'b', 0, 1, 11, 0x26, 0, 1, 'x', 0, 1, 'y',
                                      0x03, 0, 1, 't', 'h', 'i'};
 static const uint8_t publish_v4[] = {0x32, 9, 0, 3, 'a', '/', 'b', 0, 1, 'h', 'i'};
-static const uint8_t puback_too_large[] = {0x40, 3, 0, 1, 0x95};
+static const uint8_t puback_too_large[] = {0x40, 3, 0, 1, 0x83};
 
 /* ---- running (one loop per test, as test_verdict) ---------------------- */
 
