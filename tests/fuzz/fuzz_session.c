@@ -1082,9 +1082,9 @@ static void teardown(void)
             resume_one(0, i & 1 ? MGATE_ALLOW : MGATE_IGNORE);
         turn();
     }
-    if (npend || L->defer_head || L->heap_len || list.count || client.c || broker.c)
-        violation("teardown", "not idle after the end: %u pending, deferred %d, %u timers, %u sessions, conns %d %d",
-                  npend, L->defer_head != NULL, L->heap_len, list.count, client.c != NULL, broker.c != NULL);
+    if (npend || L->defer_head || L->timers || list.count || client.c || broker.c)
+        violation("teardown", "not idle after the end: %u pending, deferred %d, timers %d, %u sessions, conns %d %d",
+                  npend, L->defer_head != NULL, L->timers != NULL, list.count, client.c != NULL, broker.c != NULL);
     free(list.spare);
     list.spare = NULL;
 }
