@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """A small PNG line plot in pure Python (zlib + struct): no matplotlib needed.
 
-    plot.py samples.csv out.png [title]
+    plot.py samples.csv out.png [title [warm-up seconds]]
 
 draws two panels from the soak test's CSV (columns t_s, rss_kib, fds, ...): RSS in MiB and open
 descriptors over time, each with its own y range, labelled with a 5x7 bitmap font. The soak test
@@ -97,6 +97,19 @@ def _fmt(v):
     return f"{v:.1f}" if abs(v) < 1000 and v != int(v) else str(int(round(v)))
 
 
+def nice_step(raw):
+    """The smallest 1, 2 or 5 times a power of ten that is at least raw."""
+    mag = 1.0
+    while mag * 10 <= raw:
+        mag *= 10
+    while mag > raw and mag > 1e-9:
+        mag /= 10
+    for m in (1, 2, 5, 10):
+        if m * mag >= raw:
+            return m * mag
+    return 10 * mag
+
+
 def panel(cv, top, height, xs, ys, label, rgb, x_max, mark_x=None):
     """One framed plot of ys over xs at rows top..top+height, y range padded from the data."""
     left, right = 70, cv.w - 20
@@ -109,11 +122,13 @@ def panel(cv, top, height, xs, ys, label, rgb, x_max, mark_x=None):
         y = bottom - int((v - lo) / (hi - lo) * height)
         cv.line(left, y, right, y, GREY)
         cv.text(4, y - 3, _fmt(v))
-    for gx in range(6):  # vertical grid with time labels
-        v = x_max * gx / 5
+    step = nice_step(x_max / 8)
+    v = 0.0
+    while v <= x_max:  # vertical grid with time labels at round values
         x = left + int(v / x_max * (right - left))
         cv.line(x, top, x, bottom, GREY)
         cv.text(x - 6, bottom + 4, f"{int(v)}")
+        v += step
     if mark_x is not None:  # the end of the warm-up
         x = left + int(mark_x / x_max * (right - left))
         for y in range(top, bottom, 4):
@@ -150,7 +165,8 @@ def main():
     with open(sys.argv[1]) as f:
         rows = list(csv.DictReader(f))
     with open(sys.argv[2], "wb") as f:
-        f.write(render(rows, sys.argv[3] if len(sys.argv) > 3 else ""))
+        f.write(render(rows, sys.argv[3] if len(sys.argv) > 3 else "",
+                       float(sys.argv[4]) if len(sys.argv) > 4 else None))
     return 0
 
 
