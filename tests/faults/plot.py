@@ -3,8 +3,8 @@
 
     plot.py samples.csv out.png [title [warm-up seconds]]
 
-draws two panels from the soak test's CSV (columns t_s, rss_kib, fds, ...): RSS in MiB and open
-descriptors over time, each with its own y range, labelled with a 5x7 bitmap font. The soak test
+draws panels from the soak test's CSV (columns t_s, rss_kib, rss_anon_kib, fds, ...): RSS in
+MiB, its anonymous part (when the CSV has it) and open descriptors over time, each with its own y range, labelled with a 5x7 bitmap font. The soak test
 imports render() directly; the command line is for a CSV kept from an earlier run.
 """
 import csv
@@ -145,16 +145,20 @@ def panel(cv, top, height, xs, ys, label, rgb, x_max, mark_x=None):
 
 
 def render(rows, title="", warm_up=None, width=900):
-    """PNG bytes: RSS (MiB) above, open descriptors below. rows: dicts with t_s, rss_kib, fds."""
+    """PNG bytes: RSS (MiB), its anonymous part, open descriptors. rows: dicts with t_s, rss_kib,
+    fds and maybe rss_anon_kib."""
     xs = [float(r["t_s"]) for r in rows]
-    rss = [float(r["rss_kib"]) / 1024 for r in rows]
-    fds = [float(r["fds"]) for r in rows]
-    cv = Canvas(width, 520)
+    series = [("RSS MIB", BLUE, [float(r["rss_kib"]) / 1024 for r in rows])]
+    if rows and rows[0].get("rss_anon_kib") not in (None, ""):
+        series.append(("OF WHICH ANONYMOUS (HEAP, STACKS) MIB", (120, 60, 160),
+                       [float(r["rss_anon_kib"]) / 1024 for r in rows]))
+    series.append(("OPEN FDS", (0, 130, 60), [float(r["fds"]) for r in rows]))
+    cv = Canvas(width, 40 + 240 * len(series))
     cv.text(70, 6, title)
     x_max = max(xs[-1], 1.0)
-    panel(cv, 24, 200, xs, rss, "RSS MIB", BLUE, x_max, warm_up)
-    panel(cv, 270, 200, xs, fds, "OPEN FDS", (0, 130, 60), x_max, warm_up)
-    cv.text(70, 500, "X: SECONDS SINCE THE LOAD STARTED.  RED DASHES: END OF THE WARM-UP")
+    for k, (label, rgb, ys) in enumerate(series):
+        panel(cv, 24 + 240 * k, 190, xs, ys, label, rgb, x_max, warm_up)
+    cv.text(70, cv.h - 14, "X: SECONDS SINCE THE LOAD STARTED.  RED DASHES: END OF THE WARM-UP")
     return cv.png()
 
 

@@ -544,6 +544,17 @@ class Reloader:
         T.ok("reload")
 
 
+def rss_parts(pid):
+    """(RssAnon, RssFile) in KiB: the heap and stacks, and the mapped files (code of mgate and its
+    libraries, paged in as code paths are first used)."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(("RssAnon:", "RssFile:")):
+                out[line.split(":")[0]] = int(line.split()[1])
+    return out.get("RssAnon", 0), out.get("RssFile", 0)
+
+
 def proc_sample(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -605,7 +616,7 @@ def sessions_gauge(admin_port):
 
 
 class Sampler:
-    FIELDS = ["t_s", "rss_kib", "fds", "cpu_s", "sessions", "ops", "expected", "unexpected", "reloads"]
+    FIELDS = ["t_s", "rss_kib", "rss_anon_kib", "rss_file_kib", "fds", "cpu_s", "sessions", "ops", "expected", "unexpected", "reloads"]
 
     def __init__(self, g, admin, path, reloader):
         self.g, self.admin, self.path, self.reloader = g, admin, path, reloader
@@ -618,7 +629,9 @@ class Sampler:
     def __call__(self, _i):
         rss, fds, cpu = proc_sample(self.g.pid)
         ops, exp, unexp = T.snapshot()
-        row = {"t_s": round(time.monotonic() - self.t0, 1), "rss_kib": rss, "fds": fds, "cpu_s": round(cpu, 2),
+        anon, mapped = rss_parts(self.g.pid)
+        row = {"t_s": round(time.monotonic() - self.t0, 1), "rss_kib": rss, "rss_anon_kib": anon,
+               "rss_file_kib": mapped, "fds": fds, "cpu_s": round(cpu, 2),
                "sessions": sessions_gauge(self.admin), "ops": sum(ops.values()), "expected": sum(exp.values()),
                "unexpected": sum(unexp.values()), "reloads": self.reloader.count}
         self.rows.append(row)
@@ -626,8 +639,8 @@ class Sampler:
         self.f.flush()
         if LONG or len(self.rows) % 10 == 1:
             if not LONG or len(self.rows) % 12 == 1:
-                print(f"  t={row['t_s']:.0f}s rss={rss} KiB fds={fds} cpu={cpu:.1f}s sessions={row['sessions']} "
-                      f"ops={row['ops']} unexpected={row['unexpected']}", flush=True)
+                print(f"  t={row['t_s']:.0f}s rss={rss} KiB (anon {anon}) fds={fds} cpu={cpu:.1f}s "
+                      f"sessions={row['sessions']} ops={row['ops']} unexpected={row['unexpected']}", flush=True)
 
 
 # ---------------------------------------------------------------------------
@@ -781,7 +794,11 @@ def judge(t, rows, warm, quiet):
             f"open fds come back between churn waves: every quiet point holds at most the first one's {base} "
             f"+ {FD_QUIET_SLACK} (max {qmax}: {[qp['fds'] for qp in quiet]})",
             f"first {quiet[0]['kinds']}, worst {max(quiet, key=lambda qp: qp['fds'])['kinds']}")
-    return {"rss_q2_kib": round(m2), "rss_q4_kib": round(m4), "rss_slope_kib_per_h": round(slope),
+    a2 = sum(r["rss_anon_kib"] for r in second) / len(second)
+    a4 = sum(r["rss_anon_kib"] for r in last) / len(last)
+    print(f"  RSS after the warm-up, second and last quarter means: {m2:.0f} and {m4:.0f} KiB; of which anonymous "
+          f"(heap, stacks) {a2:.0f} and {a4:.0f} KiB", flush=True)
+    return {"rss_anon_q2_kib": round(a2), "rss_anon_q4_kib": round(a4), "rss_q2_kib": round(m2), "rss_q4_kib": round(m4), "rss_slope_kib_per_h": round(slope),
             "fds_min_after_warmup": fmin, "fds_max_after_warmup": fmax,
             "quiet_points": [{k: qp[k] for k in ("t_s", "fds", "rss_kib")} for qp in quiet]}
 
