@@ -4,8 +4,9 @@
     plot.py samples.csv out.png [title [warm-up seconds]]
 
 draws panels from the soak test's CSV (columns t_s, rss_kib, rss_anon_kib, fds, ...): RSS in
-MiB, its anonymous part (when the CSV has it) and open descriptors over time, each with its own y range, labelled with a 5x7 bitmap font. The soak test
-imports render() directly; the command line is for a CSV kept from an earlier run.
+MiB, its anonymous part (when the CSV has it) and open descriptors over time, each with its own
+y range, labelled with a 5x7 bitmap font. The soak test imports render() directly; the command
+line is for a CSV kept from an earlier run.
 """
 import csv
 import struct
@@ -137,7 +138,8 @@ def panel(cv, top, height, xs, ys, label, rgb, x_max, mark_x=None):
     cv.line(left, bottom, right, bottom, BLACK)
     cv.line(left, top, left, bottom, BLACK)
     cv.line(right, top, right, bottom, BLACK)
-    pts = [(left + int(x / x_max * (right - left)), bottom - int((y - lo) / (hi - lo) * height)) for x, y in zip(xs, ys)]
+    pts = [(left + int(x / x_max * (right - left)), bottom - int((y - lo) / (hi - lo) * height))
+           for x, y in zip(xs, ys)]
     for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
         cv.line(x0, y0, x1, y1, rgb)
         cv.line(x0, y0 + 1, x1, y1 + 1, rgb)
