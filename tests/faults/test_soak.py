@@ -93,7 +93,8 @@ RSS_TOLERANCE_KIB = 1024
 FD_BAND = 64
 # From one quiet point to the next, libcurl's connection cache in each of the two workers (the
 # HTTP relay's keep-alive connections to its target, the revocation fetches') may hold a
-# connection more or fewer; a leak of one descriptor per connection would be hundreds.
+# connection more or fewer (measured: the same count at every quiet point); a leak of one
+# descriptor per connection would be hundreds.
 FD_QUIET_SLACK = 4
 FD_SETTLE = 30.0
 
@@ -764,7 +765,9 @@ def quiet_point(g, admin, steady_sessions, t0, names):
                 return False
             return time.monotonic() - last[1] >= 3.0 and sessions_gauge(admin) == steady_sessions
         ok = h.wait_until(settled, FD_SETTLE, 0.25)
-        rss, fds, _ = proc_sample(g.pid)
+        # the count that held still, not a new one: the /metrics request settled() just made may
+        # not be closed in mgate yet
+        rss, fds = proc_sample(g.pid)[0], last[0]
         q = {"t_s": round(time.monotonic() - t0, 1), "fds": fds, "rss_kib": rss, "settled": bool(idle and ok),
              "sessions": sessions_gauge(admin), "kinds": fd_kinds(g.pid, names)}
     finally:
