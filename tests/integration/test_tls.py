@@ -66,6 +66,44 @@ def refused(port, tls_args):
     return r.returncode != 0
 
 
+def eof_without_close_notify(t, m, port, certs):
+    """A client that ends its TCP connection without a TLS close_notify (Python's ssl, many device
+    stacks): OpenSSL 3 reports "unexpected eof while reading"; it is the client closing, as on a
+    plain socket, not a TLS failure (which the log said was "logged above" while nothing was)."""
+    import ssl  # noqa: PLC0415
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(certs["ca.crt"])
+    mark = m.log.mark()
+    c = h.RawClient(port, tls=ctx)
+    t.eq(c.connect(4, "eof-no-close-notify"), 0, "no close_notify: CONNACK 0 over TLS")
+    c.sock.close()  # Python sends no close_notify: the TCP FIN comes alone
+    line = m.log.wait(r'"closing: [^"]*".*"client_id":"eof-no-close-notify"', 5.0, mark)
+    t.check(line is not None, "no close_notify: mgate logs why the session ended")
+    if line:
+        t.check('"closing: client closed"' in line.group(0),
+                "no close_notify: the session ends as \"client closed\", not as a TLS failure", line.group(0))
+    t.eq([j for j in m.json_since(mark) if j.get("level") in ("warn", "error")], [],
+         "no close_notify: no warning or error logged")
+
+    # A record that does not decrypt, past the handshake: a TLS failure, and the line the session's
+    # "TLS failure (logged above)" points to is there.
+    import socket  # noqa: PLC0415
+    mark = m.log.mark()
+    c = h.RawClient(port, tls=ctx)
+    t.eq(c.connect(4, "bad-record"), 0, "bad record: CONNACK 0 over TLS")
+    peer = "127.0.0.1:%d" % c.sock.getsockname()[1]
+    raw = socket.socket(fileno=os.dup(c.sock.fileno()))
+    raw.sendall(b"\x17\x03\x03\x00\x20" + os.urandom(32))  # application data nobody encrypted
+    line = m.log.wait(r'"closing: [^"]*".*"client_id":"bad-record"', 5.0, mark)
+    t.check(line is not None and "TLS failure" in line.group(0),
+            "bad record: the session ends as a TLS failure", line and line.group(0))
+    errs = [j for j in m.json_since(mark) if j.get("msg") == "TLS error" and j.get("peer") == peer]
+    t.check(len(errs) == 1 and errs[0].get("error"), "bad record: one \"TLS error\" line with the peer and "
+            "OpenSSL's reason", str(m.json_since(mark))[-600:])
+    raw.close()
+    c.close()
+
+
 def main():
     h.need_binaries()
     t = h.Checks("tls")
@@ -91,6 +129,7 @@ def main():
         r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{tls_port}", "-tls1_1"],
                            input="", capture_output=True, text=True, timeout=10)
         t.check("Cipher is (NONE)" in r.stdout or r.returncode != 0, "TLS 1.1 is refused (minimum 1.2)")
+        eof_without_close_notify(t, m, tls_port, certs)
 
         t.section("mTLS listener")
         t.check(pub_sub(mtls_port, "over mTLS", good), "a client certificate from the CA passes")
