@@ -344,23 +344,37 @@ int tls_ctx_reload(struct tls_ctx *ctx, char *err, size_t errlen)
 
 static SSL *ssl_of(const struct conn *c) { return ((struct tls_conn *)c->transport)->ssl; }
 
-static void peer_address(int fd, char *buf, size_t len);
+static void peer_address(int fd, char *buf, size_t len)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
+        sockaddr_format((struct sockaddr *)&ss, buf, len);
+    else
+        snprintf(buf, len, "?");
+}
 
-/* An established connection's TLS error, logged here because the session's
- * line only says "TLS failure (logged above)".  A peer that closed without
- * close_notify is a reset, as OpenSSL 1.1 reported it, not a TLS error. */
+/* OpenSSL 3 reports a peer that ends its TCP connection without a
+ * close_notify as an error; most MQTT clients do just that after DISCONNECT.
+ * MQTT frames its own packets (a cut one is never taken for a whole one), so
+ * this is an end of stream, as on a plain socket, not a TLS failure. */
+static bool unexpected_eof(void)
+{
+    unsigned long e = ERR_peek_last_error();
+    return ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING;
+}
+
+/* Any other TLS error past the handshake (a bad record, an alert from the
+ * peer, memory OpenSSL could not get) ends the connection: say which, since
+ * the session's closing line points here ("TLS failure (logged above)"). */
 static int io_failure(struct conn *c)
 {
-    if (ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
-        ERR_clear_error();
-        return ECONNRESET;
-    }
     struct tls_conn *t = c->transport;
     char why[256], peer[64];
     openssl_reason(why, sizeof(why));
     peer_address(c->io.fd, peer, sizeof(peer));
     struct logline l;
-    if (log_begin(&l, t->ctx->client ? LOGL_WARN : LOGL_INFO, "TLS connection failed")) {
+    if (log_begin(&l, t->ctx->client ? LOGL_WARN : LOGL_INFO, "TLS error")) {
         log_str(&l, "listener", t->ctx->name);
         if (t->ctx->client)
             log_str(&l, "side", "broker");
@@ -389,48 +403,12 @@ static ssize_t io_result(struct conn *c, int n)
             errno = ECONNRESET;
         return -1;
     default:
+        if (unexpected_eof()) { /* only a read meets it: the peer's end of stream */
+            ERR_clear_error();
+            return 0;
+        }
         errno = io_failure(c);
         return -1;
-    }
-}
-
-static void peer_address(int fd, char *buf, size_t len)
-{
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
-    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
-        sockaddr_format((struct sockaddr *)&ss, buf, len);
-    else
-        snprintf(buf, len, "?");
-}
-
-/* OpenSSL 3 reports a peer that ends its TCP connection without a
- * close_notify as an error; most MQTT clients do just that after DISCONNECT.
- * MQTT frames its own packets (a cut one is never taken for a whole one), so
- * this is an end of stream, as on a plain socket, not a TLS failure. */
-static bool unexpected_eof(void)
-{
-    unsigned long e = ERR_peek_last_error();
-    return ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING;
-}
-
-/* Any other TLS error past the handshake (a bad record, an alert from the
- * peer) ends the connection: say which, since the session's closing line
- * points here ("TLS failure (logged above)"). */
-static void log_read_failure(struct conn *c)
-{
-    struct tls_conn *t = c->transport;
-    char why[256], peer[64];
-    openssl_reason(why, sizeof(why));
-    peer_address(c->io.fd, peer, sizeof(peer));
-    struct logline l;
-    if (log_begin(&l, t->ctx->client ? LOGL_WARN : LOGL_INFO, "TLS error")) {
-        log_str(&l, "listener", t->ctx->name);
-        if (t->ctx->client)
-            log_str(&l, "side", "broker");
-        log_str(&l, "peer", peer);
-        log_str(&l, "error", why);
-        log_end(&l);
     }
 }
 
@@ -438,17 +416,7 @@ static ssize_t tls_read(struct conn *c, void *buf, size_t len)
 {
     errno = 0; /* SSL_ERROR_SYSCALL reads it: a stale EAGAIN would hide a dead socket */
     int n = SSL_read(ssl_of(c), buf, len > INT32_MAX ? INT32_MAX : (int)len);
-    if (n > 0)
-        return n;
-    if (SSL_get_error(ssl_of(c), n) != SSL_ERROR_SSL)
-        return io_result(c, n);
-    if (unexpected_eof()) {
-        ERR_clear_error();
-        return 0;
-    }
-    log_read_failure(c);
-    errno = EPROTO;
-    return -1;
+    return n > 0 ? n : io_result(c, n);
 }
 
 static ssize_t tls_writev(struct conn *c, const struct iovec *iov, int cnt)
