@@ -27,6 +27,8 @@ step() { printf '\n==== %s\n' "$*"; }
 if [ "$fuzz_minutes" -gt 0 ]; then
   step "fuzzing campaign, ${fuzz_minutes} minutes in all (tests/fuzz/run.sh)"
   tests/fuzz/run.sh --minutes "$fuzz_minutes" --build build-fuzz
+  step "the session fuzzer's invariants fire on sessions broken on purpose (tests/fuzz/session_selftest.sh)"
+  sh tests/fuzz/session_selftest.sh build-fuzz
 fi
 [ "$faults" = none ] && exit 0
 

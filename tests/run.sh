@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: install what is missing, build with
 # -Werror, run every ctest test, then again under AddressSanitizer +
-# UndefinedBehaviorSanitizer, then the fuzzers (MQTT decoder, CoAP codec,
-# WebSocket framing and upgrade head, HTTP parser, JWTs and JWKS documents,
-# the tunnel's frames, open messages and stream) for a short while, then
-# smoke runs of the benchmark harnesses (bench/run.sh, bench/http_ws.sh,
-# bench/mqtt_ws.sh, bench/coap.sh and bench/tunnel.sh --smoke: check that they still run and that every path
-# forwards; their figures are not judged).
+# UndefinedBehaviorSanitizer, then every libFuzzer target (tests/fuzz/run.sh:
+# each parser of hostile input and the stateful session fuzzer) for a short
+# while, then smoke runs of the benchmark harnesses (bench/run.sh,
+# bench/http_ws.sh, bench/mqtt_ws.sh, bench/coap.sh and bench/tunnel.sh
+# --smoke: check that they still run and that every path forwards; their
+# figures are not judged).  tests/long.sh runs the long forms.
 #
 #   tests/run.sh            everything
 #   tests/run.sh --quick    one plain build and its tests (no ASan, no fuzzing)
@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 jobs=$(nproc)
-fuzz_seconds=${MGATE_FUZZ_SECONDS:-30}
+fuzz_seconds=${MGATE_FUZZ_SECONDS:-60}
 
 tests/deps.sh
 
@@ -26,8 +26,13 @@ step "build (RelWithDebInfo, -Werror)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$jobs"
 
-step "tests"
-ctest --test-dir build --output-on-failure --timeout 300
+# Two tests at a time: most wait on their peers (a tenth of a core or less);
+# those that measure time or memory run alone (RUN_SERIAL in tests.cmake and
+# faults/faults.cmake).  The fault tests (faults.*: broker restarts, a lossy
+# network in namespaces, a vanished and a stopped broker, the soak, the
+# container image) run in their quick forms here; tests/long.sh has the long.
+step "tests (with the fault tests' quick forms)"
+ctest --test-dir build --output-on-failure --timeout 300 -j"$jobs"
 
 [ $quick -eq 1 ] && exit 0
 
@@ -35,27 +40,12 @@ step "build with AddressSanitizer + UndefinedBehaviorSanitizer"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DMGATE_SANITIZE=ON >/dev/null
 cmake --build build-asan -j"$jobs"
 
-step "tests under ASan + UBSan"
+step "tests under ASan + UBSan (with allocation failures injected: faults.failmalloc)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  ctest --test-dir build-asan --output-on-failure --timeout 600
+  ctest --test-dir build-asan --output-on-failure --timeout 600 -j"$jobs"
 
-step "fuzz the MQTT decoder, the CoAP codec, the WebSocket framing and upgrade head, the HTTP parser, the rewrite rules file, JWTs and JWKS documents, the tunnel's frames and stream for ${fuzz_seconds}s (libFuzzer)"
-CC=clang cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DMGATE_FUZZ=ON -DMGATE_TESTS=OFF >/dev/null
-cmake --build build-fuzz -j"$jobs" --target fuzz_decode fuzz_coap fuzz_ws_frame fuzz_ws_upgrade fuzz_http_parse \
-  fuzz_rewrite_rules fuzz_jwt fuzz_jwks fuzz_tunnel
-# a third of the time for the MQTT decoder, a sixth each for the others, and an eighteenth more for the
-# rewrite rules file (an operator's file, not peer input); a sixth for a client's JWT and an eighteenth
-# for a JWKS document (the identity provider's); a sixth for the tunnel's frames, open messages and stream
-for t in decode:3 coap:6 ws_frame:6 ws_upgrade:6 http_parse:6 rewrite_rules:18 jwt:6 jwks:18 tunnel:6; do
-  name=${t%%:*} share=${t##*:}
-  dict=()
-  [ -f "tests/fuzz/$name.dict" ] && dict=(-dict="tests/fuzz/$name.dict")
-  [ "$name" = jwks ] && dict=(-dict=tests/fuzz/jwt.dict) # one dictionary for tokens and key sets
-  mkdir -p "build-fuzz/corpus_$name"
-  build-fuzz/tests/fuzz/fuzz_$name -max_total_time=$((fuzz_seconds / share)) -print_final_stats=1 "${dict[@]}" \
-    "build-fuzz/corpus_$name" "tests/fuzz/corpus_$name" 2>&1 | tail -n 4
-done
-echo "fuzz: no crash in ${fuzz_seconds}s"
+step "fuzz every parser of hostile input and the session for ${fuzz_seconds}s in all (libFuzzer, tests/fuzz/run.sh)"
+tests/fuzz/run.sh --seconds "$fuzz_seconds"
 
 # Every path of a bench run measured each metric (a value above 0 in results.tsv).
 measured() { # results.tsv "metric..." "path..."

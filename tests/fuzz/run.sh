@@ -29,6 +29,9 @@ declare -A SHARE=([decode]=6 [session]=6 [coap]=3 [ws_frame]=3 [ws_upgrade]=3 [h
 DEFAULT_SHARE=3
 # Dictionaries not named after their target.
 declare -A DICT=([decode]=mqtt [jwks]=jwt)
+# libFuzzer options of a target's own: the session fuzzer's programs are
+# worth little beyond 2 KiB and slow down with size.
+declare -A ARGS=([session]=-max_len=2048)
 
 usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
@@ -61,7 +64,13 @@ mapfile -t all < <(cmake --build "$build" --target help |
 targets=()
 for t in "${all[@]}"; do
   name=${t#fuzz_}
-  if [ -z "$only" ] || [[ ",$only," == *",$name,"* ]]; then targets+=("$name"); fi
+  if [ -n "$only" ]; then
+    [[ ",$only," == *",$name,"* ]] && targets+=("$name")
+  # X_fast (X without ASan/UBSan, for long campaigns) and the session fuzzer's
+  # broken-on-purpose selftest builds run only when named
+  elif [[ "$name" != *_fast && "$name" != *selftest* ]]; then
+    targets+=("$name")
+  fi
 done
 if [ -n "$only" ]; then
   for n in ${only//,/ }; do
@@ -72,26 +81,27 @@ echo "== building ${targets[*]/#/fuzz_}"
 cmake --build "$build" -j"$(nproc)" --target "${targets[@]/#/fuzz_}" >/dev/null
 
 total_share=0
-for n in "${targets[@]}"; do total_share=$(( total_share + ${SHARE[$n]:-$DEFAULT_SHARE} )); done
+for n in "${targets[@]}"; do total_share=$(( total_share + ${SHARE[${n%_fast}]:-$DEFAULT_SHARE} )); done
 
 mkdir -p "$build/fuzz-corpus" "$build/fuzz-artifacts" "$build/fuzz-logs"
 printf 'target\texecutions\texec_per_s\tcov\tft\tcorpus\tcrashes\tseconds\n' >"$out"
 failed=()
 for n in "${targets[@]}"; do
-  args=(-print_final_stats=1 -artifact_prefix="$build/fuzz-artifacts/${n}-")
+  base=${n%_fast} # X_fast has X's dictionary, seeds and options
+  args=(-print_final_stats=1 -artifact_prefix="$build/fuzz-artifacts/${n}-" ${ARGS[$base]:-})
   limit=""
   if [ "$seconds" -gt 0 ]; then
-    t=$(( seconds * ${SHARE[$n]:-$DEFAULT_SHARE} / total_share ))
+    t=$(( seconds * ${SHARE[$base]:-$DEFAULT_SHARE} / total_share ))
     [ "$t" -ge 1 ] || t=1
     args+=(-max_total_time="$t")
     limit="${t}s"
   fi
   [ "$runs" -gt 0 ] && { args+=(-runs="$runs"); limit="${limit:+$limit or }$runs runs"; }
-  dict="$src/${DICT[$n]:-$n}.dict"
+  dict="$src/${DICT[$base]:-$base}.dict"
   [ -f "$dict" ] && args+=(-dict="$dict")
   corpus=("$build/fuzz-corpus/$n")
   mkdir -p "${corpus[0]}"
-  [ -d "$src/corpus_$n" ] && corpus+=("$src/corpus_$n")
+  [ -d "$src/corpus_$base" ] && corpus+=("$src/corpus_$base")
   log="$build/fuzz-logs/$n.log"
   before=$(find "$build/fuzz-artifacts" -name "${n}-*" | wc -l)
   echo "== fuzz_$n: $limit$([ -f "$dict" ] && echo ", dictionary $dict")"
