@@ -761,6 +761,39 @@ static unsigned cpus_available(void)
     return n < 1 ? 1 : n > 256 ? 256 : (unsigned)n;
 }
 
+/* Whether two HOST values name one address: the same text, or both every
+ * address (empty or 0.0.0.0). */
+static bool same_host(const char *a, const char *b)
+{
+    bool any_a = !*a || !strcmp(a, "0.0.0.0"), any_b = !*b || !strcmp(b, "0.0.0.0");
+    return (any_a && any_b) || !strcmp(a, b);
+}
+
+/* Listeners bind with SO_REUSEPORT (one socket per worker), so two of them
+ * on one address would both start and the kernel would share their clients
+ * between them at random: refuse it.  A CoAP listener is UDP and may share a
+ * port number with a TCP one. */
+static int check_addresses(struct loader *ld, const struct mgate_config *cfg)
+{
+    for (int i = 0; i < LISTENER_COUNT; i++) {
+        const struct listener_config *a = &cfg->listeners[i];
+        if (!a->enabled)
+            continue;
+        bool udp = listener_defs[i].kind == KIND_COAP;
+        for (int j = i + 1; j < LISTENER_COUNT; j++) {
+            const struct listener_config *b = &cfg->listeners[j];
+            if (b->enabled && b->port == a->port && (listener_defs[j].kind == KIND_COAP) == udp &&
+                same_host(a->host, b->host))
+                return fail(ld, NULL, NULL, "%sPORT and %sPORT: both %s:%u; each listener needs an address of its own",
+                            a->prefix, b->prefix, *a->host ? a->host : "*", a->port);
+        }
+        if (!udp && cfg->admin_port == a->port && same_host(a->host, cfg->admin_host))
+            return fail(ld, NULL, NULL, "MGATE_ADMIN_PORT and %sPORT: both %s:%u; each listener needs an address of its own",
+                        a->prefix, *a->host ? a->host : "*", a->port);
+    }
+    return 0;
+}
+
 static int load_all(struct loader *ld, struct mgate_config *cfg)
 {
     const struct config_source *src = ld->src;
@@ -781,7 +814,7 @@ static int load_all(struct loader *ld, struct mgate_config *cfg)
     for (int i = 0; i < LISTENER_COUNT; i++)
         if (load_listener(ld, &cfg->listeners[i]) < 0)
             return -1;
-    return 0;
+    return check_addresses(ld, cfg);
 }
 
 static void config_init(struct mgate_config *cfg)

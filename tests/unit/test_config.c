@@ -479,6 +479,25 @@ static void test_required_together(void)
     const char *e[] = {"MGATE_COAP_WITH_DTLS_PORT", "5684", "MGATE_COAP_WITH_DTLS_TARGET_HOST", "h",
                        "MGATE_COAP_WITH_DTLS_TARGET_PORT", "5683", NULL};
     expect_error(e, "MGATE_COAP_WITH_DTLS_CERT_FILE", "DTLS");
+    /* Two listeners on one address (SO_REUSEPORT would let both bind and share clients at random). */
+    const char *twice[] = {"MGATE_MQTT_WITHOUT_TLS_PORT", "1884", "MGATE_MQTT_WITHOUT_TLS_TARGET_HOST", "h",
+                           "MGATE_MQTT_WITHOUT_TLS_TARGET_PORT", "1883", "MGATE_MQTT_WS_WITHOUT_TLS_PORT", "1884",
+                           "MGATE_MQTT_WS_WITHOUT_TLS_TARGET_HOST", "h", "MGATE_MQTT_WS_WITHOUT_TLS_TARGET_PORT", "1883",
+                           NULL};
+    expect_error(twice, "MGATE_MQTT_WITHOUT_TLS_PORT and MGATE_MQTT_WS_WITHOUT_TLS_PORT", "both *:1884");
+    const char *admin_twice[] = {"MGATE_MQTT_WITHOUT_TLS_PORT", "9090", "MGATE_MQTT_WITHOUT_TLS_HOST", "127.0.0.1",
+                                 "MGATE_MQTT_WITHOUT_TLS_TARGET_HOST", "h", "MGATE_MQTT_WITHOUT_TLS_TARGET_PORT", "1883",
+                                 "MGATE_ADMIN_PORT", "9090", NULL};
+    expect_error(admin_twice, "MGATE_ADMIN_PORT and MGATE_MQTT_WITHOUT_TLS_PORT", "127.0.0.1:9090");
+    struct mgate_config cfg2;
+    const char *other_host[] = {"MGATE_MQTT_WITHOUT_TLS_PORT", "1884", "MGATE_MQTT_WITHOUT_TLS_HOST", "127.0.0.1",
+                                "MGATE_MQTT_WITHOUT_TLS_TARGET_HOST", "h", "MGATE_MQTT_WITHOUT_TLS_TARGET_PORT", "1883",
+                                "MGATE_MQTT_WS_WITHOUT_TLS_PORT", "1884", "MGATE_MQTT_WS_WITHOUT_TLS_HOST", "127.0.0.2",
+                                "MGATE_MQTT_WS_WITHOUT_TLS_TARGET_HOST", "h", "MGATE_MQTT_WS_WITHOUT_TLS_TARGET_PORT", "1883",
+                                "MGATE_COAP_WITHOUT_DTLS_PORT", "1884", "MGATE_COAP_WITHOUT_DTLS_TARGET_HOST", "h",
+                                "MGATE_COAP_WITHOUT_DTLS_TARGET_PORT", "5683", NULL};
+    CHECK_EQ_INT(load(&cfg2, other_host, NULL, NULL), 0); /* other hosts, and UDP beside TCP: fine */
+    config_free(&cfg2);
     const char *psk_elsewhere[] = {"MGATE_MQTT_WITH_TLS_PSK_FILE", "keys", NULL};
     expect_error(psk_elsewhere, "MGATE_MQTT_WITH_TLS_PSK_FILE", "CoAP over DTLS listener only");
 
