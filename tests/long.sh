@@ -38,7 +38,7 @@ step "fault tests, long forms (plain build in build-long)"
 cmake -S . -B build-long -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMGATE_LONG=ON >/dev/null
 cmake --build build-long -j"$jobs"
 rc=0
-ctest --test-dir build-long -L faults --output-on-failure --output-log build-long/faults.log || rc=1
+MGATE_CONTAINER_SETUP=1 ctest --test-dir build-long -L faults --output-on-failure --output-log build-long/faults.log || rc=1
 step "fault tests, long forms (ASan + UBSan build in build-long-asan: allocation failures)"
 cmake -S . -B build-long-asan -DCMAKE_BUILD_TYPE=Debug -DMGATE_SANITIZE=ON -DMGATE_LONG=ON >/dev/null
 cmake --build build-long-asan -j"$jobs"

@@ -105,38 +105,12 @@ def ns_spawn(ns, argv, **kw):
     return harness.spawn(["ip", "netns", "exec", ns, *argv], **kw)
 
 
-def ns_listens(pid, port):
-    """True when process pid has a listening TCP socket on port, read from its own namespace's table."""
-    inodes = set()
-    for table in (f"/proc/{pid}/net/tcp", f"/proc/{pid}/net/tcp6"):
-        try:
-            with open(table) as f:
-                next(f)
-                for line in f:
-                    fields = line.split()
-                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                        inodes.add(fields[9])
-        except (FileNotFoundError, ProcessLookupError):
-            pass
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return False
-    for fd in fds:
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}")[8:-1] in inodes:
-                return True
-        except OSError:
-            continue
-    return False
-
-
 def wait_listen(proc, port, timeout=10.0, log=None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{proc.args} exited {proc.returncode}: {log.text()[-600:] if log else ''}")
-        if ns_listens(proc.pid, port):
+        if harness.listens(proc.pid, port, own_ns=True):
             return
         time.sleep(0.05)
     raise RuntimeError(f"{proc.args} does not listen on {port} after {timeout} s")

@@ -10,6 +10,9 @@ Steps, each skipped (exit 77, with the reason) when the machine cannot do it, ne
   * podman, runc and debootstrap are installed with apt-get when missing (root, apt-get);
   * debian:12 and debian:12-slim are made with debootstrap and `podman import` only when podman
     has no such image yet: they are the cache the next run starts from, and stay;
+  * both of these only with MGATE_CONTAINER_SETUP=1, the default; tests/run.sh (CI) sets 0, so
+    that a machine without podman or the base image skips instead of spending about five
+    minutes on them (tests/long.sh, or this script run alone, sets them up);
   * a trivial container must run (else podman cannot run containers here).
 Then, checked (a failure is a failure):
   * the build context (.dockerignore) holds only what the Dockerfile copies, no build directory;
@@ -46,6 +49,8 @@ SKIP = 77
 ROOT = os.environ.get("MGATE_SOURCE_DIR") or os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 LONG = os.environ.get("MGATE_LONG") == "1"
 PACKAGES = ["podman", "runc", "debootstrap"]
+# Install the packages and make the base image when missing (see the docstring).
+SETUP = os.environ.get("MGATE_CONTAINER_SETUP", "1") != "0"
 PODMAN = ["podman", "--runtime", "runc"]
 # crun cannot set rlimits here (no CAP_SYS_RESOURCE) and runc needs them inside the hard limit
 # of the machine (about 20000 open files): podman's defaults are above it.
@@ -102,6 +107,9 @@ def need_tools(t, tmp, timings):
     if not shutil.which("dpkg-query"):
         raise Skip("not a Debian system (no dpkg-query): podman, runc and debootstrap come from Debian here")
     missing = [p for p in PACKAGES if not installed(p)]
+    if missing and not SETUP:
+        raise Skip(f"{' '.join(missing)} not installed, and MGATE_CONTAINER_SETUP=0 (tests/run.sh) does not "
+                   f"install them: run tests/faults/test_container.py alone, or tests/long.sh")
     if missing:
         if not shutil.which("apt-get"):
             raise Skip(f"{' '.join(missing)} missing and no apt-get to install them")
@@ -193,6 +201,9 @@ def base_image(t, tmp, timings):
                   f"{'made by this test' if made else 'not made by this test'})", flush=True)
             return
         print(f"  base image: made by an older version of this test ({made}): made again", flush=True)
+    if not SETUP:
+        raise Skip(f"no {SLIM} base image made by this test in podman's store, and MGATE_CONTAINER_SETUP=0 "
+                   f"(tests/run.sh) does not debootstrap one: run tests/faults/test_container.py alone, or tests/long.sh")
     mirror = debian_mirror()
     if not mirror:
         sh(["apt-get", "-o", "DPkg::Lock::Timeout=300", "update", "-qq"], timeout=600)

@@ -165,20 +165,8 @@ class Link:
                 raise H.Closed()
             self.buf += data
         out = []
-        while len(self.buf) >= 2:
-            n, mul, i, complete = 0, 1, 1, False
-            while i < len(self.buf) and i <= 4:
-                b = self.buf[i]
-                n += (b & 0x7F) * mul
-                mul *= 128
-                i += 1
-                if not b & 0x80:
-                    complete = True
-                    break
-            if not complete or len(self.buf) < i + n:
-                break
-            out.append(H.Packet(self.buf[0] >> 4, self.buf[0] & 0x0F, self.buf[i:i + n]))
-            del self.buf[:i + n]
+        while (p := H.take_packet(self.buf)) is not None:
+            out.append(p)
         return out
 
     def close(self):

@@ -158,11 +158,13 @@ def port_open(port, host=HOST):
         return False
 
 
-def listens(pid, port):
+def listens(pid, port, own_ns=False):
     """True when process pid has a listening TCP socket on port (from /proc, so a socket of some
-    other process on the same port does not count)."""
+    other process on the same port does not count). own_ns: read the socket tables of pid's own
+    network namespace (a process the test started in a namespace of its own)."""
     inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    net = f"/proc/{pid}/net" if own_ns else "/proc/net"
+    for table in (f"{net}/tcp", f"{net}/tcp6"):
         try:
             with open(table) as f:
                 next(f)
@@ -170,7 +172,7 @@ def listens(pid, port):
                     fields = line.split()
                     if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
                         inodes.add(fields[9])
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):
             pass
     if not inodes:
         return False
@@ -649,6 +651,25 @@ def ack_id(p):
     return struct.unpack_from(">H", p.body, 0)[0]
 
 
+def take_packet(buf):
+    """The first whole MQTT packet in buf (a bytearray), taken out of it; None while incomplete."""
+    if len(buf) < 2:
+        return None
+    n, mul, i = 0, 1, 1
+    while i < len(buf) and i <= 4:
+        b = buf[i]
+        n += (b & 0x7F) * mul
+        mul *= 128
+        i += 1
+        if not b & 0x80:
+            if len(buf) < i + n:
+                return None
+            p = Packet(buf[0] >> 4, buf[0] & 0x0F, bytes(buf[i:i + n]))
+            del buf[:i + n]
+            return p
+    return None
+
+
 class Closed(Exception):
     pass
 
@@ -728,21 +749,9 @@ class RawClient:
 
     def _read_one(self, deadline):
         while True:
-            if len(self.buf) >= 2:
-                n, mul, i = 0, 1, 1
-                complete = False
-                while i < len(self.buf) and i <= 4:
-                    b = self.buf[i]
-                    n += (b & 0x7F) * mul
-                    mul *= 128
-                    i += 1
-                    if not b & 0x80:
-                        complete = True
-                        break
-                if complete and len(self.buf) >= i + n:
-                    p = Packet(self.buf[0] >> 4, self.buf[0] & 0x0F, self.buf[i:i + n])
-                    del self.buf[:i + n]
-                    return p
+            p = take_packet(self.buf)
+            if p:
+                return p
             self._fill(deadline)
 
     def expect(self, ptype, timeout=5.0):
