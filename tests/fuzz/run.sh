@@ -67,8 +67,9 @@ for t in "${all[@]}"; do
   if [ -n "$only" ]; then
     [[ ",$only," == *",$name,"* ]] && targets+=("$name")
   # X_fast (X without ASan/UBSan, for long campaigns) and the session fuzzer's
-  # broken-on-purpose selftest builds run only when named
-  elif [[ "$name" != *_fast && "$name" != *selftest* ]]; then
+  # broken-on-purpose selftest builds run only when named; fuzz_session_core*
+  # are the libraries under fuzz_session, not fuzzers
+  elif [[ "$name" != *_fast && "$name" != *selftest* && "$name" != session_core* ]]; then
     targets+=("$name")
   fi
 done
