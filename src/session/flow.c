@@ -423,8 +423,9 @@ static enum pkt_result one_packet(struct pass *ps, const uint8_t *raw, uint32_t 
         session_protocol_error(s, ps->dir, rc);
         return PKT_CLOSE;
     }
-    if (rc == MQTT_BAD_VERSION) {
+    if (rc == MQTT_BAD_VERSION) { /* answered (so the client knows why), then closed as any refusal */
         reply_connack(s, MQTT_RC_UNSUPPORTED_VERSION);
+        session_close_as(s, CONN_END_PROTOCOL, CONN_END_NORMAL, "CONNECT refused: unsupported protocol version");
         return PKT_CLOSE;
     }
     if (s->merges && pkt.type == MQTT_SUBSCRIBE && ps->dir == MGATE_UP && merge_waits(s, pkt.subscribe.id)) {

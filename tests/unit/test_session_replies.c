@@ -94,9 +94,32 @@ static void test_rate_limit_code(void)
     finish();
 }
 
+/* A CONNECT of a protocol level mgate does not speak is answered CONNACK 1
+ * (in 3.1.1's form: the client's own is unknown) and the connection is
+ * closed, as for any refusal: before, the session stayed waiting for a
+ * CONNECT, and one sent after the refusal went to the broker (found by
+ * fuzz_session). */
+static void test_bad_version_closes(void)
+{
+    static const uint8_t connect7[] = {0x10, 13, 0, 4, 'M', 'Q', 'T', 'T', 7, 0x02, 0, 60, 0, 1, 'c'};
+    static const uint8_t connect5[] = {0x10, 14, 0, 4, 'M', 'Q', 'T', 'T', 5, 0x02, 0, 60, 0, 0, 1, 'c'};
+    static const uint8_t connack_version[] = {0x20, 2, 0, 1};
+    struct mgate_session *s = start();
+    conn_deliver(client.c, connect7, sizeof(connect7));
+    CHECK(client.n == sizeof(connack_version) && !memcmp(client.buf, connack_version, sizeof(connack_version)));
+    bool closed = mgate_session_closed(s);
+    CHECK(closed);
+    if (!closed) /* what the old code did with the next CONNECT */
+        conn_deliver(client.c, connect5, sizeof(connect5));
+    CHECK_EQ_INT(broker.n, 0);
+    CHECK(!broker.c); /* never dialled */
+    finish();
+}
+
 int main(void)
 {
     test_no_disconnect_before_connack();
+    test_bad_version_closes();
     test_rate_limit_code();
     return check_done("test_session_replies");
 }
