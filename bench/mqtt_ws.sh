@@ -105,7 +105,11 @@ trap 'exit 130' INT TERM
 ports=$("$lg" freeport 9) || { echo "bench/mqtt_ws.sh: no free ports" >&2; exit 1; }
 read -r b_tcp b_ws b_wss h_ws h_wss m_ws m_wss m_mqtt m_mqtts <<<"$(echo $ports)"
 
+# user root: mosquitto keeps root and can read its certificate wherever the
+# run directory is (dropping to user mosquitto, it could not pass a parent
+# that is not world-searchable, such as a clean clone under mktemp -d).
 cat >"$run/mosquitto.conf" <<EOF
+user root
 per_listener_settings false
 allow_anonymous true
 persistence false

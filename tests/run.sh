@@ -86,13 +86,8 @@ measured "$ws_run/results.tsv" idle_kib mgate
 echo "ws bench smoke: every path measured ($ws_run/report.md)"
 
 step "MQTT-over-WebSocket benchmark smoke run (bench/mqtt_ws.sh)"
-mws_smoke() {
-  rm -rf build-bench/mqtt-ws-smoke
-  bench/mqtt_ws.sh --smoke --mgate build-bench/mgate --out build-bench/mqtt-ws-smoke
-}
-# A free port can be taken between the probe and mosquitto's bind (seen once: its websockets
-# listener could not bind): a start that failed that way, and only that, runs again on new ports.
-mws_smoke || { grep -q "did not start" build-bench/mqtt-ws-smoke/mqtt-ws-run-*/run.log && mws_smoke; }
+rm -rf build-bench/mqtt-ws-smoke
+bench/mqtt_ws.sh --smoke --mgate build-bench/mgate --out build-bench/mqtt-ws-smoke
 mws_run=$(echo build-bench/mqtt-ws-smoke/mqtt-ws-run-*)
 if grep -E 'failed|did not start|BUG|not every|(lost|bad|errors) [1-9]' "$mws_run/run.log"; then
   echo "mqtt-ws bench smoke: a measurement failed or lost messages (see $mws_run)"; exit 1
